@@ -1,0 +1,451 @@
+//! The `stampede` command line: `serve`, `migrate`, `tenant`, `user`, `stream`,
+//! `analyst` and `dev` (the demo). Failures print one line on stderr naming what
+//! is wrong and exit non-zero; nothing is left half-created.
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    auth::hash_password,
+    config::Settings,
+    domain::{normalize_host, Role, Slug, Username},
+    startup::Application,
+    store::{
+        migrations,
+        streams::StreamStatus,
+        tenants::{Tenant, TenantConfig},
+        Store,
+    },
+};
+
+/// Live-stream chat and reaction server.
+#[derive(Parser)]
+#[command(name = "stampede", version, about)]
+pub struct Cli {
+    /// Configuration file (settings may also come from STAMPEDE_<SECTION>_<KEY>).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP and WebSocket traffic.
+    Serve {
+        /// Address to listen on (overrides server.bind).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+    /// Bring the public schema and every tenant schema to the newest migration.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage streams.
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Give analysts read-only SQL access.
+    #[command(subcommand)]
+    Analyst(AnalystCommand),
+    /// Run the demo: PostgreSQL (started if needed), migrations, a demo tenant on
+    /// `localhost` with accounts and a live stream, then serve.
+    Dev {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+        bind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant: its schema, tables, stamps and domains.
+    Create {
+        /// Slug, also the schema name: a-z, 0-9 and _.
+        slug: String,
+        /// A host name that reaches the tenant (repeatable).
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// Display name (defaults to the slug).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants and their domains.
+    List,
+    /// Add a domain to a tenant.
+    AddDomain { slug: String, host: String },
+    /// Change per-tenant settings.
+    Configure(ConfigureArgs),
+    /// Drop a tenant's schema and everything in it.
+    Delete {
+        slug: String,
+        /// Confirm the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct ConfigureArgs {
+    slug: String,
+    /// Anyone may watch and read chat without an account.
+    #[arg(long, value_name = "true|false")]
+    anonymous_viewers: Option<bool>,
+    /// Visitors may create accounts.
+    #[arg(long, value_name = "true|false")]
+    signup: Option<bool>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (password from STAMPEDE_PASSWORD or a prompt).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        username: String,
+        #[arg(long, value_name = "viewer|moderator|streamer|admin")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Create a stream; prints its id alone on stdout.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        title: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AnalystCommand {
+    /// Create (if missing) a NOLOGIN role that can read this tenant's schema only.
+    Grant {
+        #[arg(long)]
+        tenant: String,
+        /// PostgreSQL role name.
+        role: String,
+    },
+}
+
+/// Parses arguments, runs the command, and maps errors to one stderr line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. } | Command::Dev { .. });
+    crate::telemetry::init(if serving { "info" } else { "warn" });
+    let result = actix_rt::System::new().block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the outermost message and its causes.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !line.contains(&c) {
+                    line.push_str(": ");
+                    line.push_str(&c);
+                }
+            }
+            eprintln!("error: {}", line.replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from("config.toml"), false),
+    };
+    Ok(Settings::load(&path, required, std::env::vars())?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut settings = load_settings(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { bind } => {
+            if let Some(bind) = bind {
+                settings.server.bind = bind;
+            }
+            Application::build(settings).await?.run_until_stopped().await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let store = Store::new(&settings.database)?;
+            let report = migrations::migrate_all(&store).await?;
+            if report.applied.is_empty() {
+                println!("migrations: up to date");
+            } else {
+                for m in &report.applied {
+                    println!("applied {m}");
+                }
+            }
+            Ok(())
+        }
+        Command::Tenant(cmd) => tenant(&Store::new(&settings.database)?, cmd).await,
+        Command::User(UserCommand::Create {
+            tenant,
+            username,
+            role,
+        }) => {
+            let store = Store::new(&settings.database)?;
+            let slug = existing_tenant(&store, &tenant).await?.slug;
+            let username = Username::parse(&username).map_err(|e| anyhow!(e))?;
+            let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
+            let password = read_password()?;
+            create_user(&store, &slug, &username, &password, role).await?;
+            println!("created user {username} ({role}) on tenant {slug}");
+            Ok(())
+        }
+        Command::Stream(StreamCommand::Create {
+            tenant,
+            owner,
+            title,
+        }) => {
+            let store = Store::new(&settings.database)?;
+            let slug = existing_tenant(&store, &tenant).await?.slug;
+            let title = title.trim();
+            if title.is_empty() || title.chars().count() > 200 {
+                bail!("invalid title: use 1-200 characters");
+            }
+            let owner = store
+                .user_by_name(&slug, &owner)
+                .await?
+                .ok_or_else(|| anyhow!("user {owner:?} does not exist on tenant {slug}"))?;
+            let id = store.create_stream(&slug, owner.id, title, "", None).await?;
+            println!("{id}");
+            Ok(())
+        }
+        Command::Analyst(AnalystCommand::Grant { tenant, role }) => {
+            let store = Store::new(&settings.database)?;
+            let slug = existing_tenant(&store, &tenant).await?.slug;
+            store.grant_analyst(&slug, &role).await?;
+            println!("role {role} can now read schema {slug}");
+            Ok(())
+        }
+        Command::Dev { bind } => dev(settings, bind).await,
+    }
+}
+
+async fn existing_tenant(store: &Store, raw: &str) -> anyhow::Result<Tenant> {
+    let slug = Slug::parse(raw).map_err(|e| anyhow!(e))?;
+    store
+        .tenant_by_slug(&slug)
+        .await?
+        .ok_or_else(|| anyhow!("tenant {raw:?} does not exist"))
+}
+
+fn parse_domain(raw: &str) -> anyhow::Result<String> {
+    normalize_host(raw)
+        .filter(|h| !raw.contains(':') || h.starts_with('['))
+        .ok_or_else(|| anyhow!("invalid domain {raw:?}: give a host name without scheme or port"))
+}
+
+async fn tenant(store: &Store, cmd: TenantCommand) -> anyhow::Result<()> {
+    match cmd {
+        TenantCommand::Create {
+            slug,
+            domains,
+            name,
+        } => {
+            let slug = Slug::parse(&slug).map_err(|e| anyhow!(e))?;
+            let domains = domains
+                .iter()
+                .map(|d| parse_domain(d))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut unique = domains.clone();
+            unique.sort();
+            unique.dedup();
+            if unique.len() != domains.len() {
+                bail!("a domain is given twice");
+            }
+            let name = name.unwrap_or_else(|| slug.to_string());
+            store.create_tenant(&slug, name.trim(), &domains).await?;
+            println!("created tenant {slug} ({})", domains.join(", "));
+            Ok(())
+        }
+        TenantCommand::List => {
+            for t in store.list_tenants().await? {
+                println!(
+                    "{}\t{}\tanonymous_viewers={}\tsignup={}\t{}",
+                    t.slug,
+                    t.name,
+                    t.anonymous_viewers,
+                    t.signup,
+                    t.domains.join(",")
+                );
+            }
+            Ok(())
+        }
+        TenantCommand::AddDomain { slug, host } => {
+            let slug = Slug::parse(&slug).map_err(|e| anyhow!(e))?;
+            let host = parse_domain(&host)?;
+            store.add_domain(&slug, &host).await?;
+            println!("added {host} to tenant {slug}");
+            Ok(())
+        }
+        TenantCommand::Configure(args) => {
+            let slug = Slug::parse(&args.slug).map_err(|e| anyhow!(e))?;
+            if args.anonymous_viewers.is_none() && args.signup.is_none() {
+                bail!("nothing to change: give --anonymous-viewers and/or --signup");
+            }
+            let t = store
+                .configure_tenant(
+                    &slug,
+                    TenantConfig {
+                        anonymous_viewers: args.anonymous_viewers,
+                        signup: args.signup,
+                    },
+                )
+                .await?;
+            println!(
+                "tenant {}: anonymous_viewers={} signup={}",
+                t.slug, t.anonymous_viewers, t.signup
+            );
+            Ok(())
+        }
+        TenantCommand::Delete { slug, yes } => {
+            let slug = Slug::parse(&slug).map_err(|e| anyhow!(e))?;
+            if !yes {
+                bail!("refusing to delete tenant {slug} without --yes");
+            }
+            store.delete_tenant(&slug).await?;
+            println!("deleted tenant {slug}");
+            Ok(())
+        }
+    }
+}
+
+/// The password for `user create`: `STAMPEDE_PASSWORD`, or a prompt on a terminal.
+fn read_password() -> anyhow::Result<String> {
+    let password = match std::env::var("STAMPEDE_PASSWORD") {
+        Ok(p) => p,
+        Err(_) if std::io::stdin().is_terminal() => {
+            let p = rpassword::prompt_password("Password: ")?;
+            let again = rpassword::prompt_password("Password (again): ")?;
+            if p != again {
+                bail!("the passwords do not match");
+            }
+            p
+        }
+        Err(_) => bail!("no password: set STAMPEDE_PASSWORD or run on a terminal to be prompted"),
+    };
+    check_password(&password)?;
+    Ok(password)
+}
+
+fn check_password(p: &str) -> anyhow::Result<()> {
+    let n = p.chars().count();
+    if !(8..=256).contains(&n) {
+        bail!("invalid password: use 8 to 256 characters");
+    }
+    Ok(())
+}
+
+async fn create_user(
+    store: &Store,
+    slug: &Slug,
+    username: &Username,
+    password: &str,
+    role: Role,
+) -> anyhow::Result<crate::store::accounts::User> {
+    let hash = hash_password(password.to_string()).await?;
+    store
+        .create_user(slug, username, &hash, role)
+        .await?
+        .ok_or_else(|| anyhow!("user {username:?} already exists on tenant {slug}"))
+}
+
+/// The demo accounts: (username, role, password).
+const DEMO_USERS: &[(&str, Role, &str)] = &[
+    ("streamer", Role::Streamer, "streamer-demo"),
+    ("mod", Role::Moderator, "moderator-demo"),
+    ("alice", Role::Viewer, "alice-demo"),
+    ("bob", Role::Viewer, "bob-demo"),
+];
+
+async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
+    let project = std::env::current_dir()?;
+    let db = settings
+        .database
+        .url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| c.get_dbname().map(str::to_string))
+        .unwrap_or_else(|| "stampede".into());
+    settings.database.url = crate::devenv::ensure_postgres(&settings.database.url, &db, &project).await?;
+    let store = Store::new(&settings.database)?;
+    migrations::migrate_all(&store).await?;
+
+    let tenant = match store.tenant_by_host("localhost").await? {
+        Some(t) => t,
+        None => {
+            let slug = Slug::parse("demo").expect("valid");
+            match store.tenant_by_slug(&slug).await? {
+                Some(t) => {
+                    store.add_domain(&slug, "localhost").await?;
+                    t
+                }
+                None => {
+                    store
+                        .create_tenant(&slug, "Stampede demo", &["localhost".into()])
+                        .await?
+                }
+            }
+        }
+    };
+    let slug = tenant.slug.clone();
+    let mut streamer_id = None;
+    for (name, role, password) in DEMO_USERS {
+        let username = Username::parse(name).expect("valid");
+        let user = match store.user_by_name(&slug, name).await? {
+            Some(u) => u,
+            None => create_user(&store, &slug, &username, password, *role).await?,
+        };
+        if *role == Role::Streamer {
+            streamer_id = Some(user.id);
+        }
+    }
+    let streams = store.list_streams(&slug).await?;
+    let stream_id = match streams.iter().find(|s| s.status != StreamStatus::Ended) {
+        Some(s) => s.id,
+        None => {
+            let id = store
+                .create_stream(
+                    &slug,
+                    streamer_id.expect("streamer exists"),
+                    "Stampede demo stream",
+                    "A live demo: chat, tap a stamp, watch it float.",
+                    None,
+                )
+                .await?;
+            store.set_stream_status(&slug, id, StreamStatus::Live).await?;
+            id
+        }
+    };
+    let port = bind.rsplit(':').next().unwrap_or("8000");
+    println!();
+    println!("Stampede demo: tenant {slug} on http://localhost:{port}/");
+    println!("  watch page:  http://localhost:{port}/streams/{stream_id}");
+    println!("  accounts (username / password):");
+    for (name, role, password) in DEMO_USERS {
+        println!("    {name:<9} / {password:<15} ({role})");
+    }
+    println!();
+    settings.server.bind = bind;
+    Application::build(settings).await?.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Settings: `config.toml` first, then `STAMPEDE_<SECTION>_<KEY>` environment
+//! variables on top, then command-line flags. Unknown keys (in the file or in an
+//! environment variable naming a known section) are an error naming the key.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting of a node. Each section mirrors a table of `config.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP listener, cookies, origins, keep-alive of sockets.
+    pub server: ServerSettings,
+    /// PostgreSQL connection and pool.
+    pub database: DatabaseSettings,
+    /// Redis relay between nodes (empty URL: single node).
+    pub redis: RedisSettings,
+    /// Chat behaviour.
+    pub chat: ChatSettings,
+    /// Rate limits, caps and queue sizes.
+    pub limits: LimitSettings,
+    /// Reaction coalescing.
+    pub reactions: ReactionSettings,
+    /// Login sessions.
+    pub session: SessionSettings,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP server listens on.
+    pub bind: String,
+    /// Number of HTTP worker threads (0 = one per core).
+    pub workers: usize,
+    /// Whole origins (`https://app.example.com`) allowed on WebSocket handshakes
+    /// in addition to each tenant's own domains.
+    pub allowed_origins: Vec<String>,
+    /// The node terminates TLS itself (sets `Secure` cookies and HSTS).
+    pub tls: bool,
+    /// Set `Secure` on cookies (behind a TLS-terminating proxy).
+    pub secure_cookies: bool,
+    /// Seconds between server pings on each socket.
+    pub ping_interval_secs: u64,
+    /// Seconds without a pong after which a socket is closed (1001).
+    pub pong_timeout_secs: u64,
+    /// Seconds allowed for graceful shutdown.
+    pub shutdown_timeout_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed (exact IP addresses).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8000".into(),
+            workers: 0,
+            allowed_origins: Vec::new(),
+            tls: false,
+            secure_cookies: false,
+            ping_interval_secs: 15,
+            pong_timeout_secs: 45,
+            shutdown_timeout_secs: 25,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// libpq-style URL, e.g. `postgres://postgres@127.0.0.1:5432/stampede`.
+    pub url: String,
+    /// Connections in the pool of each node.
+    pub pool_size: usize,
+    /// Seconds to wait for a pooled connection (or a new one) before `unavailable`.
+    pub connect_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never print it.
+        f.debug_struct("DatabaseSettings")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/stampede".into(),
+            pool_size: 16,
+            connect_timeout_secs: 3,
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://127.0.0.1:6379`; empty means a single node with an in-process relay.
+    pub url: String,
+    /// Prefix of every channel and key this cluster uses.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &if self.url.is_empty() { "" } else { "<set>" })
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// `[chat]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Send `join`/`leave` frames (never stored).
+    pub announce_joins: bool,
+    /// Messages kept in memory per room for history and resume.
+    pub ring_size: usize,
+    /// Seconds an empty room actor lingers before it stops.
+    pub room_idle_secs: u64,
+    /// Milliseconds the message writer waits to fill a batch.
+    pub batch_delay_ms: u64,
+    /// Most messages in one write.
+    pub batch_max: usize,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            announce_joins: false,
+            ring_size: 500,
+            room_idle_secs: 30,
+            batch_delay_ms: 2,
+            batch_max: 256,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Open sockets per client IP (0 = no limit).
+    pub max_connections_per_ip: u32,
+    /// Open sockets per user (0 = no limit).
+    pub max_connections_per_user: u32,
+    /// Chat messages per user per stream in `chat_period_secs`.
+    pub chat_messages: u32,
+    /// Period of the chat limit, seconds.
+    pub chat_period_secs: u64,
+    /// Chat burst.
+    pub chat_burst: u32,
+    /// Reactions per second per user.
+    pub reactions_per_second: u32,
+    /// Reaction burst.
+    pub reactions_burst: u32,
+    /// Login attempts per minute per IP.
+    pub logins_per_minute_per_ip: u32,
+    /// Login attempts per minute per username.
+    pub logins_per_minute_per_user: u32,
+    /// Frames queued per socket before it counts as a slow consumer (4008).
+    pub socket_queue: usize,
+    /// Largest accepted WebSocket frame, bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections_per_ip: 1000,
+            max_connections_per_user: 0,
+            chat_messages: 5,
+            chat_period_secs: 10,
+            chat_burst: 5,
+            reactions_per_second: 20,
+            reactions_burst: 50,
+            logins_per_minute_per_ip: 30,
+            logins_per_minute_per_user: 10,
+            socket_queue: 256,
+            max_frame_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `[reactions]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReactionSettings {
+    /// Coalescing window, milliseconds.
+    pub window_ms: u64,
+}
+
+impl Default for ReactionSettings {
+    fn default() -> Self {
+        Self { window_ms: 250 }
+    }
+}
+
+/// `[session]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Cookie name.
+    pub cookie_name: String,
+    /// Hours a session lives without use.
+    pub ttl_hours: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            cookie_name: "stampede_session".into(),
+            ttl_hours: 24 * 14,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads `path` (a missing file is an error only when `required`), then
+    /// applies every `STAMPEDE_<SECTION>_<KEY>` variable from `env`.
+    pub fn load(
+        path: &Path,
+        required: bool,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => String::new(),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        Self::from_toml_and_env(&text, env)
+    }
+
+    /// Parses TOML text and applies environment overrides on top of it.
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let file: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::Invalid(format!("config: {}", e.message())))?;
+        // Start from the defaults so every key has a known type for env parsing.
+        let mut merged = toml::Table::try_from(Settings::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (section, value) in file {
+            let Some(target) = merged.get_mut(&section).and_then(|v| v.as_table_mut()) else {
+                return Err(ConfigError::Invalid(format!(
+                    "config: unknown section [{section}]"
+                )));
+            };
+            let toml::Value::Table(table) = value else {
+                return Err(ConfigError::Invalid(format!(
+                    "config: {section} must be a table"
+                )));
+            };
+            for (key, value) in table {
+                if !target.contains_key(&key) {
+                    return Err(ConfigError::Invalid(format!(
+                        "config: unknown key {section}.{key}"
+                    )));
+                }
+                target.insert(key, value);
+            }
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix("STAMPEDE_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_') else {
+                continue;
+            };
+            // Only variables naming a known section are settings
+            // (STAMPEDE_PASSWORD and friends are not).
+            let Some(table) = merged.get_mut(section).and_then(|v| v.as_table_mut()) else {
+                continue;
+            };
+            let Some(current) = table.get(key) else {
+                return Err(ConfigError::Invalid(format!(
+                    "environment: {name} names unknown key {section}.{key}"
+                )));
+            };
+            let value = parse_like(current, &raw).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "environment: {name}={raw:?} is not a valid {}",
+                    current.type_str()
+                ))
+            })?;
+            table.insert(key.to_string(), value);
+        }
+        toml::Value::Table(merged)
+            .try_into::<Settings>()
+            .map_err(|e| ConfigError::Invalid(format!("config: {}", e.message())))
+    }
+}
+
+/// Parses an environment string into a value of the same TOML type as `like`.
+fn parse_like(like: &toml::Value, raw: &str) -> Option<toml::Value> {
+    Some(match like {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().ok()?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return None,
+        }),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().ok()?),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_with_typed_values() {
+        let s = Settings::from_toml_and_env(
+            "[server]\nbind = \"0.0.0.0:1\"\n[limits]\nchat_burst = 3\n",
+            env(&[
+                ("STAMPEDE_SERVER_BIND", "127.0.0.1:9"),
+                ("STAMPEDE_REDIS_URL", "redis://x"),
+                ("STAMPEDE_LIMITS_SOCKET_QUEUE", "7"),
+                ("STAMPEDE_SERVER_ALLOWED_ORIGINS", "https://a.test, https://b.test"),
+                ("STAMPEDE_PASSWORD", "not a setting"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:9");
+        assert_eq!(s.redis.url, "redis://x");
+        assert_eq!(s.limits.socket_queue, 7);
+        assert_eq!(s.limits.chat_burst, 3);
+        assert_eq!(
+            s.server.allowed_origins,
+            vec!["https://a.test", "https://b.test"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Settings::from_toml_and_env("[server]\nbnid = 1\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("server.bnid"), "{e}");
+        let e = Settings::from_toml_and_env("[sever]\n", env(&[])).unwrap_err();
+        assert!(e.to_string().contains("[sever]"), "{e}");
+        let e = Settings::from_toml_and_env("", env(&[("STAMPEDE_SERVER_BINDX", "1")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("server.bindx"), "{e}");
+        let e = Settings::from_toml_and_env("", env(&[("STAMPEDE_LIMITS_SOCKET_QUEUE", "x")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("STAMPEDE_LIMITS_SOCKET_QUEUE"), "{e}");
+    }
+
+    #[test]
+    fn shipped_config_parses_and_sets_no_redis() {
+        let text = include_str!("../config.toml");
+        let s = Settings::from_toml_and_env(text, env(&[])).unwrap();
+        assert!(s.redis.url.is_empty());
+        assert_eq!(s.reactions.window_ms, 250);
+    }
+}

@@ -1,0 +1,26 @@
+//! Stampede: a live-stream chat and reaction server.
+//!
+//! Modules and their jobs:
+//! - [`cli`]: the `stampede` command line (serve, migrate, tenant, user, stream, analyst, dev).
+//! - [`config`]: settings from `config.toml` and `STAMPEDE_*` variables.
+//! - [`startup`]: `Application::build / port / run_until_stopped`, shared by tests and `main`.
+//! - [`error`]: wire error codes and their HTTP mapping.
+//! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
+//! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.
+//! - [`tenants`]: the request's tenant from its `Host`.
+//! - [`auth`]: passwords, cookie sessions, CSRF, login limits.
+//! - [`web`]: routes: pages, JSON API, operations, static files.
+//! - [`devenv`]: bringing up PostgreSQL for the demo and the tests.
+//! - [`telemetry`]: structured logs.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod devenv;
+pub mod domain;
+pub mod error;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod tenants;
+pub mod web;

@@ -1,0 +1,122 @@
+//! Building and running a node: `Application::build` wires the store, tenant
+//! resolution, auth and routes once (outside `HttpServer::new`'s per-worker
+//! closure); `run_until_stopped` serves until SIGTERM/SIGINT and shuts down
+//! gracefully. Tests and `main` build the application the same way.
+
+use std::{net::TcpListener, time::Duration};
+
+use actix_web::{dev::Server, web, App, HttpServer};
+use anyhow::{bail, Context};
+
+use crate::{
+    auth::{AuthConfig, LoginLimiter},
+    config::Settings,
+    store::{migrations, Store},
+    tenants::TenantResolver,
+    web::{configure, TrustedProxies},
+};
+
+/// A bound, ready-to-run node.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to PostgreSQL, refuses to start while migrations are pending,
+    /// binds `settings.server.bind` and prepares the server.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = Store::new(&settings.database)?;
+        let pending = migrations::pending(&store)
+            .await
+            .context("cannot check migrations (is PostgreSQL reachable at database.url?)")?;
+        if !pending.is_empty() {
+            bail!(
+                "{} migration(s) pending ({}): run `stampede migrate` first",
+                pending.len(),
+                pending.join(", ")
+            );
+        }
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("cannot listen on {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+
+        let resolver = web::Data::new(TenantResolver::new(store.clone()));
+        let auth = web::Data::new(AuthConfig {
+            cookie_name: settings.session.cookie_name.clone(),
+            secure: settings.server.tls || settings.server.secure_cookies,
+            ttl: Duration::from_secs(settings.session.ttl_hours * 3600),
+        });
+        let limiter = web::Data::new(LoginLimiter::new(
+            settings.limits.logins_per_minute_per_ip,
+            settings.limits.logins_per_minute_per_user,
+        ));
+        let proxies = web::Data::new(TrustedProxies(
+            settings
+                .server
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+        ));
+        let store_data = web::Data::new(store.clone());
+        let settings_data = web::Data::new(settings.clone());
+
+        // Idle limiter keys are pruned so their memory stays bounded.
+        let prune = limiter.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                prune.prune();
+            }
+        });
+
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(store_data.clone())
+                .app_data(resolver.clone())
+                .app_data(auth.clone())
+                .app_data(limiter.clone())
+                .app_data(proxies.clone())
+                .app_data(settings_data.clone())
+                .configure(configure)
+        })
+        .disable_signals()
+        .client_request_timeout(Duration::from_secs(10))
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(port, "listening");
+        Ok(Self { port, server })
+    }
+
+    /// The port the node listens on (useful with `bind = "127.0.0.1:0"`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting and finishes in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        actix_rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.stop(true).await;
+        });
+        self.server.await
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,241 @@
+//! `accounts_user` and `accounts_session` of a tenant schema: users, password
+//! hashes, server-side sessions and their CSRF tokens.
+
+use time::OffsetDateTime;
+
+use super::{Slug, Store, StoreError, StoreResult};
+use crate::domain::{Role, Username};
+
+/// A user of a tenant.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Row id.
+    pub id: i64,
+    /// Unique username.
+    pub username: String,
+    /// Tenant-wide role.
+    pub role: Role,
+    /// A deactivated user cannot log in.
+    pub is_active: bool,
+}
+
+/// A user row with its password hash, for login.
+pub struct Credentials {
+    /// The user.
+    pub user: User,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+}
+
+/// SQL for the stored form of a cookie key: its SHA-256, hex. The key itself is
+/// never stored, so a copy of the table does not hand out sessions.
+const KEY_HASH: &str = "encode(sha256(convert_to($1, 'UTF8')), 'hex')";
+
+/// A live session looked up from its cookie.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie key, hex: the session's id inside the server.
+    pub key_hash: String,
+    /// The logged-in user, or `None` for an anonymous session.
+    pub user: Option<User>,
+    /// The session's CSRF token.
+    pub csrf_token: String,
+    /// When it stops being valid.
+    pub expires_at: OffsetDateTime,
+}
+
+fn user_from(row: &tokio_postgres::Row, at: usize) -> User {
+    User {
+        id: row.get(at),
+        username: row.get(at + 1),
+        role: Role::parse(row.get(at + 2)).unwrap_or(Role::Viewer),
+        is_active: row.get(at + 3),
+    }
+}
+
+impl Store {
+    /// Creates a user. `Ok(None)` when the username is taken.
+    pub async fn create_user(
+        &self,
+        slug: &Slug,
+        username: &Username,
+        password_hash: &str,
+        role: Role,
+    ) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let res = client
+            .query_one(
+                &format!(
+                    "INSERT INTO {}.accounts_user (username, password_hash, role) \
+                     VALUES ($1, $2, $3) RETURNING id, username, role, is_active",
+                    slug.schema()
+                ),
+                &[&username.as_str(), &password_hash, &role.as_str()],
+            )
+            .await;
+        match res {
+            Ok(row) => Ok(Some(user_from(&row, 0))),
+            Err(e) if super::is_unique_violation(&e) => Ok(None),
+            Err(e) => Err(StoreError::Db(e)),
+        }
+    }
+
+    /// A user by username.
+    pub async fn user_by_name(&self, slug: &Slug, username: &str) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT id, username, role, is_active FROM {}.accounts_user WHERE username = $1",
+                    slug.schema()
+                ),
+                &[&username],
+            )
+            .await?;
+        Ok(row.map(|r| user_from(&r, 0)))
+    }
+
+    /// A user with the password hash, for login.
+    pub async fn credentials(&self, slug: &Slug, username: &str) -> StoreResult<Option<Credentials>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT id, username, role, is_active, password_hash FROM {}.accounts_user \
+                     WHERE username = $1",
+                    slug.schema()
+                ),
+                &[&username],
+            )
+            .await?;
+        Ok(row.map(|r| Credentials {
+            user: user_from(&r, 0),
+            password_hash: r.get(4),
+        }))
+    }
+
+    /// Stores a new session (the caller made the key and token); returns its key hash.
+    pub async fn insert_session(
+        &self,
+        slug: &Slug,
+        key: &str,
+        user_id: Option<i64>,
+        csrf_token: &str,
+        expires_at: OffsetDateTime,
+    ) -> StoreResult<String> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO {}.accounts_session (key_hash, user_id, csrf_token, expires_at) \
+                     VALUES ({KEY_HASH}, $2, $3, $4) RETURNING key_hash",
+                    slug.schema()
+                ),
+                &[&key, &user_id, &csrf_token, &expires_at],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The unexpired session of this cookie key, with its active user.
+    pub async fn session(&self, slug: &Slug, key: &str) -> StoreResult<Option<SessionRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT s.key_hash, s.csrf_token, s.expires_at, s.user_id, \
+                            u.id, u.username, u.role, u.is_active \
+                     FROM {0}.accounts_session s LEFT JOIN {0}.accounts_user u ON u.id = s.user_id \
+                     WHERE s.key_hash = {KEY_HASH} AND s.expires_at > now()",
+                    slug.schema()
+                ),
+                &[&key],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user_id: Option<i64> = row.get(3);
+        let user = match user_id {
+            None => None,
+            Some(_) => {
+                let user = user_from(&row, 4);
+                if !user.is_active {
+                    return Ok(None);
+                }
+                Some(user)
+            }
+        };
+        Ok(Some(SessionRecord {
+            key_hash: row.get(0),
+            csrf_token: row.get(1),
+            expires_at: row.get(2),
+            user,
+        }))
+    }
+
+    /// Ends one session. Returns whether it existed.
+    pub async fn delete_session(&self, slug: &Slug, key_hash: &str) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                &format!(
+                    "DELETE FROM {}.accounts_session WHERE key_hash = $1",
+                    slug.schema()
+                ),
+                &[&key_hash],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Ends every session of a user (password change, deactivation).
+    pub async fn delete_user_sessions(&self, slug: &Slug, user_id: i64) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                &format!(
+                    "DELETE FROM {}.accounts_session WHERE user_id = $1",
+                    slug.schema()
+                ),
+                &[&user_id],
+            )
+            .await?)
+    }
+
+    /// Sets a new password hash and ends every session of the user.
+    pub async fn set_password(&self, slug: &Slug, user_id: i64, hash: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &format!(
+                "UPDATE {}.accounts_user SET password_hash = $2, password_changed_at = now() WHERE id = $1",
+                slug.schema()
+            ),
+            &[&user_id, &hash],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "DELETE FROM {}.accounts_session WHERE user_id = $1",
+                slug.schema()
+            ),
+            &[&user_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes expired sessions; returns how many.
+    pub async fn purge_expired_sessions(&self, slug: &Slug) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                &format!(
+                    "DELETE FROM {}.accounts_session WHERE expires_at <= now()",
+                    slug.schema()
+                ),
+                &[],
+            )
+            .await?)
+    }
+}

@@ -1,0 +1,102 @@
+//! PostgreSQL access: the pool, the migration runner, and the SQL of every table
+//! group. All SQL of the server lives under this module.
+//!
+//! Tenant isolation rule: every statement on a tenant table names its schema
+//! through [`Slug::schema`], a validated, quoted identifier. No statement relies
+//! on `search_path` outside [`migrations`], which sets it with `SET LOCAL` inside
+//! the migration's own transaction, so a pooled connection never carries one
+//! tenant's path into another tenant's query.
+
+pub mod accounts;
+pub mod analysts;
+pub mod migrations;
+pub mod streams;
+pub mod tenants;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseSettings;
+pub use crate::domain::Slug;
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had (PostgreSQL down or the pool exhausted).
+    #[error("database unavailable: {0}")]
+    Pool(#[from] PoolError),
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// True for a unique-constraint violation (a duplicate key).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(e) if is_unique_violation(e))
+    }
+}
+
+/// True when a statement failed on a unique constraint.
+pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The connection pool shared by every part of a node.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Builds a pool from settings. Connections are opened lazily.
+    pub fn new(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        Self::with_pool_size(settings, settings.pool_size)
+    }
+
+    /// Builds a pool of exactly `size` connections.
+    pub fn with_pool_size(settings: &DatabaseSettings, size: usize) -> anyhow::Result<Self> {
+        let mut pg: tokio_postgres::Config = settings
+            .url
+            .parse()
+            .map_err(|e| anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {e}"))?;
+        let timeout = Duration::from_secs(settings.connect_timeout_secs.max(1));
+        pg.connect_timeout(timeout);
+        if pg.get_application_name().is_none() {
+            pg.application_name("stampede");
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()?;
+        Ok(Self { pool })
+    }
+
+    /// A pooled connection.
+    pub async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// True when PostgreSQL answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        match self.client().await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
