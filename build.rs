@@ -7,7 +7,10 @@ use std::{env, fs, path::Path};
 fn main() {
     let root = env::var("CARGO_MANIFEST_DIR").unwrap();
     let mut out = String::new();
-    for (name, dir) in [("PUBLIC", "migrations/public"), ("TENANT", "migrations/tenant")] {
+    for (name, dir) in [
+        ("PUBLIC", "migrations/public"),
+        ("TENANT", "migrations/tenant"),
+    ] {
         let dir = Path::new(&root).join(dir);
         println!("cargo:rerun-if-changed={}", dir.display());
         let mut files: Vec<_> = fs::read_dir(&dir)
@@ -28,7 +31,11 @@ fn main() {
         }
         out.push_str("];\n");
     }
-    fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join("migrations.rs"), out).unwrap();
+    fs::write(
+        Path::new(&env::var("OUT_DIR").unwrap()).join("migrations.rs"),
+        out,
+    )
+    .unwrap();
 
     let static_dir = Path::new(&root).join("static");
     println!("cargo:rerun-if-changed={}", static_dir.display());
@@ -38,15 +45,29 @@ fn main() {
     let mut out = String::from("pub static FILES: &[(&str, &[u8])] = &[\n");
     for f in files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let rel = f.strip_prefix(&static_dir).unwrap().to_str().unwrap().replace('\\', "/");
-        out.push_str(&format!("    ({rel:?}, include_bytes!({:?})),\n", f.display().to_string()));
+        let rel = f
+            .strip_prefix(&static_dir)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace('\\', "/");
+        out.push_str(&format!(
+            "    ({rel:?}, include_bytes!({:?})),\n",
+            f.display().to_string()
+        ));
     }
     out.push_str("];\n");
-    fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join("statics.rs"), out).unwrap();
+    fs::write(
+        Path::new(&env::var("OUT_DIR").unwrap()).join("statics.rs"),
+        out,
+    )
+    .unwrap();
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {

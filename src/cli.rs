@@ -180,7 +180,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(bind) = bind {
                 settings.server.bind = bind;
             }
-            Application::build(settings).await?.run_until_stopped().await?;
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?;
             Ok(())
         }
         Command::Migrate => {
@@ -225,7 +228,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .user_by_name(&slug, &owner)
                 .await?
                 .ok_or_else(|| anyhow!("user {owner:?} does not exist on tenant {slug}"))?;
-            let id = store.create_stream(&slug, owner.id, title, "", None).await?;
+            let id = store
+                .create_stream(&slug, owner.id, title, "", None)
+                .await?;
             println!("{id}");
             Ok(())
         }
@@ -386,7 +391,8 @@ async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
         .ok()
         .and_then(|c| c.get_dbname().map(str::to_string))
         .unwrap_or_else(|| "stampede".into());
-    settings.database.url = crate::devenv::ensure_postgres(&settings.database.url, &db, &project).await?;
+    settings.database.url =
+        crate::devenv::ensure_postgres(&settings.database.url, &db, &project).await?;
     let store = Store::new(&settings.database)?;
     migrations::migrate_all(&store).await?;
 
@@ -432,7 +438,9 @@ async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            store.set_stream_status(&slug, id, StreamStatus::Live).await?;
+            store
+                .set_stream_status(&slug, id, StreamStatus::Live)
+                .await?;
             id
         }
     };
@@ -446,6 +454,9 @@ async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
     }
     println!();
     settings.server.bind = bind;
-    Application::build(settings).await?.run_until_stopped().await?;
+    Application::build(settings)
+        .await?
+        .run_until_stopped()
+        .await?;
     Ok(())
 }

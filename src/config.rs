@@ -361,7 +361,10 @@ mod tests {
                 ("STAMPEDE_SERVER_BIND", "127.0.0.1:9"),
                 ("STAMPEDE_REDIS_URL", "redis://x"),
                 ("STAMPEDE_LIMITS_SOCKET_QUEUE", "7"),
-                ("STAMPEDE_SERVER_ALLOWED_ORIGINS", "https://a.test, https://b.test"),
+                (
+                    "STAMPEDE_SERVER_ALLOWED_ORIGINS",
+                    "https://a.test, https://b.test",
+                ),
                 ("STAMPEDE_PASSWORD", "not a setting"),
             ]),
         )
@@ -382,12 +385,15 @@ mod tests {
         assert!(e.to_string().contains("server.bnid"), "{e}");
         let e = Settings::from_toml_and_env("[sever]\n", env(&[])).unwrap_err();
         assert!(e.to_string().contains("[sever]"), "{e}");
-        let e = Settings::from_toml_and_env("", env(&[("STAMPEDE_SERVER_BINDX", "1")]))
-            .unwrap_err();
+        let e =
+            Settings::from_toml_and_env("", env(&[("STAMPEDE_SERVER_BINDX", "1")])).unwrap_err();
         assert!(e.to_string().contains("server.bindx"), "{e}");
         let e = Settings::from_toml_and_env("", env(&[("STAMPEDE_LIMITS_SOCKET_QUEUE", "x")]))
             .unwrap_err();
-        assert!(e.to_string().contains("STAMPEDE_LIMITS_SOCKET_QUEUE"), "{e}");
+        assert!(
+            e.to_string().contains("STAMPEDE_LIMITS_SOCKET_QUEUE"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub async fn ensure_postgres(url: &str, db: &str, project_dir: &Path) -> anyhow:
     if let Ok(u) = ensure_database(&config, db).await {
         return Ok(u);
     }
+    // A private cluster of this project (maybe of another checkout) may already run.
+    let private: tokio_postgres::Config =
+        format!("postgres://postgres@127.0.0.1:{PRIVATE_PG_PORT}/postgres").parse()?;
+    if let Ok(u) = ensure_database(&private, db).await {
+        return Ok(u);
+    }
     eprintln!("PostgreSQL at the configured URL does not answer; starting a private cluster");
     let private = start_private_cluster(project_dir)?;
     let config: tokio_postgres::Config = private.parse()?;
@@ -176,9 +182,12 @@ fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
         return Ok(url);
     }
     if !dir.join("PG_VERSION").exists() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         if root {
-            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir))?;
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir))?;
         }
         eprintln!("creating a private PostgreSQL cluster in {}", dir.display());
         run(as_pg_user(&bin.join("initdb"), root)

@@ -101,15 +101,15 @@ impl FromRequest for Visitor {
             let tenant = tenant.await?;
             let config = req.app_data::<web::Data<AuthConfig>>().expect("AuthConfig");
             let store = req.app_data::<web::Data<Store>>().expect("Store");
-            let key = req.cookie(&config.cookie_name).map(|c| c.value().to_string());
+            let key = req
+                .cookie(&config.cookie_name)
+                .map(|c| c.value().to_string());
             let session = match key {
                 // Keys are 64 hex characters; anything else is not worth a query.
-                Some(key) if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    store
-                        .session(&tenant.slug, &key)
-                        .await
-                        .map_err(ApiError::from)?
-                }
+                Some(key) if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) => store
+                    .session(&tenant.slug, &key)
+                    .await
+                    .map_err(ApiError::from)?,
                 _ => None,
             };
             Ok(Visitor { tenant, session })
@@ -135,7 +135,13 @@ impl AuthConfig {
         };
         let expires_at = OffsetDateTime::now_utc() + ttl;
         let key_hash = store
-            .insert_session(&tenant.slug, &key, user.as_ref().map(|u| u.id), &csrf, expires_at)
+            .insert_session(
+                &tenant.slug,
+                &key,
+                user.as_ref().map(|u| u.id),
+                &csrf,
+                expires_at,
+            )
             .await?;
         let record = SessionRecord {
             key_hash,

@@ -66,8 +66,16 @@ mod tests {
 
     #[test]
     fn cleaning() {
-        assert_eq!(ChatText::parse("  hi\r\nthere\t!  ").unwrap().as_str(), "hi\nthere !");
-        assert_eq!(ChatText::parse("a\u{0}b\u{7f}c\u{85}d\u{1b}").unwrap().as_str(), "abcd");
+        assert_eq!(
+            ChatText::parse("  hi\r\nthere\t!  ").unwrap().as_str(),
+            "hi\nthere !"
+        );
+        assert_eq!(
+            ChatText::parse("a\u{0}b\u{7f}c\u{85}d\u{1b}")
+                .unwrap()
+                .as_str(),
+            "abcd"
+        );
         assert_eq!(ChatText::parse("a\rb").unwrap().as_str(), "a\nb");
         assert_eq!(ChatText::parse("<b>x</b>").unwrap().as_str(), "<b>x</b>");
     }
@@ -77,7 +85,10 @@ mod tests {
         assert_eq!(ChatText::parse(" \t\r\n\u{0} "), Err(ChatTextError::Empty));
         assert_eq!(ChatText::parse(""), Err(ChatTextError::Empty));
         assert!(ChatText::parse(&"é".repeat(500)).is_ok());
-        assert_eq!(ChatText::parse(&"é".repeat(501)), Err(ChatTextError::TooLong));
+        assert_eq!(
+            ChatText::parse(&"é".repeat(501)),
+            Err(ChatTextError::TooLong)
+        );
         // Trimmed white space does not count.
         assert!(ChatText::parse(&format!("  {}  ", "x".repeat(500))).is_ok());
     }

@@ -10,7 +10,9 @@ pub struct Slug(String);
 impl Slug {
     /// Validates a slug; the error is the one-line message the CLI prints.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let bad = || format!("invalid slug {raw:?}: use a-z, 0-9 and _, starting with a letter, at most 48 characters");
+        let bad = || {
+            format!("invalid slug {raw:?}: use a-z, 0-9 and _, starting with a letter, at most 48 characters")
+        };
         let mut chars = raw.chars();
         match chars.next() {
             Some(c) if c.is_ascii_lowercase() => {}
@@ -22,7 +24,9 @@ impl Slug {
             return Err(bad());
         }
         if raw == "public" || raw == "information_schema" || raw.starts_with("pg_") {
-            return Err(format!("invalid slug {raw:?}: the name is reserved by PostgreSQL"));
+            return Err(format!(
+                "invalid slug {raw:?}: the name is reserved by PostgreSQL"
+            ));
         }
         Ok(Self(raw.to_string()))
     }
@@ -156,8 +160,17 @@ mod tests {
             assert!(Slug::parse(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "Acme", "a;drop", "pg_x", "public", "information_schema", "1abc", "_a", "a-b",
-            "ä", &format!("a{}", "b".repeat(48)),
+            "",
+            "Acme",
+            "a;drop",
+            "pg_x",
+            "public",
+            "information_schema",
+            "1abc",
+            "_a",
+            "a-b",
+            "ä",
+            &format!("a{}", "b".repeat(48)),
         ] {
             assert!(Slug::parse(bad).is_err(), "{bad}");
         }
@@ -169,8 +182,14 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(normalize_host("LocalHost:8000").as_deref(), Some("localhost"));
-        assert_eq!(normalize_host("acme.example.com").as_deref(), Some("acme.example.com"));
+        assert_eq!(
+            normalize_host("LocalHost:8000").as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(
+            normalize_host("acme.example.com").as_deref(),
+            Some("acme.example.com")
+        );
         assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("bad host"), None);
         assert_eq!(normalize_host(""), None);

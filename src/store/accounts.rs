@@ -96,7 +96,11 @@ impl Store {
     }
 
     /// A user with the password hash, for login.
-    pub async fn credentials(&self, slug: &Slug, username: &str) -> StoreResult<Option<Credentials>> {
+    pub async fn credentials(
+        &self,
+        slug: &Slug,
+        username: &str,
+    ) -> StoreResult<Option<Credentials>> {
         let client = self.client().await?;
         let row = client
             .query_opt(

@@ -23,7 +23,10 @@ fn valid_role(role: &str) -> bool {
         && role.len() <= 63
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !role.starts_with("pg_")
-        && !matches!(role, "public" | "postgres" | "none" | "current_user" | "session_user")
+        && !matches!(
+            role,
+            "public" | "postgres" | "none" | "current_user" | "session_user"
+        )
 }
 
 impl Store {

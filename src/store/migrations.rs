@@ -104,7 +104,10 @@ pub async fn pending(store: &Store) -> Result<Vec<String>, MigrateError> {
     let client = store.client().await?;
     let mut out = Vec::new();
     let public_table: Option<String> = client
-        .query_one("SELECT to_regclass('public.stampede_migrations')::text", &[])
+        .query_one(
+            "SELECT to_regclass('public.stampede_migrations')::text",
+            &[],
+        )
         .await?
         .get(0);
     if public_table.is_none() {
@@ -130,7 +133,12 @@ async fn check<C: GenericClient>(
         Ok(stmt) => stmt,
         // A tenant whose schema has no record table yet has everything pending.
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            out.extend(target.files().iter().map(|(f, _)| format!("{}/{f}", target.name())));
+            out.extend(
+                target
+                    .files()
+                    .iter()
+                    .map(|(f, _)| format!("{}/{f}", target.name())),
+            );
             return Ok(());
         }
         Err(e) => return Err(e.into()),
@@ -213,9 +221,7 @@ async fn apply_one<C: GenericClient>(
     let schema = target.schema();
     let row = tx
         .query_opt(
-            &format!(
-                "SELECT checksum = md5($2) FROM {schema}.stampede_migrations WHERE name = $1"
-            ),
+            &format!("SELECT checksum = md5($2) FROM {schema}.stampede_migrations WHERE name = $1"),
             &[&file, &sql],
         )
         .await?;

@@ -77,14 +77,15 @@ impl Store {
     ) -> Result<Tenant, TenantError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM public.tenants WHERE slug = $1 UNION ALL \
-                 SELECT 1 FROM pg_namespace WHERE nspname = $1",
+        let exists: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM public.tenants WHERE slug = $1) \
+                     OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
                 &[&slug.as_str()],
             )
-            .await?;
-        if exists.is_some() {
+            .await?
+            .get(0);
+        if exists {
             return Err(TenantError::Exists(slug.to_string()));
         }
         let id: i64 = match tx
@@ -243,9 +244,7 @@ async fn insert_domain(
         .await
     {
         Ok(_) => Ok(()),
-        Err(e) if super::is_unique_violation(&e) => {
-            Err(TenantError::DomainTaken(normalized))
-        }
+        Err(e) if super::is_unique_violation(&e) => Err(TenantError::DomainTaken(normalized)),
         Err(e) => Err(e.into()),
     }
 }

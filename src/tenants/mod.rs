@@ -27,10 +27,13 @@ pub const CACHE_TTL: Duration = Duration::from_secs(4);
 /// Most hosts kept; past this the cache is cleared (unknown hosts are cheap to refill).
 const CACHE_MAX: usize = 10_000;
 
+/// A cached answer: when it was fetched, and the tenant (or none).
+type CacheEntry = (Instant, Option<Arc<Tenant>>);
+
 /// Host → tenant resolution with a short cache.
 pub struct TenantResolver {
     store: Store,
-    cache: Mutex<HashMap<String, (Instant, Option<Arc<Tenant>>)>>,
+    cache: Mutex<HashMap<String, CacheEntry>>,
 }
 
 impl TenantResolver {
@@ -75,9 +78,7 @@ impl TenantResolver {
             .or_else(|| req.uri().host())
             .unwrap_or("");
         let host = normalize_host(raw).ok_or(TenantLookupError::Unknown)?;
-        self.resolve(&host)
-            .await?
-            .ok_or(TenantLookupError::Unknown)
+        self.resolve(&host).await?.ok_or(TenantLookupError::Unknown)
     }
 }
 

@@ -90,12 +90,24 @@ async fn login(
     auth: web::Data<AuthConfig>,
     limiter: web::Data<LoginLimiter>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = login_checked(&req, &visitor, &store, &limiter, &body.username, &body.password).await?;
+    let user = login_checked(
+        &req,
+        &visitor,
+        &store,
+        &limiter,
+        &body.username,
+        &body.password,
+    )
+    .await?;
     // The old session (anonymous or another user's) ends; a new key is issued.
     if let Some(old) = &visitor.session {
-        store.delete_session(&visitor.tenant.slug, &old.key_hash).await?;
+        store
+            .delete_session(&visitor.tenant.slug, &old.key_hash)
+            .await?;
     }
-    let (session, cookie) = auth.start_session(&store, &visitor.tenant, Some(user)).await?;
+    let (session, cookie) = auth
+        .start_session(&store, &visitor.tenant, Some(user))
+        .await?;
     let user = session.user.as_ref().expect("logged in");
     Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
         "username": user.username,
@@ -132,7 +144,9 @@ async fn logout(
     visitor.require_user()?;
     visitor.check_csrf_header(&req)?;
     let session = visitor.session.as_ref().expect("checked");
-    store.delete_session(&visitor.tenant.slug, &session.key_hash).await?;
+    store
+        .delete_session(&visitor.tenant.slug, &session.key_hash)
+        .await?;
     Ok(HttpResponse::Ok()
         .cookie(auth.removal_cookie())
         .json(serde_json::json!({ "ok": true })))

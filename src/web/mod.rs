@@ -32,7 +32,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(ops::configure)
     .configure(api::configure)
     .configure(statics::configure)
-    .configure(pages::configure);
+    .configure(pages::configure)
+    .default_service(web::to(not_found));
+}
+
+/// Any other path: a short plain-text 404 that names nothing.
+async fn not_found() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::NotFound()
+        .content_type("text/plain; charset=utf-8")
+        .body("Not found")
 }
 
 /// Peers whose `X-Forwarded-For` is believed.

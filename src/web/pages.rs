@@ -28,7 +28,9 @@ pub fn page(html: String) -> HttpResponse {
 }
 
 fn render(t: impl Template) -> Result<HttpResponse, ApiError> {
-    Ok(page(t.render().map_err(|e| ApiError::Unexpected(e.into()))?))
+    Ok(page(
+        t.render().map_err(|e| ApiError::Unexpected(e.into()))?,
+    ))
 }
 
 #[derive(Template)]

@@ -1,0 +1,331 @@
+//! Test support: a real PostgreSQL (the configured one, or a private cluster the
+//! suite starts itself), one fresh database per test run, and `spawn_app()`
+//! giving each test its own node on port 0 and its own tenant.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+    sync::OnceLock,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use awc::{http::header, Client, ClientResponse};
+use serde_json::Value;
+use stampede::{
+    config::Settings,
+    domain::{Role, Slug, Username},
+    startup::Application,
+    store::{migrations, Store},
+};
+
+/// Random lower-case hex.
+pub fn random_hex(n: usize) -> String {
+    stampede::auth::new_token()[..n].to_string()
+}
+
+/// A unique tenant slug for one test.
+pub fn unique_slug() -> String {
+    format!("t_{}", random_hex(12))
+}
+
+/// The URL of this run's test database, created and migrated once per process.
+pub fn database_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let base = std::env::var("STAMPEDE_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let secs = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let db = format!("stampede_test_{secs}_{}", std::process::id());
+                let url = stampede::devenv::ensure_postgres(
+                    &base,
+                    &db,
+                    Path::new(env!("CARGO_MANIFEST_DIR")),
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the tests need PostgreSQL: start one on 127.0.0.1:5432 (or set \
+                         STAMPEDE_TEST_DATABASE_URL), or install Debian's postgresql so the \
+                         suite can run a private cluster: {e:#}"
+                    )
+                });
+                drop_old_test_databases(&url, secs).await;
+                let store = store_for(&url, 4);
+                migrations::migrate_all(&store)
+                    .await
+                    .expect("migrating the test database");
+                url
+            })
+        })
+        .join()
+        .unwrap()
+    })
+    .clone()
+}
+
+/// Drops test databases of earlier runs (older than an hour).
+async fn drop_old_test_databases(url: &str, now: u64) {
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
+    config.dbname("postgres");
+    let Ok((client, conn)) = config.connect(tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(conn);
+    let Ok(rows) = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'stampede\\_test\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let ts = name
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(ts) > 3600 {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await;
+        }
+    }
+}
+
+/// Settings for a test node on this run's database.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::default();
+    s.database.url = database_url();
+    s.database.pool_size = 4;
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 1;
+    s
+}
+
+/// A store on `url` with `size` connections.
+pub fn store_for(url: &str, size: usize) -> Store {
+    let mut db = Settings::default().database;
+    db.url = url.to_string();
+    Store::with_pool_size(&db, size).unwrap()
+}
+
+/// A tenant made for one test.
+pub struct TestTenant {
+    /// Its slug.
+    pub slug: Slug,
+    /// Its (only) domain.
+    pub host: String,
+}
+
+/// Creates a tenant with a unique slug on domain `<slug>.test`.
+pub async fn create_tenant(store: &Store) -> TestTenant {
+    let slug = Slug::parse(&unique_slug()).unwrap();
+    let host = format!("{}.test", slug.as_str().replace('_', "-"));
+    store
+        .create_tenant(&slug, "Test tenant", std::slice::from_ref(&host))
+        .await
+        .expect("create tenant");
+    TestTenant { slug, host }
+}
+
+/// A running node with its own tenant.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The node's store.
+    pub store: Store,
+    /// The test's tenant.
+    pub tenant: TestTenant,
+    /// HTTP client.
+    pub client: Client,
+}
+
+/// Starts a node (in this test's actix system) and a tenant for it.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`] with changed settings.
+pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    change(&mut settings);
+    let store = store_for(&settings.database.url, 2);
+    let tenant = create_tenant(&store).await;
+    let app = Application::build(settings).await.expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        store,
+        tenant,
+        client: Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish(),
+    }
+}
+
+/// A response read whole.
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: header::HeaderMap,
+    /// Body text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Every `Set-Cookie` header.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value of the session cookie set by this response, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.set_cookies().iter().find_map(|c| {
+            c.strip_prefix("stampede_session=")
+                .map(|rest| rest.split(';').next().unwrap().to_string())
+                .filter(|v| !v.is_empty())
+        })
+    }
+}
+
+async fn read<S>(mut res: ClientResponse<S>) -> Reply
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let body = res.body().limit(4 << 20).await.expect("body");
+    Reply {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+impl TestApp {
+    /// GET with this tenant's Host and an optional session cookie.
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
+        self.get_on(&self.tenant.host, path, cookie).await
+    }
+
+    /// GET with any Host.
+    pub async fn get_on(&self, host: &str, path: &str, cookie: Option<&str>) -> Reply {
+        let mut req = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .insert_header((header::HOST, host.to_string()));
+        if let Some(c) = cookie {
+            req = req.insert_header((header::COOKIE, format!("stampede_session={c}")));
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// POST JSON with this tenant's Host, an optional cookie and CSRF token.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+    ) -> Reply {
+        self.post_json_on(&self.tenant.host, path, body, cookie, csrf)
+            .await
+    }
+
+    /// POST JSON with any Host.
+    pub async fn post_json_on(
+        &self,
+        host: &str,
+        path: &str,
+        body: &Value,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.address))
+            .insert_header((header::HOST, host.to_string()));
+        if let Some(c) = cookie {
+            req = req.insert_header((header::COOKIE, format!("stampede_session={c}")));
+        }
+        if let Some(t) = csrf {
+            req = req.insert_header(("X-CSRF-Token", t.to_string()));
+        }
+        read(req.send_json(body).await.expect("request")).await
+    }
+
+    /// Creates a user on the test tenant.
+    pub async fn create_user(&self, name: &str, password: &str, role: Role) {
+        let hash = stampede::auth::hash_password(password.into())
+            .await
+            .unwrap();
+        self.store
+            .create_user(
+                &self.tenant.slug,
+                &Username::parse(name).unwrap(),
+                &hash,
+                role,
+            )
+            .await
+            .unwrap()
+            .expect("new user");
+    }
+
+    /// Logs in; returns (session cookie, csrf token).
+    pub async fn login(&self, name: &str, password: &str) -> (String, String) {
+        let r = self
+            .post_json(
+                "/api/login",
+                &serde_json::json!({"username": name, "password": password}),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "login failed: {}", r.body);
+        let cookie = r.session_cookie().expect("session cookie");
+        (cookie, r.json()["csrf_token"].as_str().unwrap().to_string())
+    }
+}
+
+/// Runs the `stampede` binary with this run's database.
+pub fn cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    cmd.args(args)
+        .env("STAMPEDE_DATABASE_URL", database_url())
+        .env_remove("STAMPEDE_PASSWORD")
+        .current_dir(std::env::temp_dir());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run stampede")
+}
+
+/// stdout of a CLI run.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of a CLI run.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,8 @@
+//! Black-box integration tests: real PostgreSQL, real sockets, the real binary.
+//! All test files are modules of this one binary so it links once.
+
+mod auth;
+mod cli;
+mod helpers;
+mod migrations;
+mod tenancy;
