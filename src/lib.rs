@@ -5,6 +5,10 @@
 //! - [`config`]: settings from `config.toml` and `STAMPEDE_*` variables.
 //! - [`startup`]: `Application::build / port / run_until_stopped`, shared by tests and `main`.
 //! - [`error`]: wire error codes and their HTTP mapping.
+//! - [`protocol`]: WebSocket frames: client parsing, server serialisation.
+//! - [`rooms`]: the hub and one `RoomActor` per (tenant, stream): every room rule.
+//! - [`sessions`]: one `SessionActor` per socket and its bounded outlet.
+//! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
 //! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.
 //! - [`tenants`]: the request's tenant from its `Host`.
@@ -19,6 +23,10 @@ pub mod config;
 pub mod devenv;
 pub mod domain;
 pub mod error;
+pub mod metrics;
+pub mod protocol;
+pub mod rooms;
+pub mod sessions;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

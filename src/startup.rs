@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use crate::{
     auth::{AuthConfig, LoginLimiter},
     config::Settings,
-    store::{migrations, Store},
+    rooms::Hub,
+    store::{migrations, writer::MessageWriter, Store},
     tenants::TenantResolver,
     web::{configure, TrustedProxies},
 };
@@ -20,6 +21,8 @@ use crate::{
 pub struct Application {
     port: u16,
     server: Server,
+    hub: Hub,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
@@ -61,6 +64,13 @@ impl Application {
         ));
         let store_data = web::Data::new(store.clone());
         let settings_data = web::Data::new(settings.clone());
+        let writer = MessageWriter::start(
+            store.clone(),
+            Duration::from_millis(settings.chat.batch_delay_ms),
+            settings.chat.batch_max,
+        );
+        let hub = Hub::new(store.clone(), writer, std::sync::Arc::new(settings.clone()));
+        let hub_data = web::Data::new(hub.clone());
 
         // Idle limiter keys are pruned so their memory stays bounded.
         let prune = limiter.clone();
@@ -80,6 +90,7 @@ impl Application {
                 .app_data(limiter.clone())
                 .app_data(proxies.clone())
                 .app_data(settings_data.clone())
+                .app_data(hub_data.clone())
                 .configure(configure)
         })
         .disable_signals()
@@ -90,7 +101,12 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(port, "listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            hub,
+            shutdown_timeout: Duration::from_secs(settings.server.shutdown_timeout_secs),
+        })
     }
 
     /// The port the node listens on (useful with `bind = "127.0.0.1:0"`).
@@ -98,12 +114,21 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or SIGINT, then stops accepting and finishes in-flight requests.
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: stop
+    /// accepting, store every accepted message, close sockets with 1012, stop.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
+        let hub = self.hub.clone();
+        let timeout = self.shutdown_timeout;
         actix_rt::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
+            handle.pause().await;
+            if tokio::time::timeout(timeout, hub.shutdown()).await.is_err() {
+                tracing::warn!("rooms did not drain in time");
+            }
+            // Let the close frames go out before connections are dropped.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             handle.stop(true).await;
         });
         self.server.await

@@ -1,6 +1,6 @@
 //! Keyed rate limiters (governor) for logins, with periodic pruning of idle keys.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{hash::Hash, num::NonZeroU32, time::Duration};
 
 use governor::{
     clock::{Clock, DefaultClock},
@@ -8,11 +8,11 @@ use governor::{
     Quota, RateLimiter,
 };
 
-/// A governor limiter keyed by string.
-pub type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+/// A governor limiter keyed by `K` (a string unless said otherwise).
+pub type KeyedLimiter<K = String> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
-/// Milliseconds until `limiter` lets `key` through again, or `None` when it does now.
-pub fn retry_after_ms(limiter: &KeyedLimiter, key: &String) -> Option<u64> {
+/// Counts one event for `key`: `None` when allowed, else milliseconds until it would be.
+pub fn retry_after_ms<K: Hash + Eq + Clone>(limiter: &KeyedLimiter<K>, key: &K) -> Option<u64> {
     match limiter.check_key(key) {
         Ok(()) => None,
         Err(not_until) => {
@@ -23,7 +23,7 @@ pub fn retry_after_ms(limiter: &KeyedLimiter, key: &String) -> Option<u64> {
 }
 
 /// Builds a limiter allowing `n` per `period` with a burst of `burst`.
-pub fn keyed(n: u32, period: Duration, burst: u32) -> KeyedLimiter {
+pub fn keyed<K: Hash + Eq + Clone>(n: u32, period: Duration, burst: u32) -> KeyedLimiter<K> {
     let n = NonZeroU32::new(n.max(1)).unwrap();
     let per = period / n.get();
     let quota = Quota::with_period(per.max(Duration::from_nanos(1)))

@@ -5,6 +5,6 @@ mod limits;
 mod password;
 mod session;
 
-pub use limits::{retry_after_ms, KeyedLimiter, LoginLimiter};
+pub use limits::{keyed, retry_after_ms, KeyedLimiter, LoginLimiter};
 pub use password::{hash_password, verify_password};
 pub use session::{new_token, AuthConfig, Visitor};

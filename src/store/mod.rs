@@ -9,9 +9,11 @@
 
 pub mod accounts;
 pub mod analysts;
+pub mod messages;
 pub mod migrations;
 pub mod streams;
 pub mod tenants;
+pub mod writer;
 
 use std::time::Duration;
 

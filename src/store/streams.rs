@@ -177,3 +177,27 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The tenant's stamps, by id.
+    pub async fn stamps(&self, slug: &Slug) -> StoreResult<Vec<crate::protocol::StampView>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT id, name, image_url FROM {}.chat_chatstamp ORDER BY id",
+                    slug.schema()
+                ),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::protocol::StampView {
+                stamp_id: r.get(0),
+                stamp_name: r.get(1),
+                stamp_image_url: r.get(2),
+            })
+            .collect())
+    }
+}

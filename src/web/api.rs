@@ -1,12 +1,21 @@
-//! The JSON API of PROTOCOL.md: `/api/login`, `/api/session`, `/api/logout`.
+//! The JSON API of PROTOCOL.md: accounts (`/api/login`, `/api/session`,
+//! `/api/logout`), message replay and stream status.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{hash_password, verify_password, AuthConfig, LoginLimiter, Visitor},
+    domain::Role,
     error::{ApiError, Code},
-    store::{accounts::User, Store},
+    protocol,
+    rooms::{Hub, RoomKey, StatusChanged},
+    sessions::outlet::codes,
+    store::{
+        accounts::User,
+        streams::{Stream, StreamStatus},
+        Store,
+    },
     tenants::CurrentTenant,
     web::client_ip,
 };
@@ -15,7 +24,9 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/login", web::post().to(login))
         .route("/api/session", web::get().to(session))
-        .route("/api/logout", web::post().to(logout));
+        .route("/api/logout", web::post().to(logout))
+        .route("/api/streams/{id}/messages", web::get().to(replay))
+        .route("/api/streams/{id}/status", web::post().to(set_status));
 }
 
 #[derive(Deserialize)]
@@ -140,6 +151,7 @@ async fn logout(
     visitor: Visitor,
     store: web::Data<Store>,
     auth: web::Data<AuthConfig>,
+    hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     visitor.require_user()?;
     visitor.check_csrf_header(&req)?;
@@ -147,7 +159,131 @@ async fn logout(
     store
         .delete_session(&visitor.tenant.slug, &session.key_hash)
         .await?;
+    // Its sockets on this node close with 4001.
+    hub.close_session(
+        &visitor.tenant.slug,
+        &session.key_hash,
+        codes::SESSION_ENDED,
+    );
     Ok(HttpResponse::Ok()
         .cookie(auth.removal_cookie())
         .json(serde_json::json!({ "ok": true })))
+}
+
+/// The stream, if this visitor may watch it (anonymous only when the tenant allows).
+pub async fn watchable_stream(
+    visitor: &Visitor,
+    store: &Store,
+    id: i64,
+) -> Result<Stream, ApiError> {
+    if visitor.user().is_none() && !visitor.tenant.anonymous_viewers {
+        return Err(ApiError::new(
+            Code::NotAuthenticated,
+            "Log in to watch this stream.",
+        ));
+    }
+    store
+        .stream(&visitor.tenant.slug, id)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))
+}
+
+#[derive(Deserialize)]
+struct ReplayQuery {
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn replay(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    query: web::Query<ReplayQuery>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if limit < 1 {
+        return Err(ApiError::new(Code::Invalid, "limit must be at least 1."));
+    }
+    let limit = limit.min(200);
+    let stream = watchable_stream(&visitor, &store, path.into_inner()).await?;
+    let messages = store
+        .messages_before(&visitor.tenant.slug, stream.room_id, query.before_id, limit)
+        .await?;
+    let next = if messages.len() as i64 == limit {
+        messages.last().map(|m| m.id)
+    } else {
+        None
+    };
+    // Each message is serialised exactly as on the socket.
+    let frames: Vec<bytestring::ByteString> =
+        messages.iter().map(protocol::message_frame).collect();
+    let mut body = String::from("{\"messages\":[");
+    for (i, f) in frames.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(f);
+    }
+    body.push_str("],\"next_before_id\":");
+    body.push_str(&next.map_or("null".to_string(), |n| n.to_string()));
+    body.push('}');
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+#[derive(Deserialize)]
+struct StatusBody {
+    status: StreamStatus,
+}
+
+async fn set_status(
+    req: HttpRequest,
+    visitor: Visitor,
+    path: web::Path<i64>,
+    body: web::Json<StatusBody>,
+    store: web::Data<Store>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let user = visitor.require_user()?;
+    visitor.check_csrf_header(&req)?;
+    let stream = store
+        .stream(&visitor.tenant.slug, path.into_inner())
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
+    if stream.owner_id != user.id && user.role != Role::Admin {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "Only the stream's owner or an admin can do that.",
+        ));
+    }
+    let allowed = match (stream.status, body.status) {
+        (a, b) if a == b => true,
+        (StreamStatus::Scheduled, _) => true,
+        (StreamStatus::Live, StreamStatus::Ended) => true,
+        _ => false,
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            Code::Invalid,
+            format!(
+                "A stream that is {} cannot become {}.",
+                stream.status.as_str(),
+                body.status.as_str()
+            ),
+        ));
+    }
+    store
+        .set_stream_status(&visitor.tenant.slug, stream.id, body.status)
+        .await?;
+    let key = RoomKey {
+        slug: visitor.tenant.slug.clone(),
+        stream_id: stream.id,
+    };
+    if let Some(room) = hub.existing_room(&key) {
+        room.do_send(StatusChanged {
+            status: body.status,
+        });
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }

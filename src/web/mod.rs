@@ -6,6 +6,7 @@ pub mod api;
 pub mod ops;
 pub mod pages;
 pub mod statics;
+pub mod ws;
 
 use std::net::IpAddr;
 
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(ops::configure)
     .configure(api::configure)
     .configure(statics::configure)
+    .configure(ws::configure)
     .configure(pages::configure)
     .default_service(web::to(not_found));
 }

@@ -1,4 +1,5 @@
-//! Operations endpoints: `/healthz` (process alive) and `/readyz` (storage answers).
+//! Operations endpoints: `/healthz` (process alive), `/readyz` (storage
+//! answers) and `/metrics` (Prometheus text format).
 
 use actix_web::{web, HttpResponse};
 
@@ -7,7 +8,8 @@ use crate::store::Store;
 /// Registers `/healthz` and `/readyz`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz() -> HttpResponse {
@@ -22,4 +24,10 @@ async fn readyz(store: web::Data<Store>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
 }

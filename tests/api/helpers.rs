@@ -159,6 +159,9 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`] with changed settings.
 pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        stampede::telemetry::init("debug");
+    }
     let mut settings = test_settings();
     change(&mut settings);
     let store = store_for(&settings.database.url, 2);
@@ -223,6 +226,19 @@ where
 }
 
 impl TestApp {
+    /// The same tenant and store, for talking to another node.
+    pub fn clone_handle(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            store: self.store.clone(),
+            tenant: TestTenant {
+                slug: self.tenant.slug.clone(),
+                host: self.tenant.host.clone(),
+            },
+            client: self.client.clone(),
+        }
+    }
+
     /// GET with this tenant's Host and an optional session cookie.
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
         self.get_on(&self.tenant.host, path, cookie).await
@@ -274,8 +290,8 @@ impl TestApp {
         read(req.send_json(body).await.expect("request")).await
     }
 
-    /// Creates a user on the test tenant.
-    pub async fn create_user(&self, name: &str, password: &str, role: Role) {
+    /// Creates a user on the test tenant; returns its id.
+    pub async fn create_user(&self, name: &str, password: &str, role: Role) -> i64 {
         let hash = stampede::auth::hash_password(password.into())
             .await
             .unwrap();
@@ -288,7 +304,52 @@ impl TestApp {
             )
             .await
             .unwrap()
-            .expect("new user");
+            .expect("new user")
+            .id
+    }
+
+    /// Creates a user and logs them in: (cookie, csrf token).
+    pub async fn user_session(&self, name: &str, role: Role) -> (String, String) {
+        self.create_user(name, "password-123", role).await;
+        self.login(name, "password-123").await
+    }
+
+    /// Creates a stream owned by `owner` (created as a streamer if missing); returns its id.
+    pub async fn create_stream(&self, owner: &str) -> i64 {
+        let owner_id = match self
+            .store
+            .user_by_name(&self.tenant.slug, owner)
+            .await
+            .unwrap()
+        {
+            Some(u) => u.id,
+            None => {
+                self.create_user(owner, "password-123", Role::Streamer)
+                    .await
+            }
+        };
+        self.store
+            .create_stream(&self.tenant.slug, owner_id, "Test stream", "", None)
+            .await
+            .unwrap()
+    }
+
+    /// Every stored message id of a stream, ascending.
+    pub async fn stored_ids(&self, stream_id: i64) -> Vec<i64> {
+        let c = self.store.client().await.unwrap();
+        c.query(
+            &format!(
+                "SELECT m.id FROM {0}.chat_chatmessage m JOIN {0}.chat_chatroom r ON r.id = m.room_id \
+                 WHERE r.stream_id = $1 ORDER BY m.id",
+                self.tenant.slug.schema()
+            ),
+            &[&stream_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
     }
 
     /// Logs in; returns (session cookie, csrf token).
@@ -328,4 +389,212 @@ pub fn stdout(o: &Output) -> String {
 /// stderr of a CLI run.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `stampede serve` process.
+pub struct Node {
+    /// The child process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+}
+
+impl Node {
+    /// Starts `stampede serve` on `port` with extra environment, and waits until
+    /// `/healthz` answers.
+    pub async fn start(port: u16, envs: &[(&str, &str)]) -> Node {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .env("STAMPEDE_DATABASE_URL", database_url())
+            .env("RUST_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        // Wrapped at once, so a failed start is killed and reaped by Drop.
+        let node = Node {
+            child: cmd.spawn().expect("start stampede serve"),
+            address: format!("http://127.0.0.1:{port}"),
+        };
+        let client = Client::default();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/healthz", node.address)).send().await {
+                if r.status().is_success() {
+                    return node;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("stampede serve did not come up on port {port}");
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Waits for the process to exit; returns its status.
+    pub fn wait(mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "node did not exit within {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private PostgreSQL cluster in a temporary directory, for tests that stop
+/// and restart the database (never the shared one).
+pub struct PrivatePg {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    /// Its port.
+    pub port: u16,
+}
+
+fn is_root() -> bool {
+    String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0"
+}
+
+impl PrivatePg {
+    fn pg_command(&self, tool: &str) -> Command {
+        let bin = self.bin.join(tool);
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        }
+    }
+
+    /// Creates and starts a cluster (trust auth) with database `stampede`.
+    pub async fn start() -> PrivatePg {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries are needed: apt-get install postgresql")
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("no initdb under /usr/lib/postgresql: apt-get install postgresql");
+        let dir = std::env::temp_dir().join(format!("stampede-pg-{}", random_hex(10)));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+        }
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        let out = pg
+            .pg_command("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+            .arg(&pg.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.start_server();
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        actix_rt::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute("CREATE DATABASE stampede")
+            .await
+            .unwrap();
+        pg
+    }
+
+    /// URL of its `stampede` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/stampede", self.port)
+    }
+
+    /// Starts the server (after `stop`).
+    pub fn start_server(&self) {
+        let out = self
+            .pg_command("pg_ctl")
+            .args(["start", "-w", "-D"])
+            .arg(&self.dir)
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .arg("-o")
+            .arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {}",
+                self.port,
+                self.dir.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast: connections are cut).
+    pub fn stop(&self) {
+        let out = self
+            .pg_command("pg_ctl")
+            .args(["stop", "-w", "-m", "fast", "-D"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -2,7 +2,10 @@
 //! All test files are modules of this one binary so it links once.
 
 mod auth;
+mod chat;
 mod cli;
+mod faults;
 mod helpers;
 mod migrations;
 mod tenancy;
+mod ws;

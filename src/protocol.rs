@@ -1,0 +1,291 @@
+//! Wire frames of the WebSocket protocol (PROTOCOL.md): parsing client frames
+//! and serialising server frames. A server frame is serialised once into a
+//! [`ByteString`] and shared by every socket that receives it.
+
+use bytestring::ByteString;
+use serde::Serialize;
+use serde_json::Value;
+use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
+
+use crate::{domain::Role, error::Code, store::messages::StoredMessage};
+
+/// Most characters of a `client_id`.
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// A frame from a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    /// A chat message: `{"message": ...}` or `{"type":"message", ...}`.
+    Message {
+        /// Raw text (cleaned and checked later).
+        text: String,
+        /// Idempotency key.
+        client_id: Option<String>,
+    },
+    /// `{"type":"reaction","stamp_id":N}`.
+    Reaction {
+        /// The stamp.
+        stamp_id: i64,
+    },
+}
+
+/// A client frame that cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    /// Wire code.
+    pub code: Code,
+    /// Message for the user.
+    pub message: &'static str,
+}
+
+fn err(code: Code, message: &'static str) -> FrameError {
+    FrameError { code, message }
+}
+
+/// Parses one text frame.
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|_| err(Code::InvalidJson, "The frame is not valid JSON."))?;
+    let Value::Object(map) = value else {
+        return Err(err(Code::InvalidJson, "The frame must be a JSON object."));
+    };
+    let kind = match map.get("type") {
+        None | Some(Value::Null) => "message",
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(err(Code::UnknownType, "Unknown frame type.")),
+    };
+    match kind {
+        "message" => {
+            let text = match map.get("message") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(err(Code::Invalid, "\"message\" must be a string.")),
+            };
+            let client_id = match map.get("client_id") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) if s.chars().count() <= MAX_CLIENT_ID_CHARS => {
+                    Some(s.clone())
+                }
+                Some(Value::String(_)) => {
+                    return Err(err(
+                        Code::Invalid,
+                        "\"client_id\" is longer than 64 characters.",
+                    ))
+                }
+                Some(_) => return Err(err(Code::Invalid, "\"client_id\" must be a string.")),
+            };
+            Ok(ClientFrame::Message { text, client_id })
+        }
+        "reaction" => match map.get("stamp_id") {
+            Some(Value::Number(n)) if n.as_i64().is_some() => Ok(ClientFrame::Reaction {
+                stamp_id: n.as_i64().unwrap(),
+            }),
+            _ => Err(err(Code::Invalid, "\"stamp_id\" must be an integer.")),
+        },
+        _ => Err(err(Code::UnknownType, "Unknown frame type.")),
+    }
+}
+
+const TIMESTAMP: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+const TIMESTAMP_SECONDS: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// `2026-11-22T08:00:00.123Z`.
+pub fn timestamp(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(TIMESTAMP)
+        .unwrap_or_default()
+}
+
+/// `2026-11-22T08:10:00Z` (whole seconds, for ends of bans and timeouts).
+pub fn timestamp_seconds(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(TIMESTAMP_SECONDS)
+        .unwrap_or_default()
+}
+
+fn to_frame<T: Serialize>(value: &T) -> ByteString {
+    ByteString::from(serde_json::to_string(value).expect("frames serialise"))
+}
+
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: i64,
+    username: &'a str,
+    message: &'a str,
+    message_type: &'static str,
+    timestamp: String,
+    role: Option<&'static str>,
+    client_id: Option<&'a str>,
+}
+
+/// The `message` frame of a stored message.
+pub fn message_frame(m: &StoredMessage) -> ByteString {
+    to_frame(&MessageFrame {
+        kind: "message",
+        id: m.id,
+        username: m.username.as_deref().unwrap_or("system"),
+        message: &m.content,
+        message_type: m.message_type.as_str(),
+        timestamp: timestamp(m.created_at),
+        role: m.role.map(Role::as_str),
+        client_id: m.client_id.as_deref(),
+    })
+}
+
+/// `{"type":"history","messages":[...],"truncated":...}` from already-serialised messages.
+pub fn history_frame<'a>(
+    messages: impl Iterator<Item = &'a ByteString>,
+    truncated: bool,
+) -> ByteString {
+    let mut s = String::with_capacity(256);
+    s.push_str("{\"type\":\"history\",\"messages\":[");
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(m);
+    }
+    s.push_str("],\"truncated\":");
+    s.push_str(if truncated { "true" } else { "false" });
+    s.push('}');
+    ByteString::from(s)
+}
+
+/// `{"type":"ack","client_id":...,"id":N}`.
+pub fn ack_frame(client_id: Option<&str>, id: i64) -> ByteString {
+    to_frame(&serde_json::json!({"type": "ack", "client_id": client_id, "id": id}))
+}
+
+/// `{"type":"error",...}`; `client_id` names the message refused, when there is one.
+pub fn error_frame(
+    code: Code,
+    message: &str,
+    retry_after_ms: Option<u64>,
+    client_id: Option<&str>,
+) -> ByteString {
+    let mut v = serde_json::json!({"type": "error", "code": code.as_str(), "message": message});
+    if let Some(ms) = retry_after_ms {
+        v["retry_after_ms"] = ms.into();
+    }
+    if let Some(c) = client_id {
+        v["client_id"] = c.into();
+    }
+    to_frame(&v)
+}
+
+/// `{"type":"presence","viewers":N}`.
+pub fn presence_frame(viewers: u64) -> ByteString {
+    to_frame(&serde_json::json!({"type": "presence", "viewers": viewers}))
+}
+
+/// A stamp as listed in `hello` and `reactions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StampView {
+    /// Id (1–6 seeded).
+    pub stamp_id: i32,
+    /// `:smile:`.
+    pub stamp_name: String,
+    /// `/static/stamps/01_smile.svg`.
+    pub stamp_image_url: String,
+}
+
+/// The `hello` frame's data.
+#[derive(Serialize)]
+pub struct Hello<'a> {
+    #[serde(rename = "type")]
+    /// Always `hello`.
+    pub kind: &'static str,
+    /// The stream.
+    pub stream_id: i64,
+    /// The user, or null for anonymous viewers.
+    pub user: Option<UserView<'a>>,
+    /// Whether this socket may chat now.
+    pub can_chat: bool,
+    /// Slow mode seconds.
+    pub slow_mode_seconds: i32,
+    /// Open sockets on the stream.
+    pub viewers: u64,
+    /// The pinned message, if any (already serialised).
+    pub pinned: Option<&'a serde_json::value::RawValue>,
+    /// The tenant's stamps.
+    pub stamps: &'a [StampView],
+}
+
+/// `{"username","role"}`.
+#[derive(Serialize)]
+pub struct UserView<'a> {
+    /// Username.
+    pub username: &'a str,
+    /// Role.
+    pub role: &'a str,
+}
+
+/// Serialises `hello`.
+pub fn hello_frame(h: &Hello<'_>) -> ByteString {
+    to_frame(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seed_and_typed_frames() {
+        assert_eq!(
+            parse_client_frame(r#"{"message":"hi"}"#).unwrap(),
+            ClientFrame::Message {
+                text: "hi".into(),
+                client_id: None
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"message","message":"hi","client_id":"c-1","x":1}"#)
+                .unwrap(),
+            ClientFrame::Message {
+                text: "hi".into(),
+                client_id: Some("c-1".into())
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"reaction","stamp_id":3,"stamp_name":"x"}"#).unwrap(),
+            ClientFrame::Reaction { stamp_id: 3 }
+        );
+    }
+
+    #[test]
+    fn errors_have_codes() {
+        let code = |s: &str| parse_client_frame(s).unwrap_err().code;
+        assert_eq!(code("{"), Code::InvalidJson);
+        assert_eq!(code("[1]"), Code::InvalidJson);
+        assert_eq!(code(r#"{"type":"dance"}"#), Code::UnknownType);
+        assert_eq!(code(r#"{"type":7}"#), Code::UnknownType);
+        assert_eq!(code(r#"{"message":5}"#), Code::Invalid);
+        assert_eq!(
+            code(&format!(
+                r#"{{"message":"a","client_id":"{}"}}"#,
+                "x".repeat(65)
+            )),
+            Code::Invalid
+        );
+        assert_eq!(code(r#"{"type":"reaction","stamp_id":"1"}"#), Code::Invalid);
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_795_334_400_123_456_789).unwrap();
+        assert_eq!(timestamp(t), "2026-11-22T08:00:00.123Z");
+        assert_eq!(timestamp_seconds(t), "2026-11-22T08:00:00Z");
+    }
+
+    #[test]
+    fn history_concatenates() {
+        let a = ByteString::from_static("{\"id\":1}");
+        let f = history_frame([a.clone(), a].iter(), true);
+        let v: Value = serde_json::from_str(&f).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(v["truncated"], true);
+    }
+}

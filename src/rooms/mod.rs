@@ -1,0 +1,244 @@
+//! Rooms: one [`RoomActor`] per (tenant, stream) on this node, found through the
+//! [`Hub`], which is built once per node (outside `HttpServer::new`'s closure)
+//! and also tracks sockets per login session and per client IP.
+//!
+//! Shape: each socket has a `SessionActor` (see `sessions`) that parses frames
+//! and forwards commands to its room. The room decides every rule in one place
+//! without locks, serialises each event once and pushes the shared bytes into
+//! every member's bounded outlet with `try_send`; it never awaits a socket. A
+//! member whose outlet is full is a slow consumer and is closed with 4008 while
+//! the room goes on. Messages reach the database through the node's batch
+//! writer and are broadcast only after commit, with their ids.
+
+pub mod ring;
+mod room;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use actix::{Addr, MailboxError};
+use tokio::sync::oneshot;
+
+pub use room::{Chat, Join, Leave, RoomActor, RoomUser, Shutdown, StatusChanged};
+
+use crate::{
+    config::Settings,
+    domain::Slug,
+    sessions::outlet::Outlet,
+    store::{streams::Stream, writer::MessageWriter, Store},
+};
+
+/// A room's identity: tenant and stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    /// Tenant.
+    pub slug: Slug,
+    /// Stream id.
+    pub stream_id: i64,
+}
+
+/// Shared services of a node's rooms and sockets. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+/// Sockets of one login session on this node: (connection id, outlet).
+type SessionSockets = Vec<(u64, Outlet)>;
+
+struct HubInner {
+    store: Store,
+    writer: MessageWriter,
+    settings: Arc<Settings>,
+    rooms: Mutex<HashMap<RoomKey, Addr<RoomActor>>>,
+    /// Sockets per (tenant, session key hash), to close them when the session ends.
+    sessions: Mutex<HashMap<(Slug, String), SessionSockets>>,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    next_conn: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// Holds one connection slot of an IP; gives it back when dropped.
+pub struct IpSlot {
+    hub: Hub,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.hub.inner.per_ip.lock().unwrap();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// Builds the hub; call once per node.
+    pub fn new(store: Store, writer: MessageWriter, settings: Arc<Settings>) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                store,
+                writer,
+                settings,
+                rooms: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                per_ip: Mutex::new(HashMap::new()),
+                next_conn: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The node's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The node's store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// A new connection id, unique on this node.
+    pub fn next_conn_id(&self) -> u64 {
+        self.inner.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The room of a stream, started on first use.
+    pub fn room(&self, key: &RoomKey, stream: &Stream) -> Addr<RoomActor> {
+        let mut rooms = self.inner.rooms.lock().unwrap();
+        if let Some(addr) = rooms.get(key) {
+            if addr.connected() {
+                return addr.clone();
+            }
+        }
+        let addr = RoomActor::new(
+            self.clone(),
+            key.clone(),
+            stream,
+            self.inner.store.clone(),
+            self.inner.writer.clone(),
+        )
+        .start_room();
+        rooms.insert(key.clone(), addr.clone());
+        addr
+    }
+
+    /// The room of a stream if it runs on this node.
+    pub fn existing_room(&self, key: &RoomKey) -> Option<Addr<RoomActor>> {
+        self.inner.rooms.lock().unwrap().get(key).cloned()
+    }
+
+    /// Forgets a room that is stopping (only if it is still the registered one).
+    pub(crate) fn remove_room(&self, key: &RoomKey, addr: &Addr<RoomActor>) {
+        let mut rooms = self.inner.rooms.lock().unwrap();
+        if rooms.get(key) == Some(addr) {
+            rooms.remove(key);
+        }
+    }
+
+    /// Joins a socket to its room, retrying once if the room was just stopping.
+    pub async fn join(
+        &self,
+        key: &RoomKey,
+        stream: &Stream,
+        join: Join,
+    ) -> Result<Addr<RoomActor>, MailboxError> {
+        let mut last = None;
+        for _ in 0..3 {
+            let addr = self.room(key, stream);
+            match addr.send(join.clone()).await {
+                Ok(()) => return Ok(addr),
+                Err(e) => {
+                    self.remove_room(key, &addr);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(MailboxError::Closed))
+    }
+
+    /// Takes a connection slot for `ip`, or `None` when it has `max` already (0 = no limit).
+    pub fn acquire_ip(&self, ip: IpAddr, max: u32) -> Option<IpSlot> {
+        let mut map = self.inner.per_ip.lock().unwrap();
+        let n = map.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            hub: self.clone(),
+            ip,
+        })
+    }
+
+    /// Records a socket of a login session.
+    pub fn register_session(&self, slug: &Slug, key_hash: &str, conn_id: u64, outlet: Outlet) {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap()
+            .entry((slug.clone(), key_hash.to_string()))
+            .or_default()
+            .push((conn_id, outlet));
+    }
+
+    /// Forgets a socket of a login session.
+    pub fn unregister_session(&self, slug: &Slug, key_hash: &str, conn_id: u64) {
+        let mut map = self.inner.sessions.lock().unwrap();
+        let key = (slug.clone(), key_hash.to_string());
+        if let Some(v) = map.get_mut(&key) {
+            v.retain(|(id, _)| *id != conn_id);
+            if v.is_empty() {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// Closes every socket of a session on this node (logout: 4001).
+    pub fn close_session(&self, slug: &Slug, key_hash: &str, code: u16) -> usize {
+        let map = self.inner.sessions.lock().unwrap();
+        match map.get(&(slug.clone(), key_hash.to_string())) {
+            Some(v) => {
+                for (_, outlet) in v {
+                    outlet.close_after_queue(code, "session ended");
+                }
+                v.len()
+            }
+            None => 0,
+        }
+    }
+
+    /// Graceful shutdown of every room: stop taking chat, wait until every
+    /// accepted message is stored and acknowledged, close sockets with 1012.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        let rooms: Vec<Addr<RoomActor>> =
+            self.inner.rooms.lock().unwrap().values().cloned().collect();
+        let mut waits = Vec::new();
+        for room in rooms {
+            let (tx, rx) = oneshot::channel();
+            if room.send(Shutdown { done: tx }).await.is_ok() {
+                waits.push(rx);
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+}

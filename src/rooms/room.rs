@@ -1,0 +1,708 @@
+//! The room actor: members, history ring, rate limits, idempotency of
+//! `client_id`s, presence, and the store-then-broadcast path of chat messages.
+//! Every rule of a room is decided here, one message at a time, without locks.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+use super::{
+    ring::{Ring, RingEntry},
+    Hub, RoomKey,
+};
+use crate::{
+    auth::{keyed, retry_after_ms, KeyedLimiter},
+    domain::{ChatText, Role},
+    error::Code,
+    metrics,
+    protocol::{self, Hello, StampView, UserView},
+    sessions::outlet::Outlet,
+    store::{
+        messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
+        streams::{Stream, StreamStatus},
+        writer::{MessageWriter, WriteJob, Written},
+        Store,
+    },
+};
+
+/// Messages in a plain connect's history.
+const HISTORY: usize = 50;
+/// Most messages in a resume.
+const RESUME_MAX: usize = 500;
+/// How long a `client_id` is remembered.
+const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
+/// Shortest gap between two `presence` frames.
+const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+
+/// A logged-in member's identity as the room needs it.
+#[derive(Debug, Clone)]
+pub struct RoomUser {
+    /// User id.
+    pub id: i64,
+    /// Username.
+    pub username: String,
+    /// Tenant-wide role.
+    pub role: Role,
+}
+
+/// A socket joins the room. The room queues `hello` and `history` itself.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The socket's outlet.
+    pub outlet: Outlet,
+    /// The user, or `None` for an anonymous viewer.
+    pub user: Option<RoomUser>,
+    /// Resume after this message id.
+    pub last_id: Option<i64>,
+}
+
+/// A socket leaves (always sent from the session's `stopped()`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// Connection id.
+    pub conn_id: u64,
+}
+
+/// A chat message from a member (already cleaned and checked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Chat {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The text.
+    pub text: ChatText,
+    /// Idempotency key.
+    pub client_id: Option<String>,
+}
+
+/// The stream went live or ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StatusChanged {
+    /// New status.
+    pub status: StreamStatus,
+}
+
+/// Stop taking chat, finish every write, close sockets with 1012, then reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// Fired when done.
+    pub done: oneshot::Sender<()>,
+}
+
+/// A member still waiting for its history from the database buffers what the
+/// room broadcasts meanwhile.
+enum MemberState {
+    Ready,
+    Loading(Vec<(Option<i64>, ByteString)>),
+}
+
+struct Member {
+    outlet: Outlet,
+    user: Option<RoomUser>,
+    state: MemberState,
+}
+
+/// A message handed to the writer, waiting for its commit.
+struct Pending {
+    conn_id: Option<u64>,
+    /// Other sockets that sent the same client_id meanwhile.
+    waiters: Vec<u64>,
+    user: Option<RoomUser>,
+    content: String,
+    message_type: MessageType,
+    client_id: Option<String>,
+}
+
+/// The actor of one (tenant, stream) on this node.
+pub struct RoomActor {
+    hub: Hub,
+    key: RoomKey,
+    store: Store,
+    writer: MessageWriter,
+    room_id: i64,
+    owner_id: i64,
+    status: StreamStatus,
+    slow_mode_seconds: i32,
+    stamps: Vec<StampView>,
+    members: HashMap<u64, Member>,
+    ring: Ring,
+    chat_limiter: KeyedLimiter<i64>,
+    next_token: u64,
+    inflight: HashMap<u64, Pending>,
+    inflight_cids: HashMap<(i64, String), u64>,
+    recent_cids: HashMap<(i64, String), (i64, Instant)>,
+    presence_sent: Option<u64>,
+    presence_at: Option<Instant>,
+    presence_timer: bool,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl RoomActor {
+    /// A room for `stream` (not started).
+    pub fn new(
+        hub: Hub,
+        key: RoomKey,
+        stream: &Stream,
+        store: Store,
+        writer: MessageWriter,
+    ) -> Self {
+        let limits = &hub.settings().limits;
+        let chat_limiter = keyed(
+            limits.chat_messages,
+            Duration::from_secs(limits.chat_period_secs.max(1)),
+            limits.chat_burst,
+        );
+        let ring_size = hub.settings().chat.ring_size;
+        Self {
+            hub,
+            key,
+            store,
+            writer,
+            room_id: stream.room_id,
+            owner_id: stream.owner_id,
+            status: stream.status,
+            slow_mode_seconds: stream.slow_mode_seconds,
+            stamps: Vec::new(),
+            members: HashMap::new(),
+            ring: Ring::new(ring_size, Vec::new(), true),
+            chat_limiter,
+            next_token: 1,
+            inflight: HashMap::new(),
+            inflight_cids: HashMap::new(),
+            recent_cids: HashMap::new(),
+            presence_sent: None,
+            presence_at: None,
+            presence_timer: false,
+            shutdown: None,
+        }
+    }
+
+    /// Starts the actor with a roomy mailbox.
+    pub fn start_room(self) -> Addr<Self> {
+        Self::create(|ctx| {
+            ctx.set_mailbox_capacity(4096);
+            self
+        })
+    }
+
+    fn viewers(&self) -> u64 {
+        self.members.len() as u64
+    }
+
+    fn can_chat(&self, user: Option<&RoomUser>) -> bool {
+        user.is_some() && self.status != StreamStatus::Ended
+    }
+
+    fn hello(&self, user: Option<&RoomUser>) -> ByteString {
+        protocol::hello_frame(&Hello {
+            kind: "hello",
+            stream_id: self.key.stream_id,
+            user: user.map(|u| UserView {
+                username: &u.username,
+                role: u.role.as_str(),
+            }),
+            can_chat: self.can_chat(user),
+            slow_mode_seconds: self.slow_mode_seconds,
+            viewers: self.viewers(),
+            pinned: None,
+            stamps: &self.stamps,
+        })
+    }
+
+    /// Sends one event to every member; closes slow consumers.
+    fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) {
+        metrics::BROADCASTS.inc();
+        let mut gone = Vec::new();
+        let queue = self.hub.settings().limits.socket_queue;
+        for (conn_id, m) in self.members.iter_mut() {
+            match &mut m.state {
+                MemberState::Ready => {
+                    if !m.outlet.send_text(frame) {
+                        gone.push(*conn_id);
+                    }
+                }
+                MemberState::Loading(buf) => {
+                    if buf.len() >= queue {
+                        m.outlet.close(
+                            crate::sessions::outlet::codes::SLOW_CONSUMER,
+                            "slow consumer",
+                        );
+                        gone.push(*conn_id);
+                    } else {
+                        buf.push((id, frame.clone()));
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            for c in gone {
+                self.members.remove(&c);
+            }
+        }
+    }
+
+    fn send_to(&self, conn_id: u64, frame: &ByteString) {
+        if let Some(m) = self.members.get(&conn_id) {
+            m.outlet.send_text(frame);
+        }
+    }
+
+    fn error_to(
+        &self,
+        conn_id: u64,
+        code: Code,
+        message: &str,
+        retry: Option<u64>,
+        cid: Option<&str>,
+    ) {
+        self.send_to(conn_id, &protocol::error_frame(code, message, retry, cid));
+    }
+
+    /// Marks the viewer count changed; sends `presence` at most every 2 s.
+    fn presence_changed(&mut self, ctx: &mut Context<Self>) {
+        if self.presence_timer {
+            return;
+        }
+        let wait = match self.presence_at {
+            Some(at) if at.elapsed() < PRESENCE_EVERY => PRESENCE_EVERY - at.elapsed(),
+            _ => Duration::ZERO,
+        };
+        self.presence_timer = true;
+        ctx.run_later(wait, |room, ctx| {
+            room.presence_timer = false;
+            let n = room.viewers();
+            if room.presence_sent != Some(n) && !room.members.is_empty() {
+                room.presence_sent = Some(n);
+                room.presence_at = Some(Instant::now());
+                let frame = protocol::presence_frame(n);
+                room.broadcast(&frame, None);
+            }
+            room.maybe_idle(ctx);
+        });
+    }
+
+    /// Stops the room after it has been empty for `chat.room_idle_secs`.
+    fn maybe_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.members.is_empty() {
+            return;
+        }
+        let idle = Duration::from_secs(self.hub.settings().chat.room_idle_secs);
+        ctx.run_later(idle, |room, ctx| {
+            if room.members.is_empty() && room.inflight.is_empty() && !room.presence_timer {
+                room.hub.remove_room(&room.key, &ctx.address());
+                ctx.stop();
+            }
+        });
+    }
+
+    fn submit(&mut self, ctx: &mut Context<Self>, pending: Pending) -> Result<(), ()> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let job = WriteJob {
+            slug: self.key.slug.clone(),
+            message: NewMessage {
+                room_id: self.room_id,
+                user_id: pending.user.as_ref().map(|u| u.id),
+                content: pending.content.clone(),
+                message_type: pending.message_type,
+                client_id: pending.client_id.clone(),
+            },
+            token,
+            reply_to: ctx.address().recipient(),
+        };
+        self.writer.submit(job).map_err(|_| ())?;
+        if let (Some(u), Some(c)) = (&pending.user, &pending.client_id) {
+            self.inflight_cids.insert((u.id, c.clone()), token);
+        }
+        self.inflight.insert(token, pending);
+        Ok(())
+    }
+
+    /// Posts a system notice (stored, then broadcast).
+    fn notice(&mut self, ctx: &mut Context<Self>, text: &str, kind: MessageType) {
+        let _ = self.submit(
+            ctx,
+            Pending {
+                conn_id: None,
+                waiters: Vec::new(),
+                user: None,
+                content: text.to_string(),
+                message_type: kind,
+                client_id: None,
+            },
+        );
+    }
+
+    fn finish_shutdown_if_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.shutdown.is_some() && self.inflight.is_empty() {
+            for m in self.members.values() {
+                m.outlet.close_after_queue(1012, "server restarting");
+            }
+            self.members.clear();
+            if let Some(done) = self.shutdown.take() {
+                let _ = done.send(());
+            }
+            self.hub.remove_room(&self.key, &ctx.address());
+            ctx.stop();
+        }
+    }
+
+    /// Queues hello, history and anything buffered for a member whose history came
+    /// from the database.
+    fn finish_loading(&mut self, conn_id: u64, history: Result<(Vec<StoredMessage>, bool), ()>) {
+        let hello = match self.members.get(&conn_id) {
+            Some(m) => self.hello(m.user.as_ref()),
+            None => return,
+        };
+        let Some(m) = self.members.get_mut(&conn_id) else {
+            return;
+        };
+        let buffered = match std::mem::replace(&mut m.state, MemberState::Ready) {
+            MemberState::Loading(b) => b,
+            MemberState::Ready => Vec::new(),
+        };
+        let (messages, truncated) = history.unwrap_or_else(|_| (Vec::new(), true));
+        let max_id = messages.last().map(|x| x.id).unwrap_or(i64::MIN);
+        let frames: Vec<ByteString> = messages.iter().map(protocol::message_frame).collect();
+        let mut ok = m.outlet.send_text(&hello)
+            && m.outlet
+                .send_text(&protocol::history_frame(frames.iter(), truncated));
+        for (id, frame) in buffered {
+            if ok && id.is_none_or(|id| id > max_id) {
+                ok = m.outlet.send_text(&frame);
+            }
+        }
+        if !ok {
+            self.members.remove(&conn_id);
+        }
+    }
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::ROOMS.inc();
+        // Stamps and the ring are loaded before any join is handled.
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.room_id;
+        let ring_size = self.hub.settings().chat.ring_size as i64;
+        ctx.wait(
+            async move {
+                let stamps = store.stamps(&slug).await;
+                let recent = store.recent_messages(&slug, room_id, ring_size).await;
+                (stamps, recent)
+            }
+            .into_actor(self)
+            .map(|(stamps, recent), room, _| {
+                if let Ok(stamps) = stamps {
+                    room.stamps = stamps;
+                }
+                match recent {
+                    Ok((messages, has_older)) => {
+                        let entries = messages
+                            .iter()
+                            .map(|m| RingEntry {
+                                id: m.id,
+                                frame: protocol::message_frame(m),
+                            })
+                            .collect();
+                        room.ring =
+                            Ring::new(room.hub.settings().chat.ring_size, entries, has_older);
+                    }
+                    Err(e) => {
+                        // History will come from the database per join until it answers.
+                        tracing::warn!(error = %e, "room started without history");
+                    }
+                }
+            }),
+        );
+        // Forget old client_ids and prune the limiter every minute.
+        ctx.run_interval(Duration::from_secs(60), |room, _| {
+            room.recent_cids
+                .retain(|_, (_, at)| at.elapsed() < CLIENT_ID_TTL);
+            room.chat_limiter.retain_recent();
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::ROOMS.dec();
+        for m in self.members.values() {
+            m.outlet.close_after_queue(1012, "room closed");
+        }
+    }
+}
+
+impl Handler<Join> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
+        let conn_id = join.conn_id;
+        if self.shutdown.is_some() {
+            join.outlet.close_after_queue(1012, "server restarting");
+            return;
+        }
+        self.members.insert(
+            conn_id,
+            Member {
+                outlet: join.outlet.clone(),
+                user: join.user.clone(),
+                state: MemberState::Ready,
+            },
+        );
+        let from_ring = match join.last_id {
+            None => self.ring.recent(HISTORY),
+            Some(after) => self.ring.after(after, RESUME_MAX),
+        };
+        match from_ring {
+            Some((frames, truncated)) => {
+                let hello = self.hello(join.user.as_ref());
+                let ok = join.outlet.send_text(&hello)
+                    && join
+                        .outlet
+                        .send_text(&protocol::history_frame(frames.iter(), truncated));
+                if !ok {
+                    self.members.remove(&conn_id);
+                }
+            }
+            None => {
+                if let Some(m) = self.members.get_mut(&conn_id) {
+                    m.state = MemberState::Loading(Vec::new());
+                }
+                let store = self.store.clone();
+                let slug = self.key.slug.clone();
+                let room_id = self.room_id;
+                let last_id = join.last_id;
+                ctx.spawn(
+                    async move {
+                        let r = match last_id {
+                            None => store.recent_messages(&slug, room_id, HISTORY as i64).await,
+                            Some(after) => {
+                                store
+                                    .messages_after(&slug, room_id, after, RESUME_MAX as i64)
+                                    .await
+                            }
+                        };
+                        r.map_err(|e| tracing::warn!(error = %e, "history unavailable"))
+                    }
+                    .into_actor(self)
+                    .map(move |r, room, _| room.finish_loading(conn_id, r)),
+                );
+            }
+        }
+        self.presence_changed(ctx);
+    }
+}
+
+impl Handler<Leave> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
+        if self.members.remove(&leave.conn_id).is_some() {
+            self.presence_changed(ctx);
+        }
+        self.maybe_idle(ctx);
+    }
+}
+
+impl Handler<Chat> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, chat: Chat, ctx: &mut Context<Self>) {
+        let conn_id = chat.conn_id;
+        let cid = chat.client_id.as_deref();
+        let Some(user) = self.members.get(&conn_id).and_then(|m| m.user.clone()) else {
+            self.error_to(
+                conn_id,
+                Code::NotAuthenticated,
+                "Log in to chat.",
+                None,
+                cid,
+            );
+            return;
+        };
+        if self.shutdown.is_some() {
+            self.error_to(
+                conn_id,
+                Code::Unavailable,
+                "The server is restarting; send again after reconnecting.",
+                None,
+                cid,
+            );
+            return;
+        }
+        if self.status == StreamStatus::Ended {
+            self.error_to(
+                conn_id,
+                Code::ChatClosed,
+                "The stream has ended; chat is closed.",
+                None,
+                cid,
+            );
+            return;
+        }
+        // A client_id seen before is acknowledged with the first message's id.
+        if let Some(c) = &chat.client_id {
+            let key = (user.id, c.clone());
+            if let Some((id, at)) = self.recent_cids.get(&key) {
+                if at.elapsed() < CLIENT_ID_TTL {
+                    self.send_to(conn_id, &protocol::ack_frame(Some(c), *id));
+                    return;
+                }
+            }
+            if let Some(token) = self.inflight_cids.get(&key) {
+                if let Some(p) = self.inflight.get_mut(token) {
+                    p.waiters.push(conn_id);
+                    return;
+                }
+            }
+        }
+        if let Some(ms) = retry_after_ms(&self.chat_limiter, &user.id) {
+            metrics::RATE_LIMITED.inc();
+            self.error_to(
+                conn_id,
+                Code::RateLimited,
+                "You are sending messages too fast.",
+                Some(ms),
+                cid,
+            );
+            return;
+        }
+        let pending = Pending {
+            conn_id: Some(conn_id),
+            waiters: Vec::new(),
+            user: Some(user),
+            content: chat.text.into_string(),
+            message_type: MessageType::Message,
+            client_id: chat.client_id.clone(),
+        };
+        if self.submit(ctx, pending).is_err() {
+            self.error_to(
+                conn_id,
+                Code::Unavailable,
+                "The message could not be stored; send it again.",
+                None,
+                chat.client_id.as_deref(),
+            );
+        }
+    }
+}
+
+impl Handler<Written> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, written: Written, ctx: &mut Context<Self>) {
+        for (token, outcome) in written.results {
+            let Some(p) = self.inflight.remove(&token) else {
+                continue;
+            };
+            if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
+                self.inflight_cids.remove(&(u.id, c.clone()));
+            }
+            let acked = |room: &Self, id: i64| {
+                let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                for c in p.conn_id.iter().chain(p.waiters.iter()) {
+                    room.send_to(*c, &ack);
+                }
+            };
+            match outcome {
+                Ok(InsertOutcome::Stored { id, at }) => {
+                    metrics::MESSAGES_STORED.inc();
+                    let message = StoredMessage {
+                        id,
+                        user_id: p.user.as_ref().map(|u| u.id),
+                        username: p.user.as_ref().map(|u| u.username.clone()),
+                        role: p.user.as_ref().map(|u| u.role),
+                        content: p.content.clone(),
+                        message_type: p.message_type,
+                        client_id: p.client_id.clone(),
+                        created_at: at,
+                    };
+                    let frame = protocol::message_frame(&message);
+                    self.ring.push(RingEntry {
+                        id,
+                        frame: frame.clone(),
+                    });
+                    let started = Instant::now();
+                    self.broadcast(&frame, Some(id));
+                    metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));
+                    acked(self, id);
+                    if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
+                        self.recent_cids
+                            .insert((u.id, c.clone()), (id, Instant::now()));
+                    }
+                }
+                Ok(InsertOutcome::Duplicate { id }) => {
+                    acked(self, id);
+                    if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
+                        self.recent_cids
+                            .insert((u.id, c.clone()), (id, Instant::now()));
+                    }
+                }
+                Err(()) => {
+                    let err = protocol::error_frame(
+                        Code::Unavailable,
+                        "The message could not be stored; send it again.",
+                        None,
+                        p.client_id.as_deref(),
+                    );
+                    for c in p.conn_id.iter().chain(p.waiters.iter()) {
+                        self.send_to(*c, &err);
+                    }
+                }
+            }
+        }
+        self.finish_shutdown_if_drained(ctx);
+    }
+}
+
+/// Time since the commit (clock skew between PostgreSQL and us clamps to zero).
+fn commit_age(at: OffsetDateTime) -> Duration {
+    let age = OffsetDateTime::now_utc() - at;
+    Duration::try_from(age).unwrap_or(Duration::ZERO)
+}
+
+impl Handler<StatusChanged> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StatusChanged, ctx: &mut Context<Self>) {
+        if self.status == msg.status {
+            return;
+        }
+        self.status = msg.status;
+        match msg.status {
+            StreamStatus::Live => self.notice(ctx, "Stream started", MessageType::System),
+            StreamStatus::Ended => self.notice(ctx, "Stream ended", MessageType::System),
+            StreamStatus::Scheduled => {}
+        }
+    }
+}
+
+impl Handler<Shutdown> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        self.shutdown = Some(msg.done);
+        self.finish_shutdown_if_drained(ctx);
+    }
+}
+
+impl RoomActor {
+    /// The stream's owner id (for rights checks).
+    pub fn owner_id(&self) -> i64 {
+        self.owner_id
+    }
+}

@@ -1,0 +1,320 @@
+//! One [`SessionActor`] per WebSocket. It reads the socket as an actor stream
+//! (`ctx.add_stream`), enforces the per-socket rules (frame size and kind, JSON,
+//! protocol-error budget, keep-alive, anonymous read-only), and forwards commands
+//! to its room. Its write half is an [`outlet::Outlet`]: a bounded queue drained
+//! by one writer task. It leaves its room in `stopped()`, on every exit path.
+
+pub mod outlet;
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use actix_ws::{CloseCode, Message as WsMessage, ProtocolError};
+use bytes::{Bytes, BytesMut};
+
+use crate::{
+    domain::{ChatText, ChatTextError},
+    error::Code,
+    metrics,
+    protocol::{self, ClientFrame},
+    rooms::{Chat, Hub, IpSlot, Join, Leave, RoomActor, RoomKey, RoomUser},
+    store::streams::Stream,
+};
+use outlet::{Outbound, Outlet};
+
+/// Protocol errors (`invalid_json`, `unknown_type`) tolerated per window before 1008.
+const ERROR_BUDGET: usize = 20;
+/// The window of the error budget.
+const ERROR_WINDOW: Duration = Duration::from_secs(10);
+
+/// Everything a socket's actor needs, gathered by the handshake.
+pub struct SessionParams {
+    /// The node's hub.
+    pub hub: Hub,
+    /// Room identity.
+    pub key: RoomKey,
+    /// The stream (as loaded by the handshake).
+    pub stream: Stream,
+    /// The user, or `None` for an anonymous viewer.
+    pub user: Option<RoomUser>,
+    /// The login session's key hash (for closing on logout).
+    pub session_key: Option<String>,
+    /// Resume after this id.
+    pub last_id: Option<i64>,
+    /// The IP connection slot, released when the actor is dropped.
+    pub ip_slot: IpSlot,
+}
+
+/// The actor of one socket.
+pub struct SessionActor {
+    params: SessionParams,
+    conn_id: u64,
+    outlet: Outlet,
+    room: Option<Addr<RoomActor>>,
+    last_pong: Instant,
+    errors: VecDeque<Instant>,
+    /// A fragmented text message being reassembled.
+    fragments: Option<BytesMut>,
+    max_frame: usize,
+    stream: Option<actix_ws::MessageStream>,
+}
+
+/// The writer task finished: the socket is closed or gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterDone;
+
+/// Starts the actor for an upgraded socket.
+pub fn start(params: SessionParams, session: actix_ws::Session, stream: actix_ws::MessageStream) {
+    let queue = params.hub.settings().limits.socket_queue;
+    let max_frame = params.hub.settings().limits.max_frame_bytes;
+    let conn_id = params.hub.next_conn_id();
+    SessionActor::create(move |ctx| {
+        let addr = ctx.address();
+        let outlet = outlet::spawn_writer(session, queue, move || addr.do_send(WriterDone));
+        SessionActor {
+            params,
+            conn_id,
+            outlet,
+            room: None,
+            last_pong: Instant::now(),
+            errors: VecDeque::new(),
+            fragments: None,
+            max_frame,
+            stream: Some(stream),
+        }
+    });
+}
+
+impl SessionActor {
+    fn send(&self, frame: &bytestring::ByteString) {
+        self.outlet.send_text(frame);
+    }
+
+    fn error(
+        &mut self,
+        ctx: &mut Context<Self>,
+        code: Code,
+        message: &str,
+        client_id: Option<&str>,
+    ) {
+        if matches!(code, Code::InvalidJson | Code::UnknownType) {
+            let now = Instant::now();
+            self.errors.push_back(now);
+            while self
+                .errors
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > ERROR_WINDOW)
+            {
+                self.errors.pop_front();
+            }
+            if self.errors.len() >= ERROR_BUDGET {
+                self.close(ctx, 1008, "too many invalid frames");
+                return;
+            }
+        }
+        self.send(&protocol::error_frame(code, message, None, client_id));
+    }
+
+    /// Closes the socket with `code` after what is queued; the actor stops when
+    /// the writer is done (or after a grace period).
+    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &'static str) {
+        self.outlet.close_after_queue(code, reason);
+        ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
+    }
+
+    fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
+        let frame = match protocol::parse_client_frame(text) {
+            Ok(f) => f,
+            Err(e) => return self.error(ctx, e.code, e.message, None),
+        };
+        match frame {
+            ClientFrame::Message { text, client_id } => {
+                metrics::MESSAGES_RECEIVED.inc();
+                let cid = client_id.as_deref();
+                if self.params.user.is_none() {
+                    return self.error(ctx, Code::NotAuthenticated, "Log in to chat.", cid);
+                }
+                let text = match ChatText::parse(&text) {
+                    Ok(t) => t,
+                    Err(ChatTextError::Empty) => {
+                        return self.error(ctx, Code::Empty, "The message is empty.", cid)
+                    }
+                    Err(ChatTextError::TooLong) => {
+                        return self.error(
+                            ctx,
+                            Code::TooLong,
+                            "The message is longer than 500 characters.",
+                            cid,
+                        )
+                    }
+                };
+                let Some(room) = &self.room else { return };
+                let chat = Chat {
+                    conn_id: self.conn_id,
+                    text,
+                    client_id: client_id.clone(),
+                };
+                if room.try_send(chat).is_err() {
+                    metrics::RATE_LIMITED.inc();
+                    self.send(&protocol::error_frame(
+                        Code::RateLimited,
+                        "The room is busy; send again shortly.",
+                        Some(1000),
+                        client_id.as_deref(),
+                    ));
+                }
+            }
+            ClientFrame::Reaction { .. } => {
+                if self.params.user.is_none() {
+                    return self.error(ctx, Code::NotAuthenticated, "Log in to react.", None);
+                }
+                self.error(ctx, Code::UnknownType, "Reactions are not available.", None)
+            }
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::CONNECTIONS.inc();
+        if let Some(stream) = self.stream.take() {
+            ctx.add_stream(stream.max_frame_size(self.max_frame));
+        }
+        if let (Some(key), Some(_)) = (&self.params.session_key, &self.params.user) {
+            self.params.hub.register_session(
+                &self.params.key.slug,
+                key,
+                self.conn_id,
+                self.outlet.clone(),
+            );
+        }
+        let settings = self.params.hub.settings();
+        let ping_every = Duration::from_secs(settings.server.ping_interval_secs.max(1));
+        let pong_timeout = Duration::from_secs(settings.server.pong_timeout_secs.max(1));
+        ctx.run_interval(ping_every, move |act, ctx| {
+            if act.last_pong.elapsed() > pong_timeout {
+                act.close(ctx, CloseCode::Away.into(), "no pong");
+            } else {
+                let _ = act.outlet.push(Outbound::Ping(Bytes::new()));
+            }
+        });
+        // Join the room before anything else is read: hello and history come first.
+        let join = Join {
+            conn_id: self.conn_id,
+            outlet: self.outlet.clone(),
+            user: self.params.user.clone(),
+            last_id: self.params.last_id,
+        };
+        let hub = self.params.hub.clone();
+        let key = self.params.key.clone();
+        let stream = self.params.stream.clone();
+        ctx.wait(
+            async move { hub.join(&key, &stream, join).await }
+                .into_actor(self)
+                .map(|res, act, ctx| match res {
+                    Ok(room) => act.room = Some(room),
+                    Err(_) => act.close(ctx, 1011, "room unavailable"),
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::CONNECTIONS.dec();
+        if let Some(room) = &self.room {
+            room.do_send(Leave {
+                conn_id: self.conn_id,
+            });
+        }
+        if let (Some(key), Some(_)) = (&self.params.session_key, &self.params.user) {
+            self.params
+                .hub
+                .unregister_session(&self.params.key.slug, key, self.conn_id);
+        }
+        // Whatever path ended the actor, the writer stops too.
+        self.outlet.close(1000, "");
+    }
+}
+
+impl Handler<WriterDone> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterDone, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<WsMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        if self.outlet.is_closing() {
+            return;
+        }
+        let msg = match item {
+            Ok(m) => m,
+            Err(ProtocolError::Overflow) => return self.close(ctx, 1009, "frame too large"),
+            Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return self.close(ctx, 1007, "invalid UTF-8")
+            }
+            Err(_) => return self.close(ctx, 1002, "protocol error"),
+        };
+        match msg {
+            WsMessage::Text(text) => self.on_text(ctx, &text),
+            WsMessage::Binary(_) => self.close(ctx, 1003, "binary frames are not accepted"),
+            WsMessage::Ping(b) => {
+                if b.len() > 125 {
+                    return self.close(ctx, 1002, "control frame too large");
+                }
+                let _ = self.outlet.push(Outbound::Pong(b));
+            }
+            WsMessage::Pong(_) => self.last_pong = Instant::now(),
+            WsMessage::Close(_) => {
+                self.outlet.close_after_queue(1000, "");
+                ctx.run_later(Duration::from_secs(2), |_, ctx| ctx.stop());
+            }
+            WsMessage::Continuation(item) => self.on_fragment(ctx, item),
+            WsMessage::Nop => {}
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl SessionActor {
+    fn on_fragment(&mut self, ctx: &mut Context<Self>, item: actix_ws::Item) {
+        use actix_ws::Item;
+        let (data, last) = match item {
+            Item::FirstText(b) => {
+                if self.fragments.is_some() {
+                    return self.close(ctx, 1002, "unexpected first fragment");
+                }
+                self.fragments = Some(BytesMut::new());
+                (b, false)
+            }
+            Item::FirstBinary(_) => return self.close(ctx, 1003, "binary frames are not accepted"),
+            Item::Continue(b) => (b, false),
+            Item::Last(b) => (b, true),
+        };
+        let Some(buf) = self.fragments.as_mut() else {
+            return self.close(ctx, 1002, "continuation without a first fragment");
+        };
+        if buf.len() + data.len() > self.max_frame {
+            self.fragments = None;
+            return self.close(ctx, 1009, "message too large");
+        }
+        buf.extend_from_slice(&data);
+        if last {
+            let buf = self.fragments.take().unwrap_or_default();
+            match std::str::from_utf8(&buf) {
+                Ok(text) => self.on_text(ctx, text),
+                Err(_) => self.close(ctx, 1007, "invalid UTF-8"),
+            }
+        }
+    }
+}

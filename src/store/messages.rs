@@ -1,0 +1,332 @@
+//! `chat_chatmessage`: batched inserts with idempotent `client_id`s, and the
+//! history, resume and replay reads. Message ids are assigned from the table's
+//! sequence while the room's advisory lock is held, so within a room the commit
+//! order is the id order, on every node: a client resuming after id N can never
+//! miss a message with a smaller id committed later.
+
+use time::OffsetDateTime;
+
+use super::{Slug, Store, StoreResult};
+use crate::domain::Role;
+
+/// Kind of a stored message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageType {
+    /// A user's chat message.
+    Message,
+    /// A server notice ("Stream started").
+    System,
+    /// A moderation notice ("Slow mode is on (10 s)").
+    Moderation,
+}
+
+impl MessageType {
+    /// As stored and sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::System => "system",
+            Self::Moderation => "moderation",
+        }
+    }
+
+    fn parse(raw: &str) -> Self {
+        match raw {
+            "system" => Self::System,
+            "moderation" => Self::Moderation,
+            _ => Self::Message,
+        }
+    }
+}
+
+/// A message as stored, with its author.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// Database id, increasing per room.
+    pub id: i64,
+    /// Author's user id (`None` for system notices or deleted users).
+    pub user_id: Option<i64>,
+    /// Author's username.
+    pub username: Option<String>,
+    /// Author's role.
+    pub role: Option<Role>,
+    /// The text, exactly as stored.
+    pub content: String,
+    /// Kind.
+    pub message_type: MessageType,
+    /// Sender's idempotency key.
+    pub client_id: Option<String>,
+    /// Commit time.
+    pub created_at: OffsetDateTime,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The chat room's row id.
+    pub room_id: i64,
+    /// Author (`None` for notices).
+    pub user_id: Option<i64>,
+    /// Text (already validated).
+    pub content: String,
+    /// Kind.
+    pub message_type: MessageType,
+    /// Idempotency key.
+    pub client_id: Option<String>,
+}
+
+/// What happened to one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Stored now with this id and time.
+    Stored { id: i64, at: OffsetDateTime },
+    /// The same client_id was stored before (within 10 minutes): its id.
+    Duplicate { id: i64 },
+}
+
+fn message_select(slug: &Slug) -> String {
+    format!(
+        "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at \
+         FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id",
+        slug.schema()
+    )
+}
+
+fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
+    StoredMessage {
+        id: row.get(0),
+        user_id: row.get(1),
+        username: row.get(2),
+        role: row
+            .get::<_, Option<&str>>(3)
+            .and_then(|r| Role::parse(r).ok()),
+        content: row.get(4),
+        message_type: MessageType::parse(row.get(5)),
+        client_id: row.get(6),
+        created_at: row.get(7),
+    }
+}
+
+/// Advisory-lock key of a room (its schema and id).
+fn room_lock_sql(slug: &Slug) -> String {
+    format!(
+        "SELECT pg_advisory_xact_lock(hashtext('{}'), (r % 2147483647)::int) \
+         FROM unnest($1::bigint[]) AS r ORDER BY r",
+        slug.as_str()
+    )
+}
+
+impl Store {
+    /// Stores a batch of one tenant's messages in one transaction. Returns one
+    /// outcome per message, in order. Duplicate `client_id`s (same room and user,
+    /// within 10 minutes, in the table or earlier in this batch) are not stored again.
+    pub async fn insert_messages(
+        &self,
+        slug: &Slug,
+        batch: &[NewMessage],
+    ) -> StoreResult<Vec<InsertOutcome>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        // Serialises inserts per room across nodes: commit order = id order.
+        tx.execute(&room_lock_sql(slug), &[&rooms]).await?;
+
+        // Earlier copies of keyed messages.
+        let keyed: Vec<&NewMessage> = batch
+            .iter()
+            .filter(|m| m.client_id.is_some() && m.user_id.is_some())
+            .collect();
+        let mut earlier: Vec<(i64, i64, String, i64)> = Vec::new();
+        if !keyed.is_empty() {
+            let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
+            let u: Vec<i64> = keyed.iter().map(|m| m.user_id.unwrap()).collect();
+            let c: Vec<&str> = keyed
+                .iter()
+                .map(|m| m.client_id.as_deref().unwrap())
+                .collect();
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
+                         FROM {}.chat_chatmessage m \
+                         JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(room_id, user_id, client_id) \
+                           ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_id = k.client_id \
+                         WHERE m.created_at > now() - interval '10 minutes' \
+                         GROUP BY 1, 2, 3",
+                        slug.schema()
+                    ),
+                    &[&r, &u, &c],
+                )
+                .await?;
+            earlier = rows
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+                .collect();
+        }
+
+        // Decide per message: duplicate of an earlier one, or new.
+        enum Slot {
+            Dup(i64),
+            DupOfBatch(usize),
+            New(usize),
+        }
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut fresh: Vec<&NewMessage> = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            let key = m.client_id.as_deref().zip(m.user_id);
+            let slot = match key {
+                Some((cid, uid)) => {
+                    if let Some(e) = earlier
+                        .iter()
+                        .find(|e| e.0 == m.room_id && e.1 == uid && e.2 == cid)
+                    {
+                        Slot::Dup(e.3)
+                    } else if let Some(j) = batch[..i].iter().position(|p| {
+                        p.room_id == m.room_id
+                            && p.user_id == Some(uid)
+                            && p.client_id.as_deref() == Some(cid)
+                    }) {
+                        Slot::DupOfBatch(j)
+                    } else {
+                        fresh.push(m);
+                        Slot::New(fresh.len() - 1)
+                    }
+                }
+                None => {
+                    fresh.push(m);
+                    Slot::New(fresh.len() - 1)
+                }
+            };
+            slots.push(slot);
+        }
+
+        let mut stored: Vec<(i64, OffsetDateTime)> = Vec::new();
+        if !fresh.is_empty() {
+            let n = fresh.len() as i32;
+            let ids: Vec<i64> = tx
+                .query(
+                    &format!(
+                        "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
+                        slug.as_str()
+                    ),
+                    &[&n],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
+            let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
+            let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
+            let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
+            let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+            let at: OffsetDateTime = tx
+                .query_one(
+                    &format!(
+                        "WITH ins AS (INSERT INTO {}.chat_chatmessage \
+                           (id, room_id, user_id, content, message_type, client_id) \
+                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+                         RETURNING created_at) SELECT max(created_at) FROM ins",
+                        slug.schema()
+                    ),
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids],
+                )
+                .await?
+                .get(0);
+            stored = ids.into_iter().map(|id| (id, at)).collect();
+        }
+        tx.commit().await?;
+
+        let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());
+        for slot in slots {
+            let o = match slot {
+                Slot::Dup(id) => InsertOutcome::Duplicate { id },
+                Slot::New(k) => InsertOutcome::Stored {
+                    id: stored[k].0,
+                    at: stored[k].1,
+                },
+                Slot::DupOfBatch(j) => match out[j] {
+                    InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id } => {
+                        InsertOutcome::Duplicate { id }
+                    }
+                },
+            };
+            out.push(o);
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` visible messages of a room, oldest first, and whether older ones exist.
+    pub async fn recent_messages(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredMessage>, bool)> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $2",
+                    message_select(slug)
+                ),
+                &[&room_id, &(limit + 1)],
+            )
+            .await?;
+        let more = rows.len() as i64 > limit;
+        let mut out: Vec<StoredMessage> =
+            rows.iter().take(limit as usize).map(message_from).collect();
+        out.reverse();
+        Ok((out, more))
+    }
+
+    /// Visible messages with id > `after`, oldest first; at most `limit` (the newest
+    /// ones) and whether more were missed.
+    pub async fn messages_after(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredMessage>, bool)> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $3",
+                    message_select(slug)
+                ),
+                &[&room_id, &after, &(limit + 1)],
+            )
+            .await?;
+        let more = rows.len() as i64 > limit;
+        let mut out: Vec<StoredMessage> =
+            rows.iter().take(limit as usize).map(message_from).collect();
+        out.reverse();
+        Ok((out, more))
+    }
+
+    /// Replay: visible messages before `before_id` (or the newest), newest first.
+    pub async fn messages_before(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let client = self.client().await?;
+        let before = before_id.unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $3",
+                    message_select(slug)
+                ),
+                &[&room_id, &before, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(message_from).collect())
+    }
+}

@@ -1,0 +1,161 @@
+//! `GET /ws/chat/stream_{id}/`: the WebSocket handshake. Checks run in
+//! PROTOCOL.md's order, each failure answered over plain HTTP: tenant (404),
+//! Origin (403), stream (404), session or anonymous access (401), per-IP cap (429).
+
+use std::net::IpAddr;
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::{
+    auth::Visitor,
+    domain::normalize_host,
+    rooms::{Hub, RoomKey, RoomUser},
+    sessions::{self, SessionParams},
+    tenants::CurrentTenant,
+    web::client_ip,
+};
+
+/// Registers the socket route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws/chat/stream_{id}/", web::get().to(connect));
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    last_id: Option<i64>,
+}
+
+/// True when a browser's `Origin` may open sockets on this tenant: its host
+/// (port ignored, case-insensitive) is exactly one of the tenant's domains, or
+/// the whole origin is in `server.allowed_origins`.
+pub fn origin_allowed(origin: &str, domains: &[String], allowed: &[String]) -> bool {
+    let origin = origin.trim();
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https")
+        || rest.contains(['/', '@', '?', '#'])
+    {
+        return false;
+    }
+    match normalize_host(rest) {
+        Some(host) => domains.contains(&host),
+        None => false,
+    }
+}
+
+fn plain(status: actix_web::http::StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body)
+}
+
+async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    tenant: CurrentTenant,
+    path: web::Path<i64>,
+    query: web::Query<WsQuery>,
+    hub: web::Data<Hub>,
+) -> actix_web::Result<HttpResponse> {
+    use actix_web::http::StatusCode;
+    let settings = hub.settings();
+    let store = hub.store();
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !origin_allowed(origin, &tenant.domains, &settings.server.allowed_origins) {
+            return Ok(plain(StatusCode::FORBIDDEN, "Origin not allowed"));
+        }
+    }
+    let stream_id = path.into_inner();
+    let Some(stream) = store
+        .stream(&tenant.slug, stream_id)
+        .await
+        .map_err(crate::error::ApiError::from)?
+    else {
+        return Ok(plain(StatusCode::NOT_FOUND, "Not found"));
+    };
+    let visitor = <Visitor as actix_web::FromRequest>::extract(&req).await?;
+    let user = visitor.user().map(|u| RoomUser {
+        id: u.id,
+        username: u.username.clone(),
+        role: u.role,
+    });
+    if user.is_none() && !tenant.anonymous_viewers {
+        return Ok(plain(
+            StatusCode::UNAUTHORIZED,
+            "Log in to watch this stream",
+        ));
+    }
+    if hub.is_shutting_down() {
+        return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Server restarting"));
+    }
+    let ip: IpAddr = client_ip(&req)
+        .parse()
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let Some(ip_slot) = hub.acquire_ip(ip, settings.limits.max_connections_per_ip) else {
+        crate::metrics::RATE_LIMITED.inc();
+        return Ok(HttpResponse::TooManyRequests()
+            .insert_header((header::RETRY_AFTER, "10"))
+            .content_type("text/plain; charset=utf-8")
+            .body("Too many connections from this address"));
+    };
+    let (response, session, msg_stream) = actix_ws::handle(&req, body)?;
+    sessions::start(
+        SessionParams {
+            hub: hub.get_ref().clone(),
+            key: RoomKey {
+                slug: tenant.slug.clone(),
+                stream_id,
+            },
+            stream,
+            user,
+            session_key: visitor.session.as_ref().map(|s| s.key_hash.clone()),
+            last_id: query.last_id,
+            ip_slot,
+        },
+        session,
+        msg_stream,
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn origins() {
+        let d = vec!["acme.example.com".to_string(), "localhost".to_string()];
+        let allowed = vec!["https://app.example.org".to_string()];
+        assert!(origin_allowed("https://acme.example.com", &d, &allowed));
+        assert!(origin_allowed("http://ACME.example.com:8443", &d, &allowed));
+        assert!(origin_allowed("http://localhost:8000", &d, &allowed));
+        assert!(origin_allowed("https://app.example.org", &d, &allowed));
+        assert!(!origin_allowed(
+            "https://acme.example.com.evil.com",
+            &d,
+            &allowed
+        ));
+        assert!(!origin_allowed("http://evil.com", &d, &allowed));
+        assert!(!origin_allowed("null", &d, &allowed));
+        assert!(!origin_allowed(
+            "https://acme.example.com@evil.com",
+            &d,
+            &allowed
+        ));
+        assert!(!origin_allowed("ftp://acme.example.com", &d, &allowed));
+        assert!(!origin_allowed(
+            "https://app.example.org.evil",
+            &d,
+            &allowed
+        ));
+    }
+}

@@ -1,0 +1,128 @@
+//! Faults: a graceful shutdown loses nothing and closes sockets with 1012;
+//! PostgreSQL going away gives `unavailable` (nothing broadcast) and recovery
+//! without a restart.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stampede::{domain::Role, store::migrations};
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
+    // The tenant, users and stream are made on the shared test database.
+    let app = spawn_app_with(|s| {
+        s.limits.chat_messages = 1000;
+        s.limits.chat_burst = 1000;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    let port = free_port();
+    let limits = [
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+    ];
+    let node = Node::start(port, &limits).await;
+    let login = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let (cookie, _) = login.login("alice", "password-123").await;
+    let (mut c, _, _) = login.ws_ready(stream, Some(&cookie)).await;
+    for i in 0..40 {
+        c.send(json!({"type":"message","message":format!("t{i}"),"client_id":format!("t{i}")}))
+            .await;
+    }
+    node.signal("-TERM");
+    let mut acked = Vec::new();
+    let code = loop {
+        match c.next_text(Duration::from_secs(20)).await {
+            Some(v) if v["type"] == "ack" => acked.push(v["id"].as_i64().unwrap()),
+            Some(_) => {}
+            None => break c.closed_code(),
+        }
+    };
+    assert_eq!(code, Some(1012));
+    assert!(
+        !acked.is_empty(),
+        "some messages were accepted before the signal"
+    );
+    let status = node.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+
+    let node = Node::start(port, &limits).await;
+    let login = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let (_, _, history) = login.ws_ready(stream, None).await;
+    let ids: Vec<i64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    for id in &acked {
+        assert!(ids.contains(id), "acked message {id} missing after restart");
+    }
+    let stored = app.stored_ids(stream).await;
+    assert_eq!(stored.len(), ids.len(), "history equals what is stored");
+}
+
+#[actix_web::test]
+async fn postgres_down_gives_unavailable_and_recovers() {
+    let pg = PrivatePg::start().await;
+    migrations::migrate_all(&store_for(&pg.url(), 1))
+        .await
+        .unwrap();
+    let app = spawn_app_with(|s| {
+        s.database.url = pg.url();
+        s.database.connect_timeout_secs = 1;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut watcher, _, _) = app.ws_ready(stream, None).await;
+    a.send(json!({"type":"message","message":"before","client_id":"b-1"}))
+        .await;
+    a.expect("ack").await;
+    watcher.expect("message").await;
+    assert_eq!(app.get("/readyz", None).await.status, 200);
+
+    pg.stop();
+    a.send(json!({"type":"message","message":"during","client_id":"d-1"}))
+        .await;
+    let e = a.expect("error").await;
+    assert_eq!(e["code"], "unavailable");
+    assert_eq!(e["client_id"], "d-1");
+    watcher.assert_silent(Duration::from_millis(500)).await;
+    assert_eq!(app.get("/readyz", None).await.status, 503);
+
+    pg.start_server();
+    // The same client_id again: stored once, broadcast once.
+    let mut acked = None;
+    for _ in 0..20 {
+        a.send(json!({"type":"message","message":"during","client_id":"d-1"}))
+            .await;
+        let v = loop {
+            let v = a.recv().await;
+            if v["type"] == "ack" || v["type"] == "error" {
+                break v;
+            }
+        };
+        if v["type"] == "ack" {
+            acked = v["id"].as_i64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let id = acked.expect("sending works again after PostgreSQL returns");
+    let m = watcher.expect("message").await;
+    assert_eq!(m["id"], id);
+    assert_eq!(m["message"], "during");
+    assert_eq!(app.stored_ids(stream).await.len(), 2);
+    assert_eq!(app.get("/readyz", None).await.status, 200);
+}

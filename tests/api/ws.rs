@@ -1,0 +1,283 @@
+//! WebSocket clients for the tests: a real client (awc) for ordinary traffic,
+//! and a raw one over TCP for what a well-behaved client never sends
+//! (invalid UTF-8, oversized frames, a reader that stops reading).
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use awc::{
+    ws::{self, Codec, Frame},
+    BoxedSocket,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::TestApp;
+
+/// How long a test waits for one expected frame.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A connected WebSocket client.
+pub struct WsClient {
+    framed: Framed<BoxedSocket, Codec>,
+    last_close: Option<u16>,
+}
+
+/// What the handshake answered when it was refused.
+#[derive(Debug)]
+pub struct Refused(pub u16);
+
+/// Connects to `/ws/chat/stream_{id}/` of a node with a Host, optional Origin,
+/// session cookie and query.
+pub async fn connect(
+    base: &str,
+    host: &str,
+    stream_id: i64,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    query: &str,
+) -> Result<WsClient, Refused> {
+    let url = format!(
+        "{}/ws/chat/stream_{stream_id}/{query}",
+        base.replace("http://", "ws://")
+    );
+    let mut req = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish()
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .set_header("Host", host);
+    if let Some(o) = origin {
+        req = req.origin(o);
+    }
+    if let Some(c) = cookie {
+        req = req.set_header("Cookie", format!("stampede_session={c}"));
+    }
+    match req.connect().await {
+        Ok((_, framed)) => Ok(WsClient {
+            framed,
+            last_close: None,
+        }),
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(Refused(s.as_u16())),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+impl TestApp {
+    /// Connects a socket to a stream of the test tenant (no Origin).
+    pub async fn ws(&self, stream_id: i64, cookie: Option<&str>) -> WsClient {
+        connect(
+            &self.address,
+            &self.tenant.host,
+            stream_id,
+            cookie,
+            None,
+            "",
+        )
+        .await
+        .expect("socket refused")
+    }
+
+    /// Connects and reads `hello` and `history`; returns them too.
+    pub async fn ws_ready(&self, stream_id: i64, cookie: Option<&str>) -> (WsClient, Value, Value) {
+        let mut c = self.ws(stream_id, cookie).await;
+        let hello = c.recv().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        let history = c.recv().await;
+        assert_eq!(history["type"], "history", "{history}");
+        (c, hello, history)
+    }
+}
+
+impl WsClient {
+    /// Sends a JSON text frame.
+    pub async fn send(&mut self, v: Value) {
+        self.framed
+            .send(ws::Message::Text(v.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a raw message.
+    pub async fn send_raw(&mut self, m: ws::Message) {
+        self.framed.send(m).await.expect("send");
+    }
+
+    /// The next text frame as JSON (pings answered, pongs skipped); panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        match self.next_text(WAIT).await {
+            Some(v) => v,
+            None => panic!("socket closed while a frame was expected"),
+        }
+    }
+
+    /// The next text frame within `wait`, or `None` on close or timeout.
+    pub async fn next_text(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.framed.next())
+                .await
+                .ok()??;
+            match frame.ok()? {
+                Frame::Text(b) => return Some(serde_json::from_slice(&b).expect("JSON frame")),
+                Frame::Ping(p) => {
+                    let _ = self.framed.send(ws::Message::Pong(p)).await;
+                }
+                Frame::Close(r) => {
+                    self.last_close = r.map(|r| u16::from(r.code));
+                    return None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until a frame of `kind` arrives (others are skipped).
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (None if the
+    /// connection ended without a close frame).
+    pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => panic!("no close within {WAIT:?}"),
+                Ok(None) => return None,
+                Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Frame::Close(r)))) => return r.map(|r| u16::from(r.code)),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// The close code, if the last read saw the close frame (after `next_text` gave `None`).
+    pub fn closed_code(&mut self) -> Option<u16> {
+        self.last_close
+    }
+
+    /// Nothing but pings arrives for `wait`.
+    pub async fn assert_silent(&mut self, wait: Duration) {
+        if let Some(v) = self.next_text(wait).await {
+            panic!("unexpected frame: {v}");
+        }
+    }
+}
+
+/// A bare WebSocket client over TCP.
+pub struct RawWs {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Connects with an optional receive buffer size and performs the handshake.
+    pub async fn connect(
+        app: &TestApp,
+        path: &str,
+        cookie: Option<&str>,
+        rcvbuf: Option<u32>,
+    ) -> RawWs {
+        let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let mut stream = socket.connect(addr).await.unwrap();
+        let cookie = cookie
+            .map(|c| format!("Cookie: stampede_session={c}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{cookie}\r\n",
+            app.tenant.host
+        );
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawWs {
+            stream,
+            buf: buf[end..].to_vec(),
+        }
+    }
+
+    /// Sends one masked frame.
+    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8], fin: bool) {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let mask = [0x11u8, 0x22, 0x33, 0x44];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n < 65536 => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        // The server may close before reading everything: ignore write errors.
+        let _ = self.stream.write_all(&f).await;
+    }
+
+    /// Reads frames until a close frame; returns its code, or None when the
+    /// connection ends without one.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            while let Some((opcode, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                if opcode == 8 {
+                    return (payload.len() >= 2)
+                        .then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                }
+            }
+            let mut chunk = vec![0u8; 65536];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => panic!("no close within {WAIT:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// Parses one unmasked server frame: (opcode, payload, bytes used).
+fn parse_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let opcode = b[0] & 0x0f;
+    let (len, start) = match b[1] & 0x7f {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (
+            u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if b.len() < start + len {
+        return None;
+    }
+    Some((opcode, b[start..start + len].to_vec(), start + len))
+}
