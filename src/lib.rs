@@ -8,6 +8,9 @@
 //! - [`protocol`]: WebSocket frames: client parsing, server serialisation.
 //! - [`rooms`]: the hub and one `RoomActor` per (tenant, stream): every room rule.
 //! - [`sessions`]: one `SessionActor` per socket and its bounded outlet.
+//! - [`reactions`]: coalescing windows of stamp reactions.
+//! - [`moderation`]: rights of moderators.
+//! - [`analytics`]: reaction series, CSV and the SVG chart.
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
 //! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.
@@ -17,6 +20,7 @@
 //! - [`devenv`]: bringing up PostgreSQL for the demo and the tests.
 //! - [`telemetry`]: structured logs.
 
+pub mod analytics;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -24,7 +28,9 @@ pub mod devenv;
 pub mod domain;
 pub mod error;
 pub mod metrics;
+pub mod moderation;
 pub mod protocol;
+pub mod reactions;
 pub mod rooms;
 pub mod sessions;
 pub mod startup;

@@ -112,6 +112,10 @@ pub static DELIVERIES: Counter = Counter::new();
 pub static SLOW_CONSUMERS: Counter = Counter::new();
 /// Requests refused by a rate limit.
 pub static RATE_LIMITED: Counter = Counter::new();
+/// Reactions accepted from clients.
+pub static REACTIONS_RECEIVED: Counter = Counter::new();
+/// Reactions committed to PostgreSQL.
+pub static REACTIONS_STORED: Counter = Counter::new();
 /// Messages in storage batches.
 pub static BATCH_ROWS: Counter = Counter::new();
 /// Storage batch latency.
@@ -143,7 +147,17 @@ pub fn render() -> String {
             g.get()
         );
     }
-    let counters: [(&str, &str, &Counter); 7] = [
+    let counters: [(&str, &str, &Counter); 9] = [
+        (
+            "stampede_reactions_received_total",
+            "Reactions accepted.",
+            &REACTIONS_RECEIVED,
+        ),
+        (
+            "stampede_reactions_stored_total",
+            "Reactions committed.",
+            &REACTIONS_STORED,
+        ),
         (
             "stampede_messages_received_total",
             "Chat frames received.",

@@ -12,7 +12,7 @@ use crate::{
     auth::{AuthConfig, LoginLimiter},
     config::Settings,
     rooms::Hub,
-    store::{migrations, writer::MessageWriter, Store},
+    store::{migrations, reaction_writer::ReactionWriter, writer::MessageWriter, Store},
     tenants::TenantResolver,
     web::{configure, TrustedProxies},
 };
@@ -69,7 +69,13 @@ impl Application {
             Duration::from_millis(settings.chat.batch_delay_ms),
             settings.chat.batch_max,
         );
-        let hub = Hub::new(store.clone(), writer, std::sync::Arc::new(settings.clone()));
+        let reactions = ReactionWriter::start(store.clone());
+        let hub = Hub::new(
+            store.clone(),
+            writer,
+            reactions,
+            std::sync::Arc::new(settings.clone()),
+        );
         let hub_data = web::Data::new(hub.clone());
 
         // Idle limiter keys are pruned so their memory stays bounded.

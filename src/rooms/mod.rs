@@ -25,13 +25,13 @@ use std::{
 use actix::{Addr, MailboxError};
 use tokio::sync::oneshot;
 
-pub use room::{Chat, Join, Leave, RoomActor, RoomUser, Shutdown, StatusChanged};
+pub use room::{Chat, Join, Leave, React, RoomActor, RoomUser, Shutdown, StatusChanged};
 
 use crate::{
     config::Settings,
     domain::Slug,
     sessions::outlet::Outlet,
-    store::{streams::Stream, writer::MessageWriter, Store},
+    store::{reaction_writer::ReactionWriter, streams::Stream, writer::MessageWriter, Store},
 };
 
 /// A room's identity: tenant and stream.
@@ -55,6 +55,7 @@ type SessionSockets = Vec<(u64, Outlet)>;
 struct HubInner {
     store: Store,
     writer: MessageWriter,
+    reactions: ReactionWriter,
     settings: Arc<Settings>,
     rooms: Mutex<HashMap<RoomKey, Addr<RoomActor>>>,
     /// Sockets per (tenant, session key hash), to close them when the session ends.
@@ -84,11 +85,17 @@ impl Drop for IpSlot {
 
 impl Hub {
     /// Builds the hub; call once per node.
-    pub fn new(store: Store, writer: MessageWriter, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        store: Store,
+        writer: MessageWriter,
+        reactions: ReactionWriter,
+        settings: Arc<Settings>,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 store,
                 writer,
+                reactions,
                 settings,
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
@@ -102,6 +109,11 @@ impl Hub {
     /// The node's settings.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The node's reaction writer.
+    pub fn reactions(&self) -> &ReactionWriter {
+        &self.inner.reactions
     }
 
     /// The node's store.
@@ -225,7 +237,8 @@ impl Hub {
     }
 
     /// Graceful shutdown of every room: stop taking chat, wait until every
-    /// accepted message is stored and acknowledged, close sockets with 1012.
+    /// accepted message is stored and acknowledged, send the last reaction
+    /// window, close sockets with 1012, then write every pending reaction.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Relaxed);
         let rooms: Vec<Addr<RoomActor>> =
@@ -240,5 +253,7 @@ impl Hub {
         for w in waits {
             let _ = w.await;
         }
+        // Every accepted reaction is in PostgreSQL before the process exits.
+        self.inner.reactions.flush().await;
     }
 }

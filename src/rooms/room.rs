@@ -22,9 +22,11 @@ use crate::{
     error::Code,
     metrics,
     protocol::{self, Hello, StampView, UserView},
+    reactions::ReactionWindow,
     sessions::outlet::Outlet,
     store::{
         messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
+        reactions::NewReaction,
         streams::{Stream, StreamStatus},
         writer::{MessageWriter, WriteJob, Written},
         Store,
@@ -85,6 +87,16 @@ pub struct Chat {
     pub client_id: Option<String>,
 }
 
+/// A reaction from a member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct React {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The stamp (checked against the tenant's stamps here).
+    pub stamp_id: i64,
+}
+
 /// The stream went live or ended.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -139,6 +151,9 @@ pub struct RoomActor {
     members: HashMap<u64, Member>,
     ring: Ring,
     chat_limiter: KeyedLimiter<i64>,
+    reaction_limiter: KeyedLimiter<i64>,
+    window: ReactionWindow,
+    window_timer: bool,
     next_token: u64,
     inflight: HashMap<u64, Pending>,
     inflight_cids: HashMap<(i64, String), u64>,
@@ -164,6 +179,11 @@ impl RoomActor {
             Duration::from_secs(limits.chat_period_secs.max(1)),
             limits.chat_burst,
         );
+        let reaction_limiter = keyed(
+            limits.reactions_per_second,
+            Duration::from_secs(1),
+            limits.reactions_burst,
+        );
         let ring_size = hub.settings().chat.ring_size;
         Self {
             hub,
@@ -178,6 +198,9 @@ impl RoomActor {
             members: HashMap::new(),
             ring: Ring::new(ring_size, Vec::new(), true),
             chat_limiter,
+            reaction_limiter,
+            window: ReactionWindow::default(),
+            window_timer: false,
             next_token: 1,
             inflight: HashMap::new(),
             inflight_cids: HashMap::new(),
@@ -345,8 +368,17 @@ impl RoomActor {
         );
     }
 
+    /// Sends the current reaction window, if anything is in it.
+    fn flush_window(&mut self) {
+        let window_ms = self.hub.settings().reactions.window_ms;
+        if let Some(frame) = self.window.take_frame(&self.stamps, window_ms) {
+            self.broadcast(&frame, None);
+        }
+    }
+
     fn finish_shutdown_if_drained(&mut self, ctx: &mut Context<Self>) {
         if self.shutdown.is_some() && self.inflight.is_empty() {
+            self.flush_window();
             for m in self.members.values() {
                 m.outlet.close_after_queue(1012, "server restarting");
             }
@@ -673,6 +705,63 @@ impl Handler<Written> for RoomActor {
 fn commit_age(at: OffsetDateTime) -> Duration {
     let age = OffsetDateTime::now_utc() - at;
     Duration::try_from(age).unwrap_or(Duration::ZERO)
+}
+
+impl Handler<React> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, react: React, ctx: &mut Context<Self>) {
+        let conn_id = react.conn_id;
+        let Some(user) = self.members.get(&conn_id).and_then(|m| m.user.clone()) else {
+            self.error_to(
+                conn_id,
+                Code::NotAuthenticated,
+                "Log in to react.",
+                None,
+                None,
+            );
+            return;
+        };
+        let Some(stamp) = self
+            .stamps
+            .iter()
+            .find(|s| i64::from(s.stamp_id) == react.stamp_id)
+        else {
+            self.error_to(conn_id, Code::NotFound, "No such stamp.", None, None);
+            return;
+        };
+        let stamp_id = stamp.stamp_id;
+        if let Some(ms) = retry_after_ms(&self.reaction_limiter, &user.id) {
+            metrics::RATE_LIMITED.inc();
+            self.error_to(
+                conn_id,
+                Code::RateLimited,
+                "You are reacting too fast.",
+                Some(ms),
+                None,
+            );
+            return;
+        }
+        metrics::REACTIONS_RECEIVED.inc();
+        self.hub.reactions().push(
+            &self.key.slug,
+            NewReaction {
+                stream_id: self.key.stream_id,
+                user_id: user.id,
+                stamp_id,
+                at: OffsetDateTime::now_utc(),
+            },
+        );
+        self.window.add(stamp_id, 1);
+        if !self.window_timer {
+            self.window_timer = true;
+            let window = Duration::from_millis(self.hub.settings().reactions.window_ms.max(1));
+            ctx.run_later(window, |room, _| {
+                room.window_timer = false;
+                room.flush_window();
+            });
+        }
+    }
 }
 
 impl Handler<StatusChanged> for RoomActor {

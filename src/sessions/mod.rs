@@ -20,7 +20,7 @@ use crate::{
     error::Code,
     metrics,
     protocol::{self, ClientFrame},
-    rooms::{Chat, Hub, IpSlot, Join, Leave, RoomActor, RoomKey, RoomUser},
+    rooms::{Chat, Hub, IpSlot, Join, Leave, React, RoomActor, RoomKey, RoomUser},
     store::streams::Stream,
 };
 use outlet::{Outbound, Outlet};
@@ -168,11 +168,24 @@ impl SessionActor {
                     ));
                 }
             }
-            ClientFrame::Reaction { .. } => {
+            ClientFrame::Reaction { stamp_id } => {
                 if self.params.user.is_none() {
                     return self.error(ctx, Code::NotAuthenticated, "Log in to react.", None);
                 }
-                self.error(ctx, Code::UnknownType, "Reactions are not available.", None)
+                let Some(room) = &self.room else { return };
+                let react = React {
+                    conn_id: self.conn_id,
+                    stamp_id,
+                };
+                if room.try_send(react).is_err() {
+                    metrics::RATE_LIMITED.inc();
+                    self.send(&protocol::error_frame(
+                        Code::RateLimited,
+                        "The room is busy; react again shortly.",
+                        Some(1000),
+                        None,
+                    ));
+                }
             }
         }
     }

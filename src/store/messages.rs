@@ -329,4 +329,27 @@ impl Store {
             .await?;
         Ok(rows.iter().map(message_from).collect())
     }
+
+    /// Visible chat of a room in [from, to), oldest first, at most `limit`.
+    pub async fn messages_between(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 AND NOT m.is_deleted \
+                     ORDER BY m.id LIMIT $4",
+                    message_select(slug)
+                ),
+                &[&room_id, &from, &to, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(message_from).collect())
+    }
 }

@@ -9,8 +9,11 @@
 
 pub mod accounts;
 pub mod analysts;
+pub mod analytics;
 pub mod messages;
 pub mod migrations;
+pub mod reaction_writer;
+pub mod reactions;
 pub mod streams;
 pub mod tenants;
 pub mod writer;

@@ -201,3 +201,25 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    /// True when the user was appointed moderator of this stream.
+    pub async fn is_stream_moderator(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        user_id: i64,
+    ) -> StoreResult<bool> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt(
+                &format!(
+                    "SELECT 1 FROM {}.streaming_stream_moderators WHERE stream_id = $1 AND user_id = $2",
+                    slug.schema()
+                ),
+                &[&stream_id, &user_id],
+            )
+            .await?
+            .is_some())
+    }
+}

@@ -2,6 +2,7 @@
 //! Handlers are plain functions with typed extractors; each submodule registers
 //! its routes through `configure`.
 
+pub mod analytics;
 pub mod api;
 pub mod ops;
 pub mod pages;
@@ -32,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(ops::configure)
     .configure(api::configure)
+    .configure(analytics::configure)
     .configure(statics::configure)
     .configure(ws::configure)
     .configure(pages::configure)

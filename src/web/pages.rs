@@ -27,7 +27,8 @@ pub fn page(html: String) -> HttpResponse {
         .body(html)
 }
 
-fn render(t: impl Template) -> Result<HttpResponse, ApiError> {
+/// Renders a template as a page.
+pub fn render(t: impl Template) -> Result<HttpResponse, ApiError> {
     Ok(page(
         t.render().map_err(|e| ApiError::Unexpected(e.into()))?,
     ))

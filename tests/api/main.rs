@@ -7,5 +7,6 @@ mod cli;
 mod faults;
 mod helpers;
 mod migrations;
+mod reactions;
 mod tenancy;
 mod ws;

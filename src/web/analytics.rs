@@ -1,0 +1,253 @@
+//! Reaction analytics over HTTP: the JSON series, its CSV export, and the
+//! server-rendered analytics page. Open to the stream's owner, its moderators
+//! and admins.
+
+use actix_web::{http::header, web, HttpResponse};
+use askama::Template;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    analytics::{chart_svg, csv, parse_time},
+    auth::Visitor,
+    error::{ApiError, Code},
+    moderation::can_moderate,
+    protocol::{timestamp, timestamp_seconds},
+    store::{
+        analytics::{Bucket, Point},
+        streams::Stream,
+        Store,
+    },
+    web::pages::render,
+};
+
+/// Registers the analytics routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/streams/{id}/reactions", web::get().to(series_json))
+        .route("/api/streams/{id}/reactions.csv", web::get().to(series_csv))
+        .route("/streams/{id}/analytics", web::get().to(page));
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    bucket: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The stream, if the visitor may see its analytics.
+async fn allowed_stream(visitor: &Visitor, store: &Store, id: i64) -> Result<Stream, ApiError> {
+    let user = visitor.require_user()?;
+    let stream = store
+        .stream(&visitor.tenant.slug, id)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
+    if !can_moderate(store, &visitor.tenant.slug, user, &stream).await? {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "Only the stream's owner, its moderators and admins can see its analytics.",
+        ));
+    }
+    Ok(stream)
+}
+
+struct Series {
+    bucket: Bucket,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    points: Vec<Point>,
+}
+
+async fn load(
+    visitor: &Visitor,
+    store: &Store,
+    id: i64,
+    q: &SeriesQuery,
+) -> Result<(Stream, Series), ApiError> {
+    let stream = allowed_stream(visitor, store, id).await?;
+    let bucket = match q.bucket.as_deref() {
+        None | Some("") => Bucket::Minute,
+        Some(b) => Bucket::parse(b)
+            .ok_or_else(|| ApiError::new(Code::Invalid, "bucket must be 10s, 1m or 1h."))?,
+    };
+    let time = |raw: &Option<String>, name: &str| -> Result<Option<OffsetDateTime>, ApiError> {
+        match raw.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => parse_time(t).map(Some).ok_or_else(|| {
+                ApiError::new(Code::Invalid, format!("{name} must be an ISO 8601 time."))
+            }),
+        }
+    };
+    let from = time(&q.from, "from")?.unwrap_or(stream.created_at);
+    let to = time(&q.to, "to")?.unwrap_or_else(|| OffsetDateTime::now_utc() + Duration::seconds(1));
+    if from > to {
+        return Err(ApiError::new(Code::Invalid, "from must not be after to."));
+    }
+    let points = store
+        .reaction_series(&visitor.tenant.slug, stream.id, bucket, from, to)
+        .await?;
+    Ok((
+        stream,
+        Series {
+            bucket,
+            from,
+            to,
+            points,
+        },
+    ))
+}
+
+#[derive(Serialize)]
+struct PointView<'a> {
+    start: String,
+    stamp_id: i32,
+    stamp_name: &'a str,
+    count: i64,
+}
+
+async fn series_json(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    q: web::Query<SeriesQuery>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (stream, s) = load(&visitor, &store, path.into_inner(), &q).await?;
+    let series: Vec<PointView<'_>> = s
+        .points
+        .iter()
+        .map(|p| PointView {
+            start: timestamp_seconds(p.start),
+            stamp_id: p.stamp_id,
+            stamp_name: &p.stamp_name,
+            count: p.count,
+        })
+        .collect();
+    let total: i64 = s.points.iter().map(|p| p.count).sum();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "stream_id": stream.id,
+        "bucket": s.bucket.as_str(),
+        "from": timestamp(s.from),
+        "to": timestamp(s.to),
+        "series": series,
+        "total": total,
+    })))
+}
+
+async fn series_csv(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    q: web::Query<SeriesQuery>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (stream, s) = load(&visitor, &store, path.into_inner(), &q).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!(
+                "attachment; filename=\"stream-{}-reactions-{}.csv\"",
+                stream.id,
+                s.bucket.as_str()
+            ),
+        ))
+        .body(csv(&s.points)))
+}
+
+/// A busy minute and the chat around it.
+struct Moment {
+    minute: String,
+    total: i64,
+    messages: Vec<(String, String)>,
+}
+
+/// A legend row.
+struct StampTotal {
+    id: i32,
+    name: String,
+    total: i64,
+}
+
+#[derive(Template)]
+#[template(path = "analytics.html")]
+struct AnalyticsPage<'a> {
+    tenant_name: &'a str,
+    username: Option<&'a str>,
+    csrf_token: &'a str,
+    stream: Stream,
+    bucket: &'static str,
+    chart: String,
+    totals: Vec<StampTotal>,
+    total: i64,
+    moments: Vec<Moment>,
+}
+
+async fn page(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let stream = allowed_stream(&visitor, &store, id).await?;
+    let end = stream.ended_at.unwrap_or_else(OffsetDateTime::now_utc);
+    let life = end - stream.created_at;
+    let bucket = if life > Duration::hours(12) {
+        Bucket::Hour
+    } else if life > Duration::minutes(15) {
+        Bucket::Minute
+    } else {
+        Bucket::TenSeconds
+    };
+    let q = SeriesQuery {
+        bucket: Some(bucket.as_str().into()),
+        from: None,
+        to: None,
+    };
+    let (_, s) = load(&visitor, &store, id, &q).await?;
+    let slug = &visitor.tenant.slug;
+    let mut totals: Vec<StampTotal> = Vec::new();
+    for st in store.stamps(slug).await? {
+        let total = s
+            .points
+            .iter()
+            .filter(|p| p.stamp_id == st.stamp_id)
+            .map(|p| p.count)
+            .sum();
+        totals.push(StampTotal {
+            id: st.stamp_id,
+            name: st.stamp_name,
+            total,
+        });
+    }
+    let mut moments = Vec::new();
+    for (minute, total) in store.top_minutes(slug, stream.id, 5).await? {
+        let around = store
+            .messages_between(
+                slug,
+                stream.room_id,
+                minute - Duration::seconds(30),
+                minute + Duration::seconds(90),
+                6,
+            )
+            .await?;
+        moments.push(Moment {
+            minute: timestamp_seconds(minute),
+            total,
+            messages: around
+                .into_iter()
+                .map(|m| (m.username.unwrap_or_else(|| "system".into()), m.content))
+                .collect(),
+        });
+    }
+    let total = totals.iter().map(|t| t.total).sum();
+    render(AnalyticsPage {
+        tenant_name: &visitor.tenant.name,
+        username: visitor.user().map(|u| u.username.as_str()),
+        csrf_token: visitor.csrf_token().unwrap_or(""),
+        chart: chart_svg(&s.points, s.bucket),
+        bucket: s.bucket.as_str(),
+        stream,
+        totals,
+        total,
+        moments,
+    })
+}
