@@ -61,6 +61,8 @@ struct HubInner {
     /// Sockets per (tenant, session key hash), to close them when the session ends.
     sessions: Mutex<HashMap<(Slug, String), SessionSockets>>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
+    /// Viewer count of each room, as its room last reported it.
+    viewers: Mutex<HashMap<RoomKey, u64>>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -100,6 +102,7 @@ impl Hub {
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 per_ip: Mutex::new(HashMap::new()),
+                viewers: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
             }),
@@ -183,6 +186,21 @@ impl Hub {
             }
         }
         Err(last.unwrap_or(MailboxError::Closed))
+    }
+
+    /// Open sockets on a stream (0 when its room is not running), for pages.
+    pub fn viewers(&self, key: &RoomKey) -> u64 {
+        self.inner.viewers.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    /// Records a room's viewer count (called by the room on every change).
+    pub(crate) fn set_viewers(&self, key: &RoomKey, n: u64) {
+        let mut map = self.inner.viewers.lock().unwrap();
+        if n == 0 {
+            map.remove(key);
+        } else {
+            map.insert(key.clone(), n);
+        }
     }
 
     /// Takes a connection slot for `ip`, or `None` when it has `max` already (0 = no limit).

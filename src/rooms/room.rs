@@ -295,6 +295,7 @@ impl RoomActor {
 
     /// Marks the viewer count changed; sends `presence` at most every 2 s.
     fn presence_changed(&mut self, ctx: &mut Context<Self>) {
+        self.hub.set_viewers(&self.key, self.viewers());
         if self.presence_timer {
             return;
         }
