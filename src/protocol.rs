@@ -27,6 +27,8 @@ pub enum ClientFrame {
         /// The stamp.
         stamp_id: i64,
     },
+    /// A moderation command (`delete`, `pin`, `ban`, ...).
+    Moderation(crate::moderation::Command),
 }
 
 /// A client frame that cannot be used.
@@ -81,6 +83,11 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             }),
             _ => Err(err(Code::Invalid, "\"stamp_id\" must be an integer.")),
         },
+        kind if crate::moderation::Command::is_moderation_type(kind) => {
+            crate::moderation::Command::parse(&Value::Object(map))
+                .map(ClientFrame::Moderation)
+                .map_err(|(code, message)| err(code, message))
+        }
         _ => Err(err(Code::UnknownType, "Unknown frame type.")),
     }
 }
@@ -170,6 +177,24 @@ pub fn error_frame(
     if let Some(ms) = retry_after_ms {
         v["retry_after_ms"] = ms.into();
     }
+    if let Some(c) = client_id {
+        v["client_id"] = c.into();
+    }
+    to_frame(&v)
+}
+
+/// An error with the time a restriction ends (`timed_out`).
+pub fn error_frame_until(
+    code: Code,
+    message: &str,
+    retry_after_ms: u64,
+    until: &str,
+    client_id: Option<&str>,
+) -> ByteString {
+    let mut v = serde_json::json!({
+        "type": "error", "code": code.as_str(), "message": message,
+        "retry_after_ms": retry_after_ms, "until": until,
+    });
     if let Some(c) = client_id {
         v["client_id"] = c.into();
     }

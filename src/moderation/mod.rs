@@ -1,10 +1,29 @@
-//! Who may moderate a stream: an admin, the stream's owner, a tenant-wide
-//! moderator, or a moderator the owner appointed to this stream.
+//! Moderation: who may moderate, the commands of PROTOCOL.md (over the socket
+//! or `POST /api/streams/{id}/moderation`), and [`execute`], which checks a
+//! command, writes its effect and the moderation log to PostgreSQL, and
+//! returns the [`ModEvent`] that rooms apply and broadcast. Everything is
+//! logged before it is broadcast.
+
+pub mod blocked;
+
+use serde_json::Value;
+use time::{Duration, OffsetDateTime};
 
 use crate::{
     domain::Role,
-    store::{accounts::User, streams::Stream, Slug, Store, StoreResult},
+    error::{ApiError, Code},
+    store::{
+        accounts::User, messages::StoredMessage, moderation::NewLogEntry, streams::Stream, Slug,
+        Store, StoreResult,
+    },
 };
+
+/// Longest timeout: a week.
+pub const MAX_TIMEOUT_SECS: i64 = 7 * 24 * 3600;
+/// Longest slow mode: an hour.
+pub const MAX_SLOW_MODE_SECS: i64 = 3600;
+/// Longest reason.
+const MAX_REASON_CHARS: usize = 500;
 
 /// True when `user` may moderate `stream` (and see its analytics and log).
 pub async fn can_moderate(
@@ -17,4 +36,469 @@ pub async fn can_moderate(
         return Ok(true);
     }
     store.is_stream_moderator(slug, stream.id, user.id).await
+}
+
+/// A moderation command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Hide one message.
+    Delete { message_id: i64 },
+    /// Pin one message.
+    Pin { message_id: i64 },
+    /// Unpin.
+    Unpin,
+    /// Ban a user (from this stream, or the tenant).
+    Ban {
+        username: String,
+        reason: Option<String>,
+        tenant: bool,
+    },
+    /// Stop a user chatting for a while.
+    Timeout {
+        username: String,
+        seconds: i64,
+        reason: Option<String>,
+        tenant: bool,
+    },
+    /// Lift bans and timeouts.
+    Unban { username: String, tenant: bool },
+    /// Slow mode seconds (0 = off).
+    SlowMode { seconds: i64 },
+    /// Hide every message.
+    Clear,
+}
+
+impl Command {
+    /// True for the frame types this module handles.
+    pub fn is_moderation_type(kind: &str) -> bool {
+        matches!(
+            kind,
+            "delete" | "pin" | "unpin" | "ban" | "timeout" | "unban" | "slow_mode" | "clear"
+        )
+    }
+
+    /// Parses a moderation frame or request body (`{"type":"ban",...}`).
+    pub fn parse(v: &Value) -> Result<Command, (Code, &'static str)> {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        let int = |k: &str| v.get(k).and_then(Value::as_i64);
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let username = || {
+            text("username")
+                .filter(|u| !u.is_empty() && u.len() <= 64)
+                .ok_or((Code::Invalid, "\"username\" is required."))
+        };
+        let reason = || -> Result<Option<String>, (Code, &'static str)> {
+            match v.get("reason") {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(r)) if r.chars().count() <= MAX_REASON_CHARS => {
+                    Ok(Some(r.trim().to_string()).filter(|r| !r.is_empty()))
+                }
+                _ => Err((
+                    Code::Invalid,
+                    "\"reason\" must be text of at most 500 characters.",
+                )),
+            }
+        };
+        let tenant = match v.get("scope") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) if s == "tenant" => true,
+            Some(Value::String(s)) if s == "stream" => false,
+            _ => return Err((Code::Invalid, "\"scope\" must be \"tenant\" or \"stream\".")),
+        };
+        let scoped = v.get("scope").is_some_and(|s| !s.is_null());
+        let cmd = match kind {
+            "delete" => Command::Delete {
+                message_id: int("message_id")
+                    .ok_or((Code::Invalid, "\"message_id\" is required."))?,
+            },
+            "pin" => Command::Pin {
+                message_id: int("message_id")
+                    .ok_or((Code::Invalid, "\"message_id\" is required."))?,
+            },
+            "unpin" => Command::Unpin,
+            "ban" => Command::Ban {
+                username: username()?,
+                reason: reason()?,
+                tenant,
+            },
+            "timeout" => {
+                let seconds = int("seconds").ok_or((Code::Invalid, "\"seconds\" is required."))?;
+                if !(1..=MAX_TIMEOUT_SECS).contains(&seconds) {
+                    return Err((Code::Invalid, "\"seconds\" must be between 1 and 604800."));
+                }
+                Command::Timeout {
+                    username: username()?,
+                    seconds,
+                    reason: reason()?,
+                    tenant,
+                }
+            }
+            "unban" => Command::Unban {
+                username: username()?,
+                tenant,
+            },
+            "slow_mode" => {
+                let seconds = int("seconds").ok_or((Code::Invalid, "\"seconds\" is required."))?;
+                if !(0..=MAX_SLOW_MODE_SECS).contains(&seconds) {
+                    return Err((Code::Invalid, "\"seconds\" must be between 0 and 3600."));
+                }
+                Command::SlowMode { seconds }
+            }
+            "clear" => Command::Clear,
+            _ => return Err((Code::UnknownType, "Unknown frame type.")),
+        };
+        // Only bans, timeouts and unbans take a scope.
+        if scoped
+            && !matches!(
+                cmd,
+                Command::Ban { .. } | Command::Timeout { .. } | Command::Unban { .. }
+            )
+        {
+            return Err((
+                Code::Invalid,
+                "\"scope\" applies to ban, timeout and unban only.",
+            ));
+        }
+        Ok(cmd)
+    }
+
+    fn tenant_scope(&self) -> bool {
+        matches!(
+            self,
+            Command::Ban { tenant: true, .. }
+                | Command::Timeout { tenant: true, .. }
+                | Command::Unban { tenant: true, .. }
+        )
+    }
+}
+
+/// The effect of a moderation action, applied by every room it concerns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ModEvent {
+    /// A message is hidden.
+    Delete { message_id: i64 },
+    /// A message is pinned (its `message` frame as JSON).
+    Pin { message: Value },
+    /// Nothing is pinned.
+    Unpin,
+    /// A user is banned (`until` None: for good).
+    Ban {
+        user_id: i64,
+        username: String,
+        tenant: bool,
+    },
+    /// A user is timed out until a time (RFC 3339).
+    Timeout {
+        user_id: i64,
+        username: String,
+        until: String,
+        until_unix: i64,
+        tenant: bool,
+    },
+    /// Bans and timeouts of a user are lifted.
+    Unban {
+        user_id: i64,
+        username: String,
+        tenant: bool,
+    },
+    /// Slow mode changed.
+    SlowMode { seconds: i32 },
+    /// Every message is hidden.
+    Clear,
+}
+
+impl ModEvent {
+    /// The `moderation` frame clients receive.
+    pub fn frame(&self) -> bytestring::ByteString {
+        let v = match self {
+            ModEvent::Delete { message_id } => {
+                serde_json::json!({"type":"moderation","action":"delete","message_id":message_id})
+            }
+            ModEvent::Pin { message } => {
+                serde_json::json!({"type":"moderation","action":"pin","message":message})
+            }
+            ModEvent::Unpin => serde_json::json!({"type":"moderation","action":"unpin"}),
+            ModEvent::Ban { username, .. } => {
+                serde_json::json!({"type":"moderation","action":"ban","username":username,"until":null})
+            }
+            ModEvent::Timeout {
+                username, until, ..
+            } => {
+                serde_json::json!({"type":"moderation","action":"timeout","username":username,"until":until})
+            }
+            ModEvent::Unban { username, .. } => {
+                serde_json::json!({"type":"moderation","action":"unban","username":username})
+            }
+            ModEvent::SlowMode { seconds } => {
+                serde_json::json!({"type":"moderation","action":"slow_mode","seconds":seconds})
+            }
+            ModEvent::Clear => serde_json::json!({"type":"moderation","action":"clear"}),
+        };
+        bytestring::ByteString::from(v.to_string())
+    }
+
+    /// True when the event concerns every stream of the tenant.
+    pub fn tenant_wide(&self) -> bool {
+        matches!(
+            self,
+            ModEvent::Ban { tenant: true, .. }
+                | ModEvent::Timeout { tenant: true, .. }
+                | ModEvent::Unban { tenant: true, .. }
+        )
+    }
+}
+
+/// The pinned message as the JSON of its `message` frame.
+pub fn pinned_json(m: &StoredMessage) -> Value {
+    serde_json::from_str(&crate::protocol::message_frame(m)).expect("frame is JSON")
+}
+
+/// Checks a command against the moderator's rights, writes its effect and the
+/// log, and returns the event to apply. `moderator` must already be known to
+/// be able to moderate `stream` (see [`can_moderate`]).
+pub async fn execute(
+    store: &Store,
+    slug: &Slug,
+    stream: &Stream,
+    moderator: &User,
+    cmd: Command,
+) -> Result<ModEvent, ApiError> {
+    if cmd.tenant_scope() && moderator.role != Role::Admin {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "Only an admin can act on the whole tenant.",
+        ));
+    }
+    let log = |action: &'static str| NewLogEntry {
+        stream_id: stream.id,
+        moderator_id: moderator.id,
+        action,
+        target_user_id: None,
+        message_id: None,
+        reason: None,
+        seconds: None,
+    };
+    let not_found = || ApiError::new(Code::NotFound, "No such message in this stream.");
+    match cmd {
+        Command::Delete { message_id } => {
+            store
+                .delete_message(
+                    slug,
+                    stream.room_id,
+                    message_id,
+                    NewLogEntry {
+                        message_id: Some(message_id),
+                        ..log("delete")
+                    },
+                )
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(ModEvent::Delete { message_id })
+        }
+        Command::Pin { message_id } => {
+            let m = store
+                .pin_message(
+                    slug,
+                    stream.room_id,
+                    message_id,
+                    NewLogEntry {
+                        message_id: Some(message_id),
+                        ..log("pin")
+                    },
+                )
+                .await?
+                .ok_or_else(not_found)?;
+            Ok(ModEvent::Pin {
+                message: pinned_json(&m),
+            })
+        }
+        Command::Unpin => {
+            store.unpin(slug, stream.room_id, log("unpin")).await?;
+            Ok(ModEvent::Unpin)
+        }
+        Command::Clear => {
+            store.clear_chat(slug, stream.room_id, log("clear")).await?;
+            Ok(ModEvent::Clear)
+        }
+        Command::SlowMode { seconds } => {
+            let seconds = seconds as i32;
+            store
+                .set_slow_mode(
+                    slug,
+                    stream.id,
+                    seconds,
+                    NewLogEntry {
+                        seconds: Some(seconds),
+                        ..log("slow_mode")
+                    },
+                )
+                .await?;
+            Ok(ModEvent::SlowMode { seconds })
+        }
+        Command::Ban {
+            ref username,
+            ref reason,
+            tenant,
+        }
+        | Command::Timeout {
+            ref username,
+            ref reason,
+            tenant,
+            ..
+        } => {
+            let target = store
+                .user_by_name(slug, username)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            if target.id == moderator.id
+                || target.id == stream.owner_id
+                || target.role == Role::Admin
+            {
+                return Err(ApiError::new(
+                    Code::Forbidden,
+                    "That user cannot be banned or timed out.",
+                ));
+            }
+            let scope = (!tenant).then_some(stream.id);
+            match cmd {
+                Command::Ban { .. } => {
+                    store
+                        .restrict_user(
+                            slug,
+                            scope,
+                            target.id,
+                            true,
+                            None,
+                            reason.as_deref(),
+                            NewLogEntry {
+                                target_user_id: Some(target.id),
+                                reason: reason.as_deref(),
+                                ..log("ban")
+                            },
+                        )
+                        .await?;
+                    Ok(ModEvent::Ban {
+                        user_id: target.id,
+                        username: target.username,
+                        tenant,
+                    })
+                }
+                Command::Timeout { seconds, .. } => {
+                    let until = OffsetDateTime::now_utc() + Duration::seconds(seconds);
+                    store
+                        .restrict_user(
+                            slug,
+                            scope,
+                            target.id,
+                            false,
+                            Some(until),
+                            reason.as_deref(),
+                            NewLogEntry {
+                                target_user_id: Some(target.id),
+                                reason: reason.as_deref(),
+                                seconds: Some(seconds as i32),
+                                ..log("timeout")
+                            },
+                        )
+                        .await?;
+                    Ok(ModEvent::Timeout {
+                        user_id: target.id,
+                        username: target.username,
+                        until: crate::protocol::timestamp_seconds(until),
+                        until_unix: until.unix_timestamp(),
+                        tenant,
+                    })
+                }
+                _ => unreachable!("matched above"),
+            }
+        }
+        Command::Unban { username, tenant } => {
+            let target = store
+                .user_by_name(slug, &username)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            store
+                .unrestrict_user(
+                    slug,
+                    stream.id,
+                    target.id,
+                    tenant,
+                    NewLogEntry {
+                        target_user_id: Some(target.id),
+                        ..log("unban")
+                    },
+                )
+                .await?;
+            Ok(ModEvent::Unban {
+                user_id: target.id,
+                username: target.username,
+                tenant,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(
+            Command::parse(&json!({"type":"delete","message_id":5})).unwrap(),
+            Command::Delete { message_id: 5 }
+        );
+        assert_eq!(
+            Command::parse(
+                &json!({"type":"timeout","username":"bob","seconds":600,"reason":"calm down"})
+            )
+            .unwrap(),
+            Command::Timeout {
+                username: "bob".into(),
+                seconds: 600,
+                reason: Some("calm down".into()),
+                tenant: false
+            }
+        );
+        assert_eq!(
+            Command::parse(&json!({"type":"ban","username":"bob","scope":"tenant"})).unwrap(),
+            Command::Ban {
+                username: "bob".into(),
+                reason: None,
+                tenant: true
+            }
+        );
+        assert_eq!(
+            Command::parse(&json!({"type":"slow_mode","seconds":0})).unwrap(),
+            Command::SlowMode { seconds: 0 }
+        );
+        for bad in [
+            json!({"type":"delete"}),
+            json!({"type":"timeout","username":"bob","seconds":0}),
+            json!({"type":"slow_mode","seconds":-1}),
+            json!({"type":"ban"}),
+            json!({"type":"ban","username":"bob","scope":"galaxy"}),
+            json!({"type":"clear","scope":"tenant"}),
+        ] {
+            assert_eq!(Command::parse(&bad).unwrap_err().0, Code::Invalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn frames() {
+        let f = ModEvent::Timeout {
+            user_id: 1,
+            username: "bob".into(),
+            until: "2026-11-22T08:10:00Z".into(),
+            until_unix: 0,
+            tenant: false,
+        }
+        .frame();
+        assert_eq!(
+            serde_json::from_str::<Value>(&f).unwrap(),
+            json!({"type":"moderation","action":"timeout","username":"bob","until":"2026-11-22T08:10:00Z"})
+        );
+    }
 }

@@ -25,7 +25,10 @@ use std::{
 use actix::{Addr, MailboxError};
 use tokio::sync::oneshot;
 
-pub use room::{Chat, Join, Leave, React, RoomActor, RoomUser, Shutdown, StatusChanged};
+pub use room::{
+    Apply, Chat, Join, Leave, Moderate, React, ReloadTerms, RoomActor, RoomUser, Shutdown,
+    StatusChanged,
+};
 
 use crate::{
     config::Settings,
@@ -190,7 +193,13 @@ impl Hub {
 
     /// Open sockets on a stream (0 when its room is not running), for pages.
     pub fn viewers(&self, key: &RoomKey) -> u64 {
-        self.inner.viewers.lock().unwrap().get(key).copied().unwrap_or(0)
+        self.inner
+            .viewers
+            .lock()
+            .unwrap()
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Records a room's viewer count (called by the room on every change).
@@ -200,6 +209,34 @@ impl Hub {
             map.remove(key);
         } else {
             map.insert(key.clone(), n);
+        }
+    }
+
+    /// Applies a stored moderation event to the rooms it concerns on this node:
+    /// the stream's room, or every room of the tenant for tenant-wide events.
+    pub fn apply(&self, key: &RoomKey, event: crate::moderation::ModEvent) {
+        for room in self.rooms_of(key, event.tenant_wide()) {
+            room.do_send(Apply(event.clone()));
+        }
+    }
+
+    /// Tells rooms to reload blocked terms (all of the tenant's when `tenant_wide`).
+    pub fn reload_terms(&self, key: &RoomKey, tenant_wide: bool) {
+        for room in self.rooms_of(key, tenant_wide) {
+            room.do_send(ReloadTerms);
+        }
+    }
+
+    fn rooms_of(&self, key: &RoomKey, tenant_wide: bool) -> Vec<Addr<RoomActor>> {
+        let rooms = self.inner.rooms.lock().unwrap();
+        if tenant_wide {
+            rooms
+                .iter()
+                .filter(|(k, _)| k.slug == key.slug)
+                .map(|(_, a)| a.clone())
+                .collect()
+        } else {
+            rooms.get(key).cloned().into_iter().collect()
         }
     }
 

@@ -21,11 +21,16 @@ use crate::{
     domain::{ChatText, Role},
     error::Code,
     metrics,
+    moderation::{
+        blocked::{self, BlockedTerm},
+        execute, Command, ModEvent,
+    },
     protocol::{self, Hello, StampView, UserView},
     reactions::ReactionWindow,
     sessions::outlet::Outlet,
     store::{
         messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
+        moderation::Restriction,
         reactions::NewReaction,
         streams::{Stream, StreamStatus},
         writer::{MessageWriter, WriteJob, Written},
@@ -51,6 +56,19 @@ pub struct RoomUser {
     pub username: String,
     /// Tenant-wide role.
     pub role: Role,
+    /// May moderate this stream (admin, moderator, owner, or appointed).
+    pub can_moderate: bool,
+}
+
+impl RoomUser {
+    fn as_user(&self) -> crate::store::accounts::User {
+        crate::store::accounts::User {
+            id: self.id,
+            username: self.username.clone(),
+            role: self.role,
+            is_active: true,
+        }
+    }
 }
 
 /// A socket joins the room. The room queues `hello` and `history` itself.
@@ -96,6 +114,26 @@ pub struct React {
     /// The stamp (checked against the tenant's stamps here).
     pub stamp_id: i64,
 }
+
+/// A moderation command from a member's socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Moderate {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The command.
+    pub command: Command,
+}
+
+/// A moderation action already stored and logged: apply and broadcast it.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Apply(pub ModEvent);
+
+/// Blocked terms changed: load them again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadTerms;
 
 /// The stream went live or ended.
 #[derive(Message)]
@@ -144,7 +182,7 @@ pub struct RoomActor {
     store: Store,
     writer: MessageWriter,
     room_id: i64,
-    owner_id: i64,
+    stream: Stream,
     status: StreamStatus,
     slow_mode_seconds: i32,
     stamps: Vec<StampView>,
@@ -162,6 +200,20 @@ pub struct RoomActor {
     presence_at: Option<Instant>,
     presence_timer: bool,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The pinned message's frame JSON and id.
+    pinned: Option<(i64, serde_json::Value)>,
+    /// Bans and timeouts in force, by user.
+    restrictions: HashMap<i64, Vec<Restriction>>,
+    /// Blocked terms of the stream and the tenant.
+    terms: Vec<BlockedTerm>,
+    /// Last accepted chat message per user (slow mode).
+    last_chat: HashMap<i64, Instant>,
+}
+
+/// Why a user may not chat now.
+enum Muted {
+    Banned,
+    TimedOut(OffsetDateTime),
 }
 
 impl RoomActor {
@@ -191,7 +243,7 @@ impl RoomActor {
             store,
             writer,
             room_id: stream.room_id,
-            owner_id: stream.owner_id,
+            stream: stream.clone(),
             status: stream.status,
             slow_mode_seconds: stream.slow_mode_seconds,
             stamps: Vec::new(),
@@ -209,7 +261,48 @@ impl RoomActor {
             presence_at: None,
             presence_timer: false,
             shutdown: None,
+            pinned: None,
+            restrictions: HashMap::new(),
+            terms: Vec::new(),
+            last_chat: HashMap::new(),
         }
+    }
+
+    /// Whether a user is banned or timed out now.
+    fn muted(&self, user_id: i64) -> Option<Muted> {
+        let now = OffsetDateTime::now_utc();
+        let list = self.restrictions.get(&user_id)?;
+        if list
+            .iter()
+            .any(|r| r.is_ban && r.until.is_none_or(|u| u > now))
+        {
+            return Some(Muted::Banned);
+        }
+        list.iter()
+            .filter(|r| !r.is_ban)
+            .filter_map(|r| r.until)
+            .filter(|u| *u > now)
+            .max()
+            .map(Muted::TimedOut)
+    }
+
+    fn load_terms(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream_id = self.key.stream_id;
+        ctx.spawn(
+            async move { store.blocked_terms(&slug, stream_id).await }
+                .into_actor(self)
+                .map(|r, room, _| match r {
+                    Ok(terms) => {
+                        room.terms = terms
+                            .iter()
+                            .filter_map(|(t, _)| BlockedTerm::new(t))
+                            .collect()
+                    }
+                    Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
+                }),
+        );
     }
 
     /// Starts the actor with a roomy mailbox.
@@ -225,10 +318,17 @@ impl RoomActor {
     }
 
     fn can_chat(&self, user: Option<&RoomUser>) -> bool {
-        user.is_some() && self.status != StreamStatus::Ended
+        match user {
+            Some(u) => self.status != StreamStatus::Ended && self.muted(u.id).is_none(),
+            None => false,
+        }
     }
 
     fn hello(&self, user: Option<&RoomUser>) -> ByteString {
+        let pinned = self
+            .pinned
+            .as_ref()
+            .and_then(|(_, v)| serde_json::value::to_raw_value(v).ok());
         protocol::hello_frame(&Hello {
             kind: "hello",
             stream_id: self.key.stream_id,
@@ -239,7 +339,7 @@ impl RoomActor {
             can_chat: self.can_chat(user),
             slow_mode_seconds: self.slow_mode_seconds,
             viewers: self.viewers(),
-            pinned: None,
+            pinned: pinned.as_deref(),
             stamps: &self.stamps,
         })
     }
@@ -433,16 +533,37 @@ impl Actor for RoomActor {
         let slug = self.key.slug.clone();
         let room_id = self.room_id;
         let ring_size = self.hub.settings().chat.ring_size as i64;
+        let stream_id = self.key.stream_id;
         ctx.wait(
             async move {
                 let stamps = store.stamps(&slug).await;
                 let recent = store.recent_messages(&slug, room_id, ring_size).await;
-                (stamps, recent)
+                let pinned = store.pinned_message(&slug, room_id).await;
+                let restrictions = store.restrictions(&slug, stream_id, None).await;
+                let terms = store.blocked_terms(&slug, stream_id).await;
+                (stamps, recent, pinned, restrictions, terms)
             }
             .into_actor(self)
-            .map(|(stamps, recent), room, _| {
+            .map(|(stamps, recent, pinned, restrictions, terms), room, _| {
                 if let Ok(stamps) = stamps {
                     room.stamps = stamps;
+                }
+                if let Ok(Some(m)) = pinned {
+                    room.pinned = Some((m.id, crate::moderation::pinned_json(&m)));
+                }
+                match restrictions {
+                    Ok(list) => {
+                        for r in list {
+                            room.restrictions.entry(r.user_id).or_default().push(r);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "room started without its bans"),
+                }
+                if let Ok(terms) = terms {
+                    room.terms = terms
+                        .iter()
+                        .filter_map(|(t, _)| BlockedTerm::new(t))
+                        .collect();
                 }
                 match recent {
                     Ok((messages, has_older)) => {
@@ -587,6 +708,33 @@ impl Handler<Chat> for RoomActor {
             );
             return;
         }
+        match self.muted(user.id) {
+            Some(Muted::Banned) => {
+                self.error_to(
+                    conn_id,
+                    Code::Banned,
+                    "You are banned from this chat.",
+                    None,
+                    cid,
+                );
+                return;
+            }
+            Some(Muted::TimedOut(until)) => {
+                let ms = (until - OffsetDateTime::now_utc())
+                    .whole_milliseconds()
+                    .max(1) as u64;
+                let frame = protocol::error_frame_until(
+                    Code::TimedOut,
+                    "You are timed out.",
+                    ms,
+                    &protocol::timestamp_seconds(until),
+                    cid,
+                );
+                self.send_to(conn_id, &frame);
+                return;
+            }
+            None => {}
+        }
         // A client_id seen before is acknowledged with the first message's id.
         if let Some(c) = &chat.client_id {
             let key = (user.id, c.clone());
@@ -603,6 +751,30 @@ impl Handler<Chat> for RoomActor {
                 }
             }
         }
+        if self.slow_mode_seconds > 0 && !user.can_moderate {
+            let gap = Duration::from_secs(self.slow_mode_seconds as u64);
+            if let Some(last) = self.last_chat.get(&user.id) {
+                if last.elapsed() < gap {
+                    let ms = (gap - last.elapsed()).as_millis().max(1) as u64;
+                    let msg = format!(
+                        "Slow mode is on: one message every {} s.",
+                        self.slow_mode_seconds
+                    );
+                    self.error_to(conn_id, Code::SlowMode, &msg, Some(ms), cid);
+                    return;
+                }
+            }
+        }
+        if blocked::find(&self.terms, chat.text.as_str()).is_some() {
+            self.error_to(
+                conn_id,
+                Code::BlockedTerm,
+                "Your message contains a blocked term.",
+                None,
+                cid,
+            );
+            return;
+        }
         if let Some(ms) = retry_after_ms(&self.chat_limiter, &user.id) {
             metrics::RATE_LIMITED.inc();
             self.error_to(
@@ -614,6 +786,7 @@ impl Handler<Chat> for RoomActor {
             );
             return;
         }
+        self.last_chat.insert(user.id, Instant::now());
         let pending = Pending {
             conn_id: Some(conn_id),
             waiters: Vec::new(),
@@ -790,9 +963,127 @@ impl Handler<Shutdown> for RoomActor {
     }
 }
 
-impl RoomActor {
-    /// The stream's owner id (for rights checks).
-    pub fn owner_id(&self) -> i64 {
-        self.owner_id
+impl Handler<Moderate> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Moderate, ctx: &mut Context<Self>) {
+        let conn_id = msg.conn_id;
+        let Some(user) = self.members.get(&conn_id).and_then(|m| m.user.clone()) else {
+            self.error_to(conn_id, Code::NotAuthenticated, "Log in first.", None, None);
+            return;
+        };
+        if !user.can_moderate {
+            self.error_to(
+                conn_id,
+                Code::Forbidden,
+                "Only moderators can do that.",
+                None,
+                None,
+            );
+            return;
+        }
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream = self.stream.clone();
+        let hub = self.hub.clone();
+        ctx.spawn(
+            async move { execute(&store, &slug, &stream, &user.as_user(), msg.command).await }
+                .into_actor(self)
+                .map(move |r, room, _| match r {
+                    Ok(event) => hub.apply(&room.key, event),
+                    Err(e) => {
+                        let message = e.to_string();
+                        room.error_to(conn_id, e.code(), &message, None, None);
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<Apply> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, Apply(event): Apply, _: &mut Context<Self>) {
+        let mut close_user = None;
+        match &event {
+            ModEvent::Delete { message_id } => {
+                self.ring.remove(*message_id);
+                if self.pinned.as_ref().is_some_and(|(id, _)| id == message_id) {
+                    self.pinned = None;
+                }
+            }
+            ModEvent::Pin { message } => {
+                let id = message["id"].as_i64().unwrap_or_default();
+                self.pinned = Some((id, message.clone()));
+            }
+            ModEvent::Unpin => self.pinned = None,
+            ModEvent::Clear => {
+                self.ring.clear();
+                self.pinned = None;
+            }
+            ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
+            ModEvent::Ban {
+                user_id, tenant, ..
+            } => {
+                self.restrictions
+                    .entry(*user_id)
+                    .or_default()
+                    .push(Restriction {
+                        user_id: *user_id,
+                        is_ban: true,
+                        until: None,
+                        tenant_wide: *tenant,
+                    });
+                close_user = Some(*user_id);
+            }
+            ModEvent::Timeout {
+                user_id,
+                until_unix,
+                tenant,
+                ..
+            } => {
+                let until = OffsetDateTime::from_unix_timestamp(*until_unix).ok();
+                let list = self.restrictions.entry(*user_id).or_default();
+                list.retain(|r| r.is_ban || r.tenant_wide != *tenant);
+                list.push(Restriction {
+                    user_id: *user_id,
+                    is_ban: false,
+                    until,
+                    tenant_wide: *tenant,
+                });
+            }
+            ModEvent::Unban {
+                user_id, tenant, ..
+            } => {
+                if let Some(list) = self.restrictions.get_mut(user_id) {
+                    list.retain(|r| r.tenant_wide && !tenant);
+                }
+            }
+        }
+        let frame = event.frame();
+        self.broadcast(&frame, None);
+        if let Some(user_id) = close_user {
+            let banned: Vec<u64> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.user.as_ref().is_some_and(|u| u.id == user_id))
+                .map(|(c, _)| *c)
+                .collect();
+            for c in banned {
+                if let Some(m) = self.members.remove(&c) {
+                    m.outlet
+                        .close_after_queue(crate::sessions::outlet::codes::BANNED, "banned");
+                }
+            }
+            self.hub.set_viewers(&self.key, self.viewers());
+        }
+    }
+}
+
+impl Handler<ReloadTerms> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadTerms, ctx: &mut Context<Self>) {
+        self.load_terms(ctx);
     }
 }

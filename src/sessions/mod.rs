@@ -20,7 +20,7 @@ use crate::{
     error::Code,
     metrics,
     protocol::{self, ClientFrame},
-    rooms::{Chat, Hub, IpSlot, Join, Leave, React, RoomActor, RoomKey, RoomUser},
+    rooms::{Chat, Hub, IpSlot, Join, Leave, Moderate, React, RoomActor, RoomKey, RoomUser},
     store::streams::Stream,
 };
 use outlet::{Outbound, Outlet};
@@ -166,6 +166,17 @@ impl SessionActor {
                         Some(1000),
                         client_id.as_deref(),
                     ));
+                }
+            }
+            ClientFrame::Moderation(command) => {
+                if self.params.user.is_none() {
+                    return self.error(ctx, Code::NotAuthenticated, "Log in first.", None);
+                }
+                if let Some(room) = &self.room {
+                    let _ = room.try_send(Moderate {
+                        conn_id: self.conn_id,
+                        command,
+                    });
                 }
             }
             ClientFrame::Reaction { stamp_id } => {

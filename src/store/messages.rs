@@ -352,4 +352,32 @@ impl Store {
             .await?;
         Ok(rows.iter().map(message_from).collect())
     }
+
+    /// One message by id (deleted or not).
+    pub async fn message(&self, slug: &Slug, id: i64) -> StoreResult<Option<StoredMessage>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("{} WHERE m.id = $1", message_select(slug)), &[&id])
+            .await?;
+        Ok(row.as_ref().map(message_from))
+    }
+
+    /// The pinned visible message of a room, if any.
+    pub async fn pinned_message(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+    ) -> StoreResult<Option<StoredMessage>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted ORDER BY m.id DESC LIMIT 1",
+                    message_select(slug)
+                ),
+                &[&room_id],
+            )
+            .await?;
+        Ok(row.as_ref().map(message_from))
+    }
 }

@@ -12,6 +12,7 @@ pub mod analysts;
 pub mod analytics;
 pub mod messages;
 pub mod migrations;
+pub mod moderation;
 pub mod reaction_writer;
 pub mod reactions;
 pub mod streams;

@@ -4,6 +4,7 @@
 
 pub mod analytics;
 pub mod api;
+pub mod moderation;
 pub mod ops;
 pub mod pages;
 pub mod statics;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(ops::configure)
     .configure(api::configure)
     .configure(analytics::configure)
+    .configure(moderation::configure)
     .configure(statics::configure)
     .configure(ws::configure)
     .configure(pages::configure)

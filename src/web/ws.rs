@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::{
     auth::Visitor,
     domain::normalize_host,
+    error::ApiError,
+    moderation::can_moderate,
     rooms::{Hub, RoomKey, RoomUser},
     sessions::{self, SessionParams},
     tenants::CurrentTenant,
@@ -78,21 +80,39 @@ async fn connect(
     let Some(stream) = store
         .stream(&tenant.slug, stream_id)
         .await
-        .map_err(crate::error::ApiError::from)?
+        .map_err(ApiError::from)?
     else {
         return Ok(plain(StatusCode::NOT_FOUND, "Not found"));
     };
     let visitor = <Visitor as actix_web::FromRequest>::extract(&req).await?;
-    let user = visitor.user().map(|u| RoomUser {
-        id: u.id,
-        username: u.username.clone(),
-        role: u.role,
-    });
+    let user = match visitor.user() {
+        Some(u) => Some(RoomUser {
+            id: u.id,
+            username: u.username.clone(),
+            role: u.role,
+            can_moderate: can_moderate(store, &tenant.slug, u, &stream)
+                .await
+                .map_err(ApiError::from)?,
+        }),
+        None => None,
+    };
     if user.is_none() && !tenant.anonymous_viewers {
         return Ok(plain(
             StatusCode::UNAUTHORIZED,
             "Log in to watch this stream",
         ));
+    }
+    if let Some(u) = &user {
+        let restrictions = store
+            .restrictions(&tenant.slug, stream_id, Some(u.id))
+            .await
+            .map_err(ApiError::from)?;
+        if restrictions.iter().any(|r| r.is_ban) {
+            return Ok(plain(
+                StatusCode::FORBIDDEN,
+                "You are banned from this stream",
+            ));
+        }
     }
     if hub.is_shutting_down() {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Server restarting"));

@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod helpers;
 mod migrations;
+mod moderation;
 mod reactions;
 mod tenancy;
 mod ws;

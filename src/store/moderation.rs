@@ -1,0 +1,440 @@
+//! Moderation tables: `moderation_log`, `moderation_ban` (bans and timeouts,
+//! per stream or tenant-wide), `moderation_blockedterm`, appointed stream
+//! moderators, and the message flags (`is_deleted`, `is_pinned`).
+
+use time::OffsetDateTime;
+
+use super::{messages::StoredMessage, Slug, Store, StoreResult};
+
+/// A ban or timeout in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restriction {
+    /// The user.
+    pub user_id: i64,
+    /// `true` for a ban, `false` for a timeout.
+    pub is_ban: bool,
+    /// End (None: permanent ban).
+    pub until: Option<OffsetDateTime>,
+    /// Tenant-wide rather than for one stream.
+    pub tenant_wide: bool,
+}
+
+/// A moderation log entry as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogEntry {
+    /// Row id.
+    pub id: i64,
+    /// What was done.
+    pub action: String,
+    /// Who did it.
+    pub moderator: Option<String>,
+    /// To whom.
+    pub target: Option<String>,
+    /// Which message.
+    pub message_id: Option<i64>,
+    /// Why.
+    pub reason: Option<String>,
+    /// For how long (timeouts, slow mode).
+    pub seconds: Option<i32>,
+    /// When (ISO 8601).
+    pub created_at: String,
+}
+
+/// One row to write to the log.
+pub struct NewLogEntry<'a> {
+    /// Stream.
+    pub stream_id: i64,
+    /// Moderator.
+    pub moderator_id: i64,
+    /// Action name (`delete`, `pin`, ...).
+    pub action: &'a str,
+    /// Target user.
+    pub target_user_id: Option<i64>,
+    /// Target message.
+    pub message_id: Option<i64>,
+    /// Reason.
+    pub reason: Option<&'a str>,
+    /// Seconds.
+    pub seconds: Option<i32>,
+}
+
+async fn log_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slug: &Slug,
+    e: &NewLogEntry<'_>,
+) -> StoreResult<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO {}.moderation_log (stream_id, moderator_id, action, target_user_id, message_id, reason, seconds) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            slug.schema()
+        ),
+        &[&e.stream_id, &e.moderator_id, &e.action, &e.target_user_id, &e.message_id, &e.reason, &e.seconds],
+    )
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Flags a visible message of a room deleted and logs it; returns its author,
+    /// or `None` when no such visible message exists.
+    pub async fn delete_message(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        message_id: i64,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<Option<Option<i64>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE {}.chat_chatmessage SET is_deleted = true, is_pinned = false \
+                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted RETURNING user_id",
+                    slug.schema()
+                ),
+                &[&message_id, &room_id],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let author: Option<i64> = row.get(0);
+        log_in(
+            &tx,
+            slug,
+            &NewLogEntry {
+                target_user_id: author,
+                ..log
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(author))
+    }
+
+    /// Pins one visible message of a room (unpinning any other) and logs it.
+    /// `None` when no such visible message exists.
+    pub async fn pin_message(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        message_id: i64,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<Option<StoredMessage>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let s = slug.schema();
+        tx.execute(
+            &format!("UPDATE {s}.chat_chatmessage SET is_pinned = false WHERE room_id = $1 AND is_pinned"),
+            &[&room_id],
+        )
+        .await?;
+        let n = tx
+            .execute(
+                &format!(
+                    "UPDATE {s}.chat_chatmessage SET is_pinned = true \
+                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted"
+                ),
+                &[&message_id, &room_id],
+            )
+            .await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        drop(client);
+        self.message(slug, message_id).await
+    }
+
+    /// Unpins every message of a room and logs it.
+    pub async fn unpin(&self, slug: &Slug, room_id: i64, log: NewLogEntry<'_>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &format!(
+                "UPDATE {}.chat_chatmessage SET is_pinned = false WHERE room_id = $1 AND is_pinned",
+                slug.schema()
+            ),
+            &[&room_id],
+        )
+        .await?;
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Hides every visible message of a room and logs it.
+    pub async fn clear_chat(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
+            .execute(
+                &format!(
+                    "UPDATE {}.chat_chatmessage SET is_deleted = true, is_pinned = false \
+                     WHERE room_id = $1 AND NOT is_deleted",
+                    slug.schema()
+                ),
+                &[&room_id],
+            )
+            .await?;
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Sets slow mode and logs it.
+    pub async fn set_slow_mode(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        seconds: i32,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &format!(
+                "UPDATE {}.streaming_stream SET slow_mode_seconds = $2 WHERE id = $1",
+                slug.schema()
+            ),
+            &[&stream_id, &seconds],
+        )
+        .await?;
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Bans or times out a user (replacing an earlier one of the same kind and
+    /// scope) and logs it. `stream_id` None: tenant-wide.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn restrict_user(
+        &self,
+        slug: &Slug,
+        stream_id: Option<i64>,
+        user_id: i64,
+        is_ban: bool,
+        until: Option<OffsetDateTime>,
+        reason: Option<&str>,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let s = slug.schema();
+        let kind = if is_ban { "ban" } else { "timeout" };
+        tx.execute(
+            &format!(
+                "DELETE FROM {s}.moderation_ban WHERE user_id = $1 AND kind = $2 AND stream_id IS NOT DISTINCT FROM $3"
+            ),
+            &[&user_id, &kind, &stream_id],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.moderation_ban (stream_id, user_id, kind, until, reason, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            &[&stream_id, &user_id, &kind, &until, &reason, &log.moderator_id],
+        )
+        .await?;
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lifts bans and timeouts of a user on a stream (and tenant-wide ones when
+    /// `tenant_wide`), and logs it.
+    pub async fn unrestrict_user(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        user_id: i64,
+        tenant_wide: bool,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            &format!(
+                "DELETE FROM {}.moderation_ban WHERE user_id = $1 AND (stream_id = $2 OR ($3 AND stream_id IS NULL))",
+                slug.schema()
+            ),
+            &[&user_id, &stream_id, &tenant_wide],
+        )
+        .await?;
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Bans and timeouts in force on a stream (its own and tenant-wide).
+    pub async fn restrictions(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        user_id: Option<i64>,
+    ) -> StoreResult<Vec<Restriction>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT user_id, kind = 'ban', until, stream_id IS NULL FROM {}.moderation_ban \
+                     WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > now()) \
+                       AND ($2::bigint IS NULL OR user_id = $2)",
+                    slug.schema()
+                ),
+                &[&stream_id, &user_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Restriction {
+                user_id: r.get(0),
+                is_ban: r.get(1),
+                until: r.get(2),
+                tenant_wide: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Blocked terms of a stream (its own and tenant-wide).
+    pub async fn blocked_terms(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+    ) -> StoreResult<Vec<(String, bool)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT term, stream_id IS NULL FROM {}.moderation_blockedterm \
+                     WHERE stream_id = $1 OR stream_id IS NULL ORDER BY term",
+                    slug.schema()
+                ),
+                &[&stream_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Adds (or, with `add` false, removes) a blocked term; `stream_id` None: tenant-wide.
+    pub async fn set_blocked_term(
+        &self,
+        slug: &Slug,
+        stream_id: Option<i64>,
+        term: &str,
+        add: bool,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let s = slug.schema();
+        if add {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {s}.moderation_blockedterm (stream_id, term) VALUES ($1, $2) \
+                         ON CONFLICT (COALESCE(stream_id, 0), term) DO NOTHING"
+                    ),
+                    &[&stream_id, &term],
+                )
+                .await?;
+        } else {
+            client
+                .execute(
+                    &format!(
+                        "DELETE FROM {s}.moderation_blockedterm WHERE term = $2 AND stream_id IS NOT DISTINCT FROM $1"
+                    ),
+                    &[&stream_id, &term],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The moderation log of a stream, newest first.
+    pub async fn moderation_log(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<LogEntry>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT l.id, l.action, m.username, t.username, l.message_id, l.reason, l.seconds, l.created_at \
+                     FROM {0}.moderation_log l \
+                     LEFT JOIN {0}.accounts_user m ON m.id = l.moderator_id \
+                     LEFT JOIN {0}.accounts_user t ON t.id = l.target_user_id \
+                     WHERE l.stream_id = $1 ORDER BY l.id DESC LIMIT $2",
+                    slug.schema()
+                ),
+                &[&stream_id, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogEntry {
+                id: r.get(0),
+                action: r.get(1),
+                moderator: r.get(2),
+                target: r.get(3),
+                message_id: r.get(4),
+                reason: r.get(5),
+                seconds: r.get(6),
+                created_at: crate::protocol::timestamp(r.get(7)),
+            })
+            .collect())
+    }
+
+    /// Usernames appointed moderator of a stream.
+    pub async fn stream_moderators(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT u.username FROM {0}.streaming_stream_moderators m \
+                     JOIN {0}.accounts_user u ON u.id = m.user_id WHERE m.stream_id = $1 ORDER BY u.username",
+                    slug.schema()
+                ),
+                &[&stream_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Appoints (or removes) a stream moderator.
+    pub async fn set_stream_moderator(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        user_id: i64,
+        add: bool,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let s = slug.schema();
+        if add {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {s}.streaming_stream_moderators (stream_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+                    ),
+                    &[&stream_id, &user_id],
+                )
+                .await?;
+        } else {
+            client
+                .execute(
+                    &format!("DELETE FROM {s}.streaming_stream_moderators WHERE stream_id = $1 AND user_id = $2"),
+                    &[&stream_id, &user_id],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

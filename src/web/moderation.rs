@@ -1,0 +1,242 @@
+//! Moderation over HTTP: actions (`POST /api/streams/{id}/moderation`), the
+//! moderation log, appointed moderators and blocked terms. Every `POST` needs
+//! the CSRF token; rights are checked on the server for every request.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use crate::{
+    auth::Visitor,
+    domain::Role,
+    error::{ApiError, Code},
+    moderation::{can_moderate, execute, Command},
+    rooms::{Hub, RoomKey},
+    store::{accounts::User, streams::Stream, Store},
+};
+
+/// Registers the moderation routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/streams/{id}/moderation", web::post().to(moderate))
+        .route("/api/streams/{id}/moderation/log", web::get().to(log))
+        .route("/api/streams/{id}/moderators", web::get().to(moderators))
+        .route(
+            "/api/streams/{id}/moderators",
+            web::post().to(set_moderator),
+        )
+        .route("/api/streams/{id}/blocked_terms", web::get().to(terms))
+        .route("/api/streams/{id}/blocked_terms", web::post().to(set_term));
+}
+
+/// Who may do what to a stream.
+enum Need {
+    /// Moderators of the stream (and owner, admins).
+    Moderator,
+    /// The owner or an admin.
+    Owner,
+}
+
+/// Checks authentication, then CSRF (for `POST`s), then the stream and the right.
+async fn authorize<'a>(
+    visitor: &'a Visitor,
+    store: &Store,
+    req: Option<&HttpRequest>,
+    id: i64,
+    need: Need,
+) -> Result<(&'a User, Stream), ApiError> {
+    let user = visitor.require_user()?;
+    if let Some(req) = req {
+        visitor.check_csrf_header(req)?;
+    }
+    let stream = store
+        .stream(&visitor.tenant.slug, id)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
+    let allowed = match need {
+        Need::Owner => user.role == Role::Admin || stream.owner_id == user.id,
+        Need::Moderator => can_moderate(store, &visitor.tenant.slug, user, &stream).await?,
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "You may not do that on this stream.",
+        ));
+    }
+    Ok((user, stream))
+}
+
+async fn moderate(
+    req: HttpRequest,
+    visitor: Visitor,
+    path: web::Path<i64>,
+    body: web::Json<serde_json::Value>,
+    store: web::Data<Store>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, stream) = authorize(
+        &visitor,
+        &store,
+        Some(&req),
+        path.into_inner(),
+        Need::Moderator,
+    )
+    .await?;
+    let command = Command::parse(&body).map_err(|(code, message)| ApiError::new(code, message))?;
+    let event = execute(&store, &visitor.tenant.slug, &stream, user, command).await?;
+    hub.apply(
+        &RoomKey {
+            slug: visitor.tenant.slug.clone(),
+            stream_id: stream.id,
+        },
+        event,
+    );
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "ok": true })))
+}
+
+async fn log(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
+    let entries = store
+        .moderation_log(&visitor.tenant.slug, stream.id, 500)
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
+}
+
+async fn moderators(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
+    let list = store
+        .stream_moderators(&visitor.tenant.slug, stream.id)
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "moderators": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum AddRemove {
+    Add,
+    Remove,
+}
+
+#[derive(Deserialize)]
+struct ModeratorBody {
+    username: String,
+    action: AddRemove,
+}
+
+async fn set_moderator(
+    req: HttpRequest,
+    visitor: Visitor,
+    path: web::Path<i64>,
+    body: web::Json<ModeratorBody>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, stream) =
+        authorize(&visitor, &store, Some(&req), path.into_inner(), Need::Owner).await?;
+    let slug = &visitor.tenant.slug;
+    let target = store
+        .user_by_name(slug, &body.username)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+    store
+        .set_stream_moderator(
+            slug,
+            stream.id,
+            target.id,
+            matches!(body.action, AddRemove::Add),
+        )
+        .await?;
+    let list = store.stream_moderators(slug, stream.id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "moderators": list })))
+}
+
+async fn terms(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
+    let list = store.blocked_terms(&visitor.tenant.slug, stream.id).await?;
+    let terms: Vec<String> = list.iter().map(|(t, _)| t.clone()).collect();
+    let tenant: Vec<String> = list
+        .iter()
+        .filter(|(_, w)| *w)
+        .map(|(t, _)| t.clone())
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "terms": terms, "tenant_terms": tenant })))
+}
+
+#[derive(Deserialize)]
+struct TermBody {
+    term: String,
+    action: AddRemove,
+    scope: Option<String>,
+}
+
+async fn set_term(
+    req: HttpRequest,
+    visitor: Visitor,
+    path: web::Path<i64>,
+    body: web::Json<TermBody>,
+    store: web::Data<Store>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, stream) = authorize(
+        &visitor,
+        &store,
+        Some(&req),
+        path.into_inner(),
+        Need::Moderator,
+    )
+    .await?;
+    let tenant_wide = match body.scope.as_deref() {
+        None | Some("stream") => false,
+        Some("tenant") if user.role == Role::Admin => true,
+        Some("tenant") => {
+            return Err(ApiError::new(
+                Code::Forbidden,
+                "Only an admin can block terms tenant-wide.",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::Invalid,
+                "scope must be \"stream\" or \"tenant\".",
+            ))
+        }
+    };
+    let term = body.term.trim();
+    if term.is_empty()
+        || term.chars().count() > 100
+        || crate::moderation::blocked::BlockedTerm::new(term).is_none()
+    {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "A term is 1 to 100 characters with at least one letter or digit.",
+        ));
+    }
+    let slug = &visitor.tenant.slug;
+    store
+        .set_blocked_term(
+            slug,
+            (!tenant_wide).then_some(stream.id),
+            term,
+            matches!(body.action, AddRemove::Add),
+        )
+        .await?;
+    hub.reload_terms(
+        &RoomKey {
+            slug: slug.clone(),
+            stream_id: stream.id,
+        },
+        tenant_wide,
+    );
+    let list = store.blocked_terms(slug, stream.id).await?;
+    let terms: Vec<String> = list.iter().map(|(t, _)| t.clone()).collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "terms": terms })))
+}

@@ -1,0 +1,562 @@
+//! Moderation over the socket and over HTTP: rights, delete, pin, timeouts,
+//! bans (4003, 403 on reconnect), slow mode, clear, blocked terms, the log,
+//! appointed moderators, and state that survives a restart.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// Sends a chat message and returns its id (from the ack).
+async fn say(c: &mut WsClient, text: &str) -> i64 {
+    let cid = random_hex(12);
+    c.send(json!({"type":"message","message":text,"client_id":cid}))
+        .await;
+    loop {
+        let v = c.recv().await;
+        if v["type"] == "ack" && v["client_id"] == cid.as_str() {
+            return v["id"].as_i64().unwrap();
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    }
+}
+
+/// Sends a chat message and returns the error code it got.
+async fn refused(c: &mut WsClient, text: &str) -> Value {
+    let cid = random_hex(12);
+    c.send(json!({"type":"message","message":text,"client_id":cid}))
+        .await;
+    loop {
+        let v = c.recv().await;
+        if v["client_id"] == cid.as_str() {
+            assert_eq!(v["type"], "error", "expected a refusal: {v}");
+            return v;
+        }
+    }
+}
+
+fn ids(history: &Value) -> Vec<i64> {
+    history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn delete_over_socket_and_http_hides_everywhere() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, owner_csrf) = app.login("owner", "password-123").await;
+    let (viewer, viewer_csrf) = app.user_session("viewer", Role::Viewer).await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut v, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let first = say(&mut v, "first").await;
+    let second = say(&mut v, "second").await;
+    let third = say(&mut v, "third").await;
+
+    // A viewer may not delete.
+    v.send(json!({"type":"delete","message_id":first})).await;
+    assert_eq!(v.expect("error").await["code"], "forbidden");
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/moderation"),
+            &json!({"type":"delete","message_id":first}),
+            Some(&viewer),
+            Some(&viewer_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    // Over the socket.
+    o.send(json!({"type":"delete","message_id":first})).await;
+    let m = v.expect("moderation").await;
+    assert_eq!(
+        m,
+        json!({"type":"moderation","action":"delete","message_id":first})
+    );
+    // Over HTTP (CSRF first).
+    let path = format!("/api/streams/{stream}/moderation");
+    let r = app
+        .post_json(
+            &path,
+            &json!({"type":"delete","message_id":second}),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "csrf");
+    let r = app
+        .post_json(
+            &path,
+            &json!({"type":"delete","message_id":second}),
+            Some(&owner),
+            Some(&owner_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"ok": true}));
+    assert_eq!(v.expect("moderation").await["message_id"], second);
+    let r = app
+        .post_json(
+            &path,
+            &json!({"type":"delete","message_id":999_999_999}),
+            Some(&owner),
+            Some(&owner_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+
+    // Gone from history, resume and replay; still in the table, flagged.
+    let (_, _, history) = app.ws_ready(stream, None).await;
+    assert_eq!(ids(&history), vec![third]);
+    let resumed = connect(
+        &app.address,
+        &app.tenant.host,
+        stream,
+        None,
+        None,
+        &format!("?last_id={}", first - 1),
+    )
+    .await
+    .unwrap();
+    let mut resumed = resumed;
+    resumed.recv().await;
+    assert_eq!(ids(&resumed.recv().await), vec![third]);
+    let replay = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await
+        .json();
+    assert_eq!(replay["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(app.stored_ids(stream).await.len(), 3);
+}
+
+#[actix_web::test]
+async fn a_streamer_cannot_moderate_another_streamers_stream() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (other, other_csrf) = app.user_session("other", Role::Streamer).await;
+    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
+    let (mut v, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let id = say(&mut v, "hello").await;
+    let (mut s, _, _) = app.ws_ready(stream, Some(&other)).await;
+    s.send(json!({"type":"delete","message_id":id})).await;
+    assert_eq!(s.expect("error").await["code"], "forbidden");
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/moderation"),
+            &json!({"type":"clear"}),
+            Some(&other),
+            Some(&other_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .get(
+            &format!("/api/streams/{stream}/moderation/log"),
+            Some(&other),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        app.get(&format!("/api/streams/{stream}/moderation/log"), None)
+            .await
+            .status,
+        401
+    );
+}
+
+#[actix_web::test]
+async fn pin_unpin_and_hello() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (mut o, hello, _) = app.ws_ready(stream, Some(&owner)).await;
+    assert_eq!(hello["pinned"], Value::Null);
+    let id = say(&mut o, "Welcome! Be nice.").await;
+    o.send(json!({"type":"pin","message_id":id})).await;
+    let p = o.expect("moderation").await;
+    assert_eq!(p["action"], "pin");
+    assert_eq!(p["message"]["id"], id);
+    assert_eq!(p["message"]["message"], "Welcome! Be nice.");
+    let (_, hello, _) = app.ws_ready(stream, None).await;
+    assert_eq!(hello["pinned"]["id"], id);
+    o.send(json!({"type":"unpin"})).await;
+    assert_eq!(
+        o.expect("moderation").await,
+        json!({"type":"moderation","action":"unpin"})
+    );
+    let (_, hello, _) = app.ws_ready(stream, None).await;
+    assert_eq!(hello["pinned"], Value::Null);
+}
+
+#[actix_web::test]
+async fn timeout_blocks_chat_until_it_ends() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    o.send(json!({"type":"timeout","username":"bob","seconds":2,"reason":"calm down"}))
+        .await;
+    let t = b.expect("moderation").await;
+    assert_eq!(t["action"], "timeout");
+    assert_eq!(t["username"], "bob");
+    assert!(t["until"].as_str().unwrap().ends_with('Z'));
+    let e = refused(&mut b, "let me talk").await;
+    assert_eq!(e["code"], "timed_out");
+    assert!(e["retry_after_ms"].as_u64().unwrap() <= 2000);
+    assert_eq!(e["until"], t["until"]);
+    // A reconnect does not lift it.
+    let (mut b2, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    assert_eq!(hello["can_chat"], false);
+    assert_eq!(refused(&mut b2, "again").await["code"], "timed_out");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    say(&mut b2, "I am back").await;
+    // Bad durations are refused.
+    o.send(json!({"type":"timeout","username":"bob","seconds":0}))
+        .await;
+    assert_eq!(o.expect("error").await["code"], "invalid");
+    o.send(json!({"type":"timeout","username":"nobody","seconds":5}))
+        .await;
+    assert_eq!(o.expect("error").await["code"], "not_found");
+}
+
+#[actix_web::test]
+async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let other_stream = app.create_stream("owner").await;
+    let (owner, owner_csrf) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (mut b_other, _, _) = app.ws_ready(other_stream, Some(&bob)).await;
+    o.send(json!({"type":"ban","username":"bob","reason":"spam"}))
+        .await;
+    let m = o.expect("moderation").await;
+    assert_eq!(
+        m,
+        json!({"type":"moderation","action":"ban","username":"bob","until":null})
+    );
+    assert_eq!(b.closed().await, Some(4003));
+    let r = connect(&app.address, &app.tenant.host, stream, Some(&bob), None, "").await;
+    assert_eq!(r.err().map(|e| e.0), Some(403));
+    // The ban is for this stream only.
+    say(&mut b_other, "still fine here").await;
+    // Only an admin may ban tenant-wide.
+    o.send(json!({"type":"ban","username":"bob","scope":"tenant"}))
+        .await;
+    assert_eq!(o.expect("error").await["code"], "forbidden");
+    // The owner may not be banned.
+    let (admin, _) = app.user_session("root", Role::Admin).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&admin)).await;
+    a.send(json!({"type":"ban","username":"owner"})).await;
+    assert_eq!(a.expect("error").await["code"], "forbidden");
+
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/moderation"),
+            &json!({"type":"unban","username":"bob"}),
+            Some(&owner),
+            Some(&owner_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let (mut b, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    assert_eq!(hello["can_chat"], true);
+    say(&mut b, "thanks").await;
+
+    // An admin's tenant-wide ban closes and refuses every stream.
+    a.send(json!({"type":"ban","username":"bob","scope":"tenant"}))
+        .await;
+    assert_eq!(b.closed().await, Some(4003));
+    assert_eq!(b_other.closed().await, Some(4003));
+    for s in [stream, other_stream] {
+        let r = connect(&app.address, &app.tenant.host, s, Some(&bob), None, "").await;
+        assert_eq!(r.err().map(|e| e.0), Some(403));
+    }
+}
+
+#[actix_web::test]
+async fn slow_mode_with_exemptions() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (modr, _) = app.user_session("modr", Role::Moderator).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut m, _, _) = app.ws_ready(stream, Some(&modr)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    o.send(json!({"type":"slow_mode","seconds":2})).await;
+    assert_eq!(
+        b.expect("moderation").await,
+        json!({"type":"moderation","action":"slow_mode","seconds":2})
+    );
+    let (_, hello, _) = app.ws_ready(stream, None).await;
+    assert_eq!(hello["slow_mode_seconds"], 2);
+    say(&mut b, "one").await;
+    let e = refused(&mut b, "two").await;
+    assert_eq!(e["code"], "slow_mode");
+    let retry = e["retry_after_ms"].as_u64().unwrap();
+    assert!(retry > 0 && retry <= 2000, "{retry}");
+    // Moderators and the owner are exempt.
+    say(&mut m, "mod one").await;
+    say(&mut m, "mod two").await;
+    say(&mut o, "owner one").await;
+    say(&mut o, "owner two").await;
+    tokio::time::sleep(Duration::from_millis(retry + 100)).await;
+    say(&mut b, "two, later").await;
+    o.send(json!({"type":"slow_mode","seconds":0})).await;
+    b.expect("moderation").await;
+    say(&mut b, "three").await;
+    say(&mut b, "four").await;
+}
+
+#[actix_web::test]
+async fn blocked_terms_catch_disguises_without_false_positives() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let path = format!("/api/streams/{stream}/blocked_terms");
+    let r = app
+        .post_json(
+            &path,
+            &json!({"term":"spam","action":"add"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["terms"], json!(["spam"]));
+    let r = app
+        .post_json(
+            &path,
+            &json!({"term":"...","action":"add"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let r = app
+        .post_json(
+            &path,
+            &json!({"term":"x","action":"add","scope":"tenant"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let before = app.stored_ids(stream).await.len();
+    for msg in [
+        "spam",
+        "SPAM!!",
+        "buy s p a m now",
+        "s.p.a.m",
+        "sp4m",
+        "ｓｐａｍ",
+    ] {
+        assert_eq!(refused(&mut b, msg).await["code"], "blocked_term", "{msg}");
+    }
+    assert_eq!(
+        app.stored_ids(stream).await.len(),
+        before,
+        "blocked messages are not stored"
+    );
+    for clean in [
+        "I love this stream",
+        "spammer is a word",
+        "a s k me anything",
+    ] {
+        say(&mut b, clean).await;
+    }
+    let r = app
+        .post_json(
+            &path,
+            &json!({"term":"spam","action":"remove"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.json()["terms"], json!([]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    say(&mut b, "spam is fine now").await;
+    assert_eq!(
+        app.get(&path, Some(&owner)).await.json()["terms"],
+        json!([])
+    );
+}
+
+#[actix_web::test]
+async fn clear_and_the_log_in_order() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let id = say(&mut b, "hi").await;
+    say(&mut b, "hello").await;
+    o.send(json!({"type":"pin","message_id":id})).await;
+    o.expect("moderation").await;
+    o.send(json!({"type":"timeout","username":"bob","seconds":60,"reason":"cool off"}))
+        .await;
+    o.expect("moderation").await;
+    o.send(json!({"type":"slow_mode","seconds":5})).await;
+    o.expect("moderation").await;
+    o.send(json!({"type":"clear"})).await;
+    // bob saw pin, timeout and slow_mode first.
+    let mut last = b.expect("moderation").await;
+    while last["action"] != "clear" {
+        last = b.expect("moderation").await;
+    }
+    assert_eq!(last, json!({"type":"moderation","action":"clear"}));
+    let (_, hello, history) = app.ws_ready(stream, None).await;
+    assert_eq!(history["messages"], json!([]));
+    assert_eq!(hello["pinned"], Value::Null);
+    let log = app
+        .get(
+            &format!("/api/streams/{stream}/moderation/log"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(log.status, 200);
+    let entries = log.json()["entries"].as_array().unwrap().clone();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["clear", "slow_mode", "timeout", "pin"]);
+    let timeout = &entries[2];
+    assert_eq!(timeout["moderator"], "owner");
+    assert_eq!(timeout["target"], "bob");
+    assert_eq!(timeout["reason"], "cool off");
+    assert_eq!(timeout["seconds"], 60);
+    assert_eq!(entries[3]["message_id"], id);
+    assert!(entries[0]["created_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[actix_web::test]
+async fn owners_appoint_moderators() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (helper, helper_csrf) = app.user_session("helper", Role::Viewer).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let path = format!("/api/streams/{stream}/moderators");
+    let r = app
+        .post_json(
+            &path,
+            &json!({"username":"helper","action":"add"}),
+            Some(&helper),
+            Some(&helper_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .post_json(
+            &path,
+            &json!({"username":"helper","action":"add"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json(), json!({"moderators":["helper"]}));
+    let r = app
+        .post_json(
+            &path,
+            &json!({"username":"ghost","action":"add"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    // Appointed moderators can moderate this stream (after reconnecting).
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let id = say(&mut b, "oops").await;
+    let (mut h, _, _) = app.ws_ready(stream, Some(&helper)).await;
+    h.send(json!({"type":"delete","message_id":id})).await;
+    assert_eq!(b.expect("moderation").await["message_id"], id);
+    // Moderators cannot appoint others.
+    let r = app
+        .post_json(
+            &path,
+            &json!({"username":"bob","action":"add"}),
+            Some(&helper),
+            Some(&helper_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .post_json(
+            &path,
+            &json!({"username":"helper","action":"remove"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.json(), json!({"moderators":[]}));
+}
+
+/// Bans, timeouts, pins and slow mode are in PostgreSQL: a restarted server
+/// enforces them.
+#[actix_web::test]
+async fn moderation_state_survives_a_restart() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    let port = free_port();
+    let node = Node::start(port, &[]).await;
+    let remote = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, _) = remote.login("owner", "password-123").await;
+    let (carol, _) = remote.login("carol", "password-123").await;
+    let (bob, _) = remote.login("bob", "password-123").await;
+    let (mut o, _, _) = remote.ws_ready(stream, Some(&owner)).await;
+    let id = say(&mut o, "pinned note").await;
+    for frame in [
+        json!({"type":"pin","message_id":id}),
+        json!({"type":"ban","username":"bob"}),
+        json!({"type":"timeout","username":"carol","seconds":600}),
+        json!({"type":"slow_mode","seconds":30}),
+    ] {
+        o.send(frame).await;
+        o.expect("moderation").await;
+    }
+    drop(o);
+    node.signal("-TERM");
+    assert!(node.wait(Duration::from_secs(30)).success());
+
+    let node = Node::start(port, &[]).await;
+    let remote = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let r = connect(
+        &remote.address,
+        &remote.tenant.host,
+        stream,
+        Some(&bob),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(r.err().map(|e| e.0), Some(403));
+    let (mut c, hello, _) = remote.ws_ready(stream, Some(&carol)).await;
+    assert_eq!(hello["pinned"]["id"], id);
+    assert_eq!(hello["slow_mode_seconds"], 30);
+    assert_eq!(hello["can_chat"], false);
+    assert_eq!(refused(&mut c, "hi").await["code"], "timed_out");
+    drop(node);
+}
