@@ -11,6 +11,7 @@
 //! - [`reactions`]: coalescing windows of stamp reactions.
 //! - [`moderation`]: rights of moderators.
 //! - [`analytics`]: reaction series, CSV and the SVG chart.
+//! - [`relay`]: relaying room events between nodes (in-process or Redis pub/sub).
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
 //! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod protocol;
 pub mod reactions;
+pub mod relay;
 pub mod rooms;
 pub mod sessions;
 pub mod startup;

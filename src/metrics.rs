@@ -116,6 +116,16 @@ pub static RATE_LIMITED: Counter = Counter::new();
 pub static REACTIONS_RECEIVED: Counter = Counter::new();
 /// Reactions committed to PostgreSQL.
 pub static REACTIONS_STORED: Counter = Counter::new();
+/// Events published to Redis.
+pub static RELAY_PUBLISHED: Counter = Counter::new();
+/// Events received from other nodes.
+pub static RELAY_RECEIVED: Counter = Counter::new();
+/// Events that could not be published (Redis away or too slow).
+pub static RELAY_DROPPED: Counter = Counter::new();
+/// Successful (re)connections of the relay subscriber.
+pub static RELAY_CONNECTS: Counter = Counter::new();
+/// Time from publish on one node to receipt on another.
+pub static RELAY_LAG: Histogram = Histogram::new();
 /// Messages in storage batches.
 pub static BATCH_ROWS: Counter = Counter::new();
 /// Storage batch latency.
@@ -147,7 +157,27 @@ pub fn render() -> String {
             g.get()
         );
     }
-    let counters: [(&str, &str, &Counter); 9] = [
+    let counters: [(&str, &str, &Counter); 13] = [
+        (
+            "stampede_relay_published_total",
+            "Events published to Redis.",
+            &RELAY_PUBLISHED,
+        ),
+        (
+            "stampede_relay_received_total",
+            "Events received from other nodes.",
+            &RELAY_RECEIVED,
+        ),
+        (
+            "stampede_relay_dropped_total",
+            "Events not published (Redis away).",
+            &RELAY_DROPPED,
+        ),
+        (
+            "stampede_relay_connects_total",
+            "Relay subscriber (re)connections.",
+            &RELAY_CONNECTS,
+        ),
         (
             "stampede_reactions_received_total",
             "Reactions accepted.",
@@ -209,6 +239,11 @@ pub fn render() -> String {
     BROADCAST_LATENCY.render(
         "stampede_broadcast_seconds",
         "Commit to local fan-out latency.",
+        &mut out,
+    );
+    RELAY_LAG.render(
+        "stampede_relay_lag_seconds",
+        "Publish to receipt latency between nodes.",
         &mut out,
     );
     out

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use crate::{
     auth::{AuthConfig, LoginLimiter},
     config::Settings,
+    relay::Relay,
     rooms::Hub,
     store::{migrations, reaction_writer::ReactionWriter, writer::MessageWriter, Store},
     tenants::TenantResolver,
@@ -76,6 +77,19 @@ impl Application {
             reactions,
             std::sync::Arc::new(settings.clone()),
         );
+        if !settings.redis.url.is_empty() {
+            let (sink, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+            let node = crate::auth::new_token()[..12].to_string();
+            let relay = Relay::redis(&settings.redis, node.clone(), hub.local_counts(), sink)?;
+            hub.set_relay(relay);
+            let deliver = hub.clone();
+            actix_rt::spawn(async move {
+                while let Some(event) = incoming.recv().await {
+                    deliver.deliver(event);
+                }
+            });
+            tracing::info!(node = %node, prefix = %settings.redis.prefix, "relaying rooms through Redis");
+        }
         let hub_data = web::Data::new(hub.clone());
 
         // Idle limiter keys are pruned so their memory stays bounded.

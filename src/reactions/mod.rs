@@ -11,10 +11,12 @@ use serde::Serialize;
 
 use crate::protocol::StampView;
 
-/// Counts of one window, per stamp id.
+/// Counts of one window, per stamp id: everything to show, and the part
+/// accepted on this node (which is relayed to other nodes).
 #[derive(Debug, Default)]
 pub struct ReactionWindow {
     counts: BTreeMap<i32, u64>,
+    local: BTreeMap<i32, u64>,
 }
 
 #[derive(Serialize)]
@@ -34,9 +36,20 @@ struct ReactionsFrame<'a> {
 }
 
 impl ReactionWindow {
-    /// Adds `n` reactions with a stamp.
+    /// Adds `n` reactions accepted on this node.
     pub fn add(&mut self, stamp_id: i32, n: u64) {
         *self.counts.entry(stamp_id).or_insert(0) += n;
+        *self.local.entry(stamp_id).or_insert(0) += n;
+    }
+
+    /// Adds reactions another node accepted (shown here, never relayed again).
+    pub fn add_remote(&mut self, stamp_id: i32, n: u64) {
+        *self.counts.entry(stamp_id).or_insert(0) += n;
+    }
+
+    /// Takes this node's part of the window, for the relay.
+    pub fn take_local(&mut self) -> Vec<(i32, u64)> {
+        std::mem::take(&mut self.local).into_iter().collect()
     }
 
     /// True when nothing was added since the last frame.

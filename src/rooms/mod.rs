@@ -26,13 +26,14 @@ use actix::{Addr, MailboxError};
 use tokio::sync::oneshot;
 
 pub use room::{
-    Apply, Chat, Join, Leave, Moderate, React, ReloadTerms, RoomActor, RoomUser, Shutdown,
-    StatusChanged,
+    Apply, Chat, Join, Leave, Moderate, PresenceTotal, React, RelayState, ReloadTerms, Remote,
+    RoomActor, RoomUser, Shutdown, StatusChanged,
 };
 
 use crate::{
     config::Settings,
     domain::Slug,
+    relay::{Incoming, Relay, RelayEvent},
     sessions::outlet::Outlet,
     store::{reaction_writer::ReactionWriter, streams::Stream, writer::MessageWriter, Store},
 };
@@ -64,8 +65,11 @@ struct HubInner {
     /// Sockets per (tenant, session key hash), to close them when the session ends.
     sessions: Mutex<HashMap<(Slug, String), SessionSockets>>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
-    /// Viewer count of each room, as its room last reported it.
-    viewers: Mutex<HashMap<RoomKey, u64>>,
+    /// Viewer counts of each room, as its room last reported them: (on this
+    /// node, on every node).
+    viewers: Arc<Mutex<HashMap<RoomKey, (u64, u64)>>>,
+    /// The relay between nodes (set once at startup).
+    relay: std::sync::OnceLock<Relay>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -105,7 +109,8 @@ impl Hub {
                 rooms: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 per_ip: Mutex::new(HashMap::new()),
-                viewers: Mutex::new(HashMap::new()),
+                viewers: Arc::new(Mutex::new(HashMap::new())),
+                relay: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
             }),
@@ -191,39 +196,136 @@ impl Hub {
         Err(last.unwrap_or(MailboxError::Closed))
     }
 
-    /// Open sockets on a stream (0 when its room is not running), for pages.
+    /// Open sockets on a stream across nodes, as far as this node knows (0 when
+    /// its room does not run here), for pages.
     pub fn viewers(&self, key: &RoomKey) -> u64 {
         self.inner
             .viewers
             .lock()
             .unwrap()
             .get(key)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |(_, total)| *total)
     }
 
-    /// Records a room's viewer count (called by the room on every change).
-    pub(crate) fn set_viewers(&self, key: &RoomKey, n: u64) {
+    /// Records a room's viewer counts (called by the room on every change).
+    pub(crate) fn set_viewers(&self, key: &RoomKey, local: u64, total: u64) {
         let mut map = self.inner.viewers.lock().unwrap();
-        if n == 0 {
+        if local == 0 {
             map.remove(key);
         } else {
-            map.insert(key.clone(), n);
+            map.insert(key.clone(), (local, total));
         }
+    }
+
+    /// A reader of this node's local counts per room (for the relay's presence).
+    pub fn local_counts(&self) -> crate::relay::LocalCounts {
+        let viewers = self.inner.viewers.clone();
+        Arc::new(move || {
+            viewers
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, (local, _))| (k.clone(), *local))
+                .collect()
+        })
+    }
+
+    /// Installs the relay (once, at startup).
+    pub fn set_relay(&self, relay: Relay) {
+        let _ = self.inner.relay.set(relay);
+    }
+
+    /// The relay (in-process until one is installed).
+    pub fn relay(&self) -> Relay {
+        self.inner.relay.get().cloned().unwrap_or_default()
+    }
+
+    /// Handles what the relay received from other nodes.
+    pub fn deliver(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::Event {
+                slug,
+                stream_id: 0,
+                event,
+            } => {
+                let key = RoomKey { slug, stream_id: 0 };
+                match event {
+                    RelayEvent::SessionEnded { key_hash, code } => {
+                        self.close_local_session(&key.slug, &key_hash, code);
+                    }
+                    RelayEvent::Moderation { event } => {
+                        for room in self.rooms_of(&key, true) {
+                            room.do_send(Apply(event.clone()));
+                        }
+                    }
+                    RelayEvent::Terms => {
+                        for room in self.rooms_of(&key, true) {
+                            room.do_send(ReloadTerms);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Incoming::Event {
+                slug,
+                stream_id,
+                event,
+            } => {
+                if let Some(room) = self.existing_room(&RoomKey { slug, stream_id }) {
+                    room.do_send(Remote(event));
+                }
+            }
+            Incoming::Presence { key, total, mine } => {
+                if let Some(room) = self.existing_room(&key) {
+                    room.do_send(PresenceTotal { total, mine });
+                }
+            }
+            Incoming::Down | Incoming::Up => {
+                let up = matches!(incoming, Incoming::Up);
+                for room in self.all_rooms() {
+                    room.do_send(RelayState { up });
+                }
+            }
+        }
+    }
+
+    fn all_rooms(&self) -> Vec<Addr<RoomActor>> {
+        self.inner.rooms.lock().unwrap().values().cloned().collect()
+    }
+
+    /// A stream's status changed: tell its room here and on other nodes.
+    pub fn status_changed(&self, key: &RoomKey, status: crate::store::streams::StreamStatus) {
+        if let Some(room) = self.existing_room(key) {
+            room.do_send(StatusChanged { status });
+        }
+        self.relay().publish(key, RelayEvent::Status { status });
     }
 
     /// Applies a stored moderation event to the rooms it concerns on this node:
     /// the stream's room, or every room of the tenant for tenant-wide events.
     pub fn apply(&self, key: &RoomKey, event: crate::moderation::ModEvent) {
-        for room in self.rooms_of(key, event.tenant_wide()) {
+        let tenant_wide = event.tenant_wide();
+        for room in self.rooms_of(key, tenant_wide) {
             room.do_send(Apply(event.clone()));
+        }
+        let relay = self.relay();
+        if tenant_wide {
+            relay.publish_tenant(&key.slug, RelayEvent::Moderation { event });
+        } else {
+            relay.publish(key, RelayEvent::Moderation { event });
         }
     }
 
-    /// Tells rooms to reload blocked terms (all of the tenant's when `tenant_wide`).
+    /// Tells rooms to reload blocked terms (all of the tenant's when
+    /// `tenant_wide`), here and on other nodes.
     pub fn reload_terms(&self, key: &RoomKey, tenant_wide: bool) {
         for room in self.rooms_of(key, tenant_wide) {
             room.do_send(ReloadTerms);
+        }
+        if tenant_wide {
+            self.relay().publish_tenant(&key.slug, RelayEvent::Terms);
+        } else {
+            self.relay().publish(key, RelayEvent::Terms);
         }
     }
 
@@ -277,8 +379,20 @@ impl Hub {
         }
     }
 
-    /// Closes every socket of a session on this node (logout: 4001).
+    /// Closes every socket of a session on every node (logout: 4001).
     pub fn close_session(&self, slug: &Slug, key_hash: &str, code: u16) -> usize {
+        self.relay().publish_tenant(
+            slug,
+            RelayEvent::SessionEnded {
+                key_hash: key_hash.to_string(),
+                code,
+            },
+        );
+        self.close_local_session(slug, key_hash, code)
+    }
+
+    /// Closes every socket of a session on this node.
+    fn close_local_session(&self, slug: &Slug, key_hash: &str, code: u16) -> usize {
         let map = self.inner.sessions.lock().unwrap();
         match map.get(&(slug.clone(), key_hash.to_string())) {
             Some(v) => {

@@ -42,13 +42,27 @@ impl Ring {
         ring
     }
 
-    /// Appends a newly stored message (ids only grow).
+    /// Adds a stored message in id order (messages relayed from other nodes
+    /// may arrive after newer local ones); a known id is ignored.
     pub fn push(&mut self, entry: RingEntry) {
-        if self.entries.len() == self.capacity {
+        let pos = self.entries.partition_point(|e| e.id < entry.id);
+        if self.entries.get(pos).is_some_and(|e| e.id == entry.id) {
+            return;
+        }
+        if pos == 0 && self.has_older && self.entries.len() == self.capacity {
+            return; // older than everything kept
+        }
+        self.entries.insert(pos, entry);
+        if self.entries.len() > self.capacity {
             self.entries.pop_front();
             self.has_older = true;
         }
-        self.entries.push_back(entry);
+    }
+
+    /// True when the ring holds this id.
+    pub fn contains(&self, id: i64) -> bool {
+        let pos = self.entries.partition_point(|e| e.id < id);
+        self.entries.get(pos).is_some_and(|e| e.id == id)
     }
 
     /// Removes a message (deleted by a moderator).
@@ -131,6 +145,18 @@ mod tests {
         assert!(t);
         r.remove(5);
         assert_eq!(r.after(2, 500).unwrap().0.len(), 1);
+        // Out of order and duplicate ids.
+        r.push(e(7));
+        r.push(e(7));
+        assert!(r.contains(7));
+        let ids: Vec<String> = r
+            .after(2, 500)
+            .unwrap()
+            .0
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(ids, vec!["{\"id\":7}", "{\"id\":9}"]);
         r.clear();
         assert_eq!(r.recent(50).unwrap().0.len(), 0);
     }

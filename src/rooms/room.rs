@@ -27,6 +27,7 @@ use crate::{
     },
     protocol::{self, Hello, StampView, UserView},
     reactions::ReactionWindow,
+    relay::RelayEvent,
     sessions::outlet::Outlet,
     store::{
         messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
@@ -130,6 +131,30 @@ pub struct Moderate {
 #[rtype(result = "()")]
 pub struct Apply(pub ModEvent);
 
+/// An event relayed from another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remote(pub RelayEvent);
+
+/// The summed presence of the room across nodes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceTotal {
+    /// Sockets on every node.
+    pub total: u64,
+    /// This node's part of `total`.
+    pub mine: u64,
+}
+
+/// The relay lost Redis (`up` false) or is back (`up` true: resynchronise
+/// from PostgreSQL what other nodes did meanwhile).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RelayState {
+    /// Connected or not.
+    pub up: bool,
+}
+
 /// Blocked terms changed: load them again.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -208,6 +233,10 @@ pub struct RoomActor {
     terms: Vec<BlockedTerm>,
     /// Last accepted chat message per user (slow mode).
     last_chat: HashMap<i64, Instant>,
+    /// Sockets on other nodes (from the relay's presence).
+    remote_viewers: u64,
+    /// When the relay went down (events of other nodes may be missing since).
+    relay_down_at: Option<OffsetDateTime>,
 }
 
 /// Why a user may not chat now.
@@ -265,6 +294,8 @@ impl RoomActor {
             restrictions: HashMap::new(),
             terms: Vec::new(),
             last_chat: HashMap::new(),
+            remote_viewers: 0,
+            relay_down_at: None,
         }
     }
 
@@ -314,7 +345,7 @@ impl RoomActor {
     }
 
     fn viewers(&self) -> u64 {
-        self.members.len() as u64
+        self.members.len() as u64 + self.remote_viewers
     }
 
     fn can_chat(&self, user: Option<&RoomUser>) -> bool {
@@ -395,7 +426,8 @@ impl RoomActor {
 
     /// Marks the viewer count changed; sends `presence` at most every 2 s.
     fn presence_changed(&mut self, ctx: &mut Context<Self>) {
-        self.hub.set_viewers(&self.key, self.viewers());
+        self.hub
+            .set_viewers(&self.key, self.members.len() as u64, self.viewers());
         if self.presence_timer {
             return;
         }
@@ -469,8 +501,26 @@ impl RoomActor {
         );
     }
 
+    /// Starts the window timer unless it runs.
+    fn arm_window(&mut self, ctx: &mut Context<Self>) {
+        if !self.window_timer {
+            self.window_timer = true;
+            let window = Duration::from_millis(self.hub.settings().reactions.window_ms.max(1));
+            ctx.run_later(window, |room, _| {
+                room.window_timer = false;
+                room.flush_window();
+            });
+        }
+    }
+
     /// Sends the current reaction window, if anything is in it.
     fn flush_window(&mut self) {
+        let local = self.window.take_local();
+        if !local.is_empty() {
+            self.hub
+                .relay()
+                .publish(&self.key, RelayEvent::Reactions { counts: local });
+        }
         let window_ms = self.hub.settings().reactions.window_ms;
         if let Some(frame) = self.window.take_frame(&self.stamps, window_ms) {
             self.broadcast(&frame, None);
@@ -528,6 +578,12 @@ impl Actor for RoomActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::ROOMS.inc();
+        let relay = self.hub.relay();
+        relay.subscribe(&self.key);
+        if !relay.is_up() {
+            // Catch up from PostgreSQL once the relay is back.
+            self.relay_down_at = Some(OffsetDateTime::now_utc());
+        }
         // Stamps and the ring are loaded before any join is handled.
         let store = self.store.clone();
         let slug = self.key.slug.clone();
@@ -594,6 +650,8 @@ impl Actor for RoomActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::ROOMS.dec();
+        self.hub.relay().unsubscribe(&self.key);
+        self.hub.set_viewers(&self.key, 0, 0);
         for m in self.members.values() {
             m.outlet.close_after_queue(1012, "room closed");
         }
@@ -844,6 +902,14 @@ impl Handler<Written> for RoomActor {
                     });
                     let started = Instant::now();
                     self.broadcast(&frame, Some(id));
+                    self.hub.relay().publish(
+                        &self.key,
+                        RelayEvent::Message {
+                            frame: frame.to_string(),
+                            id,
+                            user_id: message.user_id,
+                        },
+                    );
                     metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));
                     acked(self, id);
                     if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
@@ -927,14 +993,7 @@ impl Handler<React> for RoomActor {
             },
         );
         self.window.add(stamp_id, 1);
-        if !self.window_timer {
-            self.window_timer = true;
-            let window = Duration::from_millis(self.hub.settings().reactions.window_ms.max(1));
-            ctx.run_later(window, |room, _| {
-                room.window_timer = false;
-                room.flush_window();
-            });
-        }
+        self.arm_window(ctx);
     }
 }
 
@@ -1004,6 +1063,13 @@ impl Handler<Apply> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, Apply(event): Apply, _: &mut Context<Self>) {
+        self.apply_event(event);
+    }
+}
+
+impl RoomActor {
+    /// Applies a stored moderation event to the room's state and broadcasts it.
+    fn apply_event(&mut self, event: ModEvent) {
         let mut close_user = None;
         match &event {
             ModEvent::Delete { message_id } => {
@@ -1075,8 +1141,118 @@ impl Handler<Apply> for RoomActor {
                         .close_after_queue(crate::sessions::outlet::codes::BANNED, "banned");
                 }
             }
-            self.hub.set_viewers(&self.key, self.viewers());
+            self.hub
+                .set_viewers(&self.key, self.members.len() as u64, self.viewers());
         }
+    }
+}
+
+impl Handler<Remote> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, Remote(event): Remote, ctx: &mut Context<Self>) {
+        match event {
+            RelayEvent::Message { frame, id, user_id } => {
+                if self.ring.contains(id) {
+                    return;
+                }
+                let frame = ByteString::from(frame);
+                self.ring.push(RingEntry {
+                    id,
+                    frame: frame.clone(),
+                });
+                if let Some(u) = user_id {
+                    self.last_chat.insert(u, Instant::now());
+                }
+                self.broadcast(&frame, Some(id));
+            }
+            RelayEvent::Reactions { counts } => {
+                for (stamp, n) in counts {
+                    self.window.add_remote(stamp, n);
+                }
+                self.arm_window(ctx);
+            }
+            RelayEvent::Moderation { event } => self.apply_event(event),
+            RelayEvent::Status { status } => self.status = status,
+            RelayEvent::Terms => self.load_terms(ctx),
+            RelayEvent::SessionEnded { .. } => {}
+        }
+    }
+}
+
+impl Handler<PresenceTotal> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, p: PresenceTotal, ctx: &mut Context<Self>) {
+        let remote = p.total.saturating_sub(p.mine);
+        if remote != self.remote_viewers {
+            self.remote_viewers = remote;
+            self.presence_changed(ctx);
+        }
+    }
+}
+
+impl Handler<RelayState> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, state: RelayState, ctx: &mut Context<Self>) {
+        if !state.up {
+            self.relay_down_at
+                .get_or_insert_with(OffsetDateTime::now_utc);
+            return;
+        }
+        let Some(since) = self.relay_down_at.take() else {
+            return;
+        };
+        tracing::info!(
+            stream = self.key.stream_id,
+            "relay back: catching up from PostgreSQL"
+        );
+        // Catch up from PostgreSQL with what other nodes did while Redis was away.
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.room_id;
+        let stream_id = self.key.stream_id;
+        ctx.spawn(
+            async move {
+                let from = since - time::Duration::seconds(10);
+                let to = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+                let messages = store.messages_between(&slug, room_id, from, to, 1000).await;
+                let restrictions = store.restrictions(&slug, stream_id, None).await;
+                let stream = store.stream(&slug, stream_id).await;
+                let pinned = store.pinned_message(&slug, room_id).await;
+                (messages, restrictions, stream, pinned)
+            }
+            .into_actor(self)
+            .map(|(messages, restrictions, stream, pinned), room, ctx| {
+                if let Ok(messages) = messages {
+                    for m in messages {
+                        if !room.ring.contains(m.id) {
+                            let frame = protocol::message_frame(&m);
+                            room.ring.push(RingEntry {
+                                id: m.id,
+                                frame: frame.clone(),
+                            });
+                            room.broadcast(&frame, Some(m.id));
+                        }
+                    }
+                }
+                if let Ok(list) = restrictions {
+                    room.restrictions.clear();
+                    for r in list {
+                        room.restrictions.entry(r.user_id).or_default().push(r);
+                    }
+                }
+                if let Ok(Some(s)) = stream {
+                    room.status = s.status;
+                    room.slow_mode_seconds = s.slow_mode_seconds;
+                }
+                if let Ok(p) = pinned {
+                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
+                }
+                room.load_terms(ctx);
+            }),
+        );
     }
 }
 

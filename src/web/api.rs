@@ -9,7 +9,7 @@ use crate::{
     domain::Role,
     error::{ApiError, Code},
     protocol,
-    rooms::{Hub, RoomKey, StatusChanged},
+    rooms::{Hub, RoomKey},
     sessions::outlet::codes,
     store::{
         accounts::User,
@@ -280,10 +280,6 @@ async fn set_status(
         slug: visitor.tenant.slug.clone(),
         stream_id: stream.id,
     };
-    if let Some(room) = hub.existing_room(&key) {
-        room.do_send(StatusChanged {
-            status: body.status,
-        });
-    }
+    hub.status_changed(&key, body.status);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }

@@ -1,5 +1,5 @@
-//! Operations endpoints: `/healthz` (process alive), `/readyz` (storage
-//! answers) and `/metrics` (Prometheus text format).
+//! Operations endpoints: `/healthz` (process alive), `/readyz` (PostgreSQL
+//! and, when configured, Redis answer) and `/metrics` (Prometheus text format).
 
 use actix_web::{web, HttpResponse};
 
@@ -16,10 +16,11 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-async fn readyz(store: web::Data<Store>) -> HttpResponse {
-    let postgres = store.ping().await;
-    let body = serde_json::json!({ "postgres": postgres });
-    if postgres {
+async fn readyz(store: web::Data<Store>, hub: web::Data<crate::rooms::Hub>) -> HttpResponse {
+    let relay = hub.relay();
+    let (postgres, redis) = tokio::join!(store.ping(), relay.redis_ok());
+    let body = serde_json::json!({ "postgres": postgres, "redis": redis });
+    if postgres && redis != Some(false) {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -415,7 +415,10 @@ impl Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
         cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .env("STAMPEDE_DATABASE_URL", database_url())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .current_dir(std::env::temp_dir())
             .stdout(std::process::Stdio::null());
         for (k, v) in envs {
@@ -596,5 +599,133 @@ impl Drop for PrivatePg {
             .arg(&self.dir)
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Answers when a Redis at `addr` replies to PING.
+fn redis_answers(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &addr.parse().unwrap(),
+        std::time::Duration::from_millis(300),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// The path of `redis-server`, installing Debian's package when missing.
+fn redis_server_bin() -> String {
+    let found = |p: &str| std::path::Path::new(p).exists();
+    if !found("/usr/bin/redis-server") {
+        let _ = Command::new("apt-get").arg("update").output();
+        let out = Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output();
+        assert!(
+            found("/usr/bin/redis-server"),
+            "the tests need Redis: start one on 127.0.0.1:6379 or install redis-server ({out:?})"
+        );
+    }
+    "/usr/bin/redis-server".into()
+}
+
+/// A Redis for this run: the one on 127.0.0.1:6379 when it answers, else a
+/// private one the suite starts. Tests isolate themselves by channel prefix.
+pub fn redis_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("STAMPEDE_TEST_REDIS_URL") {
+            return url;
+        }
+        if redis_answers("127.0.0.1:6379") {
+            return "redis://127.0.0.1:6379".into();
+        }
+        let r = PrivateRedis::start();
+        let url = r.url();
+        std::mem::forget(r); // lives as long as the test process
+        url
+    })
+    .clone()
+}
+
+/// A private redis-server on a free port, for tests that stop, freeze or kill it.
+pub struct PrivateRedis {
+    child: Option<std::process::Child>,
+    /// Its port.
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    /// Starts one and waits until it answers.
+    pub fn start() -> PrivateRedis {
+        let mut r = PrivateRedis {
+            child: None,
+            port: free_port(),
+        };
+        r.start_again();
+        r
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port.
+    pub fn start_again(&mut self) {
+        let child = Command::new(redis_server_bin())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if redis_answers(&format!("127.0.0.1:{}", self.port)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server did not come up on port {}", self.port);
+    }
+
+    /// Stops the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.stop();
     }
 }

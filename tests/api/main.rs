@@ -4,6 +4,7 @@
 mod auth;
 mod chat;
 mod cli;
+mod cluster;
 mod faults;
 mod helpers;
 mod migrations;

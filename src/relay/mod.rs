@@ -1,0 +1,454 @@
+//! Relaying rooms between nodes. With no `redis.url` the relay is in-process:
+//! nothing leaves the node. With Redis, every room event (a stored message, a
+//! reaction window, a moderation action, a status or blocked-term change) is
+//! published ONCE to the room's channel (`{prefix}:room:{tenant}:{stream}`), or to
+//! the tenant's channel (`{prefix}:tenant:{tenant}`) for tenant-wide events such
+//! as tenant bans and ended sessions, tagged with this node's id so the origin
+//! skips its echo. Each node subscribes, on ONE dedicated pub/sub connection, to
+//! the channels of the rooms it runs; publishing and presence use a deadpool
+//! pool. Presence is each node's count per room in Redis with a TTL; a room's
+//! count is the sum. Redis going away never stops local rooms: publishes are
+//! dropped, the subscriber reconnects with backoff and resubscribes, and rooms
+//! resynchronise from PostgreSQL when it is back.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::RedisSettings, domain::Slug, metrics, moderation::ModEvent, rooms::RoomKey,
+    store::streams::StreamStatus,
+};
+
+/// Seconds a node's presence count lives in Redis without a refresh.
+pub const PRESENCE_TTL_SECS: u64 = 10;
+/// How often presence is refreshed and summed.
+const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+/// Longest wait for one Redis operation before it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A room event relayed between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RelayEvent {
+    /// A stored message: its `message` frame, id and author.
+    Message {
+        frame: String,
+        id: i64,
+        user_id: Option<i64>,
+    },
+    /// One node's reaction window: (stamp id, count).
+    Reactions { counts: Vec<(i32, u64)> },
+    /// A moderation action already stored and logged.
+    Moderation { event: ModEvent },
+    /// The stream went live or ended.
+    Status { status: StreamStatus },
+    /// Blocked terms changed.
+    Terms,
+    /// A login session ended: close its sockets.
+    SessionEnded { key_hash: String, code: u16 },
+}
+
+/// What the relay hands to the hub.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An event for one room (`stream_id` 0: every room of the tenant).
+    Event {
+        slug: Slug,
+        stream_id: i64,
+        event: RelayEvent,
+    },
+    /// Summed presence of a room: total across nodes, and this node's count in it.
+    Presence { key: RoomKey, total: u64, mine: u64 },
+    /// The subscriber lost Redis.
+    Down,
+    /// The subscriber is connected (again) and resubscribed.
+    Up,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    /// Publisher's wall clock, ms since the epoch (for the relay lag metric).
+    sent_ms: u64,
+    node: String,
+    slug: String,
+    stream: i64,
+    event: RelayEvent,
+}
+
+enum SubCmd {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+struct RedisRelay {
+    node: String,
+    prefix: String,
+    pool: deadpool_redis::Pool,
+    publish: mpsc::Sender<(String, String)>,
+    control: mpsc::UnboundedSender<SubCmd>,
+    up: Arc<AtomicBool>,
+}
+
+/// The node's relay; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Relay {
+    inner: Option<Arc<RedisRelay>>,
+}
+
+/// Local viewer counts of every room on this node (read by the presence task).
+pub type LocalCounts = Arc<dyn Fn() -> HashMap<RoomKey, u64> + Send + Sync>;
+
+impl Relay {
+    /// A single-node relay: nothing leaves the process.
+    pub fn in_process() -> Self {
+        Self { inner: None }
+    }
+
+    /// Connects to Redis lazily and starts the publisher, subscriber and presence
+    /// tasks. Incoming events go to `sink`.
+    pub fn redis(
+        settings: &RedisSettings,
+        node: String,
+        counts: LocalCounts,
+        sink: mpsc::UnboundedSender<Incoming>,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| anyhow::anyhow!("redis.url is not a valid Redis URL: {e}"))?;
+        let pool = deadpool_redis::Config::from_url(settings.url.clone())
+            .builder()?
+            .max_size(8)
+            .wait_timeout(Some(OP_TIMEOUT))
+            .create_timeout(Some(OP_TIMEOUT))
+            .recycle_timeout(Some(OP_TIMEOUT))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()?;
+        let prefix = if settings.prefix.is_empty() {
+            "stampede".to_string()
+        } else {
+            settings.prefix.clone()
+        };
+        let (publish, publish_rx) = mpsc::channel(100_000);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let up = Arc::new(AtomicBool::new(false));
+        actix_rt::spawn(publisher(pool.clone(), publish_rx));
+        actix_rt::spawn(subscriber(
+            client,
+            format!("{prefix}:tenant:*"),
+            control_rx,
+            sink.clone(),
+            node.clone(),
+            up.clone(),
+        ));
+        actix_rt::spawn(presence(
+            pool.clone(),
+            prefix.clone(),
+            node.clone(),
+            counts,
+            sink,
+        ));
+        Ok(Self {
+            inner: Some(Arc::new(RedisRelay {
+                node,
+                prefix,
+                pool,
+                publish,
+                control,
+                up,
+            })),
+        })
+    }
+
+    /// True when events leave this node.
+    pub fn is_distributed(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// `None` without Redis; else whether Redis answers a PING now.
+    pub async fn redis_ok(&self) -> Option<bool> {
+        let r = self.inner.as_ref()?;
+        let ping = async {
+            let mut conn = r.pool.get().await.ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .ok()
+        };
+        Some(matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Some(_))
+        ))
+    }
+
+    /// True while the subscriber is connected (always true in-process).
+    pub fn is_up(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|r| r.up.load(Ordering::Relaxed))
+    }
+
+    fn room_channel(prefix: &str, key: &RoomKey) -> String {
+        format!("{prefix}:room:{}:{}", key.slug, key.stream_id)
+    }
+
+    /// Subscribes to a room's channel (its room started on this node).
+    pub fn subscribe(&self, key: &RoomKey) {
+        if let Some(r) = &self.inner {
+            let _ = r
+                .control
+                .send(SubCmd::Subscribe(Self::room_channel(&r.prefix, key)));
+        }
+    }
+
+    /// Unsubscribes from a room's channel (its room stopped).
+    pub fn unsubscribe(&self, key: &RoomKey) {
+        if let Some(r) = &self.inner {
+            let _ = r
+                .control
+                .send(SubCmd::Unsubscribe(Self::room_channel(&r.prefix, key)));
+        }
+    }
+
+    /// Publishes a room event once (never waits; dropped when Redis is away).
+    pub fn publish(&self, key: &RoomKey, event: RelayEvent) {
+        if let Some(r) = &self.inner {
+            let channel = Self::room_channel(&r.prefix, key);
+            r.send(channel, &key.slug, key.stream_id, event);
+        }
+    }
+
+    /// Publishes an event for every room of a tenant.
+    pub fn publish_tenant(&self, slug: &Slug, event: RelayEvent) {
+        if let Some(r) = &self.inner {
+            let channel = format!("{}:tenant:{slug}", r.prefix);
+            r.send(channel, slug, 0, event);
+        }
+    }
+}
+
+impl RedisRelay {
+    fn send(&self, channel: String, slug: &Slug, stream: i64, event: RelayEvent) {
+        let payload = serde_json::to_string(&Envelope {
+            sent_ms: now_ms(),
+            node: self.node.clone(),
+            slug: slug.to_string(),
+            stream,
+            event,
+        })
+        .expect("envelopes serialise");
+        if self.publish.try_send((channel, payload)).is_err() {
+            metrics::RELAY_DROPPED.inc();
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Publishes queued events, several per round trip.
+async fn publisher(pool: deadpool_redis::Pool, mut rx: mpsc::Receiver<(String, String)>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        let n = batch.len() as u64;
+        let send = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(OP_TIMEOUT, send).await {
+            Ok(Ok(())) => metrics::RELAY_PUBLISHED.add(n),
+            Ok(Err(e)) => {
+                metrics::RELAY_DROPPED.add(n);
+                tracing::debug!(error = %e, "relay publish failed");
+            }
+            Err(_) => {
+                metrics::RELAY_DROPPED.add(n);
+                tracing::debug!("relay publish timed out");
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Keeps ONE pub/sub connection subscribed to the wanted channels, reconnecting
+/// with backoff.
+async fn subscriber(
+    client: redis::Client,
+    tenant_pattern: String,
+    mut control: mpsc::UnboundedReceiver<SubCmd>,
+    sink: mpsc::UnboundedSender<Incoming>,
+    node: String,
+    up: Arc<AtomicBool>,
+) {
+    let mut wanted: HashSet<String> = HashSet::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Take control commands that arrived while disconnected.
+        while let Ok(cmd) = control.try_recv() {
+            match cmd {
+                SubCmd::Subscribe(c) => wanted.insert(c),
+                SubCmd::Unsubscribe(c) => wanted.remove(&c),
+            };
+        }
+        let connected = async {
+            let pubsub = client.get_async_pubsub().await?;
+            let (mut sink, stream) = pubsub.split();
+            sink.psubscribe(&tenant_pattern).await?;
+            for c in &wanted {
+                sink.subscribe(c).await?;
+            }
+            Ok::<_, redis::RedisError>((sink, stream))
+        };
+        let (mut sub, mut stream) = match tokio::time::timeout(OP_TIMEOUT, connected).await {
+            Ok(Ok(pair)) => pair,
+            other => {
+                up.store(false, Ordering::Relaxed);
+                if let Ok(Err(e)) = other {
+                    tracing::debug!(error = %e, "relay subscriber cannot connect");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        up.store(true, Ordering::Relaxed);
+        metrics::RELAY_CONNECTS.inc();
+        tracing::info!("relay subscribed");
+        let _ = sink.send(Incoming::Up);
+        let mut ping = tokio::time::interval(Duration::from_secs(3));
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                cmd = control.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let r = match cmd {
+                        SubCmd::Subscribe(c) => {
+                            let r = tokio::time::timeout(OP_TIMEOUT, sub.subscribe(&c)).await;
+                            wanted.insert(c);
+                            r
+                        }
+                        SubCmd::Unsubscribe(c) => {
+                            let r = tokio::time::timeout(OP_TIMEOUT, sub.unsubscribe(&c)).await;
+                            wanted.remove(&c);
+                            r
+                        }
+                    };
+                    if !matches!(r, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let Ok(env) = serde_json::from_slice::<Envelope>(msg.get_payload_bytes()) else {
+                        continue;
+                    };
+                    if env.node == node {
+                        continue;
+                    }
+                    let Ok(slug) = Slug::parse(&env.slug) else { continue };
+                    metrics::RELAY_RECEIVED.inc();
+                    metrics::RELAY_LAG.observe(Duration::from_millis(now_ms().saturating_sub(env.sent_ms)));
+                    let _ = sink.send(Incoming::Event { slug, stream_id: env.stream, event: env.event });
+                }
+                _ = ping.tick() => {
+                    let r = tokio::time::timeout(OP_TIMEOUT, sub.ping::<redis::Value>()).await;
+                    if !matches!(r, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!("relay lost Redis; reconnecting");
+        up.store(false, Ordering::Relaxed);
+        let _ = sink.send(Incoming::Down);
+    }
+}
+
+/// Every few seconds: write this node's count per room (with a TTL) and read the sums.
+async fn presence(
+    pool: deadpool_redis::Pool,
+    prefix: String,
+    node: String,
+    counts: LocalCounts,
+    sink: mpsc::UnboundedSender<Incoming>,
+) {
+    let mut reported: HashSet<RoomKey> = HashSet::new();
+    let mut tick = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+        tick.tick().await;
+        let local = counts();
+        let work = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            let keys: Vec<(RoomKey, u64)> = local.iter().map(|(k, n)| (k.clone(), *n)).collect();
+            let mut pipe = redis::pipe();
+            for gone in reported.iter().filter(|k| !local.contains_key(*k)) {
+                let base = format!("{prefix}:presence:{}:{}", gone.slug, gone.stream_id);
+                pipe.cmd("DEL").arg(format!("{base}:{node}")).ignore();
+                pipe.cmd("SREM").arg(&base).arg(&node).ignore();
+            }
+            for (k, n) in &keys {
+                let base = format!("{prefix}:presence:{}:{}", k.slug, k.stream_id);
+                pipe.cmd("SET")
+                    .arg(format!("{base}:{node}"))
+                    .arg(*n)
+                    .arg("EX")
+                    .arg(PRESENCE_TTL_SECS)
+                    .ignore();
+                pipe.cmd("SADD").arg(&base).arg(&node).ignore();
+                pipe.cmd("EXPIRE")
+                    .arg(&base)
+                    .arg(PRESENCE_TTL_SECS * 6)
+                    .ignore();
+                pipe.cmd("SMEMBERS").arg(&base);
+            }
+            let members: Vec<Vec<String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut pipe = redis::pipe();
+            for ((k, _), nodes) in keys.iter().zip(&members) {
+                let base = format!("{prefix}:presence:{}:{}", k.slug, k.stream_id);
+                let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
+                pipe.cmd("MGET").arg(names);
+            }
+            let values: Vec<Vec<Option<u64>>> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            Ok::<_, String>((keys, values))
+        };
+        match tokio::time::timeout(OP_TIMEOUT, work).await {
+            Ok(Ok((keys, values))) => {
+                reported = keys.iter().map(|(k, _)| k.clone()).collect();
+                for ((key, mine), vals) in keys.into_iter().zip(values) {
+                    let total: u64 = vals.into_iter().flatten().sum();
+                    let _ = sink.send(Incoming::Presence { key, total, mine });
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "presence refresh failed"),
+            Err(_) => tracing::debug!("presence refresh timed out"),
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Many nodes, one stream: two real `stampede serve` processes sharing
+//! PostgreSQL and Redis, real sockets. Each test has its own channel prefix.
+
+use std::time::Duration;
+
+use serde_json::json;
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// Two nodes on `redis` with a fresh prefix, and handles for both.
+async fn two_nodes(
+    app: &TestApp,
+    redis: &str,
+    extra: &[(&str, &str)],
+) -> (Node, TestApp, Node, TestApp) {
+    let prefix = format!("t{}", random_hex(10));
+    let mut env: Vec<(&str, &str)> = vec![
+        ("STAMPEDE_REDIS_URL", redis),
+        ("STAMPEDE_REDIS_PREFIX", &prefix),
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+    ];
+    env.extend_from_slice(extra);
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    (a, ha, b, hb)
+}
+
+/// Reads `reactions` frames until `n` reactions are counted.
+async fn reaction_total(c: &mut WsClient, n: u64) -> u64 {
+    let mut sum = 0;
+    while sum < n {
+        let f = c.expect("reactions").await;
+        sum += f["stamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    sum
+}
+
+#[actix_web::test]
+async fn messages_reactions_and_presence_cross_nodes() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let generous = [
+        ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "10000"),
+        ("STAMPEDE_LIMITS_REACTIONS_BURST", "10000"),
+    ];
+    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &generous).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    // A session cookie from node A works on node B.
+    let r = hb.get("/api/session", Some(&alice)).await;
+    assert_eq!(r.json()["user"]["username"], "alice");
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions settle
+
+    ca.send(json!({"type":"message","message":"from A","client_id":"a1"}))
+        .await;
+    let on_b = cb.expect("message").await;
+    assert_eq!(on_b["message"], "from A");
+    assert_eq!(on_b["username"], "alice");
+    let id_a = ca.expect("ack").await["id"].as_i64().unwrap();
+    assert_eq!(on_b["id"], id_a);
+    cb.send(json!({"type":"message","message":"from B","client_id":"b1"}))
+        .await;
+    assert_eq!(ca.expect("message").await["message"], "from B");
+    assert_eq!(
+        app.stored_ids(stream).await.len(),
+        2,
+        "stored once, by the accepting node"
+    );
+
+    // Reactions: 150 on A and 100 on B; each side sees all 250, exactly.
+    for i in 0..150 {
+        ca.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
+            .await;
+    }
+    for i in 0..100 {
+        cb.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
+            .await;
+    }
+    assert_eq!(reaction_total(&mut cb, 250).await, 250);
+    assert_eq!(reaction_total(&mut ca, 250).await, 250);
+    ca.assert_silent(Duration::from_millis(700)).await;
+
+    // Presence sums both nodes: 1 + 1, then a second socket on B.
+    let (_c2, hello, _) = hb.ws_ready(stream, None).await;
+    let mut viewers = hello["viewers"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while viewers != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence never reached 3 (at {viewers})"
+        );
+        viewers = ca.expect("presence").await["viewers"].as_u64().unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn ban_and_delete_on_one_node_act_on_the_other() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (owner, _) = ha.login("owner", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let (mut b, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let (mut watcher, _, _) = hb.ws_ready(stream, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.send(json!({"type":"message","message":"oops","client_id":"x"}))
+        .await;
+    let id = b.expect("ack").await["id"].as_i64().unwrap();
+    o.expect("message").await;
+    o.send(json!({"type":"delete","message_id":id})).await;
+    assert_eq!(
+        watcher.expect("moderation").await,
+        json!({"type":"moderation","action":"delete","message_id":id})
+    );
+    // Node B's history no longer has it.
+    let (_, _, history) = hb.ws_ready(stream, None).await;
+    assert_eq!(history["messages"], json!([]));
+    // Slow mode set on A holds on B.
+    o.send(json!({"type":"slow_mode","seconds":30})).await;
+    watcher.expect("moderation").await;
+    // (bob's "oops" was within the last 30 s)
+    b.send(json!({"type":"message","message":"two","client_id":"s2"}))
+        .await;
+    let e = b.expect("error").await;
+    assert_eq!(e["code"], "slow_mode");
+    assert!(e["retry_after_ms"].as_u64().unwrap() > 20_000);
+    // A ban on A closes bob's socket on B.
+    o.send(json!({"type":"ban","username":"bob"})).await;
+    assert_eq!(b.closed().await, Some(4003));
+    let r = connect(&hb.address, &hb.tenant.host, stream, Some(&bob), None, "").await;
+    assert_eq!(r.err().map(|e| e.0), Some(403));
+}
+
+#[actix_web::test]
+async fn logout_on_one_node_closes_sockets_on_the_other() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (alice, csrf) = ha.login("alice", "password-123").await;
+    let (mut on_b, _, _) = hb.ws_ready(stream, Some(&alice)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = ha
+        .post_json("/api/logout", &json!({}), Some(&alice), Some(&csrf))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(on_b.closed().await, Some(4001));
+}
+
+#[actix_web::test]
+async fn tenants_with_the_same_stream_id_never_cross() {
+    let app = spawn_app().await;
+    let other = spawn_app().await;
+    // Both tenants' first stream has id 1 (ids are per schema).
+    let s1 = app.create_stream("owner").await;
+    let s2 = other.create_stream("owner").await;
+    assert_eq!(s1, s2);
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env = [
+        ("STAMPEDE_REDIS_URL", redis.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb_other = TestApp {
+        address: b.address.clone(),
+        ..other.clone_handle()
+    };
+    let hb_same = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (mut sender, _, _) = ha.ws_ready(s1, Some(&alice)).await;
+    let (mut foreign, _, _) = hb_other.ws_ready(s2, None).await;
+    let (mut same, _, _) = hb_same.ws_ready(s1, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender
+        .send(json!({"type":"message","message":"only for tenant one"}))
+        .await;
+    assert_eq!(
+        same.expect("message").await["message"],
+        "only for tenant one"
+    );
+    while let Some(v) = foreign.next_text(Duration::from_millis(800)).await {
+        assert_ne!(v["type"], "message", "a message crossed tenants: {v}");
+    }
+}
+
+/// Redis stopped mid-stream: each node keeps serving and storing; when Redis
+/// returns, the nodes relay again by themselves and clients get what they missed.
+#[actix_web::test]
+async fn redis_outage_keeps_local_rooms_and_recovers() {
+    let mut redis = PrivateRedis::start();
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let url = redis.url();
+    let (_a, ha, _b, hb) = two_nodes(&app, &url, &[]).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let (mut wa, _, _) = ha.ws_ready(stream, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ca.send(json!({"message":"before"})).await;
+    ca.expect("ack").await;
+    assert_eq!(cb.expect("message").await["message"], "before");
+    assert_eq!(ha.get("/readyz", None).await.status, 200);
+
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ha.get("/readyz", None).await.status,
+        503,
+        "readyz reports Redis down"
+    );
+    // Local delivery and storage go on.
+    ca.send(json!({"type":"message","message":"during A","client_id":"d1"}))
+        .await;
+    let mut m = wa.expect("message").await;
+    while m["message"] == "before" {
+        m = wa.expect("message").await;
+    }
+    assert_eq!(m["message"], "during A");
+    let during_a = ca.expect("ack").await["id"].as_i64().unwrap();
+    cb.send(json!({"type":"message","message":"during B","client_id":"d2"}))
+        .await;
+    let during_b = cb.expect("ack").await["id"].as_i64().unwrap();
+    assert_eq!(app.stored_ids(stream).await.len(), 3);
+
+    redis.start_again();
+    // B's client gets A's message from the outage (resynchronised from PostgreSQL)...
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut got = false;
+    while !got {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never got the outage message"
+        );
+        if let Some(v) = cb.next_text(Duration::from_secs(1)).await {
+            got = v["type"] == "message" && v["id"] == during_a;
+        }
+    }
+    // ...and live relaying works again without a restart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay never came back"
+        );
+        ca.send(json!({"type":"message","message":"after","client_id":random_hex(8)}))
+            .await;
+        let mut seen = false;
+        while let Some(v) = cb.next_text(Duration::from_millis(700)).await {
+            if v["message"] == "after" {
+                seen = true;
+                break;
+            }
+        }
+        if seen {
+            break;
+        }
+    }
+    assert_eq!(ha.get("/readyz", None).await.status, 200);
+    // A's watcher also saw B's outage message.
+    let mut ids = Vec::new();
+    while let Some(v) = wa.next_text(Duration::from_millis(500)).await {
+        if v["type"] == "message" {
+            ids.push(v["id"].as_i64().unwrap());
+        }
+    }
+    assert!(
+        ids.contains(&during_b),
+        "A's clients got B's outage message: {ids:?}"
+    );
+}
+
+/// A frozen Redis (SIGSTOP) must not stall local rooms either.
+#[actix_web::test]
+async fn frozen_redis_does_not_stall_local_rooms() {
+    let redis = PrivateRedis::start();
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, _hb) = two_nodes(&app, &redis.url(), &[]).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut wa, _, _) = ha.ws_ready(stream, None).await;
+    redis.signal("-STOP");
+    for i in 0..5 {
+        ca.send(json!({"type":"message","message":format!("frozen {i}")}))
+            .await;
+        let m = tokio::time::timeout(Duration::from_secs(2), wa.expect("message"))
+            .await
+            .expect("local delivery is prompt");
+        assert_eq!(m["message"], format!("frozen {i}"));
+    }
+    redis.signal("-CONT");
+}
+
+/// kill -9 of node A: its clients reconnect to B and resume with last_id,
+/// missing nothing; A's viewers vanish from B's count within the TTL.
+#[actix_web::test]
+async fn killed_node_clients_resume_on_the_other() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let (mut a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut on_a, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let _extra = ha.ws_ready(stream, None).await;
+    let (mut sender, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Presence on B reaches 3 (2 on A + 1 on B).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence never summed the nodes"
+        );
+        if sender.expect("presence").await["viewers"] == 3 {
+            break;
+        }
+    }
+    let mut last_id = 0;
+    for i in 0..5 {
+        sender
+            .send(json!({"type":"message","message":format!("m{i}"),"client_id":format!("m{i}")}))
+            .await;
+        sender.expect("ack").await;
+        last_id = on_a.expect("message").await["id"].as_i64().unwrap();
+    }
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    // Meanwhile B goes on.
+    for i in 5..10 {
+        sender
+            .send(json!({"type":"message","message":format!("m{i}"),"client_id":format!("m{i}")}))
+            .await;
+        sender.expect("ack").await;
+    }
+    let mut resumed = connect(
+        &hb.address,
+        &hb.tenant.host,
+        stream,
+        Some(&alice),
+        None,
+        &format!("?last_id={last_id}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.recv().await["type"], "hello");
+    let history = resumed.recv().await;
+    let got: Vec<String> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, (5..10).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    // A's two viewers vanish within the TTL (10 s) plus a refresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(16);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dead node's viewers never vanished"
+        );
+        if let Some(p) = sender.next_text(Duration::from_secs(3)).await {
+            if p["type"] == "presence" && p["viewers"] == 2 {
+                break; // bob + alice's resumed socket on B
+            }
+        }
+    }
+}
