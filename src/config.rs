@@ -49,6 +49,8 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Peers whose `X-Forwarded-For` is believed (exact IP addresses).
     pub trusted_proxies: Vec<String>,
+    /// Seconds a client has to send a request's head (slow clients are dropped).
+    pub request_timeout_secs: u64,
 }
 
 impl Default for ServerSettings {
@@ -63,6 +65,7 @@ impl Default for ServerSettings {
             pong_timeout_secs: 45,
             shutdown_timeout_secs: 25,
             trusted_proxies: Vec::new(),
+            request_timeout_secs: 10,
         }
     }
 }
@@ -214,6 +217,9 @@ pub struct SessionSettings {
     pub cookie_name: String,
     /// Hours a session lives without use.
     pub ttl_hours: u64,
+    /// Seconds between checks that open sockets' sessions are still valid
+    /// (expired, logged out, password changed: closed with 4001).
+    pub recheck_secs: u64,
 }
 
 impl Default for SessionSettings {
@@ -221,6 +227,7 @@ impl Default for SessionSettings {
         Self {
             cookie_name: "stampede_session".into(),
             ttl_hours: 24 * 14,
+            recheck_secs: 30,
         }
     }
 }

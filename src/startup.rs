@@ -102,8 +102,32 @@ impl Application {
             }
         });
 
+        // Sockets whose session ended elsewhere (logout, password change, expiry)
+        // are closed with 4001, on every node, within `session.recheck_secs`.
+        let recheck = hub.clone();
+        let every = Duration::from_secs(settings.session.recheck_secs.max(1));
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                recheck.recheck_sessions().await;
+            }
+        });
+        let hsts = settings.server.tls;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::Condition::new(
+                    hsts,
+                    actix_web::middleware::DefaultHeaders::new().add((
+                        "Strict-Transport-Security",
+                        "max-age=31536000; includeSubDomains",
+                    )),
+                ))
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("Referrer-Policy", "same-origin")),
+                )
                 .app_data(store_data.clone())
                 .app_data(resolver.clone())
                 .app_data(auth.clone())
@@ -114,7 +138,9 @@ impl Application {
                 .configure(configure)
         })
         .disable_signals()
-        .client_request_timeout(Duration::from_secs(10))
+        .client_request_timeout(Duration::from_secs(
+            settings.server.request_timeout_secs.max(1),
+        ))
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

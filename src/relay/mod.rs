@@ -56,6 +56,8 @@ pub enum RelayEvent {
     Terms,
     /// A login session ended: close its sockets.
     SessionEnded { key_hash: String, code: u16 },
+    /// Every session of a user ended (password change): close their sockets.
+    UserSessionsEnded { user_id: i64, code: u16 },
 }
 
 /// What the relay hands to the hub.

@@ -1175,7 +1175,7 @@ impl Handler<Remote> for RoomActor {
             RelayEvent::Moderation { event } => self.apply_event(event),
             RelayEvent::Status { status } => self.status = status,
             RelayEvent::Terms => self.load_terms(ctx),
-            RelayEvent::SessionEnded { .. } => {}
+            RelayEvent::SessionEnded { .. } | RelayEvent::UserSessionsEnded { .. } => {}
         }
     }
 }

@@ -20,7 +20,9 @@ use crate::{
     error::Code,
     metrics,
     protocol::{self, ClientFrame},
-    rooms::{Chat, Hub, IpSlot, Join, Leave, Moderate, React, RoomActor, RoomKey, RoomUser},
+    rooms::{
+        Chat, Hub, IpSlot, Join, Leave, Moderate, React, RoomActor, RoomKey, RoomUser, UserSlot,
+    },
     store::streams::Stream,
 };
 use outlet::{Outbound, Outlet};
@@ -46,6 +48,8 @@ pub struct SessionParams {
     pub last_id: Option<i64>,
     /// The IP connection slot, released when the actor is dropped.
     pub ip_slot: IpSlot,
+    /// The user's connection slot, likewise.
+    pub user_slot: Option<UserSlot>,
 }
 
 /// The actor of one socket.
@@ -210,10 +214,11 @@ impl Actor for SessionActor {
         if let Some(stream) = self.stream.take() {
             ctx.add_stream(stream.max_frame_size(self.max_frame));
         }
-        if let (Some(key), Some(_)) = (&self.params.session_key, &self.params.user) {
+        if let (Some(key), Some(user)) = (&self.params.session_key, &self.params.user) {
             self.params.hub.register_session(
                 &self.params.key.slug,
                 key,
+                user.id,
                 self.conn_id,
                 self.outlet.clone(),
             );
@@ -281,8 +286,12 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
         let msg = match item {
             Ok(m) => m,
             Err(ProtocolError::Overflow) => return self.close(ctx, 1009, "frame too large"),
+            // The codec reports reserved bits and bad UTF-8 alike as invalid data.
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return self.close(ctx, 1007, "invalid UTF-8")
+                if e.to_string().contains("reserved bits") {
+                    return self.close(ctx, 1002, "reserved bits set");
+                }
+                return self.close(ctx, 1007, "invalid UTF-8");
             }
             Err(_) => return self.close(ctx, 1002, "protocol error"),
         };

@@ -242,4 +242,20 @@ impl Store {
             )
             .await?)
     }
+
+    /// Which of these session key hashes are still valid (unexpired, active user).
+    pub async fn live_sessions(&self, slug: &Slug, hashes: &[String]) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT s.key_hash FROM {0}.accounts_session s JOIN {0}.accounts_user u ON u.id = s.user_id \
+                     WHERE s.key_hash = ANY($1) AND s.expires_at > now() AND u.is_active",
+                    slug.schema()
+                ),
+                &[&hashes],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
 }

@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/login", web::post().to(login))
         .route("/api/session", web::get().to(session))
         .route("/api/logout", web::post().to(logout))
+        .route("/api/password", web::post().to(change_password))
         .route("/api/streams/{id}/messages", web::get().to(replay))
         .route("/api/streams/{id}/status", web::post().to(set_status));
 }
@@ -282,4 +283,56 @@ async fn set_status(
     };
     hub.status_changed(&key, body.status);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the password: every session of the user ends (their sockets close
+/// with 4001 on every node) and this client gets a new session.
+async fn change_password(
+    req: HttpRequest,
+    visitor: Visitor,
+    body: web::Json<PasswordBody>,
+    store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
+    limiter: web::Data<LoginLimiter>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let user = visitor.require_user()?.clone();
+    visitor.check_csrf_header(&req)?;
+    login_checked(
+        &req,
+        &visitor,
+        &store,
+        &limiter,
+        &user.username,
+        &body.current_password,
+    )
+    .await
+    .map_err(|e| match e.code() {
+        Code::NotAuthenticated => ApiError::new(Code::Forbidden, "The current password is wrong."),
+        _ => e,
+    })?;
+    let n = body.new_password.chars().count();
+    if !(8..=256).contains(&n) {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "The new password must be 8 to 256 characters.",
+        ));
+    }
+    let hash = hash_password(body.new_password.clone()).await?;
+    store
+        .set_password(&visitor.tenant.slug, user.id, &hash)
+        .await?;
+    hub.close_user_sessions(&visitor.tenant.slug, user.id, codes::SESSION_ENDED);
+    let (session, cookie) = auth
+        .start_session(&store, &visitor.tenant, Some(user))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .cookie(cookie)
+        .json(serde_json::json!({ "ok": true, "csrf_token": session.csrf_token })))
 }

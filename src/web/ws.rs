@@ -127,6 +127,21 @@ async fn connect(
             .content_type("text/plain; charset=utf-8")
             .body("Too many connections from this address"));
     };
+    let user_slot = match &user {
+        Some(u) => {
+            match hub.acquire_user(&tenant.slug, u.id, settings.limits.max_connections_per_user) {
+                Some(slot) => Some(slot),
+                None => {
+                    crate::metrics::RATE_LIMITED.inc();
+                    return Ok(HttpResponse::TooManyRequests()
+                        .insert_header((header::RETRY_AFTER, "10"))
+                        .content_type("text/plain; charset=utf-8")
+                        .body("Too many connections for this user"));
+                }
+            }
+        }
+        None => None,
+    };
     let (response, session, msg_stream) = actix_ws::handle(&req, body)?;
     sessions::start(
         SessionParams {
@@ -140,6 +155,7 @@ async fn connect(
             session_key: visitor.session.as_ref().map(|s| s.key_hash.clone()),
             last_id: query.last_id,
             ip_slot,
+            user_slot,
         },
         session,
         msg_stream,

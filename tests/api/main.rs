@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod cluster;
 mod faults;
+mod hardening;
 mod helpers;
 mod migrations;
 mod moderation;

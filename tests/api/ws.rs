@@ -185,6 +185,30 @@ impl RawWs {
         cookie: Option<&str>,
         rcvbuf: Option<u32>,
     ) -> RawWs {
+        Self::connect_with(app, path, cookie, rcvbuf, "").await
+    }
+
+    /// Like [`RawWs::connect`] with extra request header lines (`"X-Forwarded-For: 1.2.3.4\r\n"`).
+    pub async fn connect_with(
+        app: &TestApp,
+        path: &str,
+        cookie: Option<&str>,
+        rcvbuf: Option<u32>,
+        extra: &str,
+    ) -> RawWs {
+        Self::try_connect(app, path, cookie, rcvbuf, extra)
+            .await
+            .expect("handshake refused")
+    }
+
+    /// Connects; `Err(status line)` when the handshake is refused.
+    pub async fn try_connect(
+        app: &TestApp,
+        path: &str,
+        cookie: Option<&str>,
+        rcvbuf: Option<u32>,
+        extra: &str,
+    ) -> Result<RawWs, String> {
         let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = rcvbuf {
@@ -196,7 +220,7 @@ impl RawWs {
             .unwrap_or_default();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{cookie}\r\n",
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{cookie}{extra}\r\n",
             app.tenant.host
         );
         stream.write_all(req.as_bytes()).await.unwrap();
@@ -211,11 +235,18 @@ impl RawWs {
             }
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        RawWs {
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(head.lines().next().unwrap_or("").to_string());
+        }
+        Ok(RawWs {
             stream,
             buf: buf[end..].to_vec(),
-        }
+        })
+    }
+
+    /// Writes raw bytes (for frames a client must never send).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
     }
 
     /// Sends one masked frame.
