@@ -1,9 +1,11 @@
-//! HTTP routes: pages, the JSON API, operations endpoints and static files.
+//! HTTP routes: pages (with their i18n), the JSON API, operations endpoints
+//! and static files.
 //! Handlers are plain functions with typed extractors; each submodule registers
 //! its routes through `configure`.
 
 pub mod analytics;
 pub mod api;
+pub mod i18n;
 pub mod ops;
 pub mod pages;
 pub mod statics;
