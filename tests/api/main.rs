@@ -2,11 +2,14 @@
 //! All test files are modules of this one binary so it links once.
 
 mod auth;
+mod browser;
 mod chat;
 mod cli;
 mod faults;
 mod helpers;
 mod migrations;
+mod pages;
+mod pages_browser;
 mod reactions;
 mod tenancy;
 mod ws;
