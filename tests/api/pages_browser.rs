@@ -481,7 +481,6 @@ async fn moderators_get_controls_on_each_message() {
 }
 
 #[actix_web::test]
-#[ignore = "needs moderation delete"]
 async fn a_moderator_deletes_a_message_from_every_page() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
