@@ -154,6 +154,22 @@ impl Store {
         Ok(rows.iter().map(stream_from).collect())
     }
 
+    /// The streams of one owner: live first, then scheduled, then ended, newest first.
+    pub async fn streams_owned_by(&self, slug: &Slug, owner_id: i64) -> StoreResult<Vec<Stream>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE s.owner_id = $1 ORDER BY CASE s.status WHEN 'live' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END, \
+                     s.id DESC LIMIT 200",
+                    stream_select(slug)
+                ),
+                &[&owner_id],
+            )
+            .await?;
+        Ok(rows.iter().map(stream_from).collect())
+    }
+
     /// Sets a stream's status (and its start or end time).
     pub async fn set_stream_status(
         &self,

@@ -2,7 +2,10 @@
 //! server-rendered analytics page. Open to the stream's owner, its moderators
 //! and admins.
 
-use actix_web::{http::header, web, HttpResponse};
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse,
+};
 use askama::Template;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -18,7 +21,10 @@ use crate::{
         streams::Stream,
         Store,
     },
-    web::pages::render,
+    web::{
+        i18n::PageLang,
+        pages::{render_in, see_other, Chrome},
+    },
 };
 
 /// Registers the analytics routes.
@@ -169,10 +175,8 @@ struct StampTotal {
 
 #[derive(Template)]
 #[template(path = "analytics.html")]
-struct AnalyticsPage<'a> {
-    tenant_name: &'a str,
-    username: Option<&'a str>,
-    csrf_token: &'a str,
+struct AnalyticsPage {
+    c: Chrome,
     stream: Stream,
     bucket: &'static str,
     chart: String,
@@ -182,11 +186,17 @@ struct AnalyticsPage<'a> {
 }
 
 async fn page(
+    req: HttpRequest,
     visitor: Visitor,
+    lang: PageLang,
     path: web::Path<i64>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
+    if visitor.user().is_none() {
+        let c = Chrome::new(&visitor, &lang, req.path());
+        return Ok(see_other(&c.login_href));
+    }
     let stream = allowed_stream(&visitor, &store, id).await?;
     let end = stream.ended_at.unwrap_or_else(OffsetDateTime::now_utc);
     let life = end - stream.created_at;
@@ -239,15 +249,17 @@ async fn page(
         });
     }
     let total = totals.iter().map(|t| t.total).sum();
-    render(AnalyticsPage {
-        tenant_name: &visitor.tenant.name,
-        username: visitor.user().map(|u| u.username.as_str()),
-        csrf_token: visitor.csrf_token().unwrap_or(""),
-        chart: chart_svg(&s.points, s.bucket),
-        bucket: s.bucket.as_str(),
-        stream,
-        totals,
-        total,
-        moments,
-    })
+    render_in(
+        &lang,
+        StatusCode::OK,
+        AnalyticsPage {
+            c: Chrome::new(&visitor, &lang, req.path()),
+            chart: chart_svg(&s.points, s.bucket),
+            bucket: s.bucket.as_str(),
+            stream,
+            totals,
+            total,
+            moments,
+        },
+    )
 }

@@ -1,13 +1,17 @@
-//! HTTP routes: pages, the JSON API, operations endpoints and static files.
+//! HTTP routes: pages (with their i18n, accounts and studio), the JSON API,
+//! operations endpoints and static files.
 //! Handlers are plain functions with typed extractors; each submodule registers
 //! its routes through `configure`.
 
+pub mod accounts;
 pub mod analytics;
 pub mod api;
+pub mod i18n;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
 pub mod statics;
+pub mod studio;
 pub mod ws;
 
 use std::net::IpAddr;
@@ -39,6 +43,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(statics::configure)
     .configure(ws::configure)
     .configure(pages::configure)
+    .configure(accounts::configure)
+    .configure(studio::configure)
     .default_service(web::to(not_found));
 }
 

@@ -1,30 +1,65 @@
-//! Server-rendered pages (askama templates in `templates/`).
+//! Server-rendered pages (askama templates in `templates/`): the frame every
+//! page shares ([`Chrome`]), the stream list `/` and the watch page
+//! `/streams/{id}`. Accounts live in [`super::accounts`], the studio in
+//! [`super::studio`]. Pages carry no inline script or style: behaviour comes
+//! from `static/*.js`, which reads its strings from a JSON data block.
 
-use actix_web::{http::header, web, HttpResponse};
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse,
+};
 use askama::Template;
 
 use crate::{
     auth::Visitor,
-    error::ApiError,
-    store::{streams::Stream, Store},
+    domain::Role,
+    error::{ApiError, Code},
+    moderation::can_moderate,
+    protocol::{timestamp, StampView},
+    rooms::{Hub, RoomKey},
+    store::{
+        messages::{MessageType, StoredMessage},
+        streams::{Stream, StreamStatus},
+        Store,
+    },
+    web::{
+        api::watchable_stream,
+        i18n::{Lang, PageLang, Strings},
+    },
 };
+
+/// Messages the watch page renders before its socket connects.
+pub const RENDERED_MESSAGES: i64 = 50;
 
 /// Registers the page routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index));
+    cfg.route("/", web::get().to(index))
+        .route("/streams/{id}", web::get().to(watch));
 }
+
+/// The policy of every page: nothing inline, nothing from elsewhere except
+/// video, no framing.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; media-src 'self' http: https: blob:; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Security headers of every page: no inline scripts, no framing.
 pub fn page(html: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; img-src 'self' data:; media-src 'self' https: blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-        ))
+    page_with(StatusCode::OK, None, html)
+}
+
+/// A page with a status and, when the language was just picked, its cookie.
+pub fn page_with(status: StatusCode, lang: Option<&PageLang>, html: String) -> HttpResponse {
+    let mut res = HttpResponse::build(status);
+    res.content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Referrer-Policy", "same-origin"))
-        .body(html)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::VARY, "Cookie, Accept-Language"));
+    if let Some(cookie) = lang.and_then(PageLang::cookie) {
+        res.cookie(cookie);
+    }
+    res.body(html)
 }
 
 /// Renders a template as a page.
@@ -34,21 +69,287 @@ pub fn render(t: impl Template) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-#[derive(Template)]
-#[template(path = "index.html")]
-struct IndexPage<'a> {
-    tenant_name: &'a str,
-    username: Option<&'a str>,
-    csrf_token: &'a str,
-    streams: Vec<Stream>,
+/// Renders a template as a page in the request's language, with a status.
+pub fn render_in(
+    lang: &PageLang,
+    status: StatusCode,
+    t: impl Template,
+) -> Result<HttpResponse, ApiError> {
+    Ok(page_with(
+        status,
+        Some(lang),
+        t.render().map_err(|e| ApiError::Unexpected(e.into()))?,
+    ))
 }
 
-async fn index(visitor: Visitor, store: web::Data<Store>) -> Result<HttpResponse, ApiError> {
-    let streams = store.list_streams(&visitor.tenant.slug).await?;
-    render(IndexPage {
-        tenant_name: &visitor.tenant.name,
-        username: visitor.user().map(|u| u.username.as_str()),
-        csrf_token: visitor.csrf_token().unwrap_or(""),
-        streams,
-    })
+/// What `base.html` needs on every page: language, strings, who is visiting.
+pub struct Chrome {
+    /// The page's language.
+    pub lang: Lang,
+    /// Its strings.
+    pub s: &'static Strings,
+    /// The tenant's display name.
+    pub tenant_name: String,
+    /// The logged-in user's name.
+    pub username: Option<String>,
+    /// The session's CSRF token (empty without a session).
+    pub csrf_token: String,
+    /// Show the studio link (streamers and admins).
+    pub can_stream: bool,
+    /// Show the sign-up link.
+    pub signup: bool,
+    /// `/login?next=<this page>`.
+    pub login_href: String,
+}
+
+impl Chrome {
+    /// The frame of a page at `here` (a local path) for this visitor.
+    pub fn new(visitor: &Visitor, lang: &PageLang, here: &str) -> Chrome {
+        let user = visitor.user();
+        Chrome {
+            lang: lang.lang,
+            s: lang.lang.strings(),
+            tenant_name: visitor.tenant.name.clone(),
+            username: user.map(|u| u.username.clone()),
+            csrf_token: visitor.csrf_token().unwrap_or("").to_string(),
+            can_stream: user.is_some_and(|u| matches!(u.role, Role::Streamer | Role::Admin)),
+            signup: visitor.tenant.signup,
+            login_href: login_href(here),
+        }
+    }
+
+    /// The label of a stream status.
+    pub fn status(&self, status: &StreamStatus) -> &'static str {
+        match status {
+            StreamStatus::Live => self.s.status_live,
+            StreamStatus::Scheduled => self.s.status_scheduled,
+            StreamStatus::Ended => self.s.status_ended,
+        }
+    }
+}
+
+/// `/login?next=...` for a local path (anything else goes to `/login`).
+pub fn login_href(here: &str) -> String {
+    if here == "/" || local_path(here).is_none() {
+        return "/login".into();
+    }
+    let mut out = String::from("/login?next=");
+    for b in here.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `raw` if it is a path on this site (`/x`, not `//host` or `/\host`), else `None`.
+pub fn local_path(raw: &str) -> Option<&str> {
+    let ok = raw.starts_with('/')
+        && !raw.starts_with("//")
+        && !raw.starts_with("/\\")
+        && raw.len() <= 512
+        && !raw.chars().any(|c| c.is_control());
+    ok.then_some(raw)
+}
+
+/// A redirect after a form (`303 See Other`).
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location.to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    c: Chrome,
+    heading: &'static str,
+    text: &'static str,
+}
+
+/// An HTML error page with a heading and a sentence.
+pub fn error_page(
+    c: Chrome,
+    lang: &PageLang,
+    status: StatusCode,
+    heading: &'static str,
+    text: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    render_in(lang, status, ErrorPage { c, heading, text })
+}
+
+/// The 404 page.
+pub fn not_found_page(c: Chrome, lang: &PageLang) -> Result<HttpResponse, ApiError> {
+    let s = c.s;
+    error_page(
+        c,
+        lang,
+        StatusCode::NOT_FOUND,
+        s.not_found,
+        s.not_found_text,
+    )
+}
+
+/// A stream in the list.
+struct StreamRow {
+    stream: Stream,
+    viewers: u64,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage {
+    c: Chrome,
+    streams: Vec<StreamRow>,
+}
+
+async fn index(
+    visitor: Visitor,
+    lang: PageLang,
+    store: web::Data<Store>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let streams = store
+        .list_streams(&visitor.tenant.slug)
+        .await?
+        .into_iter()
+        .map(|stream| StreamRow {
+            viewers: hub.viewers(&RoomKey {
+                slug: visitor.tenant.slug.clone(),
+                stream_id: stream.id,
+            }),
+            stream,
+        })
+        .collect();
+    render_in(
+        &lang,
+        StatusCode::OK,
+        IndexPage {
+            c: Chrome::new(&visitor, &lang, "/"),
+            streams,
+        },
+    )
+}
+
+/// A chat message as the watch page shows it (the same markup `watch.js` builds).
+pub struct MessageView {
+    /// Database id.
+    pub id: i64,
+    /// Author (`system` for notices).
+    pub username: String,
+    /// Author's role, for styling (`viewer` when unknown).
+    pub role: &'static str,
+    /// The text, escaped by the template.
+    pub text: String,
+    /// `message`, `system` or `moderation`.
+    pub kind: &'static str,
+    /// ISO 8601 time.
+    pub timestamp: String,
+    /// `HH:MM` UTC (the script shows local time).
+    pub clock: String,
+    /// A user's message (moderators may time out or ban its author).
+    pub from_user: bool,
+}
+
+impl From<StoredMessage> for MessageView {
+    fn from(m: StoredMessage) -> Self {
+        let t = m.created_at.to_offset(time::UtcOffset::UTC);
+        MessageView {
+            id: m.id,
+            from_user: m.message_type == MessageType::Message && m.username.is_some(),
+            username: m.username.unwrap_or_else(|| "system".into()),
+            role: m.role.map_or("viewer", Role::as_str),
+            text: m.content,
+            kind: m.message_type.as_str(),
+            timestamp: timestamp(m.created_at),
+            clock: format!("{:02}:{:02}", t.hour(), t.minute()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "watch.html")]
+struct WatchPage {
+    c: Chrome,
+    stream: Stream,
+    video_url: Option<String>,
+    viewers: u64,
+    stamps: Vec<StampView>,
+    messages: Vec<MessageView>,
+    signed_in: bool,
+    can_chat: bool,
+    can_moderate: bool,
+    i18n_json: String,
+}
+
+async fn watch(
+    req: HttpRequest,
+    visitor: Visitor,
+    lang: PageLang,
+    path: web::Path<String>,
+    store: web::Data<Store>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let here = req.path().to_string();
+    let c = Chrome::new(&visitor, &lang, &here);
+    let Ok(id) = path.parse::<i64>() else {
+        return not_found_page(c, &lang);
+    };
+    let stream = match watchable_stream(&visitor, &store, id).await {
+        Ok(s) => s,
+        Err(e) if e.code() == Code::NotAuthenticated => return Ok(see_other(&c.login_href)),
+        Err(e) if e.code() == Code::NotFound => return not_found_page(c, &lang),
+        Err(e) => return Err(e),
+    };
+    let slug = &visitor.tenant.slug;
+    let (messages, _) = store
+        .recent_messages(slug, stream.room_id, RENDERED_MESSAGES)
+        .await?;
+    let can_moderate = match visitor.user() {
+        Some(u) => can_moderate(&store, slug, u, &stream).await?,
+        None => false,
+    };
+    let signed_in = visitor.user().is_some();
+    render_in(
+        &lang,
+        StatusCode::OK,
+        WatchPage {
+            viewers: hub.viewers(&RoomKey {
+                slug: slug.clone(),
+                stream_id: stream.id,
+            }),
+            stamps: store.stamps(slug).await?,
+            messages: messages.into_iter().map(MessageView::from).collect(),
+            signed_in,
+            can_chat: signed_in && stream.status != StreamStatus::Ended,
+            can_moderate,
+            video_url: stream
+                .video_url
+                .clone()
+                .filter(|u| crate::web::studio::video_url_ok(u)),
+            i18n_json: lang.lang.js_json(),
+            stream,
+            c,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_path("/streams/7"), Some("/streams/7"));
+        assert_eq!(local_path("//evil.com/x"), None);
+        assert_eq!(local_path("/\\evil.com"), None);
+        assert_eq!(local_path("https://evil.com"), None);
+        assert_eq!(local_path("/a\nb"), None);
+        assert_eq!(login_href("/streams/7"), "/login?next=/streams/7");
+        assert_eq!(login_href("/"), "/login");
+        assert_eq!(login_href("/x y"), "/login?next=/x%20y");
+    }
 }

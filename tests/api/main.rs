@@ -2,6 +2,7 @@
 //! All test files are modules of this one binary so it links once.
 
 mod auth;
+mod browser;
 mod chat;
 mod cli;
 mod cluster;
@@ -10,6 +11,8 @@ mod hardening;
 mod helpers;
 mod migrations;
 mod moderation;
+mod pages;
+mod pages_browser;
 mod reactions;
 mod tenancy;
 mod ws;

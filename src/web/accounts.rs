@@ -1,0 +1,342 @@
+//! Account pages: `GET/POST /login`, `GET/POST /signup` and `POST /logout`,
+//! plain HTML forms carrying the session's CSRF token, with errors shown next
+//! to their field. Logging in or signing up always issues a new session.
+
+use actix_web::{cookie::Cookie, http::StatusCode, web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::{
+    auth::{hash_password, AuthConfig, LoginLimiter, Visitor},
+    domain::{Role, Username},
+    error::{ApiError, Code},
+    rooms::Hub,
+    sessions::outlet::codes,
+    store::{accounts::User, Store},
+    web::{
+        api::login_checked,
+        client_ip,
+        i18n::PageLang,
+        pages::{error_page, local_path, render_in, see_other, Chrome},
+    },
+};
+
+/// Shortest password accepted at sign-up.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password accepted at sign-up.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Registers the account routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/login", web::get().to(login_form))
+        .route("/login", web::post().to(login_submit))
+        .route("/signup", web::get().to(signup_form))
+        .route("/signup", web::post().to(signup_submit))
+        .route("/logout", web::post().to(logout));
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AccountForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    c: Chrome,
+    next: String,
+    username: String,
+    form_error: Option<&'static str>,
+    username_error: Option<&'static str>,
+    password_error: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    c: Chrome,
+    username: String,
+    form_error: Option<&'static str>,
+    username_error: Option<&'static str>,
+    password_error: Option<&'static str>,
+}
+
+/// The visitor with a session: forms need its CSRF token, so a visitor
+/// without one gets an anonymous session (and its cookie).
+async fn with_session(
+    visitor: Visitor,
+    store: &Store,
+    auth: &AuthConfig,
+) -> Result<(Visitor, Option<Cookie<'static>>), ApiError> {
+    if visitor.session.is_some() {
+        return Ok((visitor, None));
+    }
+    let (session, cookie) = auth.start_session(store, &visitor.tenant, None).await?;
+    Ok((
+        Visitor {
+            tenant: visitor.tenant,
+            session: Some(session),
+        },
+        Some(cookie),
+    ))
+}
+
+/// Adds a cookie to a response, if there is one.
+fn with_cookie(
+    mut res: HttpResponse,
+    cookie: Option<Cookie<'static>>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(c) = cookie {
+        res.add_cookie(&c)
+            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cookie: {e}")))?;
+    }
+    Ok(res)
+}
+
+/// Ends the visitor's current session (anonymous or not) and starts one for
+/// `user`; answers with a redirect to `next` carrying the new cookie.
+async fn sign_in(
+    visitor: &Visitor,
+    store: &Store,
+    auth: &AuthConfig,
+    user: User,
+    next: &str,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(old) = &visitor.session {
+        store
+            .delete_session(&visitor.tenant.slug, &old.key_hash)
+            .await?;
+    }
+    let (_, cookie) = auth
+        .start_session(store, &visitor.tenant, Some(user))
+        .await?;
+    with_cookie(see_other(next), Some(cookie))
+}
+
+async fn login_form(
+    visitor: Visitor,
+    lang: PageLang,
+    query: web::Query<NextQuery>,
+    store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
+) -> Result<HttpResponse, ApiError> {
+    let next = query
+        .next
+        .as_deref()
+        .and_then(local_path)
+        .unwrap_or("/")
+        .to_string();
+    if visitor.user().is_some() {
+        return Ok(see_other(&next));
+    }
+    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+    let page = LoginPage {
+        c: Chrome::new(&visitor, &lang, "/"),
+        next,
+        username: String::new(),
+        form_error: None,
+        username_error: None,
+        password_error: None,
+    };
+    with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
+}
+
+async fn login_submit(
+    req: HttpRequest,
+    visitor: Visitor,
+    lang: PageLang,
+    form: web::Form<AccountForm>,
+    store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
+    limiter: web::Data<LoginLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    let form = form.into_inner();
+    let s = lang.lang.strings();
+    let next = local_path(&form.next).unwrap_or("/").to_string();
+    let username = form.username.trim().to_string();
+    let mut page = LoginPage {
+        c: Chrome::new(&visitor, &lang, "/"),
+        next: next.clone(),
+        username: username.clone(),
+        form_error: None,
+        username_error: None,
+        password_error: None,
+    };
+    if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
+        let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+        page.c = Chrome::new(&visitor, &lang, "/");
+        page.form_error = Some(s.err_form_expired);
+        return with_cookie(render_in(&lang, StatusCode::FORBIDDEN, page)?, cookie);
+    }
+    if username.is_empty() || form.password.is_empty() {
+        page.username_error = username.is_empty().then_some(s.err_required);
+        page.password_error = form.password.is_empty().then_some(s.err_required);
+        return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
+    }
+    match login_checked(&req, &visitor, &store, &limiter, &username, &form.password).await {
+        Ok(user) => sign_in(&visitor, &store, &auth, user, &next).await,
+        Err(e) if e.code() == Code::RateLimited => {
+            page.form_error = Some(s.err_rate_limited);
+            render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page)
+        }
+        Err(e) if e.code() == Code::NotAuthenticated => {
+            page.password_error = Some(s.err_wrong_credentials);
+            render_in(&lang, StatusCode::UNAUTHORIZED, page)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn signup_form(
+    visitor: Visitor,
+    lang: PageLang,
+    store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
+) -> Result<HttpResponse, ApiError> {
+    if !visitor.tenant.signup {
+        return signup_closed(&visitor, &lang);
+    }
+    if visitor.user().is_some() {
+        return Ok(see_other("/"));
+    }
+    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+    let page = SignupPage {
+        c: Chrome::new(&visitor, &lang, "/"),
+        username: String::new(),
+        form_error: None,
+        username_error: None,
+        password_error: None,
+    };
+    with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
+}
+
+fn signup_closed(visitor: &Visitor, lang: &PageLang) -> Result<HttpResponse, ApiError> {
+    let c = Chrome::new(visitor, lang, "/");
+    let s = c.s;
+    error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)
+}
+
+async fn signup_submit(
+    req: HttpRequest,
+    visitor: Visitor,
+    lang: PageLang,
+    form: web::Form<AccountForm>,
+    store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
+    limiter: web::Data<LoginLimiter>,
+) -> Result<HttpResponse, ApiError> {
+    if !visitor.tenant.signup {
+        return signup_closed(&visitor, &lang);
+    }
+    let form = form.into_inner();
+    let s = lang.lang.strings();
+    let username = form.username.trim().to_string();
+    let mut page = SignupPage {
+        c: Chrome::new(&visitor, &lang, "/"),
+        username: username.clone(),
+        form_error: None,
+        username_error: None,
+        password_error: None,
+    };
+    if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
+        let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+        page.c = Chrome::new(&visitor, &lang, "/");
+        page.form_error = Some(s.err_form_expired);
+        return with_cookie(render_in(&lang, StatusCode::FORBIDDEN, page)?, cookie);
+    }
+    let name = Username::parse(&username);
+    page.username_error = match (&name, username.is_empty()) {
+        (_, true) => Some(s.err_required),
+        (Err(_), _) => Some(s.err_username_invalid),
+        _ => None,
+    };
+    let chars = form.password.chars().count();
+    page.password_error = if chars < MIN_PASSWORD_CHARS {
+        Some(s.err_password_short)
+    } else if chars > MAX_PASSWORD_CHARS {
+        Some(s.err_password_long)
+    } else {
+        None
+    };
+    let Ok(name) = name else {
+        return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
+    };
+    if page.password_error.is_some() {
+        return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
+    }
+    // Sign-ups count against the same per-IP budget as logins.
+    if limiter
+        .check(
+            &client_ip(&req),
+            visitor.tenant.slug.as_str(),
+            name.as_str(),
+        )
+        .is_some()
+    {
+        page.form_error = Some(s.err_rate_limited);
+        return render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page);
+    }
+    let hash = hash_password(form.password)
+        .await
+        .map_err(ApiError::Unexpected)?;
+    let Some(user) = store
+        .create_user(&visitor.tenant.slug, &name, &hash, Role::Viewer)
+        .await?
+    else {
+        page.username_error = Some(s.err_username_taken);
+        return render_in(&lang, StatusCode::CONFLICT, page);
+    };
+    sign_in(&visitor, &store, &auth, user, "/").await
+}
+
+async fn logout(
+    visitor: Visitor,
+    lang: PageLang,
+    form: web::Form<CsrfForm>,
+    store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(session) = visitor.session.as_ref().filter(|s| s.user.is_some()) else {
+        return Ok(see_other("/"));
+    };
+    if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
+        let c = Chrome::new(&visitor, &lang, "/");
+        let s = c.s;
+        return error_page(
+            c,
+            &lang,
+            StatusCode::FORBIDDEN,
+            s.forbidden,
+            s.err_form_expired,
+        );
+    }
+    store
+        .delete_session(&visitor.tenant.slug, &session.key_hash)
+        .await?;
+    // Its sockets on this node close with 4001, as with `POST /api/logout`.
+    hub.close_session(
+        &visitor.tenant.slug,
+        &session.key_hash,
+        codes::SESSION_ENDED,
+    );
+    with_cookie(see_other("/"), Some(auth.removal_cookie()))
+}

@@ -1,0 +1,268 @@
+//! The streamer's dashboard `/studio` (streamers and admins) and
+//! `POST /api/streams`, which creates a stream. The page's script drives the
+//! stream JSON API (status, moderators, moderation, blocked terms, log).
+
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::{
+    auth::Visitor,
+    domain::Role,
+    error::{ApiError, Code},
+    rooms::{Hub, RoomKey},
+    store::{accounts::User, streams::Stream, Store},
+    web::{
+        i18n::PageLang,
+        pages::{error_page, render_in, see_other, Chrome},
+    },
+};
+
+/// Longest stream title, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest stream description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+/// Longest video URL, in bytes.
+pub const MAX_VIDEO_URL: usize = 2048;
+
+/// Registers the studio routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/studio", web::get().to(studio))
+        .route("/api/streams", web::post().to(create_stream));
+}
+
+/// True for users who may create streams and open the studio.
+fn can_stream(user: &User) -> bool {
+    matches!(user.role, Role::Streamer | Role::Admin)
+}
+
+/// True when `url` is an absolute `http://` or `https://` URL with a host and
+/// nothing that could break out of an attribute or smuggle a scheme.
+pub fn video_url_ok(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    let Some(rest) = rest else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    url.len() <= MAX_VIDEO_URL
+        && !host.is_empty()
+        && !host.contains('@')
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '\\'))
+}
+
+/// A stream to create.
+#[derive(Deserialize)]
+struct NewStreamBody {
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    video_url: Option<String>,
+}
+
+/// A validated stream to create.
+#[derive(Debug, PartialEq)]
+struct NewStream {
+    title: String,
+    description: String,
+    video_url: Option<String>,
+}
+
+fn validate(body: NewStreamBody) -> Result<NewStream, ApiError> {
+    let title = body.title.trim().to_string();
+    let chars = title.chars().count();
+    if chars == 0 || chars > MAX_TITLE_CHARS {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "title must be 1 to 200 characters.",
+        ));
+    }
+    if title.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "title must not contain control characters.",
+        ));
+    }
+    let description = body.description.trim().replace("\r\n", "\n");
+    if description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "description must be at most 5000 characters.",
+        ));
+    }
+    if description
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "description must not contain control characters.",
+        ));
+    }
+    let video_url = match body.video_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) if video_url_ok(u) => Some(u.to_string()),
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::Invalid,
+                "video_url must be empty or an http:// or https:// URL.",
+            ))
+        }
+    };
+    Ok(NewStream {
+        title,
+        description,
+        video_url,
+    })
+}
+
+async fn create_stream(
+    req: HttpRequest,
+    visitor: Visitor,
+    body: web::Json<NewStreamBody>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let user = visitor.require_user()?;
+    visitor.check_csrf_header(&req)?;
+    if !can_stream(user) {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "Only streamers and admins can create streams.",
+        ));
+    }
+    let new = validate(body.into_inner())?;
+    let id = store
+        .create_stream(
+            &visitor.tenant.slug,
+            user.id,
+            &new.title,
+            &new.description,
+            new.video_url.as_deref(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "id": id })))
+}
+
+/// A stream on the dashboard.
+struct StudioStream {
+    stream: Stream,
+    viewers: u64,
+}
+
+#[derive(Template)]
+#[template(path = "studio.html")]
+struct StudioPage {
+    c: Chrome,
+    is_admin: bool,
+    streams: Vec<StudioStream>,
+    created: Option<i64>,
+    i18n_json: String,
+}
+
+#[derive(Deserialize)]
+struct StudioQuery {
+    created: Option<i64>,
+}
+
+async fn studio(
+    visitor: Visitor,
+    lang: PageLang,
+    query: web::Query<StudioQuery>,
+    store: web::Data<Store>,
+    hub: web::Data<Hub>,
+) -> Result<HttpResponse, ApiError> {
+    let c = Chrome::new(&visitor, &lang, "/studio");
+    let Some(user) = visitor.user() else {
+        return Ok(see_other(&c.login_href));
+    };
+    if !can_stream(user) {
+        let s = c.s;
+        return error_page(
+            c,
+            &lang,
+            StatusCode::FORBIDDEN,
+            s.forbidden,
+            s.studio_forbidden,
+        );
+    }
+    let slug = &visitor.tenant.slug;
+    let is_admin = user.role == Role::Admin;
+    let streams = if is_admin {
+        store.list_streams(slug).await?
+    } else {
+        store.streams_owned_by(slug, user.id).await?
+    };
+    let streams = streams
+        .into_iter()
+        .map(|stream| StudioStream {
+            viewers: hub.viewers(&RoomKey {
+                slug: slug.clone(),
+                stream_id: stream.id,
+            }),
+            stream,
+        })
+        .collect();
+    render_in(
+        &lang,
+        StatusCode::OK,
+        StudioPage {
+            c,
+            is_admin,
+            streams,
+            created: query.created,
+            i18n_json: lang.lang.js_json(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(title: &str, url: Option<&str>) -> NewStreamBody {
+        NewStreamBody {
+            title: title.into(),
+            description: String::new(),
+            video_url: url.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn video_urls() {
+        assert!(video_url_ok("https://cdn.example.com/live.m3u8"));
+        assert!(video_url_ok("HTTP://example.com:8080/v.mp4?x=1"));
+        assert!(!video_url_ok("javascript:alert(1)"));
+        assert!(!video_url_ok("data:video/mp4;base64,AAAA"));
+        assert!(!video_url_ok("https://"));
+        assert!(!video_url_ok("https:///path"));
+        assert!(!video_url_ok("https://user@evil.com/"));
+        assert!(!video_url_ok("https://a.com/\" onerror=\"x"));
+        assert!(!video_url_ok("//example.com/v.mp4"));
+        assert!(!video_url_ok(&format!(
+            "https://a.com/{}",
+            "x".repeat(3000)
+        )));
+    }
+
+    #[test]
+    fn titles_and_urls_are_checked() {
+        let ok = validate(body("  My show  ", Some(" "))).unwrap();
+        assert_eq!(ok.title, "My show");
+        assert_eq!(ok.video_url, None);
+        assert!(validate(body("   ", None)).is_err());
+        assert!(validate(body(&"あ".repeat(200), None)).is_ok());
+        assert!(validate(body(&"あ".repeat(201), None)).is_err());
+        assert!(validate(body("a\u{7}b", None)).is_err());
+        assert!(validate(body("x", Some("ftp://example.com/v"))).is_err());
+        assert_eq!(
+            validate(body("x", Some("https://example.com/v.mp4")))
+                .unwrap()
+                .video_url
+                .as_deref(),
+            Some("https://example.com/v.mp4")
+        );
+    }
+}

@@ -1,0 +1,249 @@
+// Studio: create streams, go live / end, and manage each stream's moderators,
+// slow mode, blocked terms and moderation log through the JSON API. Every
+// POST carries the session's CSRF token from <meta name="csrf-token">.
+(function () {
+  'use strict';
+
+  var T = JSON.parse(document.getElementById('i18n').textContent);
+  var csrf = document.querySelector('meta[name="csrf-token"]').content;
+  var lang = document.documentElement.lang || 'en';
+
+  function fmt(s, vars) {
+    return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
+  }
+
+  // Calls the API; resolves with the JSON body, rejects with a user-facing message.
+  function api(method, url, body) {
+    var opts = { method: method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
+    if (body !== undefined) {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(body);
+    }
+    if (method !== 'GET') opts.headers['X-CSRF-Token'] = csrf;
+    return fetch(url, opts).then(function (res) {
+      return res.text().then(function (text) {
+        var data = null;
+        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+        if (res.ok && data) return data;
+        var err = data && data.error;
+        var message = err && (T['err_' + err.code] || err.message);
+        throw new Error(message || fmt(T.err_request, { status: res.status }));
+      });
+    }, function () {
+      throw new Error(T.err_unavailable);
+    });
+  }
+
+  function say(el, text) { el.textContent = text; }
+
+  // ---------------------------------------------------------------- new stream
+  var newForm = document.getElementById('new-stream');
+  if (newForm) {
+    var title = document.getElementById('ns-title');
+    var description = document.getElementById('ns-description');
+    var video = document.getElementById('ns-video');
+    var titleError = document.getElementById('ns-title-error');
+    var videoError = document.getElementById('ns-video-error');
+    var newAlert = document.getElementById('new-stream-alert');
+
+    function fieldError(input, el, text) {
+      el.textContent = text || '';
+      if (text) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
+    }
+
+    newForm.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var t = title.value.trim();
+      var v = video.value.trim();
+      var titleBad = t === '' || Array.from(t).length > 200;
+      var videoBad = v !== '' && !/^https?:\/\/[^\s/@]+/i.test(v);
+      fieldError(title, titleError, titleBad ? T.title_required : '');
+      fieldError(video, videoError, videoBad ? T.url_invalid : '');
+      say(newAlert, '');
+      if (titleBad) { title.focus(); return; }
+      if (videoBad) { video.focus(); return; }
+      var button = newForm.querySelector('button[type=submit]');
+      button.disabled = true;
+      api('POST', '/api/streams', { title: t, description: description.value, video_url: v })
+        .then(function (data) {
+          location.assign('/studio?created=' + encodeURIComponent(data.id) + '#stream-' + data.id);
+        }, function (err) {
+          button.disabled = false;
+          say(newAlert, err.message);
+        });
+    });
+  }
+
+  // ---------------------------------------------------------------- each stream
+  Array.prototype.forEach.call(document.querySelectorAll('.studio-stream'), function (section) {
+    var id = section.dataset.streamId;
+    var base = '/api/streams/' + encodeURIComponent(id);
+    var alertEl = section.querySelector('[data-role=alert]');
+    var statusEl = section.querySelector('[data-role=status]');
+    var liveButton = section.querySelector('[data-action=live]');
+    var endButton = section.querySelector('[data-action=end]');
+    var details = section.querySelector('[data-role=manage]');
+    var modList = section.querySelector('[data-role=moderators]');
+    var termList = section.querySelector('[data-role=terms]');
+    var logBody = section.querySelector('[data-role=log]');
+    var loaded = false;
+
+    function fail(err) { say(alertEl, err.message); }
+
+    function setStatus(status) {
+      section.dataset.status = status;
+      statusEl.className = 'badge ' + status;
+      statusEl.textContent = T['status_' + status] || status;
+      liveButton.hidden = status !== 'scheduled';
+      endButton.hidden = status === 'ended';
+    }
+
+    function postStatus(status) {
+      say(alertEl, '');
+      return api('POST', base + '/status', { status: status }).then(function (data) { setStatus(data.status); }, fail);
+    }
+
+    liveButton.addEventListener('click', function () { postStatus('live'); });
+
+    // Ending cannot be undone: the first press asks, the second ends.
+    var armed = null;
+    var endLabel = endButton.textContent;
+    endButton.addEventListener('click', function () {
+      if (!armed) {
+        endButton.textContent = T.confirm_end;
+        armed = setTimeout(function () { armed = null; endButton.textContent = endLabel; }, 5000);
+        return;
+      }
+      clearTimeout(armed);
+      armed = null;
+      endButton.textContent = endLabel;
+      postStatus('ended');
+    });
+
+    function chips(ul, items, empty, onRemove) {
+      ul.textContent = '';
+      if (!items.length) {
+        var li = document.createElement('li');
+        li.className = 'empty';
+        li.textContent = empty;
+        ul.appendChild(li);
+        return;
+      }
+      items.forEach(function (item) {
+        var li = document.createElement('li');
+        var label = document.createElement('span');
+        label.textContent = item;
+        var b = document.createElement('button');
+        b.type = 'button';
+        b.className = 'small';
+        b.textContent = T.remove;
+        b.setAttribute('aria-label', T.remove + ': ' + item);
+        b.addEventListener('click', function () { onRemove(item); });
+        li.appendChild(label);
+        li.appendChild(b);
+        ul.appendChild(li);
+      });
+    }
+
+    function showModerators(data) {
+      chips(modList, data.moderators || [], T.no_moderators, function (name) {
+        api('POST', base + '/moderators', { username: name, action: 'remove' }).then(showModerators, fail);
+      });
+    }
+
+    function showTerms(data) {
+      chips(termList, data.terms || [], T.no_terms, function (term) {
+        api('POST', base + '/blocked_terms', { term: term, action: 'remove' }).then(showTerms, fail);
+      });
+    }
+
+    function cell(tr, text) {
+      var td = document.createElement('td');
+      td.textContent = text == null ? '' : String(text);
+      tr.appendChild(td);
+    }
+
+    function showLog(data) {
+      logBody.textContent = '';
+      var entries = data.entries || [];
+      if (!entries.length) {
+        var tr = document.createElement('tr');
+        var td = document.createElement('td');
+        td.colSpan = 5;
+        td.className = 'muted';
+        td.textContent = T.no_log;
+        tr.appendChild(td);
+        logBody.appendChild(tr);
+        return;
+      }
+      entries.forEach(function (e) {
+        var tr = document.createElement('tr');
+        var when = new Date(e.created_at);
+        cell(tr, isNaN(when.getTime()) ? e.created_at : when.toLocaleString(lang));
+        var action = e.action;
+        if (e.seconds) action += ' (' + e.seconds + ' s)';
+        if (e.message_id) action += ' #' + e.message_id;
+        cell(tr, action);
+        cell(tr, e.moderator);
+        cell(tr, e.target);
+        cell(tr, e.reason);
+        logBody.appendChild(tr);
+      });
+    }
+
+    function loadLog() { return api('GET', base + '/moderation/log').then(showLog, fail); }
+
+    function load() {
+      say(alertEl, '');
+      api('GET', base + '/moderators').then(showModerators, fail);
+      api('GET', base + '/blocked_terms').then(showTerms, fail);
+      loadLog();
+    }
+
+    details.addEventListener('toggle', function () {
+      if (details.open && !loaded) { loaded = true; load(); }
+    });
+    if (location.hash === '#stream-' + id) details.open = true;
+
+    section.querySelector('[data-action=refresh-log]').addEventListener('click', loadLog);
+
+    section.querySelector('[data-form=moderator]').addEventListener('submit', function (e) {
+      e.preventDefault();
+      var input = e.target.elements.username;
+      var name = input.value.trim();
+      if (!name) return;
+      say(alertEl, '');
+      api('POST', base + '/moderators', { username: name, action: 'add' }).then(function (data) {
+        input.value = '';
+        showModerators(data);
+      }, fail);
+    });
+
+    section.querySelector('[data-form=term]').addEventListener('submit', function (e) {
+      e.preventDefault();
+      var input = e.target.elements.term;
+      var term = input.value.trim();
+      if (!term) return;
+      say(alertEl, '');
+      api('POST', base + '/blocked_terms', { term: term, action: 'add' }).then(function (data) {
+        input.value = '';
+        showTerms(data);
+      }, fail);
+    });
+
+    section.querySelector('[data-form=slow]').addEventListener('submit', function (e) {
+      e.preventDefault();
+      var seconds = Math.max(0, Math.floor(Number(e.target.elements.seconds.value) || 0));
+      say(alertEl, '');
+      api('POST', base + '/moderation', { type: 'slow_mode', seconds: seconds }).then(function () {
+        say(alertEl, '');
+        var note = section.querySelector('.saved-note') || document.createElement('span');
+        note.className = 'saved-note muted';
+        note.setAttribute('role', 'status');
+        note.textContent = seconds ? T.saved : T.slow_off;
+        e.target.appendChild(note);
+        loadLog();
+      }, fail);
+    });
+  });
+})();

@@ -1,0 +1,564 @@
+// Watch page: live chat over the WebSocket protocol (PROTOCOL.md), stamps
+// floating over the video, presence, the pinned message and moderation.
+// Chat text is only ever inserted with textContent. Messages typed while the
+// socket is down wait in a queue and are sent with their client_id once it is
+// back, so a message is never lost and never shown twice.
+(function () {
+  'use strict';
+
+  var root = document.getElementById('watch');
+  if (!root) return;
+  var T = JSON.parse(document.getElementById('i18n').textContent);
+
+  var MAX_CHARS = 500;
+  var MAX_FLOATING = 40;        // stamps animating at once, whatever the counts
+  var MAX_PER_STAMP = 12;       // per stamp and reactions frame
+  var MAX_MESSAGES = 500;       // message elements kept in the list
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+  var RETRY_UNAVAILABLE_MS = 2000;
+
+  var streamId = root.dataset.streamId;
+  var canModerate = root.dataset.canModerate === 'true';
+  var signedIn = root.dataset.signedIn === 'true';
+  var me = root.dataset.username || null;
+  var lang = root.dataset.lang || 'en';
+
+  var list = document.getElementById('messages');
+  var box = document.getElementById('message-box');
+  var sendButton = document.getElementById('send');
+  var form = document.getElementById('composer');
+  var counter = document.getElementById('counter');
+  var reason = document.getElementById('composer-reason');
+  var conn = document.getElementById('conn');
+  var alertBox = document.getElementById('alert');
+  var viewersEl = document.getElementById('viewers');
+  var pinnedBox = document.getElementById('pinned');
+  var pinnedBody = document.getElementById('pinned-body');
+  var unpinButton = document.getElementById('unpin');
+  var slowEl = document.getElementById('slow');
+  var floats = document.getElementById('floats');
+
+  var stamps = {};              // stamp_id -> {name, url}
+  Array.prototype.forEach.call(document.querySelectorAll('.stamp'), function (b) {
+    stamps[b.dataset.stampId] = { name: b.getAttribute('aria-label'), url: b.dataset.image };
+  });
+
+  // ---------------------------------------------------------------- state
+  var seen = new Set();         // every message id shown (deleted ones too)
+  var lastId = 0;               // resume point: the highest id received in order
+  var pending = new Map();      // client_id -> {text, el, sentOn}
+  var ws = null;
+  var helloSeen = false;
+  var attempt = 0;
+  var reconnectTimer = null;
+  var stopped = false;
+  var canChat = !box.disabled;
+  var chatBlock = null;         // why chat is blocked by the server, if it is
+  var timeoutTimer = null;
+  var pinnedId = null;
+
+  function fmt(s, vars) {
+    return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
+  }
+
+  function chars(s) { return Array.from(s).length; }
+
+  function clock(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return '';
+    return d.toLocaleTimeString(lang, { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function newClientId() {
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return 'c-' + Array.prototype.map.call(bytes, function (b) { return ('0' + b.toString(16)).slice(-2); }).join('');
+  }
+
+  function escapeRegExp(s) { return s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&'); }
+
+  function mentions(text) {
+    if (!me) return false;
+    var re = new RegExp('(^|[^A-Za-z0-9_.-])@' + escapeRegExp(me) + '(?![A-Za-z0-9_-])', 'i');
+    return re.test(text);
+  }
+
+  // ---------------------------------------------------------------- alerts
+  var alertTimer = null;
+  function showError(text) {
+    alertBox.textContent = text;
+    clearTimeout(alertTimer);
+    alertTimer = setTimeout(function () { alertBox.textContent = ''; }, 8000);
+  }
+
+  function errorText(f) {
+    var key = 'err_' + f.code;
+    return T[key] || f.message || T.err_invalid;
+  }
+
+  // ---------------------------------------------------------------- connection state
+  function setState(state) {
+    var text = { connecting: T.connecting, live: T.connected, reconnecting: T.reconnecting, stopped: T.stopped }[state];
+    conn.dataset.state = state;
+    root.dataset.state = state;
+    conn.textContent = text;
+  }
+
+  // ---------------------------------------------------------------- composer
+  function updateComposer() {
+    var allowed = signedIn && canChat && !chatBlock && !stopped;
+    box.disabled = !allowed;
+    var n = chars(box.value);
+    counter.textContent = n + '/' + MAX_CHARS;
+    counter.classList.toggle('over', n > MAX_CHARS);
+    sendButton.disabled = !allowed || n > MAX_CHARS || box.value.trim() === '';
+    if (!signedIn) return; // the server-rendered "log in" reason and link stay
+    reason.textContent = allowed ? '' : (chatBlock || T.cannot_chat);
+  }
+
+  function block(why) { chatBlock = why; updateComposer(); }
+
+  function unblock() { chatBlock = null; clearTimeout(timeoutTimer); updateComposer(); }
+
+  // ---------------------------------------------------------------- messages
+  function modTools(fromUser) {
+    var span = document.createElement('span');
+    span.className = 'mod-tools';
+    span.setAttribute('role', 'group');
+    span.setAttribute('aria-label', T.moderation_tools);
+    var actions = fromUser ? ['delete', 'pin', 'timeout', 'ban'] : ['delete', 'pin'];
+    actions.forEach(function (a) {
+      var b = document.createElement('button');
+      b.type = 'button';
+      b.className = a === 'ban' ? 'small danger' : 'small';
+      b.dataset.action = a;
+      b.textContent = T[a];
+      span.appendChild(b);
+    });
+    return span;
+  }
+
+  function messageElement(m) {
+    var li = document.createElement('li');
+    var kind = m.message_type || 'message';
+    li.className = 'msg kind-' + kind;
+    if (typeof m.id === 'number') li.dataset.id = String(m.id);
+    li.dataset.user = m.username || '';
+    var meta = document.createElement('span');
+    meta.className = 'meta';
+    var user = document.createElement('span');
+    user.className = 'user role-' + (m.role || 'viewer');
+    user.textContent = m.username || '';
+    var time = document.createElement('time');
+    if (m.timestamp) {
+      time.dateTime = m.timestamp;
+      time.textContent = clock(m.timestamp);
+    }
+    meta.appendChild(user);
+    meta.appendChild(document.createTextNode(' '));
+    meta.appendChild(time);
+    var text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = m.message;
+    li.appendChild(meta);
+    li.appendChild(text);
+    if (kind === 'message' && mentions(m.message)) li.classList.add('mention');
+    if (canModerate && typeof m.id === 'number' && (kind === 'message' || kind === 'system' || kind === 'moderation')) {
+      li.appendChild(modTools(kind === 'message' && m.username && m.username !== 'system'));
+    }
+    return li;
+  }
+
+  function nearBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 80; }
+
+  function scrollDown(wasNear) { if (wasNear) list.scrollTop = list.scrollHeight; }
+
+  // Confirmed messages go before the pending ones (which wait at the bottom).
+  function insertConfirmed(el) {
+    var firstPending = list.querySelector('.msg.pending');
+    list.insertBefore(el, firstPending);
+    var all = list.querySelectorAll('.msg[data-id]');
+    for (var i = 0; i < all.length - MAX_MESSAGES; i++) all[i].remove();
+  }
+
+  function addMessage(m, inOrder) {
+    var kind = m.message_type;
+    var wasNear = nearBottom();
+    if (kind === 'join' || kind === 'leave') {
+      insertConfirmed(messageElement(m));
+      scrollDown(wasNear);
+      return;
+    }
+    if (typeof m.id !== 'number') return;
+    if (inOrder && m.id > lastId) lastId = m.id;
+    var mine = m.client_id && m.username === me ? pending.get(m.client_id) : null;
+    if (seen.has(m.id)) {
+      if (mine) settle(m.client_id, m.id);
+      return;
+    }
+    seen.add(m.id);
+    var el = messageElement(m);
+    if (mine) {
+      pending.delete(m.client_id);
+      mine.el.replaceWith(el);
+      var firstPending = list.querySelector('.msg.pending');
+      if (firstPending && el.compareDocumentPosition(firstPending) & Node.DOCUMENT_POSITION_PRECEDING) {
+        list.insertBefore(el, firstPending);
+      }
+    } else {
+      insertConfirmed(el);
+    }
+    scrollDown(wasNear);
+  }
+
+  // A pending message whose id is known: drop the placeholder if the message
+  // is already shown, else turn the placeholder into the message.
+  function settle(clientId, id) {
+    var p = pending.get(clientId);
+    if (!p) return;
+    pending.delete(clientId);
+    if (seen.has(id)) {
+      p.el.remove();
+      return;
+    }
+    seen.add(id);
+    var el = messageElement({
+      id: id, username: me, message: p.text, message_type: 'message',
+      timestamp: new Date().toISOString(), role: null, client_id: clientId
+    });
+    p.el.replaceWith(el);
+  }
+
+  function pendingElement(text) {
+    var el = messageElement({ username: me, message: text, message_type: 'message' });
+    el.classList.add('pending');
+    var state = document.createElement('span');
+    state.className = 'state';
+    el.appendChild(state);
+    return el;
+  }
+
+  function markPending(p) {
+    var state = p.el.querySelector('.state');
+    if (state) state.textContent = ws && helloSeen ? T.sending : T.queued;
+  }
+
+  function flushPending() {
+    if (!ws || ws.readyState !== WebSocket.OPEN || !helloSeen) {
+      pending.forEach(markPending);
+      return;
+    }
+    pending.forEach(function (p, clientId) {
+      if (p.sentOn === ws) return;
+      p.sentOn = ws;
+      ws.send(JSON.stringify({ type: 'message', message: p.text, client_id: clientId }));
+      markPending(p);
+    });
+  }
+
+  function submit() {
+    var text = box.value;
+    if (text.trim() === '' || box.disabled) return;
+    if (chars(text) > MAX_CHARS) { showError(T.too_long); return; }
+    var clientId = newClientId();
+    var p = { text: text, el: pendingElement(text), sentOn: null };
+    pending.set(clientId, p);
+    list.appendChild(p.el);
+    list.scrollTop = list.scrollHeight;
+    box.value = '';
+    updateComposer();
+    flushPending();
+  }
+
+  // ---------------------------------------------------------------- frames
+  function onHello(f) {
+    helloSeen = true;
+    attempt = 0;
+    if (f.user) me = f.user.username;
+    canChat = !!f.can_chat;
+    if (canChat) chatBlock = null;
+    else if (!chatBlock && signedIn) chatBlock = root.dataset.status === 'ended' ? T.chat_closed : T.cannot_chat;
+    (f.stamps || []).forEach(function (s) {
+      stamps[String(s.stamp_id)] = { name: s.stamp_name, url: s.stamp_image_url };
+    });
+    setViewers(f.viewers);
+    setSlowMode(f.slow_mode_seconds || 0);
+    if (f.pinned) showPinned(f.pinned); else hidePinned();
+    setState('live');
+    updateComposer();
+    flushPending();
+  }
+
+  function onHistory(f) {
+    var resumed = lastId > 0;
+    (f.messages || []).forEach(function (m) { addMessage(m, true); });
+    if (f.truncated && resumed) showError(T.older_skipped);
+  }
+
+  function onAck(f) {
+    if (f.client_id && typeof f.id === 'number') settle(f.client_id, f.id);
+  }
+
+  function onError(f) {
+    var p = f.client_id ? pending.get(f.client_id) : null;
+    if (p && f.code === 'unavailable') {
+      // Not stored: send again later with the same client_id.
+      p.sentOn = null;
+      markPending(p);
+      showError(T.retrying);
+      setTimeout(flushPending, RETRY_UNAVAILABLE_MS + Math.random() * 1000);
+      return;
+    }
+    if (p) {
+      pending.delete(f.client_id);
+      p.el.remove();
+      if (box.value === '' && !box.disabled) { box.value = p.text; updateComposer(); }
+    }
+    if (f.code === 'chat_closed') { canChat = false; block(T.chat_closed); }
+    else if (f.code === 'banned') block(T.banned);
+    else if (f.code === 'timed_out') block(T.err_timed_out);
+    showError(errorText(f));
+  }
+
+  function setViewers(n) {
+    if (typeof n !== 'number') return;
+    viewersEl.dataset.viewers = String(n);
+    viewersEl.querySelector('.count').textContent = String(n);
+  }
+
+  function setSlowMode(seconds) {
+    slowEl.hidden = !seconds;
+    slowEl.textContent = seconds ? fmt(T.slow_mode, { n: seconds }) : '';
+  }
+
+  function showPinned(m) {
+    pinnedId = m.id;
+    pinnedBody.textContent = '';
+    var who = document.createElement('strong');
+    who.textContent = (m.username || '') + ': ';
+    pinnedBody.appendChild(who);
+    pinnedBody.appendChild(document.createTextNode(m.message || ''));
+    pinnedBox.hidden = false;
+  }
+
+  function hidePinned() {
+    pinnedId = null;
+    pinnedBody.textContent = '';
+    pinnedBox.hidden = true;
+  }
+
+  function onModeration(f) {
+    switch (f.action) {
+      case 'delete': {
+        var el = list.querySelector('.msg[data-id="' + Number(f.message_id) + '"]');
+        if (el) el.remove();
+        seen.add(Number(f.message_id));
+        if (pinnedId === f.message_id) hidePinned();
+        break;
+      }
+      case 'clear':
+        Array.prototype.forEach.call(list.querySelectorAll('.msg:not(.pending)'), function (e) { e.remove(); });
+        hidePinned();
+        break;
+      case 'pin':
+        if (f.message) showPinned(f.message);
+        break;
+      case 'unpin':
+        hidePinned();
+        break;
+      case 'slow_mode':
+        setSlowMode(f.seconds || 0);
+        break;
+      case 'ban':
+        if (me && f.username === me) block(T.banned);
+        break;
+      case 'timeout':
+        if (me && f.username === me) {
+          var until = f.until ? new Date(f.until) : null;
+          block(until ? fmt(T.timed_out_until, { time: until.toLocaleTimeString(lang) }) : T.err_timed_out);
+          clearTimeout(timeoutTimer);
+          if (until) timeoutTimer = setTimeout(unblock, Math.max(0, until - Date.now()) + 500);
+        }
+        break;
+      case 'unban':
+        if (me && f.username === me) unblock();
+        break;
+    }
+  }
+
+  // ---------------------------------------------------------------- stamps
+  var floating = 0;
+
+  function spawnStamp(url) {
+    if (floating >= MAX_FLOATING || !url) return;
+    floating++;
+    var img = document.createElement('img');
+    img.className = 'floating-stamp';
+    img.src = url;
+    img.alt = '';
+    var h = floats.clientHeight || 300;
+    img.style.setProperty('--x', (5 + Math.random() * 85).toFixed(1) + '%');
+    img.style.setProperty('--drift', Math.round(Math.random() * 80 - 40) + 'px');
+    img.style.setProperty('--rise', Math.round(h * (0.7 + Math.random() * 0.35)) + 'px');
+    img.style.setProperty('--dur', (2.6 + Math.random() * 0.8).toFixed(2) + 's');
+    var done = false;
+    function remove() {
+      if (done) return;
+      done = true;
+      floating--;
+      img.remove();
+    }
+    img.addEventListener('animationend', remove);
+    setTimeout(remove, 4000); // in case the animation never runs
+    floats.appendChild(img);
+  }
+
+  function onReactions(f) {
+    var windowMs = f.window_ms || 250;
+    (f.stamps || []).forEach(function (s) {
+      var url = s.stamp_image_url || (stamps[String(s.stamp_id)] || {}).url;
+      var n = Math.min(s.count || 0, MAX_PER_STAMP);
+      for (var i = 0; i < n; i++) {
+        // Spread over the window so a burst rises as a stream, not a block.
+        setTimeout(spawnStamp, Math.random() * windowMs, url);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- socket
+  function socketUrl() {
+    var scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    var url = scheme + '//' + location.host + '/ws/chat/stream_' + encodeURIComponent(streamId) + '/';
+    return lastId > 0 ? url + '?last_id=' + lastId : url;
+  }
+
+  function connect() {
+    reconnectTimer = null;
+    if (stopped) return;
+    setState(attempt === 0 && !helloSeen ? 'connecting' : 'reconnecting');
+    var sock;
+    try {
+      sock = new WebSocket(socketUrl());
+    } catch (e) {
+      scheduleReconnect();
+      return;
+    }
+    ws = sock;
+    helloSeen = false;
+    sock.onmessage = function (ev) {
+      if (ws !== sock) return;
+      var f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
+      handle(f);
+    };
+    sock.onclose = function (ev) {
+      if (ws !== sock) return;
+      ws = null;
+      helloSeen = false;
+      onClose(ev.code);
+    };
+  }
+
+  function stop(why) {
+    stopped = true;
+    clearTimeout(reconnectTimer);
+    setState('stopped');
+    block(why);
+    showError(why);
+    pending.forEach(markPending);
+  }
+
+  function onClose(code) {
+    if (code === 4003) return stop(T.banned_closed);
+    if (code === 4001) return stop(T.session_ended);
+    // 1006, 1012, 4008 and anything unexpected: come back, resuming at lastId.
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    if (stopped || reconnectTimer) return;
+    setState('reconnecting');
+    pending.forEach(markPending);
+    var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, Math.min(attempt, 10)));
+    var delay = ceiling / 2 + Math.random() * ceiling / 2;
+    attempt++;
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function handle(f) {
+    switch (f.type) {
+      case 'hello': onHello(f); break;
+      case 'history': onHistory(f); break;
+      case 'message': addMessage(f, true); break;
+      case 'ack': onAck(f); break;
+      case 'error': onError(f); break;
+      case 'reactions': onReactions(f); break;
+      case 'moderation': onModeration(f); break;
+      case 'presence': setViewers(f.viewers); break;
+    }
+  }
+
+  function sendFrame(frame) {
+    if (!ws || ws.readyState !== WebSocket.OPEN || !helloSeen) {
+      showError(T.not_connected);
+      return false;
+    }
+    ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // ---------------------------------------------------------------- events
+  form.addEventListener('submit', function (e) { e.preventDefault(); submit(); });
+  box.addEventListener('input', updateComposer);
+  box.addEventListener('keydown', function (e) {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+      e.preventDefault();
+      submit();
+    }
+  });
+
+  document.querySelector('.reaction-bar').addEventListener('click', function (e) {
+    var b = e.target.closest('.stamp');
+    if (!b || b.disabled) return;
+    if (sendFrame({ type: 'reaction', stamp_id: Number(b.dataset.stampId) })) {
+      b.classList.remove('pressed');
+      void b.offsetWidth; // restart the press animation
+      b.classList.add('pressed');
+    }
+  });
+
+  list.addEventListener('click', function (e) {
+    var b = e.target.closest('button[data-action]');
+    if (!b) return;
+    var li = b.closest('.msg');
+    var id = Number(li.dataset.id);
+    var user = li.dataset.user;
+    switch (b.dataset.action) {
+      case 'delete': sendFrame({ type: 'delete', message_id: id }); break;
+      case 'pin': sendFrame({ type: 'pin', message_id: id }); break;
+      case 'timeout': sendFrame({ type: 'timeout', username: user, seconds: 600 }); break;
+      case 'ban': sendFrame({ type: 'ban', username: user }); break;
+    }
+  });
+
+  if (unpinButton) unpinButton.addEventListener('click', function () { sendFrame({ type: 'unpin' }); });
+
+  window.addEventListener('online', function () {
+    if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; attempt = 0; connect(); }
+  });
+
+  // ---------------------------------------------------------------- start
+  Array.prototype.forEach.call(list.querySelectorAll('.msg[data-id]'), function (el) {
+    var id = Number(el.dataset.id);
+    seen.add(id);
+    if (id > lastId) lastId = id;
+    var time = el.querySelector('time');
+    if (time && time.dateTime) time.textContent = clock(time.dateTime);
+    var text = el.querySelector('.text');
+    if (el.classList.contains('kind-message') && text && mentions(text.textContent)) el.classList.add('mention');
+  });
+  list.scrollTop = list.scrollHeight;
+  updateComposer();
+  connect();
+})();

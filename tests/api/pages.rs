@@ -1,0 +1,613 @@
+//! The pages over plain HTTP: what the server renders (stream list, watch page,
+//! escaping, hooks for assistive technology), the account forms with their
+//! CSRF tokens and errors, sign-up on and off, the studio's access and
+//! `POST /api/streams`, and the choice of language.
+
+use serde_json::json;
+use stampede::domain::Role;
+
+use crate::helpers::*;
+
+/// The `csrf_token` hidden field of a form page.
+fn form_token(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf_token\" value=\"")
+        .expect("csrf_token field");
+    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// A client that reports redirects instead of following them.
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(std::time::Duration::from_secs(30))
+        .finish()
+}
+
+impl TestApp {
+    /// POSTs a urlencoded form with an optional session cookie (redirects not followed).
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        cookie: Option<&str>,
+    ) -> Reply {
+        self.post_form_with(path, form, cookie, &[]).await
+    }
+
+    /// POSTs a urlencoded form with extra headers.
+    pub async fn post_form_with(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = client()
+            .post(format!("{}{path}", self.address))
+            .insert_header(("Host", self.tenant.host.clone()));
+        if let Some(c) = cookie {
+            req = req.insert_header(("Cookie", format!("stampede_session={c}")));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut res = req.send_form(&form).await.expect("request");
+        let body = res.body().limit(4 << 20).await.expect("body");
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    /// GET with a raw `Cookie` header and extra headers (redirects not followed).
+    pub async fn get_with(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = client()
+            .get(format!("{}{path}", self.address))
+            .insert_header(("Host", self.tenant.host.clone()));
+        if let Some(c) = cookie {
+            req = req.insert_header(("Cookie", c.to_string()));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        let mut res = req.send().await.expect("request");
+        let body = res.body().limit(4 << 20).await.expect("body");
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
+fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+#[actix_web::test]
+async fn the_front_page_lists_live_streams_first_with_viewer_counts() {
+    let app = spawn_app().await;
+    let first = app.create_stream("owner").await;
+    let second = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let r = app
+        .post_json(
+            &format!("/api/streams/{first}/status"),
+            &json!({"status":"live"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let _a = app.ws_ready(first, None).await;
+    let _b = app.ws_ready(first, None).await;
+    let page = app.get("/", None).await;
+    assert_eq!(page.status, 200);
+    let live = page.body.find(&format!("/streams/{first}\"")).unwrap();
+    let scheduled = page.body.find(&format!("/streams/{second}\"")).unwrap();
+    assert!(live < scheduled, "live first");
+    assert!(page.body.contains("data-viewers=\"2\""), "{}", page.body);
+    assert!(page.body.contains("data-viewers=\"0\""));
+    assert!(header(&page, "content-security-policy").contains("default-src 'self'"));
+    assert!(!page.body.contains("<script>"), "no inline script");
+    assert!(!page.body.contains("style=\""), "no inline style");
+}
+
+#[actix_web::test]
+async fn the_watch_page_renders_the_last_50_messages_escaped() {
+    let app = spawn_app_with(|s| {
+        s.limits.chat_messages = 1000;
+        s.limits.chat_burst = 1000;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    for i in 0..54 {
+        a.send(json!({"type":"message","message":format!("m{i:02}"),"client_id":format!("k{i}")}))
+            .await;
+        a.expect("ack").await;
+    }
+    a.send(json!({"message":"<script>alert(1)</script> & \"q\""}))
+        .await;
+    a.expect("ack").await;
+
+    let page = app.get(&format!("/streams/{stream}"), None).await;
+    assert_eq!(page.status, 200);
+    let b = &page.body;
+    assert_eq!(b.matches("class=\"msg ").count(), 50);
+    assert!(!b.contains(">m04<"), "only the last 50");
+    assert!(b.contains(">m05<") && b.contains(">m53<"));
+    assert!(b.contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; &#34;q&#34;"));
+    assert!(!b.contains("<script>alert"));
+    assert!(b.contains("role=\"log\""));
+    assert!(b.contains("data-id=\""));
+    assert!(b.contains("<label for=\"message-box\">Message</label>"));
+    assert!(b.contains("aria-label=\":smile:\""));
+    assert!(b.contains("data-viewers=\"1\""));
+    assert!(b.contains("data-can-moderate=\"false\""));
+    assert!(b.contains("<meta name=\"csrf-token\""));
+    // Anonymous: the box is off, with the reason and a way to log in.
+    assert!(b.contains("name=\"message\" rows=\"2\" autocomplete=\"off\" aria-describedby=\"counter composer-reason\" disabled"));
+    assert!(b.contains("Log in to chat"));
+    assert!(b.contains("/login?next=/streams/"));
+    assert!(!b.contains("data-action=\"delete\""));
+    // No inline code: scripts are files, data is JSON.
+    assert!(b.contains("<script type=\"application/json\" id=\"i18n\">"));
+    assert!(b.contains("<script src=\"/static/watch.js\" defer></script>"));
+    assert_eq!(b.matches("<script").count(), 2);
+    assert!(!b.contains("style=\"") && !b.contains(" onclick="));
+
+    // The stream's owner moderates: flag and controls.
+    let (owner, _) = app.login("owner", "password-123").await;
+    let page = app.get(&format!("/streams/{stream}"), Some(&owner)).await;
+    assert!(page.body.contains("data-can-moderate=\"true\""));
+    assert_eq!(page.body.matches("data-action=\"delete\"").count(), 50);
+    assert_eq!(page.body.matches("data-action=\"ban\"").count(), 50);
+    let page = app.get(&format!("/streams/{stream}"), Some(&alice)).await;
+    assert!(page.body.contains("data-can-moderate=\"false\""));
+    assert!(!page
+        .body
+        .contains("aria-describedby=\"counter composer-reason\" disabled"));
+
+    for path in ["/streams/999999", "/streams/abc"] {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(header(&r, "content-type").starts_with("text/html"));
+    }
+}
+
+#[actix_web::test]
+async fn an_ended_stream_closes_the_box_and_shows_its_video() {
+    let app = spawn_app().await;
+    let (streamer, csrf) = app.user_session("sam", Role::Streamer).await;
+    let r = app
+        .post_json(
+            "/api/streams",
+            &json!({"title":"With video","video_url":"https://cdn.example.com/v.mp4"}),
+            Some(&streamer),
+            Some(&csrf),
+        )
+        .await;
+    let id = r.json()["id"].as_i64().unwrap();
+    let page = app.get(&format!("/streams/{id}"), Some(&streamer)).await;
+    assert!(page
+        .body
+        .contains("<video class=\"video\" src=\"https://cdn.example.com/v.mp4\""));
+    for status in ["live", "ended"] {
+        app.post_json(
+            &format!("/api/streams/{id}/status"),
+            &json!({"status": status}),
+            Some(&streamer),
+            Some(&csrf),
+        )
+        .await;
+    }
+    let page = app.get(&format!("/streams/{id}"), Some(&streamer)).await;
+    assert!(page.body.contains("Chat is closed"));
+    assert!(page
+        .body
+        .contains("aria-describedby=\"counter composer-reason\" disabled"));
+    let other = app.create_stream("sam").await;
+    let page = app.get(&format!("/streams/{other}"), None).await;
+    assert!(page.body.contains("No video for this stream yet."));
+    assert!(!page.body.contains("<video"));
+}
+
+#[actix_web::test]
+async fn private_tenants_send_anonymous_visitors_to_log_in() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.store
+        .configure_tenant(
+            &app.tenant.slug,
+            stampede::store::tenants::TenantConfig {
+                anonymous_viewers: Some(false),
+                signup: None,
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(stampede::tenants::CACHE_TTL).await;
+    let r = app.get_with(&format!("/streams/{stream}"), None, &[]).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/login?next=/streams/{stream}")
+    );
+}
+
+#[actix_web::test]
+async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
+    let app = spawn_app().await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    let form = app.get("/login?next=/streams/5", None).await;
+    assert_eq!(form.status, 200);
+    let anon = form
+        .session_cookie()
+        .expect("an anonymous session for the token");
+    let token = form_token(&form.body);
+    assert!(form
+        .body
+        .contains("<label for=\"username\">Username</label>"));
+    assert!(form
+        .body
+        .contains("<label for=\"password\">Password</label>"));
+    assert!(form.body.contains(">Log in</button>"));
+    assert!(form.body.contains("name=\"next\" value=\"/streams/5\""));
+
+    // No token, or another session's token: refused, with a fresh form.
+    let r = app
+        .post_form(
+            "/login",
+            &[("username", "carol"), ("password", "password-123")],
+            Some(&anon),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("The form expired"));
+    let r = app
+        .post_form(
+            "/login",
+            &[
+                ("username", "carol"),
+                ("password", "password-123"),
+                ("csrf_token", &token),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.session_cookie().is_some(), "a session for the new form");
+
+    // Wrong password: the error sits next to the password field.
+    let r = app
+        .post_form(
+            "/login",
+            &[
+                ("username", "carol"),
+                ("password", "nope"),
+                ("csrf_token", &token),
+                ("next", "/streams/5"),
+            ],
+            Some(&anon),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains(
+        "<p class=\"field-error\" id=\"password-error\">Wrong username or password.</p>"
+    ));
+    assert!(r.body.contains("value=\"carol\""));
+
+    let r = app
+        .post_form(
+            "/login",
+            &[
+                ("username", "carol"),
+                ("password", "password-123"),
+                ("csrf_token", &token),
+                ("next", "/streams/5"),
+            ],
+            Some(&anon),
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(header(&r, "location"), "/streams/5");
+    let cookie = r.session_cookie().unwrap();
+    assert_ne!(cookie, anon, "a new session id at login");
+    assert_eq!(
+        app.get("/api/session", Some(&cookie)).await.json()["user"]["username"],
+        "carol"
+    );
+    assert!(app.get("/api/session", Some(&anon)).await.json()["user"].is_null());
+
+    // Only local redirects are followed.
+    let c2 = app.get("/login", None).await;
+    let anon2 = c2.session_cookie().unwrap();
+    let t2 = form_token(&c2.body);
+    let r = app
+        .post_form(
+            "/login",
+            &[
+                ("username", "carol"),
+                ("password", "password-123"),
+                ("csrf_token", &t2),
+                ("next", "//evil.example/x"),
+            ],
+            Some(&anon2),
+        )
+        .await;
+    assert_eq!(header(&r, "location"), "/");
+
+    // Logout needs the token; then the session is gone.
+    let r = app
+        .post_form("/logout", &[("csrf_token", "forged")], Some(&cookie))
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        app.get("/api/session", Some(&cookie)).await.json()["user"]["username"],
+        "carol"
+    );
+    let token = form_token(&app.get("/", Some(&cookie)).await.body);
+    let r = app
+        .post_form("/logout", &[("csrf_token", &token)], Some(&cookie))
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(app.get("/api/session", Some(&cookie)).await.json()["user"].is_null());
+}
+
+#[actix_web::test]
+async fn the_login_form_is_rate_limited() {
+    let app = spawn_app_with(|s| s.limits.logins_per_minute_per_user = 2).await;
+    app.create_user("dave", "password-123", Role::Viewer).await;
+    let form = app.get("/login", None).await;
+    let anon = form.session_cookie().unwrap();
+    let token = form_token(&form.body);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = app
+            .post_form(
+                "/login",
+                &[
+                    ("username", "dave"),
+                    ("password", "bad"),
+                    ("csrf_token", &token),
+                ],
+                Some(&anon),
+            )
+            .await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert!(r.body.contains("Too many attempts"));
+        }
+    }
+    assert_eq!(statuses, vec![401, 401, 429]);
+}
+
+#[actix_web::test]
+async fn signup_creates_a_viewer_and_can_be_turned_off() {
+    let app = spawn_app().await;
+    app.create_user("taken", "password-123", Role::Viewer).await;
+    let form = app.get("/signup", None).await;
+    assert_eq!(form.status, 200);
+    let anon = form.session_cookie().unwrap();
+    let token = form_token(&form.body);
+    let post = |u: &'static str, p: &'static str| {
+        let token = token.clone();
+        let anon = anon.clone();
+        let app = app.clone_handle();
+        async move {
+            app.post_form(
+                "/signup",
+                &[("username", u), ("password", p), ("csrf_token", &token)],
+                Some(&anon),
+            )
+            .await
+        }
+    };
+    let r = post("bad name!", "password-123").await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("id=\"username-error\""));
+    let r = post("newbie", "short").await;
+    assert_eq!(r.status, 422);
+    assert!(r
+        .body
+        .contains("<p class=\"field-error\" id=\"password-error\">Use at least 8 characters.</p>"));
+    let r = post("taken", "password-123").await;
+    assert_eq!(r.status, 409);
+    assert!(r.body.contains("That username is taken."));
+    let r = post("newbie", "password-123").await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r.session_cookie().unwrap();
+    let me = app.get("/api/session", Some(&cookie)).await.json();
+    assert_eq!(me["user"], json!({"username":"newbie","role":"viewer"}));
+
+    app.store
+        .configure_tenant(
+            &app.tenant.slug,
+            stampede::store::tenants::TenantConfig {
+                anonymous_viewers: None,
+                signup: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(stampede::tenants::CACHE_TTL).await;
+    assert_eq!(app.get("/signup", None).await.status, 404);
+    let r = post("another", "password-123").await;
+    assert_eq!(r.status, 404);
+    assert!(app
+        .store
+        .user_by_name(&app.tenant.slug, "another")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!app
+        .get("/login", None)
+        .await
+        .body
+        .contains("href=\"/signup\""));
+}
+
+#[actix_web::test]
+async fn creating_streams_is_for_streamers_and_admins() {
+    let app = spawn_app().await;
+    let body = json!({"title":"  Show  ","description":"about it","video_url":""});
+    let r = app.post_json("/api/streams", &body, None, None).await;
+    assert_eq!(r.status, 401);
+    let (viewer, vcsrf) = app.user_session("vic", Role::Viewer).await;
+    let (streamer, csrf) = app.user_session("sam", Role::Streamer).await;
+    let (admin, acsrf) = app.user_session("ada", Role::Admin).await;
+    assert_eq!(
+        app.post_json("/api/streams", &body, Some(&streamer), None)
+            .await
+            .status,
+        403
+    );
+    let r = app
+        .post_json("/api/streams", &body, Some(&viewer), Some(&vcsrf))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    for bad in [
+        json!({"title":""}),
+        json!({"title":"x".repeat(201)}),
+        json!({"title":"ok","video_url":"javascript:alert(1)"}),
+        json!({"title":"ok","video_url":"ftp://example.com/v"}),
+        json!({"description":"no title"}),
+    ] {
+        let r = app
+            .post_json("/api/streams", &bad, Some(&streamer), Some(&csrf))
+            .await;
+        assert_eq!(r.status, 422, "{bad}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "invalid");
+    }
+    let r = app
+        .post_json("/api/streams", &body, Some(&streamer), Some(&csrf))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let s = app
+        .store
+        .stream(&app.tenant.slug, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (s.title.as_str(), s.owner.as_str(), s.video_url),
+        ("Show", "sam", None)
+    );
+    assert_eq!(s.status.as_str(), "scheduled");
+    let r = app
+        .post_json(
+            "/api/streams",
+            &json!({"title":"Admin's","video_url":"http://v.example/a.mp4"}),
+            Some(&admin),
+            Some(&acsrf),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let other = r.json()["id"].as_i64().unwrap();
+
+    // The studio: streamers see their own streams, admins all; others are kept out.
+    let page = app.get("/studio", Some(&streamer)).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&format!("id=\"stream-{id}\"")));
+    assert!(!page.body.contains(&format!("id=\"stream-{other}\"")));
+    assert!(page
+        .body
+        .contains(&format!("href=\"/streams/{id}/analytics\"")));
+    assert!(page
+        .body
+        .contains("<script src=\"/static/studio.js\" defer></script>"));
+    let page = app.get("/studio", Some(&admin)).await;
+    assert!(
+        page.body.contains(&format!("id=\"stream-{id}\""))
+            && page.body.contains(&format!("id=\"stream-{other}\""))
+    );
+    assert_eq!(app.get("/studio", Some(&viewer)).await.status, 403);
+    let r = app.get_with("/studio", None, &[]).await;
+    assert_eq!(
+        (r.status, header(&r, "location")),
+        (303, "/login?next=/studio")
+    );
+}
+
+#[actix_web::test]
+async fn the_language_follows_accept_language_then_the_switch() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let path = format!("/streams/{stream}");
+    let ja = app
+        .get_with(&path, None, &[("Accept-Language", "ja,en;q=0.5")])
+        .await;
+    assert!(ja.body.contains("<html lang=\"ja\">"));
+    assert!(ja.body.contains(">送信</button>"));
+    assert!(
+        ja.body.contains("\"connected\":\"接続中（ライブ）\""),
+        "the script's strings"
+    );
+    assert!(ja.body.contains("hreflang=\"en\""));
+    let en = app
+        .get_with(&path, None, &[("Accept-Language", "en-GB,ja;q=0.5")])
+        .await;
+    assert!(en.body.contains("<html lang=\"en\">") && en.body.contains(">Send</button>"));
+    assert!(
+        app.get(&path, None)
+            .await
+            .body
+            .contains("<html lang=\"en\">"),
+        "English by default"
+    );
+
+    let switched = app
+        .get_with(
+            &format!("{path}?lang=en"),
+            None,
+            &[("Accept-Language", "ja")],
+        )
+        .await;
+    assert!(switched.body.contains("<html lang=\"en\">"));
+    let set = switched.set_cookies().join("\n");
+    assert!(set.contains("lang=en"), "{set}");
+    let remembered = app
+        .get_with("/", Some("lang=en"), &[("Accept-Language", "ja")])
+        .await;
+    assert!(remembered.body.contains("<html lang=\"en\">"));
+    let login = app.get_with("/login?lang=ja", None, &[]).await;
+    assert!(login
+        .body
+        .contains("<label for=\"username\">ユーザー名</label>"));
+    assert!(login
+        .body
+        .contains("<label for=\"password\">パスワード</label>"));
+}
+
+#[actix_web::test]
+async fn static_files_of_the_pages_are_served() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/static/watch.js", "text/javascript"),
+        ("/static/studio.js", "text/javascript"),
+        ("/static/app.css", "text/css"),
+        ("/static/docs/watch.png", "image/png"),
+        ("/static/no-video.svg", "image/svg+xml"),
+    ] {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(header(&r, "content-type").starts_with(kind), "{path}");
+    }
+}

@@ -1,0 +1,540 @@
+//! The pages in a real browser (headless Chromium): two people chatting and
+//! sending stamps, viewer counts, anonymous read-only viewing, escaping,
+//! reconnecting across a server restart, accounts, the studio, moderation
+//! controls, the Japanese UI and the phone layout. Screenshots of the watch
+//! page go to `test-artifacts/`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{
+    browser::{artifact, Browser, Tab},
+    helpers::*,
+};
+
+/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
+fn site(app: &TestApp) -> String {
+    let port = app.address.rsplit(':').next().unwrap();
+    format!("http://{}:{port}", app.tenant.host)
+}
+
+/// Opens the watch page and waits until its socket is live.
+async fn watch(tab: &Tab, app: &TestApp, stream: i64) {
+    tab.goto(&format!("{}/streams/{stream}", site(app))).await;
+    tab.wait_for("$('#conn').dataset.state === 'live'").await;
+}
+
+/// Types a message in the box labelled "Message" and presses the "Send" button.
+async fn say(tab: &Tab, text: &str) {
+    tab.type_into("field('Message')", text).await;
+    tab.click("button('Send')").await;
+}
+
+/// How many confirmed messages in the tab have exactly this text.
+async fn count_of(tab: &Tab, text: &str) -> i64 {
+    tab.eval(&format!(
+        "texts().filter((t) => t === {}).length",
+        json!(text)
+    ))
+    .await
+    .as_i64()
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let live = app
+        .post_json(
+            &format!("/api/streams/{stream}/status"),
+            &json!({"status": "live"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(live.status, 200);
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let alice = browser.tab().await;
+    let bob = browser.tab().await;
+    alice.log_in(&site(&app), "alice", "password-123").await;
+    bob.log_in(&site(&app), "bob", "password-123").await;
+    watch(&alice, &app, stream).await;
+    watch(&bob, &app, stream).await;
+
+    // Both sockets count, in both pages (alice learns it from a presence frame).
+    for tab in [&alice, &bob] {
+        tab.wait_for("$('[data-viewers]').dataset.viewers === '2'")
+            .await;
+    }
+
+    // The counter follows the text; a message typed in one page shows in the other.
+    alice.type_into("field('Message')", "héllo").await;
+    assert_eq!(alice.eval("$('#counter').textContent").await, "5/500");
+    alice.click("button('Send')").await;
+    bob.wait_for("messageWith('héllo')").await;
+    alice
+        .wait_for("messageWith('héllo') && !$('.pending')")
+        .await;
+    assert_eq!(count_of(&alice, "héllo").await, 1);
+    assert_eq!(alice.eval("field('Message').value").await, "");
+    let id = bob.eval("Number(messageWith('héllo').dataset.id)").await;
+    assert_eq!(
+        app.stored_ids(stream).await.last().copied(),
+        id.as_i64(),
+        "stored"
+    );
+
+    // Enter sends too; a mention of alice is highlighted in her page only.
+    bob.type_into("field('Message')", "@alice look up").await;
+    bob.press("Enter").await;
+    alice
+        .wait_for("messageWith('@alice look up') && messageWith('@alice look up').classList.contains('mention')")
+        .await;
+    bob.wait_for("messageWith('@alice look up')").await;
+    assert_eq!(
+        bob.eval("messageWith('@alice look up').classList.contains('mention')")
+            .await,
+        false
+    );
+
+    // Over 500 characters the Send button is off.
+    alice.type_into("field('Message')", &"x".repeat(501)).await;
+    assert_eq!(alice.eval("button('Send').disabled").await, true);
+    assert_eq!(alice.eval("$('#counter').textContent").await, "501/500");
+    alice
+        .eval("(() => { const b = field('Message'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
+        .await;
+
+    // A stamp clicked by alice floats in bob's page, and is gone after its animation.
+    alice.click("button(':smile:')").await;
+    let src = bob
+        .wait_for("$('.floating-stamp') && $('.floating-stamp').getAttribute('src')")
+        .await;
+    assert_eq!(src, "/static/stamps/01_smile.svg");
+    bob.wait_for_within("!$('.floating-stamp')", Duration::from_secs(6))
+        .await;
+
+    // Screenshots of the watch page at desktop and phone widths, stamps in flight.
+    say(&bob, "What a goal!").await;
+    alice.wait_for("messageWith('What a goal!')").await;
+    alice.viewport(1280, 800, false).await;
+    for name in [":love:", ":surprise:", ":smile:", ":love:", ":scream:"] {
+        alice.click(&format!("button({})", json!(name))).await;
+    }
+    alice.wait_for("$$('.floating-stamp').length >= 4").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let layout = alice
+        .eval("(() => { const v = $('.video-box').getBoundingClientRect(); const c = $('.chat').getBoundingClientRect(); return [v.right, c.left, document.documentElement.scrollWidth]; })()")
+        .await;
+    assert!(
+        layout[1].as_f64() >= layout[0].as_f64(),
+        "chat beside the video on a desktop: {layout}"
+    );
+    alice.screenshot(&artifact("watch-desktop.png")).await;
+    alice.viewport(375, 812, true).await;
+    let layout = alice
+        .wait_for("(() => { const v = $('.video-box').getBoundingClientRect(); const c = $('.chat').getBoundingClientRect(); return v.width <= 375 ? [v.bottom, c.top, document.documentElement.scrollWidth] : null; })()")
+        .await;
+    assert!(
+        layout[1].as_f64() >= layout[0].as_f64(),
+        "chat below the video on a phone: {layout}"
+    );
+    assert!(
+        layout[2].as_f64().unwrap() <= 375.0,
+        "nothing wider than a phone: {layout}"
+    );
+    alice.screenshot(&artifact("watch-phone.png")).await;
+    assert!(alice.incidents().is_empty(), "{:?}", alice.incidents());
+    assert!(bob.incidents().is_empty(), "{:?}", bob.incidents());
+}
+
+#[actix_web::test]
+async fn anonymous_viewers_read_along_but_cannot_chat() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    a.send(json!({"type":"message","message":"before you came","client_id":"b-1"}))
+        .await;
+    a.expect("ack").await;
+
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    watch(&tab, &app, stream).await;
+    assert_eq!(tab.eval("texts()").await, json!(["before you came"]));
+    assert_eq!(tab.eval("field('Message').disabled").await, true);
+    assert_eq!(tab.eval("button('Send').disabled").await, true);
+    assert_eq!(tab.eval("button(':smile:').disabled").await, true);
+    let reason = tab.eval("$('#composer-reason').textContent").await;
+    assert!(
+        reason.as_str().unwrap().contains("Log in"),
+        "the box says why: {reason}"
+    );
+    assert_eq!(tab.eval("!!link('Log in', $('#composer'))").await, true);
+
+    a.send(json!({"type":"message","message":"live now"})).await;
+    tab.wait_for("messageWith('live now')").await;
+    assert_eq!(
+        tab.eval("$$('.mod-tools').length").await,
+        0,
+        "no moderation controls for viewers"
+    );
+}
+
+#[actix_web::test]
+async fn chat_text_is_shown_as_text_and_runs_nothing() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let alice = browser.tab().await;
+    let bob = browser.tab().await;
+    alice.log_in(&site(&app), "alice", "password-123").await;
+    bob.log_in(&site(&app), "bob", "password-123").await;
+    watch(&alice, &app, stream).await;
+    watch(&bob, &app, stream).await;
+
+    let payloads = [
+        "<img src=x onerror=\"window.__xss = 1\">",
+        "<script>window.__xss = 2</script><b>bold?</b>",
+        "\"><svg onload=window.__xss=3>",
+    ];
+    for p in payloads {
+        say(&alice, p).await;
+        bob.wait_for(&format!("messageWith({})", json!(p))).await;
+    }
+    let check =
+        "chat().querySelectorAll('img, script, svg, b').length === 0 && window.__xss === undefined";
+    assert_eq!(bob.eval(check).await, true);
+    assert_eq!(alice.eval(check).await, true);
+
+    // Rendered by the server after a reload: still text.
+    bob.goto(&format!("{}/streams/{stream}", site(&app))).await;
+    for p in payloads {
+        assert_eq!(
+            bob.eval(&format!("!!messageWith({})", json!(p))).await,
+            true,
+            "{p}"
+        );
+    }
+    assert_eq!(bob.eval(check).await, true);
+    assert!(bob.incidents().is_empty(), "{:?}", bob.incidents());
+}
+
+#[actix_web::test]
+async fn log_in_and_out_through_the_forms() {
+    let app = spawn_app().await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.goto(&format!("{}/", site(&app))).await;
+    tab.click_and_wait("link('Log in')").await;
+
+    // A wrong password is reported next to the password field.
+    tab.type_into("field('Username')", "carol").await;
+    tab.type_into("field('Password')", "wrong-password").await;
+    tab.click_and_wait("button('Log in')").await;
+    let error = tab.eval("$('#password-error').textContent").await;
+    assert_eq!(error, "Wrong username or password.");
+    assert_eq!(
+        tab.eval("field('Password').getAttribute('aria-invalid')")
+            .await,
+        "true"
+    );
+    assert_eq!(
+        tab.eval("field('Username').value").await,
+        "carol",
+        "the username is kept"
+    );
+
+    tab.type_into("field('Password')", "password-123").await;
+    tab.click_and_wait("button('Log in')").await;
+    tab.wait_for("$('.who') && $('.who').textContent === 'carol'")
+        .await;
+    let session = tab
+        .eval("fetch('/api/session').then((r) => r.json())")
+        .await;
+    assert_eq!(session["user"]["username"], "carol");
+
+    tab.click_and_wait("button('Log out')").await;
+    tab.wait_for("!!link('Log in')").await;
+    let session = tab
+        .eval("fetch('/api/session').then((r) => r.json())")
+        .await;
+    assert_eq!(session["user"], Value::Null);
+}
+
+#[actix_web::test]
+async fn the_page_comes_back_by_itself_after_a_server_restart() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let port = free_port();
+    let node = Node::start(port, &[]).await;
+    let on_node = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.log_in(&site(&on_node), "alice", "password-123").await;
+    watch(&tab, &on_node, stream).await;
+    say(&tab, "before the restart").await;
+    tab.wait_for("messageWith('before the restart') && !$('.pending')")
+        .await;
+
+    node.signal("-TERM");
+    assert!(node.wait(Duration::from_secs(30)).success());
+    tab.wait_for("$('#conn').dataset.state === 'reconnecting'")
+        .await;
+    assert_eq!(
+        tab.eval("$('#conn').textContent").await,
+        "Reconnecting…",
+        "a visible reconnecting state"
+    );
+    // Typed while the server is away: kept as pending, not lost.
+    say(&tab, "typed while down").await;
+    tab.wait_for("$('.msg.pending') && $('.msg.pending .text').textContent === 'typed while down'")
+        .await;
+
+    let node = Node::start(port, &[]).await;
+    let (bob, _) = on_node.login("bob", "password-123").await;
+    let mut b = on_node.ws(stream, Some(&bob)).await;
+    b.send(json!({"type":"message","message":"sent meanwhile"}))
+        .await;
+    b.expect("ack").await;
+
+    tab.wait_for("$('#conn').dataset.state === 'live'").await;
+    tab.wait_for(
+        "messageWith('sent meanwhile') && messageWith('typed while down') && !$('.pending')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for text in ["before the restart", "sent meanwhile", "typed while down"] {
+        assert_eq!(count_of(&tab, text).await, 1, "{text} shown once");
+    }
+    let ids = tab
+        .eval("messages().map((m) => Number(m.dataset.id))")
+        .await;
+    let mut sorted: Vec<i64> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let shown = sorted.clone();
+    sorted.sort();
+    assert_eq!(shown, sorted, "in id order");
+    assert_eq!(
+        app.stored_ids(stream).await,
+        shown,
+        "stored once each, all shown"
+    );
+    drop(node);
+}
+
+#[actix_web::test]
+async fn a_closed_session_does_not_reconnect() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.log_in(&site(&app), "alice", "password-123").await;
+    watch(&tab, &app, stream).await;
+    // Log out from elsewhere (the API, as another tab would): the socket closes 4001.
+    let status = tab
+        .eval("fetch('/api/logout', {method: 'POST', headers: {'X-CSRF-Token': $('meta[name=csrf-token]').content}}).then((r) => r.status)")
+        .await;
+    assert_eq!(status, 200);
+    tab.wait_for("$('#conn').dataset.state === 'stopped'").await;
+    let alert = tab.eval("$('[role=alert]').textContent").await;
+    assert!(alert.as_str().unwrap().contains("session ended"), "{alert}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        tab.eval("$('#conn').dataset.state").await,
+        "stopped",
+        "no reconnect"
+    );
+    assert_eq!(tab.eval("field('Message').disabled").await, true);
+}
+
+#[actix_web::test]
+async fn the_studio_creates_a_stream_and_starts_it() {
+    let app = spawn_app().await;
+    app.create_user("sam", "password-123", Role::Streamer).await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.log_in(&site(&app), "sam", "password-123").await;
+    tab.click_and_wait("link('Studio')").await;
+
+    // Bad input is reported next to its field, and nothing is created.
+    tab.type_into("field('Video URL')", "ftp://example.com/v.mp4")
+        .await;
+    tab.click("button('Create stream')").await;
+    tab.wait_for(
+        "$('#ns-title-error').textContent !== '' && $('#ns-video-error').textContent !== ''",
+    )
+    .await;
+    let sam = app
+        .store
+        .user_by_name(&app.tenant.slug, "sam")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(app
+        .store
+        .streams_owned_by(&app.tenant.slug, sam.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    tab.type_into("field('Title')", "Friday night <live>").await;
+    tab.type_into("field('Description')", "Music & chat").await;
+    tab.eval("(() => { field('Video URL').value = ''; return true; })()")
+        .await;
+    tab.click_and_wait("button('Create stream')").await;
+    let streams = app
+        .store
+        .streams_owned_by(&app.tenant.slug, sam.id)
+        .await
+        .unwrap();
+    assert_eq!(streams.len(), 1);
+    let s = &streams[0];
+    assert_eq!(
+        (
+            s.title.as_str(),
+            s.description.as_str(),
+            s.video_url.as_deref()
+        ),
+        ("Friday night <live>", "Music & chat", None)
+    );
+    let section = format!("$('#stream-{}')", s.id);
+    tab.wait_for(&format!(
+        "{section} && link('Friday night <live>', {section})"
+    ))
+    .await;
+    assert_eq!(
+        tab.eval(&format!(
+            "link('Analytics', {section}).getAttribute('href')"
+        ))
+        .await,
+        format!("/streams/{}/analytics", s.id)
+    );
+
+    tab.click(&format!("button('Go live', {section})")).await;
+    tab.wait_for(&format!("{section}.dataset.status === 'live'"))
+        .await;
+    let status = app
+        .store
+        .stream(&app.tenant.slug, s.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status;
+    assert_eq!(status.as_str(), "live");
+    assert!(tab.incidents().is_empty(), "{:?}", tab.incidents());
+
+    // The new stream is on the front page, live.
+    tab.click_and_wait("$('.brand')").await;
+    assert_eq!(
+        tab.eval("$('.stream-card.live .stream-title').textContent")
+            .await,
+        "Friday night <live>"
+    );
+}
+
+#[actix_web::test]
+async fn moderators_get_controls_on_each_message() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
+    let (mut v, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    v.send(json!({"message":"rendered by the server"})).await;
+    v.expect("ack").await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.log_in(&site(&app), "mod", "password-123").await;
+    watch(&tab, &app, stream).await;
+    assert_eq!(tab.eval("$('#watch').dataset.canModerate").await, "true");
+    v.send(json!({"message":"arrived live"})).await;
+    tab.wait_for("messageWith('arrived live')").await;
+    for text in ["rendered by the server", "arrived live"] {
+        let names = tab
+            .eval(&format!(
+                "$$('button', messageWith({})).map(nameOf)",
+                json!(text)
+            ))
+            .await;
+        assert_eq!(names, json!(["Delete", "Pin", "Timeout", "Ban"]), "{text}");
+    }
+}
+
+#[actix_web::test]
+async fn a_moderator_deletes_a_message_from_every_page() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    app.create_user("viewer", "password-123", Role::Viewer)
+        .await;
+    let browser = Browser::start().await;
+    let moderator = browser.tab().await;
+    let viewer = browser.tab().await;
+    moderator.log_in(&site(&app), "mod", "password-123").await;
+    viewer.log_in(&site(&app), "viewer", "password-123").await;
+    watch(&moderator, &app, stream).await;
+    watch(&viewer, &app, stream).await;
+    say(&viewer, "spam spam spam").await;
+    say(&viewer, "a fine message").await;
+    moderator.wait_for("messageWith('a fine message')").await;
+    moderator
+        .click("button('Delete', messageWith('spam spam spam'))")
+        .await;
+    viewer.wait_for("!messageWith('spam spam spam')").await;
+    moderator.wait_for("!messageWith('spam spam spam')").await;
+    assert_eq!(
+        viewer.eval("texts()").await,
+        json!(["a fine message"]),
+        "only the deleted message is gone"
+    );
+    // A reload does not bring it back.
+    viewer
+        .goto(&format!("{}/streams/{stream}", site(&app)))
+        .await;
+    assert_eq!(viewer.eval("texts()").await, json!(["a fine message"]));
+}
+
+#[actix_web::test]
+async fn japanese_from_accept_language_with_a_switch_back() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.accept_language("ja-JP,ja;q=0.9").await;
+    watch(&tab, &app, stream).await;
+    assert_eq!(tab.eval("document.documentElement.lang").await, "ja");
+    assert_eq!(tab.eval("!!field('メッセージ')").await, true);
+    assert_eq!(tab.eval("!!button('送信')").await, true);
+    assert_eq!(tab.eval("!!link('ログイン')").await, true);
+    // The script's strings too.
+    assert_eq!(tab.eval("$('#conn').textContent").await, "接続中（ライブ）");
+
+    tab.click_and_wait("link('English')").await;
+    assert_eq!(tab.eval("document.documentElement.lang").await, "en");
+    assert_eq!(tab.eval("!!button('Send')").await, true);
+    // The choice is remembered over Accept-Language.
+    tab.goto(&format!("{}/", site(&app))).await;
+    assert_eq!(tab.eval("document.documentElement.lang").await, "en");
+    assert_eq!(tab.eval("!!link('日本語')").await, true);
+}
