@@ -40,3 +40,6 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod web;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -45,6 +45,8 @@ const HISTORY: usize = 50;
 const RESUME_MAX: usize = 500;
 /// How long a `client_id` is remembered.
 const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
+/// How often a room of a multi-node cluster compares recent messages with PostgreSQL.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
@@ -580,6 +582,9 @@ impl Actor for RoomActor {
         metrics::ROOMS.inc();
         let relay = self.hub.relay();
         relay.subscribe(&self.key);
+        if relay.is_distributed() {
+            ctx.run_interval(SWEEP_EVERY, |room, ctx| room.sweep(ctx));
+        }
         if !relay.is_up() {
             // Catch up from PostgreSQL once the relay is back.
             self.relay_down_at = Some(OffsetDateTime::now_utc());
@@ -896,12 +901,15 @@ impl Handler<Written> for RoomActor {
                         created_at: at,
                     };
                     let frame = protocol::message_frame(&message);
+                    let known = self.ring.contains(id);
                     self.ring.push(RingEntry {
                         id,
                         frame: frame.clone(),
                     });
                     let started = Instant::now();
-                    self.broadcast(&frame, Some(id));
+                    if !known {
+                        self.broadcast(&frame, Some(id));
+                    }
                     self.hub.relay().publish(
                         &self.key,
                         RelayEvent::Message {
@@ -1226,16 +1234,7 @@ impl Handler<RelayState> for RoomActor {
             .into_actor(self)
             .map(|(messages, restrictions, stream, pinned), room, ctx| {
                 if let Ok(messages) = messages {
-                    for m in messages {
-                        if !room.ring.contains(m.id) {
-                            let frame = protocol::message_frame(&m);
-                            room.ring.push(RingEntry {
-                                id: m.id,
-                                frame: frame.clone(),
-                            });
-                            room.broadcast(&frame, Some(m.id));
-                        }
-                    }
+                    room.merge_missing(messages);
                 }
                 if let Ok(list) = restrictions {
                     room.restrictions.clear();
@@ -1251,6 +1250,56 @@ impl Handler<RelayState> for RoomActor {
                     room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
                 }
                 room.load_terms(ctx);
+            }),
+        );
+    }
+}
+
+impl RoomActor {
+    /// Adds stored messages the room has not seen (committed on another node
+    /// whose relay event was lost) and sends them to its members.
+    fn merge_missing(&mut self, messages: Vec<StoredMessage>) {
+        for m in messages {
+            if !self.ring.contains(m.id) {
+                let frame = protocol::message_frame(&m);
+                self.ring.push(RingEntry {
+                    id: m.id,
+                    frame: frame.clone(),
+                });
+                self.broadcast(&frame, Some(m.id));
+            }
+        }
+    }
+
+    /// With several nodes: every few seconds, compare the last minute of the
+    /// room's messages in PostgreSQL with the ring, so a message whose relay
+    /// event was lost (its node died between commit and publish, or Redis
+    /// dropped it) still reaches this node's clients.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.members.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.room_id;
+        ctx.spawn(
+            async move {
+                let now = OffsetDateTime::now_utc();
+                store
+                    .messages_between(
+                        &slug,
+                        room_id,
+                        now - time::Duration::minutes(1),
+                        now + time::Duration::minutes(1),
+                        1000,
+                    )
+                    .await
+            }
+            .into_actor(self)
+            .map(|r, room, _| {
+                if let Ok(messages) = r {
+                    room.merge_missing(messages);
+                }
             }),
         );
     }

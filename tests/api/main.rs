@@ -3,6 +3,7 @@
 
 mod auth;
 mod browser;
+mod chaos;
 mod chat;
 mod cli;
 mod cluster;

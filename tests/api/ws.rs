@@ -163,10 +163,20 @@ impl WsClient {
         self.last_close
     }
 
-    /// Nothing but pings arrives for `wait`.
+    /// Nothing but pings and `presence` frames (asynchronous housekeeping)
+    /// arrives for `wait`.
     pub async fn assert_silent(&mut self, wait: Duration) {
-        if let Some(v) = self.next_text(wait).await {
-            panic!("unexpected frame: {v}");
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.next_text(left).await {
+                Some(v) if v["type"] == "presence" => continue,
+                Some(v) => panic!("unexpected frame: {v}"),
+                None => return,
+            }
         }
     }
 }
