@@ -580,6 +580,7 @@ impl Actor for RoomActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::ROOMS.inc();
+        tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room started");
         let relay = self.hub.relay();
         relay.subscribe(&self.key);
         if relay.is_distributed() {
@@ -655,6 +656,7 @@ impl Actor for RoomActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::ROOMS.dec();
+        tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room stopped");
         self.hub.relay().unsubscribe(&self.key);
         self.hub.set_viewers(&self.key, 0, 0);
         for m in self.members.values() {
@@ -1060,6 +1062,9 @@ impl Handler<Moderate> for RoomActor {
                     Ok(event) => hub.apply(&room.key, event),
                     Err(e) => {
                         let message = e.to_string();
+                        if e.code() == Code::Unavailable {
+                            tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = ?e, "moderation not stored");
+                        }
                         room.error_to(conn_id, e.code(), &message, None, None);
                     }
                 }),

@@ -126,6 +126,7 @@ impl SessionActor {
     /// Closes the socket with `code` after what is queued; the actor stops when
     /// the writer is done (or after a grace period).
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: &'static str) {
+        tracing::debug!(conn = self.conn_id, tenant = %self.params.key.slug, stream = self.params.key.stream_id, code, reason, "closing socket");
         self.outlet.close_after_queue(code, reason);
         ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
     }
@@ -211,6 +212,13 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::CONNECTIONS.inc();
+        tracing::debug!(
+            conn = self.conn_id,
+            tenant = %self.params.key.slug,
+            stream = self.params.key.stream_id,
+            user = self.params.user.as_ref().map(|u| u.id),
+            "socket opened"
+        );
         if let Some(stream) = self.stream.take() {
             ctx.add_stream(stream.max_frame_size(self.max_frame));
         }
@@ -255,6 +263,12 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         metrics::CONNECTIONS.dec();
+        tracing::debug!(
+            conn = self.conn_id,
+            tenant = %self.params.key.slug,
+            stream = self.params.key.stream_id,
+            "socket closed"
+        );
         if let Some(room) = &self.room {
             room.do_send(Leave {
                 conn_id: self.conn_id,

@@ -530,7 +530,7 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
     }
     // The fast client is still served promptly.
     sender.send(json!({"message":"after"})).await;
-    let m = tokio::time::timeout(Duration::from_secs(2), fast.expect("message"))
+    let m = tokio::time::timeout(Duration::from_secs(5), fast.expect("message"))
         .await
         .expect("prompt");
     assert_eq!(m["message"], "after");

@@ -319,7 +319,7 @@ async fn frozen_redis_does_not_stall_local_rooms() {
     for i in 0..5 {
         ca.send(json!({"type":"message","message":format!("frozen {i}")}))
             .await;
-        let m = tokio::time::timeout(Duration::from_secs(2), wa.expect("message"))
+        let m = tokio::time::timeout(Duration::from_secs(5), wa.expect("message"))
             .await
             .expect("local delivery is prompt");
         assert_eq!(m["message"], format!("frozen {i}"));
