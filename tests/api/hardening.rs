@@ -352,3 +352,22 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
     assert!(open_connections(&remote).await <= 1002);
     drop(idle);
 }
+
+/// A socket that answers no ping is closed with 1001 after the pong timeout.
+#[actix_web::test]
+async fn silent_sockets_time_out_with_1001() {
+    let app = spawn_app_with(|s| {
+        s.server.ping_interval_secs = 1;
+        s.server.pong_timeout_secs = 2;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    // A client that answers pings stays.
+    let (mut alive, _, _) = app.ws_ready(stream, None).await;
+    let mut mute = RawWs::connect(&app, &format!("/ws/chat/stream_{stream}/"), None, None).await;
+    // Reading `alive` answers its pings meanwhile.
+    alive.assert_silent(Duration::from_secs(4)).await;
+    assert_eq!(mute.close_code().await, Some(1001));
+    let (_, hello, _) = app.ws_ready(stream, None).await;
+    assert_eq!(hello["viewers"], 2, "the answering client is still there");
+}

@@ -132,6 +132,18 @@ async fn delete_over_socket_and_http_hides_everywhere() {
         .await
         .json();
     assert_eq!(replay["messages"].as_array().unwrap().len(), 1);
+    let page = app.get(&format!("/streams/{stream}"), None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&format!("data-id=\"{third}\"")),
+        "the watch page renders the chat"
+    );
+    for gone in [first, second] {
+        assert!(
+            !page.body.contains(&format!("data-id=\"{gone}\"")),
+            "deleted {gone} is rendered"
+        );
+    }
     assert_eq!(app.stored_ids(stream).await.len(), 3);
 }
 
