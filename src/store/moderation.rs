@@ -149,19 +149,13 @@ impl Store {
 
     /// Unpins every message of a room and logs it.
     pub async fn unpin(&self, slug: &Slug, room_id: i64, log: NewLogEntry<'_>) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            &format!(
-                "UPDATE {}.chat_chatmessage SET is_pinned = false WHERE room_id = $1 AND is_pinned",
-                slug.schema()
-            ),
-            &[&room_id],
-        )
-        .await?;
-        log_in(&tx, slug, &log).await?;
-        tx.commit().await?;
-        Ok(())
+        let sql = format!(
+            "UPDATE {}.chat_chatmessage SET is_pinned = false WHERE room_id = $1 AND is_pinned",
+            slug.schema()
+        );
+        self.execute_logged(slug, &sql, &[&room_id], log)
+            .await
+            .map(drop)
     }
 
     /// Hides every visible message of a room and logs it.
@@ -171,21 +165,12 @@ impl Store {
         room_id: i64,
         log: NewLogEntry<'_>,
     ) -> StoreResult<u64> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let n = tx
-            .execute(
-                &format!(
-                    "UPDATE {}.chat_chatmessage SET is_deleted = true, is_pinned = false \
-                     WHERE room_id = $1 AND NOT is_deleted",
-                    slug.schema()
-                ),
-                &[&room_id],
-            )
-            .await?;
-        log_in(&tx, slug, &log).await?;
-        tx.commit().await?;
-        Ok(n)
+        let sql = format!(
+            "UPDATE {}.chat_chatmessage SET is_deleted = true, is_pinned = false \
+             WHERE room_id = $1 AND NOT is_deleted",
+            slug.schema()
+        );
+        self.execute_logged(slug, &sql, &[&room_id], log).await
     }
 
     /// Sets slow mode and logs it.
@@ -196,19 +181,13 @@ impl Store {
         seconds: i32,
         log: NewLogEntry<'_>,
     ) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            &format!(
-                "UPDATE {}.streaming_stream SET slow_mode_seconds = $2 WHERE id = $1",
-                slug.schema()
-            ),
-            &[&stream_id, &seconds],
-        )
-        .await?;
-        log_in(&tx, slug, &log).await?;
-        tx.commit().await?;
-        Ok(())
+        let sql = format!(
+            "UPDATE {}.streaming_stream SET slow_mode_seconds = $2 WHERE id = $1",
+            slug.schema()
+        );
+        self.execute_logged(slug, &sql, &[&stream_id, &seconds], log)
+            .await
+            .map(drop)
     }
 
     /// Bans or times out a user (replacing an earlier one of the same kind and
@@ -258,19 +237,29 @@ impl Store {
         tenant_wide: bool,
         log: NewLogEntry<'_>,
     ) -> StoreResult<()> {
+        let sql = format!(
+            "DELETE FROM {}.moderation_ban WHERE user_id = $1 AND (stream_id = $2 OR ($3 AND stream_id IS NULL))",
+            slug.schema()
+        );
+        self.execute_logged(slug, &sql, &[&user_id, &stream_id, &tenant_wide], log)
+            .await
+            .map(drop)
+    }
+
+    /// Runs one statement and writes its log entry, in one transaction.
+    async fn execute_logged(
+        &self,
+        slug: &Slug,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            &format!(
-                "DELETE FROM {}.moderation_ban WHERE user_id = $1 AND (stream_id = $2 OR ($3 AND stream_id IS NULL))",
-                slug.schema()
-            ),
-            &[&user_id, &stream_id, &tenant_wide],
-        )
-        .await?;
+        let n = tx.execute(sql, params).await?;
         log_in(&tx, slug, &log).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(n)
     }
 
     /// Bans and timeouts in force on a stream (its own and tenant-wide).
