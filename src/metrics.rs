@@ -106,7 +106,7 @@ pub static MESSAGES_RECEIVED: Counter = Counter::new();
 pub static MESSAGES_STORED: Counter = Counter::new();
 /// Room events broadcast (one per event, not per socket).
 pub static BROADCASTS: Counter = Counter::new();
-/// Frames queued to sockets.
+/// Broadcast frames queued to sockets (one per socket per room event).
 pub static DELIVERIES: Counter = Counter::new();
 /// Sockets closed as slow consumers (4008).
 pub static SLOW_CONSUMERS: Counter = Counter::new();
@@ -205,7 +205,7 @@ pub fn render() -> String {
         ),
         (
             "stampede_deliveries_total",
-            "Frames queued to sockets.",
+            "Broadcast frames queued to sockets.",
             &DELIVERIES,
         ),
         (

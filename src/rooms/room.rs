@@ -381,11 +381,14 @@ impl RoomActor {
     fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) {
         metrics::BROADCASTS.inc();
         let mut gone = Vec::new();
+        let mut delivered = 0u64;
         let queue = self.hub.settings().limits.socket_queue;
         for (conn_id, m) in self.members.iter_mut() {
             match &mut m.state {
                 MemberState::Ready => {
-                    if !m.outlet.send_text(frame) {
+                    if m.outlet.send_text(frame) {
+                        delivered += 1;
+                    } else {
                         gone.push(*conn_id);
                     }
                 }
@@ -402,10 +405,14 @@ impl RoomActor {
                 }
             }
         }
+        // One shared counter update per event, not per socket.
+        metrics::DELIVERIES.add(delivered);
         if !gone.is_empty() {
             for c in gone {
                 self.members.remove(&c);
             }
+            self.hub
+                .set_viewers(&self.key, self.members.len() as u64, self.viewers());
         }
     }
 

@@ -93,10 +93,7 @@ impl Outlet {
     /// Returns false when the socket is (now) gone.
     pub fn send_text(&self, frame: &ByteString) -> bool {
         match self.push(Outbound::Text(frame.clone())) {
-            Ok(()) => {
-                crate::metrics::DELIVERIES.inc();
-                true
-            }
+            Ok(()) => true,
             Err(PushError::Full) => {
                 crate::metrics::SLOW_CONSUMERS.inc();
                 self.close(codes::SLOW_CONSUMER, "slow consumer");
