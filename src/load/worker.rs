@@ -304,7 +304,7 @@ async fn sender(
     loop {
         tokio::select! {
             cmd = rx.recv() => {
-                let Some(cmd) = cmd else { break };
+                let Some(cmd) = cmd else { return };
                 cmd_id = cmd_id.wrapping_add(1);
                 let frame = match cmd {
                     Cmd::Chat => {
@@ -341,18 +341,34 @@ async fn sender(
                         break;
                     }
                 }
-                Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => {
-                    if shared.started.get() {
-                        *shared.report.borrow_mut().errors.entry("sender_closed".into()).or_default() += 1;
-                    }
-                    break;
-                }
+                Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             }
         }
     }
-    // Keep draining commands so the pacers never see a closed channel mid-run.
-    while rx.recv().await.is_some() {}
+    if shared.started.get() {
+        *shared
+            .report
+            .borrow_mut()
+            .errors
+            .entry("sender_closed".into())
+            .or_default() += 1;
+    }
+    // Messages this closed socket can no longer send still count as sent (and
+    // so as lost), so a server that drops senders does not look lossless.
+    while let Some(cmd) = rx.recv().await {
+        if let Cmd::Chat = cmd {
+            let t = now_ns();
+            let mut r = shared.report.borrow_mut();
+            r.chat_sent += 1;
+            *r.errors
+                .entry("chat_unsent_socket_closed".into())
+                .or_default() += 1;
+            if shared.in_window(t) {
+                *r.chat_sent_in_window.entry(room).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// Sends `rate` commands per second from `t0` to `w1` on an absolute schedule:
