@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Turns benches/run's results.jsonl into Markdown tables: every run, then the
+ratios issue 9 asks for (means over repetitions, measured in the same run)."""
+import json
+import sys
+from collections import defaultdict
+
+SYSTEMS = ["stampede", "stampede2", "floor", "centrifuge", "django"]
+WORKLOADS = ["s", "m", "b", "c", "d", "e"]
+
+runs, notes, extra = [], defaultdict(list), defaultdict(dict)
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line)
+    label = r.get("label", "")
+    if "note" in r:
+        notes[label].append(r["note"])
+    elif "db_reactions" in r:
+        extra[label]["db_reactions"] = r["db_reactions"]
+    elif r.get("failed"):
+        notes[label].append("the load tool failed (see load.log)")
+    else:
+        runs.append(r)
+
+if len(sys.argv) > 2:
+    print("```")
+    print(open(sys.argv[2]).read().strip())
+    print("```\n")
+
+
+def f(x, nd=1):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return f"{x:,}"
+
+
+print("| system | wl | rep | sockets ok/failed | msg/s | p50 ms | p99 ms | p99.9 ms | max ms | loss % "
+      "| deliveries/s | server CPU s | deliveries per CPU-s | RSS KiB per socket (connected − before) | reactions recv/sent per viewer | reaction frames/viewer/s |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+by = defaultdict(list)
+for r in runs:
+    sys_, wl, rep = (r["label"].split("/") + ["", "", ""])[:3]
+    by[(sys_, wl)].append(r)
+    c, ch, sv, re = r["connections"], r["chat"], r["server"], r["reactions"]
+    lat = ch["latency"]
+    react = "–"
+    if r["config"]["reaction_rate"] > 0:
+        react = f'{re["received_per_viewer_avg"]:,.0f} / {re["sent"]:,}'
+        db = extra.get(r["label"], {}).get("db_reactions")
+        if db is not None:
+            react += f" (logged {db:,})"
+    print(f'| {sys_} | {wl} | {rep} | {c["opened"]:,}/{c["failed"]:,} | {r["config"]["chat_rate"]:g} '
+          f'| {f(lat["p50_ms"])} | {f(lat["p99_ms"])} | {f(lat["p999_ms"])} | {f(lat["max_ms"])} '
+          f'| {f(ch["loss_pct"], 2)} | {f(ch["deliveries_per_s"], 0)} | {f(sv["cpu_seconds"], 2)} '
+          f'| {f(sv["deliveries_per_cpu_s"], 0)} | {f(sv["rss_delta_per_socket_kib"], 1)} | {react} '
+          f'| {f(re["frames_per_viewer_per_s"], 2) if r["config"]["reaction_rate"] > 0 else "–"} |')
+
+for label, ns in sorted(notes.items()):
+    for n in ns:
+        print(f"\n- `{label}`: {n}")
+
+
+def mean(sys_, wl, key):
+    rs = by.get((sys_, wl))
+    if not rs:
+        return None
+    vals = []
+    for r in rs:
+        v = r
+        for k in key.split("."):
+            v = v[k]
+        vals.append(v)
+    return sum(vals) / len(vals)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+print("\n### Ratios (means over repetitions)\n")
+print("| figure | stampede | vs floor | vs centrifuge | vs django | target |")
+print("|---|---|---|---|---|---|")
+for wl in ["s", "m", "b", "c", "d"]:
+    key = "server.deliveries_per_cpu_s"
+    st = mean("stampede", wl, key)
+    if st is None:
+        continue
+    target = {"m": "≥0.9× floor, ≥1.1× centrifuge", "b": "≥0.9× floor, ≥1.1× centrifuge", "s": "≥40× django"}.get(wl, "")
+    print(f"| ({wl}) deliveries per server CPU-s | {f(st, 0)} | {ratio(st, mean('floor', wl, key))} "
+          f"| {ratio(st, mean('centrifuge', wl, key))} | {ratio(st, mean('django', wl, key))} | {target} |")
+for wl in ["m", "b"]:
+    key = "chat.latency.p99_ms"
+    st = mean("stampede", wl, key)
+    if st is None:
+        continue
+    print(f"| ({wl}) p99 ms | {f(st)} | {ratio(st, mean('floor', wl, key))} | {ratio(st, mean('centrifuge', wl, key))} "
+          f"| {ratio(st, mean('django', wl, key))} | ≤1.25× floor |")
+    loss = mean("stampede", wl, "chat.loss")
+    print(f"| ({wl}) loss (messages) | {f(loss, 0)} | | | | 0 |")
+d99, m99 = mean("stampede", "d", "chat.latency.p99_ms"), mean("stampede", "m", "chat.latency.p99_ms")
+if d99 is not None:
+    print(f"| (d) chat p99 vs (m) | {f(d99)} ms | | | | {ratio(d99, m99)} of (m), target ≤1.25× |")
+    fr = mean("stampede", "d", "reactions.frames_per_viewer_per_s")
+    print(f"| (d) reaction frames per viewer per s | {f(fr, 2)} | | | | ≤5 |")
+    for r in by.get(("stampede", "d"), []):
+        db = extra.get(r["label"], {}).get("db_reactions")
+        print(f"| (d) {r['label']}: reactions sent / logged / errors | {r['reactions']['sent']:,} / "
+              f"{f(db)} / {sum(r['errors'].values())} | | | | logged = sent |")
+key = "server.rss_delta_per_socket_kib"
+st = mean("stampede", "e", key)
+if st is not None:
+    print(f"| (e) RSS per socket KiB | {f(st)} | {ratio(st, mean('floor', 'e', key))} "
+          f"| {ratio(st, mean('centrifuge', 'e', key))} | {ratio(st, mean('django', 'e', key))} | ≤12 KiB |")
+    op = mean("stampede", "e", "connections.opened")
+    loss = mean("stampede", "e", "chat.loss_pct")
+    print(f"| (e) sockets held by one process, loss % at 1 msg/s | {f(op, 0)}, {f(loss, 2)} % | | | | 19,000+, delivering |")
+for wl in ["m", "b"]:
+    one = mean("stampede", wl, "server.deliveries_per_cpu_s")
+    two = mean("stampede2", wl, "server.deliveries_per_cpu_s")
+    if two is not None:
+        p1, p2 = mean("stampede", wl, "chat.latency.p99_ms"), mean("stampede2", wl, "chat.latency.p99_ms")
+        print(f"| ({wl}) two nodes: deliveries per CPU-s, p99 | {f(two, 0)} ({ratio(two, one)} of one node), "
+              f"{f(p2)} ms (one node {f(p1)}) | | | | ≥0.8×, ≤ +10 ms |")
