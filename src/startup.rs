@@ -138,6 +138,9 @@ impl Application {
                 .configure(configure)
         })
         .disable_signals()
+        // What a connection may hold encoded but unwritten; with the outlet's own
+        // 16 KiB chunks this bounds a stalled socket's memory to about 32 KiB.
+        .h1_write_buffer_size(16 * 1024)
         .client_request_timeout(Duration::from_secs(
             settings.server.request_timeout_secs.max(1),
         ))

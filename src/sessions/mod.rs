@@ -1,8 +1,8 @@
 //! One [`SessionActor`] per WebSocket. It reads the socket as an actor stream
 //! (`ctx.add_stream`), enforces the per-socket rules (frame size and kind, JSON,
 //! protocol-error budget, keep-alive, anonymous read-only), and forwards commands
-//! to its room. Its write half is an [`outlet::Outlet`]: a bounded queue drained
-//! by one writer task. It leaves its room in `stopped()`, on every exit path.
+//! to its room. Its write half is an [`outlet::Outlet`]: a bounded queue that
+//! is the socket's response body. It leaves its room in `stopped()`, on every exit path.
 
 pub mod outlet;
 
@@ -66,19 +66,23 @@ pub struct SessionActor {
     stream: Option<actix_ws::MessageStream>,
 }
 
-/// The writer task finished: the socket is closed or gone.
+/// The response body finished: the socket is closed or gone.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct WriterDone;
 
 /// Starts the actor for an upgraded socket.
-pub fn start(params: SessionParams, session: actix_ws::Session, stream: actix_ws::MessageStream) {
+/// Starts the actor for an upgraded socket; returns the body of the 101
+/// response, which carries everything the socket sends.
+pub fn start(params: SessionParams, stream: actix_ws::MessageStream) -> outlet::OutletBody {
     let queue = params.hub.settings().limits.socket_queue;
     let max_frame = params.hub.settings().limits.max_frame_bytes;
     let conn_id = params.hub.next_conn_id();
-    SessionActor::create(move |ctx| {
+    let mut body = None;
+    SessionActor::create(|ctx| {
         let addr = ctx.address();
-        let outlet = outlet::spawn_writer(session, queue, move || addr.do_send(WriterDone));
+        let (outlet, b) = outlet::channel(queue, move || addr.do_send(WriterDone));
+        body = Some(b);
         SessionActor {
             params,
             conn_id,
@@ -91,6 +95,7 @@ pub fn start(params: SessionParams, session: actix_ws::Session, stream: actix_ws
             stream: Some(stream),
         }
     });
+    body.expect("created")
 }
 
 impl SessionActor {

@@ -1,15 +1,23 @@
-//! The write half of one socket: a bounded queue of frames drained by exactly
-//! ONE writer task that owns the `actix_ws::Session` (one writer keeps frame
-//! order). Rooms push with `try_send` and never wait; a full queue means a slow
-//! consumer. Closing goes around the queue through a [`CloseSignal`], so a
-//! socket whose queue is full can still be told to close.
+//! The write half of one socket: a bounded queue of frames that IS the
+//! socket's HTTP response body. Rooms push shared frames with `try_send` and
+//! never wait; when the connection can take more bytes, the body drains every
+//! queued frame, encodes them into one buffer, and hands that to the
+//! connection: one queue hop per frame and one write for many frames. A full
+//! queue means a slow consumer. Closing goes around the queue through a
+//! [`CloseSignal`], so a socket whose queue is full can still be told to close.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
 
-use actix_ws::{CloseCode, CloseReason};
-use bytes::Bytes;
+use actix_codec::Encoder;
+use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
+use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::sync::{mpsc, Notify};
+use futures_util::{task::AtomicWaker, Stream};
+use tokio::sync::mpsc;
 
 /// Close codes of PROTOCOL.md beyond the standard ones.
 pub mod codes {
@@ -21,7 +29,7 @@ pub mod codes {
     pub const SLOW_CONSUMER: u16 = 4008;
 }
 
-/// One item for the writer.
+/// One item for the socket.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A text frame (shared bytes).
@@ -34,11 +42,11 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// A one-shot "close with this reason" flag the writer watches with priority.
+/// A one-shot "close with this reason" flag the body checks before the queue.
 #[derive(Default)]
 pub struct CloseSignal {
     reason: Mutex<Option<CloseReason>>,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 impl CloseSignal {
@@ -50,7 +58,8 @@ impl CloseSignal {
                 code: CloseCode::from(code),
                 description: (!description.is_empty()).then(|| description.to_string()),
             });
-            self.notify.notify_one();
+            drop(r);
+            self.waker.wake();
         }
     }
 
@@ -103,8 +112,7 @@ impl Outlet {
         }
     }
 
-    /// Asks the writer to close the socket with this code at once, dropping
-    /// anything still queued.
+    /// Closes the socket with this code at once, dropping anything still queued.
     pub fn close(&self, code: u16, description: &str) {
         self.close.close(code, description);
     }
@@ -123,52 +131,92 @@ impl Outlet {
     }
 }
 
-/// Creates an outlet with a queue of `capacity` frames and spawns its writer
-/// task; `on_done` runs when the writer has finished (socket closed or gone).
-pub fn spawn_writer(
-    mut session: actix_ws::Session,
-    capacity: usize,
-    on_done: impl FnOnce() + 'static,
-) -> Outlet {
-    let (tx, mut rx) = mpsc::channel::<Outbound>(capacity.max(1));
+/// Most bytes encoded into one chunk before it is handed to the connection.
+const CHUNK: usize = 16 * 1024;
+
+/// The socket's response body: drains the outlet's queue.
+pub struct OutletBody {
+    rx: mpsc::Receiver<Outbound>,
+    close: Arc<CloseSignal>,
+    codec: Codec,
+    buf: BytesMut,
+    done: bool,
+    on_done: Option<Box<dyn FnOnce()>>,
+}
+
+/// Creates an outlet with a queue of `capacity` frames and the body that
+/// drains it; `on_done` runs once the body is finished or dropped (the socket
+/// is closed or gone).
+pub fn channel(capacity: usize, on_done: impl FnOnce() + 'static) -> (Outlet, OutletBody) {
+    let (tx, rx) = mpsc::channel::<Outbound>(capacity.max(1));
     let close = Arc::new(CloseSignal::default());
-    let signal = close.clone();
-    actix_rt::spawn(async move {
-        loop {
-            let item = tokio::select! {
-                biased;
-                _ = signal.notify.notified() => break,
-                item = rx.recv() => match item {
-                    Some(item) => item,
-                    None => break,
-                },
-            };
-            let write = async {
-                match item {
-                    Outbound::Text(t) => session.text(t).await,
-                    Outbound::Ping(b) => session.ping(&b).await,
-                    Outbound::Pong(b) => session.pong(&b).await,
-                    Outbound::Close(code, description) => {
-                        signal.close(code, description);
-                        Err(actix_ws::Closed)
+    let body = OutletBody {
+        rx,
+        close: close.clone(),
+        codec: Codec::new(),
+        buf: BytesMut::new(),
+        done: false,
+        on_done: Some(Box::new(on_done)),
+    };
+    (Outlet { tx, close }, body)
+}
+
+impl OutletBody {
+    fn encode(&mut self, msg: Message) {
+        // Encoding server frames into a buffer cannot fail.
+        let _ = self.codec.encode(msg, &mut self.buf);
+    }
+}
+
+impl Stream for OutletBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.close.waker.register(cx.waker());
+        if this.close.is_closing() {
+            // A close requested around the queue: what is queued is dropped.
+            let reason = this.close.take();
+            this.encode(Message::Close(reason));
+            this.done = true;
+        } else {
+            while this.buf.len() < CHUNK {
+                match this.rx.poll_recv(cx) {
+                    Poll::Ready(Some(Outbound::Text(t))) => this.encode(Message::Text(t)),
+                    Poll::Ready(Some(Outbound::Ping(b))) => this.encode(Message::Ping(b)),
+                    Poll::Ready(Some(Outbound::Pong(b))) => this.encode(Message::Pong(b)),
+                    Poll::Ready(Some(Outbound::Close(code, description))) => {
+                        this.close.close(code, description);
+                        let reason = this.close.take();
+                        this.encode(Message::Close(reason));
+                        this.done = true;
+                        break;
                     }
+                    Poll::Ready(None) => {
+                        this.done = true;
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-            };
-            let ok = tokio::select! {
-                biased;
-                _ = signal.notify.notified() => break,
-                r = write => r.is_ok(),
-            };
-            if !ok {
-                break;
             }
         }
-        // A close frame, if the peer is still there to take it; bounded, since a
-        // slow consumer may never read it.
-        let reason = signal.take();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(2), session.close(reason)).await;
-        on_done();
-    });
-    Outlet { tx, close }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OutletBody {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_done.take() {
+            f();
+        }
+    }
 }

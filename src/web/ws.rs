@@ -142,8 +142,11 @@ async fn connect(
         }
         None => None,
     };
-    let (response, session, msg_stream) = actix_ws::handle(&req, body)?;
-    sessions::start(
+    // actix-ws checks the handshake and decodes what the client sends; what we
+    // send is the outlet's own body (one queue, many frames per write).
+    let (_, _, msg_stream) = actix_ws::handle(&req, body)?;
+    let mut response = actix_http::ws::handshake(req.head())?;
+    let outlet = sessions::start(
         SessionParams {
             hub: hub.get_ref().clone(),
             key: RoomKey {
@@ -157,10 +160,13 @@ async fn connect(
             ip_slot,
             user_slot,
         },
-        session,
         msg_stream,
     );
-    Ok(response)
+    Ok(response
+        .message_body(actix_web::body::MessageBody::boxed(
+            actix_web::body::BodyStream::new(outlet),
+        ))?
+        .into())
 }
 
 #[cfg(test)]
