@@ -113,6 +113,22 @@ impl Application {
                 recheck.recheck_sessions().await;
             }
         });
+        // Expired sessions are deleted every ten minutes, tenant by tenant.
+        let purge = store.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let Ok(tenants) = purge.list_tenants().await else {
+                    continue;
+                };
+                for t in tenants {
+                    if let Err(e) = purge.purge_expired_sessions(&t.slug).await {
+                        tracing::debug!(tenant = %t.slug, error = %e, "session purge skipped");
+                    }
+                }
+            }
+        });
         let hsts = settings.server.tls;
         let mut server = HttpServer::new(move || {
             App::new()

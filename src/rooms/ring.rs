@@ -59,6 +59,11 @@ impl Ring {
         }
     }
 
+    /// Every id held, oldest first.
+    pub fn ids(&self) -> Vec<i64> {
+        self.entries.iter().map(|e| e.id).collect()
+    }
+
     /// True when the ring holds this id.
     pub fn contains(&self, id: i64) -> bool {
         let pos = self.entries.partition_point(|e| e.id < id);

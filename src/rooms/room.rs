@@ -237,8 +237,8 @@ pub struct RoomActor {
     last_chat: HashMap<i64, Instant>,
     /// Sockets on other nodes (from the relay's presence).
     remote_viewers: u64,
-    /// When the relay went down (events of other nodes may be missing since).
-    relay_down_at: Option<OffsetDateTime>,
+    /// Set while the relay is down (events of other nodes may be missing).
+    relay_down: bool,
 }
 
 /// Why a user may not chat now.
@@ -297,7 +297,7 @@ impl RoomActor {
             terms: Vec::new(),
             last_chat: HashMap::new(),
             remote_viewers: 0,
-            relay_down_at: None,
+            relay_down: false,
         }
     }
 
@@ -595,7 +595,7 @@ impl Actor for RoomActor {
         }
         if !relay.is_up() {
             // Catch up from PostgreSQL once the relay is back.
-            self.relay_down_at = Some(OffsetDateTime::now_utc());
+            self.relay_down = true;
         }
         // Stamps and the ring are loaded before any join is handled.
         let store = self.store.clone();
@@ -1217,13 +1217,12 @@ impl Handler<RelayState> for RoomActor {
 
     fn handle(&mut self, state: RelayState, ctx: &mut Context<Self>) {
         if !state.up {
-            self.relay_down_at
-                .get_or_insert_with(OffsetDateTime::now_utc);
+            self.relay_down = true;
             return;
         }
-        let Some(since) = self.relay_down_at.take() else {
+        if !std::mem::take(&mut self.relay_down) {
             return;
-        };
+        }
         tracing::info!(
             stream = self.key.stream_id,
             "relay back: catching up from PostgreSQL"
@@ -1233,11 +1232,10 @@ impl Handler<RelayState> for RoomActor {
         let slug = self.key.slug.clone();
         let room_id = self.room_id;
         let stream_id = self.key.stream_id;
+        let ring_size = self.hub.settings().chat.ring_size as i64;
         ctx.spawn(
             async move {
-                let from = since - time::Duration::seconds(10);
-                let to = OffsetDateTime::now_utc() + time::Duration::minutes(1);
-                let messages = store.messages_between(&slug, room_id, from, to, 1000).await;
+                let messages = store.recent_messages(&slug, room_id, ring_size).await;
                 let restrictions = store.restrictions(&slug, stream_id, None).await;
                 let stream = store.stream(&slug, stream_id).await;
                 let pinned = store.pinned_message(&slug, room_id).await;
@@ -1245,8 +1243,8 @@ impl Handler<RelayState> for RoomActor {
             }
             .into_actor(self)
             .map(|(messages, restrictions, stream, pinned), room, ctx| {
-                if let Ok(messages) = messages {
-                    room.merge_missing(messages);
+                if let Ok((messages, has_older)) = messages {
+                    room.replace_ring(messages, has_older);
                 }
                 if let Ok(list) = restrictions {
                     room.restrictions.clear();
@@ -1281,6 +1279,30 @@ impl RoomActor {
                 self.broadcast(&frame, Some(m.id));
             }
         }
+    }
+
+    /// Replaces the ring with what PostgreSQL holds now (after a relay outage):
+    /// members get the messages they missed, and a `delete` for every message
+    /// that was hidden meanwhile on another node.
+    fn replace_ring(&mut self, messages: Vec<StoredMessage>, has_older: bool) {
+        let oldest = messages.first().map(|m| m.id).unwrap_or(i64::MAX);
+        let fresh: std::collections::HashSet<i64> = messages.iter().map(|m| m.id).collect();
+        for id in self.ring.ids() {
+            // Without older messages in the database, the fetch covers everything.
+            if !fresh.contains(&id) && (!has_older || id >= oldest) {
+                self.broadcast(&ModEvent::Delete { message_id: id }.frame(), None);
+            }
+        }
+        let known: std::collections::HashSet<i64> = self.ring.ids().into_iter().collect();
+        let mut entries = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let frame = protocol::message_frame(m);
+            if !known.contains(&m.id) {
+                self.broadcast(&frame, Some(m.id));
+            }
+            entries.push(RingEntry { id: m.id, frame });
+        }
+        self.ring = Ring::new(self.hub.settings().chat.ring_size, entries, has_older);
     }
 
     /// With several nodes: every few seconds, compare the last minute of the

@@ -191,20 +191,6 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Ends every session of a user (password change, deactivation).
-    pub async fn delete_user_sessions(&self, slug: &Slug, user_id: i64) -> StoreResult<u64> {
-        let client = self.client().await?;
-        Ok(client
-            .execute(
-                &format!(
-                    "DELETE FROM {}.accounts_session WHERE user_id = $1",
-                    slug.schema()
-                ),
-                &[&user_id],
-            )
-            .await?)
-    }
-
     /// Sets a new password hash and ends every session of the user.
     pub async fn set_password(&self, slug: &Slug, user_id: i64, hash: &str) -> StoreResult<()> {
         let mut client = self.client().await?;

@@ -232,7 +232,7 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
     let (mut wa, _, _) = ha.ws_ready(stream, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     ca.send(json!({"message":"before"})).await;
-    ca.expect("ack").await;
+    let before = ca.expect("ack").await["id"].as_i64().unwrap();
     assert_eq!(cb.expect("message").await["message"], "before");
     assert_eq!(ha.get("/readyz", None).await.status, 200);
 
@@ -256,20 +256,45 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
         .await;
     let during_b = cb.expect("ack").await["id"].as_i64().unwrap();
     assert_eq!(app.stored_ids(stream).await.len(), 3);
+    // A moderator on A deletes "before" while B cannot hear it.
+    let (owner, csrf) = ha.login("owner", "password-123").await;
+    let r = ha
+        .post_json(
+            &format!("/api/streams/{stream}/moderation"),
+            &json!({"type":"delete","message_id":before}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200);
 
     redis.start_again();
-    // B's client gets A's message from the outage (resynchronised from PostgreSQL)...
+    // B's client gets A's message from the outage and the delete it missed
+    // (resynchronised from PostgreSQL)...
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut got = false;
-    while !got {
+    let (mut got, mut deleted) = (false, false);
+    while !(got && deleted) {
         assert!(
             std::time::Instant::now() < deadline,
-            "B never got the outage message"
+            "B never got the outage message ({got}) or the delete ({deleted})"
         );
         if let Some(v) = cb.next_text(Duration::from_secs(1)).await {
-            got = v["type"] == "message" && v["id"] == during_a;
+            got |= v["type"] == "message" && v["id"] == during_a;
+            deleted |=
+                v["type"] == "moderation" && v["action"] == "delete" && v["message_id"] == before;
         }
     }
+    let (_, _, history) = hb.ws_ready(stream, None).await;
+    let ids: Vec<i64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&before),
+        "a message deleted during the outage came back: {ids:?}"
+    );
     // ...and live relaying works again without a restart.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
