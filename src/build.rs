@@ -1,4 +1,4 @@
-//! Embeds `migrations/public/*.sql` and `migrations/tenant/*.sql` (in file-name
+//! Build script: embeds `migrations/public/*.sql` and `migrations/tenant/*.sql` (in file-name
 //! order) and every file under `static/` into the binary, so `stampede` runs from
 //! any directory with nothing beside it.
 
