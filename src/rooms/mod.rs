@@ -317,11 +317,68 @@ impl Hub {
     }
 
     /// A stream's status changed: tell its room here and on other nodes.
-    pub fn status_changed(&self, key: &RoomKey, status: crate::store::streams::StreamStatus) {
+    ///
+    /// The "Stream started" / "Stream ended" notice is stored once: by the
+    /// local room when it runs here (and relayed like any message), else
+    /// directly, then relayed to the rooms of other nodes.
+    pub fn status_changed(
+        &self,
+        key: &RoomKey,
+        room_id: i64,
+        status: crate::store::streams::StreamStatus,
+    ) {
+        use crate::store::{
+            messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
+            streams::StreamStatus,
+        };
+        self.relay().publish(key, RelayEvent::Status { status });
         if let Some(room) = self.existing_room(key) {
             room.do_send(StatusChanged { status });
+            return;
         }
-        self.relay().publish(key, RelayEvent::Status { status });
+        let text = match status {
+            StreamStatus::Live => "Stream started",
+            StreamStatus::Ended => "Stream ended",
+            StreamStatus::Scheduled => return,
+        };
+        let hub = self.clone();
+        let key = key.clone();
+        actix_rt::spawn(async move {
+            let notice = NewMessage {
+                room_id,
+                user_id: None,
+                content: text.to_string(),
+                message_type: MessageType::System,
+                client_id: None,
+            };
+            match hub.inner.store.insert_messages(&key.slug, &[notice]).await {
+                Ok(out) => {
+                    if let Some(InsertOutcome::Stored { id, at }) = out.first().copied() {
+                        let frame = crate::protocol::message_frame(&StoredMessage {
+                            id,
+                            user_id: None,
+                            username: None,
+                            role: None,
+                            content: text.to_string(),
+                            message_type: MessageType::System,
+                            client_id: None,
+                            created_at: at,
+                        });
+                        hub.relay().publish(
+                            &key,
+                            RelayEvent::Message {
+                                frame: frame.to_string(),
+                                id,
+                                user_id: None,
+                            },
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %key.slug, error = %e, "status notice not stored")
+                }
+            }
+        });
     }
 
     /// Applies a stored moderation event to the rooms it concerns on this node:

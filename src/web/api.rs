@@ -281,7 +281,7 @@ async fn set_status(
         slug: visitor.tenant.slug.clone(),
         stream_id: stream.id,
     };
-    hub.status_changed(&key, body.status);
+    hub.status_changed(&key, stream.room_id, body.status);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }
 

@@ -428,3 +428,33 @@ async fn killed_node_clients_resume_on_the_other() {
         }
     }
 }
+
+/// Going live on a node that runs no room for the stream still tells the
+/// viewers on the other node, once.
+#[actix_web::test]
+async fn status_notices_reach_other_nodes_once() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (mut viewer, _, _) = hb.ws_ready(stream, None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (owner, csrf) = ha.login("owner", "password-123").await;
+    let r = ha
+        .post_json(
+            &format!("/api/streams/{stream}/status"),
+            &json!({"status":"live"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let m = viewer.expect("message").await;
+    assert_eq!(m["message_type"], "system");
+    assert_eq!(m["message"], "Stream started");
+    viewer.assert_silent(Duration::from_millis(700)).await;
+    assert_eq!(
+        app.stored_ids(stream).await.len(),
+        1,
+        "the notice is stored once"
+    );
+}
