@@ -201,6 +201,20 @@ pub fn error_frame_until(
     to_frame(&v)
 }
 
+/// A `join` or `leave` notice (`kind`): a `message` frame that is never
+/// stored, so its `id` is null.
+pub fn announce_frame(username: &str, role: Role, kind: &'static str) -> ByteString {
+    let text = match kind {
+        "join" => format!("{username} joined"),
+        _ => format!("{username} left"),
+    };
+    to_frame(&serde_json::json!({
+        "type": "message", "id": null, "username": username, "message": text,
+        "message_type": kind, "timestamp": timestamp(OffsetDateTime::now_utc()),
+        "role": role.as_str(), "client_id": null,
+    }))
+}
+
 /// `{"type":"presence","viewers":N}`.
 pub fn presence_frame(viewers: u64) -> ByteString {
     to_frame(&serde_json::json!({"type": "presence", "viewers": viewers}))

@@ -18,6 +18,9 @@ use crate::{
     web::{configure, TrustedProxies},
 };
 
+/// Relay events waiting for the hub, at most.
+const RELAY_QUEUE: usize = 16_384;
+
 /// A bound, ready-to-run node.
 pub struct Application {
     port: u16,
@@ -78,7 +81,9 @@ impl Application {
             std::sync::Arc::new(settings.clone()),
         );
         if !settings.redis.url.is_empty() {
-            let (sink, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+            // Bounded: a node that cannot keep up slows its Redis subscriber
+            // instead of growing memory (see `relay`).
+            let (sink, mut incoming) = tokio::sync::mpsc::channel(RELAY_QUEUE);
             let node = crate::auth::new_token()[..12].to_string();
             let relay = Relay::redis(&settings.redis, node.clone(), hub.local_counts(), sink)?;
             hub.set_relay(relay);

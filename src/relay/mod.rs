@@ -40,12 +40,17 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RelayEvent {
-    /// A stored message: its `message` frame, id and author.
+    /// A stored message: its `message` frame, id, room seq and author.
     Message {
         frame: String,
         id: i64,
+        seq: i64,
         user_id: Option<i64>,
     },
+    /// A frame that is sent and never stored (`join` / `leave` notices).
+    Announce { frame: String },
+    /// The stream's appointed moderators changed: rights are read again.
+    Rights,
     /// One node's reaction window: (stamp id, count).
     Reactions { counts: Vec<(i32, u64)> },
     /// A moderation action already stored and logged.
@@ -122,7 +127,7 @@ impl Relay {
         settings: &RedisSettings,
         node: String,
         counts: LocalCounts,
-        sink: mpsc::UnboundedSender<Incoming>,
+        sink: mpsc::Sender<Incoming>,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| anyhow::anyhow!("redis.url is not a valid Redis URL: {e}"))?;
@@ -191,6 +196,35 @@ impl Relay {
         ))
     }
 
+    /// Sockets on a room across every node, as Redis holds the counts now
+    /// (`None` without Redis or when it does not answer in time).
+    pub async fn presence_total(&self, key: &RoomKey) -> Option<u64> {
+        let r = self.inner.as_ref()?;
+        let base = presence_base(&r.prefix, key);
+        let read = async {
+            let mut conn = r.pool.get().await.ok()?;
+            let nodes: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(&base)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            if nodes.is_empty() {
+                return Some(0);
+            }
+            let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
+            let counts: Vec<Option<u64>> = redis::cmd("MGET")
+                .arg(names)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            Some(counts.into_iter().flatten().sum())
+        };
+        tokio::time::timeout(Duration::from_millis(500), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// True while the subscriber is connected (always true in-process).
     pub fn is_up(&self) -> bool {
         self.inner
@@ -253,6 +287,12 @@ impl RedisRelay {
     }
 }
 
+/// The Redis key of a room's presence: a set of node ids; each node's count
+/// is at `{base}:{node}`.
+fn presence_base(prefix: &str, key: &RoomKey) -> String {
+    format!("{prefix}:presence:{}:{}", key.slug, key.stream_id)
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -296,7 +336,7 @@ async fn subscriber(
     client: redis::Client,
     tenant_pattern: String,
     mut control: mpsc::UnboundedReceiver<SubCmd>,
-    sink: mpsc::UnboundedSender<Incoming>,
+    sink: mpsc::Sender<Incoming>,
     node: String,
     up: Arc<AtomicBool>,
 ) {
@@ -335,7 +375,7 @@ async fn subscriber(
         up.store(true, Ordering::Relaxed);
         metrics::RELAY_CONNECTS.inc();
         tracing::info!("relay subscribed");
-        let _ = sink.send(Incoming::Up);
+        let _ = sink.send(Incoming::Up).await;
         let mut ping = tokio::time::interval(Duration::from_secs(3));
         ping.tick().await;
         loop {
@@ -369,7 +409,12 @@ async fn subscriber(
                     let Ok(slug) = Slug::parse(&env.slug) else { continue };
                     metrics::RELAY_RECEIVED.inc();
                     metrics::RELAY_LAG.observe(Duration::from_millis(now_ms().saturating_sub(env.sent_ms)));
-                    let _ = sink.send(Incoming::Event { slug, stream_id: env.stream, event: env.event });
+                    // Waiting here is the backpressure: Redis buffers, and drops
+                    // a subscriber that stays behind; it then resubscribes and
+                    // rooms catch up from PostgreSQL.
+                    if sink.send(Incoming::Event { slug, stream_id: env.stream, event: env.event }).await.is_err() {
+                        return;
+                    }
                 }
                 _ = ping.tick() => {
                     let r = tokio::time::timeout(OP_TIMEOUT, sub.ping::<redis::Value>()).await;
@@ -381,7 +426,7 @@ async fn subscriber(
         }
         tracing::warn!("relay lost Redis; reconnecting");
         up.store(false, Ordering::Relaxed);
-        let _ = sink.send(Incoming::Down);
+        let _ = sink.send(Incoming::Down).await;
     }
 }
 
@@ -391,7 +436,7 @@ async fn presence(
     prefix: String,
     node: String,
     counts: LocalCounts,
-    sink: mpsc::UnboundedSender<Incoming>,
+    sink: mpsc::Sender<Incoming>,
 ) {
     let mut reported: HashSet<RoomKey> = HashSet::new();
     let mut tick = tokio::time::interval(PRESENCE_EVERY);
@@ -403,12 +448,12 @@ async fn presence(
             let keys: Vec<(RoomKey, u64)> = local.iter().map(|(k, n)| (k.clone(), *n)).collect();
             let mut pipe = redis::pipe();
             for gone in reported.iter().filter(|k| !local.contains_key(*k)) {
-                let base = format!("{prefix}:presence:{}:{}", gone.slug, gone.stream_id);
+                let base = presence_base(&prefix, gone);
                 pipe.cmd("DEL").arg(format!("{base}:{node}")).ignore();
                 pipe.cmd("SREM").arg(&base).arg(&node).ignore();
             }
             for (k, n) in &keys {
-                let base = format!("{prefix}:presence:{}:{}", k.slug, k.stream_id);
+                let base = presence_base(&prefix, k);
                 pipe.cmd("SET")
                     .arg(format!("{base}:{node}"))
                     .arg(*n)
@@ -428,7 +473,7 @@ async fn presence(
                 .map_err(|e| e.to_string())?;
             let mut pipe = redis::pipe();
             for ((k, _), nodes) in keys.iter().zip(&members) {
-                let base = format!("{prefix}:presence:{}:{}", k.slug, k.stream_id);
+                let base = presence_base(&prefix, k);
                 let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
                 pipe.cmd("MGET").arg(names);
             }
@@ -446,7 +491,7 @@ async fn presence(
                 reported = keys.iter().map(|(k, _)| k.clone()).collect();
                 for ((key, mine), vals) in keys.into_iter().zip(values) {
                     let total: u64 = vals.into_iter().flatten().sum();
-                    let _ = sink.send(Incoming::Presence { key, total, mine });
+                    let _ = sink.try_send(Incoming::Presence { key, total, mine });
                 }
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "presence refresh failed"),

@@ -10,8 +10,14 @@
 //! the room goes on. Messages reach the database through the node's batch
 //! writer and are broadcast only after commit, with their ids.
 
+pub mod admission;
+pub mod inbox;
+pub mod members;
+pub mod pending;
+pub mod restrictions;
 pub mod ring;
 mod room;
+pub mod sequencer;
 
 use std::{
     collections::HashMap,
@@ -22,13 +28,15 @@ use std::{
     },
 };
 
-use actix::{Addr, MailboxError};
+use actix::{prelude::SendError, Addr, MailboxError};
 use tokio::sync::oneshot;
 
-pub use room::{
-    Apply, Chat, Join, Leave, Moderate, PresenceTotal, React, RelayState, ReloadTerms, Remote,
-    RoomActor, RoomUser, Shutdown, StatusChanged,
+pub use inbox::{
+    Apply, Chat, Join, Leave, Moderate, PresenceTotal, React, RelayState, ReloadRights,
+    ReloadTerms, Remote, Shutdown, StatusChanged,
 };
+pub use members::RoomUser;
+pub use room::RoomActor;
 
 use crate::{
     config::Settings,
@@ -295,7 +303,18 @@ impl Hub {
                 event,
             } => {
                 if let Some(room) = self.existing_room(&RoomKey { slug, stream_id }) {
-                    room.do_send(Remote(event));
+                    if let Err(SendError::Full(Remote(event))) = room.try_send(Remote(event)) {
+                        match event {
+                            // A full room drops relayed messages and reaction
+                            // windows: its sequence sync fetches the messages
+                            // from PostgreSQL, and windows are transient.
+                            RelayEvent::Message { .. } | RelayEvent::Reactions { .. } => {
+                                crate::metrics::RELAY_DROPPED.inc();
+                            }
+                            // Control events are few and must not be lost.
+                            other => room.do_send(Remote(other)),
+                        }
+                    }
                 }
             }
             Incoming::Presence { key, total, mine } => {
@@ -316,69 +335,28 @@ impl Hub {
         self.inner.rooms.lock().unwrap().values().cloned().collect()
     }
 
-    /// A stream's status changed: tell its room here and on other nodes.
-    ///
-    /// The "Stream started" / "Stream ended" notice is stored once: by the
-    /// local room when it runs here (and relayed like any message), else
-    /// directly, then relayed to the rooms of other nodes.
-    pub fn status_changed(
-        &self,
-        key: &RoomKey,
-        room_id: i64,
-        status: crate::store::streams::StreamStatus,
-    ) {
-        use crate::store::{
-            messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
-            streams::StreamStatus,
-        };
-        self.relay().publish(key, RelayEvent::Status { status });
-        if let Some(room) = self.existing_room(key) {
-            room.do_send(StatusChanged { status });
-            return;
-        }
-        let text = match status {
-            StreamStatus::Live => "Stream started",
-            StreamStatus::Ended => "Stream ended",
-            StreamStatus::Scheduled => return,
-        };
-        let hub = self.clone();
-        let key = key.clone();
-        actix_rt::spawn(async move {
-            let notice = NewMessage {
-                room_id,
-                user_id: None,
-                content: text.to_string(),
-                message_type: MessageType::System,
-                client_id: None,
-            };
-            match hub.inner.store.insert_messages(&key.slug, &[notice]).await {
-                Ok(out) => {
-                    if let Some(InsertOutcome::Stored { id, at }) = out.first().copied() {
-                        let frame = crate::protocol::message_frame(&StoredMessage {
-                            id,
-                            user_id: None,
-                            username: None,
-                            role: None,
-                            content: text.to_string(),
-                            message_type: MessageType::System,
-                            client_id: None,
-                            created_at: at,
-                        });
-                        hub.relay().publish(
-                            &key,
-                            RelayEvent::Message {
-                                frame: frame.to_string(),
-                                id,
-                                user_id: None,
-                            },
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %key.slug, error = %e, "status notice not stored")
-                }
-            }
+    /// A stream's status changed: tell its room here (started if it does not
+    /// run: it stores the "Stream started" / "Stream ended" notice once and
+    /// relays it like any message) and the rooms of other nodes.
+    pub fn status_changed(&self, key: &RoomKey, stream: &Stream) {
+        self.relay().publish(
+            key,
+            RelayEvent::Status {
+                status: stream.status,
+            },
+        );
+        self.room(key, stream).do_send(StatusChanged {
+            status: stream.status,
         });
+    }
+
+    /// The stream's appointed moderators changed: rooms here and on other
+    /// nodes read them again.
+    pub fn rights_changed(&self, key: &RoomKey) {
+        if let Some(room) = self.existing_room(key) {
+            room.do_send(ReloadRights);
+        }
+        self.relay().publish(key, RelayEvent::Rights);
     }
 
     /// Applies a stored moderation event to the rooms it concerns on this node:

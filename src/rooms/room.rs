@@ -1,9 +1,13 @@
-//! The room actor: members, history ring, rate limits, idempotency of
-//! `client_id`s, presence, and the store-then-broadcast path of chat messages.
-//! Every rule of a room is decided here, one message at a time, without locks.
+//! The room actor: a thin shell that feeds a room's inputs (sockets, the batch
+//! writer, the relay, timers) into its rules and carries the decisions out.
+//! The rules live in plain modules beside it: [`super::admission`] (may this
+//! be sent now), [`super::restrictions`] (bans and timeouts, as the database
+//! has them), [`super::sequencer`] (messages out in seq order, each once, gaps
+//! filled from PostgreSQL), [`super::pending`] (in-flight messages and
+//! `client_id`s), [`super::members`] (fan-out) and [`super::ring`] (history).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -13,25 +17,27 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 use super::{
+    admission::{Refusal, Rules, Sender},
+    inbox::*,
+    members::{Members, RoomUser},
+    pending::{Inflight, Known, Pending},
+    restrictions::{Change, Restrictions},
     ring::{Ring, RingEntry},
+    sequencer::{Sequencer, Slot},
     Hub, RoomKey,
 };
 use crate::{
-    auth::{keyed, retry_after_ms, KeyedLimiter},
-    domain::{ChatText, Role},
-    error::Code,
+    auth::{keyed, KeyedLimiter},
+    domain::Role,
+    error::{ApiError, Code},
     metrics,
-    moderation::{
-        blocked::{self, BlockedTerm},
-        execute, Command, ModEvent,
-    },
+    moderation::{blocked::BlockedTerm, can_moderate, execute, ModEvent},
     protocol::{self, Hello, StampView, UserView},
     reactions::ReactionWindow,
     relay::RelayEvent,
-    sessions::outlet::Outlet,
+    sessions::outlet::codes,
     store::{
         messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
-        moderation::Restriction,
         reactions::NewReaction,
         streams::{Stream, StreamStatus},
         writer::{MessageWriter, WriteJob, Written},
@@ -43,163 +49,27 @@ use crate::{
 const HISTORY: usize = 50;
 /// Most messages in a resume.
 const RESUME_MAX: usize = 500;
-/// How long a `client_id` is remembered.
-const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
-/// How often a room of a multi-node cluster compares recent messages with PostgreSQL.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// With several nodes, how often a room asks PostgreSQL for messages newer
+/// than what it has delivered (a relay event may have been lost).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long a gap in the sequence may wait for the relay before it is
+/// fetched from PostgreSQL.
+const GAP_WAIT: Duration = Duration::from_millis(250);
+/// Most messages fetched per catch-up query.
+const CATCH_UP_MAX: i64 = 500;
+/// Deleted ids remembered before their message arrived (bounded).
+const EARLY_DELETES: usize = 1024;
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
-/// A logged-in member's identity as the room needs it.
-#[derive(Debug, Clone)]
-pub struct RoomUser {
-    /// User id.
-    pub id: i64,
-    /// Username.
-    pub username: String,
-    /// Tenant-wide role.
-    pub role: Role,
-    /// May moderate this stream (admin, moderator, owner, or appointed).
-    pub can_moderate: bool,
-}
-
-impl RoomUser {
-    fn as_user(&self) -> crate::store::accounts::User {
-        crate::store::accounts::User {
-            id: self.id,
-            username: self.username.clone(),
-            role: self.role,
-            is_active: true,
-        }
-    }
-}
-
-/// A socket joins the room. The room queues `hello` and `history` itself.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Join {
-    /// Connection id.
-    pub conn_id: u64,
-    /// The socket's outlet.
-    pub outlet: Outlet,
-    /// The user, or `None` for an anonymous viewer.
-    pub user: Option<RoomUser>,
-    /// Resume after this message id.
-    pub last_id: Option<i64>,
-}
-
-/// A socket leaves (always sent from the session's `stopped()`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Leave {
-    /// Connection id.
-    pub conn_id: u64,
-}
-
-/// A chat message from a member (already cleaned and checked).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Chat {
-    /// Connection id.
-    pub conn_id: u64,
-    /// The text.
-    pub text: ChatText,
-    /// Idempotency key.
-    pub client_id: Option<String>,
-}
-
-/// A reaction from a member.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct React {
-    /// Connection id.
-    pub conn_id: u64,
-    /// The stamp (checked against the tenant's stamps here).
-    pub stamp_id: i64,
-}
-
-/// A moderation command from a member's socket.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Moderate {
-    /// Connection id.
-    pub conn_id: u64,
-    /// The command.
-    pub command: Command,
-}
-
-/// A moderation action already stored and logged: apply and broadcast it.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Apply(pub ModEvent);
-
-/// An event relayed from another node.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Remote(pub RelayEvent);
-
-/// The summed presence of the room across nodes.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct PresenceTotal {
-    /// Sockets on every node.
-    pub total: u64,
-    /// This node's part of `total`.
-    pub mine: u64,
-}
-
-/// The relay lost Redis (`up` false) or is back (`up` true: resynchronise
-/// from PostgreSQL what other nodes did meanwhile).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RelayState {
-    /// Connected or not.
-    pub up: bool,
-}
-
-/// Blocked terms changed: load them again.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReloadTerms;
-
-/// The stream went live or ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StatusChanged {
-    /// New status.
-    pub status: StreamStatus,
-}
-
-/// Stop taking chat, finish every write, close sockets with 1012, then reply.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown {
-    /// Fired when done.
-    pub done: oneshot::Sender<()>,
-}
-
-/// A member still waiting for its history from the database buffers what the
-/// room broadcasts meanwhile.
-enum MemberState {
-    Ready,
-    Loading(Vec<(Option<i64>, ByteString)>),
-}
-
-struct Member {
-    outlet: Outlet,
-    user: Option<RoomUser>,
-    state: MemberState,
-}
-
-/// A message handed to the writer, waiting for its commit.
-struct Pending {
-    conn_id: Option<u64>,
-    /// Other sockets that sent the same client_id meanwhile.
-    waiters: Vec<u64>,
-    user: Option<RoomUser>,
-    content: String,
-    message_type: MessageType,
-    client_id: Option<String>,
+/// A stored message ready to go out.
+#[derive(Debug)]
+struct Delivery {
+    id: i64,
+    frame: ByteString,
+    user_id: Option<i64>,
+    /// Stored by another node (slow mode counts it on delivery).
+    remote: bool,
 }
 
 /// The actor of one (tenant, stream) on this node.
@@ -208,43 +78,45 @@ pub struct RoomActor {
     key: RoomKey,
     store: Store,
     writer: MessageWriter,
-    room_id: i64,
     stream: Stream,
     status: StreamStatus,
     slow_mode_seconds: i32,
     stamps: Vec<StampView>,
-    members: HashMap<u64, Member>,
+    members: Members,
     ring: Ring,
+    /// Delivery order of stored messages.
+    order: Sequencer<Delivery>,
+    /// The highest message id delivered.
+    newest_id: i64,
+    /// A catch-up query is running.
+    catching_up: bool,
+    /// A gap timer is armed.
+    gap_timer: bool,
+    /// Ids deleted before their message reached this room.
+    early_deletes: VecDeque<i64>,
     chat_limiter: KeyedLimiter<i64>,
     reaction_limiter: KeyedLimiter<i64>,
     window: ReactionWindow,
     window_timer: bool,
-    next_token: u64,
-    inflight: HashMap<u64, Pending>,
-    inflight_cids: HashMap<(i64, String), u64>,
-    recent_cids: HashMap<(i64, String), (i64, Instant)>,
+    inflight: Inflight,
     presence_sent: Option<u64>,
     presence_at: Option<Instant>,
     presence_timer: bool,
     shutdown: Option<oneshot::Sender<()>>,
     /// The pinned message's frame JSON and id.
     pinned: Option<(i64, serde_json::Value)>,
-    /// Bans and timeouts in force, by user.
-    restrictions: HashMap<i64, Vec<Restriction>>,
+    /// Bans and timeouts in force.
+    restrictions: Restrictions,
     /// Blocked terms of the stream and the tenant.
     terms: Vec<BlockedTerm>,
+    /// Users appointed moderator of this stream.
+    appointed: HashSet<i64>,
     /// Last accepted chat message per user (slow mode).
     last_chat: HashMap<i64, Instant>,
     /// Sockets on other nodes (from the relay's presence).
     remote_viewers: u64,
     /// Set while the relay is down (events of other nodes may be missing).
     relay_down: bool,
-}
-
-/// Why a user may not chat now.
-enum Muted {
-    Banned,
-    TimedOut(OffsetDateTime),
 }
 
 impl RoomActor {
@@ -268,74 +140,40 @@ impl RoomActor {
             limits.reactions_burst,
         );
         let ring_size = hub.settings().chat.ring_size;
+        let queue = limits.socket_queue;
         Self {
             hub,
             key,
             store,
             writer,
-            room_id: stream.room_id,
             stream: stream.clone(),
             status: stream.status,
             slow_mode_seconds: stream.slow_mode_seconds,
             stamps: Vec::new(),
-            members: HashMap::new(),
+            members: Members::new(queue),
             ring: Ring::new(ring_size, Vec::new(), true),
+            order: Sequencer::unknown(),
+            newest_id: 0,
+            catching_up: false,
+            gap_timer: false,
+            early_deletes: VecDeque::new(),
             chat_limiter,
             reaction_limiter,
             window: ReactionWindow::default(),
             window_timer: false,
-            next_token: 1,
-            inflight: HashMap::new(),
-            inflight_cids: HashMap::new(),
-            recent_cids: HashMap::new(),
+            inflight: Inflight::default(),
             presence_sent: None,
             presence_at: None,
             presence_timer: false,
             shutdown: None,
             pinned: None,
-            restrictions: HashMap::new(),
+            restrictions: Restrictions::default(),
             terms: Vec::new(),
+            appointed: HashSet::new(),
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
         }
-    }
-
-    /// Whether a user is banned or timed out now.
-    fn muted(&self, user_id: i64) -> Option<Muted> {
-        let now = OffsetDateTime::now_utc();
-        let list = self.restrictions.get(&user_id)?;
-        if list
-            .iter()
-            .any(|r| r.is_ban && r.until.is_none_or(|u| u > now))
-        {
-            return Some(Muted::Banned);
-        }
-        list.iter()
-            .filter(|r| !r.is_ban)
-            .filter_map(|r| r.until)
-            .filter(|u| *u > now)
-            .max()
-            .map(Muted::TimedOut)
-    }
-
-    fn load_terms(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let stream_id = self.key.stream_id;
-        ctx.spawn(
-            async move { store.blocked_terms(&slug, stream_id).await }
-                .into_actor(self)
-                .map(|r, room, _| match r {
-                    Ok(terms) => {
-                        room.terms = terms
-                            .iter()
-                            .filter_map(|(t, _)| BlockedTerm::new(t))
-                            .collect()
-                    }
-                    Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
-                }),
-        );
     }
 
     /// Starts the actor with a roomy mailbox.
@@ -346,15 +184,34 @@ impl RoomActor {
         })
     }
 
-    fn viewers(&self) -> u64 {
-        self.members.len() as u64 + self.remote_viewers
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            status: self.status,
+            slow_mode_seconds: self.slow_mode_seconds,
+            terms: &self.terms,
+            restrictions: &self.restrictions,
+            shutting_down: self.shutdown.is_some(),
+        }
     }
 
-    fn can_chat(&self, user: Option<&RoomUser>) -> bool {
-        match user {
-            Some(u) => self.status != StreamStatus::Ended && self.muted(u.id).is_none(),
-            None => false,
-        }
+    fn sender(&self, user: Option<&RoomUser>) -> Option<Sender> {
+        user.map(|u| Sender {
+            user_id: u.id,
+            exempt: self.may_moderate(u),
+            last_chat: self.last_chat.get(&u.id).copied(),
+        })
+    }
+
+    /// The room's current view of a user's rights (slow mode exemption, held
+    /// queues); moderation actions are checked against the database.
+    fn may_moderate(&self, u: &RoomUser) -> bool {
+        matches!(u.role, Role::Admin | Role::Moderator)
+            || u.id == self.stream.owner_id
+            || self.appointed.contains(&u.id)
+    }
+
+    fn viewers(&self) -> u64 {
+        self.members.len() as u64 + self.remote_viewers
     }
 
     fn hello(&self, user: Option<&RoomUser>) -> ByteString {
@@ -362,6 +219,7 @@ impl RoomActor {
             .pinned
             .as_ref()
             .and_then(|(_, v)| serde_json::value::to_raw_value(v).ok());
+        let sender = self.sender(user);
         protocol::hello_frame(&Hello {
             kind: "hello",
             stream_id: self.key.stream_id,
@@ -369,7 +227,9 @@ impl RoomActor {
                 username: &u.username,
                 role: u.role.as_str(),
             }),
-            can_chat: self.can_chat(user),
+            can_chat: self
+                .rules()
+                .can_chat(sender.as_ref(), OffsetDateTime::now_utc()),
             slow_mode_seconds: self.slow_mode_seconds,
             viewers: self.viewers(),
             pinned: pinned.as_deref(),
@@ -377,66 +237,33 @@ impl RoomActor {
         })
     }
 
-    /// Sends one event to every member; closes slow consumers.
+    /// Sends a frame to every member (`id` for `message` frames).
     fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) {
-        metrics::BROADCASTS.inc();
-        let mut gone = Vec::new();
-        let mut delivered = 0u64;
-        let queue = self.hub.settings().limits.socket_queue;
-        for (conn_id, m) in self.members.iter_mut() {
-            match &mut m.state {
-                MemberState::Ready => {
-                    if m.outlet.send_text(frame) {
-                        delivered += 1;
-                    } else {
-                        gone.push(*conn_id);
-                    }
-                }
-                MemberState::Loading(buf) => {
-                    if buf.len() >= queue {
-                        m.outlet.close(
-                            crate::sessions::outlet::codes::SLOW_CONSUMER,
-                            "slow consumer",
-                        );
-                        gone.push(*conn_id);
-                    } else {
-                        buf.push((id, frame.clone()));
-                    }
-                }
-            }
-        }
-        // One shared counter update per event, not per socket.
-        metrics::DELIVERIES.add(delivered);
-        if !gone.is_empty() {
-            for c in gone {
-                self.members.remove(&c);
-            }
-            self.hub
-                .set_viewers(&self.key, self.members.len() as u64, self.viewers());
+        if self.members.broadcast(frame, id) > 0 {
+            self.report_viewers();
         }
     }
 
-    fn send_to(&self, conn_id: u64, frame: &ByteString) {
-        if let Some(m) = self.members.get(&conn_id) {
-            m.outlet.send_text(frame);
-        }
+    fn report_viewers(&self) {
+        self.hub
+            .set_viewers(&self.key, self.members.len() as u64, self.viewers());
     }
 
-    fn error_to(
-        &self,
-        conn_id: u64,
-        code: Code,
-        message: &str,
-        retry: Option<u64>,
-        cid: Option<&str>,
-    ) {
-        self.send_to(conn_id, &protocol::error_frame(code, message, retry, cid));
+    fn refuse(&self, conn_id: u64, refusal: &Refusal, cid: Option<&str>, reaction: bool) {
+        if matches!(refusal, Refusal::RateLimited(_)) {
+            metrics::RATE_LIMITED.inc();
+        }
+        self.members.send_to(conn_id, &refusal.frame(cid, reaction));
+    }
+
+    fn error_to(&self, conn_id: u64, code: Code, message: &str) {
+        self.members
+            .send_to(conn_id, &protocol::error_frame(code, message, None, None));
     }
 
     /// Marks the viewer count changed; sends `presence` at most every 2 s.
     fn presence_changed(&mut self, ctx: &mut Context<Self>) {
-        self.hub
-            .set_viewers(&self.key, self.members.len() as u64, self.viewers());
+        self.report_viewers();
         if self.presence_timer {
             return;
         }
@@ -472,26 +299,38 @@ impl RoomActor {
         });
     }
 
+    /// `join` / `leave` notices when `chat.announce_joins` is on: sent for a
+    /// user's first socket in and last socket out, on every node, never stored.
+    fn announce(&mut self, user: &RoomUser, kind: &'static str) {
+        if !self.hub.settings().chat.announce_joins || self.members.sockets_of(user.id) != 0 {
+            return;
+        }
+        let frame = protocol::announce_frame(&user.username, user.role, kind);
+        self.broadcast(&frame, None);
+        self.hub.relay().publish(
+            &self.key,
+            RelayEvent::Announce {
+                frame: frame.to_string(),
+            },
+        );
+    }
+
+    /// Hands a message to the batch writer.
     fn submit(&mut self, ctx: &mut Context<Self>, pending: Pending) -> Result<(), ()> {
-        let token = self.next_token;
-        self.next_token += 1;
         let job = WriteJob {
             slug: self.key.slug.clone(),
             message: NewMessage {
-                room_id: self.room_id,
+                room_id: self.stream.room_id,
                 user_id: pending.user.as_ref().map(|u| u.id),
                 content: pending.content.clone(),
                 message_type: pending.message_type,
                 client_id: pending.client_id.clone(),
             },
-            token,
+            token: self.inflight.next_token(),
             reply_to: ctx.address().recipient(),
         };
         self.writer.submit(job).map_err(|_| ())?;
-        if let (Some(u), Some(c)) = (&pending.user, &pending.client_id) {
-            self.inflight_cids.insert((u.id, c.clone()), token);
-        }
-        self.inflight.insert(token, pending);
+        self.inflight.start(pending);
         Ok(())
     }
 
@@ -508,6 +347,127 @@ impl RoomActor {
                 client_id: None,
             },
         );
+    }
+
+    /// Offers a stored message to the sequencer and sends out whatever is
+    /// now in order.
+    fn deliver(&mut self, ctx: &mut Context<Self>, seq: i64, slot: Slot<Delivery>) {
+        let slot = match slot {
+            Slot::Deliver(d) if self.early_deletes.contains(&d.id) => Slot::Skip,
+            other => other,
+        };
+        for d in self.order.offer(seq, slot, Instant::now()) {
+            self.emit(d);
+        }
+        self.watch_gap(ctx);
+    }
+
+    fn emit(&mut self, d: Delivery) {
+        self.newest_id = self.newest_id.max(d.id);
+        if let (Some(u), true) = (d.user_id, d.remote) {
+            self.last_chat.insert(u, Instant::now());
+        }
+        self.ring.push(RingEntry {
+            id: d.id,
+            frame: d.frame.clone(),
+        });
+        self.broadcast(&d.frame, Some(d.id));
+    }
+
+    /// While later messages wait behind a gap, checks every [`GAP_WAIT`]
+    /// and fetches the gap from PostgreSQL once it is overdue.
+    fn watch_gap(&mut self, ctx: &mut Context<Self>) {
+        if self.order.held() == 0 || self.gap_timer {
+            return;
+        }
+        self.gap_timer = true;
+        ctx.run_later(GAP_WAIT, |room, ctx| {
+            room.gap_timer = false;
+            if room.order.overdue(Instant::now(), GAP_WAIT).is_some() {
+                room.catch_up(ctx);
+            }
+            room.watch_gap(ctx);
+        });
+    }
+
+    /// Fetches every stored message newer than what the room has delivered
+    /// and delivers it in order (deleted ones only fill their seq). Asks only
+    /// for what is newer, so nothing delivered is ever delivered again.
+    fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.catching_up {
+            return;
+        }
+        self.catching_up = true;
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.stream.room_id;
+        if !self.order.is_known() {
+            // The room never learnt its position: take it from a snapshot.
+            let ring_size = self.hub.settings().chat.ring_size as i64;
+            ctx.spawn(
+                async move { store.room_snapshot(&slug, room_id, ring_size).await }
+                    .into_actor(self)
+                    .map(|r, room, _| {
+                        room.catching_up = false;
+                        if let Ok((messages, has_older, last_seq)) = r {
+                            room.load_ring(&messages, has_older);
+                            for d in room.order.learn(last_seq) {
+                                room.emit(d);
+                            }
+                        }
+                    }),
+            );
+            return;
+        }
+        let after = self.order.delivered();
+        ctx.spawn(
+            async move {
+                store
+                    .messages_after_seq(&slug, room_id, after, CATCH_UP_MAX)
+                    .await
+            }
+            .into_actor(self)
+            .map(|r, room, ctx| {
+                room.catching_up = false;
+                match r {
+                    Ok(rows) => {
+                        let more = rows.len() as i64 == CATCH_UP_MAX;
+                        for (m, deleted) in rows {
+                            let seq = m.seq;
+                            let slot = if deleted {
+                                Slot::Skip
+                            } else {
+                                Slot::Deliver(Delivery {
+                                    id: m.id,
+                                    frame: protocol::message_frame(&m),
+                                    user_id: m.user_id,
+                                    remote: true,
+                                })
+                            };
+                            room.deliver(ctx, seq, slot);
+                        }
+                        if more {
+                            room.catch_up(ctx);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = %e, "catch-up failed")
+                    }
+                }
+            }),
+        );
+    }
+
+    fn load_ring(&mut self, messages: &[StoredMessage], has_older: bool) {
+        let entries = messages
+            .iter()
+            .map(|m| RingEntry {
+                id: m.id,
+                frame: protocol::message_frame(m),
+            })
+            .collect();
+        self.newest_id = self.newest_id.max(messages.last().map_or(0, |m| m.id));
+        self.ring = Ring::new(self.hub.settings().chat.ring_size, entries, has_older);
     }
 
     /// Starts the window timer unless it runs.
@@ -539,10 +499,7 @@ impl RoomActor {
     fn finish_shutdown_if_drained(&mut self, ctx: &mut Context<Self>) {
         if self.shutdown.is_some() && self.inflight.is_empty() {
             self.flush_window();
-            for m in self.members.values() {
-                m.outlet.close_after_queue(1012, "server restarting");
-            }
-            self.members.clear();
+            self.members.close_all(1012, "server restarting");
             if let Some(done) = self.shutdown.take() {
                 let _ = done.send(());
             }
@@ -551,35 +508,153 @@ impl RoomActor {
         }
     }
 
-    /// Queues hello, history and anything buffered for a member whose history came
-    /// from the database.
-    fn finish_loading(&mut self, conn_id: u64, history: Result<(Vec<StoredMessage>, bool), ()>) {
-        let hello = match self.members.get(&conn_id) {
-            Some(m) => self.hello(m.user.as_ref()),
-            None => return,
-        };
-        let Some(m) = self.members.get_mut(&conn_id) else {
-            return;
-        };
-        let buffered = match std::mem::replace(&mut m.state, MemberState::Ready) {
-            MemberState::Loading(b) => b,
-            MemberState::Ready => Vec::new(),
-        };
-        let (messages, truncated) = history.unwrap_or_else(|_| (Vec::new(), true));
-        let max_id = messages.last().map(|x| x.id).unwrap_or(i64::MIN);
-        let frames: Vec<ByteString> = messages.iter().map(protocol::message_frame).collect();
-        let mut ok = m.outlet.send_text(&hello)
-            && m.outlet
-                .send_text(&protocol::history_frame(frames.iter(), truncated));
-        for (id, frame) in buffered {
-            if ok && id.is_none_or(|id| id > max_id) {
-                ok = m.outlet.send_text(&frame);
+    fn load_terms(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream_id = self.key.stream_id;
+        ctx.spawn(
+            async move { store.blocked_terms(&slug, stream_id).await }
+                .into_actor(self)
+                .map(|r, room, _| match r {
+                    Ok(terms) => room.terms = compile_terms(&terms),
+                    Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
+                }),
+        );
+    }
+
+    /// Reads the stream's appointed moderators again and refreshes members'
+    /// rights.
+    fn load_rights(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream_id = self.key.stream_id;
+        ctx.spawn(
+            async move { store.stream_moderator_ids(&slug, stream_id).await }
+                .into_actor(self)
+                .map(|r, room, _| match r {
+                    Ok(ids) => {
+                        room.appointed = ids.into_iter().collect();
+                        let owner = room.stream.owner_id;
+                        let appointed = room.appointed.clone();
+                        for u in room.members.users_mut() {
+                            u.can_moderate = matches!(u.role, Role::Admin | Role::Moderator)
+                                || u.id == owner
+                                || appointed.contains(&u.id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
+                }),
+        );
+    }
+
+    /// Applies a stored moderation event to the room's state and broadcasts it.
+    fn apply_event(&mut self, event: ModEvent) {
+        if let Some(change) = Change::of(&event) {
+            self.restrictions.apply(&change);
+        }
+        match &event {
+            ModEvent::Delete { message_id } => {
+                if self.ring.contains(*message_id) || *message_id <= self.newest_id {
+                    self.ring.remove(*message_id);
+                } else {
+                    // Its message has not reached this room yet: skip it then.
+                    self.early_deletes.push_back(*message_id);
+                    if self.early_deletes.len() > EARLY_DELETES {
+                        self.early_deletes.pop_front();
+                    }
+                }
+                if self.pinned.as_ref().is_some_and(|(id, _)| id == message_id) {
+                    self.pinned = None;
+                }
+            }
+            ModEvent::Pin { message } => {
+                let id = message["id"].as_i64().unwrap_or_default();
+                self.pinned = Some((id, message.clone()));
+            }
+            ModEvent::Unpin => self.pinned = None,
+            ModEvent::Clear => {
+                self.ring.clear();
+                self.pinned = None;
+            }
+            ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
+            ModEvent::Ban { .. } | ModEvent::Timeout { .. } | ModEvent::Unban { .. } => {}
+        }
+        let frame = event.frame();
+        self.broadcast(&frame, None);
+        if let ModEvent::Ban { user_id, .. } = &event {
+            if self.members.close_user(*user_id, codes::BANNED, "banned") > 0 {
+                self.report_viewers();
             }
         }
-        if !ok {
-            self.members.remove(&conn_id);
+    }
+
+    /// After a relay outage: what other nodes did meanwhile comes from
+    /// PostgreSQL — messages (newer than delivered), deletions of messages the
+    /// ring holds, bans, status, slow mode, pin, terms and rights.
+    fn resync(&mut self, ctx: &mut Context<Self>) {
+        self.catch_up(ctx);
+        self.load_terms(ctx);
+        self.load_rights(ctx);
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.stream.room_id;
+        let stream_id = self.key.stream_id;
+        let ring_size = self.hub.settings().chat.ring_size as i64;
+        ctx.spawn(
+            async move {
+                let visible = store.room_snapshot(&slug, room_id, ring_size).await;
+                let restrictions = store.restrictions(&slug, stream_id, None).await;
+                let stream = store.stream(&slug, stream_id).await;
+                let pinned = store.pinned_message(&slug, room_id).await;
+                (visible, restrictions, stream, pinned)
+            }
+            .into_actor(self)
+            .map(|(visible, restrictions, stream, pinned), room, _| {
+                if let Ok((messages, has_older, _)) = visible {
+                    room.drop_deleted(&messages, has_older);
+                }
+                if let Ok(list) = restrictions {
+                    room.restrictions = Restrictions::from_rows(list);
+                }
+                if let Ok(Some(s)) = stream {
+                    room.status = s.status;
+                    room.slow_mode_seconds = s.slow_mode_seconds;
+                }
+                if let Ok(p) = pinned {
+                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
+                }
+            }),
+        );
+    }
+
+    /// Removes from the ring, and tells members to delete, every message the
+    /// ring holds that PostgreSQL no longer shows (deleted on another node
+    /// while the relay was away). `visible` is the newest visible messages.
+    fn drop_deleted(&mut self, visible: &[StoredMessage], has_older: bool) {
+        let oldest = visible.first().map_or(i64::MAX, |m| m.id);
+        let fresh: HashSet<i64> = visible.iter().map(|m| m.id).collect();
+        for id in self.ring.ids() {
+            // Without older messages in the database, the snapshot covers everything.
+            if !fresh.contains(&id) && (!has_older || id >= oldest) {
+                self.ring.remove(id);
+                self.broadcast(&ModEvent::Delete { message_id: id }.frame(), None);
+            }
         }
     }
+}
+
+/// Blocked terms as the matcher wants them.
+fn compile_terms(terms: &[(String, bool)]) -> Vec<BlockedTerm> {
+    terms
+        .iter()
+        .filter_map(|(t, _)| BlockedTerm::new(t))
+        .collect()
+}
+
+/// Time since the commit (clock skew between PostgreSQL and us clamps to zero).
+fn commit_age(at: OffsetDateTime) -> Duration {
+    let age = OffsetDateTime::now_utc() - at;
+    Duration::try_from(age).unwrap_or(Duration::ZERO)
 }
 
 impl Actor for RoomActor {
@@ -591,73 +666,86 @@ impl Actor for RoomActor {
         let relay = self.hub.relay();
         relay.subscribe(&self.key);
         if relay.is_distributed() {
-            ctx.run_interval(SWEEP_EVERY, |room, ctx| room.sweep(ctx));
+            ctx.run_interval(SWEEP_EVERY, |room, ctx| {
+                if !room.members.is_empty() {
+                    room.catch_up(ctx);
+                }
+            });
         }
         if !relay.is_up() {
             // Catch up from PostgreSQL once the relay is back.
             self.relay_down = true;
         }
-        // Stamps and the ring are loaded before any join is handled.
+        // The room's state is loaded before any join is handled (this room
+        // only: other rooms go on).
         let store = self.store.clone();
         let slug = self.key.slug.clone();
-        let room_id = self.room_id;
+        let room_id = self.stream.room_id;
         let ring_size = self.hub.settings().chat.ring_size as i64;
         let stream_id = self.key.stream_id;
+        let key = self.key.clone();
         ctx.wait(
             async move {
                 let stamps = store.stamps(&slug).await;
-                let recent = store.recent_messages(&slug, room_id, ring_size).await;
+                let snapshot = store.room_snapshot(&slug, room_id, ring_size).await;
                 let pinned = store.pinned_message(&slug, room_id).await;
                 let restrictions = store.restrictions(&slug, stream_id, None).await;
                 let terms = store.blocked_terms(&slug, stream_id).await;
-                (stamps, recent, pinned, restrictions, terms)
+                let appointed = store.stream_moderator_ids(&slug, stream_id).await;
+                // Sockets already open on other nodes, for the first hello.
+                let elsewhere = relay.presence_total(&key).await;
+                (
+                    stamps,
+                    snapshot,
+                    pinned,
+                    restrictions,
+                    terms,
+                    appointed,
+                    elsewhere,
+                )
             }
             .into_actor(self)
-            .map(|(stamps, recent, pinned, restrictions, terms), room, _| {
-                if let Ok(stamps) = stamps {
-                    room.stamps = stamps;
-                }
-                if let Ok(Some(m)) = pinned {
-                    room.pinned = Some((m.id, crate::moderation::pinned_json(&m)));
-                }
-                match restrictions {
-                    Ok(list) => {
-                        for r in list {
-                            room.restrictions.entry(r.user_id).or_default().push(r);
+            .map(
+                |(stamps, snapshot, pinned, restrictions, terms, appointed, elsewhere), room, _| {
+                    if let Ok(stamps) = stamps {
+                        room.stamps = stamps;
+                    }
+                    if let Ok(Some(m)) = pinned {
+                        room.pinned = Some((m.id, crate::moderation::pinned_json(&m)));
+                    }
+                    match restrictions {
+                        Ok(list) => room.restrictions = Restrictions::from_rows(list),
+                        Err(e) => tracing::warn!(error = %e, "room started without its bans"),
+                    }
+                    if let Ok(terms) = terms {
+                        room.terms = compile_terms(&terms);
+                    }
+                    if let Ok(ids) = appointed {
+                        room.appointed = ids.into_iter().collect();
+                    }
+                    room.remote_viewers = elsewhere.unwrap_or(0);
+                    match snapshot {
+                        Ok((messages, has_older, last_seq)) => {
+                            room.load_ring(&messages, has_older);
+                            room.order = Sequencer::new(last_seq);
+                        }
+                        Err(e) => {
+                            // History comes from the database per join, and the
+                            // position from the first message or a later snapshot.
+                            tracing::warn!(error = %e, "room started without history");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "room started without its bans"),
-                }
-                if let Ok(terms) = terms {
-                    room.terms = terms
-                        .iter()
-                        .filter_map(|(t, _)| BlockedTerm::new(t))
-                        .collect();
-                }
-                match recent {
-                    Ok((messages, has_older)) => {
-                        let entries = messages
-                            .iter()
-                            .map(|m| RingEntry {
-                                id: m.id,
-                                frame: protocol::message_frame(m),
-                            })
-                            .collect();
-                        room.ring =
-                            Ring::new(room.hub.settings().chat.ring_size, entries, has_older);
-                    }
-                    Err(e) => {
-                        // History will come from the database per join until it answers.
-                        tracing::warn!(error = %e, "room started without history");
-                    }
-                }
-            }),
+                },
+            ),
         );
-        // Forget old client_ids and prune the limiter every minute.
+        // Forget old client_ids, expired bans and idle limiter keys every minute.
         ctx.run_interval(Duration::from_secs(60), |room, _| {
-            room.recent_cids
-                .retain(|_, (_, at)| at.elapsed() < CLIENT_ID_TTL);
+            room.inflight.prune();
+            room.restrictions.prune(OffsetDateTime::now_utc());
             room.chat_limiter.retain_recent();
+            room.reaction_limiter.retain_recent();
+            let gap = Duration::from_secs(room.slow_mode_seconds.max(0) as u64);
+            room.last_chat.retain(|_, at| at.elapsed() < gap);
         });
     }
 
@@ -666,9 +754,7 @@ impl Actor for RoomActor {
         tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room stopped");
         self.hub.relay().unsubscribe(&self.key);
         self.hub.set_viewers(&self.key, 0, 0);
-        for m in self.members.values() {
-            m.outlet.close_after_queue(1012, "room closed");
-        }
+        self.members.close_all(1012, "room closed");
     }
 }
 
@@ -681,18 +767,14 @@ impl Handler<Join> for RoomActor {
             join.outlet.close_after_queue(1012, "server restarting");
             return;
         }
-        self.members.insert(
-            conn_id,
-            Member {
-                outlet: join.outlet.clone(),
-                user: join.user.clone(),
-                state: MemberState::Ready,
-            },
-        );
+        if let Some(u) = &join.user {
+            self.announce(u, "join");
+        }
         let from_ring = match join.last_id {
             None => self.ring.recent(HISTORY),
             Some(after) => self.ring.after(after, RESUME_MAX),
         };
+        let resume_point = join.last_id.unwrap_or(0);
         match from_ring {
             Some((frames, truncated)) => {
                 let hello = self.hello(join.user.as_ref());
@@ -700,32 +782,48 @@ impl Handler<Join> for RoomActor {
                     && join
                         .outlet
                         .send_text(&protocol::history_frame(frames.iter(), truncated));
-                if !ok {
-                    self.members.remove(&conn_id);
+                if ok {
+                    // Everything delivered so far is in that history or before it.
+                    let after = resume_point.max(self.newest_id);
+                    self.members
+                        .insert(conn_id, join.outlet, join.user, after, false);
                 }
             }
             None => {
-                if let Some(m) = self.members.get_mut(&conn_id) {
-                    m.state = MemberState::Loading(Vec::new());
-                }
+                self.members
+                    .insert(conn_id, join.outlet, join.user, resume_point, true);
                 let store = self.store.clone();
                 let slug = self.key.slug.clone();
-                let room_id = self.room_id;
+                let room_id = self.stream.room_id;
                 let last_id = join.last_id;
                 ctx.spawn(
                     async move {
-                        let r = match last_id {
+                        match last_id {
                             None => store.recent_messages(&slug, room_id, HISTORY as i64).await,
                             Some(after) => {
                                 store
                                     .messages_after(&slug, room_id, after, RESUME_MAX as i64)
                                     .await
                             }
-                        };
-                        r.map_err(|e| tracing::warn!(error = %e, "history unavailable"))
+                        }
                     }
                     .into_actor(self)
-                    .map(move |r, room, _| room.finish_loading(conn_id, r)),
+                    .map(move |r, room, _| {
+                        let (messages, truncated) = r.unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "history unavailable");
+                            (Vec::new(), true)
+                        });
+                        let Some(user) = room.members.get(conn_id).map(|m| m.user.clone()) else {
+                            return;
+                        };
+                        let hello = room.hello(user.as_ref());
+                        let frames: Vec<ByteString> =
+                            messages.iter().map(protocol::message_frame).collect();
+                        let history = protocol::history_frame(frames.iter(), truncated);
+                        let newest = messages.last().map(|m| m.id);
+                        room.members
+                            .finish_loading(conn_id, &hello, &history, newest);
+                    }),
                 );
             }
         }
@@ -737,7 +835,10 @@ impl Handler<Leave> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
-        if self.members.remove(&leave.conn_id).is_some() {
+        if let Some(m) = self.members.remove(leave.conn_id) {
+            if let Some(u) = &m.user {
+                self.announce(u, "leave");
+            }
             self.presence_changed(ctx);
         }
         self.maybe_idle(ctx);
@@ -750,114 +851,36 @@ impl Handler<Chat> for RoomActor {
     fn handle(&mut self, chat: Chat, ctx: &mut Context<Self>) {
         let conn_id = chat.conn_id;
         let cid = chat.client_id.as_deref();
-        let Some(user) = self.members.get(&conn_id).and_then(|m| m.user.clone()) else {
-            self.error_to(
-                conn_id,
-                Code::NotAuthenticated,
-                "Log in to chat.",
-                None,
-                cid,
-            );
-            return;
+        let user = self.members.user(conn_id).cloned();
+        let known = match (&user, cid) {
+            (Some(u), Some(c)) => self.inflight.known(u.id, c),
+            _ => None,
         };
-        if self.shutdown.is_some() {
-            self.error_to(
-                conn_id,
-                Code::Unavailable,
-                "The server is restarting; send again after reconnecting.",
-                None,
-                cid,
-            );
+        let sender = self.sender(user.as_ref());
+        let decision = self.rules().admit_message(
+            sender.as_ref(),
+            chat.text.as_str(),
+            known.is_some(),
+            &self.chat_limiter,
+            OffsetDateTime::now_utc(),
+        );
+        if let Err(refusal) = decision {
+            self.refuse(conn_id, &refusal, cid, false);
             return;
         }
-        if self.status == StreamStatus::Ended {
-            self.error_to(
-                conn_id,
-                Code::ChatClosed,
-                "The stream has ended; chat is closed.",
-                None,
-                cid,
-            );
-            return;
-        }
-        match self.muted(user.id) {
-            Some(Muted::Banned) => {
-                self.error_to(
-                    conn_id,
-                    Code::Banned,
-                    "You are banned from this chat.",
-                    None,
-                    cid,
-                );
+        // A client_id seen before is acknowledged with the first message's id.
+        match known {
+            Some(Known::Stored(id)) => {
+                self.members.send_to(conn_id, &protocol::ack_frame(cid, id));
                 return;
             }
-            Some(Muted::TimedOut(until)) => {
-                let ms = (until - OffsetDateTime::now_utc())
-                    .whole_milliseconds()
-                    .max(1) as u64;
-                let frame = protocol::error_frame_until(
-                    Code::TimedOut,
-                    "You are timed out.",
-                    ms,
-                    &protocol::timestamp_seconds(until),
-                    cid,
-                );
-                self.send_to(conn_id, &frame);
+            Some(Known::InFlight(token)) => {
+                self.inflight.add_waiter(token, conn_id);
                 return;
             }
             None => {}
         }
-        // A client_id seen before is acknowledged with the first message's id.
-        if let Some(c) = &chat.client_id {
-            let key = (user.id, c.clone());
-            if let Some((id, at)) = self.recent_cids.get(&key) {
-                if at.elapsed() < CLIENT_ID_TTL {
-                    self.send_to(conn_id, &protocol::ack_frame(Some(c), *id));
-                    return;
-                }
-            }
-            if let Some(token) = self.inflight_cids.get(&key) {
-                if let Some(p) = self.inflight.get_mut(token) {
-                    p.waiters.push(conn_id);
-                    return;
-                }
-            }
-        }
-        if self.slow_mode_seconds > 0 && !user.can_moderate {
-            let gap = Duration::from_secs(self.slow_mode_seconds as u64);
-            if let Some(last) = self.last_chat.get(&user.id) {
-                if last.elapsed() < gap {
-                    let ms = (gap - last.elapsed()).as_millis().max(1) as u64;
-                    let msg = format!(
-                        "Slow mode is on: one message every {} s.",
-                        self.slow_mode_seconds
-                    );
-                    self.error_to(conn_id, Code::SlowMode, &msg, Some(ms), cid);
-                    return;
-                }
-            }
-        }
-        if blocked::find(&self.terms, chat.text.as_str()).is_some() {
-            self.error_to(
-                conn_id,
-                Code::BlockedTerm,
-                "Your message contains a blocked term.",
-                None,
-                cid,
-            );
-            return;
-        }
-        if let Some(ms) = retry_after_ms(&self.chat_limiter, &user.id) {
-            metrics::RATE_LIMITED.inc();
-            self.error_to(
-                conn_id,
-                Code::RateLimited,
-                "You are sending messages too fast.",
-                Some(ms),
-                cid,
-            );
-            return;
-        }
+        let Some(user) = user else { return };
         self.last_chat.insert(user.id, Instant::now());
         let pending = Pending {
             conn_id: Some(conn_id),
@@ -868,12 +891,14 @@ impl Handler<Chat> for RoomActor {
             client_id: chat.client_id.clone(),
         };
         if self.submit(ctx, pending).is_err() {
-            self.error_to(
+            self.members.send_to(
                 conn_id,
-                Code::Unavailable,
-                "The message could not be stored; send it again.",
-                None,
-                chat.client_id.as_deref(),
+                &protocol::error_frame(
+                    Code::Unavailable,
+                    "The message could not be stored; send it again.",
+                    None,
+                    chat.client_id.as_deref(),
+                ),
             );
         }
     }
@@ -884,23 +909,19 @@ impl Handler<Written> for RoomActor {
 
     fn handle(&mut self, written: Written, ctx: &mut Context<Self>) {
         for (token, outcome) in written.results {
-            let Some(p) = self.inflight.remove(&token) else {
+            let stored_id = match &outcome {
+                Ok(InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id }) => Some(*id),
+                Err(()) => None,
+            };
+            let Some(p) = self.inflight.finish(token, stored_id) else {
                 continue;
             };
-            if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
-                self.inflight_cids.remove(&(u.id, c.clone()));
-            }
-            let acked = |room: &Self, id: i64| {
-                let ack = protocol::ack_frame(p.client_id.as_deref(), id);
-                for c in p.conn_id.iter().chain(p.waiters.iter()) {
-                    room.send_to(*c, &ack);
-                }
-            };
             match outcome {
-                Ok(InsertOutcome::Stored { id, at }) => {
+                Ok(InsertOutcome::Stored { id, seq, at }) => {
                     metrics::MESSAGES_STORED.inc();
                     let message = StoredMessage {
                         id,
+                        seq,
                         user_id: p.user.as_ref().map(|u| u.id),
                         username: p.user.as_ref().map(|u| u.username.clone()),
                         role: p.user.as_ref().map(|u| u.role),
@@ -910,35 +931,36 @@ impl Handler<Written> for RoomActor {
                         created_at: at,
                     };
                     let frame = protocol::message_frame(&message);
-                    let known = self.ring.contains(id);
-                    self.ring.push(RingEntry {
-                        id,
-                        frame: frame.clone(),
-                    });
                     let started = Instant::now();
-                    if !known {
-                        self.broadcast(&frame, Some(id));
-                    }
                     self.hub.relay().publish(
                         &self.key,
                         RelayEvent::Message {
                             frame: frame.to_string(),
                             id,
+                            seq,
                             user_id: message.user_id,
                         },
                     );
+                    self.deliver(
+                        ctx,
+                        seq,
+                        Slot::Deliver(Delivery {
+                            id,
+                            frame,
+                            user_id: message.user_id,
+                            remote: false,
+                        }),
+                    );
                     metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));
-                    acked(self, id);
-                    if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
-                        self.recent_cids
-                            .insert((u.id, c.clone()), (id, Instant::now()));
+                    let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                    for c in p.sockets() {
+                        self.members.send_to(c, &ack);
                     }
                 }
                 Ok(InsertOutcome::Duplicate { id }) => {
-                    acked(self, id);
-                    if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
-                        self.recent_cids
-                            .insert((u.id, c.clone()), (id, Instant::now()));
+                    let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                    for c in p.sockets() {
+                        self.members.send_to(c, &ack);
                     }
                 }
                 Err(()) => {
@@ -948,8 +970,8 @@ impl Handler<Written> for RoomActor {
                         None,
                         p.client_id.as_deref(),
                     );
-                    for c in p.conn_id.iter().chain(p.waiters.iter()) {
-                        self.send_to(*c, &err);
+                    for c in p.sockets() {
+                        self.members.send_to(c, &err);
                     }
                 }
             }
@@ -958,47 +980,30 @@ impl Handler<Written> for RoomActor {
     }
 }
 
-/// Time since the commit (clock skew between PostgreSQL and us clamps to zero).
-fn commit_age(at: OffsetDateTime) -> Duration {
-    let age = OffsetDateTime::now_utc() - at;
-    Duration::try_from(age).unwrap_or(Duration::ZERO)
-}
-
 impl Handler<React> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, react: React, ctx: &mut Context<Self>) {
         let conn_id = react.conn_id;
-        let Some(user) = self.members.get(&conn_id).and_then(|m| m.user.clone()) else {
-            self.error_to(
-                conn_id,
-                Code::NotAuthenticated,
-                "Log in to react.",
-                None,
-                None,
-            );
-            return;
-        };
-        let Some(stamp) = self
+        let user = self.members.user(conn_id).cloned();
+        let stamp = self
             .stamps
             .iter()
             .find(|s| i64::from(s.stamp_id) == react.stamp_id)
-        else {
-            self.error_to(conn_id, Code::NotFound, "No such stamp.", None, None);
+            .map(|s| s.stamp_id);
+        let sender = self.sender(user.as_ref());
+        let decision = self.rules().admit_reaction(
+            sender.as_ref(),
+            stamp.is_some(),
+            &self.reaction_limiter,
+            OffsetDateTime::now_utc(),
+        );
+        let (Ok(()), Some(user), Some(stamp_id)) = (decision.clone(), user, stamp) else {
+            if let Err(refusal) = decision {
+                self.refuse(conn_id, &refusal, None, true);
+            }
             return;
         };
-        let stamp_id = stamp.stamp_id;
-        if let Some(ms) = retry_after_ms(&self.reaction_limiter, &user.id) {
-            metrics::RATE_LIMITED.inc();
-            self.error_to(
-                conn_id,
-                Code::RateLimited,
-                "You are reacting too fast.",
-                Some(ms),
-                None,
-            );
-            return;
-        }
         metrics::REACTIONS_RECEIVED.inc();
         self.hub.reactions().push(
             &self.key.slug,
@@ -1044,37 +1049,38 @@ impl Handler<Moderate> for RoomActor {
 
     fn handle(&mut self, msg: Moderate, ctx: &mut Context<Self>) {
         let conn_id = msg.conn_id;
-        let Some(user) = self.members.get(&conn_id).and_then(|m| m.user.clone()) else {
-            self.error_to(conn_id, Code::NotAuthenticated, "Log in first.", None, None);
+        let Some(user) = self.members.user(conn_id).cloned() else {
+            self.error_to(conn_id, Code::NotAuthenticated, "Log in first.");
             return;
         };
-        if !user.can_moderate {
-            self.error_to(
-                conn_id,
-                Code::Forbidden,
-                "Only moderators can do that.",
-                None,
-                None,
-            );
-            return;
-        }
         let store = self.store.clone();
         let slug = self.key.slug.clone();
         let stream = self.stream.clone();
         let hub = self.hub.clone();
         ctx.spawn(
-            async move { execute(&store, &slug, &stream, &user.as_user(), msg.command).await }
-                .into_actor(self)
-                .map(move |r, room, _| match r {
-                    Ok(event) => hub.apply(&room.key, event),
-                    Err(e) => {
-                        let message = e.to_string();
-                        if e.code() == Code::Unavailable {
-                            tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = ?e, "moderation not stored");
-                        }
-                        room.error_to(conn_id, e.code(), &message, None, None);
+            async move {
+                // Rights as they are now in the database, not at connect.
+                let forbidden = || ApiError::new(Code::Forbidden, "Only moderators can do that.");
+                let fresh = store
+                    .user_by_id(&slug, user.id)
+                    .await?
+                    .filter(|u| u.is_active)
+                    .ok_or_else(forbidden)?;
+                if !can_moderate(&store, &slug, &fresh, &stream).await? {
+                    return Err(forbidden());
+                }
+                execute(&store, &slug, &stream, &fresh, msg.command).await
+            }
+            .into_actor(self)
+            .map(move |r, room, _| match r {
+                Ok(event) => hub.apply(&room.key, event),
+                Err(e) => {
+                    if e.code() == Code::Unavailable {
+                        tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = ?e, "moderation not stored");
                     }
-                }),
+                    room.error_to(conn_id, e.code(), &e.to_string());
+                }
+            }),
         );
     }
 }
@@ -1087,114 +1093,37 @@ impl Handler<Apply> for RoomActor {
     }
 }
 
-impl RoomActor {
-    /// Applies a stored moderation event to the room's state and broadcasts it.
-    fn apply_event(&mut self, event: ModEvent) {
-        let mut close_user = None;
-        match &event {
-            ModEvent::Delete { message_id } => {
-                self.ring.remove(*message_id);
-                if self.pinned.as_ref().is_some_and(|(id, _)| id == message_id) {
-                    self.pinned = None;
-                }
-            }
-            ModEvent::Pin { message } => {
-                let id = message["id"].as_i64().unwrap_or_default();
-                self.pinned = Some((id, message.clone()));
-            }
-            ModEvent::Unpin => self.pinned = None,
-            ModEvent::Clear => {
-                self.ring.clear();
-                self.pinned = None;
-            }
-            ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
-            ModEvent::Ban {
-                user_id, tenant, ..
-            } => {
-                self.restrictions
-                    .entry(*user_id)
-                    .or_default()
-                    .push(Restriction {
-                        user_id: *user_id,
-                        is_ban: true,
-                        until: None,
-                        tenant_wide: *tenant,
-                    });
-                close_user = Some(*user_id);
-            }
-            ModEvent::Timeout {
-                user_id,
-                until_unix,
-                tenant,
-                ..
-            } => {
-                let until = OffsetDateTime::from_unix_timestamp(*until_unix).ok();
-                let list = self.restrictions.entry(*user_id).or_default();
-                list.retain(|r| r.is_ban || r.tenant_wide != *tenant);
-                list.push(Restriction {
-                    user_id: *user_id,
-                    is_ban: false,
-                    until,
-                    tenant_wide: *tenant,
-                });
-            }
-            ModEvent::Unban {
-                user_id, tenant, ..
-            } => {
-                if let Some(list) = self.restrictions.get_mut(user_id) {
-                    list.retain(|r| r.tenant_wide && !tenant);
-                }
-            }
-        }
-        let frame = event.frame();
-        self.broadcast(&frame, None);
-        if let Some(user_id) = close_user {
-            let banned: Vec<u64> = self
-                .members
-                .iter()
-                .filter(|(_, m)| m.user.as_ref().is_some_and(|u| u.id == user_id))
-                .map(|(c, _)| *c)
-                .collect();
-            for c in banned {
-                if let Some(m) = self.members.remove(&c) {
-                    m.outlet
-                        .close_after_queue(crate::sessions::outlet::codes::BANNED, "banned");
-                }
-            }
-            self.hub
-                .set_viewers(&self.key, self.members.len() as u64, self.viewers());
-        }
-    }
-}
-
 impl Handler<Remote> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, Remote(event): Remote, ctx: &mut Context<Self>) {
         match event {
-            RelayEvent::Message { frame, id, user_id } => {
-                if self.ring.contains(id) {
-                    return;
-                }
-                let frame = ByteString::from(frame);
-                self.ring.push(RingEntry {
+            RelayEvent::Message {
+                frame,
+                id,
+                seq,
+                user_id,
+            } => self.deliver(
+                ctx,
+                seq,
+                Slot::Deliver(Delivery {
                     id,
-                    frame: frame.clone(),
-                });
-                if let Some(u) = user_id {
-                    self.last_chat.insert(u, Instant::now());
-                }
-                self.broadcast(&frame, Some(id));
-            }
+                    frame: ByteString::from(frame),
+                    user_id,
+                    remote: true,
+                }),
+            ),
             RelayEvent::Reactions { counts } => {
                 for (stamp, n) in counts {
                     self.window.add_remote(stamp, n);
                 }
                 self.arm_window(ctx);
             }
+            RelayEvent::Announce { frame } => self.broadcast(&ByteString::from(frame), None),
             RelayEvent::Moderation { event } => self.apply_event(event),
             RelayEvent::Status { status } => self.status = status,
             RelayEvent::Terms => self.load_terms(ctx),
+            RelayEvent::Rights => self.load_rights(ctx),
             RelayEvent::SessionEnded { .. } | RelayEvent::UserSessionsEnded { .. } => {}
         }
     }
@@ -1227,115 +1156,7 @@ impl Handler<RelayState> for RoomActor {
             stream = self.key.stream_id,
             "relay back: catching up from PostgreSQL"
         );
-        // Catch up from PostgreSQL with what other nodes did while Redis was away.
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let room_id = self.room_id;
-        let stream_id = self.key.stream_id;
-        let ring_size = self.hub.settings().chat.ring_size as i64;
-        ctx.spawn(
-            async move {
-                let messages = store.recent_messages(&slug, room_id, ring_size).await;
-                let restrictions = store.restrictions(&slug, stream_id, None).await;
-                let stream = store.stream(&slug, stream_id).await;
-                let pinned = store.pinned_message(&slug, room_id).await;
-                (messages, restrictions, stream, pinned)
-            }
-            .into_actor(self)
-            .map(|(messages, restrictions, stream, pinned), room, ctx| {
-                if let Ok((messages, has_older)) = messages {
-                    room.replace_ring(messages, has_older);
-                }
-                if let Ok(list) = restrictions {
-                    room.restrictions.clear();
-                    for r in list {
-                        room.restrictions.entry(r.user_id).or_default().push(r);
-                    }
-                }
-                if let Ok(Some(s)) = stream {
-                    room.status = s.status;
-                    room.slow_mode_seconds = s.slow_mode_seconds;
-                }
-                if let Ok(p) = pinned {
-                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
-                }
-                room.load_terms(ctx);
-            }),
-        );
-    }
-}
-
-impl RoomActor {
-    /// Adds stored messages the room has not seen (committed on another node
-    /// whose relay event was lost) and sends them to its members.
-    fn merge_missing(&mut self, messages: Vec<StoredMessage>) {
-        for m in messages {
-            if !self.ring.contains(m.id) {
-                let frame = protocol::message_frame(&m);
-                self.ring.push(RingEntry {
-                    id: m.id,
-                    frame: frame.clone(),
-                });
-                self.broadcast(&frame, Some(m.id));
-            }
-        }
-    }
-
-    /// Replaces the ring with what PostgreSQL holds now (after a relay outage):
-    /// members get the messages they missed, and a `delete` for every message
-    /// that was hidden meanwhile on another node.
-    fn replace_ring(&mut self, messages: Vec<StoredMessage>, has_older: bool) {
-        let oldest = messages.first().map(|m| m.id).unwrap_or(i64::MAX);
-        let fresh: std::collections::HashSet<i64> = messages.iter().map(|m| m.id).collect();
-        for id in self.ring.ids() {
-            // Without older messages in the database, the fetch covers everything.
-            if !fresh.contains(&id) && (!has_older || id >= oldest) {
-                self.broadcast(&ModEvent::Delete { message_id: id }.frame(), None);
-            }
-        }
-        let known: std::collections::HashSet<i64> = self.ring.ids().into_iter().collect();
-        let mut entries = Vec::with_capacity(messages.len());
-        for m in &messages {
-            let frame = protocol::message_frame(m);
-            if !known.contains(&m.id) {
-                self.broadcast(&frame, Some(m.id));
-            }
-            entries.push(RingEntry { id: m.id, frame });
-        }
-        self.ring = Ring::new(self.hub.settings().chat.ring_size, entries, has_older);
-    }
-
-    /// With several nodes: every few seconds, compare the last minute of the
-    /// room's messages in PostgreSQL with the ring, so a message whose relay
-    /// event was lost (its node died between commit and publish, or Redis
-    /// dropped it) still reaches this node's clients.
-    fn sweep(&mut self, ctx: &mut Context<Self>) {
-        if self.members.is_empty() {
-            return;
-        }
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let room_id = self.room_id;
-        ctx.spawn(
-            async move {
-                let now = OffsetDateTime::now_utc();
-                store
-                    .messages_between(
-                        &slug,
-                        room_id,
-                        now - time::Duration::minutes(1),
-                        now + time::Duration::minutes(1),
-                        1000,
-                    )
-                    .await
-            }
-            .into_actor(self)
-            .map(|r, room, _| {
-                if let Ok(messages) = r {
-                    room.merge_missing(messages);
-                }
-            }),
-        );
+        self.resync(ctx);
     }
 }
 
@@ -1344,5 +1165,13 @@ impl Handler<ReloadTerms> for RoomActor {
 
     fn handle(&mut self, _: ReloadTerms, ctx: &mut Context<Self>) {
         self.load_terms(ctx);
+    }
+}
+
+impl Handler<ReloadRights> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadRights, ctx: &mut Context<Self>) {
+        self.load_rights(ctx);
     }
 }

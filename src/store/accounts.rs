@@ -95,6 +95,21 @@ impl Store {
         Ok(row.map(|r| user_from(&r, 0)))
     }
 
+    /// A user by id (role and active flag as they are now).
+    pub async fn user_by_id(&self, slug: &Slug, id: i64) -> StoreResult<Option<User>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT id, username, role, is_active FROM {}.accounts_user WHERE id = $1",
+                    slug.schema()
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| user_from(&r, 0)))
+    }
+
     /// A user with the password hash, for login.
     pub async fn credentials(
         &self,

@@ -44,6 +44,8 @@ impl MessageType {
 pub struct StoredMessage {
     /// Database id, increasing per room.
     pub id: i64,
+    /// The room's dense sequence number (1, 2, 3, ... per room).
+    pub seq: i64,
     /// Author's user id (`None` for system notices or deleted users).
     pub user_id: Option<i64>,
     /// Author's username.
@@ -79,14 +81,19 @@ pub struct NewMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
     /// Stored now with this id and time.
-    Stored { id: i64, at: OffsetDateTime },
+    Stored {
+        id: i64,
+        seq: i64,
+        at: OffsetDateTime,
+    },
     /// The same client_id was stored before (within 10 minutes): its id.
     Duplicate { id: i64 },
 }
 
 fn message_select(slug: &Slug) -> String {
     format!(
-        "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at \
+        "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
+         m.seq, m.is_deleted \
          FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id",
         slug.schema()
     )
@@ -104,6 +111,7 @@ fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
         message_type: MessageType::parse(row.get(5)),
         client_id: row.get(6),
         created_at: row.get(7),
+        seq: row.get(8),
     }
 }
 
@@ -114,6 +122,58 @@ fn room_lock_sql(slug: &Slug) -> String {
          FROM unnest($1::bigint[]) AS r ORDER BY r",
         slug.as_str()
     )
+}
+
+/// Takes the next `seq` of each message's room, in order (`rooms[i]` is the room
+/// of message i). Runs under the rooms' advisory lock; the row update keeps the
+/// counter and the messages in one transaction.
+async fn next_seqs(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slug: &Slug,
+    rooms: &[i64],
+) -> StoreResult<Vec<i64>> {
+    let mut counts: Vec<(i64, i64)> = Vec::new();
+    for r in rooms {
+        match counts.iter_mut().find(|(id, _)| id == r) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((*r, 1)),
+        }
+    }
+    let ids: Vec<i64> = counts.iter().map(|(r, _)| *r).collect();
+    let ns: Vec<i64> = counts.iter().map(|(_, n)| *n).collect();
+    let rows = tx
+        .query(
+            &format!(
+                "UPDATE {}.chat_chatroom r SET last_seq = r.last_seq + k.n \
+                 FROM unnest($1::bigint[], $2::bigint[]) AS k(id, n) WHERE r.id = k.id \
+                 RETURNING r.id, r.last_seq",
+                slug.schema()
+            ),
+            &[&ids, &ns],
+        )
+        .await?;
+    // Next free seq per room: the new last_seq minus what this batch takes.
+    let mut next: Vec<(i64, i64)> = rows
+        .iter()
+        .map(|row| {
+            let id: i64 = row.get(0);
+            let last: i64 = row.get(1);
+            let n = counts.iter().find(|(r, _)| *r == id).map_or(0, |(_, n)| *n);
+            (id, last - n + 1)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rooms.len());
+    for r in rooms {
+        // A missing room has no counter: its insert fails on the foreign key.
+        match next.iter_mut().find(|(id, _)| id == r) {
+            Some(slot) => {
+                out.push(slot.1);
+                slot.1 += 1;
+            }
+            None => out.push(0),
+        }
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -202,7 +262,7 @@ impl Store {
             slots.push(slot);
         }
 
-        let mut stored: Vec<(i64, OffsetDateTime)> = Vec::new();
+        let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
         if !fresh.is_empty() {
             let n = fresh.len() as i32;
             let ids: Vec<i64> = tx
@@ -218,6 +278,7 @@ impl Store {
                 .map(|r| r.get(0))
                 .collect();
             let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
+            let seqs = next_seqs(&tx, slug, &room_ids).await?;
             let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
             let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
             let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
@@ -226,16 +287,20 @@ impl Store {
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id) \
-                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) \
+                           (id, room_id, user_id, content, message_type, client_id, seq) \
+                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
                     ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids],
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs],
                 )
                 .await?
                 .get(0);
-            stored = ids.into_iter().map(|id| (id, at)).collect();
+            stored = ids
+                .into_iter()
+                .zip(seqs)
+                .map(|(id, seq)| (id, seq, at))
+                .collect();
         }
         tx.commit().await?;
 
@@ -245,7 +310,8 @@ impl Store {
                 Slot::Dup(id) => InsertOutcome::Duplicate { id },
                 Slot::New(k) => InsertOutcome::Stored {
                     id: stored[k].0,
-                    at: stored[k].1,
+                    seq: stored[k].1,
+                    at: stored[k].2,
                 },
                 Slot::DupOfBatch(j) => match out[j] {
                     InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id } => {
@@ -280,6 +346,72 @@ impl Store {
             rows.iter().take(limit as usize).map(message_from).collect();
         out.reverse();
         Ok((out, more))
+    }
+
+    /// The newest `limit` visible messages of a room, oldest first, whether older
+    /// ones exist, and the room's `last_seq` — all from one snapshot, so the
+    /// messages are exactly those visible up to that seq.
+    pub async fn room_snapshot(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<StoredMessage>, bool, i64)> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let last_seq: i64 = tx
+            .query_opt(
+                &format!(
+                    "SELECT last_seq FROM {}.chat_chatroom WHERE id = $1",
+                    slug.schema()
+                ),
+                &[&room_id],
+            )
+            .await?
+            .map_or(0, |r| r.get(0));
+        let rows = tx
+            .query(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $2",
+                    message_select(slug)
+                ),
+                &[&room_id, &(limit + 1)],
+            )
+            .await?;
+        tx.commit().await?;
+        let more = rows.len() as i64 > limit;
+        let mut out: Vec<StoredMessage> =
+            rows.iter().take(limit as usize).map(message_from).collect();
+        out.reverse();
+        Ok((out, more, last_seq))
+    }
+
+    /// Every stored message of a room with seq > `after_seq`, deleted ones
+    /// included (flagged `true`), in seq order, at most `limit`: what a room
+    /// that has delivered up to `after_seq` still lacks.
+    pub async fn messages_after_seq(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(StoredMessage, bool)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE m.room_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
+                    message_select(slug)
+                ),
+                &[&room_id, &after_seq, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (message_from(r), r.get(9))).collect())
     }
 
     /// Visible messages with id > `after`, oldest first; at most `limit` (the newest

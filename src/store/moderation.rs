@@ -397,6 +397,21 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Ids of the users appointed moderator of a stream.
+    pub async fn stream_moderator_ids(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<i64>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT user_id FROM {}.streaming_stream_moderators WHERE stream_id = $1",
+                    slug.schema()
+                ),
+                &[&stream_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Appoints (or removes) a stream moderator.
     pub async fn set_stream_moderator(
         &self,

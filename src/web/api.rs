@@ -281,7 +281,11 @@ async fn set_status(
         slug: visitor.tenant.slug.clone(),
         stream_id: stream.id,
     };
-    hub.status_changed(&key, stream.room_id, body.status);
+    let changed = Stream {
+        status: body.status,
+        ..stream
+    };
+    hub.status_changed(&key, &changed);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }
 

@@ -135,6 +135,7 @@ async fn set_moderator(
     path: web::Path<i64>,
     body: web::Json<ModeratorBody>,
     store: web::Data<Store>,
+    hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, stream) =
         authorize(&visitor, &store, Some(&req), path.into_inner(), Need::Owner).await?;
@@ -151,6 +152,10 @@ async fn set_moderator(
             matches!(body.action, AddRemove::Add),
         )
         .await?;
+    hub.rights_changed(&RoomKey {
+        slug: slug.clone(),
+        stream_id: stream.id,
+    });
     let list = store.stream_moderators(slug, stream.id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "moderators": list })))
 }

@@ -1,0 +1,436 @@
+//! Admission: may this member send this chat message, or this reaction, now?
+//! One function per kind of input returns the decision, from the room's state
+//! (stream status, slow mode, blocked terms, bans and timeouts, rate limits);
+//! [`Refusal::frame`] turns a refusal into the `error` frame the client gets.
+//! Pure rules: no actix, no I/O.
+
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use time::OffsetDateTime;
+
+use super::restrictions::{Muted, Restrictions};
+use crate::{
+    auth::{retry_after_ms, KeyedLimiter},
+    error::Code,
+    moderation::blocked::{self, BlockedTerm},
+    protocol,
+    store::streams::StreamStatus,
+};
+
+/// Why an input is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Anonymous socket.
+    NotAuthenticated,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// The stream has ended.
+    ChatClosed,
+    /// Banned from this stream or the tenant.
+    Banned,
+    /// Timed out until then.
+    TimedOut(OffsetDateTime),
+    /// Slow mode: one message every `seconds`; retry after `retry_ms`.
+    SlowMode { seconds: i32, retry_ms: u64 },
+    /// The text holds a blocked term.
+    BlockedTerm,
+    /// Too many messages or reactions; retry after this many ms.
+    RateLimited(u64),
+    /// No such stamp.
+    UnknownStamp,
+}
+
+impl Refusal {
+    /// The wire error code.
+    pub fn code(&self) -> Code {
+        match self {
+            Refusal::NotAuthenticated => Code::NotAuthenticated,
+            Refusal::ShuttingDown => Code::Unavailable,
+            Refusal::ChatClosed => Code::ChatClosed,
+            Refusal::Banned => Code::Banned,
+            Refusal::TimedOut(_) => Code::TimedOut,
+            Refusal::SlowMode { .. } => Code::SlowMode,
+            Refusal::BlockedTerm => Code::BlockedTerm,
+            Refusal::RateLimited(_) => Code::RateLimited,
+            Refusal::UnknownStamp => Code::NotFound,
+        }
+    }
+
+    /// The `error` frame for the client (`reaction` picks the wording).
+    pub fn frame(&self, client_id: Option<&str>, reaction: bool) -> ByteString {
+        let code = self.code();
+        match self {
+            Refusal::NotAuthenticated if reaction => {
+                protocol::error_frame(code, "Log in to react.", None, client_id)
+            }
+            Refusal::NotAuthenticated => {
+                protocol::error_frame(code, "Log in to chat.", None, client_id)
+            }
+            Refusal::ShuttingDown => protocol::error_frame(
+                code,
+                "The server is restarting; send again after reconnecting.",
+                None,
+                client_id,
+            ),
+            Refusal::ChatClosed => protocol::error_frame(
+                code,
+                "The stream has ended; chat is closed.",
+                None,
+                client_id,
+            ),
+            Refusal::Banned => {
+                protocol::error_frame(code, "You are banned from this chat.", None, client_id)
+            }
+            Refusal::TimedOut(until) => {
+                let ms = (*until - OffsetDateTime::now_utc())
+                    .whole_milliseconds()
+                    .max(1) as u64;
+                protocol::error_frame_until(
+                    code,
+                    "You are timed out.",
+                    ms,
+                    &protocol::timestamp_seconds(*until),
+                    client_id,
+                )
+            }
+            Refusal::SlowMode { seconds, retry_ms } => protocol::error_frame(
+                code,
+                &format!("Slow mode is on: one message every {seconds} s."),
+                Some(*retry_ms),
+                client_id,
+            ),
+            Refusal::BlockedTerm => protocol::error_frame(
+                code,
+                "Your message contains a blocked term.",
+                None,
+                client_id,
+            ),
+            Refusal::RateLimited(ms) if reaction => {
+                protocol::error_frame(code, "You are reacting too fast.", Some(*ms), client_id)
+            }
+            Refusal::RateLimited(ms) => protocol::error_frame(
+                code,
+                "You are sending messages too fast.",
+                Some(*ms),
+                client_id,
+            ),
+            Refusal::UnknownStamp => protocol::error_frame(code, "No such stamp.", None, client_id),
+        }
+    }
+}
+
+/// The room's state that admission reads.
+pub struct Rules<'a> {
+    /// Stream status.
+    pub status: StreamStatus,
+    /// Slow mode (0 = off).
+    pub slow_mode_seconds: i32,
+    /// Blocked terms of the stream and the tenant.
+    pub terms: &'a [BlockedTerm],
+    /// Bans and timeouts in force.
+    pub restrictions: &'a Restrictions,
+    /// The node is shutting down.
+    pub shutting_down: bool,
+}
+
+/// Who is sending, as admission needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender {
+    /// User id.
+    pub user_id: i64,
+    /// Exempt from slow mode (the stream's moderators, its owner, admins).
+    pub exempt: bool,
+    /// When this user's last message in the room was accepted.
+    pub last_chat: Option<Instant>,
+}
+
+impl Rules<'_> {
+    /// May this user take part at all: authenticated, stream not ended, not
+    /// banned or timed out. Reactions and messages alike.
+    pub fn may_take_part(
+        &self,
+        sender: Option<&Sender>,
+        now: OffsetDateTime,
+    ) -> Result<i64, Refusal> {
+        let sender = sender.ok_or(Refusal::NotAuthenticated)?;
+        if self.status == StreamStatus::Ended {
+            return Err(Refusal::ChatClosed);
+        }
+        match self.restrictions.muted(sender.user_id, now) {
+            Some(Muted::Banned) => Err(Refusal::Banned),
+            Some(Muted::TimedOut(until)) => Err(Refusal::TimedOut(until)),
+            None => Ok(sender.user_id),
+        }
+    }
+
+    /// Whether `can_chat` is true for this member in `hello`.
+    pub fn can_chat(&self, sender: Option<&Sender>, now: OffsetDateTime) -> bool {
+        self.may_take_part(sender, now).is_ok()
+    }
+
+    /// May `sender` post `text` now. `repeat` is true when the message's
+    /// `client_id` is already known (stored or in flight): it will be acked with
+    /// the first id, so only the sender's standing is checked, not slow mode,
+    /// terms or limits. Counts against the rate limit when accepted so far.
+    pub fn admit_message(
+        &self,
+        sender: Option<&Sender>,
+        text: &str,
+        repeat: bool,
+        limiter: &KeyedLimiter<i64>,
+        now: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        if sender.is_some() && self.shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
+        self.may_take_part(sender, now)?;
+        let Some(sender) = sender else {
+            return Err(Refusal::NotAuthenticated);
+        };
+        if repeat {
+            return Ok(());
+        }
+        if self.slow_mode_seconds > 0 && !sender.exempt {
+            let gap = Duration::from_secs(self.slow_mode_seconds as u64);
+            if let Some(elapsed) = sender.last_chat.map(|at| at.elapsed()) {
+                if elapsed < gap {
+                    return Err(Refusal::SlowMode {
+                        seconds: self.slow_mode_seconds,
+                        retry_ms: (gap - elapsed).as_millis().max(1) as u64,
+                    });
+                }
+            }
+        }
+        if blocked::find(self.terms, text).is_some() {
+            return Err(Refusal::BlockedTerm);
+        }
+        if let Some(ms) = retry_after_ms(limiter, &sender.user_id) {
+            return Err(Refusal::RateLimited(ms));
+        }
+        Ok(())
+    }
+
+    /// May `sender` react with `stamp_id` now (`known_stamp`: it is one of the
+    /// tenant's stamps). Counts against the reaction limit when accepted so far.
+    pub fn admit_reaction(
+        &self,
+        sender: Option<&Sender>,
+        known_stamp: bool,
+        limiter: &KeyedLimiter<i64>,
+        now: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        let user_id = self.may_take_part(sender, now)?;
+        if !known_stamp {
+            return Err(Refusal::UnknownStamp);
+        }
+        if let Some(ms) = retry_after_ms(limiter, &user_id) {
+            return Err(Refusal::RateLimited(ms));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{auth::keyed, rooms::restrictions::Change};
+
+    fn limiter(n: u32) -> KeyedLimiter<i64> {
+        keyed(n, Duration::from_secs(10), n)
+    }
+
+    fn rules<'a>(restrictions: &'a Restrictions, terms: &'a [BlockedTerm]) -> Rules<'a> {
+        Rules {
+            status: StreamStatus::Live,
+            slow_mode_seconds: 0,
+            terms,
+            restrictions,
+            shutting_down: false,
+        }
+    }
+
+    fn alice() -> Sender {
+        Sender {
+            user_id: 1,
+            exempt: false,
+            last_chat: None,
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn anonymous_may_neither_chat_nor_react() {
+        let r = Restrictions::default();
+        let rules = rules(&r, &[]);
+        let l = limiter(5);
+        assert_eq!(
+            rules.admit_message(None, "hi", false, &l, now()),
+            Err(Refusal::NotAuthenticated)
+        );
+        assert_eq!(
+            rules.admit_reaction(None, true, &l, now()),
+            Err(Refusal::NotAuthenticated)
+        );
+        assert!(!rules.can_chat(None, now()));
+    }
+
+    #[test]
+    fn an_ended_stream_closes_chat_and_reactions() {
+        let r = Restrictions::default();
+        let mut rules = rules(&r, &[]);
+        rules.status = StreamStatus::Ended;
+        let l = limiter(5);
+        let a = alice();
+        assert_eq!(
+            rules.admit_message(Some(&a), "hi", false, &l, now()),
+            Err(Refusal::ChatClosed)
+        );
+        assert_eq!(
+            rules.admit_reaction(Some(&a), true, &l, now()),
+            Err(Refusal::ChatClosed)
+        );
+        assert!(!rules.can_chat(Some(&a), now()));
+        rules.status = StreamStatus::Scheduled;
+        assert!(rules.can_chat(Some(&a), now()));
+    }
+
+    #[test]
+    fn banned_and_timed_out_users_may_not_react_either() {
+        let mut r = Restrictions::default();
+        let until = now() + time::Duration::minutes(5);
+        r.apply(&Change::Restrict {
+            user_id: 1,
+            is_ban: false,
+            until: Some(until),
+            tenant_wide: false,
+        });
+        r.apply(&Change::Restrict {
+            user_id: 2,
+            is_ban: true,
+            until: None,
+            tenant_wide: true,
+        });
+        let rules = rules(&r, &[]);
+        let l = limiter(5);
+        let bob = Sender {
+            user_id: 2,
+            ..alice()
+        };
+        assert_eq!(
+            rules.admit_reaction(Some(&alice()), true, &l, now()),
+            Err(Refusal::TimedOut(until))
+        );
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
+            Err(Refusal::TimedOut(until))
+        );
+        assert_eq!(
+            rules.admit_reaction(Some(&bob), true, &l, now()),
+            Err(Refusal::Banned)
+        );
+        // Standing is checked for a repeated client_id too.
+        assert_eq!(
+            rules.admit_message(Some(&bob), "hi", true, &l, now()),
+            Err(Refusal::Banned)
+        );
+    }
+
+    #[test]
+    fn slow_mode_spares_the_exempt_and_names_the_wait() {
+        let r = Restrictions::default();
+        let mut rules = rules(&r, &[]);
+        rules.slow_mode_seconds = 10;
+        let l = limiter(100);
+        let recent = Sender {
+            last_chat: Some(Instant::now()),
+            ..alice()
+        };
+        match rules.admit_message(Some(&recent), "hi", false, &l, now()) {
+            Err(Refusal::SlowMode { seconds, retry_ms }) => {
+                assert_eq!(seconds, 10);
+                assert!(retry_ms > 9_000 && retry_ms <= 10_000, "{retry_ms}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let moderator = Sender {
+            exempt: true,
+            ..recent
+        };
+        assert_eq!(
+            rules.admit_message(Some(&moderator), "hi", false, &l, now()),
+            Ok(())
+        );
+        // A repeated client_id is acked, not refused by slow mode.
+        assert_eq!(
+            rules.admit_message(Some(&recent), "hi", true, &l, now()),
+            Ok(())
+        );
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn blocked_terms_refuse_before_the_limit_counts() {
+        let r = Restrictions::default();
+        let terms = vec![BlockedTerm::new("spam").unwrap()];
+        let rules = rules(&r, &terms);
+        let l = limiter(1);
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "buy SPAM now", false, &l, now()),
+            Err(Refusal::BlockedTerm)
+        );
+        // The refused message did not use the one message allowed.
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hello", false, &l, now()),
+            Ok(())
+        );
+        assert!(matches!(
+            rules.admit_message(Some(&alice()), "again", false, &l, now()),
+            Err(Refusal::RateLimited(ms)) if ms > 0
+        ));
+    }
+
+    #[test]
+    fn unknown_stamps_and_reaction_limits() {
+        let r = Restrictions::default();
+        let rules = rules(&r, &[]);
+        let l = limiter(2);
+        assert_eq!(
+            rules.admit_reaction(Some(&alice()), false, &l, now()),
+            Err(Refusal::UnknownStamp)
+        );
+        assert_eq!(
+            rules.admit_reaction(Some(&alice()), true, &l, now()),
+            Ok(())
+        );
+        assert_eq!(
+            rules.admit_reaction(Some(&alice()), true, &l, now()),
+            Ok(())
+        );
+        assert!(matches!(
+            rules.admit_reaction(Some(&alice()), true, &l, now()),
+            Err(Refusal::RateLimited(_))
+        ));
+    }
+
+    #[test]
+    fn shutting_down_refuses_chat_with_unavailable() {
+        let r = Restrictions::default();
+        let mut rules = rules(&r, &[]);
+        rules.shutting_down = true;
+        let refusal = rules
+            .admit_message(Some(&alice()), "hi", false, &limiter(5), now())
+            .unwrap_err();
+        assert_eq!(refusal.code(), Code::Unavailable);
+        let frame: serde_json::Value =
+            serde_json::from_str(&refusal.frame(Some("c1"), false)).unwrap();
+        assert_eq!(frame["code"], "unavailable");
+        assert_eq!(frame["client_id"], "c1");
+    }
+}

@@ -1,0 +1,120 @@
+//! The messages a [`super::RoomActor`] handles: what sockets, the hub and the
+//! relay tell a room.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::members::RoomUser;
+use crate::{
+    domain::ChatText, moderation::Command, moderation::ModEvent, relay::RelayEvent,
+    sessions::outlet::Outlet, store::streams::StreamStatus,
+};
+
+/// A socket joins the room. The room queues `hello` and `history` itself.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The socket's outlet.
+    pub outlet: Outlet,
+    /// The user, or `None` for an anonymous viewer.
+    pub user: Option<RoomUser>,
+    /// Resume after this message id.
+    pub last_id: Option<i64>,
+}
+
+/// A socket leaves (always sent from the session's `stopped()`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// Connection id.
+    pub conn_id: u64,
+}
+
+/// A chat message from a member (already cleaned and checked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Chat {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The text.
+    pub text: ChatText,
+    /// Idempotency key.
+    pub client_id: Option<String>,
+}
+
+/// A reaction from a member.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct React {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The stamp (checked against the tenant's stamps here).
+    pub stamp_id: i64,
+}
+
+/// A moderation command from a member's socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Moderate {
+    /// Connection id.
+    pub conn_id: u64,
+    /// The command.
+    pub command: Command,
+}
+
+/// A moderation action already stored and logged: apply and broadcast it.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Apply(pub ModEvent);
+
+/// An event relayed from another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remote(pub RelayEvent);
+
+/// The summed presence of the room across nodes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceTotal {
+    /// Sockets on every node.
+    pub total: u64,
+    /// This node's part of `total`.
+    pub mine: u64,
+}
+
+/// The relay lost Redis (`up` false) or is back (`up` true: resynchronise
+/// from PostgreSQL what other nodes did meanwhile).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RelayState {
+    /// Connected or not.
+    pub up: bool,
+}
+
+/// Blocked terms changed: load them again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadTerms;
+
+/// The stream went live or ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StatusChanged {
+    /// New status.
+    pub status: StreamStatus,
+}
+
+/// Stop taking chat, finish every write, close sockets with 1012, then reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown {
+    /// Fired when done.
+    pub done: oneshot::Sender<()>,
+}
+
+/// The stream's appointed moderators changed: read them again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadRights;

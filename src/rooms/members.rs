@@ -1,0 +1,240 @@
+//! A room's members on this node and the fan-out to them: one shared frame per
+//! event pushed into every member's bounded outlet with `try_send`; a member
+//! whose outlet is full is closed as a slow consumer (4008). Each member
+//! remembers the highest message id it was sent, so no message reaches a socket
+//! twice or out of id order, whatever mix of ring, database history, resume
+//! point and live frames it got.
+
+use std::collections::HashMap;
+
+use bytestring::ByteString;
+
+use crate::{
+    domain::Role,
+    metrics,
+    sessions::outlet::{codes, Outlet},
+};
+
+/// A logged-in member's identity as the room needs it.
+#[derive(Debug, Clone)]
+pub struct RoomUser {
+    /// User id.
+    pub id: i64,
+    /// Username.
+    pub username: String,
+    /// Tenant-wide role.
+    pub role: Role,
+    /// May moderate this stream (admin, moderator, owner, or appointed), as
+    /// last known: it exempts from slow mode. Moderation itself is checked
+    /// against the database when the action arrives.
+    pub can_moderate: bool,
+}
+
+/// While a member waits for its history from the database, what the room
+/// broadcasts meanwhile is buffered: (message id, frame).
+enum State {
+    Ready,
+    Loading(Vec<(Option<i64>, ByteString)>),
+}
+
+/// One socket in the room.
+pub struct Member {
+    /// The socket's outlet.
+    pub outlet: Outlet,
+    /// The user, `None` for an anonymous viewer.
+    pub user: Option<RoomUser>,
+    state: State,
+    /// The highest message id this socket has been sent (or resumed after).
+    after: i64,
+}
+
+/// Every member of a room on this node, by connection id.
+pub struct Members {
+    map: HashMap<u64, Member>,
+    /// Frames a loading member may buffer before it is a slow consumer.
+    queue: usize,
+}
+
+impl Members {
+    /// No members; a loading member buffers at most `queue` frames.
+    pub fn new(queue: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            queue,
+        }
+    }
+
+    /// Adds a member that has been (or will be) sent everything up to message
+    /// id `after`; `loading` when its history comes from the database.
+    pub fn insert(
+        &mut self,
+        conn_id: u64,
+        outlet: Outlet,
+        user: Option<RoomUser>,
+        after: i64,
+        loading: bool,
+    ) {
+        let state = if loading {
+            State::Loading(Vec::new())
+        } else {
+            State::Ready
+        };
+        self.map.insert(
+            conn_id,
+            Member {
+                outlet,
+                user,
+                state,
+                after,
+            },
+        );
+    }
+
+    /// Removes a member.
+    pub fn remove(&mut self, conn_id: u64) -> Option<Member> {
+        self.map.remove(&conn_id)
+    }
+
+    /// A member.
+    pub fn get(&self, conn_id: u64) -> Option<&Member> {
+        self.map.get(&conn_id)
+    }
+
+    /// The user of a member (`None` for anonymous or gone).
+    pub fn user(&self, conn_id: u64) -> Option<&RoomUser> {
+        self.map.get(&conn_id).and_then(|m| m.user.as_ref())
+    }
+
+    /// Members on this node.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True with no member.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every logged-in user, mutably (rights refreshed).
+    pub fn users_mut(&mut self) -> impl Iterator<Item = &mut RoomUser> {
+        self.map.values_mut().filter_map(|m| m.user.as_mut())
+    }
+
+    /// Sockets of one user in the room.
+    pub fn sockets_of(&self, user_id: i64) -> usize {
+        self.map
+            .values()
+            .filter(|m| m.user.as_ref().is_some_and(|u| u.id == user_id))
+            .count()
+    }
+
+    /// Sends one event to every member; `id` is the message id of a `message`
+    /// frame (members that already have it skip it). Closes slow consumers;
+    /// returns how many were closed.
+    pub fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) -> usize {
+        metrics::BROADCASTS.inc();
+        let mut gone = Vec::new();
+        let mut delivered = 0u64;
+        for (conn_id, m) in self.map.iter_mut() {
+            if id.is_some_and(|id| id <= m.after) {
+                continue;
+            }
+            match &mut m.state {
+                State::Ready => {
+                    if let Some(id) = id {
+                        m.after = id;
+                    }
+                    if m.outlet.send_text(frame) {
+                        delivered += 1;
+                    } else {
+                        gone.push(*conn_id);
+                    }
+                }
+                State::Loading(buf) => {
+                    if buf.len() >= self.queue {
+                        m.outlet.close(codes::SLOW_CONSUMER, "slow consumer");
+                        gone.push(*conn_id);
+                    } else {
+                        buf.push((id, frame.clone()));
+                    }
+                }
+            }
+        }
+        // One shared counter update per event, not per socket.
+        metrics::DELIVERIES.add(delivered);
+        for c in &gone {
+            self.map.remove(c);
+        }
+        gone.len()
+    }
+
+    /// Sends a frame to one member.
+    pub fn send_to(&self, conn_id: u64, frame: &ByteString) {
+        if let Some(m) = self.map.get(&conn_id) {
+            m.outlet.send_text(frame);
+        }
+    }
+
+    /// Queues `hello`, then a history, then what was buffered while it loaded,
+    /// for a member whose history came from the database. `newest` is the id
+    /// of the history's last message. Returns false when the member is gone.
+    pub fn finish_loading(
+        &mut self,
+        conn_id: u64,
+        hello: &ByteString,
+        history: &ByteString,
+        newest: Option<i64>,
+    ) -> bool {
+        let Some(m) = self.map.get_mut(&conn_id) else {
+            return false;
+        };
+        let buffered = match std::mem::replace(&mut m.state, State::Ready) {
+            State::Loading(b) => b,
+            State::Ready => Vec::new(),
+        };
+        // The history may hold messages this room has not delivered yet (or
+        // has buffered meanwhile): the member's mark moves past them.
+        if let Some(newest) = newest {
+            m.after = m.after.max(newest);
+        }
+        let mut ok = m.outlet.send_text(hello) && m.outlet.send_text(history);
+        for (id, frame) in buffered {
+            match id {
+                Some(id) if id <= m.after => continue,
+                Some(id) => m.after = id,
+                None => {}
+            }
+            if ok {
+                ok = m.outlet.send_text(&frame);
+            }
+        }
+        if !ok {
+            self.map.remove(&conn_id);
+        }
+        ok
+    }
+
+    /// Closes every socket of a user (banned: 4003); returns how many.
+    pub fn close_user(&mut self, user_id: i64, code: u16, reason: &'static str) -> usize {
+        let ids: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, m)| m.user.as_ref().is_some_and(|u| u.id == user_id))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &ids {
+            if let Some(m) = self.map.remove(c) {
+                m.outlet.close_after_queue(code, reason);
+            }
+        }
+        ids.len()
+    }
+
+    /// Closes every socket (after what is queued) and forgets them.
+    pub fn close_all(&mut self, code: u16, reason: &'static str) {
+        for m in self.map.values() {
+            m.outlet.close_after_queue(code, reason);
+        }
+        self.map.clear();
+    }
+}
