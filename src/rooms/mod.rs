@@ -10,6 +10,7 @@
 //! the room goes on. Messages reach the database through the node's batch
 //! writer and are broadcast only after commit, with their ids.
 
+pub mod restrictions;
 pub mod ring;
 mod room;
 
