@@ -227,8 +227,11 @@ impl Store {
         Ok(())
     }
 
-    /// Lifts bans and timeouts of a user on a stream (and tenant-wide ones when
-    /// `tenant_wide`), and logs it.
+    /// Lifts a user's bans and timeouts of exactly one scope, and logs it:
+    /// with `tenant_wide` the tenant-wide ones only, otherwise only those of
+    /// `stream_id` (the stream the action came from, also when tenant-wide).
+    /// One scope's lift never touches the other's (the rule of
+    /// [`crate::rooms::restrictions`]).
     pub async fn unrestrict_user(
         &self,
         slug: &Slug,
@@ -237,11 +240,12 @@ impl Store {
         tenant_wide: bool,
         log: NewLogEntry<'_>,
     ) -> StoreResult<()> {
+        let scope = (!tenant_wide).then_some(stream_id);
         let sql = format!(
-            "DELETE FROM {}.moderation_ban WHERE user_id = $1 AND (stream_id = $2 OR ($3 AND stream_id IS NULL))",
+            "DELETE FROM {}.moderation_ban WHERE user_id = $1 AND stream_id IS NOT DISTINCT FROM $2",
             slug.schema()
         );
-        self.execute_logged(slug, &sql, &[&user_id, &stream_id, &tenant_wide], log)
+        self.execute_logged(slug, &sql, &[&user_id, &scope], log)
             .await
             .map(drop)
     }

@@ -1,18 +1,23 @@
 //! `GET /ws/chat/stream_{id}/`: the WebSocket handshake. Checks run in
 //! PROTOCOL.md's order, each failure answered over plain HTTP: tenant (404),
-//! Origin (403), stream (404), session or anonymous access (401), per-IP cap (429).
+//! Origin (403), stream (404), session or anonymous access (401), a ban in
+//! force as [`Restrictions`] sees it (403), per-IP cap (429).
 
 use std::net::IpAddr;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use time::OffsetDateTime;
 
 use crate::{
     auth::Visitor,
     domain::normalize_host,
     error::ApiError,
     moderation::can_moderate,
-    rooms::{Hub, RoomKey, RoomUser},
+    rooms::{
+        restrictions::{Muted, Restrictions},
+        Hub, RoomKey, RoomUser,
+    },
     sessions::{self, SessionParams},
     tenants::CurrentTenant,
     web::client_ip,
@@ -107,7 +112,8 @@ async fn connect(
             .restrictions(&tenant.slug, stream_id, Some(u.id))
             .await
             .map_err(ApiError::from)?;
-        if restrictions.iter().any(|r| r.is_ban) {
+        let muted = Restrictions::from_rows(restrictions).muted(u.id, OffsetDateTime::now_utc());
+        if muted == Some(Muted::Banned) {
             return Ok(plain(
                 StatusCode::FORBIDDEN,
                 "You are banned from this stream",

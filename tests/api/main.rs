@@ -15,5 +15,6 @@ mod moderation;
 mod pages;
 mod pages_browser;
 mod reactions;
+mod restrictions_model;
 mod tenancy;
 mod ws;

@@ -296,6 +296,54 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
 }
 
 #[actix_web::test]
+async fn tenant_unban_keeps_a_stream_timeout() {
+    // PROTOCOL.md: lifting a tenant-wide restriction never lifts a stream-scope one.
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (admin, _) = app.user_session("root", Role::Admin).await;
+    let bob_id = app
+        .store
+        .user_by_name(&app.tenant.slug, "bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&admin)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    o.send(json!({"type":"timeout","username":"bob","seconds":600}))
+        .await;
+    assert_eq!(b.expect("moderation").await["action"], "timeout");
+    assert_eq!(a.expect("moderation").await["action"], "timeout");
+    assert_eq!(refused(&mut b, "hi").await["code"], "timed_out");
+
+    a.send(json!({"type":"unban","username":"bob","scope":"tenant"}))
+        .await;
+    assert_eq!(
+        a.expect("moderation").await,
+        json!({"type":"moderation","action":"unban","username":"bob"})
+    );
+    assert_eq!(b.expect("moderation").await["action"], "unban");
+    // The database keeps the stream's timeout...
+    let rows = app
+        .store
+        .restrictions(&app.tenant.slug, stream, Some(bob_id))
+        .await
+        .unwrap();
+    assert!(
+        rows.iter().any(|r| !r.is_ban && !r.tenant_wide),
+        "the stream's timeout is gone: {rows:?}"
+    );
+    // ...and so does the room, on the open socket and for a new one.
+    assert_eq!(refused(&mut b, "free?").await["code"], "timed_out");
+    let (mut b2, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    assert_eq!(hello["can_chat"], false);
+    assert_eq!(refused(&mut b2, "free now?").await["code"], "timed_out");
+}
+
+#[actix_web::test]
 async fn slow_mode_with_exemptions() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
