@@ -25,6 +25,46 @@ pub fn parse_time(raw: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(raw.trim(), &Rfc3339).ok()
 }
 
+/// The time range of a reaction series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesRange {
+    /// The buckets from the one holding `from` up to `to` (exclusive).
+    Span {
+        /// Start (its bucket is included).
+        from: OffsetDateTime,
+        /// End, exclusive.
+        to: OffsetDateTime,
+    },
+    /// Nothing: the one bound the query gives lies beyond the stream's life
+    /// on the side of the bound it leaves out (a `from` after the stream, a
+    /// `to` before it began). The range collapses onto that bound.
+    Empty {
+        /// The given bound, reported as both `from` and `to`.
+        at: OffsetDateTime,
+    },
+}
+
+/// The range of a series from the query's `from` and `to`, each defaulting
+/// to its end of the stream's life (`life_from`, `life_to`). `None` only when
+/// both are given and `from` is after `to`; a range inverted by a default is
+/// [`SeriesRange::Empty`], not an error.
+pub fn series_range(
+    from: Option<OffsetDateTime>,
+    to: Option<OffsetDateTime>,
+    life_from: OffsetDateTime,
+    life_to: OffsetDateTime,
+) -> Option<SeriesRange> {
+    match (from, to) {
+        (Some(from), Some(to)) if from > to => None,
+        (Some(from), None) if from > life_to => Some(SeriesRange::Empty { at: from }),
+        (None, Some(to)) if life_from > to => Some(SeriesRange::Empty { at: to }),
+        (from, to) => Some(SeriesRange::Span {
+            from: from.unwrap_or(life_from),
+            to: to.unwrap_or(life_to),
+        }),
+    }
+}
+
 /// Escapes text for XML/HTML.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -219,6 +259,47 @@ mod tests {
             stamp_name: name.into(),
             count,
         }
+    }
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(secs).unwrap()
+    }
+
+    #[test]
+    fn series_ranges_default_to_the_life_and_are_empty_outside_it() {
+        let (born, now) = (at(1_000), at(2_000));
+        let span = |from, to| Some(SeriesRange::Span { from, to });
+        assert_eq!(series_range(None, None, born, now), span(born, now));
+        assert_eq!(
+            series_range(Some(at(1_500)), None, born, now),
+            span(at(1_500), now)
+        );
+        assert_eq!(
+            series_range(None, Some(at(1_500)), born, now),
+            span(born, at(1_500))
+        );
+        // Outside the life with the other end left out: empty, not invalid.
+        assert_eq!(
+            series_range(Some(at(3_000)), None, born, now),
+            Some(SeriesRange::Empty { at: at(3_000) })
+        );
+        assert_eq!(
+            series_range(None, Some(at(500)), born, now),
+            Some(SeriesRange::Empty { at: at(500) })
+        );
+        // Both given: they are what counts, wherever the life is.
+        assert_eq!(
+            series_range(Some(at(3_000)), Some(at(4_000)), born, now),
+            span(at(3_000), at(4_000))
+        );
+        assert_eq!(
+            series_range(Some(at(3_000)), Some(at(3_000)), born, now),
+            span(at(3_000), at(3_000))
+        );
+        assert_eq!(
+            series_range(Some(at(3_000)), Some(at(2_999)), born, now),
+            None
+        );
     }
 
     #[test]

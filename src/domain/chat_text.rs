@@ -27,8 +27,10 @@ impl ChatText {
         let mut chars = raw.chars().peekable();
         while let Some(c) = chars.next() {
             match c {
+                // `\r\n` becomes `\n` (the `\n` is pushed next); a lone `\r`
+                // is a control character like any other and falls through
+                // to removal below.
                 '\r' if chars.peek() == Some(&'\n') => {}
-                '\r' => out.push('\n'),
                 '\n' => out.push('\n'),
                 '\t' => out.push(' '),
                 c if c.is_control() => {}
@@ -76,8 +78,17 @@ mod tests {
                 .as_str(),
             "abcd"
         );
-        assert_eq!(ChatText::parse("a\rb").unwrap().as_str(), "a\nb");
         assert_eq!(ChatText::parse("<b>x</b>").unwrap().as_str(), "<b>x</b>");
+    }
+
+    /// Only `\r\n` is a line break; a lone `\r` is a C0 control like any
+    /// other and is removed.
+    #[test]
+    fn lone_carriage_return_is_removed() {
+        assert_eq!(ChatText::parse("a\rb").unwrap().as_str(), "ab");
+        assert_eq!(ChatText::parse("a\r\rb\r").unwrap().as_str(), "ab");
+        assert_eq!(ChatText::parse("a\r\r\nb").unwrap().as_str(), "a\nb");
+        assert_eq!(ChatText::parse("a\n\rb").unwrap().as_str(), "a\nb");
     }
 
     #[test]

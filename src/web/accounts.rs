@@ -2,7 +2,7 @@
 //! plain HTML forms carrying the session's CSRF token, with errors shown next
 //! to their field. Logging in or signing up always issues a new session.
 
-use actix_web::{cookie::Cookie, http::StatusCode, web, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
@@ -17,7 +17,7 @@ use crate::{
         api::login_checked,
         client_ip,
         i18n::PageLang,
-        pages::{error_page, local_path, render_in, see_other, Chrome},
+        pages::{error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome},
     },
 };
 
@@ -77,38 +77,6 @@ struct SignupPage {
     form_error: Option<&'static str>,
     username_error: Option<&'static str>,
     password_error: Option<&'static str>,
-}
-
-/// The visitor with a session: forms need its CSRF token, so a visitor
-/// without one gets an anonymous session (and its cookie).
-async fn with_session(
-    visitor: Visitor,
-    store: &Store,
-    auth: &AuthConfig,
-) -> Result<(Visitor, Option<Cookie<'static>>), ApiError> {
-    if visitor.session.is_some() {
-        return Ok((visitor, None));
-    }
-    let (session, cookie) = auth.start_session(store, &visitor.tenant, None).await?;
-    Ok((
-        Visitor {
-            tenant: visitor.tenant,
-            session: Some(session),
-        },
-        Some(cookie),
-    ))
-}
-
-/// Adds a cookie to a response, if there is one.
-fn with_cookie(
-    mut res: HttpResponse,
-    cookie: Option<Cookie<'static>>,
-) -> Result<HttpResponse, ApiError> {
-    if let Some(c) = cookie {
-        res.add_cookie(&c)
-            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cookie: {e}")))?;
-    }
-    Ok(res)
 }
 
 /// Ends the visitor's current session (anonymous or not) and starts one for
@@ -212,7 +180,7 @@ async fn signup_form(
     auth: web::Data<AuthConfig>,
 ) -> Result<HttpResponse, ApiError> {
     if !visitor.tenant.signup {
-        return signup_closed(&visitor, &lang);
+        return signup_closed(visitor, &lang, &store, &auth).await;
     }
     if visitor.user().is_some() {
         return Ok(see_other("/"));
@@ -228,10 +196,20 @@ async fn signup_form(
     with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
 }
 
-fn signup_closed(visitor: &Visitor, lang: &PageLang) -> Result<HttpResponse, ApiError> {
-    let c = Chrome::new(visitor, lang, "/");
+/// The page of a tenant without sign-up (with a session, like every page).
+async fn signup_closed(
+    visitor: Visitor,
+    lang: &PageLang,
+    store: &Store,
+    auth: &AuthConfig,
+) -> Result<HttpResponse, ApiError> {
+    let (visitor, cookie) = with_session(visitor, store, auth).await?;
+    let c = Chrome::new(&visitor, lang, "/");
     let s = c.s;
-    error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)
+    with_cookie(
+        error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)?,
+        cookie,
+    )
 }
 
 async fn signup_submit(
@@ -244,7 +222,7 @@ async fn signup_submit(
     limiter: web::Data<LoginLimiter>,
 ) -> Result<HttpResponse, ApiError> {
     if !visitor.tenant.signup {
-        return signup_closed(&visitor, &lang);
+        return signup_closed(visitor, &lang, &store, &auth).await;
     }
     let form = form.into_inner();
     let s = lang.lang.strings();

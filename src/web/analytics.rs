@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    analytics::{chart_svg, csv, parse_time},
+    analytics::{chart_svg, csv, parse_time, series_range, SeriesRange},
     auth::Visitor,
     error::{ApiError, Code},
     moderation::can_moderate,
@@ -84,14 +84,23 @@ async fn load(
             }),
         }
     };
-    let from = time(&q.from, "from")?.unwrap_or(stream.created_at);
-    let to = time(&q.to, "to")?.unwrap_or_else(|| OffsetDateTime::now_utc() + Duration::seconds(1));
-    if from > to {
-        return Err(ApiError::new(Code::Invalid, "from must not be after to."));
-    }
-    let points = store
-        .reaction_series(&visitor.tenant.slug, stream.id, bucket, from, to)
-        .await?;
+    let range = series_range(
+        time(&q.from, "from")?,
+        time(&q.to, "to")?,
+        stream.created_at,
+        OffsetDateTime::now_utc() + Duration::seconds(1),
+    )
+    .ok_or_else(|| ApiError::new(Code::Invalid, "from must not be after to."))?;
+    let (from, to, points) = match range {
+        SeriesRange::Span { from, to } => (
+            from,
+            to,
+            store
+                .reaction_series(&visitor.tenant.slug, stream.id, bucket, from, to)
+                .await?,
+        ),
+        SeriesRange::Empty { at } => (at, at, Vec::new()),
+    };
     Ok((
         stream,
         Series {

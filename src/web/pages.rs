@@ -5,13 +5,14 @@
 //! from `static/*.js`, which reads its strings from a JSON data block.
 
 use actix_web::{
+    cookie::Cookie,
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse,
 };
 use askama::Template;
 
 use crate::{
-    auth::Visitor,
+    auth::{AuthConfig, Visitor},
     domain::Role,
     error::{ApiError, Code},
     moderation::can_moderate,
@@ -92,7 +93,9 @@ pub struct Chrome {
     pub tenant_name: String,
     /// The logged-in user's name.
     pub username: Option<String>,
-    /// The session's CSRF token (empty without a session).
+    /// The session's CSRF token. Page handlers give every visitor a session
+    /// first ([`with_session`]), so it is empty only for a visitor built
+    /// without one.
     pub csrf_token: String,
     /// Show the studio link (streamers and admins).
     pub can_stream: bool,
@@ -154,6 +157,40 @@ pub fn local_path(raw: &str) -> Option<&str> {
     ok.then_some(raw)
 }
 
+/// The visitor with a session, so that the page it is shown carries a usable
+/// CSRF token (`<meta name="csrf-token">` and the forms' `csrf_token`): a
+/// visitor without one gets an anonymous session, as from `GET /api/session`,
+/// and its cookie, which the response must carry ([`with_cookie`]).
+pub async fn with_session(
+    visitor: Visitor,
+    store: &Store,
+    auth: &AuthConfig,
+) -> Result<(Visitor, Option<Cookie<'static>>), ApiError> {
+    if visitor.session.is_some() {
+        return Ok((visitor, None));
+    }
+    let (session, cookie) = auth.start_session(store, &visitor.tenant, None).await?;
+    Ok((
+        Visitor {
+            tenant: visitor.tenant,
+            session: Some(session),
+        },
+        Some(cookie),
+    ))
+}
+
+/// Adds a cookie to a response, if there is one.
+pub fn with_cookie(
+    mut res: HttpResponse,
+    cookie: Option<Cookie<'static>>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(c) = cookie {
+        res.add_cookie(&c)
+            .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("cookie: {e}")))?;
+    }
+    Ok(res)
+}
+
 /// A redirect after a form (`303 See Other`).
 pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
@@ -210,8 +247,10 @@ async fn index(
     visitor: Visitor,
     lang: PageLang,
     store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
+    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
     let streams = store
         .list_streams(&visitor.tenant.slug)
         .await?
@@ -224,14 +263,15 @@ async fn index(
             stream,
         })
         .collect();
-    render_in(
+    let res = render_in(
         &lang,
         StatusCode::OK,
         IndexPage {
             c: Chrome::new(&visitor, &lang, "/"),
             streams,
         },
-    )
+    )?;
+    with_cookie(res, cookie)
 }
 
 /// A chat message as the watch page shows it (the same markup `watch.js` builds).
@@ -285,23 +325,40 @@ struct WatchPage {
     i18n_json: String,
 }
 
+/// The watch page, its 404 page, or the way to log in; each with the cookie
+/// of the session it gave an anonymous visitor.
 async fn watch(
     req: HttpRequest,
     visitor: Visitor,
     lang: PageLang,
     path: web::Path<String>,
     store: web::Data<Store>,
+    auth: web::Data<AuthConfig>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
+    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+    let res = watch_response(&req, visitor, &lang, &path, &store, &hub).await?;
+    with_cookie(res, cookie)
+}
+
+/// What `/streams/{id}` answers a visitor who already has a session.
+async fn watch_response(
+    req: &HttpRequest,
+    visitor: Visitor,
+    lang: &PageLang,
+    path: &str,
+    store: &Store,
+    hub: &Hub,
+) -> Result<HttpResponse, ApiError> {
     let here = req.path().to_string();
-    let c = Chrome::new(&visitor, &lang, &here);
+    let c = Chrome::new(&visitor, lang, &here);
     let Ok(id) = path.parse::<i64>() else {
-        return not_found_page(c, &lang);
+        return not_found_page(c, lang);
     };
-    let stream = match watchable_stream(&visitor, &store, id).await {
+    let stream = match watchable_stream(&visitor, store, id).await {
         Ok(s) => s,
         Err(e) if e.code() == Code::NotAuthenticated => return Ok(see_other(&c.login_href)),
-        Err(e) if e.code() == Code::NotFound => return not_found_page(c, &lang),
+        Err(e) if e.code() == Code::NotFound => return not_found_page(c, lang),
         Err(e) => return Err(e),
     };
     let slug = &visitor.tenant.slug;
@@ -309,12 +366,12 @@ async fn watch(
         .recent_messages(slug, stream.room_id, RENDERED_MESSAGES)
         .await?;
     let can_moderate = match visitor.user() {
-        Some(u) => can_moderate(&store, slug, u, &stream).await?,
+        Some(u) => can_moderate(store, slug, u, &stream).await?,
         None => false,
     };
     let signed_in = visitor.user().is_some();
     render_in(
-        &lang,
+        lang,
         StatusCode::OK,
         WatchPage {
             viewers: hub.viewers(&RoomKey {

@@ -17,6 +17,15 @@ fn form_token(html: &str) -> String {
     rest[..rest.find('"').unwrap()].to_string()
 }
 
+/// The `content` of a page's `<meta name="csrf-token">`.
+fn meta_token(html: &str) -> String {
+    let at = html
+        .find("<meta name=\"csrf-token\" content=\"")
+        .expect("csrf-token meta");
+    let rest = &html[at + "<meta name=\"csrf-token\" content=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
 /// A client that reports redirects instead of following them.
 fn client() -> awc::Client {
     awc::Client::builder()
@@ -248,6 +257,59 @@ async fn private_tenants_send_anonymous_visitors_to_log_in() {
     );
 }
 
+/// Every page has a real CSRF token, anonymous visitors too: the page comes
+/// with an anonymous session (as from `GET /api/session`) whose token the
+/// login form accepts; a visitor who sends that cookie back keeps its session.
+#[actix_web::test]
+async fn anonymous_pages_carry_a_usable_csrf_token() {
+    let app = spawn_app().await;
+    app.create_user("erin", "password-123", Role::Viewer).await;
+    let stream = app.create_stream("owner").await;
+
+    let missing = app.get("/streams/999999999", None).await;
+    assert_eq!(missing.status, 404);
+    assert!(!meta_token(&missing.body).is_empty(), "the 404 page too");
+    assert!(missing.session_cookie().is_some());
+
+    for path in ["/".to_string(), format!("/streams/{stream}")] {
+        let page = app.get(&path, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        let token = meta_token(&page.body);
+        assert!(!token.is_empty(), "{path}: an empty csrf-token meta");
+        let anon = page
+            .session_cookie()
+            .unwrap_or_else(|| panic!("{path}: an anonymous session for the token"));
+        let session = app.get("/api/session", Some(&anon)).await.json();
+        assert!(session["user"].is_null());
+        assert_eq!(session["csrf_token"], token.as_str(), "{path}");
+
+        // The cookie sent back: the same session, no new one.
+        let again = app.get(&path, Some(&anon)).await;
+        assert_eq!(meta_token(&again.body), token, "{path}");
+        assert!(again.session_cookie().is_none(), "{path}");
+
+        let r = app
+            .post_form(
+                "/login",
+                &[
+                    ("username", "erin"),
+                    ("password", "password-123"),
+                    ("csrf_token", &token),
+                    ("next", &path),
+                ],
+                Some(&anon),
+            )
+            .await;
+        assert_eq!(r.status, 303, "{path}: {}", r.body);
+        assert_eq!(header(&r, "location"), path);
+        let cookie = r.session_cookie().expect("a new session at login");
+        assert_eq!(
+            app.get("/api/session", Some(&cookie)).await.json()["user"]["username"],
+            "erin"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     let app = spawn_app().await;
@@ -444,7 +506,12 @@ async fn signup_creates_a_viewer_and_can_be_turned_off() {
         .await
         .unwrap();
     tokio::time::sleep(stampede::tenants::CACHE_TTL).await;
-    assert_eq!(app.get("/signup", None).await.status, 404);
+    let closed = app.get("/signup", None).await;
+    assert_eq!(closed.status, 404);
+    assert!(
+        !meta_token(&closed.body).is_empty(),
+        "a token on every page"
+    );
     let r = post("another", "password-123").await;
     assert_eq!(r.status, 404);
     assert!(app

@@ -331,6 +331,79 @@ async fn analytics_api_csv_and_page() {
     );
 }
 
+/// A range that starts after the stream's life (or ends before it began) is
+/// an empty series, not a bad request: only an explicit `from` after an
+/// explicit `to` is `invalid`.
+#[actix_web::test]
+async fn a_range_outside_the_stream_is_empty() {
+    use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+    let iso = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap().format(&Rfc3339).unwrap();
+
+    let app = spawn_app_with(generous).await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    for i in 0..6 {
+        a.send(json!({"type":"reaction","stamp_id": i % 3 + 1}))
+            .await;
+    }
+    wait_for_rows(&app, stream, 6).await;
+    let all = app
+        .get(&format!("/api/streams/{stream}/reactions"), Some(&owner))
+        .await;
+    assert_eq!(all.json()["total"], 6, "{}", all.body);
+
+    let now = OffsetDateTime::now_utc();
+    let later = iso(now + time::Duration::days(1));
+    // Even the bucket this hour's reactions are in lies before such a `from`.
+    let soon = iso(now + time::Duration::minutes(1));
+    for query in [
+        format!("from={later}"),
+        format!("from={later}&bucket=10s"),
+        format!("from={soon}&bucket=1h"),
+        "to=2000-01-01T00:00:00Z".to_string(),
+    ] {
+        let r = app
+            .get(
+                &format!("/api/streams/{stream}/reactions?{query}"),
+                Some(&owner),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["series"], json!([]), "{query}");
+        assert_eq!(v["total"], 0, "{query}");
+        let from = OffsetDateTime::parse(v["from"].as_str().unwrap(), &Rfc3339).unwrap();
+        let to = OffsetDateTime::parse(v["to"].as_str().unwrap(), &Rfc3339).unwrap();
+        assert!(
+            from <= to,
+            "{query}: an empty range, not an inverted one: {v}"
+        );
+    }
+    let r = app
+        .get(
+            &format!("/api/streams/{stream}/reactions.csv?from={later}"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "bucket_start,stamp_id,stamp_name,count\n");
+
+    // Both explicit and inverted: invalid.
+    let r = app
+        .get(
+            &format!(
+                "/api/streams/{stream}/reactions?from={later}&to={}",
+                iso(now)
+            ),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "invalid");
+}
+
 #[actix_web::test]
 async fn graceful_shutdown_loses_no_reaction() {
     let app = spawn_app().await;
