@@ -43,7 +43,12 @@ use crate::{
     domain::Slug,
     relay::{Incoming, Relay, RelayEvent},
     sessions::outlet::Outlet,
-    store::{reaction_writer::ReactionWriter, streams::Stream, writer::MessageWriter, Store},
+    store::{
+        reaction_writer::ReactionWriter,
+        streams::{Stream, StreamStatus},
+        writer::MessageWriter,
+        Store,
+    },
 };
 
 /// A room's identity: tenant and stream.
@@ -335,19 +340,13 @@ impl Hub {
         self.inner.rooms.lock().unwrap().values().cloned().collect()
     }
 
-    /// A stream's status changed: tell its room here (started if it does not
-    /// run: it stores the "Stream started" / "Stream ended" notice once and
-    /// relays it like any message) and the rooms of other nodes.
-    pub fn status_changed(&self, key: &RoomKey, stream: &Stream) {
-        self.relay().publish(
-            key,
-            RelayEvent::Status {
-                status: stream.status,
-            },
-        );
-        self.room(key, stream).do_send(StatusChanged {
-            status: stream.status,
-        });
+    /// A stream's status changed from `stream.status` to `status`: tell its
+    /// room here (started if it does not run: it stores the "Stream started" /
+    /// "Stream ended" notice once and relays it like any message) and the
+    /// rooms of other nodes.
+    pub fn status_changed(&self, key: &RoomKey, stream: &Stream, status: StreamStatus) {
+        self.relay().publish(key, RelayEvent::Status { status });
+        self.room(key, stream).do_send(StatusChanged { status });
     }
 
     /// The stream's appointed moderators changed: rooms here and on other

@@ -777,16 +777,17 @@ impl Handler<Join> for RoomActor {
         let resume_point = join.last_id.unwrap_or(0);
         match from_ring {
             Some((frames, truncated)) => {
-                let hello = self.hello(join.user.as_ref());
-                let ok = join.outlet.send_text(&hello)
-                    && join
-                        .outlet
-                        .send_text(&protocol::history_frame(frames.iter(), truncated));
-                if ok {
-                    // Everything delivered so far is in that history or before it.
-                    let after = resume_point.max(self.newest_id);
-                    self.members
-                        .insert(conn_id, join.outlet, join.user, after, false);
+                // Everything delivered so far is in that history or before it.
+                let after = resume_point.max(self.newest_id);
+                let outlet = join.outlet.clone();
+                let user = join.user.clone();
+                self.members
+                    .insert(conn_id, join.outlet, join.user, after, false);
+                let hello = self.hello(user.as_ref());
+                let ok = outlet.send_text(&hello)
+                    && outlet.send_text(&protocol::history_frame(frames.iter(), truncated));
+                if !ok {
+                    self.members.remove(conn_id);
                 }
             }
             None => {

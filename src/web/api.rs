@@ -281,11 +281,7 @@ async fn set_status(
         slug: visitor.tenant.slug.clone(),
         stream_id: stream.id,
     };
-    let changed = Stream {
-        status: body.status,
-        ..stream
-    };
-    hub.status_changed(&key, &changed);
+    hub.status_changed(&key, &stream, body.status);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }
 
