@@ -16,5 +16,6 @@ mod pages;
 mod pages_browser;
 mod reactions;
 mod restrictions_model;
+mod room_core;
 mod tenancy;
 mod ws;

@@ -1,0 +1,259 @@
+//! The room core over real sockets: rights read when an action arrives (not at
+//! connect), on every node; who may react; `join` / `leave` notices.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// Sends a chat message and returns its id (from the ack).
+async fn say(c: &mut WsClient, text: &str) -> i64 {
+    let cid = random_hex(12);
+    c.send(json!({"type":"message","message":text,"client_id":cid}))
+        .await;
+    loop {
+        let v = c.recv().await;
+        if v["type"] == "ack" && v["client_id"] == cid.as_str() {
+            return v["id"].as_i64().unwrap();
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    }
+}
+
+/// Reads until an `error` frame arrives and returns it.
+async fn error(c: &mut WsClient) -> Value {
+    c.expect("error").await
+}
+
+async fn set_moderator(app: &TestApp, stream: i64, owner: (&str, &str), who: &str, action: &str) {
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/moderators"),
+            &json!({"username":who,"action":action}),
+            Some(owner.0),
+            Some(owner.1),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[actix_web::test]
+async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (helper, _) = app.user_session("helper", Role::Viewer).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    set_moderator(&app, stream, (&owner, &csrf), "helper", "add").await;
+    let (mut h, _, _) = app.ws_ready(stream, Some(&helper)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let first = say(&mut b, "one").await;
+    h.send(json!({"type":"delete","message_id":first})).await;
+    assert_eq!(b.expect("moderation").await["message_id"], first);
+
+    set_moderator(&app, stream, (&owner, &csrf), "helper", "remove").await;
+    let second = say(&mut b, "two").await;
+    h.send(json!({"type":"delete","message_id":second})).await;
+    assert_eq!(error(&mut h).await["code"], "forbidden");
+    h.send(json!({"type":"clear"})).await;
+    assert_eq!(error(&mut h).await["code"], "forbidden");
+    assert_eq!(
+        app.stored_ids(stream).await.len(),
+        2,
+        "nothing else was stored"
+    );
+    let (_, _, history) = app.ws_ready(stream, None).await;
+    assert_eq!(history["messages"][0]["id"], second, "still visible");
+}
+
+#[actix_web::test]
+async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (moderator, _) = app.user_session("mod", Role::Moderator).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut m, _, _) = app.ws_ready(stream, Some(&moderator)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let first = say(&mut b, "one").await;
+    m.send(json!({"type":"pin","message_id":first})).await;
+    assert_eq!(b.expect("moderation").await["action"], "pin");
+
+    let c = app.store.client().await.unwrap();
+    c.execute(
+        &format!(
+            "UPDATE {}.accounts_user SET role = 'viewer' WHERE username = 'mod'",
+            app.tenant.slug.schema()
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    m.send(json!({"type":"unpin"})).await;
+    assert_eq!(error(&mut m).await["code"], "forbidden");
+    m.send(json!({"type":"ban","username":"bob"})).await;
+    assert_eq!(error(&mut m).await["code"], "forbidden");
+    // Bob was not banned: he still chats.
+    say(&mut b, "still here").await;
+}
+
+#[actix_web::test]
+async fn muted_users_and_ended_streams_take_no_reactions() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (carol, _) = app.user_session("carol", Role::Viewer).await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (mut c, _, _) = app.ws_ready(stream, Some(&carol)).await;
+
+    o.send(json!({"type":"timeout","username":"bob","seconds":600}))
+        .await;
+    assert_eq!(b.expect("moderation").await["action"], "timeout");
+    b.send(json!({"type":"reaction","stamp_id":1})).await;
+    let e = error(&mut b).await;
+    assert_eq!(e["code"], "timed_out");
+    assert!(e["retry_after_ms"].as_u64().unwrap() > 0);
+
+    // Carol reacts fine, then is banned: her socket closes (4003).
+    c.send(json!({"type":"reaction","stamp_id":2})).await;
+    let window = c.expect("reactions").await;
+    assert_eq!(window["stamps"][0]["count"], 1);
+    o.send(json!({"type":"ban","username":"carol"})).await;
+    assert_eq!(c.closed().await, Some(4003));
+
+    // Once the stream has ended, nobody reacts.
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/status"),
+            &json!({"status":"ended"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    o.send(json!({"type":"reaction","stamp_id":1})).await;
+    assert_eq!(error(&mut o).await["code"], "chat_closed");
+
+    let stored: i64 = app
+        .store
+        .client()
+        .await
+        .unwrap()
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.streaming_streamreaction WHERE stream_id = $1",
+                app.tenant.slug.schema()
+            ),
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "only carol's reaction before her ban counts");
+}
+
+#[actix_web::test]
+async fn announced_joins_and_leaves_are_sent_and_never_stored() {
+    let app = spawn_app_with(|s| s.chat.announce_joins = true).await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    // Anonymous viewers come and go silently.
+    let (anon, _, _) = app.ws_ready(stream, None).await;
+    drop(anon);
+
+    let (b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let join = a.expect("message").await;
+    assert_eq!(join["message_type"], "join");
+    assert_eq!(join["username"], "bob");
+    assert_eq!(join["id"], Value::Null);
+    // A second socket of bob's is not a second join.
+    let (b2, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    drop(b);
+    a.assert_silent(Duration::from_millis(500)).await;
+    drop(b2);
+    let leave = a.expect("message").await;
+    assert_eq!(leave["message_type"], "leave");
+    assert_eq!(leave["username"], "bob");
+    assert!(app.stored_ids(stream).await.is_empty(), "nothing stored");
+    // History has no notices either.
+    let (_, _, history) = app.ws_ready(stream, None).await;
+    assert_eq!(history["messages"], json!([]));
+}
+
+/// Two `stampede serve` nodes on the shared Redis with a fresh prefix.
+async fn two_nodes(app: &TestApp, extra: &[(&str, &str)]) -> (Node, TestApp, Node, TestApp) {
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("STAMPEDE_REDIS_URL", &redis),
+        ("STAMPEDE_REDIS_PREFIX", &prefix),
+    ];
+    env.extend_from_slice(extra);
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    (a, ha, b, hb)
+}
+
+/// Appointing and removing a moderator on node A changes, within a second,
+/// what an open socket on node B may do: slow mode exemption and moderation.
+#[actix_web::test]
+async fn rights_changed_on_one_node_hold_on_the_other() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("helper", "password-123", Role::Viewer)
+        .await;
+    let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
+    let (owner, csrf) = ha.login("owner", "password-123").await;
+    let (helper, _) = hb.login("helper", "password-123").await;
+    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let (mut h, _, _) = hb.ws_ready(stream, Some(&helper)).await;
+    o.send(json!({"type":"slow_mode","seconds":60})).await;
+    assert_eq!(h.expect("moderation").await["action"], "slow_mode");
+
+    // A viewer in slow mode: the second message waits.
+    say(&mut h, "one").await;
+    h.send(json!({"type":"message","message":"two","client_id":"h2"}))
+        .await;
+    assert_eq!(error(&mut h).await["code"], "slow_mode");
+
+    // Appointed on A: exempt on B within a second.
+    set_moderator(&ha, stream, (&owner, &csrf), "helper", "add").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let cid = random_hex(8);
+        h.send(json!({"type":"message","message":"now?","client_id":cid}))
+            .await;
+        let v = loop {
+            let v = h.recv().await;
+            if v["client_id"] == cid.as_str() {
+                break v;
+            }
+        };
+        if v["type"] == "ack" {
+            break;
+        }
+        assert_eq!(v["code"], "slow_mode");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "appointment did not reach node B within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Removed on A: forbidden on B at once.
+    set_moderator(&ha, stream, (&owner, &csrf), "helper", "remove").await;
+    h.send(json!({"type":"clear"})).await;
+    assert_eq!(error(&mut h).await["code"], "forbidden");
+}
