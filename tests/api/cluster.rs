@@ -1,7 +1,10 @@
 //! Many nodes, one stream: two real `stampede serve` processes sharing
 //! PostgreSQL and Redis, real sockets. Each test has its own channel prefix.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
 use stampede::domain::Role;
@@ -456,5 +459,133 @@ async fn status_notices_reach_other_nodes_once() {
         app.stored_ids(stream).await.len(),
         1,
         "the notice is stored once"
+    );
+}
+
+/// Reads one frame before `until`, recording a `message`'s id; false when
+/// the wait ran out. The socket must stay open.
+async fn read_frame(c: &mut WsClient, got: &mut Vec<i64>, until: Instant) -> bool {
+    match c
+        .next_frame(until.saturating_duration_since(Instant::now()))
+        .await
+    {
+        Next::Text(v) => {
+            if v["type"] == "message" {
+                got.push(v["id"].as_i64().expect("message id"));
+            }
+            true
+        }
+        Next::Idle => false,
+        Next::Closed => panic!(
+            "the viewer's socket closed (code {:?}) after {} message frames",
+            c.closed_code(),
+            got.len()
+        ),
+    }
+}
+
+/// A busy room with a ring smaller than its traffic (`chat.ring_size` 20): a
+/// viewer on node B gets each of 60 messages sent on node A exactly once, in
+/// increasing id order, and then nothing more — whatever keeps the nodes in
+/// step must never send a socket a message it already has.
+#[actix_web::test]
+async fn busy_room_with_a_small_ring_sends_each_message_once() {
+    const COUNT: usize = 60;
+    const AFTERWARDS: Duration = Duration::from_secs(12);
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) =
+        two_nodes(&app, &redis_url(), &[("STAMPEDE_CHAT_RING_SIZE", "20")]).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (mut viewer, _, _) = hb.ws_ready(stream, None).await;
+    let (mut sender, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+
+    // Every `message` id the viewer gets, in arrival order.
+    let mut got: Vec<i64> = Vec::new();
+    // The first message reaching B shows the nodes are relaying.
+    let send =
+        |i: usize| json!({"type":"message","message":format!("m{i}"),"client_id":format!("m{i}")});
+    sender.send(send(0)).await;
+    let first = sender.expect("ack").await["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !got.contains(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "B's viewer never got the first message (id {first}); got {got:?}"
+        );
+        read_frame(&mut viewer, &mut got, deadline).await;
+    }
+    let mut acked = vec![first];
+    for i in 1..COUNT {
+        sender.send(send(i)).await;
+    }
+    while acked.len() < COUNT {
+        acked.push(sender.expect("ack").await["id"].as_i64().unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !acked.iter().all(|id| got.contains(id)) && Instant::now() < deadline {
+        read_frame(&mut viewer, &mut got, deadline).await;
+    }
+    let complete_at = got.len();
+    let quiet_until = Instant::now() + AFTERWARDS;
+    while Instant::now() < quiet_until {
+        if !read_frame(&mut viewer, &mut got, quiet_until).await {
+            break;
+        }
+    }
+
+    if got != acked {
+        let mut count: HashMap<i64, usize> = HashMap::new();
+        for id in &got {
+            *count.entry(*id).or_default() += 1;
+        }
+        let missing: Vec<i64> = acked
+            .iter()
+            .copied()
+            .filter(|id| !count.contains_key(id))
+            .collect();
+        let repeated: BTreeSet<i64> = count
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| *id)
+            .collect();
+        let most = count.values().max().copied().unwrap_or(0);
+        let disorder = got.windows(2).filter(|w| w[1] <= w[0]).count();
+        let late = &got[complete_at..];
+        panic!(
+            "B's viewer got {} message frames for {COUNT} acked messages ({}..={}): \
+             {} ids missing {missing:?}; {} ids repeated (up to {most} times each, e.g. {:?}); \
+             {disorder} frames not above the one before; {} frames in the {AFTERWARDS:?} after \
+             every message had arrived (e.g. {:?})",
+            got.len(),
+            acked[0],
+            acked[COUNT - 1],
+            missing.len(),
+            repeated.len(),
+            repeated.iter().take(10).collect::<Vec<_>>(),
+            late.len(),
+            &late[..late.len().min(10)],
+        );
+    }
+}
+
+/// `hello.viewers` counts the sockets of every node, also when the joined
+/// node had no room for the stream yet.
+#[actix_web::test]
+async fn hello_counts_other_nodes_viewers_in_a_room_new_on_this_node() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (_on_b, hello_b, _) = hb.ws_ready(stream, None).await;
+    assert_eq!(hello_b["viewers"], 1, "{hello_b}");
+    // Long enough for B to have shared its count (nodes refresh presence every
+    // 2 s); no socket may be opened on A before the one under test, as that
+    // would create A's room, so this is a wait, not a poll.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_on_a, hello_a, _) = ha.ws_ready(stream, None).await;
+    assert_eq!(
+        hello_a["viewers"], 2,
+        "hello on A must count B's socket and A's own: {hello_a}"
     );
 }

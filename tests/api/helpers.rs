@@ -352,6 +352,28 @@ impl TestApp {
         .collect()
     }
 
+    /// Every stored message of a stream (deleted ones included), ascending by id.
+    pub async fn stored_rows(&self, stream_id: i64) -> Vec<StoredRow> {
+        let c = self.store.client().await.unwrap();
+        c.query(
+            &format!(
+                "SELECT m.id, m.client_id, m.is_deleted FROM {0}.chat_chatmessage m \
+                 JOIN {0}.chat_chatroom r ON r.id = m.room_id WHERE r.stream_id = $1 ORDER BY m.id",
+                self.tenant.slug.schema()
+            ),
+            &[&stream_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| StoredRow {
+            id: r.get(0),
+            client_id: r.get(1),
+            deleted: r.get(2),
+        })
+        .collect()
+    }
+
     /// Logs in; returns (session cookie, csrf token).
     pub async fn login(&self, name: &str, password: &str) -> (String, String) {
         let r = self
@@ -366,6 +388,17 @@ impl TestApp {
         let cookie = r.session_cookie().expect("session cookie");
         (cookie, r.json()["csrf_token"].as_str().unwrap().to_string())
     }
+}
+
+/// One row of `chat_chatmessage`, as [`TestApp::stored_rows`] reads it.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    /// The message id.
+    pub id: i64,
+    /// The sender's idempotency key, if any.
+    pub client_id: Option<String>,
+    /// Hidden by `delete` or `clear`.
+    pub deleted: bool,
 }
 
 /// Runs the `stampede` binary with this run's database.

@@ -28,6 +28,49 @@ pub struct WsClient {
 #[derive(Debug)]
 pub struct Refused(pub u16);
 
+/// What one read of [`WsClient::next_frame`] gave.
+pub enum Next {
+    /// A text frame, as JSON.
+    Text(Value),
+    /// Nothing within the wait; the socket is still open.
+    Idle,
+    /// The connection ended (close frame, reset, or a protocol error).
+    Closed,
+}
+
+/// Like [`connect`], for clients that expect the node to be down at times:
+/// any failure (refused, reset, no answer within `wait`) is an `Err` saying what.
+pub async fn try_connect(
+    base: &str,
+    host: &str,
+    stream_id: i64,
+    cookie: Option<&str>,
+    query: &str,
+    wait: Duration,
+) -> Result<WsClient, String> {
+    let url = format!(
+        "{}/ws/chat/stream_{stream_id}/{query}",
+        base.replace("http://", "ws://")
+    );
+    let mut req = awc::Client::builder()
+        .timeout(wait)
+        .finish()
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .set_header("Host", host);
+    if let Some(c) = cookie {
+        req = req.set_header("Cookie", format!("stampede_session={c}"));
+    }
+    match tokio::time::timeout(wait, req.connect()).await {
+        Ok(Ok((_, framed))) => Ok(WsClient {
+            framed,
+            last_close: None,
+        }),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no handshake within {wait:?}")),
+    }
+}
+
 /// Connects to `/ws/chat/stream_{id}/` of a node with a Host, optional Origin,
 /// session cookie and query.
 pub async fn connect(
@@ -99,6 +142,14 @@ impl WsClient {
             .expect("send");
     }
 
+    /// Sends a JSON text frame; false when the connection is gone.
+    pub async fn try_send(&mut self, v: Value) -> bool {
+        self.framed
+            .send(ws::Message::Text(v.to_string().into()))
+            .await
+            .is_ok()
+    }
+
     /// Sends a raw message.
     pub async fn send_raw(&mut self, m: ws::Message) {
         self.framed.send(m).await.expect("send");
@@ -127,6 +178,34 @@ impl WsClient {
                 Frame::Close(r) => {
                     self.last_close = r.map(|r| u16::from(r.code));
                     return None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next text frame within `wait` (pings answered), telling a quiet
+    /// socket from a closed one.
+    pub async fn next_frame(&mut self, wait: Duration) -> Next {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) => return Next::Idle,
+                Ok(None) | Ok(Some(Err(_))) => return Next::Closed,
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame {
+                Frame::Text(b) => match serde_json::from_slice(&b) {
+                    Ok(v) => return Next::Text(v),
+                    Err(e) => panic!("a text frame that is not JSON ({e}): {b:?}"),
+                },
+                Frame::Ping(p) => {
+                    // A failed pong shows on the next read.
+                    let _ = self.framed.send(ws::Message::Pong(p)).await;
+                }
+                Frame::Close(r) => {
+                    self.last_close = r.map(|r| u16::from(r.code));
+                    return Next::Closed;
                 }
                 _ => {}
             }
