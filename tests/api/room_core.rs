@@ -238,7 +238,7 @@ async fn rights_changed_on_one_node_hold_on_the_other() {
             .await;
         let v = loop {
             let v = h.recv().await;
-            if v["client_id"] == cid.as_str() {
+            if v["client_id"] == cid.as_str() && v["type"] != "message" {
                 break v;
             }
         };
