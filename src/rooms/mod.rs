@@ -18,6 +18,7 @@ pub mod restrictions;
 pub mod ring;
 mod room;
 pub mod sequencer;
+pub mod sockets;
 
 use std::{
     collections::HashMap,
@@ -37,12 +38,12 @@ pub use inbox::{
 };
 pub use members::RoomUser;
 pub use room::RoomActor;
+pub use sockets::{IpSlot, SocketIndex, UserSlot};
 
 use crate::{
     config::Settings,
     domain::Slug,
     relay::{Incoming, Relay, RelayEvent},
-    sessions::outlet::Outlet,
     store::{
         reaction_writer::ReactionWriter,
         streams::{Stream, StreamStatus},
@@ -66,19 +67,14 @@ pub struct Hub {
     inner: Arc<HubInner>,
 }
 
-/// Sockets of one login session on this node: (connection id, user id, outlet).
-type SessionSockets = Vec<(u64, i64, Outlet)>;
-
 struct HubInner {
     store: Store,
     writer: MessageWriter,
     reactions: ReactionWriter,
     settings: Arc<Settings>,
     rooms: Mutex<HashMap<RoomKey, Addr<RoomActor>>>,
-    /// Sockets per (tenant, session key hash), to close them when the session ends.
-    sessions: Mutex<HashMap<(Slug, String), SessionSockets>>,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-    per_user: Mutex<HashMap<(Slug, i64), u32>>,
+    /// Open sockets by address, user and login session.
+    sockets: Arc<SocketIndex>,
     /// Viewer counts of each room, as its room last reported them: (on this
     /// node, on every node).
     viewers: Arc<Mutex<HashMap<RoomKey, (u64, u64)>>>,
@@ -86,42 +82,6 @@ struct HubInner {
     relay: std::sync::OnceLock<Relay>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
-}
-
-/// Holds one connection slot of an IP; gives it back when dropped.
-pub struct IpSlot {
-    hub: Hub,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = self.hub.inner.per_ip.lock().unwrap();
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Holds one connection slot of a user; gives it back when dropped.
-pub struct UserSlot {
-    hub: Hub,
-    key: (Slug, i64),
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut map = self.hub.inner.per_user.lock().unwrap();
-        if let Some(n) = map.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.key);
-            }
-        }
-    }
 }
 
 impl Hub {
@@ -139,9 +99,7 @@ impl Hub {
                 reactions,
                 settings,
                 rooms: Mutex::new(HashMap::new()),
-                sessions: Mutex::new(HashMap::new()),
-                per_ip: Mutex::new(HashMap::new()),
-                per_user: Mutex::new(HashMap::new()),
+                sockets: Arc::new(SocketIndex::default()),
                 viewers: Arc::new(Mutex::new(HashMap::new())),
                 relay: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
@@ -284,10 +242,10 @@ impl Hub {
                 let key = RoomKey { slug, stream_id: 0 };
                 match event {
                     RelayEvent::SessionEnded { key_hash, code } => {
-                        self.close_local_session(&key.slug, &key_hash, code);
+                        self.inner.sockets.close_session(&key.slug, &key_hash, code);
                     }
                     RelayEvent::UserSessionsEnded { user_id, code } => {
-                        self.close_local_user(&key.slug, user_id, code);
+                        self.inner.sockets.close_user(&key.slug, user_id, code);
                     }
                     RelayEvent::Moderation { event } => {
                         for room in self.rooms_of(&key, true) {
@@ -399,108 +357,26 @@ impl Hub {
         }
     }
 
-    /// Takes a connection slot for `ip`, or `None` when it has `max` already (0 = no limit).
-    pub fn acquire_ip(&self, ip: IpAddr, max: u32) -> Option<IpSlot> {
-        let mut map = self.inner.per_ip.lock().unwrap();
-        let n = map.entry(ip).or_insert(0);
-        if max > 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            hub: self.clone(),
-            ip,
-        })
+    /// Open sockets of this node by address, user and login session.
+    pub fn sockets(&self) -> &SocketIndex {
+        &self.inner.sockets
     }
 
-    /// Records a socket of a login session.
-    pub fn register_session(
-        &self,
-        slug: &Slug,
-        key_hash: &str,
-        user_id: i64,
-        conn_id: u64,
-        outlet: Outlet,
-    ) {
-        self.inner
-            .sessions
-            .lock()
-            .unwrap()
-            .entry((slug.clone(), key_hash.to_string()))
-            .or_default()
-            .push((conn_id, user_id, outlet));
+    /// Takes a connection slot for `ip`, or `None` when it has `max` already (0 = no limit).
+    pub fn acquire_ip(&self, ip: IpAddr, max: u32) -> Option<IpSlot> {
+        SocketIndex::acquire_ip(&self.inner.sockets, ip, max)
     }
 
     /// Takes a connection slot for a user, or `None` when they have `max` (0 = no limit).
     pub fn acquire_user(&self, slug: &Slug, user_id: i64, max: u32) -> Option<UserSlot> {
-        let mut map = self.inner.per_user.lock().unwrap();
-        let n = map.entry((slug.clone(), user_id)).or_insert(0);
-        if max > 0 && *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(UserSlot {
-            hub: self.clone(),
-            key: (slug.clone(), user_id),
-        })
+        SocketIndex::acquire_user(&self.inner.sockets, slug, user_id, max)
     }
 
     /// Closes every socket of a user on every node (password changed: 4001).
     pub fn close_user_sessions(&self, slug: &Slug, user_id: i64, code: u16) {
         self.relay()
             .publish_tenant(slug, RelayEvent::UserSessionsEnded { user_id, code });
-        self.close_local_user(slug, user_id, code);
-    }
-
-    fn close_local_user(&self, slug: &Slug, user_id: i64, code: u16) {
-        let map = self.inner.sessions.lock().unwrap();
-        for ((s, _), sockets) in map.iter() {
-            if s == slug {
-                for (_, uid, outlet) in sockets {
-                    if *uid == user_id {
-                        outlet.close_after_queue(code, "session ended");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Closes sockets whose login session is no longer valid (expired, logged
-    /// out or ended by a password change, on any node).
-    pub async fn recheck_sessions(&self) {
-        let mut by_tenant: HashMap<Slug, Vec<String>> = HashMap::new();
-        for (slug, hash) in self.inner.sessions.lock().unwrap().keys() {
-            by_tenant
-                .entry(slug.clone())
-                .or_default()
-                .push(hash.clone());
-        }
-        for (slug, hashes) in by_tenant {
-            match self.inner.store.live_sessions(&slug, &hashes).await {
-                Ok(live) => {
-                    for h in hashes.iter().filter(|h| !live.contains(h)) {
-                        self.close_local_session(
-                            &slug,
-                            h,
-                            crate::sessions::outlet::codes::SESSION_ENDED,
-                        );
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "session recheck skipped"),
-            }
-        }
-    }
-
-    /// Forgets a socket of a login session.
-    pub fn unregister_session(&self, slug: &Slug, key_hash: &str, conn_id: u64) {
-        let mut map = self.inner.sessions.lock().unwrap();
-        let key = (slug.clone(), key_hash.to_string());
-        if let Some(v) = map.get_mut(&key) {
-            v.retain(|(id, _, _)| *id != conn_id);
-            if v.is_empty() {
-                map.remove(&key);
-            }
-        }
+        self.inner.sockets.close_user(slug, user_id, code);
     }
 
     /// Closes every socket of a session on every node (logout: 4001).
@@ -512,20 +388,25 @@ impl Hub {
                 code,
             },
         );
-        self.close_local_session(slug, key_hash, code)
+        self.inner.sockets.close_session(slug, key_hash, code)
     }
 
-    /// Closes every socket of a session on this node.
-    fn close_local_session(&self, slug: &Slug, key_hash: &str, code: u16) -> usize {
-        let map = self.inner.sessions.lock().unwrap();
-        match map.get(&(slug.clone(), key_hash.to_string())) {
-            Some(v) => {
-                for (_, _, outlet) in v {
-                    outlet.close_after_queue(code, "session ended");
+    /// Closes sockets whose login session is no longer valid (expired, logged
+    /// out or ended by a password change, on any node).
+    pub async fn recheck_sessions(&self) {
+        for (slug, hashes) in self.inner.sockets.sessions_by_tenant() {
+            match self.inner.store.live_sessions(&slug, &hashes).await {
+                Ok(live) => {
+                    for h in hashes.iter().filter(|h| !live.contains(h)) {
+                        self.inner.sockets.close_session(
+                            &slug,
+                            h,
+                            crate::sessions::outlet::codes::SESSION_ENDED,
+                        );
+                    }
                 }
-                v.len()
+                Err(e) => tracing::debug!(error = %e, "session recheck skipped"),
             }
-            None => 0,
         }
     }
 

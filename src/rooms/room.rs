@@ -1005,8 +1005,7 @@ impl Handler<React> for RoomActor {
             }
             return;
         };
-        metrics::REACTIONS_RECEIVED.inc();
-        self.hub.reactions().push(
+        let queued = self.hub.reactions().push(
             &self.key.slug,
             NewReaction {
                 stream_id: self.key.stream_id,
@@ -1015,6 +1014,16 @@ impl Handler<React> for RoomActor {
                 at: OffsetDateTime::now_utc(),
             },
         );
+        if queued.is_err() {
+            // Not counted anywhere: the window and the table stay equal.
+            self.error_to(
+                conn_id,
+                Code::Unavailable,
+                "Reactions cannot be taken now; try again.",
+            );
+            return;
+        }
+        metrics::REACTIONS_RECEIVED.inc();
         self.window.add(stamp_id, 1);
         self.arm_window(ctx);
     }

@@ -228,7 +228,7 @@ impl Actor for SessionActor {
             ctx.add_stream(stream.max_frame_size(self.max_frame));
         }
         if let (Some(key), Some(user)) = (&self.params.session_key, &self.params.user) {
-            self.params.hub.register_session(
+            self.params.hub.sockets().register_session(
                 &self.params.key.slug,
                 key,
                 user.id,
@@ -282,6 +282,7 @@ impl Actor for SessionActor {
         if let (Some(key), Some(_)) = (&self.params.session_key, &self.params.user) {
             self.params
                 .hub
+                .sockets()
                 .unregister_session(&self.params.key.slug, key, self.conn_id);
         }
         // Whatever path ended the actor, the writer stops too.

@@ -12,6 +12,9 @@ use super::{reactions::NewReaction, Slug, Store};
 
 /// Most reactions kept in memory while PostgreSQL is unreachable.
 const MAX_BACKLOG: usize = 2_000_000;
+/// Reactions waiting for the writer task at most; past this a reaction is
+/// refused (`unavailable`) before it is counted anywhere.
+const QUEUE: usize = 200_000;
 /// Most rows per statement.
 const MAX_BATCH: usize = 10_000;
 /// How long the writer gathers before writing.
@@ -25,27 +28,33 @@ enum Job {
 /// Handle to the reaction writer. Cheap to clone.
 #[derive(Clone)]
 pub struct ReactionWriter {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::Sender<Job>,
 }
+
+/// The writer's queue is full: the reaction was not taken.
+#[derive(Debug)]
+pub struct ReactionsFull;
 
 impl ReactionWriter {
     /// Starts the writer task on the current runtime.
     pub fn start(store: Store) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         actix_rt::spawn(run(store, rx));
         Self { tx }
     }
 
-    /// Queues one reaction (never blocks).
-    pub fn push(&self, slug: &Slug, reaction: NewReaction) {
-        let _ = self.tx.send(Job::Row(slug.clone(), reaction));
+    /// Queues one reaction (never blocks); refused when the queue is full.
+    pub fn push(&self, slug: &Slug, reaction: NewReaction) -> Result<(), ReactionsFull> {
+        self.tx
+            .try_send(Job::Row(slug.clone(), reaction))
+            .map_err(|_| ReactionsFull)
     }
 
     /// Resolves once every reaction queued before this call is written (or
     /// given up after PostgreSQL stayed unreachable).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Job::Flush(tx)).is_ok() {
+        if self.tx.send(Job::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -115,7 +124,7 @@ impl Pending {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
     let mut p = Pending::default();
     let mut failures = 0u32;
     let mut open = true;
