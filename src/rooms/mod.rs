@@ -1,6 +1,7 @@
 //! Rooms: one [`RoomActor`] per (tenant, stream) on this node, found through the
-//! [`Hub`], which is built once per node (outside `HttpServer::new`'s closure)
-//! and also tracks sockets per login session and per client IP.
+//! [`Hub`], which is built once per node (outside `HttpServer::new`'s closure):
+//! the registry of rooms, their viewer counts, and the dispatch of relayed
+//! events to them.
 //!
 //! Shape: each socket has a `SessionActor` (see `sessions`) that parses frames
 //! and forwards commands to its room. The room decides every rule in one place
@@ -8,7 +9,19 @@
 //! every member's bounded outlet with `try_send`; it never awaits a socket. A
 //! member whose outlet is full is a slow consumer and is closed with 4008 while
 //! the room goes on. Messages reach the database through the node's batch
-//! writer and are broadcast only after commit, with their ids.
+//! writer and are broadcast only after commit, with their ids, in the room's
+//! sequence order on every socket.
+//!
+//! The room's rules are plain modules, without actix or I/O, each unit-tested:
+//! - [`admission`]: may this member send this message or reaction now;
+//! - [`restrictions`]: bans and timeouts, with the database's semantics;
+//! - [`sequencer`]: messages out in seq order, each once, gaps named;
+//! - [`pending`]: messages in flight and `client_id`s seen;
+//! - [`members`]: the fan-out to this node's sockets;
+//! - [`ring`]: recent messages for history and resume;
+//! - [`sockets`]: connection slots and the sockets of each login session.
+//!
+//! [`inbox`] lists what a room is told; `room` is the actor that ties it together.
 
 pub mod admission;
 pub mod inbox;

@@ -1,0 +1,271 @@
+//! The chat and reaction path of a room: admission, the batch writer and
+//! its answers (ack, relay, delivery), reaction windows, status notices.
+
+use super::*;
+
+impl RoomActor {
+    /// Hands a message to the batch writer.
+    pub(super) fn submit(&mut self, ctx: &mut Context<Self>, pending: Pending) -> Result<(), ()> {
+        let job = WriteJob {
+            slug: self.key.slug.clone(),
+            message: NewMessage {
+                room_id: self.stream.room_id,
+                user_id: pending.user.as_ref().map(|u| u.id),
+                content: pending.content.clone(),
+                message_type: pending.message_type,
+                client_id: pending.client_id.clone(),
+            },
+            token: self.inflight.next_token(),
+            reply_to: ctx.address().recipient(),
+        };
+        self.writer.submit(job).map_err(|_| ())?;
+        self.inflight.start(pending);
+        Ok(())
+    }
+
+    /// Posts a system notice (stored, then broadcast).
+    pub(super) fn notice(&mut self, ctx: &mut Context<Self>, text: &str, kind: MessageType) {
+        let _ = self.submit(
+            ctx,
+            Pending {
+                conn_id: None,
+                waiters: Vec::new(),
+                user: None,
+                content: text.to_string(),
+                message_type: kind,
+                client_id: None,
+            },
+        );
+    }
+
+    /// Starts the window timer unless it runs.
+    pub(super) fn arm_window(&mut self, ctx: &mut Context<Self>) {
+        if !self.window_timer {
+            self.window_timer = true;
+            let window = Duration::from_millis(self.hub.settings().reactions.window_ms.max(1));
+            ctx.run_later(window, |room, _| {
+                room.window_timer = false;
+                room.flush_window();
+            });
+        }
+    }
+
+    /// Sends the current reaction window, if anything is in it.
+    pub(super) fn flush_window(&mut self) {
+        let local = self.window.take_local();
+        if !local.is_empty() {
+            self.hub
+                .relay()
+                .publish(&self.key, RelayEvent::Reactions { counts: local });
+        }
+        let window_ms = self.hub.settings().reactions.window_ms;
+        if let Some(frame) = self.window.take_frame(&self.stamps, window_ms) {
+            self.broadcast(&frame, None);
+        }
+    }
+}
+
+/// Time since the commit (clock skew between PostgreSQL and us clamps to zero).
+fn commit_age(at: OffsetDateTime) -> Duration {
+    let age = OffsetDateTime::now_utc() - at;
+    Duration::try_from(age).unwrap_or(Duration::ZERO)
+}
+
+impl Handler<Chat> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, chat: Chat, ctx: &mut Context<Self>) {
+        let conn_id = chat.conn_id;
+        let cid = chat.client_id.as_deref();
+        let user = self.members.user(conn_id).cloned();
+        let known = match (&user, cid) {
+            (Some(u), Some(c)) => self.inflight.known(u.id, c),
+            _ => None,
+        };
+        let sender = self.sender(user.as_ref());
+        let decision = self.rules().admit_message(
+            sender.as_ref(),
+            chat.text.as_str(),
+            known.is_some(),
+            &self.chat_limiter,
+            OffsetDateTime::now_utc(),
+        );
+        if let Err(refusal) = decision {
+            self.refuse(conn_id, &refusal, cid, false);
+            return;
+        }
+        // A client_id seen before is acknowledged with the first message's id.
+        match known {
+            Some(Known::Stored(id)) => {
+                self.members.send_to(conn_id, &protocol::ack_frame(cid, id));
+                return;
+            }
+            Some(Known::InFlight(token)) => {
+                self.inflight.add_waiter(token, conn_id);
+                return;
+            }
+            None => {}
+        }
+        let Some(user) = user else { return };
+        self.last_chat.insert(user.id, Instant::now());
+        let pending = Pending {
+            conn_id: Some(conn_id),
+            waiters: Vec::new(),
+            user: Some(user),
+            content: chat.text.into_string(),
+            message_type: MessageType::Message,
+            client_id: chat.client_id.clone(),
+        };
+        if self.submit(ctx, pending).is_err() {
+            self.members.send_to(
+                conn_id,
+                &protocol::error_frame(
+                    Code::Unavailable,
+                    "The message could not be stored; send it again.",
+                    None,
+                    chat.client_id.as_deref(),
+                ),
+            );
+        }
+    }
+}
+
+impl Handler<Written> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, written: Written, ctx: &mut Context<Self>) {
+        for (token, outcome) in written.results {
+            let stored_id = match &outcome {
+                Ok(InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id }) => Some(*id),
+                Err(()) => None,
+            };
+            let Some(p) = self.inflight.finish(token, stored_id) else {
+                continue;
+            };
+            match outcome {
+                Ok(InsertOutcome::Stored { id, seq, at }) => {
+                    metrics::MESSAGES_STORED.inc();
+                    let message = StoredMessage {
+                        id,
+                        seq,
+                        user_id: p.user.as_ref().map(|u| u.id),
+                        username: p.user.as_ref().map(|u| u.username.clone()),
+                        role: p.user.as_ref().map(|u| u.role),
+                        content: p.content.clone(),
+                        message_type: p.message_type,
+                        client_id: p.client_id.clone(),
+                        created_at: at,
+                    };
+                    let frame = protocol::message_frame(&message);
+                    let started = Instant::now();
+                    self.hub.relay().publish(
+                        &self.key,
+                        RelayEvent::Message {
+                            frame: frame.to_string(),
+                            id,
+                            seq,
+                            user_id: message.user_id,
+                        },
+                    );
+                    self.deliver(
+                        ctx,
+                        seq,
+                        Slot::Deliver(Delivery {
+                            id,
+                            frame,
+                            user_id: message.user_id,
+                            remote: false,
+                        }),
+                    );
+                    metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));
+                    let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                    for c in p.sockets() {
+                        self.members.send_to(c, &ack);
+                    }
+                }
+                Ok(InsertOutcome::Duplicate { id }) => {
+                    let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                    for c in p.sockets() {
+                        self.members.send_to(c, &ack);
+                    }
+                }
+                Err(()) => {
+                    let err = protocol::error_frame(
+                        Code::Unavailable,
+                        "The message could not be stored; send it again.",
+                        None,
+                        p.client_id.as_deref(),
+                    );
+                    for c in p.sockets() {
+                        self.members.send_to(c, &err);
+                    }
+                }
+            }
+        }
+        self.finish_shutdown_if_drained(ctx);
+    }
+}
+
+impl Handler<React> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, react: React, ctx: &mut Context<Self>) {
+        let conn_id = react.conn_id;
+        let user = self.members.user(conn_id).cloned();
+        let stamp = self
+            .stamps
+            .iter()
+            .find(|s| i64::from(s.stamp_id) == react.stamp_id)
+            .map(|s| s.stamp_id);
+        let sender = self.sender(user.as_ref());
+        let decision = self.rules().admit_reaction(
+            sender.as_ref(),
+            stamp.is_some(),
+            &self.reaction_limiter,
+            OffsetDateTime::now_utc(),
+        );
+        let (Ok(()), Some(user), Some(stamp_id)) = (decision.clone(), user, stamp) else {
+            if let Err(refusal) = decision {
+                self.refuse(conn_id, &refusal, None, true);
+            }
+            return;
+        };
+        let queued = self.hub.reactions().push(
+            &self.key.slug,
+            NewReaction {
+                stream_id: self.key.stream_id,
+                user_id: user.id,
+                stamp_id,
+                at: OffsetDateTime::now_utc(),
+            },
+        );
+        if queued.is_err() {
+            // Not counted anywhere: the window and the table stay equal.
+            self.error_to(
+                conn_id,
+                Code::Unavailable,
+                "Reactions cannot be taken now; try again.",
+            );
+            return;
+        }
+        metrics::REACTIONS_RECEIVED.inc();
+        self.window.add(stamp_id, 1);
+        self.arm_window(ctx);
+    }
+}
+
+impl Handler<StatusChanged> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StatusChanged, ctx: &mut Context<Self>) {
+        if self.status == msg.status {
+            return;
+        }
+        self.status = msg.status;
+        match msg.status {
+            StreamStatus::Live => self.notice(ctx, "Stream started", MessageType::System),
+            StreamStatus::Ended => self.notice(ctx, "Stream ended", MessageType::System),
+            StreamStatus::Scheduled => {}
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The room actor: a thin shell that feeds a room's inputs (sockets, the batch
+//! writer, the relay, timers) into its rules and carries the decisions out.
+//! This file holds its state, members coming and going, presence and
+//! shutdown; [`chat`] the chat and reaction path, [`sync`] delivery order and
+//! catching up with other nodes, [`moderation`] moderation and rights.
+//! The rules live in plain modules beside it: [`super::admission`] (may this
+//! be sent now), [`super::restrictions`] (bans and timeouts, as the database
+//! has them), [`super::sequencer`] (messages out in seq order, each once, gaps
+//! filled from PostgreSQL), [`super::pending`] (in-flight messages and
+//! `client_id`s), [`super::members`] (fan-out) and [`super::ring`] (history).
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+mod chat;
+mod moderation;
+mod sync;
+
+use moderation::compile_terms;
+use sync::Delivery;
+
+use super::{
+    admission::{Refusal, Rules, Sender},
+    inbox::*,
+    members::{Members, RoomUser},
+    pending::{Inflight, Known, Pending},
+    restrictions::{Change, Restrictions},
+    ring::{Ring, RingEntry},
+    sequencer::{Sequencer, Slot},
+    Hub, RoomKey,
+};
+use crate::{
+    auth::{keyed, KeyedLimiter},
+    domain::Role,
+    error::{ApiError, Code},
+    metrics,
+    moderation::{blocked::BlockedTerm, can_moderate, execute, ModEvent},
+    protocol::{self, Hello, StampView, UserView},
+    reactions::ReactionWindow,
+    relay::RelayEvent,
+    sessions::outlet::codes,
+    store::{
+        messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
+        reactions::NewReaction,
+        streams::{Stream, StreamStatus},
+        writer::{MessageWriter, WriteJob, Written},
+        Store,
+    },
+};
+
+/// Messages in a plain connect's history.
+const HISTORY: usize = 50;
+/// Most messages in a resume.
+const RESUME_MAX: usize = 500;
+/// With several nodes, how often a room asks PostgreSQL for messages newer
+/// than what it has delivered (a relay event may have been lost).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// How long a gap in the sequence may wait for the relay before it is
+/// fetched from PostgreSQL.
+const GAP_WAIT: Duration = Duration::from_millis(250);
+/// Most messages fetched per catch-up query.
+const CATCH_UP_MAX: i64 = 500;
+/// Deleted ids remembered before their message arrived (bounded).
+const EARLY_DELETES: usize = 1024;
+/// Shortest gap between two `presence` frames.
+const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+
+/// The actor of one (tenant, stream) on this node.
+pub struct RoomActor {
+    hub: Hub,
+    key: RoomKey,
+    store: Store,
+    writer: MessageWriter,
+    stream: Stream,
+    status: StreamStatus,
+    slow_mode_seconds: i32,
+    stamps: Vec<StampView>,
+    members: Members,
+    ring: Ring,
+    /// Delivery order of stored messages.
+    order: Sequencer<Delivery>,
+    /// The highest message id delivered.
+    newest_id: i64,
+    /// A catch-up query is running.
+    catching_up: bool,
+    /// A gap timer is armed.
+    gap_timer: bool,
+    /// Ids deleted before their message reached this room.
+    early_deletes: VecDeque<i64>,
+    chat_limiter: KeyedLimiter<i64>,
+    reaction_limiter: KeyedLimiter<i64>,
+    window: ReactionWindow,
+    window_timer: bool,
+    inflight: Inflight,
+    presence_sent: Option<u64>,
+    presence_at: Option<Instant>,
+    presence_timer: bool,
+    shutdown: Option<oneshot::Sender<()>>,
+    /// The pinned message's frame JSON and id.
+    pinned: Option<(i64, serde_json::Value)>,
+    /// Bans and timeouts in force.
+    restrictions: Restrictions,
+    /// Blocked terms of the stream and the tenant.
+    terms: Vec<BlockedTerm>,
+    /// Users appointed moderator of this stream.
+    appointed: HashSet<i64>,
+    /// Last accepted chat message per user (slow mode).
+    last_chat: HashMap<i64, Instant>,
+    /// Sockets on other nodes (from the relay's presence).
+    remote_viewers: u64,
+    /// Set while the relay is down (events of other nodes may be missing).
+    relay_down: bool,
+}
+
+impl RoomActor {
+    /// A room for `stream` (not started).
+    pub fn new(
+        hub: Hub,
+        key: RoomKey,
+        stream: &Stream,
+        store: Store,
+        writer: MessageWriter,
+    ) -> Self {
+        let limits = &hub.settings().limits;
+        let chat_limiter = keyed(
+            limits.chat_messages,
+            Duration::from_secs(limits.chat_period_secs.max(1)),
+            limits.chat_burst,
+        );
+        let reaction_limiter = keyed(
+            limits.reactions_per_second,
+            Duration::from_secs(1),
+            limits.reactions_burst,
+        );
+        let ring_size = hub.settings().chat.ring_size;
+        let queue = limits.socket_queue;
+        Self {
+            hub,
+            key,
+            store,
+            writer,
+            stream: stream.clone(),
+            status: stream.status,
+            slow_mode_seconds: stream.slow_mode_seconds,
+            stamps: Vec::new(),
+            members: Members::new(queue),
+            ring: Ring::new(ring_size, Vec::new(), true),
+            order: Sequencer::unknown(),
+            newest_id: 0,
+            catching_up: false,
+            gap_timer: false,
+            early_deletes: VecDeque::new(),
+            chat_limiter,
+            reaction_limiter,
+            window: ReactionWindow::default(),
+            window_timer: false,
+            inflight: Inflight::default(),
+            presence_sent: None,
+            presence_at: None,
+            presence_timer: false,
+            shutdown: None,
+            pinned: None,
+            restrictions: Restrictions::default(),
+            terms: Vec::new(),
+            appointed: HashSet::new(),
+            last_chat: HashMap::new(),
+            remote_viewers: 0,
+            relay_down: false,
+        }
+    }
+
+    /// Starts the actor with a roomy mailbox.
+    pub fn start_room(self) -> Addr<Self> {
+        Self::create(|ctx| {
+            ctx.set_mailbox_capacity(4096);
+            self
+        })
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            status: self.status,
+            slow_mode_seconds: self.slow_mode_seconds,
+            terms: &self.terms,
+            restrictions: &self.restrictions,
+            shutting_down: self.shutdown.is_some(),
+        }
+    }
+
+    fn sender(&self, user: Option<&RoomUser>) -> Option<Sender> {
+        user.map(|u| Sender {
+            user_id: u.id,
+            exempt: self.may_moderate(u),
+            last_chat: self.last_chat.get(&u.id).copied(),
+        })
+    }
+
+    /// The room's current view of a user's rights (slow mode exemption, held
+    /// queues); moderation actions are checked against the database.
+    fn may_moderate(&self, u: &RoomUser) -> bool {
+        matches!(u.role, Role::Admin | Role::Moderator)
+            || u.id == self.stream.owner_id
+            || self.appointed.contains(&u.id)
+    }
+
+    fn viewers(&self) -> u64 {
+        self.members.len() as u64 + self.remote_viewers
+    }
+
+    fn hello(&self, user: Option<&RoomUser>) -> ByteString {
+        let pinned = self
+            .pinned
+            .as_ref()
+            .and_then(|(_, v)| serde_json::value::to_raw_value(v).ok());
+        let sender = self.sender(user);
+        protocol::hello_frame(&Hello {
+            kind: "hello",
+            stream_id: self.key.stream_id,
+            user: user.map(|u| UserView {
+                username: &u.username,
+                role: u.role.as_str(),
+            }),
+            can_chat: self
+                .rules()
+                .can_chat(sender.as_ref(), OffsetDateTime::now_utc()),
+            slow_mode_seconds: self.slow_mode_seconds,
+            viewers: self.viewers(),
+            pinned: pinned.as_deref(),
+            stamps: &self.stamps,
+        })
+    }
+
+    /// Sends a frame to every member (`id` for `message` frames).
+    fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) {
+        if self.members.broadcast(frame, id) > 0 {
+            self.report_viewers();
+        }
+    }
+
+    fn report_viewers(&self) {
+        self.hub
+            .set_viewers(&self.key, self.members.len() as u64, self.viewers());
+    }
+
+    fn refuse(&self, conn_id: u64, refusal: &Refusal, cid: Option<&str>, reaction: bool) {
+        if matches!(refusal, Refusal::RateLimited(_)) {
+            metrics::RATE_LIMITED.inc();
+        }
+        self.members.send_to(conn_id, &refusal.frame(cid, reaction));
+    }
+
+    fn error_to(&self, conn_id: u64, code: Code, message: &str) {
+        self.members
+            .send_to(conn_id, &protocol::error_frame(code, message, None, None));
+    }
+
+    /// Marks the viewer count changed; sends `presence` at most every 2 s.
+    fn presence_changed(&mut self, ctx: &mut Context<Self>) {
+        self.report_viewers();
+        if self.presence_timer {
+            return;
+        }
+        let wait = match self.presence_at {
+            Some(at) if at.elapsed() < PRESENCE_EVERY => PRESENCE_EVERY - at.elapsed(),
+            _ => Duration::ZERO,
+        };
+        self.presence_timer = true;
+        ctx.run_later(wait, |room, ctx| {
+            room.presence_timer = false;
+            let n = room.viewers();
+            if room.presence_sent != Some(n) && !room.members.is_empty() {
+                room.presence_sent = Some(n);
+                room.presence_at = Some(Instant::now());
+                let frame = protocol::presence_frame(n);
+                room.broadcast(&frame, None);
+            }
+            room.maybe_idle(ctx);
+        });
+    }
+
+    /// Stops the room after it has been empty for `chat.room_idle_secs`.
+    fn maybe_idle(&mut self, ctx: &mut Context<Self>) {
+        if !self.members.is_empty() {
+            return;
+        }
+        let idle = Duration::from_secs(self.hub.settings().chat.room_idle_secs);
+        ctx.run_later(idle, |room, ctx| {
+            if room.members.is_empty() && room.inflight.is_empty() && !room.presence_timer {
+                room.hub.remove_room(&room.key, &ctx.address());
+                ctx.stop();
+            }
+        });
+    }
+
+    /// `join` / `leave` notices when `chat.announce_joins` is on: sent for a
+    /// user's first socket in and last socket out, on every node, never stored.
+    fn announce(&mut self, user: &RoomUser, kind: &'static str) {
+        if !self.hub.settings().chat.announce_joins || self.members.sockets_of(user.id) != 0 {
+            return;
+        }
+        let frame = protocol::announce_frame(&user.username, user.role, kind);
+        self.broadcast(&frame, None);
+        self.hub.relay().publish(
+            &self.key,
+            RelayEvent::Announce {
+                frame: frame.to_string(),
+            },
+        );
+    }
+
+    fn finish_shutdown_if_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.shutdown.is_some() && self.inflight.is_empty() {
+            self.flush_window();
+            self.members.close_all(1012, "server restarting");
+            if let Some(done) = self.shutdown.take() {
+                let _ = done.send(());
+            }
+            self.hub.remove_room(&self.key, &ctx.address());
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::ROOMS.inc();
+        tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room started");
+        let relay = self.hub.relay();
+        relay.subscribe(&self.key);
+        if relay.is_distributed() {
+            ctx.run_interval(SWEEP_EVERY, |room, ctx| {
+                if !room.members.is_empty() {
+                    room.catch_up(ctx);
+                }
+            });
+        }
+        if !relay.is_up() {
+            // Catch up from PostgreSQL once the relay is back.
+            self.relay_down = true;
+        }
+        // The room's state is loaded before any join is handled (this room
+        // only: other rooms go on).
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.stream.room_id;
+        let ring_size = self.hub.settings().chat.ring_size as i64;
+        let stream_id = self.key.stream_id;
+        let key = self.key.clone();
+        ctx.wait(
+            async move {
+                let stamps = store.stamps(&slug).await;
+                let snapshot = store.room_snapshot(&slug, room_id, ring_size).await;
+                let pinned = store.pinned_message(&slug, room_id).await;
+                let restrictions = store.restrictions(&slug, stream_id, None).await;
+                let terms = store.blocked_terms(&slug, stream_id).await;
+                let appointed = store.stream_moderator_ids(&slug, stream_id).await;
+                // Sockets already open on other nodes, for the first hello.
+                let elsewhere = relay.presence_total(&key).await;
+                (
+                    stamps,
+                    snapshot,
+                    pinned,
+                    restrictions,
+                    terms,
+                    appointed,
+                    elsewhere,
+                )
+            }
+            .into_actor(self)
+            .map(
+                |(stamps, snapshot, pinned, restrictions, terms, appointed, elsewhere), room, _| {
+                    if let Ok(stamps) = stamps {
+                        room.stamps = stamps;
+                    }
+                    if let Ok(Some(m)) = pinned {
+                        room.pinned = Some((m.id, crate::moderation::pinned_json(&m)));
+                    }
+                    match restrictions {
+                        Ok(list) => room.restrictions = Restrictions::from_rows(list),
+                        Err(e) => tracing::warn!(error = %e, "room started without its bans"),
+                    }
+                    if let Ok(terms) = terms {
+                        room.terms = compile_terms(&terms);
+                    }
+                    if let Ok(ids) = appointed {
+                        room.appointed = ids.into_iter().collect();
+                    }
+                    room.remote_viewers = elsewhere.unwrap_or(0);
+                    match snapshot {
+                        Ok((messages, has_older, last_seq)) => {
+                            room.load_ring(&messages, has_older);
+                            room.order = Sequencer::new(last_seq);
+                        }
+                        Err(e) => {
+                            // History comes from the database per join, and the
+                            // position from the first message or a later snapshot.
+                            tracing::warn!(error = %e, "room started without history");
+                        }
+                    }
+                },
+            ),
+        );
+        // Forget old client_ids, expired bans and idle limiter keys every minute.
+        ctx.run_interval(Duration::from_secs(60), |room, _| {
+            room.inflight.prune();
+            room.restrictions.prune(OffsetDateTime::now_utc());
+            room.chat_limiter.retain_recent();
+            room.reaction_limiter.retain_recent();
+            let gap = Duration::from_secs(room.slow_mode_seconds.max(0) as u64);
+            room.last_chat.retain(|_, at| at.elapsed() < gap);
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::ROOMS.dec();
+        tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room stopped");
+        self.hub.relay().unsubscribe(&self.key);
+        self.hub.set_viewers(&self.key, 0, 0);
+        self.members.close_all(1012, "room closed");
+    }
+}
+
+impl Handler<Join> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
+        let conn_id = join.conn_id;
+        if self.shutdown.is_some() {
+            join.outlet.close_after_queue(1012, "server restarting");
+            return;
+        }
+        if let Some(u) = &join.user {
+            self.announce(u, "join");
+        }
+        let from_ring = match join.last_id {
+            None => self.ring.recent(HISTORY),
+            Some(after) => self.ring.after(after, RESUME_MAX),
+        };
+        let resume_point = join.last_id.unwrap_or(0);
+        match from_ring {
+            Some((frames, truncated)) => {
+                // Everything delivered so far is in that history or before it.
+                let after = resume_point.max(self.newest_id);
+                let outlet = join.outlet.clone();
+                let user = join.user.clone();
+                self.members
+                    .insert(conn_id, join.outlet, join.user, after, false);
+                let hello = self.hello(user.as_ref());
+                let ok = outlet.send_text(&hello)
+                    && outlet.send_text(&protocol::history_frame(frames.iter(), truncated));
+                if !ok {
+                    self.members.remove(conn_id);
+                }
+            }
+            None => {
+                self.members
+                    .insert(conn_id, join.outlet, join.user, resume_point, true);
+                let store = self.store.clone();
+                let slug = self.key.slug.clone();
+                let room_id = self.stream.room_id;
+                let last_id = join.last_id;
+                ctx.spawn(
+                    async move {
+                        match last_id {
+                            None => store.recent_messages(&slug, room_id, HISTORY as i64).await,
+                            Some(after) => {
+                                store
+                                    .messages_after(&slug, room_id, after, RESUME_MAX as i64)
+                                    .await
+                            }
+                        }
+                    }
+                    .into_actor(self)
+                    .map(move |r, room, _| {
+                        let (messages, truncated) = r.unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "history unavailable");
+                            (Vec::new(), true)
+                        });
+                        let Some(user) = room.members.get(conn_id).map(|m| m.user.clone()) else {
+                            return;
+                        };
+                        let hello = room.hello(user.as_ref());
+                        let frames: Vec<ByteString> =
+                            messages.iter().map(protocol::message_frame).collect();
+                        let history = protocol::history_frame(frames.iter(), truncated);
+                        let newest = messages.last().map(|m| m.id);
+                        room.members
+                            .finish_loading(conn_id, &hello, &history, newest);
+                    }),
+                );
+            }
+        }
+        self.presence_changed(ctx);
+    }
+}
+
+impl Handler<Leave> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
+        if let Some(m) = self.members.remove(leave.conn_id) {
+            if let Some(u) = &m.user {
+                self.announce(u, "leave");
+            }
+            self.presence_changed(ctx);
+        }
+        self.maybe_idle(ctx);
+    }
+}
+
+impl Handler<Shutdown> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Context<Self>) {
+        self.shutdown = Some(msg.done);
+        self.finish_shutdown_if_drained(ctx);
+    }
+}
+
+impl Handler<PresenceTotal> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, p: PresenceTotal, ctx: &mut Context<Self>) {
+        let remote = p.total.saturating_sub(p.mine);
+        if remote != self.remote_viewers {
+            self.remote_viewers = remote;
+            self.presence_changed(ctx);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Moderation in a room: actions checked against the rights in the database
+//! when they arrive, stored events applied to the room's state, blocked terms
+//! and appointed moderators read again when they change.
+
+use super::*;
+
+impl RoomActor {
+    pub(super) fn load_terms(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream_id = self.key.stream_id;
+        ctx.spawn(
+            async move { store.blocked_terms(&slug, stream_id).await }
+                .into_actor(self)
+                .map(|r, room, _| match r {
+                    Ok(terms) => room.terms = compile_terms(&terms),
+                    Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
+                }),
+        );
+    }
+
+    /// Reads the stream's appointed moderators again and refreshes members'
+    /// rights.
+    pub(super) fn load_rights(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream_id = self.key.stream_id;
+        ctx.spawn(
+            async move { store.stream_moderator_ids(&slug, stream_id).await }
+                .into_actor(self)
+                .map(|r, room, _| match r {
+                    Ok(ids) => {
+                        room.appointed = ids.into_iter().collect();
+                        let owner = room.stream.owner_id;
+                        let appointed = room.appointed.clone();
+                        for u in room.members.users_mut() {
+                            u.can_moderate = matches!(u.role, Role::Admin | Role::Moderator)
+                                || u.id == owner
+                                || appointed.contains(&u.id);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
+                }),
+        );
+    }
+
+    /// Applies a stored moderation event to the room's state and broadcasts it.
+    pub(super) fn apply_event(&mut self, event: ModEvent) {
+        if let Some(change) = Change::of(&event) {
+            self.restrictions.apply(&change);
+        }
+        match &event {
+            ModEvent::Delete { message_id } => {
+                if self.ring.contains(*message_id) || *message_id <= self.newest_id {
+                    self.ring.remove(*message_id);
+                } else {
+                    // Its message has not reached this room yet: skip it then.
+                    self.early_deletes.push_back(*message_id);
+                    if self.early_deletes.len() > EARLY_DELETES {
+                        self.early_deletes.pop_front();
+                    }
+                }
+                if self.pinned.as_ref().is_some_and(|(id, _)| id == message_id) {
+                    self.pinned = None;
+                }
+            }
+            ModEvent::Pin { message } => {
+                let id = message["id"].as_i64().unwrap_or_default();
+                self.pinned = Some((id, message.clone()));
+            }
+            ModEvent::Unpin => self.pinned = None,
+            ModEvent::Clear => {
+                self.ring.clear();
+                self.pinned = None;
+            }
+            ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
+            ModEvent::Ban { .. } | ModEvent::Timeout { .. } | ModEvent::Unban { .. } => {}
+        }
+        let frame = event.frame();
+        self.broadcast(&frame, None);
+        if let ModEvent::Ban { user_id, .. } = &event {
+            if self.members.close_user(*user_id, codes::BANNED, "banned") > 0 {
+                self.report_viewers();
+            }
+        }
+    }
+}
+
+/// Blocked terms as the matcher wants them.
+pub(super) fn compile_terms(terms: &[(String, bool)]) -> Vec<BlockedTerm> {
+    terms
+        .iter()
+        .filter_map(|(t, _)| BlockedTerm::new(t))
+        .collect()
+}
+
+impl Handler<Moderate> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Moderate, ctx: &mut Context<Self>) {
+        let conn_id = msg.conn_id;
+        let Some(user) = self.members.user(conn_id).cloned() else {
+            self.error_to(conn_id, Code::NotAuthenticated, "Log in first.");
+            return;
+        };
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream = self.stream.clone();
+        let hub = self.hub.clone();
+        ctx.spawn(
+            async move {
+                // Rights as they are now in the database, not at connect.
+                let forbidden = || ApiError::new(Code::Forbidden, "Only moderators can do that.");
+                let fresh = store
+                    .user_by_id(&slug, user.id)
+                    .await?
+                    .filter(|u| u.is_active)
+                    .ok_or_else(forbidden)?;
+                if !can_moderate(&store, &slug, &fresh, &stream).await? {
+                    return Err(forbidden());
+                }
+                execute(&store, &slug, &stream, &fresh, msg.command).await
+            }
+            .into_actor(self)
+            .map(move |r, room, _| match r {
+                Ok(event) => hub.apply(&room.key, event),
+                Err(e) => {
+                    if e.code() == Code::Unavailable {
+                        tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = ?e, "moderation not stored");
+                    }
+                    room.error_to(conn_id, e.code(), &e.to_string());
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<Apply> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, Apply(event): Apply, _: &mut Context<Self>) {
+        self.apply_event(event);
+    }
+}
+
+impl Handler<ReloadTerms> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadTerms, ctx: &mut Context<Self>) {
+        self.load_terms(ctx);
+    }
+}
+
+impl Handler<ReloadRights> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadRights, ctx: &mut Context<Self>) {
+        self.load_rights(ctx);
+    }
+}

@@ -1,0 +1,248 @@
+//! Delivery order and catching up: every stored message goes through the
+//! room's [`Sequencer`] (local commits, relayed events and PostgreSQL alike),
+//! gaps are fetched after a short wait, a periodic sweep asks only for what is
+//! newer than what was delivered, and a relay outage ends with a resync.
+
+use super::*;
+
+/// A stored message ready to go out.
+#[derive(Debug)]
+pub(super) struct Delivery {
+    pub(super) id: i64,
+    pub(super) frame: ByteString,
+    pub(super) user_id: Option<i64>,
+    /// Stored by another node (slow mode counts it on delivery).
+    pub(super) remote: bool,
+}
+
+impl RoomActor {
+    /// Offers a stored message to the sequencer and sends out whatever is
+    /// now in order.
+    pub(super) fn deliver(&mut self, ctx: &mut Context<Self>, seq: i64, slot: Slot<Delivery>) {
+        let slot = match slot {
+            Slot::Deliver(d) if self.early_deletes.contains(&d.id) => Slot::Skip,
+            other => other,
+        };
+        for d in self.order.offer(seq, slot, Instant::now()) {
+            self.emit(d);
+        }
+        self.watch_gap(ctx);
+    }
+
+    pub(super) fn emit(&mut self, d: Delivery) {
+        self.newest_id = self.newest_id.max(d.id);
+        if let (Some(u), true) = (d.user_id, d.remote) {
+            self.last_chat.insert(u, Instant::now());
+        }
+        self.ring.push(RingEntry {
+            id: d.id,
+            frame: d.frame.clone(),
+        });
+        self.broadcast(&d.frame, Some(d.id));
+    }
+
+    /// While later messages wait behind a gap, checks every [`GAP_WAIT`]
+    /// and fetches the gap from PostgreSQL once it is overdue.
+    pub(super) fn watch_gap(&mut self, ctx: &mut Context<Self>) {
+        if self.order.held() == 0 || self.gap_timer {
+            return;
+        }
+        self.gap_timer = true;
+        ctx.run_later(GAP_WAIT, |room, ctx| {
+            room.gap_timer = false;
+            if room.order.overdue(Instant::now(), GAP_WAIT).is_some() {
+                room.catch_up(ctx);
+            }
+            room.watch_gap(ctx);
+        });
+    }
+
+    /// Fetches every stored message newer than what the room has delivered
+    /// and delivers it in order (deleted ones only fill their seq). Asks only
+    /// for what is newer, so nothing delivered is ever delivered again.
+    pub(super) fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.catching_up {
+            return;
+        }
+        self.catching_up = true;
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.stream.room_id;
+        if !self.order.is_known() {
+            // The room never learnt its position: take it from a snapshot.
+            let ring_size = self.hub.settings().chat.ring_size as i64;
+            ctx.spawn(
+                async move { store.room_snapshot(&slug, room_id, ring_size).await }
+                    .into_actor(self)
+                    .map(|r, room, _| {
+                        room.catching_up = false;
+                        if let Ok((messages, has_older, last_seq)) = r {
+                            room.load_ring(&messages, has_older);
+                            for d in room.order.learn(last_seq) {
+                                room.emit(d);
+                            }
+                        }
+                    }),
+            );
+            return;
+        }
+        let after = self.order.delivered();
+        ctx.spawn(
+            async move {
+                store
+                    .messages_after_seq(&slug, room_id, after, CATCH_UP_MAX)
+                    .await
+            }
+            .into_actor(self)
+            .map(|r, room, ctx| {
+                room.catching_up = false;
+                match r {
+                    Ok(rows) => {
+                        let more = rows.len() as i64 == CATCH_UP_MAX;
+                        for (m, deleted) in rows {
+                            let seq = m.seq;
+                            let slot = if deleted {
+                                Slot::Skip
+                            } else {
+                                Slot::Deliver(Delivery {
+                                    id: m.id,
+                                    frame: protocol::message_frame(&m),
+                                    user_id: m.user_id,
+                                    remote: true,
+                                })
+                            };
+                            room.deliver(ctx, seq, slot);
+                        }
+                        if more {
+                            room.catch_up(ctx);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = %e, "catch-up failed")
+                    }
+                }
+            }),
+        );
+    }
+
+    pub(super) fn load_ring(&mut self, messages: &[StoredMessage], has_older: bool) {
+        let entries = messages
+            .iter()
+            .map(|m| RingEntry {
+                id: m.id,
+                frame: protocol::message_frame(m),
+            })
+            .collect();
+        self.newest_id = self.newest_id.max(messages.last().map_or(0, |m| m.id));
+        self.ring = Ring::new(self.hub.settings().chat.ring_size, entries, has_older);
+    }
+
+    /// After a relay outage: what other nodes did meanwhile comes from
+    /// PostgreSQL — messages (newer than delivered), deletions of messages the
+    /// ring holds, bans, status, slow mode, pin, terms and rights.
+    pub(super) fn resync(&mut self, ctx: &mut Context<Self>) {
+        self.catch_up(ctx);
+        self.load_terms(ctx);
+        self.load_rights(ctx);
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.stream.room_id;
+        let stream_id = self.key.stream_id;
+        let ring_size = self.hub.settings().chat.ring_size as i64;
+        ctx.spawn(
+            async move {
+                let visible = store.room_snapshot(&slug, room_id, ring_size).await;
+                let restrictions = store.restrictions(&slug, stream_id, None).await;
+                let stream = store.stream(&slug, stream_id).await;
+                let pinned = store.pinned_message(&slug, room_id).await;
+                (visible, restrictions, stream, pinned)
+            }
+            .into_actor(self)
+            .map(|(visible, restrictions, stream, pinned), room, _| {
+                if let Ok((messages, has_older, _)) = visible {
+                    room.drop_deleted(&messages, has_older);
+                }
+                if let Ok(list) = restrictions {
+                    room.restrictions = Restrictions::from_rows(list);
+                }
+                if let Ok(Some(s)) = stream {
+                    room.status = s.status;
+                    room.slow_mode_seconds = s.slow_mode_seconds;
+                }
+                if let Ok(p) = pinned {
+                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
+                }
+            }),
+        );
+    }
+
+    /// Removes from the ring, and tells members to delete, every message the
+    /// ring holds that PostgreSQL no longer shows (deleted on another node
+    /// while the relay was away). `visible` is the newest visible messages.
+    pub(super) fn drop_deleted(&mut self, visible: &[StoredMessage], has_older: bool) {
+        let oldest = visible.first().map_or(i64::MAX, |m| m.id);
+        let fresh: HashSet<i64> = visible.iter().map(|m| m.id).collect();
+        for id in self.ring.ids() {
+            // Without older messages in the database, the snapshot covers everything.
+            if !fresh.contains(&id) && (!has_older || id >= oldest) {
+                self.ring.remove(id);
+                self.broadcast(&ModEvent::Delete { message_id: id }.frame(), None);
+            }
+        }
+    }
+}
+
+impl Handler<Remote> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, Remote(event): Remote, ctx: &mut Context<Self>) {
+        match event {
+            RelayEvent::Message {
+                frame,
+                id,
+                seq,
+                user_id,
+            } => self.deliver(
+                ctx,
+                seq,
+                Slot::Deliver(Delivery {
+                    id,
+                    frame: ByteString::from(frame),
+                    user_id,
+                    remote: true,
+                }),
+            ),
+            RelayEvent::Reactions { counts } => {
+                for (stamp, n) in counts {
+                    self.window.add_remote(stamp, n);
+                }
+                self.arm_window(ctx);
+            }
+            RelayEvent::Announce { frame } => self.broadcast(&ByteString::from(frame), None),
+            RelayEvent::Moderation { event } => self.apply_event(event),
+            RelayEvent::Status { status } => self.status = status,
+            RelayEvent::Terms => self.load_terms(ctx),
+            RelayEvent::Rights => self.load_rights(ctx),
+            RelayEvent::SessionEnded { .. } | RelayEvent::UserSessionsEnded { .. } => {}
+        }
+    }
+}
+
+impl Handler<RelayState> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, state: RelayState, ctx: &mut Context<Self>) {
+        if !state.up {
+            self.relay_down = true;
+            return;
+        }
+        if !std::mem::take(&mut self.relay_down) {
+            return;
+        }
+        tracing::info!(
+            stream = self.key.stream_id,
+            "relay back: catching up from PostgreSQL"
+        );
+        self.resync(ctx);
+    }
+}
