@@ -25,6 +25,9 @@ pub enum Code {
     Csrf,
     Invalid,
     Unavailable,
+    StampsOnly,
+    TooNew,
+    Duplicate,
 }
 
 impl Code {
@@ -47,6 +50,9 @@ impl Code {
             Code::Csrf => "csrf",
             Code::Invalid => "invalid",
             Code::Unavailable => "unavailable",
+            Code::StampsOnly => "stamps_only",
+            Code::TooNew => "too_new",
+            Code::Duplicate => "duplicate",
         }
     }
 
@@ -54,7 +60,10 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::NotAuthenticated => StatusCode::UNAUTHORIZED,
-            Code::Forbidden | Code::Csrf | Code::Banned => StatusCode::FORBIDDEN,
+            Code::Forbidden | Code::Csrf | Code::Banned | Code::TimedOut | Code::TooNew => {
+                StatusCode::FORBIDDEN
+            }
+            Code::ChatClosed => StatusCode::CONFLICT,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

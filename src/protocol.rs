@@ -245,6 +245,8 @@ pub struct Hello<'a> {
     pub can_chat: bool,
     /// Slow mode seconds.
     pub slow_mode_seconds: i32,
+    /// Chat modes.
+    pub modes: &'a crate::rooms::modes::Modes,
     /// Open sockets on the stream.
     pub viewers: u64,
     /// The pinned message, if any (already serialised).

@@ -5,6 +5,7 @@
 //! logged before it is broadcast.
 
 pub mod blocked;
+pub mod fold;
 
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -66,6 +67,8 @@ pub enum Command {
     SlowMode { seconds: i64 },
     /// Hide every message.
     Clear,
+    /// Change chat modes.
+    Modes(crate::rooms::modes::ModesChange),
 }
 
 impl Command {
@@ -73,7 +76,15 @@ impl Command {
     pub fn is_moderation_type(kind: &str) -> bool {
         matches!(
             kind,
-            "delete" | "pin" | "unpin" | "ban" | "timeout" | "unban" | "slow_mode" | "clear"
+            "delete"
+                | "pin"
+                | "unpin"
+                | "ban"
+                | "timeout"
+                | "unban"
+                | "slow_mode"
+                | "clear"
+                | "modes"
         )
     }
 
@@ -145,6 +156,9 @@ impl Command {
                 Command::SlowMode { seconds }
             }
             "clear" => Command::Clear,
+            "modes" => Command::Modes(
+                crate::rooms::modes::ModesChange::parse(v).map_err(|m| (Code::Invalid, m))?,
+            ),
             _ => return Err((Code::UnknownType, "Unknown frame type.")),
         };
         // Only bans, timeouts and unbans take a scope.
@@ -206,6 +220,11 @@ pub enum ModEvent {
     SlowMode { seconds: i32 },
     /// Every message is hidden.
     Clear,
+    /// Chat modes changed (with slow mode, which the shield sets).
+    Modes {
+        modes: crate::rooms::modes::Modes,
+        slow_mode_seconds: i32,
+    },
 }
 
 impl ModEvent {
@@ -234,6 +253,13 @@ impl ModEvent {
                 serde_json::json!({"type":"moderation","action":"slow_mode","seconds":seconds})
             }
             ModEvent::Clear => serde_json::json!({"type":"moderation","action":"clear"}),
+            ModEvent::Modes {
+                modes,
+                slow_mode_seconds,
+            } => serde_json::json!({
+                "type":"moderation","action":"modes","modes":modes,
+                "slow_mode_seconds":slow_mode_seconds,
+            }),
         };
         bytestring::ByteString::from(v.to_string())
     }
@@ -320,6 +346,16 @@ pub async fn execute(
         Command::Clear => {
             store.clear_chat(slug, stream.room_id, log("clear")).await?;
             Ok(ModEvent::Clear)
+        }
+        Command::Modes(change) => {
+            let (state, slow_mode_seconds) = store
+                .change_modes(slug, stream.id, &change, log("modes"))
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
+            Ok(ModEvent::Modes {
+                modes: state.modes,
+                slow_mode_seconds,
+            })
         }
         Command::SlowMode { seconds } => {
             let seconds = seconds as i32;

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use time::OffsetDateTime;
 
-use super::restrictions::{Muted, Restrictions};
+use super::{
+    modes::{Modes, RecentTexts},
+    restrictions::{Muted, Restrictions},
+};
 use crate::{
     auth::{retry_after_ms, KeyedLimiter},
     error::Code,
@@ -39,6 +42,12 @@ pub enum Refusal {
     RateLimited(u64),
     /// No such stamp.
     UnknownStamp,
+    /// The stream takes stamps only.
+    StampsOnly,
+    /// The account is younger than `established_minutes`; retry after this many ms.
+    TooNew(u64),
+    /// The same text was sent in the room in the last 30 s (`unique_chat`).
+    Duplicate,
 }
 
 impl Refusal {
@@ -54,6 +63,9 @@ impl Refusal {
             Refusal::BlockedTerm => Code::BlockedTerm,
             Refusal::RateLimited(_) => Code::RateLimited,
             Refusal::UnknownStamp => Code::NotFound,
+            Refusal::StampsOnly => Code::StampsOnly,
+            Refusal::TooNew(_) => Code::TooNew,
+            Refusal::Duplicate => Code::Duplicate,
         }
     }
 
@@ -116,6 +128,24 @@ impl Refusal {
                 client_id,
             ),
             Refusal::UnknownStamp => protocol::error_frame(code, "No such stamp.", None, client_id),
+            Refusal::StampsOnly => protocol::error_frame(
+                code,
+                "Only stamps for now: chat is paused.",
+                None,
+                client_id,
+            ),
+            Refusal::TooNew(ms) => protocol::error_frame(
+                code,
+                "Your account is too new to chat here yet.",
+                Some(*ms),
+                client_id,
+            ),
+            Refusal::Duplicate => protocol::error_frame(
+                code,
+                "That was just said; say something new.",
+                None,
+                client_id,
+            ),
         }
     }
 }
@@ -132,6 +162,10 @@ pub struct Rules<'a> {
     pub restrictions: &'a Restrictions,
     /// The node is shutting down.
     pub shutting_down: bool,
+    /// Chat modes.
+    pub modes: &'a Modes,
+    /// Texts of the last 30 s (`unique_chat`).
+    pub recent: &'a RecentTexts,
 }
 
 /// Who is sending, as admission needs it.
@@ -143,6 +177,8 @@ pub struct Sender {
     pub exempt: bool,
     /// When this user's last message in the room was accepted.
     pub last_chat: Option<Instant>,
+    /// When the account was made (`established_minutes`).
+    pub account_created: OffsetDateTime,
 }
 
 impl Rules<'_> {
@@ -191,6 +227,20 @@ impl Rules<'_> {
         if repeat {
             return Ok(());
         }
+        // Moderators and the owner are exempt from every mode.
+        if !sender.exempt {
+            if self.modes.stamps_only {
+                return Err(Refusal::StampsOnly);
+            }
+            if self.modes.established_minutes > 0 {
+                let needed = time::Duration::minutes(i64::from(self.modes.established_minutes));
+                let age = now - sender.account_created;
+                if age < needed {
+                    let wait = (needed - age).whole_milliseconds().max(1) as u64;
+                    return Err(Refusal::TooNew(wait));
+                }
+            }
+        }
         if self.slow_mode_seconds > 0 && !sender.exempt {
             let gap = Duration::from_secs(self.slow_mode_seconds as u64);
             if let Some(elapsed) = sender.last_chat.map(|at| at.elapsed()) {
@@ -201,6 +251,14 @@ impl Rules<'_> {
                     });
                 }
             }
+        }
+        if self.modes.unique_chat
+            && !sender.exempt
+            && self
+                .recent
+                .contains(&RecentTexts::key(text), Instant::now())
+        {
+            return Err(Refusal::Duplicate);
         }
         if blocked::find(self.terms, text).is_some() {
             return Err(Refusal::BlockedTerm);
@@ -240,13 +298,24 @@ mod tests {
         keyed(n, Duration::from_secs(10), n)
     }
 
+    static NO_MODES: Modes = Modes {
+        stamps_only: false,
+        established_minutes: 0,
+        unique_chat: false,
+        hold_links: false,
+        shield: false,
+    };
+
     fn rules<'a>(restrictions: &'a Restrictions, terms: &'a [BlockedTerm]) -> Rules<'a> {
+        static NOTHING_RECENT: std::sync::OnceLock<RecentTexts> = std::sync::OnceLock::new();
         Rules {
             status: StreamStatus::Live,
             slow_mode_seconds: 0,
             terms,
             restrictions,
             shutting_down: false,
+            modes: &NO_MODES,
+            recent: NOTHING_RECENT.get_or_init(RecentTexts::default),
         }
     }
 
@@ -255,6 +324,7 @@ mod tests {
             user_id: 1,
             exempt: false,
             last_chat: None,
+            account_created: OffsetDateTime::UNIX_EPOCH,
         }
     }
 
@@ -432,5 +502,73 @@ mod tests {
             serde_json::from_str(&refusal.frame(Some("c1"), false)).unwrap();
         assert_eq!(frame["code"], "unavailable");
         assert_eq!(frame["client_id"], "c1");
+    }
+
+    #[test]
+    fn modes_refuse_everyone_but_the_exempt() {
+        let r = Restrictions::default();
+        let l = limiter(100);
+        let moderator = Sender {
+            exempt: true,
+            ..alice()
+        };
+        let mut rules = rules(&r, &[]);
+
+        let stamps_only = Modes {
+            stamps_only: true,
+            ..NO_MODES
+        };
+        rules.modes = &stamps_only;
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
+            Err(Refusal::StampsOnly)
+        );
+        assert_eq!(
+            rules.admit_reaction(Some(&alice()), true, &l, now()),
+            Ok(())
+        );
+        assert_eq!(
+            rules.admit_message(Some(&moderator), "hi", false, &l, now()),
+            Ok(())
+        );
+
+        let established = Modes {
+            established_minutes: 10,
+            ..NO_MODES
+        };
+        rules.modes = &established;
+        let newcomer = Sender {
+            account_created: now() - time::Duration::minutes(4),
+            ..alice()
+        };
+        match rules.admit_message(Some(&newcomer), "hi", false, &l, now()) {
+            Err(Refusal::TooNew(ms)) => assert!(ms > 5 * 60_000 && ms <= 6 * 60_000, "{ms}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
+            Ok(())
+        );
+
+        let unique = Modes {
+            unique_chat: true,
+            ..NO_MODES
+        };
+        let mut recent = RecentTexts::default();
+        recent.add(RecentTexts::key("GG  wp"), Instant::now());
+        rules.modes = &unique;
+        rules.recent = &recent;
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "gg wp", false, &l, now()),
+            Err(Refusal::Duplicate)
+        );
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "gg wp!", false, &l, now()),
+            Ok(())
+        );
+        assert_eq!(
+            rules.admit_message(Some(&moderator), "gg wp", false, &l, now()),
+            Ok(())
+        );
     }
 }

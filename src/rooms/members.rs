@@ -28,6 +28,8 @@ pub struct RoomUser {
     /// last known: it exempts from slow mode. Moderation itself is checked
     /// against the database when the action arrives.
     pub can_moderate: bool,
+    /// When the account was made (`established_minutes`).
+    pub created_at: time::OffsetDateTime,
 }
 
 /// While a member waits for its history from the database, what the room

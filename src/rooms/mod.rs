@@ -15,6 +15,7 @@
 //! The room's rules are plain modules, without actix or I/O, each unit-tested:
 //! - [`admission`]: may this member send this message or reaction now;
 //! - [`restrictions`]: bans and timeouts, with the database's semantics;
+//! - [`modes`]: chat modes, the raid shield, `unique_chat`'s memory;
 //! - [`sequencer`]: messages out in seq order, each once, gaps named;
 //! - [`pending`]: messages in flight and `client_id`s seen;
 //! - [`members`]: the fan-out to this node's sockets;
@@ -26,6 +27,7 @@
 pub mod admission;
 pub mod inbox;
 pub mod members;
+pub mod modes;
 pub mod pending;
 pub mod restrictions;
 pub mod ring;

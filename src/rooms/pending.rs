@@ -137,6 +137,7 @@ mod tests {
                 username: format!("u{user}"),
                 role: Role::Viewer,
                 can_moderate: false,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
             }),
             content: "hi".into(),
             message_type: MessageType::Message,

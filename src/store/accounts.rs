@@ -110,6 +110,25 @@ impl Store {
         Ok(row.map(|r| user_from(&r, 0)))
     }
 
+    /// When a user's account was made.
+    pub async fn user_created_at(
+        &self,
+        slug: &Slug,
+        id: i64,
+    ) -> StoreResult<Option<OffsetDateTime>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT created_at FROM {}.accounts_user WHERE id = $1",
+                    slug.schema()
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// A user with the password hash, for login.
     pub async fn credentials(
         &self,

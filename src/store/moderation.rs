@@ -401,6 +401,52 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Changes a stream's chat modes (and slow mode, which the shield sets and
+    /// restores) from what is stored now, and logs it, in one transaction.
+    /// Returns the new state and slow mode; `None` when the stream is gone.
+    pub async fn change_modes(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        change: &crate::rooms::modes::ModesChange,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<Option<(crate::rooms::modes::ModeState, i32)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let s = slug.schema();
+        let Some(row) = tx
+            .query_opt(
+                &format!("SELECT modes, slow_mode_seconds FROM {s}.streaming_stream WHERE id = $1 FOR UPDATE"),
+                &[&stream_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut state: crate::rooms::modes::ModeState =
+            serde_json::from_value(row.get(0)).unwrap_or_default();
+        let slow = state.apply(change, row.get(1));
+        let json = serde_json::to_value(state).unwrap_or_default();
+        tx.execute(
+            &format!(
+                "UPDATE {s}.streaming_stream SET modes = $2, slow_mode_seconds = $3 WHERE id = $1"
+            ),
+            &[&stream_id, &json, &slow],
+        )
+        .await?;
+        log_in(
+            &tx,
+            slug,
+            &NewLogEntry {
+                seconds: Some(slow),
+                ..log
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((state, slow)))
+    }
+
     /// Ids of the users appointed moderator of a stream.
     pub async fn stream_moderator_ids(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<i64>> {
         let client = self.client().await?;

@@ -98,6 +98,11 @@ async fn connect(
             can_moderate: can_moderate(store, &tenant.slug, u, &stream)
                 .await
                 .map_err(ApiError::from)?,
+            created_at: store
+                .user_created_at(&tenant.slug, u.id)
+                .await
+                .map_err(ApiError::from)?
+                .unwrap_or_else(time::OffsetDateTime::now_utc),
         }),
         None => None,
     };

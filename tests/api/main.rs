@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod migrations;
 mod moderation;
+mod moderation_v2;
 mod pages;
 mod pages_browser;
 mod reactions;

@@ -108,6 +108,10 @@ impl Handler<Chat> for RoomActor {
         }
         let Some(user) = user else { return };
         self.last_chat.insert(user.id, Instant::now());
+        if self.modes.modes.unique_chat {
+            self.recent
+                .add(RecentTexts::key(chat.text.as_str()), Instant::now());
+        }
         let pending = Pending {
             conn_id: Some(conn_id),
             waiters: Vec::new(),

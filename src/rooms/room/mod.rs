@@ -30,6 +30,7 @@ use super::{
     admission::{Refusal, Rules, Sender},
     inbox::*,
     members::{Members, RoomUser},
+    modes::{ModeState, RecentTexts},
     pending::{Inflight, Known, Pending},
     restrictions::{Change, Restrictions},
     ring::{Ring, RingEntry},
@@ -111,6 +112,10 @@ pub struct RoomActor {
     terms: Vec<BlockedTerm>,
     /// Users appointed moderator of this stream.
     appointed: HashSet<i64>,
+    /// Chat modes (and what the shield saved).
+    modes: ModeState,
+    /// Texts of the last 30 s, for `unique_chat`.
+    recent: RecentTexts,
     /// Last accepted chat message per user (slow mode).
     last_chat: HashMap<i64, Instant>,
     /// Sockets on other nodes (from the relay's presence).
@@ -170,6 +175,8 @@ impl RoomActor {
             restrictions: Restrictions::default(),
             terms: Vec::new(),
             appointed: HashSet::new(),
+            modes: stream.modes,
+            recent: RecentTexts::default(),
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
@@ -191,6 +198,8 @@ impl RoomActor {
             terms: &self.terms,
             restrictions: &self.restrictions,
             shutting_down: self.shutdown.is_some(),
+            modes: &self.modes.modes,
+            recent: &self.recent,
         }
     }
 
@@ -199,6 +208,7 @@ impl RoomActor {
             user_id: u.id,
             exempt: self.may_moderate(u),
             last_chat: self.last_chat.get(&u.id).copied(),
+            account_created: u.created_at,
         })
     }
 
@@ -231,6 +241,7 @@ impl RoomActor {
                 .rules()
                 .can_chat(sender.as_ref(), OffsetDateTime::now_utc()),
             slow_mode_seconds: self.slow_mode_seconds,
+            modes: &self.modes.modes,
             viewers: self.viewers(),
             pinned: pinned.as_deref(),
             stamps: &self.stamps,
@@ -418,6 +429,8 @@ impl Actor for RoomActor {
             let gap = Duration::from_secs(room.slow_mode_seconds.max(0) as u64);
             room.last_chat.retain(|_, at| at.elapsed() < gap);
         });
+        // A room started without a socket (a status notice) stops when idle.
+        self.maybe_idle(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -74,6 +74,13 @@ impl RoomActor {
                 self.pinned = None;
             }
             ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
+            ModEvent::Modes {
+                modes,
+                slow_mode_seconds,
+            } => {
+                self.modes.modes = *modes;
+                self.slow_mode_seconds = *slow_mode_seconds;
+            }
             ModEvent::Ban { .. } | ModEvent::Timeout { .. } | ModEvent::Unban { .. } => {}
         }
         let frame = event.frame();

@@ -168,6 +168,7 @@ impl RoomActor {
                 if let Ok(Some(s)) = stream {
                     room.status = s.status;
                     room.slow_mode_seconds = s.slow_mode_seconds;
+                    room.modes = s.modes;
                 }
                 if let Ok(p) = pinned {
                     room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
