@@ -28,6 +28,7 @@ pub enum Code {
     StampsOnly,
     TooNew,
     Duplicate,
+    Denied,
 }
 
 impl Code {
@@ -53,6 +54,7 @@ impl Code {
             Code::StampsOnly => "stamps_only",
             Code::TooNew => "too_new",
             Code::Duplicate => "duplicate",
+            Code::Denied => "denied",
         }
     }
 

@@ -69,6 +69,10 @@ pub enum Command {
     Clear,
     /// Change chat modes.
     Modes(crate::rooms::modes::ModesChange),
+    /// Approve a held message: it is stored and broadcast.
+    Approve { held_id: i64 },
+    /// Deny a held message.
+    Deny { held_id: i64 },
 }
 
 impl Command {
@@ -85,6 +89,8 @@ impl Command {
                 | "slow_mode"
                 | "clear"
                 | "modes"
+                | "approve"
+                | "deny"
         )
     }
 
@@ -159,6 +165,12 @@ impl Command {
             "modes" => Command::Modes(
                 crate::rooms::modes::ModesChange::parse(v).map_err(|m| (Code::Invalid, m))?,
             ),
+            "approve" => Command::Approve {
+                held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
+            },
+            "deny" => Command::Deny {
+                held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
+            },
             _ => return Err((Code::UnknownType, "Unknown frame type.")),
         };
         // Only bans, timeouts and unbans take a scope.
@@ -225,6 +237,21 @@ pub enum ModEvent {
         modes: crate::rooms::modes::Modes,
         slow_mode_seconds: i32,
     },
+    /// A held message was approved and stored: its `message` frame, id and seq.
+    Approve {
+        held_id: i64,
+        user_id: i64,
+        client_id: Option<String>,
+        frame: String,
+        id: i64,
+        seq: i64,
+    },
+    /// A held message was denied (by a moderator, or after ten minutes).
+    Deny {
+        held_id: i64,
+        user_id: i64,
+        client_id: Option<String>,
+    },
 }
 
 impl ModEvent {
@@ -253,6 +280,12 @@ impl ModEvent {
                 serde_json::json!({"type":"moderation","action":"slow_mode","seconds":seconds})
             }
             ModEvent::Clear => serde_json::json!({"type":"moderation","action":"clear"}),
+            ModEvent::Approve { held_id, .. } => {
+                serde_json::json!({"type":"moderation","action":"approve","held_id":held_id})
+            }
+            ModEvent::Deny { held_id, .. } => {
+                serde_json::json!({"type":"moderation","action":"deny","held_id":held_id})
+            }
             ModEvent::Modes {
                 modes,
                 slow_mode_seconds,
@@ -346,6 +379,48 @@ pub async fn execute(
         Command::Clear => {
             store.clear_chat(slug, stream.room_id, log("clear")).await?;
             Ok(ModEvent::Clear)
+        }
+        Command::Approve { held_id } | Command::Deny { held_id } => {
+            let approve = matches!(cmd, Command::Approve { .. });
+            let r = store
+                .resolve_held(
+                    slug,
+                    stream.room_id,
+                    held_id,
+                    approve,
+                    log(if approve { "approve" } else { "deny" }),
+                )
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such held message waiting."))?;
+            let h = r.held;
+            match r.stored {
+                Some((id, seq, at)) => {
+                    let frame = crate::protocol::message_frame(&StoredMessage {
+                        id,
+                        seq,
+                        user_id: Some(h.user_id),
+                        username: Some(h.username),
+                        role: Some(h.role),
+                        content: h.content,
+                        message_type: crate::store::messages::MessageType::Message,
+                        client_id: h.client_id.clone(),
+                        created_at: at,
+                    });
+                    Ok(ModEvent::Approve {
+                        held_id,
+                        user_id: h.user_id,
+                        client_id: h.client_id,
+                        frame: frame.to_string(),
+                        id,
+                        seq,
+                    })
+                }
+                None => Ok(ModEvent::Deny {
+                    held_id,
+                    user_id: h.user_id,
+                    client_id: h.client_id,
+                }),
+            }
         }
         Command::Modes(change) => {
             let (state, slow_mode_seconds) = store

@@ -51,6 +51,8 @@ pub enum RelayEvent {
     Announce { frame: String },
     /// The stream's appointed moderators changed: rights are read again.
     Rights,
+    /// A message was held for review: its `held` item for moderators.
+    Held { held_id: i64, item: String },
     /// One node's reaction window: (stamp id, count).
     Reactions { counts: Vec<(i32, u64)> },
     /// A moderation action already stored and logged.

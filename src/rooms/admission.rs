@@ -150,6 +150,37 @@ impl Refusal {
     }
 }
 
+/// An accepted message: posted, or held for review (with the reason:
+/// `term` or `link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Store and broadcast it.
+    Post,
+    /// Hold it for a moderator.
+    Hold(&'static str),
+}
+
+/// True when a text holds a link (a scheme, `www.`, or a host name with a
+/// common top-level domain followed by a path).
+pub fn has_link(text: &str) -> bool {
+    const TLDS: [&str; 14] = [
+        "com", "net", "org", "jp", "io", "ly", "gg", "tv", "me", "co", "info", "xyz", "ru", "cn",
+    ];
+    let lower = crate::moderation::fold::fold_text(text);
+    if lower.contains("://") || lower.contains("www.") {
+        return true;
+    }
+    lower.split_whitespace().any(|word| {
+        let host = word.split('/').next().unwrap_or("");
+        let mut parts = host.rsplit('.');
+        let tld = parts.next().unwrap_or("");
+        let name = parts.next().unwrap_or("");
+        !name.is_empty()
+            && name.chars().all(|c| c.is_alphanumeric() || c == '-')
+            && TLDS.contains(&tld.trim_end_matches(|c: char| !c.is_alphanumeric()))
+    })
+}
+
 /// The room's state that admission reads.
 pub struct Rules<'a> {
     /// Stream status.
@@ -158,6 +189,8 @@ pub struct Rules<'a> {
     pub slow_mode_seconds: i32,
     /// Blocked terms of the stream and the tenant.
     pub terms: &'a [BlockedTerm],
+    /// Terms that hold a message for review.
+    pub hold_terms: &'a [BlockedTerm],
     /// Bans and timeouts in force.
     pub restrictions: &'a Restrictions,
     /// The node is shutting down.
@@ -216,7 +249,7 @@ impl Rules<'_> {
         repeat: bool,
         limiter: &KeyedLimiter<i64>,
         now: OffsetDateTime,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Admit, Refusal> {
         if sender.is_some() && self.shutting_down {
             return Err(Refusal::ShuttingDown);
         }
@@ -225,7 +258,7 @@ impl Rules<'_> {
             return Err(Refusal::NotAuthenticated);
         };
         if repeat {
-            return Ok(());
+            return Ok(Admit::Post);
         }
         // Moderators and the owner are exempt from every mode.
         if !sender.exempt {
@@ -266,7 +299,15 @@ impl Rules<'_> {
         if let Some(ms) = retry_after_ms(limiter, &sender.user_id) {
             return Err(Refusal::RateLimited(ms));
         }
-        Ok(())
+        if !sender.exempt {
+            if blocked::find(self.hold_terms, text).is_some() {
+                return Ok(Admit::Hold("term"));
+            }
+            if self.modes.hold_links && has_link(text) {
+                return Ok(Admit::Hold("link"));
+            }
+        }
+        Ok(Admit::Post)
     }
 
     /// May `sender` react with `stamp_id` now (`known_stamp`: it is one of the
@@ -312,6 +353,7 @@ mod tests {
             status: StreamStatus::Live,
             slow_mode_seconds: 0,
             terms,
+            hold_terms: &[],
             restrictions,
             shutting_down: false,
             modes: &NO_MODES,
@@ -432,16 +474,16 @@ mod tests {
         };
         assert_eq!(
             rules.admit_message(Some(&moderator), "hi", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         // A repeated client_id is acked, not refused by slow mode.
         assert_eq!(
             rules.admit_message(Some(&recent), "hi", true, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         assert_eq!(
             rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
     }
 
@@ -458,7 +500,7 @@ mod tests {
         // The refused message did not use the one message allowed.
         assert_eq!(
             rules.admit_message(Some(&alice()), "hello", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         assert!(matches!(
             rules.admit_message(Some(&alice()), "again", false, &l, now()),
@@ -529,7 +571,7 @@ mod tests {
         );
         assert_eq!(
             rules.admit_message(Some(&moderator), "hi", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
 
         let established = Modes {
@@ -547,7 +589,7 @@ mod tests {
         }
         assert_eq!(
             rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
 
         let unique = Modes {
@@ -564,11 +606,11 @@ mod tests {
         );
         assert_eq!(
             rules.admit_message(Some(&alice()), "gg wp!", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         assert_eq!(
             rules.admit_message(Some(&moderator), "gg wp", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
     }
 }

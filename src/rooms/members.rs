@@ -179,13 +179,15 @@ impl Members {
 
     /// Queues `hello`, then a history, then what was buffered while it loaded,
     /// for a member whose history came from the database. `newest` is the id
-    /// of the history's last message. Returns false when the member is gone.
+    /// of the history's last message; `queue` (a moderator's `held_queue`)
+    /// goes right after the history. Returns false when the member is gone.
     pub fn finish_loading(
         &mut self,
         conn_id: u64,
         hello: &ByteString,
         history: &ByteString,
         newest: Option<i64>,
+        queue: Option<&ByteString>,
     ) -> bool {
         let Some(m) = self.map.get_mut(&conn_id) else {
             return false;
@@ -199,7 +201,9 @@ impl Members {
         if let Some(newest) = newest {
             m.after = m.after.max(newest);
         }
-        let mut ok = m.outlet.send_text(hello) && m.outlet.send_text(history);
+        let mut ok = m.outlet.send_text(hello)
+            && m.outlet.send_text(history)
+            && queue.is_none_or(|q| m.outlet.send_text(q));
         for (id, frame) in buffered {
             match id {
                 Some(id) if id <= m.after => continue,
@@ -214,6 +218,22 @@ impl Members {
             self.map.remove(&conn_id);
         }
         ok
+    }
+
+    /// Sends a frame to the members whose user matches (moderators, one
+    /// user's sockets); members still loading get it after their history.
+    pub fn send_where(&mut self, frame: &ByteString, which: impl Fn(&RoomUser) -> bool) {
+        for m in self.map.values_mut() {
+            if !m.user.as_ref().is_some_and(&which) {
+                continue;
+            }
+            match &mut m.state {
+                State::Ready => {
+                    m.outlet.send_text(frame);
+                }
+                State::Loading(buf) => buf.push((None, frame.clone())),
+            }
+        }
     }
 
     /// Closes every socket of a user (banned: 4003); returns how many.

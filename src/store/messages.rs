@@ -187,26 +187,39 @@ impl Store {
     ) -> StoreResult<Vec<InsertOutcome>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
-        // Serialises inserts per room across nodes: commit order = id order.
-        tx.execute(&room_lock_sql(slug), &[&rooms]).await?;
+        let out = insert_in(&tx, slug, batch).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
 
-        // Earlier copies of keyed messages.
-        let keyed: Vec<&NewMessage> = batch
+/// [`Store::insert_messages`] inside a transaction the caller commits (an
+/// approved held message is stored with its approval).
+pub(crate) async fn insert_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slug: &Slug,
+    batch: &[NewMessage],
+) -> StoreResult<Vec<InsertOutcome>> {
+    let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    // Serialises inserts per room across nodes: commit order = id order.
+    tx.execute(&room_lock_sql(slug), &[&rooms]).await?;
+
+    // Earlier copies of keyed messages.
+    let keyed: Vec<&NewMessage> = batch
+        .iter()
+        .filter(|m| m.client_id.is_some() && m.user_id.is_some())
+        .collect();
+    let mut earlier: Vec<(i64, i64, String, i64)> = Vec::new();
+    if !keyed.is_empty() {
+        let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
+        let u: Vec<i64> = keyed.iter().map(|m| m.user_id.unwrap()).collect();
+        let c: Vec<&str> = keyed
             .iter()
-            .filter(|m| m.client_id.is_some() && m.user_id.is_some())
+            .map(|m| m.client_id.as_deref().unwrap())
             .collect();
-        let mut earlier: Vec<(i64, i64, String, i64)> = Vec::new();
-        if !keyed.is_empty() {
-            let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
-            let u: Vec<i64> = keyed.iter().map(|m| m.user_id.unwrap()).collect();
-            let c: Vec<&str> = keyed
-                .iter()
-                .map(|m| m.client_id.as_deref().unwrap())
-                .collect();
-            let rows = tx
+        let rows = tx
                 .query(
                     &format!(
                         "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
@@ -220,70 +233,70 @@ impl Store {
                     &[&r, &u, &c],
                 )
                 .await?;
-            earlier = rows
-                .iter()
-                .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-                .collect();
-        }
+        earlier = rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect();
+    }
 
-        // Decide per message: duplicate of an earlier one, or new.
-        enum Slot {
-            Dup(i64),
-            DupOfBatch(usize),
-            New(usize),
-        }
-        let mut slots = Vec::with_capacity(batch.len());
-        let mut fresh: Vec<&NewMessage> = Vec::new();
-        for (i, m) in batch.iter().enumerate() {
-            let key = m.client_id.as_deref().zip(m.user_id);
-            let slot = match key {
-                Some((cid, uid)) => {
-                    if let Some(e) = earlier
-                        .iter()
-                        .find(|e| e.0 == m.room_id && e.1 == uid && e.2 == cid)
-                    {
-                        Slot::Dup(e.3)
-                    } else if let Some(j) = batch[..i].iter().position(|p| {
-                        p.room_id == m.room_id
-                            && p.user_id == Some(uid)
-                            && p.client_id.as_deref() == Some(cid)
-                    }) {
-                        Slot::DupOfBatch(j)
-                    } else {
-                        fresh.push(m);
-                        Slot::New(fresh.len() - 1)
-                    }
-                }
-                None => {
+    // Decide per message: duplicate of an earlier one, or new.
+    enum Slot {
+        Dup(i64),
+        DupOfBatch(usize),
+        New(usize),
+    }
+    let mut slots = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<&NewMessage> = Vec::new();
+    for (i, m) in batch.iter().enumerate() {
+        let key = m.client_id.as_deref().zip(m.user_id);
+        let slot = match key {
+            Some((cid, uid)) => {
+                if let Some(e) = earlier
+                    .iter()
+                    .find(|e| e.0 == m.room_id && e.1 == uid && e.2 == cid)
+                {
+                    Slot::Dup(e.3)
+                } else if let Some(j) = batch[..i].iter().position(|p| {
+                    p.room_id == m.room_id
+                        && p.user_id == Some(uid)
+                        && p.client_id.as_deref() == Some(cid)
+                }) {
+                    Slot::DupOfBatch(j)
+                } else {
                     fresh.push(m);
                     Slot::New(fresh.len() - 1)
                 }
-            };
-            slots.push(slot);
-        }
+            }
+            None => {
+                fresh.push(m);
+                Slot::New(fresh.len() - 1)
+            }
+        };
+        slots.push(slot);
+    }
 
-        let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
-        if !fresh.is_empty() {
-            let n = fresh.len() as i32;
-            let ids: Vec<i64> = tx
-                .query(
-                    &format!(
-                        "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
-                        slug.as_str()
-                    ),
-                    &[&n],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
-            let seqs = next_seqs(&tx, slug, &room_ids).await?;
-            let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
-            let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
-            let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
-            let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
-            let at: OffsetDateTime = tx
+    let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
+    if !fresh.is_empty() {
+        let n = fresh.len() as i32;
+        let ids: Vec<i64> = tx
+            .query(
+                &format!(
+                    "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
+                    slug.as_str()
+                ),
+                &[&n],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
+        let seqs = next_seqs(tx, slug, &room_ids).await?;
+        let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
+        let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
+        let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
+        let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+        let at: OffsetDateTime = tx
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
@@ -296,34 +309,34 @@ impl Store {
                 )
                 .await?
                 .get(0);
-            stored = ids
-                .into_iter()
-                .zip(seqs)
-                .map(|(id, seq)| (id, seq, at))
-                .collect();
-        }
-        tx.commit().await?;
-
-        let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());
-        for slot in slots {
-            let o = match slot {
-                Slot::Dup(id) => InsertOutcome::Duplicate { id },
-                Slot::New(k) => InsertOutcome::Stored {
-                    id: stored[k].0,
-                    seq: stored[k].1,
-                    at: stored[k].2,
-                },
-                Slot::DupOfBatch(j) => match out[j] {
-                    InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id } => {
-                        InsertOutcome::Duplicate { id }
-                    }
-                },
-            };
-            out.push(o);
-        }
-        Ok(out)
+        stored = ids
+            .into_iter()
+            .zip(seqs)
+            .map(|(id, seq)| (id, seq, at))
+            .collect();
     }
 
+    let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());
+    for slot in slots {
+        let o = match slot {
+            Slot::Dup(id) => InsertOutcome::Duplicate { id },
+            Slot::New(k) => InsertOutcome::Stored {
+                id: stored[k].0,
+                seq: stored[k].1,
+                at: stored[k].2,
+            },
+            Slot::DupOfBatch(j) => match out[j] {
+                InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id } => {
+                    InsertOutcome::Duplicate { id }
+                }
+            },
+        };
+        out.push(o);
+    }
+    Ok(out)
+}
+
+impl Store {
     /// The newest `limit` visible messages of a room, oldest first, and whether older ones exist.
     pub async fn recent_messages(
         &self,

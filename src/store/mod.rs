@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod analysts;
 pub mod analytics;
+pub mod held;
 pub mod messages;
 pub mod migrations;
 pub mod moderation;

@@ -19,6 +19,17 @@ pub struct Restriction {
     pub tenant_wide: bool,
 }
 
+/// A term of a stream's lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermRow {
+    /// As the moderator typed it.
+    pub term: String,
+    /// On every stream of the tenant.
+    pub tenant_wide: bool,
+    /// Holds for review instead of refusing.
+    pub hold: bool,
+}
+
 /// A moderation log entry as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LogEntry {
@@ -58,7 +69,7 @@ pub struct NewLogEntry<'a> {
     pub seconds: Option<i32>,
 }
 
-async fn log_in(
+pub(super) async fn log_in(
     tx: &deadpool_postgres::Transaction<'_>,
     slug: &Slug,
     e: &NewLogEntry<'_>,
@@ -296,44 +307,50 @@ impl Store {
             .collect())
     }
 
-    /// Blocked terms of a stream (its own and tenant-wide).
-    pub async fn blocked_terms(
-        &self,
-        slug: &Slug,
-        stream_id: i64,
-    ) -> StoreResult<Vec<(String, bool)>> {
+    /// Blocked and held terms of a stream (its own and tenant-wide).
+    pub async fn blocked_terms(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<TermRow>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 &format!(
-                    "SELECT term, stream_id IS NULL FROM {}.moderation_blockedterm \
+                    "SELECT term, stream_id IS NULL, mode = 'hold' FROM {}.moderation_blockedterm \
                      WHERE stream_id = $1 OR stream_id IS NULL ORDER BY term",
                     slug.schema()
                 ),
                 &[&stream_id],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| TermRow {
+                term: r.get(0),
+                tenant_wide: r.get(1),
+                hold: r.get(2),
+            })
+            .collect())
     }
 
-    /// Adds (or, with `add` false, removes) a blocked term; `stream_id` None: tenant-wide.
+    /// Adds (or, with `add` false, removes) a term; `stream_id` None:
+    /// tenant-wide; `hold`: messages with it are held for review, not refused.
     pub async fn set_blocked_term(
         &self,
         slug: &Slug,
         stream_id: Option<i64>,
         term: &str,
         add: bool,
+        hold: bool,
     ) -> StoreResult<()> {
         let client = self.client().await?;
         let s = slug.schema();
+        let mode = if hold { "hold" } else { "block" };
         if add {
             client
                 .execute(
                     &format!(
-                        "INSERT INTO {s}.moderation_blockedterm (stream_id, term) VALUES ($1, $2) \
-                         ON CONFLICT (COALESCE(stream_id, 0), term) DO NOTHING"
+                        "INSERT INTO {s}.moderation_blockedterm (stream_id, term, mode) VALUES ($1, $2, $3) \
+                         ON CONFLICT (COALESCE(stream_id, 0), term) DO UPDATE SET mode = EXCLUDED.mode"
                     ),
-                    &[&stream_id, &term],
+                    &[&stream_id, &term, &mode],
                 )
                 .await?;
         } else {

@@ -237,3 +237,243 @@ async fn disguised_terms_are_blocked() {
         assert_eq!(outcome(&mut b, fine).await, "ack", "{fine}");
     }
 }
+
+/// Adds a term to a stream's lists in `mode` (`block` or `hold`).
+async fn add_term(app: &TestApp, stream: i64, owner: (&str, &str), term: &str, mode: &str) {
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            &json!({"term":term,"action":"add","mode":mode}),
+            Some(owner.0),
+            Some(owner.1),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Reads until a frame of `kind` arrives, failing on any `message` frame
+/// meanwhile (a held message must not leak).
+async fn expect_without_messages(c: &mut WsClient, kind: &str) -> Value {
+    loop {
+        let v = c.recv().await;
+        assert_ne!(v["type"], "message", "a held message leaked: {v}");
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// A message held on node A reaches the queue of a moderator on node B;
+/// approved on B, it reaches viewers on A once, and its author's ack names
+/// the held id. A denial reaches the author as `denied`. Links are held in
+/// shield mode. Terms list their mode.
+#[actix_web::test]
+async fn held_messages_are_reviewed_across_nodes() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env = [
+        ("STAMPEDE_REDIS_URL", redis.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, csrf) = ha.login("owner", "password-123").await;
+    add_term(&ha, stream, (&owner, &csrf), "cheap", "hold").await;
+    let r = ha
+        .get(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(
+        r.json()["terms"],
+        json!([{"term":"cheap","mode":"hold","scope":"stream"}])
+    );
+    let (bob, _) = ha.login("bob", "password-123").await;
+    let (moderator, _) = hb.login("mod", "password-123").await;
+    let (mut sender, _, _) = ha.ws_ready(stream, Some(&bob)).await;
+    let (mut watcher, _, _) = ha.ws_ready(stream, None).await;
+    let mut m = hb.ws(stream, Some(&moderator)).await;
+    m.expect("hello").await;
+    m.expect("history").await;
+    assert_eq!(m.expect("held_queue").await["items"], json!([]));
+
+    sender
+        .send(json!({"type":"message","message":"CHEAP followers","client_id":"h1"}))
+        .await;
+    let held = expect_without_messages(&mut sender, "held").await;
+    assert_eq!(held["client_id"], "h1");
+    let held_id = held["held_id"].as_i64().unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(2), m.expect("held"))
+        .await
+        .expect("the moderator on node B sees the held message");
+    assert_eq!(item["held_id"], held_id);
+    assert_eq!(item["username"], "bob");
+    assert_eq!(item["message"], "CHEAP followers");
+    assert_eq!(item["reason"], "term");
+    assert!(
+        app.stored_ids(stream).await.is_empty(),
+        "not stored as chat"
+    );
+
+    // A second moderator socket, on node A, finds it in the queue.
+    let mut o = ha.ws(stream, Some(&owner)).await;
+    o.expect("history").await;
+    let queue = o.expect("held_queue").await;
+    assert_eq!(queue["items"][0]["held_id"], held_id);
+
+    // Approved on B: viewers on A get it once, the author's ack names it.
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    let shown = watcher.expect("message").await;
+    assert_eq!(shown["message"], "CHEAP followers");
+    assert_eq!(shown["username"], "bob");
+    let ack = sender.expect("ack").await;
+    assert_eq!(ack["held_id"], held_id);
+    assert_eq!(ack["client_id"], "h1");
+    assert_eq!(ack["id"], shown["id"]);
+    assert_eq!(
+        app.stored_ids(stream).await,
+        vec![shown["id"].as_i64().unwrap()]
+    );
+    let notice = m.expect("moderation").await;
+    assert_eq!(
+        notice,
+        json!({"type":"moderation","action":"approve","held_id":held_id})
+    );
+    watcher.assert_silent(Duration::from_millis(500)).await;
+    // Approving twice finds nothing waiting.
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    assert_eq!(m.expect("error").await["code"], "not_found");
+
+    // Denied: the author hears `denied`; nobody else sees anything.
+    sender
+        .send(json!({"type":"message","message":"so cheap","client_id":"h2"}))
+        .await;
+    let held2 = expect_without_messages(&mut sender, "held").await["held_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(m.expect("held").await["held_id"], held2);
+    m.send(json!({"type":"deny","held_id":held2})).await;
+    let denied = sender.expect("error").await;
+    assert_eq!(denied["code"], "denied");
+    assert_eq!(denied["held_id"], held2);
+    assert_eq!(denied["client_id"], "h2");
+    watcher.assert_silent(Duration::from_millis(500)).await;
+
+    // Shield on: links are held (carol's account is old enough to chat, and
+    // she has not spoken yet, so slow mode lets her).
+    app.create_user("carol", "password-123", Role::Viewer)
+        .await;
+    age_account(&app, "carol", 24 * 60).await;
+    let (carol, _) = ha.login("carol", "password-123").await;
+    let mut owner_socket = o;
+    set_modes(&mut owner_socket, json!({"shield":true})).await;
+    let (mut sender, _, _) = ha.ws_ready(stream, Some(&carol)).await;
+    sender
+        .send(json!({"type":"message","message":"see example.com/deal","client_id":"h3"}))
+        .await;
+    expect_without_messages(&mut sender, "held").await;
+    let item = m.expect("held").await;
+    assert_eq!(item["reason"], "link");
+
+    let actions: Vec<String> = app
+        .store
+        .moderation_log(&app.tenant.slug, stream, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.contains(&"approve".to_string()), "{actions:?}");
+    assert!(actions.contains(&"deny".to_string()), "{actions:?}");
+}
+
+/// Held messages live in PostgreSQL: a restarted node still has them in its
+/// queue and can approve them; left alone for ten minutes, they are denied.
+#[actix_web::test]
+async fn held_messages_survive_a_restart_and_expire() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let port = free_port();
+    let node = Node::start(port, &[]).await;
+    let h = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, csrf) = h.login("owner", "password-123").await;
+    add_term(&h, stream, (&owner, &csrf), "cheap", "hold").await;
+    let (bob, _) = h.login("bob", "password-123").await;
+    let (mut sender, _, _) = h.ws_ready(stream, Some(&bob)).await;
+    let mut held_ids = Vec::new();
+    for (i, text) in ["cheap one", "cheap two"].iter().enumerate() {
+        sender
+            .send(json!({"type":"message","message":text,"client_id":format!("c{i}")}))
+            .await;
+        held_ids.push(sender.expect("held").await["held_id"].as_i64().unwrap());
+    }
+    drop(sender);
+    node.signal("-KILL");
+    drop(node);
+    let node = Node::start(port, &[]).await;
+    let mut o = h.ws(stream, Some(&owner)).await;
+    o.expect("history").await;
+    let queue = o.expect("held_queue").await;
+    let ids: Vec<i64> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["held_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, held_ids, "still held after the restart");
+    o.send(json!({"type":"approve","held_id":held_ids[0]}))
+        .await;
+    assert_eq!(o.expect("message").await["message"], "cheap one");
+
+    // The other one waited too long: it is denied by itself.
+    app.store
+        .client()
+        .await
+        .unwrap()
+        .execute(
+            &format!(
+                "UPDATE {}.chat_heldmessage SET created_at = now() - interval '11 minutes' WHERE id = $1",
+                app.tenant.slug.schema()
+            ),
+            &[&held_ids[1]],
+        )
+        .await
+        .unwrap();
+    let (bob, _) = h.login("bob", "password-123").await;
+    let (mut author, _, _) = h.ws_ready(stream, Some(&bob)).await;
+    // The sweep runs every 15 s: wait for it without the client's usual limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    let denied = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = author
+            .next_text(left)
+            .await
+            .expect("denied within the sweep");
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(denied["code"], "denied");
+    assert_eq!(denied["held_id"], held_ids[1]);
+    let notice = o.expect("moderation").await;
+    assert_eq!(notice["action"], "deny");
+    drop(node);
+}

@@ -155,10 +155,14 @@ impl RoomActor {
                 let restrictions = store.restrictions(&slug, stream_id, None).await;
                 let stream = store.stream(&slug, stream_id).await;
                 let pinned = store.pinned_message(&slug, room_id).await;
-                (visible, restrictions, stream, pinned)
+                let held = store.held_queue(&slug, room_id).await;
+                (visible, restrictions, stream, (pinned, held))
             }
             .into_actor(self)
-            .map(|(visible, restrictions, stream, pinned), room, _| {
+            .map(|(visible, restrictions, stream, (pinned, held)), room, _| {
+                if let Ok(held) = held {
+                    room.load_held(&held);
+                }
                 if let Ok((messages, has_older, _)) = visible {
                     room.drop_deleted(&messages, has_older);
                 }
@@ -220,7 +224,8 @@ impl Handler<Remote> for RoomActor {
                 self.arm_window(ctx);
             }
             RelayEvent::Announce { frame } => self.broadcast(&ByteString::from(frame), None),
-            RelayEvent::Moderation { event } => self.apply_event(event),
+            RelayEvent::Moderation { event } => self.apply_event(ctx, event),
+            RelayEvent::Held { held_id, item } => self.add_held(held_id, ByteString::from(item)),
             RelayEvent::Status { status } => self.status = status,
             RelayEvent::Terms => self.load_terms(ctx),
             RelayEvent::Rights => self.load_rights(ctx),
