@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pages;
 pub mod statics;
 pub mod studio;
+pub mod timeline;
 pub mod ws;
 
 use std::net::IpAddr;
@@ -38,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(ops::configure)
     .configure(api::configure)
+    .configure(timeline::configure)
     .configure(analytics::configure)
     .configure(moderation::configure)
     .configure(statics::configure)

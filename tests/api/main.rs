@@ -18,4 +18,5 @@ mod reactions;
 mod restrictions_model;
 mod room_core;
 mod tenancy;
+mod timeline;
 mod ws;
