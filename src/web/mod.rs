@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod analytics;
 pub mod api;
 pub mod i18n;
+pub mod markdown;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
