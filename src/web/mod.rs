@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api;
 pub mod i18n;
 pub mod markdown;
+pub mod media;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(ops::configure)
     .configure(api::configure)
     .configure(timeline::configure)
+    .configure(media::configure)
     .configure(analytics::configure)
     .configure(moderation::configure)
     .configure(statics::configure)
