@@ -12,6 +12,7 @@ pub mod media;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
+pub mod replay;
 pub mod statics;
 pub mod studio;
 pub mod timeline;

@@ -15,6 +15,7 @@ mod moderation;
 mod pages;
 mod pages_browser;
 mod reactions;
+mod replay_browser;
 mod restrictions_model;
 mod room_core;
 mod tenancy;
