@@ -18,6 +18,7 @@ pub mod reaction_writer;
 pub mod reactions;
 pub mod streams;
 pub mod tenants;
+pub mod timeline;
 pub mod writer;
 
 use std::time::Duration;

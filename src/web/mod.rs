@@ -7,11 +7,15 @@ pub mod accounts;
 pub mod analytics;
 pub mod api;
 pub mod i18n;
+pub mod markdown;
+pub mod media;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
+pub mod replay;
 pub mod statics;
 pub mod studio;
+pub mod timeline;
 pub mod ws;
 
 use std::net::IpAddr;
@@ -38,6 +42,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(ops::configure)
     .configure(api::configure)
+    .configure(timeline::configure)
+    .configure(media::configure)
     .configure(analytics::configure)
     .configure(moderation::configure)
     .configure(statics::configure)
