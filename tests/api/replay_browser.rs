@@ -343,6 +343,9 @@ async fn a_past_stream_replays_in_step_with_its_video() {
     tab.eval("$('#video').play().then(() => true)").await;
     tab.wait_for_within("window.__stamps >= 5", Duration::from_secs(10))
         .await;
+    // Pause only once the video is past the burst's message (20.2 s): on a
+    // busy machine the stamps can float before playback gets there.
+    tab.wait_for("$('#video').currentTime > 20.4").await;
     tab.eval("$('#video').pause()").await;
     tab.wait_for("messageWith('burst!')").await;
 
