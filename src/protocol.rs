@@ -126,6 +126,9 @@ struct MessageFrame<'a> {
     timestamp: String,
     role: Option<&'static str>,
     client_id: Option<&'a str>,
+    /// Only on a hidden user's messages (seen by them and moderators).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hidden: bool,
 }
 
 /// The `message` frame of a stored message.
@@ -139,6 +142,7 @@ pub fn message_frame(m: &StoredMessage) -> ByteString {
         timestamp: timestamp(m.created_at),
         role: m.role.map(Role::as_str),
         client_id: m.client_id.as_deref(),
+        hidden: m.hidden,
     })
 }
 

@@ -69,6 +69,10 @@ pub enum Command {
     Clear,
     /// Change chat modes.
     Modes(crate::rooms::modes::ModesChange),
+    /// Hide a user's new messages from everyone but them and moderators.
+    Hide { username: String, tenant: bool },
+    /// Lift a hide.
+    Unhide { username: String, tenant: bool },
     /// Approve a held message: it is stored and broadcast.
     Approve { held_id: i64 },
     /// Deny a held message.
@@ -91,6 +95,8 @@ impl Command {
                 | "modes"
                 | "approve"
                 | "deny"
+                | "hide"
+                | "unhide"
         )
     }
 
@@ -165,6 +171,14 @@ impl Command {
             "modes" => Command::Modes(
                 crate::rooms::modes::ModesChange::parse(v).map_err(|m| (Code::Invalid, m))?,
             ),
+            "hide" => Command::Hide {
+                username: username()?,
+                tenant,
+            },
+            "unhide" => Command::Unhide {
+                username: username()?,
+                tenant,
+            },
             "approve" => Command::Approve {
                 held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
             },
@@ -173,11 +187,15 @@ impl Command {
             },
             _ => return Err((Code::UnknownType, "Unknown frame type.")),
         };
-        // Only bans, timeouts and unbans take a scope.
+        // Only bans, timeouts, unbans, hides and unhides take a scope.
         if scoped
             && !matches!(
                 cmd,
-                Command::Ban { .. } | Command::Timeout { .. } | Command::Unban { .. }
+                Command::Ban { .. }
+                    | Command::Timeout { .. }
+                    | Command::Unban { .. }
+                    | Command::Hide { .. }
+                    | Command::Unhide { .. }
             )
         {
             return Err((
@@ -194,6 +212,8 @@ impl Command {
             Command::Ban { tenant: true, .. }
                 | Command::Timeout { tenant: true, .. }
                 | Command::Unban { tenant: true, .. }
+                | Command::Hide { tenant: true, .. }
+                | Command::Unhide { tenant: true, .. }
         )
     }
 }
@@ -236,6 +256,13 @@ pub enum ModEvent {
     Modes {
         modes: crate::rooms::modes::Modes,
         slow_mode_seconds: i32,
+    },
+    /// A user's new messages are hidden (`hide` true) or shown again.
+    Hide {
+        user_id: i64,
+        username: String,
+        tenant: bool,
+        hide: bool,
     },
     /// A held message was approved and stored: its `message` frame, id and seq.
     Approve {
@@ -280,6 +307,9 @@ impl ModEvent {
                 serde_json::json!({"type":"moderation","action":"slow_mode","seconds":seconds})
             }
             ModEvent::Clear => serde_json::json!({"type":"moderation","action":"clear"}),
+            ModEvent::Hide { username, hide, .. } => serde_json::json!({
+                "type":"moderation","action":if *hide { "hide" } else { "unhide" },"username":username,
+            }),
             ModEvent::Approve { held_id, .. } => {
                 serde_json::json!({"type":"moderation","action":"approve","held_id":held_id})
             }
@@ -304,6 +334,7 @@ impl ModEvent {
             ModEvent::Ban { tenant: true, .. }
                 | ModEvent::Timeout { tenant: true, .. }
                 | ModEvent::Unban { tenant: true, .. }
+                | ModEvent::Hide { tenant: true, .. }
         )
     }
 }
@@ -380,6 +411,48 @@ pub async fn execute(
             store.clear_chat(slug, stream.room_id, log("clear")).await?;
             Ok(ModEvent::Clear)
         }
+        Command::Hide {
+            ref username,
+            tenant,
+        }
+        | Command::Unhide {
+            ref username,
+            tenant,
+        } => {
+            let hide = matches!(cmd, Command::Hide { .. });
+            let target = store
+                .user_by_name(slug, username)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            if hide
+                && (target.id == moderator.id
+                    || target.id == stream.owner_id
+                    || target.role == Role::Admin)
+            {
+                return Err(ApiError::new(
+                    Code::Forbidden,
+                    "That user cannot be hidden.",
+                ));
+            }
+            store
+                .set_hidden(
+                    slug,
+                    (!tenant).then_some(stream.id),
+                    target.id,
+                    hide,
+                    NewLogEntry {
+                        target_user_id: Some(target.id),
+                        ..log(if hide { "hide" } else { "unhide" })
+                    },
+                )
+                .await?;
+            Ok(ModEvent::Hide {
+                user_id: target.id,
+                username: target.username,
+                tenant,
+                hide,
+            })
+        }
         Command::Approve { held_id } | Command::Deny { held_id } => {
             let approve = matches!(cmd, Command::Approve { .. });
             let r = store
@@ -405,6 +478,7 @@ pub async fn execute(
                         message_type: crate::store::messages::MessageType::Message,
                         client_id: h.client_id.clone(),
                         created_at: at,
+                        hidden: false,
                     });
                     Ok(ModEvent::Approve {
                         held_id,

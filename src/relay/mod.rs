@@ -46,6 +46,9 @@ pub enum RelayEvent {
         id: i64,
         seq: i64,
         user_id: Option<i64>,
+        /// From a hidden user: to them and moderators only.
+        #[serde(default)]
+        hidden: bool,
     },
     /// A frame that is sent and never stored (`join` / `leave` notices).
     Announce { frame: String },

@@ -134,11 +134,23 @@ impl Members {
     /// frame (members that already have it skip it). Closes slow consumers;
     /// returns how many were closed.
     pub fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) -> usize {
+        self.broadcast_where(frame, id, |_| true)
+    }
+
+    /// [`Members::broadcast`] to the members `which` accepts (given their
+    /// user, `None` for anonymous): a hidden user's message goes to them and
+    /// to moderators only.
+    pub fn broadcast_where(
+        &mut self,
+        frame: &ByteString,
+        id: Option<i64>,
+        which: impl Fn(Option<&RoomUser>) -> bool,
+    ) -> usize {
         metrics::BROADCASTS.inc();
         let mut gone = Vec::new();
         let mut delivered = 0u64;
         for (conn_id, m) in self.map.iter_mut() {
-            if id.is_some_and(|id| id <= m.after) {
+            if id.is_some_and(|id| id <= m.after) || !which(m.user.as_ref()) {
                 continue;
             }
             match &mut m.state {

@@ -29,6 +29,8 @@ pub struct Pending {
     pub message_type: MessageType,
     /// Idempotency key.
     pub client_id: Option<String>,
+    /// From a hidden user: stored flagged, shown to them and moderators only.
+    pub hidden: bool,
 }
 
 impl Pending {
@@ -142,6 +144,7 @@ mod tests {
             content: "hi".into(),
             message_type: MessageType::Message,
             client_id: cid.map(str::to_string),
+            hidden: false,
         }
     }
 

@@ -148,6 +148,7 @@ impl Store {
                     content: held.content.clone(),
                     message_type: MessageType::Message,
                     client_id: held.client_id.clone(),
+                    hidden: false,
                 }],
             )
             .await?;

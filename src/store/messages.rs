@@ -46,6 +46,8 @@ pub struct StoredMessage {
     pub id: i64,
     /// The room's dense sequence number (1, 2, 3, ... per room).
     pub seq: i64,
+    /// From a hidden user: shown only to them and to moderators.
+    pub hidden: bool,
     /// Author's user id (`None` for system notices or deleted users).
     pub user_id: Option<i64>,
     /// Author's username.
@@ -75,6 +77,8 @@ pub struct NewMessage {
     pub message_type: MessageType,
     /// Idempotency key.
     pub client_id: Option<String>,
+    /// From a hidden user.
+    pub hidden: bool,
 }
 
 /// What happened to one message of a batch.
@@ -93,7 +97,7 @@ pub enum InsertOutcome {
 fn message_select(slug: &Slug) -> String {
     format!(
         "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
-         m.seq, m.is_deleted \
+         m.seq, m.is_deleted, m.is_hidden \
          FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id",
         slug.schema()
     )
@@ -112,6 +116,7 @@ fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
         client_id: row.get(6),
         created_at: row.get(7),
         seq: row.get(8),
+        hidden: row.get(10),
     }
 }
 
@@ -292,6 +297,7 @@ pub(crate) async fn insert_in(
             .collect();
         let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
         let seqs = next_seqs(tx, slug, &room_ids).await?;
+        let hidden: Vec<bool> = fresh.iter().map(|m| m.hidden).collect();
         let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
         let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
         let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
@@ -300,12 +306,12 @@ pub(crate) async fn insert_in(
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id, seq) \
-                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+                           (id, room_id, user_id, content, message_type, client_id, seq, is_hidden) \
+                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bool[]) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
                     ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs],
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden],
                 )
                 .await?
                 .get(0);
@@ -348,7 +354,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $2",
+                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
                     message_select(slug)
                 ),
                 &[&room_id, &(limit + 1)],
@@ -390,7 +396,7 @@ impl Store {
         let rows = tx
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $2",
+                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
                     message_select(slug)
                 ),
                 &[&room_id, &(limit + 1)],
@@ -440,7 +446,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $3",
+                    "{} WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $3",
                     message_select(slug)
                 ),
                 &[&room_id, &after, &(limit + 1)],
@@ -466,7 +472,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $3",
+                    "{} WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $3",
                     message_select(slug)
                 ),
                 &[&room_id, &before, &limit],
@@ -488,7 +494,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 AND NOT m.is_deleted \
+                    "{} WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 AND NOT m.is_deleted AND NOT m.is_hidden \
                      ORDER BY m.id LIMIT $4",
                     message_select(slug)
                 ),
@@ -517,7 +523,7 @@ impl Store {
         let row = client
             .query_opt(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted ORDER BY m.id DESC LIMIT 1",
+                    "{} WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT 1",
                     message_select(slug)
                 ),
                 &[&room_id],

@@ -144,7 +144,7 @@ impl Store {
             .execute(
                 &format!(
                     "UPDATE {s}.chat_chatmessage SET is_pinned = true \
-                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted"
+                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted AND NOT is_hidden"
                 ),
                 &[&message_id, &room_id],
             )
@@ -416,6 +416,52 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Hides (or, with `hide` false, unhides) a user in one scope (`stream_id`
+    /// None: tenant-wide) and logs it.
+    pub async fn set_hidden(
+        &self,
+        slug: &Slug,
+        stream_id: Option<i64>,
+        user_id: i64,
+        hide: bool,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<()> {
+        let s = slug.schema();
+        let moderator = log.moderator_id;
+        if hide {
+            let sql = format!(
+                "INSERT INTO {s}.moderation_hide (stream_id, user_id, created_by) VALUES ($1, $2, $3) \
+                 ON CONFLICT (COALESCE(stream_id, 0), user_id) DO NOTHING"
+            );
+            self.execute_logged(slug, &sql, &[&stream_id, &user_id, &moderator], log)
+                .await
+                .map(drop)
+        } else {
+            let sql = format!(
+                "DELETE FROM {s}.moderation_hide WHERE stream_id IS NOT DISTINCT FROM $1 AND user_id = $2"
+            );
+            self.execute_logged(slug, &sql, &[&stream_id, &user_id], log)
+                .await
+                .map(drop)
+        }
+    }
+
+    /// Users hidden on a stream: (user id, tenant-wide).
+    pub async fn hidden_users(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<(i64, bool)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT user_id, stream_id IS NULL FROM {}.moderation_hide \
+                     WHERE stream_id = $1 OR stream_id IS NULL",
+                    slug.schema()
+                ),
+                &[&stream_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Changes a stream's chat modes (and slow mode, which the shield sets and

@@ -375,8 +375,7 @@ async fn held_messages_are_reviewed_across_nodes() {
 
     // Shield on: links are held (carol's account is old enough to chat, and
     // she has not spoken yet, so slow mode lets her).
-    app.create_user("carol", "password-123", Role::Viewer)
-        .await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
     age_account(&app, "carol", 24 * 60).await;
     let (carol, _) = ha.login("carol", "password-123").await;
     let mut owner_socket = o;
@@ -476,4 +475,84 @@ async fn held_messages_survive_a_restart_and_expire() {
     let notice = o.expect("moderation").await;
     assert_eq!(notice["action"], "deny");
     drop(node);
+}
+
+/// Hidden on node A, bob's new messages reach only him and moderators, on
+/// every node, with `"hidden":true`; nobody else sees them live, in history
+/// or in replay; bob is not told. Unhidden, he is seen again.
+#[actix_web::test]
+async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env = [
+        ("STAMPEDE_REDIS_URL", redis.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, _) = ha.login("owner", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let (mut viewer_a, _, _) = ha.ws_ready(stream, None).await;
+    let (mut viewer_b, _, _) = hb.ws_ready(stream, None).await;
+    let (mut bob_ws, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+
+    let (mod_b, _) = hb.login("mod", "password-123").await;
+    let (mut m_b, _, _) = hb.ws_ready(stream, Some(&mod_b)).await;
+    o.send(json!({"type":"hide","username":"bob"})).await;
+    let notice = o.expect("moderation").await;
+    assert_eq!(
+        notice,
+        json!({"type":"moderation","action":"hide","username":"bob"})
+    );
+    // Node B has applied it once its moderator hears of it.
+    assert_eq!(m_b.expect("moderation").await["action"], "hide");
+    bob_ws
+        .send(json!({"type":"message","message":"psst","client_id":"p1"}))
+        .await;
+    let own = bob_ws.expect("message").await;
+    assert_eq!(own["hidden"], true);
+    assert_eq!(
+        bob_ws.expect("ack").await["id"],
+        own["id"],
+        "acked as usual"
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(2), o.expect("message"))
+        .await
+        .expect("the moderator on node A sees it");
+    assert_eq!(seen["message"], "psst");
+    assert_eq!(seen["hidden"], true);
+    viewer_a.assert_silent(Duration::from_millis(700)).await;
+    viewer_b.assert_silent(Duration::from_millis(100)).await;
+    let (_, _, history) = ha.ws_ready(stream, None).await;
+    assert_eq!(history["messages"], json!([]));
+    let replay = ha
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await;
+    assert_eq!(replay.json()["messages"], json!([]));
+    assert_eq!(app.stored_ids(stream).await.len(), 1, "stored, flagged");
+
+    o.send(json!({"type":"unhide","username":"bob"})).await;
+    o.expect("moderation").await;
+    assert_eq!(m_b.expect("moderation").await["action"], "unhide");
+    bob_ws
+        .send(json!({"type":"message","message":"hello all","client_id":"p2"}))
+        .await;
+    let shown = viewer_a.expect("message").await;
+    assert_eq!(shown["message"], "hello all");
+    assert_eq!(shown.get("hidden"), None);
+    assert_eq!(viewer_b.expect("message").await["message"], "hello all");
 }

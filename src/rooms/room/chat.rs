@@ -14,6 +14,7 @@ impl RoomActor {
                 content: pending.content.clone(),
                 message_type: pending.message_type,
                 client_id: pending.client_id.clone(),
+                hidden: pending.hidden,
             },
             token: self.inflight.next_token(),
             reply_to: ctx.address().recipient(),
@@ -34,6 +35,7 @@ impl RoomActor {
                 content: text.to_string(),
                 message_type: kind,
                 client_id: None,
+                hidden: false,
             },
         );
     }
@@ -183,7 +185,9 @@ impl Handler<Chat> for RoomActor {
             );
             return;
         }
+        let hidden = !self.may_moderate(&user) && self.hidden.is_hidden(user.id);
         let pending = Pending {
+            hidden,
             conn_id: Some(conn_id),
             waiters: Vec::new(),
             user: Some(user),
@@ -230,6 +234,7 @@ impl Handler<Written> for RoomActor {
                         message_type: p.message_type,
                         client_id: p.client_id.clone(),
                         created_at: at,
+                        hidden: p.hidden,
                     };
                     let frame = protocol::message_frame(&message);
                     let started = Instant::now();
@@ -240,6 +245,7 @@ impl Handler<Written> for RoomActor {
                             id,
                             seq,
                             user_id: message.user_id,
+                            hidden: message.hidden,
                         },
                     );
                     self.deliver(
@@ -250,6 +256,7 @@ impl Handler<Written> for RoomActor {
                             frame,
                             user_id: message.user_id,
                             remote: false,
+                            hidden: message.hidden,
                         }),
                     );
                     metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));

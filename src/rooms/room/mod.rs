@@ -28,6 +28,7 @@ use sync::Delivery;
 
 use super::{
     admission::{Admit, Refusal, Rules, Sender},
+    hidden::Hidden,
     inbox::*,
     members::{Members, RoomUser},
     modes::{ModeState, RecentTexts},
@@ -120,6 +121,8 @@ pub struct RoomActor {
     modes: ModeState,
     /// Texts of the last 30 s, for `unique_chat`.
     recent: RecentTexts,
+    /// Hidden users (shadow ban).
+    hidden: Hidden,
     /// Messages waiting for review: held id → the item moderators see.
     held: BTreeMap<i64, ByteString>,
     /// Last accepted chat message per user (slow mode).
@@ -185,6 +188,7 @@ impl RoomActor {
             modes: stream.modes,
             recent: RecentTexts::default(),
             held: BTreeMap::new(),
+            hidden: Hidden::default(),
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
@@ -456,6 +460,7 @@ impl Actor for RoomActor {
                 // Sockets already open on other nodes, for the first hello.
                 let elsewhere = relay.presence_total(&key).await;
                 let held = store.held_queue(&slug, room_id).await;
+                let hidden = store.hidden_users(&slug, stream_id).await;
                 (
                     stamps,
                     snapshot,
@@ -463,14 +468,25 @@ impl Actor for RoomActor {
                     restrictions,
                     terms,
                     appointed,
-                    (elsewhere, held),
+                    (elsewhere, held, hidden),
                 )
             }
             .into_actor(self)
             .map(
-                |(stamps, snapshot, pinned, restrictions, terms, appointed, (elsewhere, held)),
+                |(
+                    stamps,
+                    snapshot,
+                    pinned,
+                    restrictions,
+                    terms,
+                    appointed,
+                    (elsewhere, held, hidden),
+                ),
                  room,
                  _| {
+                    if let Ok(rows) = hidden {
+                        room.hidden = Hidden::from_rows(rows);
+                    }
                     if let Ok(held) = held {
                         room.load_held(&held);
                     }

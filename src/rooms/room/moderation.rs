@@ -102,11 +102,23 @@ impl RoomActor {
                         frame: ByteString::from(frame.clone()),
                         user_id: Some(*user_id),
                         remote: true,
+                        hidden: false,
                     }),
                 );
                 let ack = protocol::ack_frame_held(client_id.as_deref(), *id, *held_id);
                 let author = *user_id;
                 self.members.send_where(&ack, |u| u.id == author);
+                return;
+            }
+            ModEvent::Hide {
+                user_id,
+                tenant,
+                hide,
+                ..
+            } => {
+                self.hidden.apply(*user_id, *tenant, *hide);
+                // The user is not told: only moderators see the notice.
+                self.notify_moderators(&event.frame());
                 return;
             }
             ModEvent::Deny {
