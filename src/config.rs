@@ -167,9 +167,10 @@ pub struct LimitSettings {
     pub reactions_per_second: u32,
     /// Reaction burst.
     pub reactions_burst: u32,
-    /// Login attempts per minute per IP.
+    /// Failed logins (and sign-ups) per minute per client address.
     pub logins_per_minute_per_ip: u32,
-    /// Login attempts per minute per username.
+    /// Failed logins per minute per client address and username (failures
+    /// never refuse the right password from an address that has not failed).
     pub logins_per_minute_per_user: u32,
     /// Frames queued per socket before it counts as a slow consumer (4008).
     pub socket_queue: usize,

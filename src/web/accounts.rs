@@ -260,15 +260,8 @@ async fn signup_submit(
     if page.password_error.is_some() {
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
-    // Sign-ups count against the same per-IP budget as logins.
-    if limiter
-        .check(
-            &client_ip(&req),
-            visitor.tenant.slug.as_str(),
-            name.as_str(),
-        )
-        .is_some()
-    {
+    // Sign-ups count against the same per-address budget as failed logins.
+    if limiter.charge_address(&client_ip(&req)).is_err() {
         page.form_error = Some(s.err_rate_limited);
         return render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page);
     }

@@ -77,7 +77,7 @@ pub async fn authenticate(
     }
 }
 
-/// Logs in with the login limiter applied; returns the user on success.
+/// Logs in with the failed-login limiter applied; returns the user on success.
 pub async fn login_checked(
     req: &HttpRequest,
     visitor: &Visitor,
@@ -86,12 +86,15 @@ pub async fn login_checked(
     username: &str,
     password: &str,
 ) -> Result<User, ApiError> {
-    if let Some(ms) = limiter.check(&client_ip(req), visitor.tenant.slug.as_str(), username) {
-        return Err(ApiError::rate_limited(ms));
-    }
-    authenticate(store, &visitor.tenant, username, password)
+    let attempt = limiter
+        .begin(&client_ip(req), visitor.tenant.slug.as_str(), username)
+        .map_err(ApiError::rate_limited)?;
+    // Counted as a failure until the password proves right.
+    let user = authenticate(store, &visitor.tenant, username, password)
         .await?
-        .ok_or_else(|| ApiError::new(Code::NotAuthenticated, "Wrong username or password."))
+        .ok_or_else(|| ApiError::new(Code::NotAuthenticated, "Wrong username or password."))?;
+    limiter.succeeded(attempt);
+    Ok(user)
 }
 
 async fn login(
