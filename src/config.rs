@@ -49,7 +49,9 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// Peers whose `X-Forwarded-For` is believed (exact IP addresses).
     pub trusted_proxies: Vec<String>,
-    /// Seconds a client has to send a request's head (slow clients are dropped).
+    /// Seconds a client has to send each request's head, the first and every
+    /// later one on a keep-alive connection (slow clients are dropped); also how
+    /// long an idle keep-alive connection stays open.
     pub request_timeout_secs: u64,
 }
 
@@ -157,6 +159,9 @@ pub struct LimitSettings {
     pub max_connections_per_ip: u32,
     /// Open sockets per user (0 = no limit).
     pub max_connections_per_user: u32,
+    /// Open HTTP connections per client address, WebSockets included (0 = no
+    /// limit); connections from `server.trusted_proxies` are not counted.
+    pub max_http_connections_per_ip: u32,
     /// Chat messages per user per stream in `chat_period_secs`.
     pub chat_messages: u32,
     /// Period of the chat limit, seconds.
@@ -183,6 +188,7 @@ impl Default for LimitSettings {
         Self {
             max_connections_per_ip: 1000,
             max_connections_per_user: 0,
+            max_http_connections_per_ip: 1100,
             chat_messages: 5,
             chat_period_secs: 10,
             chat_burst: 5,

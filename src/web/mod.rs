@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod analytics;
 pub mod api;
+pub mod connections;
 pub mod i18n;
 pub mod markdown;
 pub mod media;
@@ -64,6 +65,18 @@ async fn not_found() -> actix_web::HttpResponse {
 /// Peers whose `X-Forwarded-For` is believed.
 #[derive(Clone, Default)]
 pub struct TrustedProxies(pub Vec<IpAddr>);
+
+impl TrustedProxies {
+    /// True when `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.contains(ip)
+    }
+}
+
+/// The key per-address limits count a client under.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    ip
+}
 
 /// The client's IP: the socket peer, or the last untrusted hop of
 /// `X-Forwarded-For` when the peer is a configured trusted proxy.

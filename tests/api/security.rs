@@ -1,6 +1,6 @@
 //! Security round two: each test is an attack that used to work.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use crate::helpers::*;
 use awc::{http::header, Client};
@@ -82,4 +82,153 @@ async fn failed_logins_from_one_address_never_lock_out_another() {
     assert_eq!(status, 429, "an address that failed too often is refused");
     let (status, _) = login_from(&app, "127.0.0.5", "bob", "battery staple").await;
     assert_eq!(status, 200);
+}
+
+/// A raw TCP connection to the app from `ip`.
+async fn tcp_from(app: &TestApp, ip: &str) -> tokio::net::TcpStream {
+    let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(format!("{ip}:0").parse().unwrap())
+        .expect("bind the client address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Reads one whole `Content-Length` response (headers and body) from `s`.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    return text;
+                }
+            }
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before a whole response: {text}");
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("a response in time")
+}
+
+/// True when the server closed `s` (EOF or reset) within `wait`.
+async fn closed_within(s: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(wait, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => assert!(
+                    String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                    "unexpected answer: {}",
+                    String::from_utf8_lossy(&buf[..n])
+                ),
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Item 2: after one request on a keep-alive connection, a second head sent a
+/// byte at a time used to hold the connection for as long as it took.
+#[actix_web::test]
+async fn a_dribbled_second_request_head_is_dropped() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| s.server.request_timeout_secs = 2).await;
+    let mut s = tcp_from(&app, "127.0.0.1").await;
+    s.write_all(HEALTHZ).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+
+    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for b in head {
+        if s.write_all(&[*b]).await.is_err()
+            || closed_within(&mut s, Duration::from_millis(250)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a second head dribbled over {:?} was served",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Item 2: an idle keep-alive connection is closed.
+#[actix_web::test]
+async fn idle_keep_alive_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| s.server.request_timeout_secs = 2).await;
+    let mut s = tcp_from(&app, "127.0.0.1").await;
+    s.write_all(HEALTHZ).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut s, Duration::from_secs(4)).await);
+}
+
+/// Item 2: one address cannot hold more than `max_http_connections_per_ip`
+/// connections; others are unaffected, and a closed connection frees its slot.
+#[actix_web::test]
+async fn http_connections_per_address_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app_with(|s| {
+        s.limits.max_http_connections_per_ip = 3;
+        s.server.request_timeout_secs = 30;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = tcp_from(&app, "127.0.0.2").await;
+        s.write_all(HEALTHZ).await.unwrap();
+        assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut fourth = tcp_from(&app, "127.0.0.2").await;
+    let _ = fourth.write_all(HEALTHZ).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut fourth, &mut answer),
+    )
+    .await
+    .expect("the fourth connection is closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        !answer.contains("200 OK"),
+        "a fourth connection from one address was served: {answer}"
+    );
+
+    let mut other = tcp_from(&app, "127.0.0.3").await;
+    other.write_all(HEALTHZ).await.unwrap();
+    assert!(read_response(&mut other).await.starts_with("HTTP/1.1 200"));
+
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = tcp_from(&app, "127.0.0.2").await;
+    again.write_all(HEALTHZ).await.unwrap();
+    assert!(read_response(&mut again).await.starts_with("HTTP/1.1 200"));
 }
