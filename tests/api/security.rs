@@ -232,3 +232,106 @@ async fn http_connections_per_address_are_capped() {
     again.write_all(HEALTHZ).await.unwrap();
     assert!(read_response(&mut again).await.starts_with("HTTP/1.1 200"));
 }
+
+/// Item 3 (CVE-2018-1058): another database role that may create in `public`
+/// plants `public.convert_to(text, text)`, which outranks the built-in for
+/// `convert_to($1, 'UTF8')` and used to see every raw session key.
+#[actix_web::test]
+async fn a_function_planted_in_public_never_sees_session_keys() {
+    let pg = PrivatePg::start().await;
+    let admin = pg_client(&pg.url()).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE mallory LOGIN;
+             GRANT CREATE ON SCHEMA public TO PUBLIC;", // the default before PostgreSQL 15
+        )
+        .await
+        .unwrap();
+    let mallory = pg_client(&format!(
+        "postgres://mallory@127.0.0.1:{}/stampede",
+        pg.port
+    ))
+    .await;
+    mallory
+        .batch_execute(
+            "CREATE TABLE public.loot (what text);
+             GRANT INSERT ON public.loot TO PUBLIC;
+             CREATE FUNCTION public.convert_to(k text, enc text) RETURNS bytea
+                 LANGUAGE plpgsql AS $$
+                 BEGIN
+                     INSERT INTO public.loot VALUES (k);
+                     RETURN pg_catalog.convert_to(k, enc::name);
+                 END $$;
+             CREATE FUNCTION public.date_bin(s text, t timestamptz, o timestamptz) RETURNS timestamptz
+                 LANGUAGE plpgsql AS $$
+                 BEGIN
+                     INSERT INTO public.loot VALUES ('date_bin');
+                     RETURN pg_catalog.date_bin(s::interval, t, o);
+                 END $$;",
+        )
+        .await
+        .unwrap();
+
+    stampede::store::migrations::migrate_all(&store_for(&pg.url(), 2))
+        .await
+        .unwrap();
+    let url = pg.url();
+    let app = spawn_app_with(move |s| s.database.url = url).await;
+    let stream = app.create_stream("owner").await;
+    let (cookie, _) = app.login("owner", "password-123").await;
+    let r = app.get("/api/session", Some(&cookie)).await;
+    assert_eq!(r.json()["user"]["username"], "owner");
+    let r = app
+        .get(
+            &format!("/api/streams/{stream}/reactions?bucket=10s"),
+            Some(&cookie),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let loot: Vec<String> = admin
+        .query("SELECT what FROM public.loot", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(loot.is_empty(), "the planted functions ran: {loot:?}");
+    // Unqualified calls (a query elsewhere that forgets `pg_catalog.`) resolve
+    // in pg_catalog alone on every pooled connection.
+    let c = app.store.client().await.unwrap();
+    let path: String = c.query_one("SHOW search_path", &[]).await.unwrap().get(0);
+    assert_eq!(path, "pg_catalog");
+    let key = c
+        .query_one("SELECT encode(convert_to('k', 'UTF8'), 'hex')", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(key, "6b");
+    assert!(admin
+        .query("SELECT 1 FROM public.loot", &[])
+        .await
+        .unwrap()
+        .is_empty());
+    // The migrations took CREATE on public away from everyone.
+    let can: bool = admin
+        .query_one(
+            "SELECT has_schema_privilege('mallory', 'public', 'CREATE')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!can, "other roles may still create in public");
+}
+
+/// A plain connection to `url`.
+async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
