@@ -177,6 +177,9 @@ pub struct LimitSettings {
     /// Failed logins per minute per client address and username (failures
     /// never refuse the right password from an address that has not failed).
     pub logins_per_minute_per_user: u32,
+    /// Password hashes (Argon2id, ~19 MiB each) computed at once (0 = one per
+    /// core); as many more may wait, beyond that logins and sign-ups answer 503.
+    pub password_hash_concurrency: usize,
     /// Frames queued per socket before it counts as a slow consumer (4008).
     pub socket_queue: usize,
     /// Largest accepted WebSocket frame, bytes.
@@ -196,6 +199,7 @@ impl Default for LimitSettings {
             reactions_burst: 50,
             logins_per_minute_per_ip: 30,
             logins_per_minute_per_user: 10,
+            password_hash_concurrency: 0,
             socket_queue: 256,
             max_frame_bytes: 16 * 1024,
         }

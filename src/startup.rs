@@ -15,7 +15,7 @@ use actix_web::{
 use anyhow::{bail, Context};
 
 use crate::{
-    auth::{AuthConfig, LoginLimiter},
+    auth::{AuthConfig, HashGate, LoginLimiter},
     config::Settings,
     relay::Relay,
     rooms::Hub,
@@ -67,6 +67,7 @@ impl Application {
             cookie_name: settings.session.cookie_name.clone(),
             secure: settings.server.tls || settings.server.secure_cookies,
             ttl: Duration::from_secs(settings.session.ttl_hours * 3600),
+            hashes: HashGate::new(settings.limits.password_hash_concurrency),
         });
         let limiter = web::Data::new(LoginLimiter::new(
             settings.limits.logins_per_minute_per_ip,

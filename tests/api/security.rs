@@ -335,3 +335,47 @@ async fn pg_client(url: &str) -> tokio_postgres::Client {
     });
     client
 }
+
+/// Peak resident memory of this process, KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Item 4: each Argon2 hash takes ~19 MiB on the blocking pool (up to 512
+/// threads); a burst of logins used to run them all at once.
+#[actix_web::test]
+async fn a_login_flood_runs_a_bounded_number_of_hashes() {
+    let app = spawn_app_with(|s| s.limits.password_hash_concurrency = 1).await;
+    app.create_user("alice", "correct horse", Role::Viewer)
+        .await;
+    let before = peak_rss_kib();
+    // 48 guesses at once, each from its own address (no per-address limit).
+    let guesses = (0..48).map(|i| {
+        let app = &app;
+        async move { login_from(app, &format!("127.0.1.{}", i + 1), "alice", "guess").await }
+    });
+    let results = futures_util::future::join_all(guesses).await;
+    let refused = results
+        .iter()
+        .filter(|(status, body)| {
+            *status == 503 && body["error"]["code"] == "unavailable"
+                || *status == 429 && body["error"]["code"] == "rate_limited"
+        })
+        .count();
+    let checked = results.iter().filter(|(s, _)| *s == 401).count();
+    assert_eq!(refused + checked, 48, "{results:?}");
+    assert!(
+        refused >= 40,
+        "only {refused} of 48 concurrent logins were refused"
+    );
+    let grown_mib = peak_rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 200, "peak memory grew by {grown_mib} MiB");
+    // Once the flood is over, the right password works.
+    let (status, body) = login_from(&app, "127.0.0.9", "alice", "correct horse").await;
+    assert_eq!(status, 200, "{body}");
+}
