@@ -15,7 +15,7 @@ use crate::{
     store::{accounts::User, Store},
     web::{
         api::{hash_new_password, login_checked},
-        client_ip,
+        client_key,
         i18n::PageLang,
         pages::{error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome},
     },
@@ -278,7 +278,10 @@ async fn signup_submit(
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
     // Sign-ups count against the same per-address budget as failed logins.
-    if limiter.charge_address(&client_ip(&req)).is_err() {
+    if limiter
+        .charge_address(&client_key(&req).to_string())
+        .is_err()
+    {
         page.form_error = Some(s.err_rate_limited);
         return render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page);
     }

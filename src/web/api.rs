@@ -17,7 +17,7 @@ use crate::{
         Store,
     },
     tenants::CurrentTenant,
-    web::client_ip,
+    web::client_key,
 };
 
 /// Registers the API routes.
@@ -90,7 +90,11 @@ pub async fn login_checked(
     password: &str,
 ) -> Result<User, ApiError> {
     let attempt = limiter
-        .begin(&client_ip(req), visitor.tenant.slug.as_str(), username)
+        .begin(
+            &client_key(req).to_string(),
+            visitor.tenant.slug.as_str(),
+            username,
+        )
         .map_err(ApiError::rate_limited)?;
     // Counted as a failure until the password proves right (or was never
     // checked because the server was busy).

@@ -294,4 +294,18 @@ mod tests {
         w.write(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(w.read(b"GET"), Arm::Keep);
     }
+
+    #[test]
+    fn connections_are_counted_per_address_key() {
+        let limits = ConnectionLimits::new(1, TrustedProxies(vec!["10.0.0.1".parse().unwrap()]));
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let held = limits.admit(ip("2001:db8:0:1::1")).expect("first");
+        assert!(limits.admit(ip("2001:db8:0:1::2")).is_none(), "same /64");
+        assert!(limits.admit(ip("2001:db8:0:2::1")).is_some());
+        // Trusted proxies carry many clients: never counted.
+        let _p1 = limits.admit(ip("10.0.0.1")).unwrap();
+        let _p2 = limits.admit(ip("10.0.0.1")).unwrap();
+        drop(held);
+        assert!(limits.admit(ip("2001:db8:0:1::3")).is_some());
+    }
 }

@@ -73,9 +73,23 @@ impl TrustedProxies {
     }
 }
 
-/// The key per-address limits count a client under.
+/// The key per-address limits count a client under: an IPv4 address as is
+/// (IPv4-mapped IPv6 addresses as their IPv4), an IPv6 address by its /64 (the
+/// smallest block a site is given: one client can use any address in it).
 pub fn address_key(ip: IpAddr) -> IpAddr {
-    ip
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// The client's [`address_key`]: what per-address limits (failed logins,
+/// sockets, HTTP connections) count it under.
+pub fn client_key(req: &HttpRequest) -> IpAddr {
+    address_key(client_ip(req).parse().unwrap_or(IpAddr::from([0, 0, 0, 0])))
 }
 
 /// The client's IP: the socket peer, or the last untrusted hop of
@@ -106,4 +120,19 @@ pub fn client_ip(req: &HttpRequest) -> String {
         return peer.to_string();
     }
     "unknown".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64() {
+        let key = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::ffff"), key("2001:db8:1:2:ffff::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

@@ -20,7 +20,7 @@ use crate::{
     },
     sessions::{self, SessionParams},
     tenants::CurrentTenant,
-    web::client_ip,
+    web::client_key,
 };
 
 /// Registers the socket route.
@@ -128,9 +128,8 @@ async fn connect(
     if hub.is_shutting_down() {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Server restarting"));
     }
-    let ip: IpAddr = client_ip(&req)
-        .parse()
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // Counted by address key: an IPv6 client by its /64.
+    let ip: IpAddr = client_key(&req);
     let Some(ip_slot) = hub.acquire_ip(ip, settings.limits.max_connections_per_ip) else {
         crate::metrics::RATE_LIMITED.inc();
         return Ok(HttpResponse::TooManyRequests()

@@ -379,3 +379,82 @@ async fn a_login_flood_runs_a_bounded_number_of_hashes() {
     let (status, body) = login_from(&app, "127.0.0.9", "alice", "correct horse").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// `POST /api/login` through a trusted proxy at 127.0.0.1 for client `xff`.
+async fn login_via_proxy(app: &TestApp, xff: &str, username: &str, password: &str) -> u16 {
+    app.client
+        .post(format!("{}/api/login", app.address))
+        .insert_header((header::HOST, app.tenant.host.clone()))
+        .insert_header(("X-Forwarded-For", xff.to_string()))
+        .send_json(&json!({"username": username, "password": password}))
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Item 5: an IPv6 client owns a whole /64, so limits keyed by the /128 used
+/// to give it 2^64 fresh budgets.
+#[actix_web::test]
+async fn ipv6_clients_are_limited_by_their_64() {
+    let app = spawn_app_with(|s| {
+        s.server.trusted_proxies = vec!["127.0.0.1".into()];
+        s.limits.logins_per_minute_per_ip = 3;
+        s.limits.max_connections_per_ip = 2;
+    })
+    .await;
+    app.create_user("alice", "correct horse", Role::Viewer)
+        .await;
+    // Failed logins, each from a new address of one /64.
+    let mut statuses = Vec::new();
+    for i in 1..=5 {
+        let xff = format!("2001:db8:0:7::{i:x}");
+        statuses.push(login_via_proxy(&app, &xff, &format!("user{i}"), "guess").await);
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 429, 429]);
+    // Another /64 is another client.
+    assert_eq!(
+        login_via_proxy(&app, "2001:db8:0:8::1", "alice", "correct horse").await,
+        200
+    );
+
+    // Sockets: two from one /64, the third (another address of it) is refused.
+    let stream = app.create_stream("owner").await;
+    let path = format!("/ws/chat/stream_{stream}/");
+    let _a = crate::ws::RawWs::connect_with(
+        &app,
+        &path,
+        None,
+        None,
+        "X-Forwarded-For: 2001:db8:0:9::1\r\n",
+    )
+    .await;
+    let _b = crate::ws::RawWs::connect_with(
+        &app,
+        &path,
+        None,
+        None,
+        "X-Forwarded-For: 2001:db8:0:9::2\r\n",
+    )
+    .await;
+    let third = crate::ws::RawWs::try_connect(
+        &app,
+        &path,
+        None,
+        None,
+        "X-Forwarded-For: 2001:db8:0:9:ffff::3\r\n",
+    )
+    .await;
+    assert!(
+        third.err().is_some_and(|e| e.contains("429")),
+        "a third socket from one /64 was admitted"
+    );
+    let _c = crate::ws::RawWs::connect_with(
+        &app,
+        &path,
+        None,
+        None,
+        "X-Forwarded-For: 2001:db8:0:a::1\r\n",
+    )
+    .await;
+}
