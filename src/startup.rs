@@ -73,14 +73,7 @@ impl Application {
             settings.limits.logins_per_minute_per_ip,
             settings.limits.logins_per_minute_per_user,
         ));
-        let proxies = web::Data::new(TrustedProxies(
-            settings
-                .server
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| p.parse().ok())
-                .collect(),
-        ));
+        let proxies = web::Data::new(TrustedProxies(settings.server.trusted_proxy_ranges()?));
         let store_data = web::Data::new(store.clone());
         let settings_data = web::Data::new(settings.clone());
         let writer = MessageWriter::start(

@@ -23,7 +23,10 @@ use std::net::IpAddr;
 
 use actix_web::{web, HttpRequest};
 
-use crate::error::{ApiError, Code};
+use crate::{
+    config::IpRange,
+    error::{ApiError, Code},
+};
 
 /// Registers every route of the server.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -62,14 +65,14 @@ async fn not_found() -> actix_web::HttpResponse {
         .body("Not found")
 }
 
-/// Peers whose `X-Forwarded-For` is believed.
+/// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
 #[derive(Clone, Default)]
-pub struct TrustedProxies(pub Vec<IpAddr>);
+pub struct TrustedProxies(pub Vec<IpRange>);
 
 impl TrustedProxies {
-    /// True when `ip` is one of the trusted proxies.
+    /// True when `ip` is a trusted proxy.
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.0.contains(ip)
+        self.0.iter().any(|r| r.contains(ip))
     }
 }
 
@@ -96,10 +99,10 @@ pub fn client_key(req: &HttpRequest) -> IpAddr {
 /// `X-Forwarded-For` when the peer is a configured trusted proxy.
 pub fn client_ip(req: &HttpRequest) -> String {
     let peer = req.peer_addr().map(|a| a.ip());
+    let none = TrustedProxies::default();
     let trusted = req
         .app_data::<web::Data<TrustedProxies>>()
-        .map(|t| t.0.clone())
-        .unwrap_or_default();
+        .map_or(&none, |t| t.get_ref());
     if let Some(peer) = peer {
         if trusted.contains(&peer) {
             if let Some(xff) = req

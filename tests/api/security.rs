@@ -458,3 +458,46 @@ async fn ipv6_clients_are_limited_by_their_64() {
     )
     .await;
 }
+
+/// Item 7: `server.trusted_proxies` used to drop anything but a plain IP
+/// silently: a CIDR range trusted nobody, and a typo went unnoticed.
+#[actix_web::test]
+async fn trusted_proxies_take_ranges_and_refuse_what_they_cannot_parse() {
+    // A range: the proxy at 127.0.0.1 is in 127.0.0.0/8, so two clients
+    // behind it are two addresses.
+    let app = spawn_app_with(|s| {
+        s.server.trusted_proxies = vec!["127.0.0.0/8".into(), "fd00::/8".into()];
+        s.limits.max_connections_per_ip = 1;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    let path = format!("/ws/chat/stream_{stream}/");
+    let _a =
+        crate::ws::RawWs::connect_with(&app, &path, None, None, "X-Forwarded-For: 203.0.113.7\r\n")
+            .await;
+    let b =
+        crate::ws::RawWs::try_connect(&app, &path, None, None, "X-Forwarded-For: 203.0.113.8\r\n")
+            .await;
+    assert!(b.is_ok(), "the range was not trusted: {:?}", b.err());
+
+    // An entry that is neither an address nor a range is a configuration error
+    // that names it, for every command and for a node built in process.
+    let o = cli(
+        &["migrate"],
+        &[(
+            "STAMPEDE_SERVER_TRUSTED_PROXIES",
+            "10.0.0.0/8, proxy.internal",
+        )],
+    );
+    assert!(!o.status.success(), "accepted: {}", stdout(&o));
+    assert!(stderr(&o).contains("proxy.internal"), "{}", stderr(&o));
+    for bad in ["10.0.0.0/33", "10.0.0.1/", "::/129"] {
+        let mut settings = test_settings();
+        settings.server.trusted_proxies = vec![bad.into()];
+        let err = match stampede::startup::Application::build(settings).await {
+            Ok(_) => panic!("{bad} was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(bad), "{err}");
+    }
+}
