@@ -63,9 +63,10 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let resolver = web::Data::new(TenantResolver::new(store.clone()));
+        let secure = settings.server.tls || settings.server.secure_cookies;
         let auth = web::Data::new(AuthConfig {
-            cookie_name: settings.session.cookie_name.clone(),
-            secure: settings.server.tls || settings.server.secure_cookies,
+            cookie_name: session_cookie_name(&settings.session.cookie_name, secure),
+            secure,
             ttl: Duration::from_secs(settings.session.ttl_hours * 3600),
             hashes: HashGate::new(settings.limits.password_hash_concurrency),
         });
@@ -256,6 +257,17 @@ impl Application {
             handle.stop(true).await;
         });
         self.server.await
+    }
+}
+
+/// The session cookie's name: with `Secure`, it takes the `__Host-` prefix, so
+/// browsers accept it only from a secure origin with `Path=/` and no `Domain`
+/// (a sibling subdomain or a plain-HTTP response cannot plant or shadow it).
+pub fn session_cookie_name(configured: &str, secure: bool) -> String {
+    if secure && !configured.starts_with("__Host-") {
+        format!("__Host-{configured}")
+    } else {
+        configured.to_string()
     }
 }
 

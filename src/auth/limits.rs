@@ -74,7 +74,8 @@ impl LoginLimiter {
     /// failure until [`succeeded`](Self::succeeded); `Err(ms)` when this
     /// address (or this address for this name) failed too often.
     pub fn begin(&self, ip: &str, tenant: &str, username: &str) -> Result<Attempt, u64> {
-        let ip_user = format!("{ip}\n{tenant}\n{username}");
+        // Usernames are one name in any case.
+        let ip_user = format!("{ip}\n{tenant}\n{}", username.to_ascii_lowercase());
         let now = Instant::now();
         // Both buckets are checked before either is charged.
         let wait = self

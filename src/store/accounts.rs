@@ -55,7 +55,7 @@ fn user_from(row: &tokio_postgres::Row, at: usize) -> User {
 }
 
 impl Store {
-    /// Creates a user. `Ok(None)` when the username is taken.
+    /// Creates a user. `Ok(None)` when the username is taken, in any case.
     pub async fn create_user(
         &self,
         slug: &Slug,
@@ -81,13 +81,14 @@ impl Store {
         }
     }
 
-    /// A user by username.
+    /// A user by username (in any case).
     pub async fn user_by_name(&self, slug: &Slug, username: &str) -> StoreResult<Option<User>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 &format!(
-                    "SELECT id, username, role, is_active FROM {}.accounts_user WHERE username = $1",
+                    "SELECT id, username, role, is_active FROM {}.accounts_user \
+                     WHERE pg_catalog.lower(username) = pg_catalog.lower($1)",
                     slug.schema()
                 ),
                 &[&username],
@@ -141,7 +142,7 @@ impl Store {
             .query_opt(
                 &format!(
                     "SELECT id, username, role, is_active, password_hash FROM {}.accounts_user \
-                     WHERE username = $1",
+                     WHERE pg_catalog.lower(username) = pg_catalog.lower($1)",
                     slug.schema()
                 ),
                 &[&username],

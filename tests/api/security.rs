@@ -501,3 +501,114 @@ async fn trusted_proxies_take_ranges_and_refuse_what_they_cannot_parse() {
         assert!(err.contains(bad), "{err}");
     }
 }
+
+/// The `csrf_token` hidden field of a form page.
+fn form_token(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf_token\" value=\"")
+        .expect("csrf_token field");
+    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// Item 9: `Alice` could sign up next to `alice`, and anyone could be
+/// `system`, the author the UI shows on notices.
+#[actix_web::test]
+async fn usernames_are_one_name_in_any_case_and_reserved_names_are_refused() {
+    let app = spawn_app().await;
+    app.create_user("alice", "correct horse", Role::Streamer)
+        .await;
+    let form = app.get("/signup", None).await;
+    let anon = form.session_cookie().unwrap();
+    let token = form_token(&form.body);
+    for (name, status) in [
+        ("Alice", 409),
+        ("ALICE", 409),
+        ("system", 422),
+        ("System", 422),
+        ("SYSTEM", 422),
+        ("stampede", 422),
+        ("newbie", 303),
+    ] {
+        let r = app
+            .post_form(
+                "/signup",
+                &[
+                    ("username", name),
+                    ("password", "password-123"),
+                    ("csrf_token", &token),
+                ],
+                Some(&anon),
+            )
+            .await;
+        assert_eq!(r.status, status, "signing up {name}: {}", r.body);
+    }
+    // One name: the account answers to any case and keeps its own spelling.
+    let (status, body) = login_from(&app, "127.0.0.1", "ALICE", "correct horse").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["username"], "alice");
+    // The CLI refuses the reserved names too.
+    let o = cli(
+        &[
+            "user",
+            "create",
+            "--tenant",
+            app.tenant.slug.as_str(),
+            "System",
+            "--role",
+            "viewer",
+        ],
+        &[("STAMPEDE_PASSWORD", "password-123")],
+    );
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("reserved"), "{}", stderr(&o));
+}
+
+/// Item 9: a `Secure` session cookie carries the `__Host-` prefix, so a
+/// sibling subdomain or a plain-HTTP response cannot plant or shadow it.
+#[actix_web::test]
+async fn a_secure_session_cookie_takes_the_host_prefix() {
+    let app = spawn_app_with(|s| s.server.secure_cookies = true).await;
+    app.create_user("alice", "correct horse", Role::Viewer)
+        .await;
+    let r = app
+        .post_json(
+            "/api/login",
+            &json!({"username":"alice","password":"correct horse"}),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let set = r.set_cookies().join("\n");
+    let value = set
+        .strip_prefix("__Host-stampede_session=")
+        .unwrap_or_else(|| panic!("no __Host- prefix: {set}"))
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(set.contains("Secure") && set.contains("Path=/"), "{set}");
+    assert!(!set.to_lowercase().contains("domain="), "{set}");
+    let mut res = app
+        .client
+        .get(format!("{}/api/session", app.address))
+        .insert_header((header::HOST, app.tenant.host.clone()))
+        .insert_header((header::COOKIE, format!("__Host-stampede_session={value}")))
+        .send()
+        .await
+        .unwrap();
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(me["user"]["username"], "alice");
+    // The unprefixed name is not read on a secure node.
+    let mut res = app
+        .client
+        .get(format!("{}/api/session", app.address))
+        .insert_header((header::HOST, app.tenant.host.clone()))
+        .insert_header((header::COOKIE, format!("stampede_session={value}")))
+        .send()
+        .await
+        .unwrap();
+    let me: Value = res.json().await.unwrap();
+    assert!(me["user"].is_null());
+}
