@@ -612,3 +612,102 @@ async fn a_secure_session_cookie_takes_the_host_prefix() {
     let me: Value = res.json().await.unwrap();
     assert!(me["user"].is_null());
 }
+
+/// Item 10: `analyst grant` given the server's own role used to revoke the
+/// server's access to `accounts_session` (every login broke), and an analyst
+/// could read every table, also ones added later, through default privileges.
+#[actix_web::test]
+async fn analyst_grant_refuses_the_servers_role_and_grants_only_the_analytics_tables() {
+    let pg = PrivatePg::start().await;
+    let admin = pg_client(&pg.url()).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE app LOGIN CREATEROLE;
+             ALTER DATABASE stampede OWNER TO app;
+             ALTER SCHEMA public OWNER TO app;",
+        )
+        .await
+        .unwrap();
+    let app_url = format!("postgres://app@127.0.0.1:{}/stampede", pg.port);
+    let store = store_for(&app_url, 2);
+    stampede::store::migrations::migrate_all(&store)
+        .await
+        .unwrap();
+    let tenant = create_tenant(&store).await;
+    let schema = tenant.slug.schema();
+    let grant = |role: &str| {
+        cli(
+            &["analyst", "grant", "--tenant", tenant.slug.as_str(), role],
+            &[("STAMPEDE_DATABASE_URL", &app_url)],
+        )
+    };
+
+    let o = grant("app");
+    assert!(!o.status.success(), "granted to the server's own role");
+    assert!(stderr(&o).contains("app"), "{}", stderr(&o));
+    let app = pg_client(&app_url).await;
+    app.batch_execute(&format!("SELECT count(*) FROM {schema}.accounts_session"))
+        .await
+        .expect("the server still reads its sessions");
+
+    // Nor a role the server inherits privileges from.
+    admin
+        .batch_execute("CREATE ROLE app_group NOLOGIN; GRANT app_group TO app;")
+        .await
+        .unwrap();
+    assert!(!grant("app_group").status.success());
+
+    let o = grant("analyst_t");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = grant("analyst_t");
+    assert!(o.status.success(), "granting again: {}", stderr(&o));
+    // A table a later migration adds is not readable.
+    app.batch_execute(&format!("CREATE TABLE {schema}.later_table (x int)"))
+        .await
+        .unwrap();
+    let analyst = |sql: String| {
+        let admin = &admin;
+        async move {
+            let res = admin
+                .batch_execute(&format!("BEGIN; SET LOCAL ROLE analyst_t; {sql}; ROLLBACK"))
+                .await;
+            if res.is_err() {
+                admin.batch_execute("ROLLBACK").await.unwrap();
+            }
+            res
+        }
+    };
+    for table in [
+        "streaming_streamreaction",
+        "streaming_reaction_minute",
+        "chat_chatstamp",
+        "streaming_stream",
+        "chat_chatroom",
+        "chat_chatmessage",
+        "moderation_log",
+    ] {
+        analyst(format!("SELECT count(*) FROM {schema}.{table}"))
+            .await
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    analyst(format!(
+        "SELECT id, username, role, is_active, created_at FROM {schema}.accounts_user"
+    ))
+    .await
+    .unwrap();
+    for denied in [
+        format!("SELECT count(*) FROM {schema}.later_table"),
+        format!("SELECT count(*) FROM {schema}.moderation_ban"),
+        format!("SELECT count(*) FROM {schema}.moderation_blockedterm"),
+        format!("SELECT count(*) FROM {schema}.stampede_migrations"),
+        format!("SELECT count(*) FROM {schema}.accounts_session"),
+        format!("SELECT password_hash FROM {schema}.accounts_user"),
+    ] {
+        let e = analyst(denied.clone()).await.expect_err(&denied);
+        assert_eq!(
+            e.code(),
+            Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+            "{denied}: {e}"
+        );
+    }
+}
