@@ -82,6 +82,15 @@ async fn connect(
         }
     }
     let stream_id = path.into_inner();
+    let visitor = <Visitor as actix_web::FromRequest>::extract(&req).await?;
+    // A private tenant says nothing, not even whether the stream exists, to an
+    // anonymous visitor.
+    if visitor.user().is_none() && !tenant.anonymous_viewers {
+        return Ok(plain(
+            StatusCode::UNAUTHORIZED,
+            "Log in to watch this stream",
+        ));
+    }
     let Some(stream) = store
         .stream(&tenant.slug, stream_id)
         .await
@@ -89,7 +98,6 @@ async fn connect(
     else {
         return Ok(plain(StatusCode::NOT_FOUND, "Not found"));
     };
-    let visitor = <Visitor as actix_web::FromRequest>::extract(&req).await?;
     let user = match visitor.user() {
         Some(u) => Some(RoomUser {
             id: u.id,

@@ -711,3 +711,66 @@ async fn analyst_grant_refuses_the_servers_role_and_grants_only_the_analytics_ta
         );
     }
 }
+
+/// Item 11: a private tenant (`anonymous_viewers = false`) used to list its
+/// streams' titles, owners and viewer counts on `/` to anyone, and its
+/// handshake said 404 or 401 depending on whether a stream existed.
+#[actix_web::test]
+async fn a_private_tenant_shows_anonymous_visitors_nothing() {
+    let app = spawn_app().await;
+    app.store
+        .configure_tenant(
+            &app.tenant.slug,
+            stampede::store::tenants::TenantConfig {
+                anonymous_viewers: Some(false),
+                signup: None,
+            },
+        )
+        .await
+        .unwrap();
+    app.create_user("zed_owner", "password-123", Role::Streamer)
+        .await;
+    let owner_id = app
+        .store
+        .user_by_name(&app.tenant.slug, "zed_owner")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let stream = app
+        .store
+        .create_stream(&app.tenant.slug, owner_id, "Secret launch", "", None)
+        .await
+        .unwrap();
+    // The tenant may cache its settings for a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let page = app.get("/", None).await;
+    assert_eq!(page.status, 200);
+    for secret in [
+        "Secret launch",
+        "zed_owner",
+        "data-viewers",
+        &format!("/streams/{stream}"),
+    ] {
+        assert!(
+            !page.body.contains(secret),
+            "an anonymous visitor sees {secret:?}"
+        );
+    }
+    assert!(page.body.contains("href=\"/login"), "no way to log in");
+
+    for id in [stream, stream + 1_000_000] {
+        let path = format!("/ws/chat/stream_{id}/");
+        let r = crate::ws::RawWs::try_connect(&app, &path, None, None, "").await;
+        let status = r.err().expect("an anonymous socket was admitted");
+        assert!(status.contains("401"), "stream {id}: {status}");
+    }
+
+    let (cookie, _) = app.login("zed_owner", "password-123").await;
+    let page = app.get("/", Some(&cookie)).await;
+    assert!(page.body.contains("Secret launch"));
+    let path = format!("/ws/chat/stream_{}/", stream + 1_000_000);
+    let r = crate::ws::RawWs::try_connect(&app, &path, Some(&cookie), None, "").await;
+    assert!(r.err().is_some_and(|s| s.contains("404")));
+}
