@@ -774,3 +774,48 @@ async fn a_private_tenant_shows_anonymous_visitors_nothing() {
     let r = crate::ws::RawWs::try_connect(&app, &path, Some(&cookie), None, "").await;
     assert!(r.err().is_some_and(|s| s.contains("404")));
 }
+
+/// Item 6: the host cache cached misses and cleared itself at 10,000
+/// entries, so a flood of random `Host` headers evicted every real tenant.
+#[actix_web::test]
+async fn a_random_host_flood_cannot_evict_known_tenants() {
+    use futures_util::StreamExt;
+    use stampede::tenants::TenantResolver;
+    let store = store_for(&database_url(), 4);
+    let tenant = create_tenant(&store).await;
+    let resolver = TenantResolver::with_ttl(store.clone(), Duration::from_secs(600));
+    assert!(resolver.resolve(&tenant.host).await.unwrap().is_some());
+    // From now on only the cache knows the tenant's host.
+    store
+        .client()
+        .await
+        .unwrap()
+        .execute(
+            "DELETE FROM public.domains WHERE domain = $1",
+            &[&tenant.host],
+        )
+        .await
+        .unwrap();
+
+    let salt = random_hex(6);
+    let resolver = &resolver;
+    let salt = &salt;
+    let answers: Vec<_> = futures_util::stream::iter(0..12_000)
+        .map(|i| async move { resolver.resolve(&format!("h{i}-{salt}.flood.test")).await })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|a| matches!(
+        a,
+        Ok(None) | Err(stampede::tenants::TenantLookupError::Unavailable)
+    )));
+    assert!(
+        resolver.resolve(&tenant.host).await.unwrap().is_some(),
+        "the flood evicted a known tenant"
+    );
+    let (known, unknown) = resolver.cached();
+    assert!(
+        known >= 1 && unknown <= 4096,
+        "{known} known, {unknown} unknown"
+    );
+}
