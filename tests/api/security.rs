@@ -819,3 +819,32 @@ async fn a_random_host_flood_cannot_evict_known_tenants() {
         "{known} known, {unknown} unknown"
     );
 }
+
+/// Item 13: `redis = "*"` let any release in, possibly a second copy beside
+/// the one deadpool-redis uses. Every dependency names a version, and the
+/// lock file holds one redis.
+#[test]
+fn dependencies_name_their_versions_and_redis_is_one_copy() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    for section in ["dependencies", "dev-dependencies"] {
+        let Some(deps) = manifest.get(section).and_then(|d| d.as_table()) else {
+            continue;
+        };
+        for (name, spec) in deps {
+            let version = match spec {
+                toml::Value::String(v) => v.as_str(),
+                toml::Value::Table(t) => t.get("version").and_then(|v| v.as_str()).unwrap_or(""),
+                _ => "",
+            };
+            assert!(
+                !version.is_empty() && !version.contains('*'),
+                "{section}.{name} = {version:?}"
+            );
+        }
+    }
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap();
+    let redis = lock.matches("\nname = \"redis\"\n").count();
+    assert_eq!(redis, 1, "copies of redis in Cargo.lock");
+}
