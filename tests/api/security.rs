@@ -848,3 +848,127 @@ fn dependencies_name_their_versions_and_redis_is_one_copy() {
     let redis = lock.matches("\nname = \"redis\"\n").count();
     assert_eq!(redis, 1, "copies of redis in Cargo.lock");
 }
+
+/// Item 12: `stampede dev` pointed at a database that holds real tenants used
+/// to add `localhost` to it and create accounts with published passwords.
+#[actix_web::test]
+async fn dev_refuses_a_database_with_tenants_it_did_not_make() {
+    let base = database_url();
+    let db = format!("stampede_test_dev_{}", random_hex(8));
+    let admin = pg_client(&base).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .await
+        .unwrap();
+    let mut config: tokio_postgres::Config = base.parse().unwrap();
+    config.dbname(&db);
+    let url = {
+        let (host, port) = (
+            "127.0.0.1",
+            config.get_ports().first().copied().unwrap_or(5432),
+        );
+        let user = config.get_user().unwrap_or("postgres");
+        match config.get_password() {
+            Some(pw) => format!(
+                "postgres://{user}:{}@{host}:{port}/{db}",
+                String::from_utf8_lossy(pw)
+            ),
+            None => format!("postgres://{user}@{host}:{port}/{db}"),
+        }
+    };
+    let store = store_for(&url, 1);
+    stampede::store::migrations::migrate_all(&store)
+        .await
+        .unwrap();
+    let acme = stampede::domain::Slug::parse("acme").unwrap();
+    store
+        .create_tenant(&acme, "Acme", &["acme.example".into()])
+        .await
+        .unwrap();
+    drop(store);
+
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+        .args(["dev", "--bind", &format!("127.0.0.1:{port}")])
+        .env("STAMPEDE_DATABASE_URL", &url)
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = child.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let check = pg_client(&url).await;
+    let demo_users = check
+        .query_opt("SELECT 1 FROM public.tenants WHERE slug = 'demo'", &[])
+        .await
+        .unwrap()
+        .is_some();
+    drop(check);
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        .await;
+    assert!(
+        exited.is_some(),
+        "dev started serving a database of tenants"
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("acme"), "{err}");
+    assert!(!demo_users, "dev made its demo tenant there");
+}
+
+/// Item 12: the private cluster `dev` and the tests start when no PostgreSQL
+/// answers used to trust every TCP login: any local user was superuser.
+#[actix_web::test]
+async fn the_private_cluster_wants_a_password() {
+    let project = std::env::temp_dir().join(format!("stampede-proj-{}", random_hex(8)));
+    std::fs::create_dir_all(&project).unwrap();
+    // World-traversable, as a checkout in a home directory usually is.
+    let _ = std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&project)
+        .status();
+    let port = free_port();
+    let url = stampede::devenv::start_private_cluster_on(&project, port).unwrap();
+    let stop = || {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("pg_ctl").exists())
+            .unwrap();
+        let dir = stampede::devenv::cluster_dir(&project);
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&dir);
+        let _ = c.output();
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&project);
+    };
+    let anyone = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let passwordless = tokio_postgres::connect(&anyone, tokio_postgres::NoTls).await;
+    let with_password = tokio_postgres::connect(&url, tokio_postgres::NoTls).await;
+    stop();
+    assert!(
+        passwordless.is_err(),
+        "a passwordless TCP login was accepted"
+    );
+    assert!(with_password.is_ok(), "{:?}", with_password.err());
+    assert!(
+        url.contains(":postgres:") || url.contains("postgres:"),
+        "{url}"
+    );
+}
