@@ -195,6 +195,7 @@ impl Application {
                         let peer = io.peer_addr().ok();
                         let Some(slot) = connections.admit(peer.map(|p| p.ip())) else {
                             // Over the cap: a short answer, then the connection closes.
+                            crate::metrics::RATE_LIMITED.inc();
                             let _ = io.try_write(TOO_MANY_CONNECTIONS);
                             return Err(DispatchError::Io(std::io::Error::other(
                                 "too many connections from this address",
@@ -211,6 +212,9 @@ impl Application {
                     })
                     .keep_alive(KeepAlive::Timeout(head_timeout))
                     .client_request_timeout(head_timeout)
+                    // As actix-web's `HttpServer`: a closing connection waits
+                    // up to a second for the peer.
+                    .client_disconnect_timeout(Duration::from_secs(1))
                     // What a connection may hold encoded but unwritten; with
                     // the outlet's own 16 KiB chunks this bounds a stalled
                     // socket's memory to about 32 KiB.
