@@ -949,12 +949,25 @@ async fn the_private_cluster_wants_a_password() {
             .find(|p| p.join("pg_ctl").exists())
             .unwrap();
         let dir = stampede::devenv::cluster_dir(&project);
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"])
-            .arg(bin.join("pg_ctl"))
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(&dir);
+        let root = String::from_utf8_lossy(
+            &std::process::Command::new("id")
+                .arg("-u")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .trim()
+            == "0";
+        let mut c = if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin.join("pg_ctl"));
+            c
+        } else {
+            std::process::Command::new(bin.join("pg_ctl"))
+        };
+        c.args(["stop", "-m", "immediate", "-D"]).arg(&dir);
         let _ = c.output();
+        let _ = std::fs::remove_file(dir.with_file_name("pg.password"));
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&project);
     };
