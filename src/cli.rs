@@ -377,6 +377,9 @@ async fn create_user(
         .ok_or_else(|| anyhow!("user {username:?} already exists on tenant {slug}"))
 }
 
+/// The tenant `dev` makes.
+const DEMO_SLUG: &str = "demo";
+
 /// The demo accounts: (username, role, password).
 const DEMO_USERS: &[(&str, Role, &str)] = &[
     ("streamer", Role::Streamer, "streamer-demo"),
@@ -403,10 +406,27 @@ async fn dev(mut settings: Settings, bind: String, bot: bool) -> anyhow::Result<
     let store = Store::new(&settings.database)?;
     migrations::migrate_all(&store).await?;
 
+    // The demo accounts have published passwords: never in a database that
+    // holds tenants `dev` did not make (a real deployment's, say).
+    let foreign: Vec<String> = store
+        .list_tenants()
+        .await?
+        .into_iter()
+        .filter(|t| t.slug.as_str() != DEMO_SLUG)
+        .map(|t| t.slug.to_string())
+        .collect();
+    if !foreign.is_empty() {
+        bail!(
+            "refusing to set up the demo: the database holds tenants `dev` did not make ({}); \
+             point database.url at a database of its own",
+            foreign.join(", ")
+        );
+    }
+
     let tenant = match store.tenant_by_host("localhost").await? {
         Some(t) => t,
         None => {
-            let slug = Slug::parse("demo").expect("valid");
+            let slug = Slug::parse(DEMO_SLUG).expect("valid");
             match store.tenant_by_slug(&slug).await? {
                 Some(t) => {
                     store.add_domain(&slug, "localhost").await?;

@@ -120,6 +120,16 @@ impl ApiError {
     }
 }
 
+impl From<crate::auth::HashBusy> for ApiError {
+    fn from(_: crate::auth::HashBusy) -> Self {
+        ApiError::Client {
+            code: Code::Unavailable,
+            message: "The server is busy, try again shortly.".into(),
+            retry_after_ms: Some(1000),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::Unavailable(e.into())

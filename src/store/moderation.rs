@@ -289,7 +289,7 @@ impl Store {
             .query(
                 &format!(
                     "SELECT user_id, kind = 'ban', until, stream_id IS NULL FROM {}.moderation_ban \
-                     WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > now()) \
+                     WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > pg_catalog.now()) \
                        AND ($2::bigint IS NULL OR user_id = $2)",
                     slug.schema()
                 ),

@@ -186,8 +186,8 @@ impl Store {
             .execute(
                 &format!(
                     "UPDATE {}.streaming_stream SET status = $2, \
-                     started_at = CASE WHEN $2 = 'live' THEN COALESCE(started_at, now()) ELSE started_at END, \
-                     ended_at = CASE WHEN $2 = 'ended' THEN now() ELSE ended_at END \
+                     started_at = CASE WHEN $2 = 'live' THEN COALESCE(started_at, pg_catalog.now()) ELSE started_at END, \
+                     ended_at = CASE WHEN $2 = 'ended' THEN pg_catalog.now() ELSE ended_at END \
                      WHERE id = $1",
                     slug.schema()
                 ),

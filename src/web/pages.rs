@@ -242,6 +242,8 @@ struct StreamRow {
 struct IndexPage {
     c: Chrome,
     streams: Vec<StreamRow>,
+    /// A private tenant and an anonymous visitor: nothing is listed.
+    login_required: bool,
 }
 
 async fn index(
@@ -252,9 +254,14 @@ async fn index(
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let streams = store
-        .list_streams(&visitor.tenant.slug)
-        .await?
+    // A private tenant shows anonymous visitors no titles, owners or counts.
+    let login_required = visitor.user().is_none() && !visitor.tenant.anonymous_viewers;
+    let listed = if login_required {
+        Vec::new()
+    } else {
+        store.list_streams(&visitor.tenant.slug).await?
+    };
+    let streams = listed
         .into_iter()
         .map(|stream| StreamRow {
             viewers: hub.viewers(&RoomKey {
@@ -270,6 +277,7 @@ async fn index(
         IndexPage {
             c: Chrome::new(&visitor, &lang, "/"),
             streams,
+            login_required,
         },
     )?;
     with_cookie(res, cookie)

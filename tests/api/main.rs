@@ -19,6 +19,7 @@ mod reactions;
 mod replay_browser;
 mod restrictions_model;
 mod room_core;
+mod security;
 mod tenancy;
 mod timeline;
 mod ws;
