@@ -38,6 +38,25 @@
 
   // ---------------------------------------------------------------- new stream
   var newForm = document.getElementById('new-stream');
+
+  // Description preview: the server renders and cleans the Markdown exactly as
+  // the watch page will (links, bold, italics, lists); its HTML is safe.
+  var descField = document.getElementById('ns-description');
+  var preview = document.getElementById('ns-preview');
+  var previewTimer = null;
+  if (descField && preview) {
+    descField.addEventListener('input', function () {
+      clearTimeout(previewTimer);
+      previewTimer = setTimeout(function () {
+        var text = descField.value;
+        if (!text.trim()) { preview.hidden = true; preview.innerHTML = ''; return; }
+        api('POST', '/api/markdown/preview', { markdown: text }).then(function (data) {
+          preview.innerHTML = data.html;
+          preview.hidden = false;
+        }, function () { /* the preview is a convenience: keep the last one */ });
+      }, 300);
+    });
+  }
   if (newForm) {
     var title = document.getElementById('ns-title');
     var description = document.getElementById('ns-description');

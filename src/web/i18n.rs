@@ -260,6 +260,7 @@ strings! {
         title: "Title", "タイトル";
         title_hint: "Up to 200 characters.", "200文字まで";
         description: "Description", "説明";
+        description_hint: "Markdown: **bold**, *italics*, links, lists. Preview below.", "Markdown が使えます（**太字**、*斜体*、リンク、箇条書き）。下にプレビューが出ます。";
         video_url: "Video URL", "動画URL";
         video_url_hint: "Optional: an http:// or https:// address.", "任意。http:// または https:// で始まるアドレス";
         create_stream: "Create stream", "配信を作成";

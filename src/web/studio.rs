@@ -28,7 +28,8 @@ pub const MAX_VIDEO_URL: usize = 2048;
 /// Registers the studio routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/studio", web::get().to(studio))
-        .route("/api/streams", web::post().to(create_stream));
+        .route("/api/streams", web::post().to(create_stream))
+        .route("/api/markdown/preview", web::post().to(preview));
 }
 
 /// True for users who may create streams and open the studio.
@@ -265,4 +266,30 @@ mod tests {
             Some("https://example.com/v.mp4")
         );
     }
+}
+
+/// Markdown to preview.
+#[derive(Deserialize)]
+struct PreviewBody {
+    markdown: String,
+}
+
+/// `POST /api/markdown/preview` `{"markdown"}` → `{"html"}`: a description as
+/// the watch page will show it (the same rendering and cleaning), for the
+/// studio's preview. Logged-in users, with CSRF.
+async fn preview(
+    req: HttpRequest,
+    visitor: Visitor,
+    body: web::Json<PreviewBody>,
+) -> Result<HttpResponse, ApiError> {
+    visitor.require_user()?;
+    visitor.check_csrf_header(&req)?;
+    if body.markdown.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(ApiError::new(
+            Code::Invalid,
+            "description must be at most 5000 characters.",
+        ));
+    }
+    let html = crate::web::markdown::description_html(&body.markdown);
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "html": html })))
 }

@@ -678,3 +678,29 @@ async fn static_files_of_the_pages_are_served() {
         assert!(header(&r, "content-type").starts_with(kind), "{path}");
     }
 }
+
+#[actix_web::test]
+async fn markdown_preview_is_cleaned_and_needs_a_session_and_csrf() {
+    let app = spawn_app().await;
+    let (sam, csrf) = app.user_session("sam", Role::Streamer).await;
+    let body =
+        serde_json::json!({"markdown":"**hi** [x](javascript:alert(1)) <script>alert(1)</script>"});
+    let r = app
+        .post_json("/api/markdown/preview", &body, None, None)
+        .await;
+    assert_eq!(r.status, 401);
+    let r = app
+        .post_json("/api/markdown/preview", &body, Some(&sam), None)
+        .await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .post_json("/api/markdown/preview", &body, Some(&sam), Some(&csrf))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let html = r.json()["html"].as_str().unwrap().to_string();
+    assert!(html.contains("<strong>hi</strong>"), "{html}");
+    assert!(
+        !html.contains("<script") && !html.contains("javascript:"),
+        "{html}"
+    );
+}

@@ -398,7 +398,15 @@ async fn the_studio_creates_a_stream_and_starts_it() {
         .is_empty());
 
     tab.type_into("field('Title')", "Friday night <live>").await;
-    tab.type_into("field('Description')", "Music & chat").await;
+    tab.type_into(
+        "field('Description')",
+        "Music & **chat** <img src=x onerror=alert(1)>",
+    )
+    .await;
+    // The preview shows the Markdown as the watch page will, cleaned.
+    tab.wait_for("$('#ns-preview strong') && $('#ns-preview strong').textContent === 'chat'")
+        .await;
+    assert_eq!(tab.eval("$('#ns-preview img') === null").await, true);
     tab.eval("(() => { field('Video URL').value = ''; return true; })()")
         .await;
     tab.click_and_wait("button('Create stream')").await;
@@ -415,7 +423,11 @@ async fn the_studio_creates_a_stream_and_starts_it() {
             s.description.as_str(),
             s.video_url.as_deref()
         ),
-        ("Friday night <live>", "Music & chat", None)
+        (
+            "Friday night <live>",
+            "Music & **chat** <img src=x onerror=alert(1)>",
+            None
+        )
     );
     let section = format!("$('#stream-{}')", s.id);
     tab.wait_for(&format!(
