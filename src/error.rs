@@ -25,6 +25,7 @@ pub enum Code {
     Csrf,
     Invalid,
     Unavailable,
+    EditWindow,
 }
 
 impl Code {
@@ -47,6 +48,7 @@ impl Code {
             Code::Csrf => "csrf",
             Code::Invalid => "invalid",
             Code::Unavailable => "unavailable",
+            Code::EditWindow => "edit_window",
         }
     }
 

@@ -19,13 +19,15 @@
 //! - [`pending`]: messages in flight and `client_id`s seen;
 //! - [`members`]: the fan-out to this node's sockets;
 //! - [`ring`]: recent messages for history and resume;
-//! - [`sockets`]: connection slots and the sockets of each login session.
+//! - [`sockets`]: connection slots and the sockets of each login session;
+//! - [`mentions`]: `@username`s resolved from a per-tenant cache of usernames.
 //!
 //! [`inbox`] lists what a room is told; `room` is the actor that ties it together.
 
 pub mod admission;
 pub mod inbox;
 pub mod members;
+pub mod mentions;
 pub mod pending;
 pub mod restrictions;
 pub mod ring;
@@ -95,6 +97,8 @@ struct HubInner {
     relay: std::sync::OnceLock<Relay>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
+    /// Usernames per tenant, for mentions.
+    mentions: mentions::MentionCache,
 }
 
 impl Hub {
@@ -117,6 +121,7 @@ impl Hub {
                 relay: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
+                mentions: mentions::MentionCache::default(),
             }),
         }
     }
@@ -129,6 +134,11 @@ impl Hub {
     /// The node's reaction writer.
     pub fn reactions(&self) -> &ReactionWriter {
         &self.inner.reactions
+    }
+
+    /// The node's usernames per tenant, for mentions.
+    pub fn mentions(&self) -> &mentions::MentionCache {
+        &self.inner.mentions
     }
 
     /// The node's store.

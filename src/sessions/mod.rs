@@ -142,7 +142,11 @@ impl SessionActor {
             Err(e) => return self.error(ctx, e.code, e.message, None),
         };
         match frame {
-            ClientFrame::Message { text, client_id } => {
+            ClientFrame::Message {
+                text,
+                client_id,
+                reply_to,
+            } => {
                 metrics::MESSAGES_RECEIVED.inc();
                 let cid = client_id.as_deref();
                 if self.params.user.is_none() {
@@ -167,6 +171,7 @@ impl SessionActor {
                     conn_id: self.conn_id,
                     text,
                     client_id: client_id.clone(),
+                    reply_to,
                 };
                 if room.try_send(chat).is_err() {
                     metrics::RATE_LIMITED.inc();
@@ -188,6 +193,9 @@ impl SessionActor {
                         command,
                     });
                 }
+            }
+            ClientFrame::Edit { .. } => {
+                self.error(ctx, Code::UnknownType, "Unknown frame type.", None)
             }
             ClientFrame::Reaction { stamp_id } => {
                 if self.params.user.is_none() {

@@ -60,6 +60,40 @@ pub struct StoredMessage {
     pub client_id: Option<String>,
     /// Commit time.
     pub created_at: OffsetDateTime,
+    /// The message this one replies to.
+    pub reply_to: Option<ReplyRef>,
+    /// Users named with `@username`, as spelled in their accounts.
+    pub mentions: Vec<String>,
+}
+
+/// What a `<message>` shows of the message it replies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRef {
+    /// Its id.
+    pub id: i64,
+    /// Its author (`None` for notices or deleted users).
+    pub username: Option<String>,
+    /// Its first [`EXCERPT_CHARS`] characters (empty once it is deleted).
+    pub excerpt: String,
+}
+
+/// Characters of a replied message shown in a reply.
+pub const EXCERPT_CHARS: usize = 80;
+
+impl ReplyRef {
+    /// The reference to show for a message replied to.
+    pub fn new(id: i64, username: Option<String>, content: &str, deleted: bool) -> Self {
+        let excerpt = if deleted {
+            String::new()
+        } else {
+            content.chars().take(EXCERPT_CHARS).collect()
+        };
+        Self {
+            id,
+            username,
+            excerpt,
+        }
+    }
 }
 
 /// A message to store.
@@ -75,6 +109,10 @@ pub struct NewMessage {
     pub message_type: MessageType,
     /// Idempotency key.
     pub client_id: Option<String>,
+    /// The message replied to (checked by the room).
+    pub reply_to_id: Option<i64>,
+    /// Usernames mentioned.
+    pub mentions: Vec<String>,
 }
 
 /// What happened to one message of a batch.
@@ -93,8 +131,10 @@ pub enum InsertOutcome {
 fn message_select(slug: &Slug) -> String {
     format!(
         "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
-         m.seq, m.is_deleted \
-         FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id",
+         m.seq, m.is_deleted, m.reply_to_id, pu.username, p.content, p.is_deleted, m.mentions \
+         FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
+         LEFT JOIN {0}.chat_chatmessage p ON p.id = m.reply_to_id \
+         LEFT JOIN {0}.accounts_user pu ON pu.id = p.user_id",
         slug.schema()
     )
 }
@@ -112,6 +152,15 @@ fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
         client_id: row.get(6),
         created_at: row.get(7),
         seq: row.get(8),
+        reply_to: row.get::<_, Option<i64>>(10).map(|id| {
+            ReplyRef::new(
+                id,
+                row.get(11),
+                row.get::<_, Option<&str>>(12).unwrap_or_default(),
+                row.get::<_, Option<bool>>(13).unwrap_or(true),
+            )
+        }),
+        mentions: row.get::<_, Option<Vec<String>>>(14).unwrap_or_default(),
     }
 }
 
@@ -174,6 +223,26 @@ async fn next_seqs(
         }
     }
     Ok(out)
+}
+
+/// A PostgreSQL array literal of `items` (`{"a","b"}`), quoted and escaped.
+fn pg_text_array(items: &[String]) -> String {
+    let mut s = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
 }
 
 impl Store {
@@ -283,16 +352,23 @@ impl Store {
             let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
             let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
             let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+            let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
+            // text[] of each message's mentions, NULL for none (one array literal each:
+            // unnest cannot take a ragged two-dimensional array).
+            let mentions: Vec<Option<String>> = fresh
+                .iter()
+                .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
+                .collect();
             let at: OffsetDateTime = tx
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id, seq) \
-                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+                           (id, room_id, user_id, content, message_type, client_id, seq, reply_to_id, mentions) \
+                         SELECT i, r, u, c, t, k, s, p, x::text[] FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[]) AS b(i, r, u, c, t, k, s, p, x) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
                     ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs],
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &replies, &mentions],
                 )
                 .await?
                 .get(0);

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod analysts;
 pub mod analytics;
+pub mod chat_v2;
 pub mod messages;
 pub mod migrations;
 pub mod moderation;

@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 
 mod chat;
 mod moderation;
+mod replies;
 mod sync;
 
 use moderation::compile_terms;
@@ -355,6 +356,7 @@ impl Actor for RoomActor {
         let ring_size = self.hub.settings().chat.ring_size as i64;
         let stream_id = self.key.stream_id;
         let key = self.key.clone();
+        self.load_mentions(ctx);
         ctx.wait(
             async move {
                 let stamps = store.stamps(&slug).await;

@@ -1,0 +1,202 @@
+//! Chat v2: replies, mentions, edits and search (PROTOCOL.md, "Chat v2").
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// Sends a message and waits for its ack: its id.
+async fn say(c: &mut WsClient, v: Value) -> i64 {
+    c.send(v).await;
+    loop {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("ack") => return f["id"].as_i64().unwrap(),
+            Some("error") => panic!("refused: {f}"),
+            _ => {}
+        }
+    }
+}
+
+/// Sends a message; its `message` frame as broadcast back to the sender
+/// (which comes before the ack).
+async fn say_frame(c: &mut WsClient, v: Value) -> Value {
+    c.send(v).await;
+    let mut seen = Vec::new();
+    loop {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("message") => seen.push(f),
+            Some("ack") => {
+                return seen
+                    .into_iter()
+                    .find(|m| m["id"] == f["id"])
+                    .expect("broadcast before ack")
+            }
+            Some("error") => panic!("refused: {f}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until an `error` frame; returns its code.
+async fn refused(c: &mut WsClient) -> String {
+    let f = c.expect("error").await;
+    f["code"].as_str().unwrap().to_string()
+}
+
+/// Reads `message` frames until the one with `id`.
+async fn message_with_id(c: &mut WsClient, id: i64) -> Value {
+    loop {
+        let f = c.expect("message").await;
+        if f["id"] == id {
+            return f;
+        }
+    }
+}
+
+/// Two nodes on one Redis with a fresh prefix.
+async fn two_nodes(app: &TestApp) -> (Node, TestApp, Node, TestApp) {
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env: Vec<(&str, &str)> = vec![
+        ("STAMPEDE_REDIS_URL", &redis),
+        ("STAMPEDE_REDIS_PREFIX", &prefix),
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    (a, ha, b, hb)
+}
+
+#[actix_web::test]
+async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("Bob", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) = two_nodes(&app).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("Bob", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions settle
+
+    let long = "x".repeat(100);
+    let first = say(
+        &mut ca,
+        json!({"message": format!("hi @bob and @nobody {long}")}),
+    )
+    .await;
+    let on_b = message_with_id(&mut cb, first).await;
+    assert_eq!(on_b["mentions"], json!(["Bob"]));
+    assert_eq!(on_b["reply_to"], Value::Null);
+
+    // Bob replies on node B; alice sees it on node A with the excerpt.
+    let reply = say(
+        &mut cb,
+        json!({"message":"hello @ALICE", "reply_to": first}),
+    )
+    .await;
+    let on_a = message_with_id(&mut ca, reply).await;
+    let expected_excerpt: String = format!("hi @bob and @nobody {long}")
+        .chars()
+        .take(80)
+        .collect();
+    assert_eq!(
+        on_a["reply_to"],
+        json!({"id": first, "username": "alice", "excerpt": expected_excerpt})
+    );
+    assert_eq!(on_a["mentions"], json!(["alice"]));
+
+    // History (fresh connect), resume and replay carry both.
+    let (_c, _, history) = app.ws_ready(stream, None).await;
+    let msgs = history["messages"].as_array().unwrap();
+    let h = msgs.iter().find(|m| m["id"] == reply).unwrap();
+    assert_eq!(h["reply_to"]["id"], first);
+    assert_eq!(h["reply_to"]["excerpt"], expected_excerpt.as_str());
+    assert_eq!(h["mentions"], json!(["alice"]));
+    let r = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await;
+    let replay = r.json();
+    let m = replay["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == reply)
+        .unwrap()
+        .clone();
+    assert_eq!(m["reply_to"]["username"], "alice");
+    assert_eq!(m["mentions"], json!(["alice"]));
+    let first_replayed = replay["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == first)
+        .unwrap()
+        .clone();
+    assert_eq!(first_replayed["mentions"], json!(["Bob"]));
+}
+
+#[actix_web::test]
+async fn a_user_created_later_is_mentioned_within_seconds() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    // The first miss asks for a refresh; within a few seconds carol is known.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let m = say_frame(&mut ca, json!({"message":"hey @carol"})).await;
+        if m["mentions"] == json!(["carol"]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol never mentioned"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
+#[actix_web::test]
+async fn replies_to_deleted_or_foreign_messages_are_refused() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let other = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut cx, _, _) = app.ws_ready(other, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+
+    let foreign = say(&mut cx, json!({"message":"elsewhere"})).await;
+    let gone = say(&mut co, json!({"message":"soon deleted"})).await;
+    co.send(json!({"type":"delete","message_id": gone})).await;
+    co.expect("moderation").await;
+
+    for target in [foreign, gone, 999_999_999] {
+        ca.send(json!({"message":"re", "reply_to": target})).await;
+        assert_eq!(refused(&mut ca).await, "not_found", "reply to {target}");
+    }
+    // Also after the room forgot it: a fresh room reads PostgreSQL.
+    let ok = say(&mut ca, json!({"message":"fine", "reply_to": null})).await;
+    assert!(ok > 0);
+    let before = app.stored_ids(stream).await.len();
+    ca.send(json!({"message":"re", "reply_to": "x"})).await;
+    assert_eq!(refused(&mut ca).await, "invalid");
+    assert_eq!(app.stored_ids(stream).await.len(), before);
+}
