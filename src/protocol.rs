@@ -157,6 +157,7 @@ struct MessageFrame<'a> {
     client_id: Option<&'a str>,
     reply_to: Option<ReplyView<'a>>,
     mentions: &'a [String],
+    edited_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -183,7 +184,16 @@ pub fn message_frame(m: &StoredMessage) -> ByteString {
             excerpt: &r.excerpt,
         }),
         mentions: &m.mentions,
+        edited_at: m.edited_at.map(timestamp),
     })
+}
+
+/// `{"type":"edit","message_id":N,"message":...,"edited_at":...,"mentions":[...]}`.
+pub fn edit_frame(m: &StoredMessage) -> ByteString {
+    to_frame(&serde_json::json!({
+        "type": "edit", "message_id": m.id, "message": m.content,
+        "edited_at": m.edited_at.map(timestamp), "mentions": m.mentions,
+    }))
 }
 
 /// `{"type":"history","messages":[...],"truncated":...}` from already-serialised messages.
@@ -255,7 +265,7 @@ pub fn announce_frame(username: &str, role: Role, kind: &'static str) -> ByteStr
     to_frame(&serde_json::json!({
         "type": "message", "id": null, "username": username, "message": text,
         "message_type": kind, "timestamp": timestamp(OffsetDateTime::now_utc()),
-        "role": role.as_str(), "client_id": null, "reply_to": null, "mentions": [],
+        "role": role.as_str(), "client_id": null, "reply_to": null, "mentions": [], "edited_at": null,
     }))
 }
 

@@ -47,6 +47,12 @@ pub enum RelayEvent {
         seq: i64,
         user_id: Option<i64>,
     },
+    /// A message was edited: the `edit` frame and the message's new `message` frame.
+    Edit {
+        message_id: i64,
+        frame: String,
+        message: String,
+    },
     /// A frame that is sent and never stored (`join` / `leave` notices).
     Announce { frame: String },
     /// The stream's appointed moderators changed: rights are read again.

@@ -52,7 +52,7 @@ pub use inbox::{
     ReloadTerms, Remote, Shutdown, StatusChanged,
 };
 pub use members::RoomUser;
-pub use room::RoomActor;
+pub use room::{Edit, RoomActor};
 pub use sockets::{IpSlot, SocketIndex, UserSlot};
 
 use crate::{

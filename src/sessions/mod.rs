@@ -194,8 +194,38 @@ impl SessionActor {
                     });
                 }
             }
-            ClientFrame::Edit { .. } => {
-                self.error(ctx, Code::UnknownType, "Unknown frame type.", None)
+            ClientFrame::Edit { message_id, text } => {
+                if self.params.user.is_none() {
+                    return self.error(ctx, Code::NotAuthenticated, "Log in to chat.", None);
+                }
+                let text = match ChatText::parse(&text) {
+                    Ok(t) => t,
+                    Err(ChatTextError::Empty) => {
+                        return self.error(ctx, Code::Empty, "The message is empty.", None)
+                    }
+                    Err(ChatTextError::TooLong) => {
+                        return self.error(
+                            ctx,
+                            Code::TooLong,
+                            "The message is longer than 500 characters.",
+                            None,
+                        )
+                    }
+                };
+                let Some(room) = &self.room else { return };
+                let edit = crate::rooms::Edit {
+                    conn_id: self.conn_id,
+                    message_id,
+                    text,
+                };
+                if room.try_send(edit).is_err() {
+                    self.send(&protocol::error_frame(
+                        Code::RateLimited,
+                        "The room is busy; edit again shortly.",
+                        Some(1000),
+                        None,
+                    ));
+                }
             }
             ClientFrame::Reaction { stamp_id } => {
                 if self.params.user.is_none() {

@@ -64,6 +64,8 @@ pub struct StoredMessage {
     pub reply_to: Option<ReplyRef>,
     /// Users named with `@username`, as spelled in their accounts.
     pub mentions: Vec<String>,
+    /// Time of the latest edit (`None` if never edited).
+    pub edited_at: Option<OffsetDateTime>,
 }
 
 /// What a `<message>` shows of the message it replies to.
@@ -128,10 +130,10 @@ pub enum InsertOutcome {
     Duplicate { id: i64 },
 }
 
-fn message_select(slug: &Slug) -> String {
+pub(super) fn message_select(slug: &Slug) -> String {
     format!(
         "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
-         m.seq, m.is_deleted, m.reply_to_id, pu.username, p.content, p.is_deleted, m.mentions \
+         m.seq, m.is_deleted, m.reply_to_id, pu.username, p.content, p.is_deleted, m.mentions, m.edited_at \
          FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
          LEFT JOIN {0}.chat_chatmessage p ON p.id = m.reply_to_id \
          LEFT JOIN {0}.accounts_user pu ON pu.id = p.user_id",
@@ -139,7 +141,7 @@ fn message_select(slug: &Slug) -> String {
     )
 }
 
-fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
+pub(super) fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
     StoredMessage {
         id: row.get(0),
         user_id: row.get(1),
@@ -161,6 +163,7 @@ fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
             )
         }),
         mentions: row.get::<_, Option<Vec<String>>>(14).unwrap_or_default(),
+        edited_at: row.get(15),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod i18n;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
+pub mod search;
 pub mod statics;
 pub mod studio;
 pub mod ws;
@@ -40,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(api::configure)
     .configure(analytics::configure)
     .configure(moderation::configure)
+    .configure(search::configure)
     .configure(statics::configure)
     .configure(ws::configure)
     .configure(pages::configure)

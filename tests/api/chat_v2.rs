@@ -200,3 +200,160 @@ async fn replies_to_deleted_or_foreign_messages_are_refused() {
     assert_eq!(refused(&mut ca).await, "invalid");
     assert_eq!(app.stored_ids(stream).await.len(), before);
 }
+
+/// Connects with `?last_id=` and returns the resumed history's messages.
+async fn resumed(app: &TestApp, stream: i64, last_id: i64) -> Vec<Value> {
+    let mut c = connect(
+        &app.address,
+        &app.tenant.host,
+        stream,
+        None,
+        None,
+        &format!("?last_id={last_id}"),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(c.recv().await["type"], "hello");
+    let h = c.recv().await;
+    assert_eq!(h["type"], "history");
+    h["messages"].as_array().unwrap().clone()
+}
+
+#[actix_web::test]
+async fn edits_reach_every_node_and_every_history() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) = two_nodes(&app).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = say(&mut cb, json!({"message":"before"})).await;
+    let id = say(&mut ca, json!({"message":"helo wrld"})).await;
+    message_with_id(&mut cb, id).await;
+    ca.send(json!({"type":"edit","message_id": id, "message":"  hello @bob\r\n"}))
+        .await;
+    for c in [&mut ca, &mut cb] {
+        let e = c.expect("edit").await;
+        assert_eq!(e["message_id"], id);
+        assert_eq!(e["message"], "hello @bob");
+        assert_eq!(e["mentions"], json!(["bob"]));
+        assert!(e["edited_at"].as_str().unwrap().ends_with('Z'));
+    }
+    // Resume on either node (served from each room's ring) and on the replay API.
+    for node in [&ha, &hb] {
+        let msgs = resumed(node, stream, before).await;
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert_eq!(msgs[0]["message"], "hello @bob");
+        assert!(msgs[0]["edited_at"].is_string());
+        assert_eq!(msgs[0]["mentions"], json!(["bob"]));
+    }
+    let replay = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await
+        .json();
+    let msgs = replay["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["message"], "hello @bob");
+    assert!(msgs[0]["edited_at"].is_string());
+    assert_eq!(msgs[1]["edited_at"], Value::Null, "never edited");
+    // A second edit; then the earlier versions, for moderators only.
+    ca.send(json!({"type":"edit","message_id": id, "message":"hello @bob!"}))
+        .await;
+    cb.expect("edit").await;
+    let path = format!("/api/streams/{stream}/messages/{id}/versions");
+    let v = app.get(&path, Some(&owner)).await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    let texts: Vec<&str> = v.json()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["message"].as_str().unwrap().to_string().leak() as &str)
+        .collect();
+    assert_eq!(texts, vec!["helo wrld", "hello @bob", "hello @bob!"]);
+    assert_eq!(app.get(&path, Some(&alice)).await.status, 403);
+    assert_eq!(app.get(&path, None).await.status, 401);
+    // Another stream's path does not find it.
+    let other = app.create_stream("owner").await;
+    let path = format!("/api/streams/{other}/messages/{id}/versions");
+    assert_eq!(app.get(&path, Some(&owner)).await.status, 404);
+}
+
+#[actix_web::test]
+async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            &json!({"term":"spam","action":"add"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let id = say(&mut ca, json!({"message":"original"})).await;
+    // Someone else's message.
+    cb.send(json!({"type":"edit","message_id": id, "message":"mine now"}))
+        .await;
+    assert_eq!(refused(&mut cb).await, "forbidden");
+    // A blocked term in the new text, checked like a new message.
+    ca.send(json!({"type":"edit","message_id": id, "message":"buy SPAM"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "blocked_term");
+    // Empty, unknown.
+    ca.send(json!({"type":"edit","message_id": id, "message":"  "}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "empty");
+    ca.send(json!({"type":"edit","message_id": 999_999_999, "message":"x"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "not_found");
+    // Past the 120 s window (the message's time set back in PostgreSQL).
+    let c = app.store.client().await.unwrap();
+    c.execute(
+        &format!(
+            "UPDATE {}.chat_chatmessage SET created_at = now() - interval '121 seconds' WHERE id = $1",
+            app.tenant.slug.schema()
+        ),
+        &[&id],
+    )
+    .await
+    .unwrap();
+    ca.send(json!({"type":"edit","message_id": id, "message":"too late"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "edit_window");
+    // Deleted meanwhile.
+    let id2 = say(&mut ca, json!({"message":"second"})).await;
+    co.send(json!({"type":"delete","message_id": id2})).await;
+    co.expect("moderation").await;
+    ca.expect("moderation").await;
+    ca.send(json!({"type":"edit","message_id": id2, "message":"edited"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "not_found");
+    // Nothing was changed, and no edit frame went out.
+    co.assert_silent(Duration::from_millis(300)).await;
+    let replay = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await
+        .json();
+    let m = &replay["messages"].as_array().unwrap()[0];
+    assert_eq!(m["id"], id);
+    assert_eq!(m["message"], "original");
+    assert_eq!(m["edited_at"], Value::Null);
+    // Anonymous sockets cannot edit.
+    let (mut anon, _, _) = app.ws_ready(stream, None).await;
+    anon.send(json!({"type":"edit","message_id": id, "message":"x"}))
+        .await;
+    assert_eq!(refused(&mut anon).await, "not_authenticated");
+}

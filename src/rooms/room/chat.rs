@@ -154,6 +154,7 @@ impl Handler<Written> for RoomActor {
                         created_at: at,
                         reply_to: p.reply_to.clone(),
                         mentions: p.mentions.clone(),
+                        edited_at: None,
                     };
                     let frame = protocol::message_frame(&message);
                     let started = Instant::now();

@@ -20,10 +20,12 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 mod chat;
+mod edits;
 mod moderation;
 mod replies;
 mod sync;
 
+pub use edits::Edit;
 use moderation::compile_terms;
 use sync::Delivery;
 

@@ -219,6 +219,11 @@ impl Handler<Remote> for RoomActor {
                 self.arm_window(ctx);
             }
             RelayEvent::Announce { frame } => self.broadcast(&ByteString::from(frame), None),
+            RelayEvent::Edit {
+                message_id,
+                frame,
+                message,
+            } => self.apply_edit(message_id, frame.into(), message.into()),
             RelayEvent::Moderation { event } => self.apply_event(event),
             RelayEvent::Status { status } => self.status = status,
             RelayEvent::Terms => self.load_terms(ctx),
