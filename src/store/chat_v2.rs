@@ -135,11 +135,16 @@ impl Store {
         .await?;
         tx.execute(
             &format!(
-                "UPDATE {}.chat_chatmessage SET content = $2, mentions = $3, \
+                "UPDATE {}.chat_chatmessage SET content = $2, mentions = $3, search_text = $4, \
                    edited_at = greatest(now(), created_at) WHERE id = $1",
                 slug.schema()
             ),
-            &[&message_id, &content, &mentions],
+            &[
+                &message_id,
+                &content,
+                &mentions,
+                &super::search::fold(content),
+            ],
         )
         .await?;
         let row = tx

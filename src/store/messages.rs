@@ -356,6 +356,10 @@ impl Store {
             let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
             let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
             let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
+            let folded: Vec<String> = fresh
+                .iter()
+                .map(|m| super::search::fold(&m.content))
+                .collect();
             // text[] of each message's mentions, NULL for none (one array literal each:
             // unnest cannot take a ragged two-dimensional array).
             let mentions: Vec<Option<String>> = fresh
@@ -366,12 +370,12 @@ impl Store {
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id, seq, reply_to_id, mentions) \
-                         SELECT i, r, u, c, t, k, s, p, x::text[] FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[]) AS b(i, r, u, c, t, k, s, p, x) \
+                           (id, room_id, user_id, content, message_type, client_id, seq, reply_to_id, mentions, search_text) \
+                         SELECT i, r, u, c, t, k, s, p, x::text[], f FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[]) AS b(i, r, u, c, t, k, s, p, x, f) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
                     ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &replies, &mentions],
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &replies, &mentions, &folded],
                 )
                 .await?
                 .get(0);

@@ -16,6 +16,7 @@ pub mod migrations;
 pub mod moderation;
 pub mod reaction_writer;
 pub mod reactions;
+pub mod search;
 pub mod streams;
 pub mod tenants;
 pub mod writer;

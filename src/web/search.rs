@@ -1,16 +1,24 @@
-//! Moderators' reads of a stream's chat: the earlier versions of an edited
-//! message (`GET /api/streams/{id}/messages/{mid}/versions`). Open to the
-//! stream's owner, its moderators and admins.
+//! Moderators' reads of a stream's chat: search
+//! (`GET /api/streams/{id}/search`, and `GET /api/search` tenant-wide for
+//! admins) and the earlier versions of an edited message
+//! (`GET /api/streams/{id}/messages/{mid}/versions`). Open to the stream's
+//! owner, its moderators and admins. The search design is in `store::search`.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::{
     auth::Visitor,
+    domain::Role,
     error::{ApiError, Code},
     moderation::can_moderate,
-    protocol::timestamp,
-    store::{streams::Stream, Store},
+    protocol::{message_frame, timestamp},
+    store::{
+        search::{fold, SearchQuery, MIN_QUERY_CHARS},
+        streams::Stream,
+        Store,
+    },
 };
 
 /// Registers the routes.
@@ -18,7 +26,115 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/api/streams/{id}/messages/{mid}/versions",
         web::get().to(versions),
-    );
+    )
+    .route("/api/streams/{id}/search", web::get().to(stream_search))
+    .route("/api/search", web::get().to(tenant_search));
+}
+
+#[derive(Deserialize)]
+struct SearchParams {
+    q: Option<String>,
+    user: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+impl SearchParams {
+    /// The query, checked: some text of 2+ characters (after folding) and/or a user.
+    fn query(&self, room_id: Option<i64>) -> Result<SearchQuery, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if limit < 1 {
+            return Err(ApiError::new(Code::Invalid, "limit must be at least 1."));
+        }
+        let q = self
+            .q
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(str::to_string);
+        if let Some(q) = &q {
+            if fold(q).chars().count() < MIN_QUERY_CHARS {
+                return Err(ApiError::new(
+                    Code::Invalid,
+                    "q must be at least 2 characters.",
+                ));
+            }
+            if q.chars().count() > 100 {
+                return Err(ApiError::new(Code::Invalid, "q is too long."));
+            }
+        }
+        let user = self
+            .user
+            .as_deref()
+            .map(str::trim)
+            .map(|u| u.trim_start_matches('@'))
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
+        if q.is_none() && user.is_none() {
+            return Err(ApiError::new(Code::Invalid, "Give q, user or both."));
+        }
+        Ok(SearchQuery {
+            room_id,
+            q,
+            user,
+            before_id: self.before_id,
+            limit: limit.min(200),
+        })
+    }
+}
+
+/// `{"messages":[<message> + "is_deleted","hidden","stream_id"],"next_before_id"}`.
+async fn run_search(
+    visitor: &Visitor,
+    store: &Store,
+    query: SearchQuery,
+) -> Result<HttpResponse, ApiError> {
+    let found = store.search_messages(&visitor.tenant.slug, &query).await?;
+    let next = if found.len() as i64 == query.limit {
+        found.last().map(|f| f.message.id)
+    } else {
+        None
+    };
+    let messages: Vec<Value> = found
+        .iter()
+        .map(|f| {
+            let mut v: Value =
+                serde_json::from_str(&message_frame(&f.message)).expect("frames are JSON");
+            v["is_deleted"] = f.is_deleted.into();
+            // Hidden (shadow-banned) messages do not exist yet: none is hidden.
+            v["hidden"] = false.into();
+            v["stream_id"] = f.stream_id.into();
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"messages": messages, "next_before_id": next})))
+}
+
+async fn stream_search(
+    visitor: Visitor,
+    path: web::Path<i64>,
+    params: web::Query<SearchParams>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let stream = moderated_stream(&visitor, &store, path.into_inner()).await?;
+    let query = params.query(Some(stream.room_id))?;
+    run_search(&visitor, &store, query).await
+}
+
+async fn tenant_search(
+    visitor: Visitor,
+    params: web::Query<SearchParams>,
+    store: web::Data<Store>,
+) -> Result<HttpResponse, ApiError> {
+    let user = visitor.require_user()?;
+    if user.role != Role::Admin {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "Only admins can search every stream.",
+        ));
+    }
+    let query = params.query(None)?;
+    run_search(&visitor, &store, query).await
 }
 
 /// The stream, if the visitor moderates it (owner, its moderators, admins).

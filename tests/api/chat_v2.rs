@@ -357,3 +357,168 @@ async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
         .await;
     assert_eq!(refused(&mut anon).await, "not_authenticated");
 }
+
+/// The ids of a search answer's messages.
+fn ids(v: &Value) -> Vec<i64> {
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let other = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (admin, _) = app.user_session("root", Role::Admin).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut cx, _, _) = app.ws_ready(other, Some(&alice)).await;
+
+    let jp = say(&mut ca, json!({"message":"こんにちは、みなさん"})).await;
+    let live = say(&mut ca, json!({"message":"今日のライブ最高"})).await;
+    let hello = say(&mut co, json!({"message":"Hello World"})).await;
+    let gone = say(&mut ca, json!({"message":"hello again, soon deleted"})).await;
+    let edited = say(&mut ca, json!({"message":"typo"})).await;
+    let elsewhere = say(&mut cx, json!({"message":"hello from the other stream"})).await;
+    co.send(json!({"type":"delete","message_id": gone})).await;
+    co.expect("moderation").await;
+    ca.send(json!({"type":"edit","message_id": edited, "message":"らいぶ fixed"}))
+        .await;
+    ca.expect("edit").await;
+
+    let search = |q: &str| format!("/api/streams/{stream}/search?{q}");
+    let r = app.get(&search("q=%E3%81%AB%E3%81%A1"), Some(&owner)).await; // にち
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ids(&r.json()), vec![jp]);
+    // Katakana and hiragana as one, newest first; the edited text is searched.
+    let r = app
+        .get(&search("q=%E3%83%A9%E3%82%A4%E3%83%96"), Some(&owner))
+        .await; // ライブ
+    assert_eq!(ids(&r.json()), vec![edited, live]);
+    let r = app.get(&search("q=typo"), Some(&owner)).await;
+    assert_eq!(ids(&r.json()), Vec::<i64>::new(), "old text not found");
+    // Case folded; deleted messages included and flagged; other streams not.
+    let r = app.get(&search("q=hello"), Some(&owner)).await;
+    let v = r.json();
+    assert_eq!(ids(&v), vec![gone, hello]);
+    assert_eq!(v["messages"][0]["is_deleted"], true);
+    assert_eq!(v["messages"][0]["hidden"], false);
+    assert_eq!(v["messages"][1]["is_deleted"], false);
+    assert_eq!(v["messages"][1]["message"], "Hello World");
+    assert_eq!(v["messages"][1]["stream_id"], stream);
+    // By user, with and without text; paging.
+    let r = app.get(&search("user=ALICE&limit=2"), Some(&owner)).await;
+    let v = r.json();
+    assert_eq!(ids(&v), vec![edited, gone]);
+    assert_eq!(v["next_before_id"], gone);
+    let r = app
+        .get(
+            &search(&format!("user=alice&limit=2&before_id={gone}")),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(ids(&r.json()), vec![live, jp]);
+    let r = app.get(&search("user=owner&q=HELLO"), Some(&owner)).await;
+    assert_eq!(ids(&r.json()), vec![hello]);
+    // Wildcards are literal.
+    let r = app.get(&search("q=%25%25"), Some(&owner)).await;
+    assert_eq!(ids(&r.json()), Vec::<i64>::new());
+    // Refusals: viewers 403, anonymous 401, bad queries 422.
+    assert_eq!(app.get(&search("q=hello"), Some(&alice)).await.status, 403);
+    assert_eq!(app.get(&search("q=hello"), None).await.status, 401);
+    assert_eq!(app.get(&search("q=h"), Some(&owner)).await.status, 422);
+    assert_eq!(app.get(&search(""), Some(&owner)).await.status, 422);
+    assert_eq!(
+        app.get(&search("q=hi&limit=0"), Some(&owner)).await.status,
+        422
+    );
+    // Tenant-wide, admins only.
+    let r = app.get("/api/search?q=hello", Some(&admin)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(ids(&v), vec![elsewhere, gone, hello]);
+    assert_eq!(v["messages"][0]["stream_id"], other);
+    assert_eq!(
+        app.get("/api/search?q=hello", Some(&owner)).await.status,
+        403
+    );
+    assert_eq!(app.get("/api/search?q=hello", None).await.status, 401);
+}
+
+#[actix_web::test]
+async fn search_pages_through_a_long_history_with_every_plan() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let s = app.tenant.slug.schema();
+    let c = app.store.client().await.unwrap();
+    // 12,001 messages: an old needle, then filler with a term every 400th.
+    c.batch_execute(&format!(
+        "INSERT INTO {s}.chat_chatmessage (room_id, content, message_type, seq, search_text) \
+         SELECT r.id, t.content, 'message', g, {s}.chat_fold(t.content) \
+         FROM {s}.chat_chatroom r, generate_series(1, 12001) g, \
+         LATERAL (SELECT CASE WHEN g = 1 THEN 'an old ニードル here' \
+                              WHEN g % 400 = 0 THEN 'a Medium term ' || g \
+                              ELSE 'filler ' || g END AS content) t \
+         WHERE r.stream_id = {stream}; \
+         UPDATE {s}.chat_chatroom SET last_seq = 12001 WHERE stream_id = {stream};"
+    ))
+    .await
+    .unwrap();
+    let expected: Vec<i64> = c
+        .query(
+            &format!(
+                "SELECT m.id FROM {s}.chat_chatmessage m JOIN {s}.chat_chatroom r ON r.id = m.room_id \
+                 WHERE r.stream_id = $1 AND m.content LIKE 'a Medium%' ORDER BY m.id DESC"
+            ),
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(expected.len(), 30);
+    // Older than the first window: found through the index.
+    let r = app
+        .get(
+            &format!("/api/streams/{stream}/search?q=%E3%81%AB%E3%83%BC%E3%81%A9"), // にーど
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["messages"][0]["message"], "an old ニードル here");
+    // A term of every 400th row, paged 7 at a time and in one page of 50.
+    let mut got = Vec::new();
+    let mut before = String::new();
+    loop {
+        let v = app
+            .get(
+                &format!("/api/streams/{stream}/search?q=medium&limit=7{before}"),
+                Some(&owner),
+            )
+            .await
+            .json();
+        got.extend(ids(&v));
+        match v["next_before_id"].as_i64() {
+            Some(n) => before = format!("&before_id={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(got, expected);
+    let v = app
+        .get(
+            &format!("/api/streams/{stream}/search?q=MEDIUM+term"),
+            Some(&owner),
+        )
+        .await
+        .json();
+    assert_eq!(ids(&v), expected);
+    assert_eq!(v["next_before_id"], Value::Null);
+}
