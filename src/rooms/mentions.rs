@@ -3,12 +3,14 @@
 //! Resolution runs on the chat path without a database round trip: each node
 //! keeps a per-tenant [`MentionCache`] of usernames (lower-cased → as spelled).
 //! A room loads its tenant's directory when it starts (once per tenant and
-//! node); afterwards a message naming an unknown `@word` asks for a refresh —
-//! the users created since the newest one known (`id > max_id`), at most once
-//! every [`REFRESH_EVERY`] per tenant — so a user created on any node is
-//! recognised within a few seconds; the message that triggered the refresh is
-//! resolved with what was known. Usernames never change and a deleted user
-//! only makes a stale entry, so entries are never evicted.
+//! node). Afterwards a message naming an unknown `@word` asks for the users
+//! created since the newest one known (`id > max_id`, an index range that is
+//! usually empty), at most once every [`REFRESH_EVERY`] per tenant and node;
+//! the room holds that message (and the ones after it) until the answer is in,
+//! so a user created on any node is mentioned from the first message naming
+//! them, unless a refresh ran less than [`REFRESH_EVERY`] before. Usernames
+//! never change and a deleted user only leaves a stale entry, so entries are
+//! never evicted.
 //!
 //! Pure state: no actix, no I/O (the room does the query).
 
@@ -23,7 +25,7 @@ use crate::domain::Slug;
 /// Most users listed in one message's `mentions`.
 pub const MAX_MENTIONS: usize = 10;
 /// Shortest gap between two refreshes of a tenant's directory on a miss.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+pub const REFRESH_EVERY: Duration = Duration::from_millis(500);
 /// Longest username (see `domain::Username`).
 const MAX_NAME: usize = 32;
 

@@ -120,6 +120,8 @@ pub struct RoomActor {
     remote_viewers: u64,
     /// Set while the relay is down (events of other nodes may be missing).
     relay_down: bool,
+    /// New messages waiting, in order, for their mentions or reply target.
+    chat_queue: replies::ChatQueue,
 }
 
 impl RoomActor {
@@ -176,6 +178,7 @@ impl RoomActor {
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
+            chat_queue: replies::ChatQueue::default(),
         }
     }
 
@@ -319,7 +322,7 @@ impl RoomActor {
     }
 
     fn finish_shutdown_if_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.shutdown.is_some() && self.inflight.is_empty() {
+        if self.shutdown.is_some() && self.inflight.is_empty() && self.chat_queue.is_empty() {
             self.flush_window();
             self.members.close_all(1012, "server restarting");
             if let Some(done) = self.shutdown.take() {
