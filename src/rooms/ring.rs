@@ -149,6 +149,16 @@ mod tests {
     }
 
     #[test]
+    fn edited_frames_replace_held_ones() {
+        let mut r = Ring::new(3, vec![e(1), e(2)], false);
+        assert_eq!(r.get(2).map(|f| f.as_ref()), Some("{\"id\":2}"));
+        assert!(r.get(3).is_none());
+        assert!(r.replace(2, ByteString::from_static("{\"id\":2,\"x\":1}")));
+        assert!(!r.replace(7, ByteString::from_static("{}")), "not held");
+        assert_eq!(r.recent(50).unwrap().0[1], "{\"id\":2,\"x\":1}");
+    }
+
+    #[test]
     fn recent_and_after() {
         let mut r = Ring::new(3, vec![e(1), e(2)], false);
         assert_eq!(r.recent(50).unwrap().0.len(), 2);
