@@ -63,6 +63,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
         bind: String,
+        /// Do not run the demo bot that chats and taps stamps.
+        #[arg(long)]
+        no_bot: bool,
     },
 }
 
@@ -241,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("role {role} can now read schema {slug}");
             Ok(())
         }
-        Command::Dev { bind } => dev(settings, bind).await,
+        Command::Dev { bind, no_bot } => dev(settings, bind, !no_bot).await,
     }
 }
 
@@ -374,15 +377,22 @@ async fn create_user(
         .ok_or_else(|| anyhow!("user {username:?} already exists on tenant {slug}"))
 }
 
+/// The tenant `dev` makes.
+const DEMO_SLUG: &str = "demo";
+
 /// The demo accounts: (username, role, password).
 const DEMO_USERS: &[(&str, Role, &str)] = &[
     ("streamer", Role::Streamer, "streamer-demo"),
     ("mod", Role::Moderator, "moderator-demo"),
     ("alice", Role::Viewer, "alice-demo"),
     ("bob", Role::Viewer, "bob-demo"),
+    (DEMO_BOT.0, Role::Viewer, DEMO_BOT.1),
 ];
 
-async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
+/// The demo bot's account (username, password): an ordinary viewer.
+const DEMO_BOT: (&str, &str) = ("stampy", "stampy-bot-demo");
+
+async fn dev(mut settings: Settings, bind: String, bot: bool) -> anyhow::Result<()> {
     let project = std::env::current_dir()?;
     let db = settings
         .database
@@ -396,10 +406,27 @@ async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
     let store = Store::new(&settings.database)?;
     migrations::migrate_all(&store).await?;
 
+    // The demo accounts have published passwords: never in a database that
+    // holds tenants `dev` did not make (a real deployment's, say).
+    let foreign: Vec<String> = store
+        .list_tenants()
+        .await?
+        .into_iter()
+        .filter(|t| t.slug.as_str() != DEMO_SLUG)
+        .map(|t| t.slug.to_string())
+        .collect();
+    if !foreign.is_empty() {
+        bail!(
+            "refusing to set up the demo: the database holds tenants `dev` did not make ({}); \
+             point database.url at a database of its own",
+            foreign.join(", ")
+        );
+    }
+
     let tenant = match store.tenant_by_host("localhost").await? {
         Some(t) => t,
         None => {
-            let slug = Slug::parse("demo").expect("valid");
+            let slug = Slug::parse(DEMO_SLUG).expect("valid");
             match store.tenant_by_slug(&slug).await? {
                 Some(t) => {
                     store.add_domain(&slug, "localhost").await?;
@@ -445,18 +472,54 @@ async fn dev(mut settings: Settings, bind: String) -> anyhow::Result<()> {
         }
     };
     let port = bind.rsplit(':').next().unwrap_or("8000");
+    // The demo video: a test pattern made here, served by this process.
+    let media = project.join(".stampede").join("demo-video");
+    let video_url = match crate::demo::test_pattern_hls(&media, crate::demo::CLIP_SECONDS) {
+        Ok(_) => {
+            crate::web::media::serve_from(media);
+            Some(format!("http://localhost:{port}/media/index.m3u8"))
+        }
+        Err(e) => {
+            eprintln!("no demo video: {e:#}");
+            None
+        }
+    };
+    let replay_id = crate::demo::seed(
+        &store,
+        &slug,
+        stream_id,
+        streamer_id.expect("streamer exists"),
+        video_url.as_deref(),
+    )
+    .await?;
     println!();
     println!("Stampede demo: tenant {slug} on http://localhost:{port}/");
     println!("  watch page:  http://localhost:{port}/streams/{stream_id}");
+    if let Some(id) = replay_id {
+        println!("  replay:      http://localhost:{port}/streams/{id}");
+    }
     println!("  accounts (username / password):");
     for (name, role, password) in DEMO_USERS {
         println!("    {name:<9} / {password:<15} ({role})");
     }
+    if bot {
+        println!(
+            "  {} is the demo bot: it chats and taps stamps (--no-bot turns it off)",
+            DEMO_BOT.0
+        );
+    }
     println!();
     settings.server.bind = bind;
-    Application::build(settings)
-        .await?
-        .run_until_stopped()
-        .await?;
+    let app = Application::build(settings).await?;
+    if bot {
+        actix_rt::spawn(crate::demo::run_bot(crate::demo::BotConfig::demo(
+            format!("http://127.0.0.1:{}", app.port()),
+            "localhost".into(),
+            DEMO_BOT.0.into(),
+            DEMO_BOT.1.into(),
+            stream_id,
+        )));
+    }
+    app.run_until_stopped().await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! variables on top, then command-line flags. Unknown keys (in the file or in an
 //! environment variable naming a known section) are an error naming the key.
 
-use std::path::Path;
+use std::{net::IpAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -47,9 +47,12 @@ pub struct ServerSettings {
     pub pong_timeout_secs: u64,
     /// Seconds allowed for graceful shutdown.
     pub shutdown_timeout_secs: u64,
-    /// Peers whose `X-Forwarded-For` is believed (exact IP addresses).
+    /// Peers whose `X-Forwarded-For` is believed: addresses (`10.0.0.5`) or
+    /// CIDR ranges (`10.0.0.0/8`, `fd00::/8`); anything else is an error.
     pub trusted_proxies: Vec<String>,
-    /// Seconds a client has to send a request's head (slow clients are dropped).
+    /// Seconds a client has to send each request's head, the first and every
+    /// later one on a keep-alive connection (slow clients are dropped); also how
+    /// long an idle keep-alive connection stays open.
     pub request_timeout_secs: u64,
 }
 
@@ -157,6 +160,9 @@ pub struct LimitSettings {
     pub max_connections_per_ip: u32,
     /// Open sockets per user (0 = no limit).
     pub max_connections_per_user: u32,
+    /// Open HTTP connections per client address, WebSockets included (0 = no
+    /// limit); connections from `server.trusted_proxies` are not counted.
+    pub max_http_connections_per_ip: u32,
     /// Chat messages per user per stream in `chat_period_secs`.
     pub chat_messages: u32,
     /// Period of the chat limit, seconds.
@@ -167,10 +173,14 @@ pub struct LimitSettings {
     pub reactions_per_second: u32,
     /// Reaction burst.
     pub reactions_burst: u32,
-    /// Login attempts per minute per IP.
+    /// Failed logins (and sign-ups) per minute per client address.
     pub logins_per_minute_per_ip: u32,
-    /// Login attempts per minute per username.
+    /// Failed logins per minute per client address and username (failures
+    /// never refuse the right password from an address that has not failed).
     pub logins_per_minute_per_user: u32,
+    /// Password hashes (Argon2id, ~19 MiB each) computed at once (0 = one per
+    /// core); as many more may wait, beyond that logins and sign-ups answer 503.
+    pub password_hash_concurrency: usize,
     /// Frames queued per socket before it counts as a slow consumer (4008).
     pub socket_queue: usize,
     /// Largest accepted WebSocket frame, bytes.
@@ -182,6 +192,7 @@ impl Default for LimitSettings {
         Self {
             max_connections_per_ip: 1000,
             max_connections_per_user: 0,
+            max_http_connections_per_ip: 1100,
             chat_messages: 5,
             chat_period_secs: 10,
             chat_burst: 5,
@@ -189,6 +200,7 @@ impl Default for LimitSettings {
             reactions_burst: 50,
             logins_per_minute_per_ip: 30,
             logins_per_minute_per_user: 10,
+            password_hash_concurrency: 0,
             socket_queue: 256,
             max_frame_bytes: 16 * 1024,
         }
@@ -321,9 +333,91 @@ impl Settings {
             })?;
             table.insert(key.to_string(), value);
         }
-        toml::Value::Table(merged)
+        let settings = toml::Value::Table(merged)
             .try_into::<Settings>()
-            .map_err(|e| ConfigError::Invalid(format!("config: {}", e.message())))
+            .map_err(|e| ConfigError::Invalid(format!("config: {}", e.message())))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what the types alone do not: every `server.trusted_proxies`
+    /// entry is an address or a range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.trusted_proxy_ranges().map(|_| ())
+    }
+}
+
+impl ServerSettings {
+    /// `trusted_proxies` parsed; an entry that is neither an address nor a
+    /// CIDR range is an error naming it.
+    pub fn trusted_proxy_ranges(&self) -> Result<Vec<IpRange>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry.trim().parse().map_err(|()| {
+                    ConfigError::Invalid(format!(
+                        "config: server.trusted_proxies: {entry:?} is neither an IP address nor a CIDR range"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// An IP address or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// True when `ip` is in the range (IPv4-mapped IPv6 addresses count as
+    /// their IPv4).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+            v4 => *v4,
+        };
+        match (self.net, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.parse().map_err(|_| ())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| ())?
+            }
+            Some(_) => return Err(()),
+        };
+        if prefix > max {
+            return Err(());
+        }
+        Ok(Self { net, prefix })
     }
 }
 
@@ -401,6 +495,38 @@ mod tests {
             e.to_string().contains("STAMPEDE_LIMITS_SOCKET_QUEUE"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let range = |s: &str| s.parse::<IpRange>();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let r = range("10.0.0.0/8").unwrap();
+        assert!(r.contains(&ip("10.255.1.2")));
+        assert!(r.contains(&ip("::ffff:10.1.1.1")));
+        assert!(!r.contains(&ip("11.0.0.1")));
+        assert!(range("0.0.0.0/0").unwrap().contains(&ip("1.2.3.4")));
+        assert!(range("192.0.2.1").unwrap().contains(&ip("192.0.2.1")));
+        assert!(!range("192.0.2.1").unwrap().contains(&ip("192.0.2.2")));
+        let r = range("fd00::/8").unwrap();
+        assert!(r.contains(&ip("fd12::1")));
+        assert!(!r.contains(&ip("fe80::1")));
+        for bad in [
+            "",
+            "proxy",
+            "10.0.0.0/33",
+            "10.0.0.1/",
+            "::/129",
+            "1.2.3.4/+8",
+        ] {
+            assert!(range(bad).is_err(), "{bad}");
+        }
+        let e = Settings::from_toml_and_env(
+            "[server]\ntrusted_proxies = [\"10.0.0.1\", \"lb.internal\"]\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("lb.internal"), "{e}");
     }
 
     #[test]

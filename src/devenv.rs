@@ -23,7 +23,7 @@ pub async fn ensure_postgres(url: &str, db: &str, project_dir: &Path) -> anyhow:
     }
     // A private cluster of this project (maybe of another checkout) may already run.
     let private: tokio_postgres::Config =
-        format!("postgres://postgres@127.0.0.1:{PRIVATE_PG_PORT}/postgres").parse()?;
+        cluster_url(&cluster_dir(project_dir), PRIVATE_PG_PORT).parse()?;
     if let Ok(u) = ensure_database(&private, db).await {
         return Ok(u);
     }
@@ -157,20 +157,31 @@ fn as_pg_user(bin: &Path, root: bool) -> Command {
     }
 }
 
-/// Starts (or finds running) the private cluster and returns its URL (database `postgres`).
-fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
-    let bin = install_postgres()?;
-    let root = is_root();
-    let mut dir = project_dir.join(".stampede").join("pg");
-    if root && !accessible_by_postgres(project_dir) {
+/// The data directory of the private cluster of `project_dir`.
+pub fn cluster_dir(project_dir: &Path) -> PathBuf {
+    let dir = project_dir.join(".stampede").join("pg");
+    if is_root() && !accessible_by_postgres(project_dir) {
         // The project sits where the postgres user cannot reach (e.g. under /root).
-        dir = PathBuf::from("/var/tmp/stampede-pg").join(
+        return PathBuf::from("/var/tmp/stampede-pg").join(
             project_dir
                 .to_string_lossy()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
         );
     }
-    let url = format!("postgres://postgres@127.0.0.1:{PRIVATE_PG_PORT}/postgres");
+    dir
+}
+
+/// Starts (or finds running) the private cluster and returns its URL (database `postgres`).
+fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
+    start_private_cluster_on(project_dir, PRIVATE_PG_PORT)
+}
+
+/// [`start_private_cluster`] on another port (tests).
+pub fn start_private_cluster_on(project_dir: &Path, port: u16) -> anyhow::Result<String> {
+    let bin = install_postgres()?;
+    let root = is_root();
+    let dir = cluster_dir(project_dir);
+    let password_file = cluster_password_file(&dir);
     let running = Command::new(bin.join("pg_ctl"))
         .arg("status")
         .arg("-D")
@@ -179,7 +190,7 @@ fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if running {
-        return Ok(url);
+        return Ok(cluster_url(&dir, port));
     }
     if !dir.join("PG_VERSION").exists() {
         std::fs::create_dir_all(&dir)
@@ -190,9 +201,31 @@ fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
                 .arg(&dir))?;
         }
         eprintln!("creating a private PostgreSQL cluster in {}", dir.display());
-        run(as_pg_user(&bin.join("initdb"), root)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
-            .arg(&dir))?;
+        // A random superuser password, kept beside the cluster readable by its
+        // maker only: other local users cannot log in over TCP or the socket.
+        let password = crate::auth::new_token()[..32].to_string();
+        write_private(&password_file, &password)?;
+        let pwfile = std::env::temp_dir().join(format!(
+            "stampede-initdb-{}",
+            &crate::auth::new_token()[..12]
+        ));
+        write_private(&pwfile, &password)?;
+        if root {
+            run(Command::new("chown").arg("postgres").arg(&pwfile))?;
+        }
+        let made = run(as_pg_user(&bin.join("initdb"), root)
+            .args(["-A", "scram-sha-256", "-U", "postgres", "-E", "UTF8"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .arg("-D")
+            .arg(&dir));
+        let _ = std::fs::remove_file(&pwfile);
+        made?;
+    } else if !password_file.exists() {
+        eprintln!(
+            "warning: the private cluster in {} trusts every local login (made before \
+             passwords); stop it and delete the directory to have a new one with a password",
+            dir.display()
+        );
     }
     let log = dir.join("server.log");
     run(as_pg_user(&bin.join("pg_ctl"), root)
@@ -204,10 +237,45 @@ fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
         .arg(&log)
         .arg("-o")
         .arg(format!(
-            "-p {PRIVATE_PG_PORT} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300",
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c max_connections=300",
             dir.display()
         )))?;
-    Ok(url)
+    Ok(cluster_url(&dir, port))
+}
+
+/// Where the private cluster in `dir` keeps its superuser password.
+fn cluster_password_file(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pg".into());
+    dir.with_file_name(format!("{name}.password"))
+}
+
+/// The URL of the private cluster in `dir` (database `postgres`), with its
+/// password when it has one.
+fn cluster_url(dir: &Path, port: u16) -> String {
+    match std::fs::read_to_string(cluster_password_file(dir)) {
+        Ok(pw) => format!(
+            "postgres://postgres:{}@127.0.0.1:{port}/postgres",
+            pw.trim()
+        ),
+        Err(_) => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    }
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn accessible_by_postgres(dir: &Path) -> bool {

@@ -26,6 +26,10 @@ pub enum Code {
     Invalid,
     Unavailable,
     EditWindow,
+    StampsOnly,
+    TooNew,
+    Duplicate,
+    Denied,
 }
 
 impl Code {
@@ -49,6 +53,10 @@ impl Code {
             Code::Invalid => "invalid",
             Code::Unavailable => "unavailable",
             Code::EditWindow => "edit_window",
+            Code::StampsOnly => "stamps_only",
+            Code::TooNew => "too_new",
+            Code::Duplicate => "duplicate",
+            Code::Denied => "denied",
         }
     }
 
@@ -56,7 +64,10 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::NotAuthenticated => StatusCode::UNAUTHORIZED,
-            Code::Forbidden | Code::Csrf | Code::Banned => StatusCode::FORBIDDEN,
+            Code::Forbidden | Code::Csrf | Code::Banned | Code::TimedOut | Code::TooNew => {
+                StatusCode::FORBIDDEN
+            }
+            Code::ChatClosed => StatusCode::CONFLICT,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -107,6 +118,16 @@ impl ApiError {
         match self {
             ApiError::Client { code, .. } => *code,
             ApiError::Unavailable(_) | ApiError::Unexpected(_) => Code::Unavailable,
+        }
+    }
+}
+
+impl From<crate::auth::HashBusy> for ApiError {
+    fn from(_: crate::auth::HashBusy) -> Self {
+        ApiError::Client {
+            code: Code::Unavailable,
+            message: "The server is busy, try again shortly.".into(),
+            retry_after_ms: Some(1000),
         }
     }
 }

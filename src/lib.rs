@@ -25,6 +25,7 @@ pub mod analytics;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod devenv;
 pub mod domain;
 pub mod error;

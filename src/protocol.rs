@@ -158,6 +158,9 @@ struct MessageFrame<'a> {
     reply_to: Option<ReplyView<'a>>,
     mentions: &'a [String],
     edited_at: Option<String>,
+    /// Only on a hidden user's messages (seen by them and moderators).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hidden: bool,
 }
 
 #[derive(Serialize)]
@@ -185,6 +188,7 @@ pub fn message_frame(m: &StoredMessage) -> ByteString {
         }),
         mentions: &m.mentions,
         edited_at: m.edited_at.map(timestamp),
+        hidden: m.hidden,
     })
 }
 
@@ -269,6 +273,32 @@ pub fn announce_frame(username: &str, role: Role, kind: &'static str) -> ByteStr
     }))
 }
 
+/// The author's `ack` of an approved held message.
+pub fn ack_frame_held(client_id: Option<&str>, id: i64, held_id: i64) -> ByteString {
+    to_frame(&serde_json::json!({"type":"ack","client_id":client_id,"id":id,"held_id":held_id}))
+}
+
+/// The author's `error` for a denied held message.
+pub fn denied_frame(client_id: Option<&str>, held_id: i64) -> ByteString {
+    to_frame(&serde_json::json!({
+        "type":"error","code":"denied","message":"A moderator did not let your message through.",
+        "held_id":held_id,"client_id":client_id,
+    }))
+}
+
+/// What a held message is to its author: `{"type":"held","held_id","client_id"}`.
+pub fn held_ack_frame(client_id: Option<&str>, held_id: i64) -> ByteString {
+    to_frame(&serde_json::json!({"type":"held","held_id":held_id,"client_id":client_id}))
+}
+
+/// A held message as moderators see it (`held` frames and `held_queue` items).
+pub fn held_item(h: &crate::store::held::Held) -> serde_json::Value {
+    serde_json::json!({
+        "type":"held","held_id":h.id,"username":h.username,"message":h.content,
+        "reason":h.reason,"timestamp":timestamp(h.created_at),
+    })
+}
+
 /// `{"type":"presence","viewers":N}`.
 pub fn presence_frame(viewers: u64) -> ByteString {
     to_frame(&serde_json::json!({"type": "presence", "viewers": viewers}))
@@ -299,6 +329,8 @@ pub struct Hello<'a> {
     pub can_chat: bool,
     /// Slow mode seconds.
     pub slow_mode_seconds: i32,
+    /// Chat modes.
+    pub modes: &'a crate::rooms::modes::Modes,
     /// Open sockets on the stream.
     pub viewers: u64,
     /// The pinned message, if any (already serialised).

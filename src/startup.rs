@@ -5,18 +5,32 @@
 
 use std::{net::TcpListener, time::Duration};
 
-use actix_web::{dev::Server, web, App, HttpServer};
+use actix_http::{error::DispatchError, HttpService, KeepAlive};
+use actix_rt::net::TcpStream;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt as _};
+use actix_web::{
+    dev::{AppConfig, Server},
+    web, App,
+};
 use anyhow::{bail, Context};
 
 use crate::{
-    auth::{AuthConfig, LoginLimiter},
+    auth::{AuthConfig, HashGate, LoginLimiter},
     config::Settings,
     relay::Relay,
     rooms::Hub,
     store::{migrations, reaction_writer::ReactionWriter, writer::MessageWriter, Store},
     tenants::TenantResolver,
-    web::{configure, TrustedProxies},
+    web::{
+        configure,
+        connections::{ConnectionLimits, HeadDeadline},
+        TrustedProxies,
+    },
 };
+
+/// The answer to a connection over `limits.max_http_connections_per_ip`.
+const TOO_MANY_CONNECTIONS: &[u8] =
+    b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 /// Relay events waiting for the hub, at most.
 const RELAY_QUEUE: usize = 16_384;
@@ -49,23 +63,18 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let resolver = web::Data::new(TenantResolver::new(store.clone()));
+        let secure = settings.server.tls || settings.server.secure_cookies;
         let auth = web::Data::new(AuthConfig {
-            cookie_name: settings.session.cookie_name.clone(),
-            secure: settings.server.tls || settings.server.secure_cookies,
+            cookie_name: session_cookie_name(&settings.session.cookie_name, secure),
+            secure,
             ttl: Duration::from_secs(settings.session.ttl_hours * 3600),
+            hashes: HashGate::new(settings.limits.password_hash_concurrency),
         });
         let limiter = web::Data::new(LoginLimiter::new(
             settings.limits.logins_per_minute_per_ip,
             settings.limits.logins_per_minute_per_user,
         ));
-        let proxies = web::Data::new(TrustedProxies(
-            settings
-                .server
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| p.parse().ok())
-                .collect(),
-        ));
+        let proxies = web::Data::new(TrustedProxies(settings.server.trusted_proxy_ranges()?));
         let store_data = web::Data::new(store.clone());
         let settings_data = web::Data::new(settings.clone());
         let writer = MessageWriter::start(
@@ -135,7 +144,11 @@ impl Application {
             }
         });
         let hsts = settings.server.tls;
-        let mut server = HttpServer::new(move || {
+        let connections = ConnectionLimits::new(
+            settings.limits.max_http_connections_per_ip,
+            proxies.get_ref().clone(),
+        );
+        let app = move || {
             App::new()
                 .wrap(actix_web::middleware::Condition::new(
                     hsts,
@@ -157,19 +170,65 @@ impl Application {
                 .app_data(settings_data.clone())
                 .app_data(hub_data.clone())
                 .configure(configure)
-        })
-        .disable_signals()
-        // What a connection may hold encoded but unwritten; with the outlet's own
-        // 16 KiB chunks this bounds a stalled socket's memory to about 32 KiB.
-        .h1_write_buffer_size(16 * 1024)
-        .client_request_timeout(Duration::from_secs(
-            settings.server.request_timeout_secs.max(1),
-        ))
-        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        };
+        let head_timeout = Duration::from_secs(settings.server.request_timeout_secs.max(1));
+        let local = listener.local_addr()?;
+        let mut server = actix_server::Server::build()
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_timeout_secs);
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server.listen(listener)?.run();
+        // A graceful stop closes idle keep-alive connections at once.
+        let stopping = server.graceful_shutdown_signal();
+        // actix-web's `HttpServer` with the stream wrapped: every request head
+        // has the deadline (see `web::connections`), and connections are
+        // counted per address.
+        let server = server
+            .listen("stampede-http", listener, move || {
+                let app = app.clone();
+                let connections = connections.clone();
+                let stopping = stopping.clone();
+                let accept = fn_service(move |io: TcpStream| {
+                    let connections = connections.clone();
+                    async move {
+                        let peer = io.peer_addr().ok();
+                        let Some(slot) = connections.admit(peer.map(|p| p.ip())) else {
+                            // Over the cap: a short answer, then the connection closes.
+                            crate::metrics::RATE_LIMITED.inc();
+                            let _ = io.try_write(TOO_MANY_CONNECTIONS);
+                            return Err(DispatchError::Io(std::io::Error::other(
+                                "too many connections from this address",
+                            )));
+                        };
+                        let _ = io.set_nodelay(true);
+                        Ok((HeadDeadline::new(io, head_timeout, slot), peer))
+                    }
+                });
+                let http = HttpService::build()
+                    .graceful_shutdown_signal(move || {
+                        let stopping = stopping.clone();
+                        async move { stopping.notified().await }
+                    })
+                    .keep_alive(KeepAlive::Timeout(head_timeout))
+                    .client_request_timeout(head_timeout)
+                    // As actix-web's `HttpServer`: a closing connection waits
+                    // up to a second for the peer.
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    // What a connection may hold encoded but unwritten; with
+                    // the outlet's own 16 KiB chunks this bounds a stalled
+                    // socket's memory to about 32 KiB.
+                    .h1_write_buffer_size(16 * 1024)
+                    .local_addr(local)
+                    .h1(map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    ));
+                accept.and_then(http)
+            })?
+            .run();
         tracing::info!(port, "listening");
         Ok(Self {
             port,
@@ -202,6 +261,17 @@ impl Application {
             handle.stop(true).await;
         });
         self.server.await
+    }
+}
+
+/// The session cookie's name: with `Secure`, it takes the `__Host-` prefix, so
+/// browsers accept it only from a secure origin with `Path=/` and no `Domain`
+/// (a sibling subdomain or a plain-HTTP response cannot plant or shadow it).
+pub fn session_cookie_name(configured: &str, secure: bool) -> String {
+    if secure && !configured.starts_with("__Host-") {
+        format!("__Host-{configured}")
+    } else {
+        configured.to_string()
     }
 }
 

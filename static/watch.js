@@ -7,7 +7,7 @@
   'use strict';
 
   var root = document.getElementById('watch');
-  if (!root) return;
+  if (!root || root.dataset.replay === 'true') return; // replay.js plays past streams
   var T = JSON.parse(document.getElementById('i18n').textContent);
 
   var MAX_CHARS = 500;

@@ -6,5 +6,5 @@ mod password;
 mod session;
 
 pub use limits::{keyed, retry_after_ms, KeyedLimiter, LoginLimiter};
-pub use password::{hash_password, verify_password};
+pub use password::{hash_password, verify_password, HashBusy, HashGate};
 pub use session::{new_token, AuthConfig, Visitor};

@@ -21,8 +21,7 @@ use crate::{
     tenants::CurrentTenant,
 };
 
-/// Cookie settings shared by every handler.
-#[derive(Clone)]
+/// Cookie settings and the password-hash gate shared by every handler.
 pub struct AuthConfig {
     /// Cookie name.
     pub cookie_name: String,
@@ -30,6 +29,8 @@ pub struct AuthConfig {
     pub secure: bool,
     /// Lifetime of a logged-in session.
     pub ttl: Duration,
+    /// Every password hash of a request goes through it.
+    pub hashes: super::HashGate,
 }
 
 /// Lifetime of an anonymous session (it only carries a CSRF token for forms).

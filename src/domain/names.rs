@@ -49,7 +49,19 @@ impl fmt::Display for Slug {
     }
 }
 
-/// A username: 1–32 characters of ASCII letters, digits, `_`, `-` and `.`.
+/// Names no account may take, in any case: `system` is the author the pages and
+/// frames show on notices; the others read as the service or as nobody.
+pub const RESERVED_USERNAMES: &[&str] = &[
+    "system",
+    "stampede",
+    "anonymous",
+    "everyone",
+    "null",
+    "undefined",
+];
+
+/// A username: 1–32 characters of ASCII letters, digits, `_`, `-` and `.`, not
+/// one of [`RESERVED_USERNAMES`]. Unique per tenant without regard to case.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Username(String);
 
@@ -61,13 +73,18 @@ impl Username {
             && raw
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if ok {
-            Ok(Self(raw.to_string()))
-        } else {
-            Err(format!(
+        if !ok {
+            return Err(format!(
                 "invalid username {raw:?}: use 1-32 letters, digits, _, - or ."
-            ))
+            ));
         }
+        if RESERVED_USERNAMES
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(raw))
+        {
+            return Err(format!("invalid username {raw:?}: the name is reserved"));
+        }
+        Ok(Self(raw.to_string()))
     }
 
     /// The username as text.
@@ -200,6 +217,11 @@ mod tests {
         assert!(Username::parse("alice_1").is_ok());
         assert!(Username::parse("a b").is_err());
         assert!(Username::parse("<script>").is_err());
+        for reserved in ["system", "System", "SYSTEM", "stampede", "Anonymous"] {
+            let e = Username::parse(reserved).unwrap_err();
+            assert!(e.contains("reserved"), "{e}");
+        }
+        assert!(Username::parse("systems").is_ok());
         assert_eq!(Role::parse("admin").unwrap(), Role::Admin);
         assert!(Role::parse("root").is_err());
     }

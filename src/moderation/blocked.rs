@@ -1,8 +1,8 @@
 //! Blocked-term matching that sees through simple disguises.
 //!
-//! Both the term and the message are normalised the same way: lower-cased
-//! (Unicode), full-width ASCII folded to ASCII, and the look-alikes
-//! `0→o 1→i 3→e 4→a 5→s 7→t @→a $→s` mapped to letters. Then:
+//! Both the term and the message are folded the same way (see [`super::fold`]:
+//! NFKC, case, katakana as hiragana, invisible characters removed, Cyrillic
+//! and Greek look-alikes and digits standing for letters mapped). Then:
 //! - A term made of ASCII letters and digits matches whole words only. The
 //!   message is split into words at every other character (spaces, dots, dashes,
 //!   `*`, …), and runs of single letters are joined (`s p a m`, `s.p.a.m`,
@@ -22,31 +22,13 @@ pub struct BlockedTerm {
     whole_words: bool,
 }
 
-fn fold(c: char) -> char {
-    let c = match c as u32 {
-        // Full-width ASCII (U+FF01..U+FF5E) to ASCII.
-        0xFF01..=0xFF5E => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
-        _ => c,
-    };
-    match c {
-        '0' => 'o',
-        '1' => 'i',
-        '3' => 'e',
-        '4' => 'a',
-        '5' => 's',
-        '7' => 't',
-        '@' => 'a',
-        '$' => 's',
-        c => c,
-    }
-}
-
-/// Lower-cased, folded characters; `None` for separators.
-fn normalize_chars(text: &str) -> impl Iterator<Item = Option<char>> + '_ {
-    text.chars()
-        .flat_map(|c| c.to_lowercase())
-        .map(fold)
+/// Folded characters (see [`super::fold`]); `None` for separators.
+fn normalize_chars(text: &str) -> impl Iterator<Item = Option<char>> {
+    super::fold::fold_text(text)
+        .chars()
         .map(|c| c.is_alphanumeric().then_some(c))
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// Words of a message with runs of single letters joined.
@@ -160,6 +142,12 @@ mod tests {
             "buy f o l l o w e r s",
             "お前はバカだ",
             "バ カ",
+            "お前はばかだ", // hiragana for katakana
+            "ﾊﾞｶ",           // half-width katakana
+            "spаm",         // Cyrillic а
+            "sp\u{200D}am", // zero-width joiner inside
+            "SP\u{202E}AM", // bidi override inside
+            "ＢＵＹ ＦＯＬＬＯＷＥＲＳ",
         ] {
             assert!(find(&t, msg).is_some(), "{msg} should match");
         }
@@ -177,6 +165,11 @@ mod tests {
             "I assume so",
             "Shell scripts",
         ] {
+            assert!(find(&t, msg).is_none(), "{msg} should not match");
+        }
+        // Japanese text that merely shares kana with a term is not caught.
+        let t = terms(&["バカ"]);
+        for msg in ["ばんかい", "バターカレー", "ばっかり"] {
             assert!(find(&t, msg).is_none(), "{msg} should not match");
         }
         assert!(BlockedTerm::new("...").is_none());

@@ -5,6 +5,7 @@
 //! logged before it is broadcast.
 
 pub mod blocked;
+pub mod fold;
 
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
@@ -66,6 +67,16 @@ pub enum Command {
     SlowMode { seconds: i64 },
     /// Hide every message.
     Clear,
+    /// Change chat modes.
+    Modes(crate::rooms::modes::ModesChange),
+    /// Hide a user's new messages from everyone but them and moderators.
+    Hide { username: String, tenant: bool },
+    /// Lift a hide.
+    Unhide { username: String, tenant: bool },
+    /// Approve a held message: it is stored and broadcast.
+    Approve { held_id: i64 },
+    /// Deny a held message.
+    Deny { held_id: i64 },
 }
 
 impl Command {
@@ -73,7 +84,19 @@ impl Command {
     pub fn is_moderation_type(kind: &str) -> bool {
         matches!(
             kind,
-            "delete" | "pin" | "unpin" | "ban" | "timeout" | "unban" | "slow_mode" | "clear"
+            "delete"
+                | "pin"
+                | "unpin"
+                | "ban"
+                | "timeout"
+                | "unban"
+                | "slow_mode"
+                | "clear"
+                | "modes"
+                | "approve"
+                | "deny"
+                | "hide"
+                | "unhide"
         )
     }
 
@@ -145,13 +168,34 @@ impl Command {
                 Command::SlowMode { seconds }
             }
             "clear" => Command::Clear,
+            "modes" => Command::Modes(
+                crate::rooms::modes::ModesChange::parse(v).map_err(|m| (Code::Invalid, m))?,
+            ),
+            "hide" => Command::Hide {
+                username: username()?,
+                tenant,
+            },
+            "unhide" => Command::Unhide {
+                username: username()?,
+                tenant,
+            },
+            "approve" => Command::Approve {
+                held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
+            },
+            "deny" => Command::Deny {
+                held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
+            },
             _ => return Err((Code::UnknownType, "Unknown frame type.")),
         };
-        // Only bans, timeouts and unbans take a scope.
+        // Only bans, timeouts, unbans, hides and unhides take a scope.
         if scoped
             && !matches!(
                 cmd,
-                Command::Ban { .. } | Command::Timeout { .. } | Command::Unban { .. }
+                Command::Ban { .. }
+                    | Command::Timeout { .. }
+                    | Command::Unban { .. }
+                    | Command::Hide { .. }
+                    | Command::Unhide { .. }
             )
         {
             return Err((
@@ -168,6 +212,8 @@ impl Command {
             Command::Ban { tenant: true, .. }
                 | Command::Timeout { tenant: true, .. }
                 | Command::Unban { tenant: true, .. }
+                | Command::Hide { tenant: true, .. }
+                | Command::Unhide { tenant: true, .. }
         )
     }
 }
@@ -206,6 +252,33 @@ pub enum ModEvent {
     SlowMode { seconds: i32 },
     /// Every message is hidden.
     Clear,
+    /// Chat modes changed (with slow mode, which the shield sets).
+    Modes {
+        modes: crate::rooms::modes::Modes,
+        slow_mode_seconds: i32,
+    },
+    /// A user's new messages are hidden (`hide` true) or shown again.
+    Hide {
+        user_id: i64,
+        username: String,
+        tenant: bool,
+        hide: bool,
+    },
+    /// A held message was approved and stored: its `message` frame, id and seq.
+    Approve {
+        held_id: i64,
+        user_id: i64,
+        client_id: Option<String>,
+        frame: String,
+        id: i64,
+        seq: i64,
+    },
+    /// A held message was denied (by a moderator, or after ten minutes).
+    Deny {
+        held_id: i64,
+        user_id: i64,
+        client_id: Option<String>,
+    },
 }
 
 impl ModEvent {
@@ -234,6 +307,22 @@ impl ModEvent {
                 serde_json::json!({"type":"moderation","action":"slow_mode","seconds":seconds})
             }
             ModEvent::Clear => serde_json::json!({"type":"moderation","action":"clear"}),
+            ModEvent::Hide { username, hide, .. } => serde_json::json!({
+                "type":"moderation","action":if *hide { "hide" } else { "unhide" },"username":username,
+            }),
+            ModEvent::Approve { held_id, .. } => {
+                serde_json::json!({"type":"moderation","action":"approve","held_id":held_id})
+            }
+            ModEvent::Deny { held_id, .. } => {
+                serde_json::json!({"type":"moderation","action":"deny","held_id":held_id})
+            }
+            ModEvent::Modes {
+                modes,
+                slow_mode_seconds,
+            } => serde_json::json!({
+                "type":"moderation","action":"modes","modes":modes,
+                "slow_mode_seconds":slow_mode_seconds,
+            }),
         };
         bytestring::ByteString::from(v.to_string())
     }
@@ -245,6 +334,7 @@ impl ModEvent {
             ModEvent::Ban { tenant: true, .. }
                 | ModEvent::Timeout { tenant: true, .. }
                 | ModEvent::Unban { tenant: true, .. }
+                | ModEvent::Hide { tenant: true, .. }
         )
     }
 }
@@ -320,6 +410,105 @@ pub async fn execute(
         Command::Clear => {
             store.clear_chat(slug, stream.room_id, log("clear")).await?;
             Ok(ModEvent::Clear)
+        }
+        Command::Hide {
+            ref username,
+            tenant,
+        }
+        | Command::Unhide {
+            ref username,
+            tenant,
+        } => {
+            let hide = matches!(cmd, Command::Hide { .. });
+            let target = store
+                .user_by_name(slug, username)
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            if hide
+                && (target.id == moderator.id
+                    || target.id == stream.owner_id
+                    || target.role == Role::Admin)
+            {
+                return Err(ApiError::new(
+                    Code::Forbidden,
+                    "That user cannot be hidden.",
+                ));
+            }
+            store
+                .set_hidden(
+                    slug,
+                    (!tenant).then_some(stream.id),
+                    target.id,
+                    hide,
+                    NewLogEntry {
+                        target_user_id: Some(target.id),
+                        ..log(if hide { "hide" } else { "unhide" })
+                    },
+                )
+                .await?;
+            Ok(ModEvent::Hide {
+                user_id: target.id,
+                username: target.username,
+                tenant,
+                hide,
+            })
+        }
+        Command::Approve { held_id } | Command::Deny { held_id } => {
+            let approve = matches!(cmd, Command::Approve { .. });
+            let r = store
+                .resolve_held(
+                    slug,
+                    stream.room_id,
+                    held_id,
+                    approve,
+                    log(if approve { "approve" } else { "deny" }),
+                )
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such held message waiting."))?;
+            let h = r.held;
+            match r.stored {
+                Some((id, seq, at)) => {
+                    let frame = crate::protocol::message_frame(&StoredMessage {
+                        id,
+                        seq,
+                        user_id: Some(h.user_id),
+                        username: Some(h.username),
+                        role: Some(h.role),
+                        content: h.content,
+                        message_type: crate::store::messages::MessageType::Message,
+                        client_id: h.client_id.clone(),
+                        created_at: at,
+                        hidden: false,
+                        // Held messages keep neither reply nor mentions.
+                        reply_to: None,
+                        mentions: Vec::new(),
+                        edited_at: None,
+                    });
+                    Ok(ModEvent::Approve {
+                        held_id,
+                        user_id: h.user_id,
+                        client_id: h.client_id,
+                        frame: frame.to_string(),
+                        id,
+                        seq,
+                    })
+                }
+                None => Ok(ModEvent::Deny {
+                    held_id,
+                    user_id: h.user_id,
+                    client_id: h.client_id,
+                }),
+            }
+        }
+        Command::Modes(change) => {
+            let (state, slow_mode_seconds) = store
+                .change_modes(slug, stream.id, &change, log("modes"))
+                .await?
+                .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
+            Ok(ModEvent::Modes {
+                modes: state.modes,
+                slow_mode_seconds,
+            })
         }
         Command::SlowMode { seconds } => {
             let seconds = seconds as i32;

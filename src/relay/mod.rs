@@ -46,17 +46,28 @@ pub enum RelayEvent {
         id: i64,
         seq: i64,
         user_id: Option<i64>,
+        /// From a hidden user: to them and moderators only.
+        #[serde(default)]
+        hidden: bool,
     },
     /// A message was edited: the `edit` frame and the message's new `message` frame.
     Edit {
         message_id: i64,
         frame: String,
         message: String,
+        /// The message is a hidden user's: to them and moderators only.
+        #[serde(default)]
+        hidden: bool,
+        /// Its author.
+        #[serde(default)]
+        user_id: Option<i64>,
     },
     /// A frame that is sent and never stored (`join` / `leave` notices).
     Announce { frame: String },
     /// The stream's appointed moderators changed: rights are read again.
     Rights,
+    /// A message was held for review: its `held` item for moderators.
+    Held { held_id: i64, item: String },
     /// One node's reaction window: (stamp id, count).
     Reactions { counts: Vec<(i32, u64)> },
     /// A moderation action already stored and logged.

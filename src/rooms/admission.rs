@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use bytestring::ByteString;
 use time::OffsetDateTime;
 
-use super::restrictions::{Muted, Restrictions};
+use super::{
+    modes::{Modes, RecentTexts},
+    restrictions::{Muted, Restrictions},
+};
 use crate::{
     auth::{retry_after_ms, KeyedLimiter},
     error::Code,
@@ -39,6 +42,12 @@ pub enum Refusal {
     RateLimited(u64),
     /// No such stamp.
     UnknownStamp,
+    /// The stream takes stamps only.
+    StampsOnly,
+    /// The account is younger than `established_minutes`; retry after this many ms.
+    TooNew(u64),
+    /// The same text was sent in the room in the last 30 s (`unique_chat`).
+    Duplicate,
 }
 
 impl Refusal {
@@ -54,6 +63,9 @@ impl Refusal {
             Refusal::BlockedTerm => Code::BlockedTerm,
             Refusal::RateLimited(_) => Code::RateLimited,
             Refusal::UnknownStamp => Code::NotFound,
+            Refusal::StampsOnly => Code::StampsOnly,
+            Refusal::TooNew(_) => Code::TooNew,
+            Refusal::Duplicate => Code::Duplicate,
         }
     }
 
@@ -116,8 +128,57 @@ impl Refusal {
                 client_id,
             ),
             Refusal::UnknownStamp => protocol::error_frame(code, "No such stamp.", None, client_id),
+            Refusal::StampsOnly => protocol::error_frame(
+                code,
+                "Only stamps for now: chat is paused.",
+                None,
+                client_id,
+            ),
+            Refusal::TooNew(ms) => protocol::error_frame(
+                code,
+                "Your account is too new to chat here yet.",
+                Some(*ms),
+                client_id,
+            ),
+            Refusal::Duplicate => protocol::error_frame(
+                code,
+                "That was just said; say something new.",
+                None,
+                client_id,
+            ),
         }
     }
+}
+
+/// An accepted message: posted, or held for review (with the reason:
+/// `term` or `link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Store and broadcast it.
+    Post,
+    /// Hold it for a moderator.
+    Hold(&'static str),
+}
+
+/// True when a text holds a link (a scheme, `www.`, or a host name with a
+/// common top-level domain followed by a path).
+pub fn has_link(text: &str) -> bool {
+    const TLDS: [&str; 14] = [
+        "com", "net", "org", "jp", "io", "ly", "gg", "tv", "me", "co", "info", "xyz", "ru", "cn",
+    ];
+    let lower = crate::moderation::fold::fold_text(text);
+    if lower.contains("://") || lower.contains("www.") {
+        return true;
+    }
+    lower.split_whitespace().any(|word| {
+        let host = word.split('/').next().unwrap_or("");
+        let mut parts = host.rsplit('.');
+        let tld = parts.next().unwrap_or("");
+        let name = parts.next().unwrap_or("");
+        !name.is_empty()
+            && name.chars().all(|c| c.is_alphanumeric() || c == '-')
+            && TLDS.contains(&tld.trim_end_matches(|c: char| !c.is_alphanumeric()))
+    })
 }
 
 /// The room's state that admission reads.
@@ -128,10 +189,16 @@ pub struct Rules<'a> {
     pub slow_mode_seconds: i32,
     /// Blocked terms of the stream and the tenant.
     pub terms: &'a [BlockedTerm],
+    /// Terms that hold a message for review.
+    pub hold_terms: &'a [BlockedTerm],
     /// Bans and timeouts in force.
     pub restrictions: &'a Restrictions,
     /// The node is shutting down.
     pub shutting_down: bool,
+    /// Chat modes.
+    pub modes: &'a Modes,
+    /// Texts of the last 30 s (`unique_chat`).
+    pub recent: &'a RecentTexts,
 }
 
 /// Who is sending, as admission needs it.
@@ -143,6 +210,8 @@ pub struct Sender {
     pub exempt: bool,
     /// When this user's last message in the room was accepted.
     pub last_chat: Option<Instant>,
+    /// When the account was made (`established_minutes`).
+    pub account_created: OffsetDateTime,
 }
 
 impl Rules<'_> {
@@ -180,7 +249,7 @@ impl Rules<'_> {
         repeat: bool,
         limiter: &KeyedLimiter<i64>,
         now: OffsetDateTime,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Admit, Refusal> {
         if sender.is_some() && self.shutting_down {
             return Err(Refusal::ShuttingDown);
         }
@@ -189,7 +258,21 @@ impl Rules<'_> {
             return Err(Refusal::NotAuthenticated);
         };
         if repeat {
-            return Ok(());
+            return Ok(Admit::Post);
+        }
+        // Moderators and the owner are exempt from every mode.
+        if !sender.exempt {
+            if self.modes.stamps_only {
+                return Err(Refusal::StampsOnly);
+            }
+            if self.modes.established_minutes > 0 {
+                let needed = time::Duration::minutes(i64::from(self.modes.established_minutes));
+                let age = now - sender.account_created;
+                if age < needed {
+                    let wait = (needed - age).whole_milliseconds().max(1) as u64;
+                    return Err(Refusal::TooNew(wait));
+                }
+            }
         }
         if self.slow_mode_seconds > 0 && !sender.exempt {
             let gap = Duration::from_secs(self.slow_mode_seconds as u64);
@@ -202,13 +285,29 @@ impl Rules<'_> {
                 }
             }
         }
+        if self.modes.unique_chat
+            && !sender.exempt
+            && self
+                .recent
+                .contains(&RecentTexts::key(text), Instant::now())
+        {
+            return Err(Refusal::Duplicate);
+        }
         if blocked::find(self.terms, text).is_some() {
             return Err(Refusal::BlockedTerm);
         }
         if let Some(ms) = retry_after_ms(limiter, &sender.user_id) {
             return Err(Refusal::RateLimited(ms));
         }
-        Ok(())
+        if !sender.exempt {
+            if blocked::find(self.hold_terms, text).is_some() {
+                return Ok(Admit::Hold("term"));
+            }
+            if self.modes.hold_links && has_link(text) {
+                return Ok(Admit::Hold("link"));
+            }
+        }
+        Ok(Admit::Post)
     }
 
     /// May `sender` react with `stamp_id` now (`known_stamp`: it is one of the
@@ -240,13 +339,25 @@ mod tests {
         keyed(n, Duration::from_secs(10), n)
     }
 
+    static NO_MODES: Modes = Modes {
+        stamps_only: false,
+        established_minutes: 0,
+        unique_chat: false,
+        hold_links: false,
+        shield: false,
+    };
+
     fn rules<'a>(restrictions: &'a Restrictions, terms: &'a [BlockedTerm]) -> Rules<'a> {
+        static NOTHING_RECENT: std::sync::OnceLock<RecentTexts> = std::sync::OnceLock::new();
         Rules {
             status: StreamStatus::Live,
             slow_mode_seconds: 0,
             terms,
+            hold_terms: &[],
             restrictions,
             shutting_down: false,
+            modes: &NO_MODES,
+            recent: NOTHING_RECENT.get_or_init(RecentTexts::default),
         }
     }
 
@@ -255,6 +366,7 @@ mod tests {
             user_id: 1,
             exempt: false,
             last_chat: None,
+            account_created: OffsetDateTime::UNIX_EPOCH,
         }
     }
 
@@ -362,16 +474,16 @@ mod tests {
         };
         assert_eq!(
             rules.admit_message(Some(&moderator), "hi", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         // A repeated client_id is acked, not refused by slow mode.
         assert_eq!(
             rules.admit_message(Some(&recent), "hi", true, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         assert_eq!(
             rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
     }
 
@@ -388,7 +500,7 @@ mod tests {
         // The refused message did not use the one message allowed.
         assert_eq!(
             rules.admit_message(Some(&alice()), "hello", false, &l, now()),
-            Ok(())
+            Ok(Admit::Post)
         );
         assert!(matches!(
             rules.admit_message(Some(&alice()), "again", false, &l, now()),
@@ -432,5 +544,73 @@ mod tests {
             serde_json::from_str(&refusal.frame(Some("c1"), false)).unwrap();
         assert_eq!(frame["code"], "unavailable");
         assert_eq!(frame["client_id"], "c1");
+    }
+
+    #[test]
+    fn modes_refuse_everyone_but_the_exempt() {
+        let r = Restrictions::default();
+        let l = limiter(100);
+        let moderator = Sender {
+            exempt: true,
+            ..alice()
+        };
+        let mut rules = rules(&r, &[]);
+
+        let stamps_only = Modes {
+            stamps_only: true,
+            ..NO_MODES
+        };
+        rules.modes = &stamps_only;
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
+            Err(Refusal::StampsOnly)
+        );
+        assert_eq!(
+            rules.admit_reaction(Some(&alice()), true, &l, now()),
+            Ok(())
+        );
+        assert_eq!(
+            rules.admit_message(Some(&moderator), "hi", false, &l, now()),
+            Ok(Admit::Post)
+        );
+
+        let established = Modes {
+            established_minutes: 10,
+            ..NO_MODES
+        };
+        rules.modes = &established;
+        let newcomer = Sender {
+            account_created: now() - time::Duration::minutes(4),
+            ..alice()
+        };
+        match rules.admit_message(Some(&newcomer), "hi", false, &l, now()) {
+            Err(Refusal::TooNew(ms)) => assert!(ms > 5 * 60_000 && ms <= 6 * 60_000, "{ms}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
+            Ok(Admit::Post)
+        );
+
+        let unique = Modes {
+            unique_chat: true,
+            ..NO_MODES
+        };
+        let mut recent = RecentTexts::default();
+        recent.add(RecentTexts::key("GG  wp"), Instant::now());
+        rules.modes = &unique;
+        rules.recent = &recent;
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "gg wp", false, &l, now()),
+            Err(Refusal::Duplicate)
+        );
+        assert_eq!(
+            rules.admit_message(Some(&alice()), "gg wp!", false, &l, now()),
+            Ok(Admit::Post)
+        );
+        assert_eq!(
+            rules.admit_message(Some(&moderator), "gg wp", false, &l, now()),
+            Ok(Admit::Post)
+        );
     }
 }

@@ -28,6 +28,8 @@ pub struct RoomUser {
     /// last known: it exempts from slow mode. Moderation itself is checked
     /// against the database when the action arrives.
     pub can_moderate: bool,
+    /// When the account was made (`established_minutes`).
+    pub created_at: time::OffsetDateTime,
 }
 
 /// While a member waits for its history from the database, what the room
@@ -132,11 +134,23 @@ impl Members {
     /// frame (members that already have it skip it). Closes slow consumers;
     /// returns how many were closed.
     pub fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) -> usize {
+        self.broadcast_where(frame, id, |_| true)
+    }
+
+    /// [`Members::broadcast`] to the members `which` accepts (given their
+    /// user, `None` for anonymous): a hidden user's message goes to them and
+    /// to moderators only.
+    pub fn broadcast_where(
+        &mut self,
+        frame: &ByteString,
+        id: Option<i64>,
+        which: impl Fn(Option<&RoomUser>) -> bool,
+    ) -> usize {
         metrics::BROADCASTS.inc();
         let mut gone = Vec::new();
         let mut delivered = 0u64;
         for (conn_id, m) in self.map.iter_mut() {
-            if id.is_some_and(|id| id <= m.after) {
+            if id.is_some_and(|id| id <= m.after) || !which(m.user.as_ref()) {
                 continue;
             }
             match &mut m.state {
@@ -177,13 +191,15 @@ impl Members {
 
     /// Queues `hello`, then a history, then what was buffered while it loaded,
     /// for a member whose history came from the database. `newest` is the id
-    /// of the history's last message. Returns false when the member is gone.
+    /// of the history's last message; `queue` (a moderator's `held_queue`)
+    /// goes right after the history. Returns false when the member is gone.
     pub fn finish_loading(
         &mut self,
         conn_id: u64,
         hello: &ByteString,
         history: &ByteString,
         newest: Option<i64>,
+        queue: Option<&ByteString>,
     ) -> bool {
         let Some(m) = self.map.get_mut(&conn_id) else {
             return false;
@@ -197,7 +213,9 @@ impl Members {
         if let Some(newest) = newest {
             m.after = m.after.max(newest);
         }
-        let mut ok = m.outlet.send_text(hello) && m.outlet.send_text(history);
+        let mut ok = m.outlet.send_text(hello)
+            && m.outlet.send_text(history)
+            && queue.is_none_or(|q| m.outlet.send_text(q));
         for (id, frame) in buffered {
             match id {
                 Some(id) if id <= m.after => continue,
@@ -212,6 +230,22 @@ impl Members {
             self.map.remove(&conn_id);
         }
         ok
+    }
+
+    /// Sends a frame to the members whose user matches (moderators, one
+    /// user's sockets); members still loading get it after their history.
+    pub fn send_where(&mut self, frame: &ByteString, which: impl Fn(&RoomUser) -> bool) {
+        for m in self.map.values_mut() {
+            if !m.user.as_ref().is_some_and(&which) {
+                continue;
+            }
+            match &mut m.state {
+                State::Ready => {
+                    m.outlet.send_text(frame);
+                }
+                State::Loading(buf) => buf.push((None, frame.clone())),
+            }
+        }
     }
 
     /// Closes every socket of a user (banned: 4003); returns how many.

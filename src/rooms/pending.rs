@@ -33,6 +33,8 @@ pub struct Pending {
     pub reply_to: Option<ReplyRef>,
     /// Users mentioned.
     pub mentions: Vec<String>,
+    /// From a hidden user: stored flagged, shown to them and moderators only.
+    pub hidden: bool,
 }
 
 impl Pending {
@@ -141,12 +143,14 @@ mod tests {
                 username: format!("u{user}"),
                 role: Role::Viewer,
                 can_moderate: false,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
             }),
             content: "hi".into(),
             message_type: MessageType::Message,
             client_id: cid.map(str::to_string),
             reply_to: None,
             mentions: Vec::new(),
+            hidden: false,
         }
     }
 

@@ -29,7 +29,8 @@ pub struct Credentials {
 
 /// SQL for the stored form of a cookie key: its SHA-256, hex. The key itself is
 /// never stored, so a copy of the table does not hand out sessions.
-const KEY_HASH: &str = "encode(sha256(convert_to($1, 'UTF8')), 'hex')";
+const KEY_HASH: &str =
+    "pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), 'hex')";
 
 /// A live session looked up from its cookie.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ fn user_from(row: &tokio_postgres::Row, at: usize) -> User {
 }
 
 impl Store {
-    /// Creates a user. `Ok(None)` when the username is taken.
+    /// Creates a user. `Ok(None)` when the username is taken, in any case.
     pub async fn create_user(
         &self,
         slug: &Slug,
@@ -80,13 +81,14 @@ impl Store {
         }
     }
 
-    /// A user by username.
+    /// A user by username (in any case).
     pub async fn user_by_name(&self, slug: &Slug, username: &str) -> StoreResult<Option<User>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 &format!(
-                    "SELECT id, username, role, is_active FROM {}.accounts_user WHERE username = $1",
+                    "SELECT id, username, role, is_active FROM {}.accounts_user \
+                     WHERE pg_catalog.lower(username) = pg_catalog.lower($1)",
                     slug.schema()
                 ),
                 &[&username],
@@ -110,6 +112,25 @@ impl Store {
         Ok(row.map(|r| user_from(&r, 0)))
     }
 
+    /// When a user's account was made.
+    pub async fn user_created_at(
+        &self,
+        slug: &Slug,
+        id: i64,
+    ) -> StoreResult<Option<OffsetDateTime>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT created_at FROM {}.accounts_user WHERE id = $1",
+                    slug.schema()
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// A user with the password hash, for login.
     pub async fn credentials(
         &self,
@@ -121,7 +142,7 @@ impl Store {
             .query_opt(
                 &format!(
                     "SELECT id, username, role, is_active, password_hash FROM {}.accounts_user \
-                     WHERE username = $1",
+                     WHERE pg_catalog.lower(username) = pg_catalog.lower($1)",
                     slug.schema()
                 ),
                 &[&username],
@@ -165,7 +186,7 @@ impl Store {
                     "SELECT s.key_hash, s.csrf_token, s.expires_at, s.user_id, \
                             u.id, u.username, u.role, u.is_active \
                      FROM {0}.accounts_session s LEFT JOIN {0}.accounts_user u ON u.id = s.user_id \
-                     WHERE s.key_hash = {KEY_HASH} AND s.expires_at > now()",
+                     WHERE s.key_hash = {KEY_HASH} AND s.expires_at > pg_catalog.now()",
                     slug.schema()
                 ),
                 &[&key],
@@ -212,7 +233,7 @@ impl Store {
         let tx = client.transaction().await?;
         tx.execute(
             &format!(
-                "UPDATE {}.accounts_user SET password_hash = $2, password_changed_at = now() WHERE id = $1",
+                "UPDATE {}.accounts_user SET password_hash = $2, password_changed_at = pg_catalog.now() WHERE id = $1",
                 slug.schema()
             ),
             &[&user_id, &hash],
@@ -236,7 +257,7 @@ impl Store {
         Ok(client
             .execute(
                 &format!(
-                    "DELETE FROM {}.accounts_session WHERE expires_at <= now()",
+                    "DELETE FROM {}.accounts_session WHERE expires_at <= pg_catalog.now()",
                     slug.schema()
                 ),
                 &[],
@@ -251,7 +272,7 @@ impl Store {
             .query(
                 &format!(
                     "SELECT s.key_hash FROM {0}.accounts_session s JOIN {0}.accounts_user u ON u.id = s.user_id \
-                     WHERE s.key_hash = ANY($1) AND s.expires_at > now() AND u.is_active",
+                     WHERE s.key_hash = ANY($1) AND s.expires_at > pg_catalog.now() AND u.is_active",
                     slug.schema()
                 ),
                 &[&hashes],

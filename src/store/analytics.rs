@@ -74,22 +74,22 @@ impl Store {
         let s = slug.schema();
         let sql = match bucket {
             Bucket::TenSeconds => format!(
-                "SELECT date_bin('10 seconds', r.created_at, TIMESTAMPTZ 'epoch') AS b, r.stamp_id, st.name, count(*)::bigint \
+                "SELECT pg_catalog.date_bin('10 seconds', r.created_at, TIMESTAMPTZ 'epoch') AS b, r.stamp_id, st.name, pg_catalog.count(*)::bigint \
                  FROM {s}.streaming_streamreaction r JOIN {s}.chat_chatstamp st ON st.id = r.stamp_id \
-                 WHERE r.stream_id = $1 AND r.created_at >= date_bin('10 seconds', $2::timestamptz, TIMESTAMPTZ 'epoch') \
+                 WHERE r.stream_id = $1 AND r.created_at >= pg_catalog.date_bin('10 seconds', $2::timestamptz, TIMESTAMPTZ 'epoch') \
                    AND r.created_at < $3 \
                  GROUP BY 1, 2, 3 ORDER BY 1, 2"
             ),
             Bucket::Minute => format!(
                 "SELECT m.minute, m.stamp_id, st.name, m.count \
                  FROM {s}.streaming_reaction_minute m JOIN {s}.chat_chatstamp st ON st.id = m.stamp_id \
-                 WHERE m.stream_id = $1 AND m.minute >= date_trunc('minute', $2::timestamptz) AND m.minute < $3 \
+                 WHERE m.stream_id = $1 AND m.minute >= pg_catalog.date_trunc('minute', $2::timestamptz) AND m.minute < $3 \
                  ORDER BY 1, 2"
             ),
             Bucket::Hour => format!(
-                "SELECT date_trunc('hour', m.minute) AS b, m.stamp_id, st.name, sum(m.count)::bigint \
+                "SELECT pg_catalog.date_trunc('hour', m.minute) AS b, m.stamp_id, st.name, pg_catalog.sum(m.count)::bigint \
                  FROM {s}.streaming_reaction_minute m JOIN {s}.chat_chatstamp st ON st.id = m.stamp_id \
-                 WHERE m.stream_id = $1 AND m.minute >= date_trunc('hour', $2::timestamptz) AND m.minute < $3 \
+                 WHERE m.stream_id = $1 AND m.minute >= pg_catalog.date_trunc('hour', $2::timestamptz) AND m.minute < $3 \
                  GROUP BY 1, 2, 3 ORDER BY 1, 2"
             ),
         };
@@ -117,7 +117,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "SELECT minute, sum(count)::bigint AS total FROM {}.streaming_reaction_minute \
+                    "SELECT minute, pg_catalog.sum(count)::bigint AS total FROM {}.streaming_reaction_minute \
                      WHERE stream_id = $1 GROUP BY minute ORDER BY total DESC, minute LIMIT $2",
                     slug.schema()
                 ),

@@ -29,7 +29,7 @@ impl Store {
     }
 
     /// The message `id` as a reply shows it, when it is a visible message of
-    /// the room.
+    /// the room (not deleted, not from a hidden user).
     pub async fn reply_target(
         &self,
         slug: &Slug,
@@ -42,7 +42,7 @@ impl Store {
                 &format!(
                     "SELECT m.id, u.username, m.content FROM {0}.chat_chatmessage m \
                      LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
-                     WHERE m.id = $1 AND m.room_id = $2 AND NOT m.is_deleted",
+                     WHERE m.id = $1 AND m.room_id = $2 AND NOT m.is_deleted AND NOT m.is_hidden",
                     slug.schema()
                 ),
                 &[&id, &room_id],

@@ -46,6 +46,8 @@ pub struct StoredMessage {
     pub id: i64,
     /// The room's dense sequence number (1, 2, 3, ... per room).
     pub seq: i64,
+    /// From a hidden user: shown only to them and to moderators.
+    pub hidden: bool,
     /// Author's user id (`None` for system notices or deleted users).
     pub user_id: Option<i64>,
     /// Author's username.
@@ -115,6 +117,8 @@ pub struct NewMessage {
     pub reply_to_id: Option<i64>,
     /// Usernames mentioned.
     pub mentions: Vec<String>,
+    /// From a hidden user.
+    pub hidden: bool,
 }
 
 /// What happened to one message of a batch.
@@ -133,7 +137,8 @@ pub enum InsertOutcome {
 pub(super) fn message_select(slug: &Slug) -> String {
     format!(
         "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
-         m.seq, m.is_deleted, m.reply_to_id, pu.username, p.content, p.is_deleted, m.mentions, m.edited_at \
+         m.seq, m.is_deleted, m.is_hidden, m.reply_to_id, pu.username, p.content, p.is_deleted, \
+         m.mentions, m.edited_at \
          FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
          LEFT JOIN {0}.chat_chatmessage p ON p.id = m.reply_to_id \
          LEFT JOIN {0}.accounts_user pu ON pu.id = p.user_id",
@@ -154,16 +159,17 @@ pub(super) fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
         client_id: row.get(6),
         created_at: row.get(7),
         seq: row.get(8),
-        reply_to: row.get::<_, Option<i64>>(10).map(|id| {
+        hidden: row.get(10),
+        reply_to: row.get::<_, Option<i64>>(11).map(|id| {
             ReplyRef::new(
                 id,
-                row.get(11),
-                row.get::<_, Option<&str>>(12).unwrap_or_default(),
-                row.get::<_, Option<bool>>(13).unwrap_or(true),
+                row.get(12),
+                row.get::<_, Option<&str>>(13).unwrap_or_default(),
+                row.get::<_, Option<bool>>(14).unwrap_or(true),
             )
         }),
-        mentions: row.get::<_, Option<Vec<String>>>(14).unwrap_or_default(),
-        edited_at: row.get(15),
+        mentions: row.get::<_, Option<Vec<String>>>(15).unwrap_or_default(),
+        edited_at: row.get(16),
     }
 }
 
@@ -259,26 +265,39 @@ impl Store {
     ) -> StoreResult<Vec<InsertOutcome>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
-        // Serialises inserts per room across nodes: commit order = id order.
-        tx.execute(&room_lock_sql(slug), &[&rooms]).await?;
+        let out = insert_in(&tx, slug, batch).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
 
-        // Earlier copies of keyed messages.
-        let keyed: Vec<&NewMessage> = batch
+/// [`Store::insert_messages`] inside a transaction the caller commits (an
+/// approved held message is stored with its approval).
+pub(crate) async fn insert_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    slug: &Slug,
+    batch: &[NewMessage],
+) -> StoreResult<Vec<InsertOutcome>> {
+    let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    // Serialises inserts per room across nodes: commit order = id order.
+    tx.execute(&room_lock_sql(slug), &[&rooms]).await?;
+
+    // Earlier copies of keyed messages.
+    let keyed: Vec<&NewMessage> = batch
+        .iter()
+        .filter(|m| m.client_id.is_some() && m.user_id.is_some())
+        .collect();
+    let mut earlier: Vec<(i64, i64, String, i64)> = Vec::new();
+    if !keyed.is_empty() {
+        let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
+        let u: Vec<i64> = keyed.iter().map(|m| m.user_id.unwrap()).collect();
+        let c: Vec<&str> = keyed
             .iter()
-            .filter(|m| m.client_id.is_some() && m.user_id.is_some())
+            .map(|m| m.client_id.as_deref().unwrap())
             .collect();
-        let mut earlier: Vec<(i64, i64, String, i64)> = Vec::new();
-        if !keyed.is_empty() {
-            let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
-            let u: Vec<i64> = keyed.iter().map(|m| m.user_id.unwrap()).collect();
-            let c: Vec<&str> = keyed
-                .iter()
-                .map(|m| m.client_id.as_deref().unwrap())
-                .collect();
-            let rows = tx
+        let rows = tx
                 .query(
                     &format!(
                         "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
@@ -292,121 +311,125 @@ impl Store {
                     &[&r, &u, &c],
                 )
                 .await?;
-            earlier = rows
-                .iter()
-                .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-                .collect();
-        }
+        earlier = rows
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+            .collect();
+    }
 
-        // Decide per message: duplicate of an earlier one, or new.
-        enum Slot {
-            Dup(i64),
-            DupOfBatch(usize),
-            New(usize),
-        }
-        let mut slots = Vec::with_capacity(batch.len());
-        let mut fresh: Vec<&NewMessage> = Vec::new();
-        for (i, m) in batch.iter().enumerate() {
-            let key = m.client_id.as_deref().zip(m.user_id);
-            let slot = match key {
-                Some((cid, uid)) => {
-                    if let Some(e) = earlier
-                        .iter()
-                        .find(|e| e.0 == m.room_id && e.1 == uid && e.2 == cid)
-                    {
-                        Slot::Dup(e.3)
-                    } else if let Some(j) = batch[..i].iter().position(|p| {
-                        p.room_id == m.room_id
-                            && p.user_id == Some(uid)
-                            && p.client_id.as_deref() == Some(cid)
-                    }) {
-                        Slot::DupOfBatch(j)
-                    } else {
-                        fresh.push(m);
-                        Slot::New(fresh.len() - 1)
-                    }
-                }
-                None => {
+    // Decide per message: duplicate of an earlier one, or new.
+    enum Slot {
+        Dup(i64),
+        DupOfBatch(usize),
+        New(usize),
+    }
+    let mut slots = Vec::with_capacity(batch.len());
+    let mut fresh: Vec<&NewMessage> = Vec::new();
+    for (i, m) in batch.iter().enumerate() {
+        let key = m.client_id.as_deref().zip(m.user_id);
+        let slot = match key {
+            Some((cid, uid)) => {
+                if let Some(e) = earlier
+                    .iter()
+                    .find(|e| e.0 == m.room_id && e.1 == uid && e.2 == cid)
+                {
+                    Slot::Dup(e.3)
+                } else if let Some(j) = batch[..i].iter().position(|p| {
+                    p.room_id == m.room_id
+                        && p.user_id == Some(uid)
+                        && p.client_id.as_deref() == Some(cid)
+                }) {
+                    Slot::DupOfBatch(j)
+                } else {
                     fresh.push(m);
                     Slot::New(fresh.len() - 1)
                 }
-            };
-            slots.push(slot);
-        }
+            }
+            None => {
+                fresh.push(m);
+                Slot::New(fresh.len() - 1)
+            }
+        };
+        slots.push(slot);
+    }
 
-        let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
-        if !fresh.is_empty() {
-            let n = fresh.len() as i32;
-            let ids: Vec<i64> = tx
-                .query(
-                    &format!(
-                        "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
-                        slug.as_str()
-                    ),
-                    &[&n],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
-            let seqs = next_seqs(&tx, slug, &room_ids).await?;
-            let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
-            let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
-            let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
-            let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
-            let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
-            let folded: Vec<String> = fresh
-                .iter()
-                .map(|m| super::search::fold(&m.content))
-                .collect();
-            // text[] of each message's mentions, NULL for none (one array literal each:
-            // unnest cannot take a ragged two-dimensional array).
-            let mentions: Vec<Option<String>> = fresh
-                .iter()
-                .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
-                .collect();
-            let at: OffsetDateTime = tx
+    let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
+    if !fresh.is_empty() {
+        let n = fresh.len() as i32;
+        let ids: Vec<i64> = tx
+            .query(
+                &format!(
+                    "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
+                    slug.as_str()
+                ),
+                &[&n],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
+        let seqs = next_seqs(tx, slug, &room_ids).await?;
+        let hidden: Vec<bool> = fresh.iter().map(|m| m.hidden).collect();
+        let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
+        let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
+        let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
+        let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+        let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
+        let folded: Vec<String> = fresh
+            .iter()
+            .map(|m| super::search::fold(&m.content))
+            .collect();
+        // text[] of each message's mentions, NULL for none (one array literal each:
+        // unnest cannot take a ragged two-dimensional array).
+        let mentions: Vec<Option<String>> = fresh
+            .iter()
+            .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
+            .collect();
+        let at: OffsetDateTime = tx
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id, seq, reply_to_id, mentions, search_text) \
-                         SELECT i, r, u, c, t, k, s, p, x::text[], f FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[], $10::text[]) AS b(i, r, u, c, t, k, s, p, x, f) \
+                           (id, room_id, user_id, content, message_type, client_id, seq, is_hidden, \
+                            reply_to_id, mentions, search_text) \
+                         SELECT i, r, u, c, t, k, s, h, p, x::text[], f FROM unnest($1::bigint[], $2::bigint[], \
+                           $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bool[], \
+                           $9::bigint[], $10::text[], $11::text[]) AS b(i, r, u, c, t, k, s, h, p, x, f) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
                     ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &replies, &mentions, &folded],
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden, &replies, &mentions, &folded],
                 )
                 .await?
                 .get(0);
-            stored = ids
-                .into_iter()
-                .zip(seqs)
-                .map(|(id, seq)| (id, seq, at))
-                .collect();
-        }
-        tx.commit().await?;
-
-        let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());
-        for slot in slots {
-            let o = match slot {
-                Slot::Dup(id) => InsertOutcome::Duplicate { id },
-                Slot::New(k) => InsertOutcome::Stored {
-                    id: stored[k].0,
-                    seq: stored[k].1,
-                    at: stored[k].2,
-                },
-                Slot::DupOfBatch(j) => match out[j] {
-                    InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id } => {
-                        InsertOutcome::Duplicate { id }
-                    }
-                },
-            };
-            out.push(o);
-        }
-        Ok(out)
+        stored = ids
+            .into_iter()
+            .zip(seqs)
+            .map(|(id, seq)| (id, seq, at))
+            .collect();
     }
 
+    let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());
+    for slot in slots {
+        let o = match slot {
+            Slot::Dup(id) => InsertOutcome::Duplicate { id },
+            Slot::New(k) => InsertOutcome::Stored {
+                id: stored[k].0,
+                seq: stored[k].1,
+                at: stored[k].2,
+            },
+            Slot::DupOfBatch(j) => match out[j] {
+                InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id } => {
+                    InsertOutcome::Duplicate { id }
+                }
+            },
+        };
+        out.push(o);
+    }
+    Ok(out)
+}
+
+impl Store {
     /// The newest `limit` visible messages of a room, oldest first, and whether older ones exist.
     pub async fn recent_messages(
         &self,
@@ -418,7 +441,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $2",
+                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
                     message_select(slug)
                 ),
                 &[&room_id, &(limit + 1)],
@@ -460,7 +483,7 @@ impl Store {
         let rows = tx
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $2",
+                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
                     message_select(slug)
                 ),
                 &[&room_id, &(limit + 1)],
@@ -510,7 +533,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $3",
+                    "{} WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $3",
                     message_select(slug)
                 ),
                 &[&room_id, &after, &(limit + 1)],
@@ -536,7 +559,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted ORDER BY m.id DESC LIMIT $3",
+                    "{} WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $3",
                     message_select(slug)
                 ),
                 &[&room_id, &before, &limit],
@@ -558,7 +581,7 @@ impl Store {
         let rows = client
             .query(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 AND NOT m.is_deleted \
+                    "{} WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 AND NOT m.is_deleted AND NOT m.is_hidden \
                      ORDER BY m.id LIMIT $4",
                     message_select(slug)
                 ),
@@ -587,7 +610,7 @@ impl Store {
         let row = client
             .query_opt(
                 &format!(
-                    "{} WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted ORDER BY m.id DESC LIMIT 1",
+                    "{} WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT 1",
                     message_select(slug)
                 ),
                 &[&room_id],

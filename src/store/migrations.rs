@@ -105,7 +105,7 @@ pub async fn pending(store: &Store) -> Result<Vec<String>, MigrateError> {
     let mut out = Vec::new();
     let public_table: Option<String> = client
         .query_one(
-            "SELECT to_regclass('public.stampede_migrations')::text",
+            "SELECT pg_catalog.to_regclass('public.stampede_migrations')::text",
             &[],
         )
         .await?
@@ -126,7 +126,7 @@ async fn check<C: GenericClient>(
     out: &mut Vec<String>,
 ) -> Result<(), MigrateError> {
     let sql = format!(
-        "SELECT checksum = md5($2) FROM {}.stampede_migrations WHERE name = $1",
+        "SELECT checksum = pg_catalog.md5($2) FROM {}.stampede_migrations WHERE name = $1",
         target.schema()
     );
     let stmt = match client.prepare(&sql).await {
@@ -160,7 +160,7 @@ async fn check<C: GenericClient>(
 
 async fn tenant_slugs<C: GenericClient>(client: &C) -> Result<Vec<Slug>, MigrateError> {
     let exists: Option<String> = client
-        .query_one("SELECT to_regclass('public.tenants')::text", &[])
+        .query_one("SELECT pg_catalog.to_regclass('public.tenants')::text", &[])
         .await?
         .get(0);
     if exists.is_none() {
@@ -181,7 +181,7 @@ fn record_table_sql(target: Target<'_>) -> String {
         "CREATE TABLE IF NOT EXISTS {}.stampede_migrations (
             name text PRIMARY KEY,
             checksum text NOT NULL,
-            applied_at timestamptz NOT NULL DEFAULT now())",
+            applied_at timestamptz NOT NULL DEFAULT pg_catalog.now())",
         target.schema()
     )
 }
@@ -194,14 +194,14 @@ async fn apply(
 ) -> Result<(), MigrateError> {
     {
         let tx = client.transaction().await?;
-        tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        tx.query_one("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await?;
         tx.batch_execute(&record_table_sql(target)).await?;
         tx.commit().await?;
     }
     for (file, sql) in target.files() {
         let tx = client.transaction().await?;
-        tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        tx.query_one("SELECT pg_catalog.pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await?;
         if apply_one(&tx, target, file, sql).await? {
             report.applied.push(format!("{}/{file}", target.name()));
@@ -221,7 +221,7 @@ async fn apply_one<C: GenericClient>(
     let schema = target.schema();
     let row = tx
         .query_opt(
-            &format!("SELECT checksum = md5($2) FROM {schema}.stampede_migrations WHERE name = $1"),
+            &format!("SELECT checksum = pg_catalog.md5($2) FROM {schema}.stampede_migrations WHERE name = $1"),
             &[&file, &sql],
         )
         .await?;
@@ -249,7 +249,7 @@ async fn apply_one<C: GenericClient>(
         .await
         .map_err(failed)?;
     tx.execute(
-        &format!("INSERT INTO {schema}.stampede_migrations (name, checksum) VALUES ($1, md5($2))"),
+        &format!("INSERT INTO {schema}.stampede_migrations (name, checksum) VALUES ($1, pg_catalog.md5($2))"),
         &[&file, &sql],
     )
     .await?;

@@ -6,11 +6,16 @@
 //! on `search_path` outside [`migrations`], which sets it with `SET LOCAL` inside
 //! the migration's own transaction, so a pooled connection never carries one
 //! tenant's path into another tenant's query.
+//!
+//! Search-path rule: every pooled connection starts with `search_path =
+//! pg_catalog`, built-in functions are called as `pg_catalog.name(...)`, and the
+//! public migrations revoke `CREATE` on `public` from `PUBLIC`.
 
 pub mod accounts;
 pub mod analysts;
 pub mod analytics;
 pub mod chat_v2;
+pub mod held;
 pub mod messages;
 pub mod migrations;
 pub mod moderation;
@@ -19,6 +24,7 @@ pub mod reactions;
 pub mod search;
 pub mod streams;
 pub mod tenants;
+pub mod timeline;
 pub mod writer;
 
 use std::time::Duration;
@@ -28,6 +34,9 @@ use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::Slug;
+
+/// The `search_path` of every pooled connection (see [`Store::with_pool_size`]).
+pub const SEARCH_PATH_OPTION: &str = "-c search_path=pg_catalog";
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,15 @@ impl Store {
         if pg.get_application_name().is_none() {
             pg.application_name("stampede");
         }
+        // Every connection resolves unqualified functions and operators in
+        // pg_catalog only: nothing another role plants in `public` (or any
+        // schema) can capture arguments (CVE-2018-1058). Sent in the startup
+        // packet, so it holds from the first statement and survives RESET.
+        let options = match pg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {SEARCH_PATH_OPTION}"),
+            _ => SEARCH_PATH_OPTION.to_string(),
+        };
+        pg.options(&options);
         let manager = Manager::from_config(
             pg,
             NoTls,

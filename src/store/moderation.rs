@@ -19,6 +19,17 @@ pub struct Restriction {
     pub tenant_wide: bool,
 }
 
+/// A term of a stream's lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermRow {
+    /// As the moderator typed it.
+    pub term: String,
+    /// On every stream of the tenant.
+    pub tenant_wide: bool,
+    /// Holds for review instead of refusing.
+    pub hold: bool,
+}
+
 /// A moderation log entry as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LogEntry {
@@ -58,7 +69,7 @@ pub struct NewLogEntry<'a> {
     pub seconds: Option<i32>,
 }
 
-async fn log_in(
+pub(super) async fn log_in(
     tx: &deadpool_postgres::Transaction<'_>,
     slug: &Slug,
     e: &NewLogEntry<'_>,
@@ -133,7 +144,7 @@ impl Store {
             .execute(
                 &format!(
                     "UPDATE {s}.chat_chatmessage SET is_pinned = true \
-                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted"
+                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted AND NOT is_hidden"
                 ),
                 &[&message_id, &room_id],
             )
@@ -278,7 +289,7 @@ impl Store {
             .query(
                 &format!(
                     "SELECT user_id, kind = 'ban', until, stream_id IS NULL FROM {}.moderation_ban \
-                     WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > now()) \
+                     WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > pg_catalog.now()) \
                        AND ($2::bigint IS NULL OR user_id = $2)",
                     slug.schema()
                 ),
@@ -296,44 +307,50 @@ impl Store {
             .collect())
     }
 
-    /// Blocked terms of a stream (its own and tenant-wide).
-    pub async fn blocked_terms(
-        &self,
-        slug: &Slug,
-        stream_id: i64,
-    ) -> StoreResult<Vec<(String, bool)>> {
+    /// Blocked and held terms of a stream (its own and tenant-wide).
+    pub async fn blocked_terms(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<TermRow>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 &format!(
-                    "SELECT term, stream_id IS NULL FROM {}.moderation_blockedterm \
+                    "SELECT term, stream_id IS NULL, mode = 'hold' FROM {}.moderation_blockedterm \
                      WHERE stream_id = $1 OR stream_id IS NULL ORDER BY term",
                     slug.schema()
                 ),
                 &[&stream_id],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| TermRow {
+                term: r.get(0),
+                tenant_wide: r.get(1),
+                hold: r.get(2),
+            })
+            .collect())
     }
 
-    /// Adds (or, with `add` false, removes) a blocked term; `stream_id` None: tenant-wide.
+    /// Adds (or, with `add` false, removes) a term; `stream_id` None:
+    /// tenant-wide; `hold`: messages with it are held for review, not refused.
     pub async fn set_blocked_term(
         &self,
         slug: &Slug,
         stream_id: Option<i64>,
         term: &str,
         add: bool,
+        hold: bool,
     ) -> StoreResult<()> {
         let client = self.client().await?;
         let s = slug.schema();
+        let mode = if hold { "hold" } else { "block" };
         if add {
             client
                 .execute(
                     &format!(
-                        "INSERT INTO {s}.moderation_blockedterm (stream_id, term) VALUES ($1, $2) \
-                         ON CONFLICT (COALESCE(stream_id, 0), term) DO NOTHING"
+                        "INSERT INTO {s}.moderation_blockedterm (stream_id, term, mode) VALUES ($1, $2, $3) \
+                         ON CONFLICT (COALESCE(stream_id, 0), term) DO UPDATE SET mode = EXCLUDED.mode"
                     ),
-                    &[&stream_id, &term],
+                    &[&stream_id, &term, &mode],
                 )
                 .await?;
         } else {
@@ -399,6 +416,98 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Hides (or, with `hide` false, unhides) a user in one scope (`stream_id`
+    /// None: tenant-wide) and logs it.
+    pub async fn set_hidden(
+        &self,
+        slug: &Slug,
+        stream_id: Option<i64>,
+        user_id: i64,
+        hide: bool,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<()> {
+        let s = slug.schema();
+        let moderator = log.moderator_id;
+        if hide {
+            let sql = format!(
+                "INSERT INTO {s}.moderation_hide (stream_id, user_id, created_by) VALUES ($1, $2, $3) \
+                 ON CONFLICT (COALESCE(stream_id, 0), user_id) DO NOTHING"
+            );
+            self.execute_logged(slug, &sql, &[&stream_id, &user_id, &moderator], log)
+                .await
+                .map(drop)
+        } else {
+            let sql = format!(
+                "DELETE FROM {s}.moderation_hide WHERE stream_id IS NOT DISTINCT FROM $1 AND user_id = $2"
+            );
+            self.execute_logged(slug, &sql, &[&stream_id, &user_id], log)
+                .await
+                .map(drop)
+        }
+    }
+
+    /// Users hidden on a stream: (user id, tenant-wide).
+    pub async fn hidden_users(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<(i64, bool)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT user_id, stream_id IS NULL FROM {}.moderation_hide \
+                     WHERE stream_id = $1 OR stream_id IS NULL",
+                    slug.schema()
+                ),
+                &[&stream_id],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Changes a stream's chat modes (and slow mode, which the shield sets and
+    /// restores) from what is stored now, and logs it, in one transaction.
+    /// Returns the new state and slow mode; `None` when the stream is gone.
+    pub async fn change_modes(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        change: &crate::rooms::modes::ModesChange,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<Option<(crate::rooms::modes::ModeState, i32)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let s = slug.schema();
+        let Some(row) = tx
+            .query_opt(
+                &format!("SELECT modes, slow_mode_seconds FROM {s}.streaming_stream WHERE id = $1 FOR UPDATE"),
+                &[&stream_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut state: crate::rooms::modes::ModeState =
+            serde_json::from_value(row.get(0)).unwrap_or_default();
+        let slow = state.apply(change, row.get(1));
+        let json = serde_json::to_value(state).unwrap_or_default();
+        tx.execute(
+            &format!(
+                "UPDATE {s}.streaming_stream SET modes = $2, slow_mode_seconds = $3 WHERE id = $1"
+            ),
+            &[&stream_id, &json, &slow],
+        )
+        .await?;
+        log_in(
+            &tx,
+            slug,
+            &NewLogEntry {
+                seconds: Some(slow),
+                ..log
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((state, slow)))
     }
 
     /// Ids of the users appointed moderator of a stream.

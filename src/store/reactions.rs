@@ -32,7 +32,7 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO {s}.streaming_streamreaction (stream_id, user_id, stamp_id, created_at) \
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[])"
+                 SELECT * FROM pg_catalog.unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[])"
             ),
             &[&streams, &users, &stamps, &ats],
         )
@@ -40,8 +40,8 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO {s}.streaming_reaction_minute AS m (stream_id, stamp_id, minute, count) \
-                 SELECT stream_id, stamp_id, date_trunc('minute', at), count(*) \
-                 FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS r(stream_id, stamp_id, at) \
+                 SELECT stream_id, stamp_id, pg_catalog.date_trunc('minute', at), pg_catalog.count(*) \
+                 FROM pg_catalog.unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS r(stream_id, stamp_id, at) \
                  GROUP BY 1, 2, 3 \
                  ON CONFLICT (stream_id, minute, stamp_id) DO UPDATE SET count = m.count + EXCLUDED.count"
             ),

@@ -196,7 +196,7 @@ impl Store {
                 &[&ids],
             )
             .await?;
-        let mut rooms: Vec<i64> = rows.iter().map(|r| r.get(16)).collect();
+        let mut rooms: Vec<i64> = rows.iter().map(|r| r.get(17)).collect();
         rooms.sort_unstable();
         rooms.dedup();
         let streams: Vec<(i64, i64)> = client
@@ -211,7 +211,7 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| {
-                let room: i64 = r.get(16);
+                let room: i64 = r.get(17);
                 Found {
                     message: message_from(r),
                     is_deleted: r.get(9),

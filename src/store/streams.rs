@@ -3,6 +3,7 @@
 use time::OffsetDateTime;
 
 use super::{Slug, Store, StoreResult};
+use crate::rooms::modes::ModeState;
 
 /// A stream's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -64,12 +65,14 @@ pub struct Stream {
     pub started_at: Option<OffsetDateTime>,
     /// Ended.
     pub ended_at: Option<OffsetDateTime>,
+    /// Chat modes and what the shield saved.
+    pub modes: ModeState,
 }
 
 fn stream_select(slug: &Slug) -> String {
     format!(
         "SELECT s.id, r.id, s.owner_id, u.username, s.title, s.description, s.video_url, \
-                s.status, s.slow_mode_seconds, s.created_at, s.started_at, s.ended_at \
+                s.status, s.slow_mode_seconds, s.created_at, s.started_at, s.ended_at, s.modes \
          FROM {0}.streaming_stream s \
          JOIN {0}.chat_chatroom r ON r.stream_id = s.id \
          JOIN {0}.accounts_user u ON u.id = s.owner_id",
@@ -91,6 +94,7 @@ fn stream_from(row: &tokio_postgres::Row) -> Stream {
         created_at: row.get(9),
         started_at: row.get(10),
         ended_at: row.get(11),
+        modes: serde_json::from_value(row.get(12)).unwrap_or_default(),
     }
 }
 
@@ -182,8 +186,8 @@ impl Store {
             .execute(
                 &format!(
                     "UPDATE {}.streaming_stream SET status = $2, \
-                     started_at = CASE WHEN $2 = 'live' THEN COALESCE(started_at, now()) ELSE started_at END, \
-                     ended_at = CASE WHEN $2 = 'ended' THEN now() ELSE ended_at END \
+                     started_at = CASE WHEN $2 = 'live' THEN COALESCE(started_at, pg_catalog.now()) ELSE started_at END, \
+                     ended_at = CASE WHEN $2 = 'ended' THEN pg_catalog.now() ELSE ended_at END \
                      WHERE id = $1",
                     slug.schema()
                 ),

@@ -53,7 +53,7 @@ pub struct TenantConfig {
 }
 
 const TENANT_COLUMNS: &str = "t.id, t.slug, t.name, t.anonymous_viewers, t.signup, \
-     COALESCE((SELECT array_agg(d.domain ORDER BY d.is_primary DESC, d.id) FROM public.domains d WHERE d.tenant_id = t.id), '{}')";
+     COALESCE((SELECT pg_catalog.array_agg(d.domain ORDER BY d.is_primary DESC, d.id) FROM public.domains d WHERE d.tenant_id = t.id), '{}')";
 
 fn tenant_from_row(row: &tokio_postgres::Row) -> Option<Tenant> {
     Some(Tenant {

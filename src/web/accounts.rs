@@ -7,15 +7,15 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::{
-    auth::{hash_password, AuthConfig, LoginLimiter, Visitor},
+    auth::{AuthConfig, LoginLimiter, Visitor},
     domain::{Role, Username},
     error::{ApiError, Code},
     rooms::Hub,
     sessions::outlet::codes,
     store::{accounts::User, Store},
     web::{
-        api::login_checked,
-        client_ip,
+        api::{hash_new_password, login_checked},
+        client_key,
         i18n::PageLang,
         pages::{error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome},
     },
@@ -159,11 +159,28 @@ async fn login_submit(
         page.password_error = form.password.is_empty().then_some(s.err_required);
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
-    match login_checked(&req, &visitor, &store, &limiter, &username, &form.password).await {
+    match login_checked(
+        &req,
+        &visitor,
+        &store,
+        &auth,
+        &limiter,
+        &username,
+        &form.password,
+    )
+    .await
+    {
         Ok(user) => sign_in(&visitor, &store, &auth, user, &next).await,
         Err(e) if e.code() == Code::RateLimited => {
             page.form_error = Some(s.err_rate_limited);
             render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page)
+        }
+        Err(ApiError::Client {
+            code: Code::Unavailable,
+            ..
+        }) => {
+            page.form_error = Some(s.err_rate_limited);
+            render_in(&lang, StatusCode::SERVICE_UNAVAILABLE, page)
         }
         Err(e) if e.code() == Code::NotAuthenticated => {
             page.password_error = Some(s.err_wrong_credentials);
@@ -260,21 +277,25 @@ async fn signup_submit(
     if page.password_error.is_some() {
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
-    // Sign-ups count against the same per-IP budget as logins.
+    // Sign-ups count against the same per-address budget as failed logins.
     if limiter
-        .check(
-            &client_ip(&req),
-            visitor.tenant.slug.as_str(),
-            name.as_str(),
-        )
-        .is_some()
+        .charge_address(&client_key(&req).to_string())
+        .is_err()
     {
         page.form_error = Some(s.err_rate_limited);
         return render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page);
     }
-    let hash = hash_password(form.password)
-        .await
-        .map_err(ApiError::Unexpected)?;
+    let hash = match hash_new_password(&auth, form.password).await {
+        Ok(hash) => hash,
+        Err(ApiError::Client {
+            code: Code::Unavailable,
+            ..
+        }) => {
+            page.form_error = Some(s.err_rate_limited);
+            return render_in(&lang, StatusCode::SERVICE_UNAVAILABLE, page);
+        }
+        Err(e) => return Err(e),
+    };
     let Some(user) = store
         .create_user(&visitor.tenant.slug, &name, &hash, Role::Viewer)
         .await?

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::{hash_password, verify_password, AuthConfig, LoginLimiter, Visitor},
+    auth::{AuthConfig, HashGate, LoginLimiter, Visitor},
     domain::Role,
     error::{ApiError, Code},
     protocol,
@@ -17,7 +17,7 @@ use crate::{
         Store,
     },
     tenants::CurrentTenant,
-    web::client_ip,
+    web::client_key,
 };
 
 /// Registers the API routes.
@@ -52,9 +52,11 @@ impl<'a> From<&'a User> for UserView<'a> {
 }
 
 /// Checks a username and password on a tenant; `None` for bad credentials.
-/// Unknown users cost the same time as wrong passwords.
+/// Unknown users cost the same time as wrong passwords. Every hash goes
+/// through `hashes`: 503 `unavailable` when it is full.
 pub async fn authenticate(
     store: &Store,
+    hashes: &HashGate,
     tenant: &CurrentTenant,
     username: &str,
     password: &str,
@@ -66,32 +68,58 @@ pub async fn authenticate(
     };
     match creds {
         Some(c) if c.user.is_active => {
-            let ok = verify_password(c.password_hash, password.to_string()).await;
+            let ok = hashes.verify(c.password_hash, password.to_string()).await?;
             Ok(ok.then_some(c.user))
         }
         _ => {
             // Spend the same work as a real check.
-            let _ = hash_password(password.to_string()).await;
+            let _ = hashes.hash(password.to_string()).await?;
             Ok(None)
         }
     }
 }
 
-/// Logs in with the login limiter applied; returns the user on success.
+/// Logs in with the failed-login limiter applied; returns the user on success.
 pub async fn login_checked(
     req: &HttpRequest,
     visitor: &Visitor,
     store: &Store,
+    auth: &AuthConfig,
     limiter: &LoginLimiter,
     username: &str,
     password: &str,
 ) -> Result<User, ApiError> {
-    if let Some(ms) = limiter.check(&client_ip(req), visitor.tenant.slug.as_str(), username) {
-        return Err(ApiError::rate_limited(ms));
+    let attempt = limiter
+        .begin(
+            &client_key(req).to_string(),
+            visitor.tenant.slug.as_str(),
+            username,
+        )
+        .map_err(ApiError::rate_limited)?;
+    // Counted as a failure until the password proves right (or was never
+    // checked because the server was busy).
+    match authenticate(store, &auth.hashes, &visitor.tenant, username, password).await {
+        Ok(Some(user)) => {
+            limiter.succeeded(attempt);
+            Ok(user)
+        }
+        Ok(None) => Err(ApiError::new(
+            Code::NotAuthenticated,
+            "Wrong username or password.",
+        )),
+        Err(e) => {
+            limiter.succeeded(attempt);
+            Err(e)
+        }
     }
-    authenticate(store, &visitor.tenant, username, password)
+}
+
+/// Hashes a new password through the gate (503 when it is full).
+pub async fn hash_new_password(auth: &AuthConfig, password: String) -> Result<String, ApiError> {
+    auth.hashes
+        .hash(password)
         .await?
-        .ok_or_else(|| ApiError::new(Code::NotAuthenticated, "Wrong username or password."))
+        .map_err(ApiError::Unexpected)
 }
 
 async fn login(
@@ -106,6 +134,7 @@ async fn login(
         &req,
         &visitor,
         &store,
+        &auth,
         &limiter,
         &body.username,
         &body.password,
@@ -308,6 +337,7 @@ async fn change_password(
         &req,
         &visitor,
         &store,
+        &auth,
         &limiter,
         &user.username,
         &body.current_password,
@@ -324,7 +354,7 @@ async fn change_password(
             "The new password must be 8 to 256 characters.",
         ));
     }
-    let hash = hash_password(body.new_password.clone()).await?;
+    let hash = hash_new_password(&auth, body.new_password.clone()).await?;
     store
         .set_password(&visitor.tenant.slug, user.id, &hash)
         .await?;

@@ -206,6 +206,7 @@ strings! {
         language: "Language", "言語";
         streams: "Streams", "配信一覧";
         no_streams: "No streams yet.", "まだ配信はありません。";
+        log_in_to_watch: "Log in to see this site's streams.", "配信を見るにはログインしてください。";
         status_live: "Live", "配信中";
         status_scheduled: "Scheduled", "配信予定";
         status_ended: "Ended", "終了";

@@ -6,20 +6,28 @@
 pub mod accounts;
 pub mod analytics;
 pub mod api;
+pub mod connections;
 pub mod i18n;
+pub mod markdown;
+pub mod media;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
+pub mod replay;
 pub mod search;
 pub mod statics;
 pub mod studio;
+pub mod timeline;
 pub mod ws;
 
 use std::net::IpAddr;
 
 use actix_web::{web, HttpRequest};
 
-use crate::error::{ApiError, Code};
+use crate::{
+    config::IpRange,
+    error::{ApiError, Code},
+};
 
 /// Registers every route of the server.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -39,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(ops::configure)
     .configure(api::configure)
+    .configure(timeline::configure)
+    .configure(media::configure)
     .configure(analytics::configure)
     .configure(moderation::configure)
     .configure(search::configure)
@@ -57,18 +67,44 @@ async fn not_found() -> actix_web::HttpResponse {
         .body("Not found")
 }
 
-/// Peers whose `X-Forwarded-For` is believed.
+/// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).
 #[derive(Clone, Default)]
-pub struct TrustedProxies(pub Vec<IpAddr>);
+pub struct TrustedProxies(pub Vec<IpRange>);
+
+impl TrustedProxies {
+    /// True when `ip` is a trusted proxy.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.0.iter().any(|r| r.contains(ip))
+    }
+}
+
+/// The key per-address limits count a client under: an IPv4 address as is
+/// (IPv4-mapped IPv6 addresses as their IPv4), an IPv6 address by its /64 (the
+/// smallest block a site is given: one client can use any address in it).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// The client's [`address_key`]: what per-address limits (failed logins,
+/// sockets, HTTP connections) count it under.
+pub fn client_key(req: &HttpRequest) -> IpAddr {
+    address_key(client_ip(req).parse().unwrap_or(IpAddr::from([0, 0, 0, 0])))
+}
 
 /// The client's IP: the socket peer, or the last untrusted hop of
 /// `X-Forwarded-For` when the peer is a configured trusted proxy.
 pub fn client_ip(req: &HttpRequest) -> String {
     let peer = req.peer_addr().map(|a| a.ip());
+    let none = TrustedProxies::default();
     let trusted = req
         .app_data::<web::Data<TrustedProxies>>()
-        .map(|t| t.0.clone())
-        .unwrap_or_default();
+        .map_or(&none, |t| t.get_ref());
     if let Some(peer) = peer {
         if trusted.contains(&peer) {
             if let Some(xff) = req
@@ -89,4 +125,19 @@ pub fn client_ip(req: &HttpRequest) -> String {
         return peer.to_string();
     }
     "unknown".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64() {
+        let key = |s: &str| address_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::ffff"), key("2001:db8:1:2:ffff::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+    }
 }

@@ -167,13 +167,22 @@ async fn terms(
 ) -> Result<HttpResponse, ApiError> {
     let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
     let list = store.blocked_terms(&visitor.tenant.slug, stream.id).await?;
-    let terms: Vec<String> = list.iter().map(|(t, _)| t.clone()).collect();
-    let tenant: Vec<String> = list
+    Ok(HttpResponse::Ok().json(terms_json(&list)))
+}
+
+/// `{"terms":[{"term","mode","scope"}]}`.
+fn terms_json(list: &[crate::store::moderation::TermRow]) -> serde_json::Value {
+    let terms: Vec<serde_json::Value> = list
         .iter()
-        .filter(|(_, w)| *w)
-        .map(|(t, _)| t.clone())
+        .map(|t| {
+            serde_json::json!({
+                "term": t.term,
+                "mode": if t.hold { "hold" } else { "block" },
+                "scope": if t.tenant_wide { "tenant" } else { "stream" },
+            })
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "terms": terms, "tenant_terms": tenant })))
+    serde_json::json!({ "terms": terms })
 }
 
 #[derive(Deserialize)]
@@ -181,6 +190,8 @@ struct TermBody {
     term: String,
     action: AddRemove,
     scope: Option<String>,
+    /// `block` (default) or `hold`.
+    mode: Option<String>,
 }
 
 async fn set_term(
@@ -215,6 +226,16 @@ async fn set_term(
             ))
         }
     };
+    let hold = match body.mode.as_deref() {
+        None | Some("block") => false,
+        Some("hold") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                Code::Invalid,
+                "mode must be \"block\" or \"hold\".",
+            ))
+        }
+    };
     let term = body.term.trim();
     if term.is_empty()
         || term.chars().count() > 100
@@ -232,6 +253,7 @@ async fn set_term(
             (!tenant_wide).then_some(stream.id),
             term,
             matches!(body.action, AddRemove::Add),
+            hold,
         )
         .await?;
     hub.reload_terms(
@@ -242,6 +264,5 @@ async fn set_term(
         tenant_wide,
     );
     let list = store.blocked_terms(slug, stream.id).await?;
-    let terms: Vec<String> = list.iter().map(|(t, _)| t.clone()).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "terms": terms })))
+    Ok(HttpResponse::Ok().json(terms_json(&list)))
 }

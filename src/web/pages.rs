@@ -40,7 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The policy of every page: nothing inline, nothing from elsewhere except
 /// video, no framing.
-const CSP: &str = "default-src 'self'; img-src 'self' data:; media-src 'self' http: https: blob:; \
+pub const CSP: &str =
+    "default-src 'self'; img-src 'self' data:; media-src 'self' http: https: blob:; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// Security headers of every page: no inline scripts, no framing.
@@ -241,6 +242,8 @@ struct StreamRow {
 struct IndexPage {
     c: Chrome,
     streams: Vec<StreamRow>,
+    /// A private tenant and an anonymous visitor: nothing is listed.
+    login_required: bool,
 }
 
 async fn index(
@@ -251,9 +254,14 @@ async fn index(
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let streams = store
-        .list_streams(&visitor.tenant.slug)
-        .await?
+    // A private tenant shows anonymous visitors no titles, owners or counts.
+    let login_required = visitor.user().is_none() && !visitor.tenant.anonymous_viewers;
+    let listed = if login_required {
+        Vec::new()
+    } else {
+        store.list_streams(&visitor.tenant.slug).await?
+    };
+    let streams = listed
         .into_iter()
         .map(|stream| StreamRow {
             viewers: hub.viewers(&RoomKey {
@@ -269,6 +277,7 @@ async fn index(
         IndexPage {
             c: Chrome::new(&visitor, &lang, "/"),
             streams,
+            login_required,
         },
     )?;
     with_cookie(res, cookie)
@@ -315,7 +324,14 @@ impl From<StoredMessage> for MessageView {
 struct WatchPage {
     c: Chrome,
     stream: Stream,
+    /// The description as clean HTML ([`crate::web::markdown`]).
+    description_html: String,
     video_url: Option<String>,
+    /// The video is an HLS playlist (`static/replay.js` plays it).
+    hls: bool,
+    /// Replay mode: an ended stream with a video (`static/replay.js`).
+    replay: bool,
+    replay_i18n: String,
     viewers: u64,
     stamps: Vec<StampView>,
     messages: Vec<MessageView>,
@@ -362,15 +378,26 @@ async fn watch_response(
         Err(e) => return Err(e),
     };
     let slug = &visitor.tenant.slug;
-    let (messages, _) = store
-        .recent_messages(slug, stream.room_id, RENDERED_MESSAGES)
-        .await?;
+    let video_url = stream
+        .video_url
+        .clone()
+        .filter(|u| crate::web::studio::video_url_ok(u));
+    // An ended stream with a video replays its chat in step with the video.
+    let replay = stream.status == StreamStatus::Ended && video_url.is_some();
+    let (messages, _) = if replay {
+        (Vec::new(), false)
+    } else {
+        store
+            .recent_messages(slug, stream.room_id, RENDERED_MESSAGES)
+            .await?
+    };
     let can_moderate = match visitor.user() {
         Some(u) => can_moderate(store, slug, u, &stream).await?,
         None => false,
     };
     let signed_in = visitor.user().is_some();
-    render_in(
+    let policy = crate::web::replay::watch_policy(CSP, video_url.as_deref());
+    let mut res = render_in(
         lang,
         StatusCode::OK,
         WatchPage {
@@ -383,15 +410,20 @@ async fn watch_response(
             signed_in,
             can_chat: signed_in && stream.status != StreamStatus::Ended,
             can_moderate,
-            video_url: stream
-                .video_url
-                .clone()
-                .filter(|u| crate::web::studio::video_url_ok(u)),
+            hls: video_url.as_deref().is_some_and(crate::web::replay::is_hls),
+            replay,
+            replay_i18n: crate::web::replay::strings_json(lang.lang),
+            video_url,
             i18n_json: lang.lang.js_json(),
+            description_html: crate::web::markdown::description_html(&stream.description),
             stream,
             c,
         },
-    )
+    )?;
+    if let Ok(v) = header::HeaderValue::from_str(&policy) {
+        res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    Ok(res)
 }
 
 #[cfg(test)]

@@ -101,8 +101,7 @@ async fn run_search(
             let mut v: Value =
                 serde_json::from_str(&message_frame(&f.message)).expect("frames are JSON");
             v["is_deleted"] = f.is_deleted.into();
-            // Hidden (shadow-banned) messages do not exist yet: none is hidden.
-            v["hidden"] = false.into();
+            v["hidden"] = f.message.hidden.into();
             v["stream_id"] = f.stream_id.into();
             v
         })

@@ -20,7 +20,7 @@ use crate::{
     },
     sessions::{self, SessionParams},
     tenants::CurrentTenant,
-    web::client_ip,
+    web::client_key,
 };
 
 /// Registers the socket route.
@@ -82,6 +82,15 @@ async fn connect(
         }
     }
     let stream_id = path.into_inner();
+    let visitor = <Visitor as actix_web::FromRequest>::extract(&req).await?;
+    // A private tenant says nothing, not even whether the stream exists, to an
+    // anonymous visitor.
+    if visitor.user().is_none() && !tenant.anonymous_viewers {
+        return Ok(plain(
+            StatusCode::UNAUTHORIZED,
+            "Log in to watch this stream",
+        ));
+    }
     let Some(stream) = store
         .stream(&tenant.slug, stream_id)
         .await
@@ -89,7 +98,6 @@ async fn connect(
     else {
         return Ok(plain(StatusCode::NOT_FOUND, "Not found"));
     };
-    let visitor = <Visitor as actix_web::FromRequest>::extract(&req).await?;
     let user = match visitor.user() {
         Some(u) => Some(RoomUser {
             id: u.id,
@@ -98,6 +106,11 @@ async fn connect(
             can_moderate: can_moderate(store, &tenant.slug, u, &stream)
                 .await
                 .map_err(ApiError::from)?,
+            created_at: store
+                .user_created_at(&tenant.slug, u.id)
+                .await
+                .map_err(ApiError::from)?
+                .unwrap_or_else(time::OffsetDateTime::now_utc),
         }),
         None => None,
     };
@@ -123,9 +136,8 @@ async fn connect(
     if hub.is_shutting_down() {
         return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "Server restarting"));
     }
-    let ip: IpAddr = client_ip(&req)
-        .parse()
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    // Counted by address key: an IPv6 client by its /64.
+    let ip: IpAddr = client_key(&req);
     let Some(ip_slot) = hub.acquire_ip(ip, settings.limits.max_connections_per_ip) else {
         crate::metrics::RATE_LIMITED.inc();
         return Ok(HttpResponse::TooManyRequests()

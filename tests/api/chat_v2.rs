@@ -622,3 +622,41 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         assert!(tab.incidents().is_empty(), "{:?}", tab.incidents());
     }
 }
+
+#[actix_web::test]
+async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (troll, _) = app.user_session("troll", Role::Viewer).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut ct, _, _) = app.ws_ready(stream, Some(&troll)).await;
+    co.send(json!({"type":"hide","username":"troll"})).await;
+    co.expect("moderation").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let id = say(&mut ct, json!({"message":"hidden text"})).await;
+    assert_eq!(message_with_id(&mut co, id).await["hidden"], true);
+    // Nobody else can reply to it: its text would show in the excerpt.
+    ca.send(json!({"message":"re", "reply_to": id})).await;
+    assert_eq!(refused(&mut ca).await, "not_found");
+    // Its edit goes to the author and moderators only.
+    ct.send(json!({"type":"edit","message_id": id, "message":"hidden, edited"}))
+        .await;
+    assert_eq!(ct.expect("edit").await["message"], "hidden, edited");
+    assert_eq!(co.expect("edit").await["message"], "hidden, edited");
+    ca.assert_silent(Duration::from_millis(400)).await;
+    // Moderators find it, flagged.
+    let v = app
+        .get(
+            &format!("/api/streams/{stream}/search?q=edited"),
+            Some(&owner),
+        )
+        .await
+        .json();
+    assert_eq!(ids(&v), vec![id]);
+    assert_eq!(v["messages"][0]["hidden"], true);
+    assert_eq!(v["messages"][0]["is_deleted"], false);
+}

@@ -394,7 +394,10 @@ async fn blocked_terms_catch_disguises_without_false_positives() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["terms"], json!(["spam"]));
+    assert_eq!(
+        r.json()["terms"],
+        json!([{"term":"spam","mode":"block","scope":"stream"}])
+    );
     let r = app
         .post_json(
             &path,

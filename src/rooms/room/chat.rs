@@ -16,6 +16,7 @@ impl RoomActor {
                 client_id: pending.client_id.clone(),
                 reply_to_id: pending.reply_to.as_ref().map(|r| r.id),
                 mentions: pending.mentions.clone(),
+                hidden: pending.hidden,
             },
             token: self.inflight.next_token(),
             reply_to: ctx.address().recipient(),
@@ -38,6 +39,7 @@ impl RoomActor {
                 client_id: None,
                 reply_to: None,
                 mentions: Vec::new(),
+                hidden: false,
             },
         );
     }
@@ -69,6 +71,63 @@ impl RoomActor {
     }
 }
 
+impl RoomActor {
+    /// Holds a message for review: stored in the held table, then the sender
+    /// hears `held`, and every moderator socket on every node sees the item.
+    fn hold(
+        &mut self,
+        ctx: &mut Context<Self>,
+        conn_id: u64,
+        user: &RoomUser,
+        text: String,
+        client_id: Option<String>,
+        reason: &'static str,
+    ) {
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let room_id = self.stream.room_id;
+        let user_id = user.id;
+        ctx.spawn(
+            async move {
+                store
+                    .hold_message(&slug, room_id, user_id, &text, client_id.as_deref(), reason)
+                    .await
+                    .map_err(|e| (e, client_id))
+            }
+            .into_actor(self)
+            .map(move |r, room, _| match r {
+                Ok(held) => {
+                    room.members.send_to(
+                        conn_id,
+                        &protocol::held_ack_frame(held.client_id.as_deref(), held.id),
+                    );
+                    let item = protocol::held_item(&held).to_string();
+                    room.hub.relay().publish(
+                        &room.key,
+                        RelayEvent::Held {
+                            held_id: held.id,
+                            item: item.clone(),
+                        },
+                    );
+                    room.add_held(held.id, ByteString::from(item));
+                }
+                Err((e, client_id)) => {
+                    tracing::warn!(tenant = %room.key.slug, error = %e, "message not held");
+                    room.members.send_to(
+                        conn_id,
+                        &protocol::error_frame(
+                            Code::Unavailable,
+                            "The message could not be stored; send it again.",
+                            None,
+                            client_id.as_deref(),
+                        ),
+                    );
+                }
+            }),
+        );
+    }
+}
+
 /// Time since the commit (clock skew between PostgreSQL and us clamps to zero).
 fn commit_age(at: OffsetDateTime) -> Duration {
     let age = OffsetDateTime::now_utc() - at;
@@ -94,10 +153,13 @@ impl Handler<Chat> for RoomActor {
             &self.chat_limiter,
             OffsetDateTime::now_utc(),
         );
-        if let Err(refusal) = decision {
-            self.refuse(conn_id, &refusal, cid, false);
-            return;
-        }
+        let admit = match decision {
+            Ok(admit) => admit,
+            Err(refusal) => {
+                self.refuse(conn_id, &refusal, cid, false);
+                return;
+            }
+        };
         // A client_id seen before is acknowledged with the first message's id.
         match known {
             Some(Known::Stored(id)) => {
@@ -112,7 +174,24 @@ impl Handler<Chat> for RoomActor {
         }
         let Some(user) = user else { return };
         self.last_chat.insert(user.id, Instant::now());
+        if self.modes.modes.unique_chat {
+            self.recent
+                .add(RecentTexts::key(chat.text.as_str()), Instant::now());
+        }
+        if let Admit::Hold(reason) = admit {
+            self.hold(
+                ctx,
+                conn_id,
+                &user,
+                chat.text.into_string(),
+                chat.client_id,
+                reason,
+            );
+            return;
+        }
+        let hidden = !self.may_moderate(&user) && self.hidden.is_hidden(user.id);
         let pending = Pending {
+            hidden,
             conn_id: Some(conn_id),
             waiters: Vec::new(),
             user: Some(user),
@@ -155,6 +234,7 @@ impl Handler<Written> for RoomActor {
                         reply_to: p.reply_to.clone(),
                         mentions: p.mentions.clone(),
                         edited_at: None,
+                        hidden: p.hidden,
                     };
                     let frame = protocol::message_frame(&message);
                     let started = Instant::now();
@@ -165,6 +245,7 @@ impl Handler<Written> for RoomActor {
                             id,
                             seq,
                             user_id: message.user_id,
+                            hidden: message.hidden,
                         },
                     );
                     self.deliver(
@@ -175,6 +256,7 @@ impl Handler<Written> for RoomActor {
                             frame,
                             user_id: message.user_id,
                             remote: false,
+                            hidden: message.hidden,
                         }),
                     );
                     metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));

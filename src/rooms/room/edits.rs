@@ -1,7 +1,8 @@
 //! Edits: the author changes their message within [`EDIT_WINDOW_SECS`] of
 //! sending it. The new text passes the room's admission like a new message
-//! (stream open, bans and timeouts, blocked terms, rate limit; slow mode paces
-//! new messages only, so an edit does not wait for it); PostgreSQL then
+//! (stream open, bans and timeouts, blocked terms, chat modes, rate limit;
+//! slow mode paces new messages only, so an edit does not wait for it; text
+//! that would be held for review is refused with `forbidden`); PostgreSQL then
 //! decides, with the message row locked, whether it is still there (not
 //! deleted), the sender's and young enough. The room broadcasts the `edit`
 //! frame, keeps the new `message` frame in its ring, and relays both to the
@@ -29,8 +30,32 @@ pub struct Edit {
 
 impl RoomActor {
     /// An edit stored here or on another node: the ring's frame of the message
-    /// (and the pin) take the new text, and every member gets the `edit` frame.
-    pub(super) fn apply_edit(&mut self, message_id: i64, frame: ByteString, message: ByteString) {
+    /// (and the pin) take the new text, and every member gets the `edit` frame
+    /// — only the author and moderators when the message is a hidden user's
+    /// (`hidden_author` is then `Some(author)`).
+    pub(super) fn apply_edit(
+        &mut self,
+        message_id: i64,
+        frame: ByteString,
+        message: ByteString,
+        hidden_author: Option<Option<i64>>,
+    ) {
+        if let Some(author) = hidden_author {
+            let owner = self.stream.owner_id;
+            let appointed = &self.appointed;
+            let closed = self.members.broadcast_where(&frame, None, |u| {
+                u.is_some_and(|u| {
+                    Some(u.id) == author
+                        || matches!(u.role, Role::Admin | Role::Moderator)
+                        || u.id == owner
+                        || appointed.contains(&u.id)
+                })
+            });
+            if closed > 0 {
+                self.report_viewers();
+            }
+            return;
+        }
         self.ring.replace(message_id, message.clone());
         if let Some((id, pinned)) = &mut self.pinned {
             if *id == message_id {
@@ -61,9 +86,22 @@ impl Handler<Edit> for RoomActor {
             &self.chat_limiter,
             OffsetDateTime::now_utc(),
         );
-        if let Err(refusal) = decision {
-            self.refuse(conn_id, &refusal, None, false);
-            return;
+        match decision {
+            Err(refusal) => {
+                self.refuse(conn_id, &refusal, None, false);
+                return;
+            }
+            // Text that a new message would hold for review cannot replace
+            // text already shown: it goes through review as a new message.
+            Ok(Admit::Hold(_)) => {
+                self.error_to(
+                    conn_id,
+                    Code::Forbidden,
+                    "This text needs a moderator's review: send it as a new message.",
+                );
+                return;
+            }
+            Ok(Admit::Post) => {}
         }
         let Some(user) = user else { return };
         let (mentions, _) =
@@ -100,9 +138,12 @@ impl Handler<Edit> for RoomActor {
                                 message_id,
                                 frame: frame.to_string(),
                                 message: message.to_string(),
+                                hidden: m.hidden,
+                                user_id: m.user_id,
                             },
                         );
-                        room.apply_edit(message_id, frame, message);
+                        let hidden_author = m.hidden.then_some(m.user_id);
+                        room.apply_edit(message_id, frame, message, hidden_author);
                         return;
                     }
                     Ok(EditOutcome::NotFound) => (Code::NotFound, "No such message."),

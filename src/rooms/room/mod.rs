@@ -10,7 +10,7 @@
 //! `client_id`s), [`super::members`] (fan-out) and [`super::ring`] (history).
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -30,9 +30,11 @@ use moderation::compile_terms;
 use sync::Delivery;
 
 use super::{
-    admission::{Refusal, Rules, Sender},
+    admission::{Admit, Refusal, Rules, Sender},
+    hidden::Hidden,
     inbox::*,
     members::{Members, RoomUser},
+    modes::{ModeState, RecentTexts},
     pending::{Inflight, Known, Pending},
     restrictions::{Change, Restrictions},
     ring::{Ring, RingEntry},
@@ -72,6 +74,8 @@ const GAP_WAIT: Duration = Duration::from_millis(250);
 const CATCH_UP_MAX: i64 = 500;
 /// Deleted ids remembered before their message arrived (bounded).
 const EARLY_DELETES: usize = 1024;
+/// How often a room denies held messages older than ten minutes.
+const HELD_SWEEP: Duration = Duration::from_secs(15);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
@@ -112,8 +116,18 @@ pub struct RoomActor {
     restrictions: Restrictions,
     /// Blocked terms of the stream and the tenant.
     terms: Vec<BlockedTerm>,
+    /// Terms that hold a message for review.
+    hold_terms: Vec<BlockedTerm>,
     /// Users appointed moderator of this stream.
     appointed: HashSet<i64>,
+    /// Chat modes (and what the shield saved).
+    modes: ModeState,
+    /// Texts of the last 30 s, for `unique_chat`.
+    recent: RecentTexts,
+    /// Hidden users (shadow ban).
+    hidden: Hidden,
+    /// Messages waiting for review: held id → the item moderators see.
+    held: BTreeMap<i64, ByteString>,
     /// Last accepted chat message per user (slow mode).
     last_chat: HashMap<i64, Instant>,
     /// Sockets on other nodes (from the relay's presence).
@@ -174,7 +188,12 @@ impl RoomActor {
             pinned: None,
             restrictions: Restrictions::default(),
             terms: Vec::new(),
+            hold_terms: Vec::new(),
             appointed: HashSet::new(),
+            modes: stream.modes,
+            recent: RecentTexts::default(),
+            held: BTreeMap::new(),
+            hidden: Hidden::default(),
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
@@ -195,8 +214,11 @@ impl RoomActor {
             status: self.status,
             slow_mode_seconds: self.slow_mode_seconds,
             terms: &self.terms,
+            hold_terms: &self.hold_terms,
             restrictions: &self.restrictions,
             shutting_down: self.shutdown.is_some(),
+            modes: &self.modes.modes,
+            recent: &self.recent,
         }
     }
 
@@ -205,6 +227,7 @@ impl RoomActor {
             user_id: u.id,
             exempt: self.may_moderate(u),
             last_chat: self.last_chat.get(&u.id).copied(),
+            account_created: u.created_at,
         })
     }
 
@@ -237,6 +260,7 @@ impl RoomActor {
                 .rules()
                 .can_chat(sender.as_ref(), OffsetDateTime::now_utc()),
             slow_mode_seconds: self.slow_mode_seconds,
+            modes: &self.modes.modes,
             viewers: self.viewers(),
             pinned: pinned.as_deref(),
             stamps: &self.stamps,
@@ -248,6 +272,76 @@ impl RoomActor {
         if self.members.broadcast(frame, id) > 0 {
             self.report_viewers();
         }
+    }
+
+    /// Sends a frame to every member who may moderate the stream.
+    fn notify_moderators(&mut self, frame: &ByteString) {
+        let owner = self.stream.owner_id;
+        let appointed = &self.appointed;
+        self.members.send_where(frame, |u| {
+            matches!(u.role, Role::Admin | Role::Moderator)
+                || u.id == owner
+                || appointed.contains(&u.id)
+        });
+    }
+
+    /// A message is held for review: moderators here see it at once, and in
+    /// the queue when they connect.
+    fn add_held(&mut self, held_id: i64, item: ByteString) {
+        self.notify_moderators(&item);
+        self.held.insert(held_id, item);
+    }
+
+    /// Replaces the queue of held messages (from PostgreSQL).
+    fn load_held(&mut self, held: &[crate::store::held::Held]) {
+        self.held = held
+            .iter()
+            .map(|h| (h.id, ByteString::from(protocol::held_item(h).to_string())))
+            .collect();
+    }
+
+    /// Denies held messages older than ten minutes (one node wins each) and
+    /// tells every room.
+    fn expire_held(&mut self, ctx: &mut Context<Self>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let slug = self.key.slug.clone();
+        let stream_id = self.key.stream_id;
+        let room_id = self.stream.room_id;
+        ctx.spawn(
+            async move { store.expire_held(&slug, stream_id, room_id).await }
+                .into_actor(self)
+                .map(|r, room, _| match r {
+                    Ok(expired) => {
+                        for h in expired {
+                            room.hub.apply(
+                                &room.key,
+                                ModEvent::Deny {
+                                    held_id: h.id,
+                                    user_id: h.user_id,
+                                    client_id: h.client_id,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "held messages not expired"),
+                }),
+        );
+    }
+
+    /// `{"type":"held_queue","items":[...]}`.
+    fn held_queue_frame(&self) -> ByteString {
+        let mut s = String::from("{\"type\":\"held_queue\",\"items\":[");
+        for (i, item) in self.held.values().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(item);
+        }
+        s.push_str("]}");
+        ByteString::from(s)
     }
 
     fn report_viewers(&self) {
@@ -372,6 +466,8 @@ impl Actor for RoomActor {
                 let appointed = store.stream_moderator_ids(&slug, stream_id).await;
                 // Sockets already open on other nodes, for the first hello.
                 let elsewhere = relay.presence_total(&key).await;
+                let held = store.held_queue(&slug, room_id).await;
+                let hidden = store.hidden_users(&slug, stream_id).await;
                 (
                     stamps,
                     snapshot,
@@ -379,12 +475,28 @@ impl Actor for RoomActor {
                     restrictions,
                     terms,
                     appointed,
-                    elsewhere,
+                    (elsewhere, held, hidden),
                 )
             }
             .into_actor(self)
             .map(
-                |(stamps, snapshot, pinned, restrictions, terms, appointed, elsewhere), room, _| {
+                |(
+                    stamps,
+                    snapshot,
+                    pinned,
+                    restrictions,
+                    terms,
+                    appointed,
+                    (elsewhere, held, hidden),
+                ),
+                 room,
+                 _| {
+                    if let Ok(rows) = hidden {
+                        room.hidden = Hidden::from_rows(rows);
+                    }
+                    if let Ok(held) = held {
+                        room.load_held(&held);
+                    }
                     if let Ok(stamps) = stamps {
                         room.stamps = stamps;
                     }
@@ -396,7 +508,7 @@ impl Actor for RoomActor {
                         Err(e) => tracing::warn!(error = %e, "room started without its bans"),
                     }
                     if let Ok(terms) = terms {
-                        room.terms = compile_terms(&terms);
+                        (room.terms, room.hold_terms) = compile_terms(&terms);
                     }
                     if let Ok(ids) = appointed {
                         room.appointed = ids.into_iter().collect();
@@ -425,6 +537,10 @@ impl Actor for RoomActor {
             let gap = Duration::from_secs(room.slow_mode_seconds.max(0) as u64);
             room.last_chat.retain(|_, at| at.elapsed() < gap);
         });
+        // Held messages nobody reviewed within ten minutes are denied.
+        ctx.run_interval(HELD_SWEEP, |room, ctx| room.expire_held(ctx));
+        // A room started without a socket (a status notice) stops when idle.
+        self.maybe_idle(ctx);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -462,8 +578,13 @@ impl Handler<Join> for RoomActor {
                 self.members
                     .insert(conn_id, join.outlet, join.user, after, false);
                 let hello = self.hello(user.as_ref());
+                let queue = user
+                    .as_ref()
+                    .filter(|u| self.may_moderate(u))
+                    .map(|_| self.held_queue_frame());
                 let ok = outlet.send_text(&hello)
-                    && outlet.send_text(&protocol::history_frame(frames.iter(), truncated));
+                    && outlet.send_text(&protocol::history_frame(frames.iter(), truncated))
+                    && queue.is_none_or(|q| outlet.send_text(&q));
                 if !ok {
                     self.members.remove(conn_id);
                 }
@@ -500,8 +621,17 @@ impl Handler<Join> for RoomActor {
                             messages.iter().map(protocol::message_frame).collect();
                         let history = protocol::history_frame(frames.iter(), truncated);
                         let newest = messages.last().map(|m| m.id);
-                        room.members
-                            .finish_loading(conn_id, &hello, &history, newest);
+                        let queue = user
+                            .as_ref()
+                            .filter(|u| room.may_moderate(u))
+                            .map(|_| room.held_queue_frame());
+                        room.members.finish_loading(
+                            conn_id,
+                            &hello,
+                            &history,
+                            newest,
+                            queue.as_ref(),
+                        );
                     }),
                 );
             }

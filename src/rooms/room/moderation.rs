@@ -13,7 +13,7 @@ impl RoomActor {
             async move { store.blocked_terms(&slug, stream_id).await }
                 .into_actor(self)
                 .map(|r, room, _| match r {
-                    Ok(terms) => room.terms = compile_terms(&terms),
+                    Ok(terms) => (room.terms, room.hold_terms) = compile_terms(&terms),
                     Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
                 }),
         );
@@ -44,8 +44,9 @@ impl RoomActor {
         );
     }
 
-    /// Applies a stored moderation event to the room's state and broadcasts it.
-    pub(super) fn apply_event(&mut self, event: ModEvent) {
+    /// Applies a stored moderation event to the room's state and broadcasts it
+    /// (held-message decisions to moderators and their author only).
+    pub(super) fn apply_event(&mut self, ctx: &mut Context<Self>, event: ModEvent) {
         if let Some(change) = Change::of(&event) {
             self.restrictions.apply(&change);
         }
@@ -74,7 +75,64 @@ impl RoomActor {
                 self.pinned = None;
             }
             ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
+            ModEvent::Modes {
+                modes,
+                slow_mode_seconds,
+            } => {
+                self.modes.modes = *modes;
+                self.slow_mode_seconds = *slow_mode_seconds;
+            }
             ModEvent::Ban { .. } | ModEvent::Timeout { .. } | ModEvent::Unban { .. } => {}
+            ModEvent::Approve {
+                held_id,
+                user_id,
+                client_id,
+                frame,
+                id,
+                seq,
+            } => {
+                self.held.remove(held_id);
+                self.notify_moderators(&event.frame());
+                // Stored by the approving node: every room delivers it in order.
+                self.deliver(
+                    ctx,
+                    *seq,
+                    Slot::Deliver(Delivery {
+                        id: *id,
+                        frame: ByteString::from(frame.clone()),
+                        user_id: Some(*user_id),
+                        remote: true,
+                        hidden: false,
+                    }),
+                );
+                let ack = protocol::ack_frame_held(client_id.as_deref(), *id, *held_id);
+                let author = *user_id;
+                self.members.send_where(&ack, |u| u.id == author);
+                return;
+            }
+            ModEvent::Hide {
+                user_id,
+                tenant,
+                hide,
+                ..
+            } => {
+                self.hidden.apply(*user_id, *tenant, *hide);
+                // The user is not told: only moderators see the notice.
+                self.notify_moderators(&event.frame());
+                return;
+            }
+            ModEvent::Deny {
+                held_id,
+                user_id,
+                client_id,
+            } => {
+                self.held.remove(held_id);
+                self.notify_moderators(&event.frame());
+                let denied = protocol::denied_frame(client_id.as_deref(), *held_id);
+                let author = *user_id;
+                self.members.send_where(&denied, |u| u.id == author);
+                return;
+            }
         }
         let frame = event.frame();
         self.broadcast(&frame, None);
@@ -86,12 +144,17 @@ impl RoomActor {
     }
 }
 
-/// Blocked terms as the matcher wants them.
-pub(super) fn compile_terms(terms: &[(String, bool)]) -> Vec<BlockedTerm> {
-    terms
-        .iter()
-        .filter_map(|(t, _)| BlockedTerm::new(t))
-        .collect()
+/// Terms of the stream's lists as the matcher wants them: (block, hold).
+pub(super) fn compile_terms(
+    terms: &[crate::store::moderation::TermRow],
+) -> (Vec<BlockedTerm>, Vec<BlockedTerm>) {
+    let (hold, block): (Vec<_>, Vec<_>) = terms.iter().partition(|t| t.hold);
+    let prepare = |list: Vec<&crate::store::moderation::TermRow>| {
+        list.iter()
+            .filter_map(|t| BlockedTerm::new(&t.term))
+            .collect()
+    };
+    (prepare(block), prepare(hold))
 }
 
 impl Handler<Moderate> for RoomActor {
@@ -138,8 +201,8 @@ impl Handler<Moderate> for RoomActor {
 impl Handler<Apply> for RoomActor {
     type Result = ();
 
-    fn handle(&mut self, Apply(event): Apply, _: &mut Context<Self>) {
-        self.apply_event(event);
+    fn handle(&mut self, Apply(event): Apply, ctx: &mut Context<Self>) {
+        self.apply_event(ctx, event);
     }
 }
 

@@ -13,6 +13,8 @@ pub(super) struct Delivery {
     pub(super) user_id: Option<i64>,
     /// Stored by another node (slow mode counts it on delivery).
     pub(super) remote: bool,
+    /// From a hidden user: to them and moderators only, never in the ring.
+    pub(super) hidden: bool,
 }
 
 impl RoomActor {
@@ -33,6 +35,23 @@ impl RoomActor {
         self.newest_id = self.newest_id.max(d.id);
         if let (Some(u), true) = (d.user_id, d.remote) {
             self.last_chat.insert(u, Instant::now());
+        }
+        if d.hidden {
+            let owner = self.stream.owner_id;
+            let appointed = &self.appointed;
+            let author = d.user_id;
+            let closed = self.members.broadcast_where(&d.frame, Some(d.id), |u| {
+                u.is_some_and(|u| {
+                    Some(u.id) == author
+                        || matches!(u.role, Role::Admin | Role::Moderator)
+                        || u.id == owner
+                        || appointed.contains(&u.id)
+                })
+            });
+            if closed > 0 {
+                self.report_viewers();
+            }
+            return;
         }
         self.ring.push(RingEntry {
             id: d.id,
@@ -109,6 +128,7 @@ impl RoomActor {
                                     frame: protocol::message_frame(&m),
                                     user_id: m.user_id,
                                     remote: true,
+                                    hidden: m.hidden,
                                 })
                             };
                             room.deliver(ctx, seq, slot);
@@ -155,24 +175,35 @@ impl RoomActor {
                 let restrictions = store.restrictions(&slug, stream_id, None).await;
                 let stream = store.stream(&slug, stream_id).await;
                 let pinned = store.pinned_message(&slug, room_id).await;
-                (visible, restrictions, stream, pinned)
+                let held = store.held_queue(&slug, room_id).await;
+                let hidden = store.hidden_users(&slug, stream_id).await;
+                (visible, restrictions, stream, (pinned, held, hidden))
             }
             .into_actor(self)
-            .map(|(visible, restrictions, stream, pinned), room, _| {
-                if let Ok((messages, has_older, _)) = visible {
-                    room.drop_deleted(&messages, has_older);
-                }
-                if let Ok(list) = restrictions {
-                    room.restrictions = Restrictions::from_rows(list);
-                }
-                if let Ok(Some(s)) = stream {
-                    room.status = s.status;
-                    room.slow_mode_seconds = s.slow_mode_seconds;
-                }
-                if let Ok(p) = pinned {
-                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
-                }
-            }),
+            .map(
+                |(visible, restrictions, stream, (pinned, held, hidden)), room, _| {
+                    if let Ok(rows) = hidden {
+                        room.hidden = crate::rooms::hidden::Hidden::from_rows(rows);
+                    }
+                    if let Ok(held) = held {
+                        room.load_held(&held);
+                    }
+                    if let Ok((messages, has_older, _)) = visible {
+                        room.drop_deleted(&messages, has_older);
+                    }
+                    if let Ok(list) = restrictions {
+                        room.restrictions = Restrictions::from_rows(list);
+                    }
+                    if let Ok(Some(s)) = stream {
+                        room.status = s.status;
+                        room.slow_mode_seconds = s.slow_mode_seconds;
+                        room.modes = s.modes;
+                    }
+                    if let Ok(p) = pinned {
+                        room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
+                    }
+                },
+            ),
         );
     }
 
@@ -202,6 +233,7 @@ impl Handler<Remote> for RoomActor {
                 id,
                 seq,
                 user_id,
+                hidden,
             } => self.deliver(
                 ctx,
                 seq,
@@ -210,6 +242,7 @@ impl Handler<Remote> for RoomActor {
                     frame: ByteString::from(frame),
                     user_id,
                     remote: true,
+                    hidden,
                 }),
             ),
             RelayEvent::Reactions { counts } => {
@@ -223,8 +256,16 @@ impl Handler<Remote> for RoomActor {
                 message_id,
                 frame,
                 message,
-            } => self.apply_edit(message_id, frame.into(), message.into()),
-            RelayEvent::Moderation { event } => self.apply_event(event),
+                hidden,
+                user_id,
+            } => self.apply_edit(
+                message_id,
+                frame.into(),
+                message.into(),
+                hidden.then_some(user_id),
+            ),
+            RelayEvent::Moderation { event } => self.apply_event(ctx, event),
+            RelayEvent::Held { held_id, item } => self.add_held(held_id, ByteString::from(item)),
             RelayEvent::Status { status } => self.status = status,
             RelayEvent::Terms => self.load_terms(ctx),
             RelayEvent::Rights => self.load_rights(ctx),

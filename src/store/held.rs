@@ -1,0 +1,217 @@
+//! `chat_heldmessage`: messages held for review. A held message waits in the
+//! table until a moderator approves it (then it is stored as a chat message in
+//! the same transaction) or denies it, or ten minutes pass (denied by itself).
+
+use time::OffsetDateTime;
+
+use super::{
+    messages::{insert_in, InsertOutcome, MessageType, NewMessage},
+    moderation::{log_in, NewLogEntry},
+    Slug, Store, StoreResult,
+};
+use crate::domain::Role;
+
+/// How long a message waits for review before it is denied by itself.
+pub const HOLD_FOR: time::Duration = time::Duration::minutes(10);
+
+/// A message waiting for review, with its author.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// Row id (`held_id`).
+    pub id: i64,
+    /// Author.
+    pub user_id: i64,
+    /// Author's username.
+    pub username: String,
+    /// Author's role.
+    pub role: Role,
+    /// The text.
+    pub content: String,
+    /// The sender's idempotency key.
+    pub client_id: Option<String>,
+    /// Why it is held (`term` or `link`).
+    pub reason: String,
+    /// When it was held.
+    pub created_at: OffsetDateTime,
+}
+
+/// A held message that was resolved now.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The held message.
+    pub held: Held,
+    /// For an approval: the stored message's id, seq and commit time.
+    pub stored: Option<(i64, i64, OffsetDateTime)>,
+}
+
+fn held_select(slug: &Slug) -> String {
+    format!(
+        "SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
+         FROM {0}.chat_heldmessage h JOIN {0}.accounts_user u ON u.id = h.user_id",
+        slug.schema()
+    )
+}
+
+fn held_from(row: &tokio_postgres::Row) -> Held {
+    Held {
+        id: row.get(0),
+        user_id: row.get(1),
+        username: row.get(2),
+        role: Role::parse(row.get(3)).unwrap_or(Role::Viewer),
+        content: row.get(4),
+        client_id: row.get(5),
+        reason: row.get(6),
+        created_at: row.get(7),
+    }
+}
+
+impl Store {
+    /// Holds a message for review; returns it with its id.
+    pub async fn hold_message(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        user_id: i64,
+        content: &str,
+        client_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<Held> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "WITH h AS (INSERT INTO {0}.chat_heldmessage (room_id, user_id, content, client_id, reason) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING *) \
+                     SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
+                     FROM h JOIN {0}.accounts_user u ON u.id = h.user_id",
+                    slug.schema()
+                ),
+                &[&room_id, &user_id, &content, &client_id, &reason],
+            )
+            .await?;
+        Ok(held_from(&row))
+    }
+
+    /// Messages of a room waiting for review, oldest first.
+    pub async fn held_queue(&self, slug: &Slug, room_id: i64) -> StoreResult<Vec<Held>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{} WHERE h.room_id = $1 AND h.state = 'held' ORDER BY h.id",
+                    held_select(slug)
+                ),
+                &[&room_id],
+            )
+            .await?;
+        Ok(rows.iter().map(held_from).collect())
+    }
+
+    /// Approves (storing it as a chat message, in the same transaction) or
+    /// denies a held message of a room, and logs it. `None` when it is not
+    /// waiting (unknown, another room's, or resolved already).
+    pub async fn resolve_held(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        held_id: i64,
+        approve: bool,
+        log: NewLogEntry<'_>,
+    ) -> StoreResult<Option<Resolved>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let s = slug.schema();
+        let state = if approve { "approved" } else { "denied" };
+        let Some(row) = tx
+            .query_opt(
+                &format!(
+                    "WITH h AS (UPDATE {s}.chat_heldmessage SET state = $3, resolved_by = $4, resolved_at = now() \
+                     WHERE id = $1 AND room_id = $2 AND state = 'held' RETURNING *) \
+                     SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
+                     FROM h JOIN {s}.accounts_user u ON u.id = h.user_id"
+                ),
+                &[&held_id, &room_id, &state, &log.moderator_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let held = held_from(&row);
+        let mut stored = None;
+        if approve {
+            let out = insert_in(
+                &tx,
+                slug,
+                &[NewMessage {
+                    room_id,
+                    user_id: Some(held.user_id),
+                    content: held.content.clone(),
+                    message_type: MessageType::Message,
+                    client_id: held.client_id.clone(),
+                    hidden: false,
+                    reply_to_id: None,
+                    mentions: Vec::new(),
+                }],
+            )
+            .await?;
+            if let Some(InsertOutcome::Stored { id, seq, at }) = out.first().copied() {
+                tx.execute(
+                    &format!("UPDATE {s}.chat_heldmessage SET message_id = $2 WHERE id = $1"),
+                    &[&held_id, &id],
+                )
+                .await?;
+                stored = Some((id, seq, at));
+            }
+        }
+        log_in(
+            &tx,
+            slug,
+            &NewLogEntry {
+                target_user_id: Some(held.user_id),
+                message_id: stored.map(|(id, _, _)| id),
+                ..log
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Resolved { held, stored }))
+    }
+
+    /// Denies the messages of a room held longer than [`HOLD_FOR`], logging
+    /// each (no moderator); returns them. Several nodes may run this at once:
+    /// each message is denied by one.
+    pub async fn expire_held(
+        &self,
+        slug: &Slug,
+        stream_id: i64,
+        room_id: i64,
+    ) -> StoreResult<Vec<Held>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let s = slug.schema();
+        let rows = tx
+            .query(
+                &format!(
+                    "WITH h AS (UPDATE {s}.chat_heldmessage SET state = 'denied', resolved_at = now() \
+                     WHERE room_id = $1 AND state = 'held' AND created_at < now() - $2::bigint * interval '1 second' RETURNING *) \
+                     SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
+                     FROM h JOIN {s}.accounts_user u ON u.id = h.user_id"
+                ),
+                &[&room_id, &HOLD_FOR.whole_seconds()],
+            )
+            .await?;
+        let expired: Vec<Held> = rows.iter().map(held_from).collect();
+        for h in &expired {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.moderation_log (stream_id, moderator_id, action, target_user_id, reason) \
+                     VALUES ($1, NULL, 'deny', $2, 'not reviewed within 10 minutes')"
+                ),
+                &[&stream_id, &h.user_id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(expired)
+    }
+}

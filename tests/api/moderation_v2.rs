@@ -1,0 +1,558 @@
+//! Moderation, round two, over real sockets: chat modes (stamps only,
+//! established accounts, unique chat, the raid shield) on one node and across
+//! two, and blocked terms that see through disguises.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// Sends a chat message; returns the `ack` or the `error` it got.
+async fn send(c: &mut WsClient, text: &str) -> Value {
+    let cid = random_hex(12);
+    c.send(json!({"type":"message","message":text,"client_id":cid}))
+        .await;
+    loop {
+        let v = c.recv().await;
+        if v["client_id"] == cid.as_str() && v["type"] != "message" {
+            return v;
+        }
+    }
+}
+
+/// The error code a message gets, or "ack".
+async fn outcome(c: &mut WsClient, text: &str) -> String {
+    let v = send(c, text).await;
+    if v["type"] == "ack" {
+        "ack".into()
+    } else {
+        v["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// Sets modes from a moderator's socket and waits for the notice.
+async fn set_modes(m: &mut WsClient, modes: Value) -> Value {
+    let mut frame = modes;
+    frame["type"] = "modes".into();
+    m.send(frame).await;
+    loop {
+        let v = m.recv().await;
+        if v["type"] == "moderation" && v["action"] == "modes" {
+            return v;
+        }
+        assert_ne!(v["type"], "error", "{v}");
+    }
+}
+
+/// Makes an account look `minutes` old.
+async fn age_account(app: &TestApp, username: &str, minutes: i32) {
+    app.store
+        .client()
+        .await
+        .unwrap()
+        .execute(
+            &format!(
+                "UPDATE {}.accounts_user SET created_at = now() - make_interval(mins => $1) WHERE username = $2",
+                app.tenant.slug.schema()
+            ),
+            &[&minutes, &username],
+        )
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn modes_refuse_viewers_and_spare_the_owner() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (carol, _) = app.user_session("carol", Role::Viewer).await;
+    let (mut o, hello, _) = app.ws_ready(stream, Some(&owner)).await;
+    assert_eq!(
+        hello["modes"],
+        json!({"stamps_only":false,"established_minutes":0,"unique_chat":false,"hold_links":false,"shield":false})
+    );
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (c, _, _) = app.ws_ready(stream, Some(&carol)).await;
+
+    // A viewer may not set modes.
+    b.send(json!({"type":"modes","stamps_only":true})).await;
+    assert_eq!(b.expect("error").await["code"], "forbidden");
+    o.send(json!({"type":"modes","shield":"yes"})).await;
+    assert_eq!(o.expect("error").await["code"], "invalid");
+
+    let notice = set_modes(&mut o, json!({"stamps_only":true})).await;
+    assert_eq!(notice["modes"]["stamps_only"], true);
+    assert_eq!(b.expect("moderation").await["action"], "modes");
+    assert_eq!(outcome(&mut b, "hello").await, "stamps_only");
+    b.send(json!({"type":"reaction","stamp_id":1})).await;
+    assert_eq!(b.expect("reactions").await["stamps"][0]["count"], 1);
+    assert_eq!(outcome(&mut o, "owner speaks").await, "ack");
+    let (_, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    assert_eq!(hello["modes"]["stamps_only"], true, "hello carries modes");
+
+    // Established accounts only: bob is new, carol is a day old.
+    set_modes(
+        &mut o,
+        json!({"stamps_only":false,"established_minutes":10}),
+    )
+    .await;
+    age_account(&app, "carol", 24 * 60).await;
+    let refused = send(&mut b, "hi").await;
+    assert_eq!(refused["code"], "too_new");
+    let wait = refused["retry_after_ms"].as_u64().unwrap();
+    assert!(wait > 9 * 60_000 && wait <= 10 * 60_000, "{wait}");
+    // Carol's socket predates the change of her age: a new one sees it.
+    drop(c);
+    let (mut c, _, _) = app.ws_ready(stream, Some(&carol)).await;
+    assert_eq!(outcome(&mut c, "hi").await, "ack");
+
+    // Unique chat: the same text (folded) within 30 s is refused.
+    set_modes(&mut o, json!({"established_minutes":0,"unique_chat":true})).await;
+    assert_eq!(outcome(&mut b, "GG  WP").await, "ack");
+    assert_eq!(outcome(&mut c, "gg wp").await, "duplicate");
+    assert_eq!(outcome(&mut c, "ｇｇ ｗｐ").await, "duplicate");
+    assert_eq!(outcome(&mut c, "gg wp!!").await, "ack");
+    assert_eq!(outcome(&mut o, "gg wp").await, "ack", "the owner is exempt");
+
+    // Every change is in the moderation log.
+    let log: Vec<String> = app
+        .store
+        .moderation_log(&app.tenant.slug, stream, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(log.iter().filter(|a| *a == "modes").count(), 3);
+}
+
+#[actix_web::test]
+async fn the_shield_restores_exactly_what_was_there() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    o.send(json!({"type":"slow_mode","seconds":5})).await;
+    o.expect("moderation").await;
+    set_modes(&mut o, json!({"established_minutes":3,"unique_chat":true})).await;
+
+    let on = set_modes(&mut o, json!({"shield":true})).await;
+    assert_eq!(on["slow_mode_seconds"], 10);
+    assert_eq!(
+        on["modes"],
+        json!({"stamps_only":false,"established_minutes":10,"unique_chat":true,"hold_links":true,"shield":true})
+    );
+    let (_, hello, _) = app.ws_ready(stream, None).await;
+    assert_eq!(hello["slow_mode_seconds"], 10);
+    assert_eq!(hello["modes"]["shield"], true);
+
+    let off = set_modes(&mut o, json!({"shield":false})).await;
+    assert_eq!(off["slow_mode_seconds"], 5);
+    assert_eq!(
+        off["modes"],
+        json!({"stamps_only":false,"established_minutes":3,"unique_chat":true,"hold_links":false,"shield":false})
+    );
+    // Persisted: the stream row holds the same.
+    let stream_row = app
+        .store
+        .stream(&app.tenant.slug, stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stream_row.slow_mode_seconds, 5);
+    assert_eq!(stream_row.modes.modes.established_minutes, 3);
+    assert!(stream_row.modes.saved.is_none());
+}
+
+#[actix_web::test]
+async fn modes_set_on_one_node_hold_on_the_other() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env = [
+        ("STAMPEDE_REDIS_URL", redis.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, _) = ha.login("owner", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let (mut viewer, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    set_modes(&mut o, json!({"stamps_only":true})).await;
+    let notice = tokio::time::timeout(Duration::from_secs(1), viewer.expect("moderation"))
+        .await
+        .expect("the modes notice reaches node B within 1 s");
+    assert_eq!(notice["modes"]["stamps_only"], true);
+    assert_eq!(outcome(&mut viewer, "hello").await, "stamps_only");
+}
+
+#[actix_web::test]
+async fn disguised_terms_are_blocked() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    for term in ["spam", "ばか"] {
+        let r = app
+            .post_json(
+                &format!("/api/streams/{stream}/blocked_terms"),
+                &json!({"term":term,"action":"add"}),
+                Some(&owner),
+                Some(&csrf),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    for disguised in [
+        "ｓｐａｍ",     // full-width
+        "bye バカ",     // katakana for a hiragana term
+        "ﾊﾞｶ",           // half-width katakana
+        "spаm",         // Cyrillic а
+        "sp\u{200D}am", // zero-width joiner inside
+        "5p4m",         // digits for letters
+    ] {
+        assert_eq!(
+            outcome(&mut b, disguised).await,
+            "blocked_term",
+            "{disguised}"
+        );
+    }
+    for fine in ["ばんかい", "spa day", "バターカレー"] {
+        assert_eq!(outcome(&mut b, fine).await, "ack", "{fine}");
+    }
+}
+
+/// Adds a term to a stream's lists in `mode` (`block` or `hold`).
+async fn add_term(app: &TestApp, stream: i64, owner: (&str, &str), term: &str, mode: &str) {
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            &json!({"term":term,"action":"add","mode":mode}),
+            Some(owner.0),
+            Some(owner.1),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// Reads until a frame of `kind` arrives, failing on any `message` frame
+/// meanwhile (a held message must not leak).
+async fn expect_without_messages(c: &mut WsClient, kind: &str) -> Value {
+    loop {
+        let v = c.recv().await;
+        assert_ne!(v["type"], "message", "a held message leaked: {v}");
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// A message held on node A reaches the queue of a moderator on node B;
+/// approved on B, it reaches viewers on A once, and its author's ack names
+/// the held id. A denial reaches the author as `denied`. Links are held in
+/// shield mode. Terms list their mode.
+#[actix_web::test]
+async fn held_messages_are_reviewed_across_nodes() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env = [
+        ("STAMPEDE_REDIS_URL", redis.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, csrf) = ha.login("owner", "password-123").await;
+    add_term(&ha, stream, (&owner, &csrf), "cheap", "hold").await;
+    let r = ha
+        .get(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(
+        r.json()["terms"],
+        json!([{"term":"cheap","mode":"hold","scope":"stream"}])
+    );
+    let (bob, _) = ha.login("bob", "password-123").await;
+    let (moderator, _) = hb.login("mod", "password-123").await;
+    let (mut sender, _, _) = ha.ws_ready(stream, Some(&bob)).await;
+    let (mut watcher, _, _) = ha.ws_ready(stream, None).await;
+    let mut m = hb.ws(stream, Some(&moderator)).await;
+    m.expect("hello").await;
+    m.expect("history").await;
+    assert_eq!(m.expect("held_queue").await["items"], json!([]));
+
+    sender
+        .send(json!({"type":"message","message":"CHEAP followers","client_id":"h1"}))
+        .await;
+    let held = expect_without_messages(&mut sender, "held").await;
+    assert_eq!(held["client_id"], "h1");
+    let held_id = held["held_id"].as_i64().unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(2), m.expect("held"))
+        .await
+        .expect("the moderator on node B sees the held message");
+    assert_eq!(item["held_id"], held_id);
+    assert_eq!(item["username"], "bob");
+    assert_eq!(item["message"], "CHEAP followers");
+    assert_eq!(item["reason"], "term");
+    assert!(
+        app.stored_ids(stream).await.is_empty(),
+        "not stored as chat"
+    );
+
+    // A second moderator socket, on node A, finds it in the queue.
+    let mut o = ha.ws(stream, Some(&owner)).await;
+    o.expect("history").await;
+    let queue = o.expect("held_queue").await;
+    assert_eq!(queue["items"][0]["held_id"], held_id);
+
+    // Approved on B: viewers on A get it once, the author's ack names it.
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    let shown = watcher.expect("message").await;
+    assert_eq!(shown["message"], "CHEAP followers");
+    assert_eq!(shown["username"], "bob");
+    let ack = sender.expect("ack").await;
+    assert_eq!(ack["held_id"], held_id);
+    assert_eq!(ack["client_id"], "h1");
+    assert_eq!(ack["id"], shown["id"]);
+    assert_eq!(
+        app.stored_ids(stream).await,
+        vec![shown["id"].as_i64().unwrap()]
+    );
+    let notice = m.expect("moderation").await;
+    assert_eq!(
+        notice,
+        json!({"type":"moderation","action":"approve","held_id":held_id})
+    );
+    watcher.assert_silent(Duration::from_millis(500)).await;
+    // Approving twice finds nothing waiting.
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    assert_eq!(m.expect("error").await["code"], "not_found");
+
+    // Denied: the author hears `denied`; nobody else sees anything.
+    sender
+        .send(json!({"type":"message","message":"so cheap","client_id":"h2"}))
+        .await;
+    let held2 = expect_without_messages(&mut sender, "held").await["held_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(m.expect("held").await["held_id"], held2);
+    m.send(json!({"type":"deny","held_id":held2})).await;
+    let denied = sender.expect("error").await;
+    assert_eq!(denied["code"], "denied");
+    assert_eq!(denied["held_id"], held2);
+    assert_eq!(denied["client_id"], "h2");
+    watcher.assert_silent(Duration::from_millis(500)).await;
+
+    // Shield on: links are held (carol's account is old enough to chat, and
+    // she has not spoken yet, so slow mode lets her).
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    age_account(&app, "carol", 24 * 60).await;
+    let (carol, _) = ha.login("carol", "password-123").await;
+    let mut owner_socket = o;
+    set_modes(&mut owner_socket, json!({"shield":true})).await;
+    let (mut sender, _, _) = ha.ws_ready(stream, Some(&carol)).await;
+    sender
+        .send(json!({"type":"message","message":"see example.com/deal","client_id":"h3"}))
+        .await;
+    expect_without_messages(&mut sender, "held").await;
+    let item = m.expect("held").await;
+    assert_eq!(item["reason"], "link");
+
+    let actions: Vec<String> = app
+        .store
+        .moderation_log(&app.tenant.slug, stream, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.contains(&"approve".to_string()), "{actions:?}");
+    assert!(actions.contains(&"deny".to_string()), "{actions:?}");
+}
+
+/// Held messages live in PostgreSQL: a restarted node still has them in its
+/// queue and can approve them; left alone for ten minutes, they are denied.
+#[actix_web::test]
+async fn held_messages_survive_a_restart_and_expire() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let port = free_port();
+    let node = Node::start(port, &[]).await;
+    let h = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, csrf) = h.login("owner", "password-123").await;
+    add_term(&h, stream, (&owner, &csrf), "cheap", "hold").await;
+    let (bob, _) = h.login("bob", "password-123").await;
+    let (mut sender, _, _) = h.ws_ready(stream, Some(&bob)).await;
+    let mut held_ids = Vec::new();
+    for (i, text) in ["cheap one", "cheap two"].iter().enumerate() {
+        sender
+            .send(json!({"type":"message","message":text,"client_id":format!("c{i}")}))
+            .await;
+        held_ids.push(sender.expect("held").await["held_id"].as_i64().unwrap());
+    }
+    drop(sender);
+    node.signal("-KILL");
+    drop(node);
+    let node = Node::start(port, &[]).await;
+    let mut o = h.ws(stream, Some(&owner)).await;
+    o.expect("history").await;
+    let queue = o.expect("held_queue").await;
+    let ids: Vec<i64> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["held_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, held_ids, "still held after the restart");
+    o.send(json!({"type":"approve","held_id":held_ids[0]}))
+        .await;
+    assert_eq!(o.expect("message").await["message"], "cheap one");
+
+    // The other one waited too long: it is denied by itself.
+    app.store
+        .client()
+        .await
+        .unwrap()
+        .execute(
+            &format!(
+                "UPDATE {}.chat_heldmessage SET created_at = now() - interval '11 minutes' WHERE id = $1",
+                app.tenant.slug.schema()
+            ),
+            &[&held_ids[1]],
+        )
+        .await
+        .unwrap();
+    let (bob, _) = h.login("bob", "password-123").await;
+    let (mut author, _, _) = h.ws_ready(stream, Some(&bob)).await;
+    // The sweep runs every 15 s: wait for it without the client's usual limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    let denied = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let v = author
+            .next_text(left)
+            .await
+            .expect("denied within the sweep");
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(denied["code"], "denied");
+    assert_eq!(denied["held_id"], held_ids[1]);
+    let notice = o.expect("moderation").await;
+    assert_eq!(notice["action"], "deny");
+    drop(node);
+}
+
+/// Hidden on node A, bob's new messages reach only him and moderators, on
+/// every node, with `"hidden":true`; nobody else sees them live, in history
+/// or in replay; bob is not told. Unhidden, he is seen again.
+#[actix_web::test]
+async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env = [
+        ("STAMPEDE_REDIS_URL", redis.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (owner, _) = ha.login("owner", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let (mut viewer_a, _, _) = ha.ws_ready(stream, None).await;
+    let (mut viewer_b, _, _) = hb.ws_ready(stream, None).await;
+    let (mut bob_ws, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+
+    let (mod_b, _) = hb.login("mod", "password-123").await;
+    let (mut m_b, _, _) = hb.ws_ready(stream, Some(&mod_b)).await;
+    o.send(json!({"type":"hide","username":"bob"})).await;
+    let notice = o.expect("moderation").await;
+    assert_eq!(
+        notice,
+        json!({"type":"moderation","action":"hide","username":"bob"})
+    );
+    // Node B has applied it once its moderator hears of it.
+    assert_eq!(m_b.expect("moderation").await["action"], "hide");
+    bob_ws
+        .send(json!({"type":"message","message":"psst","client_id":"p1"}))
+        .await;
+    let own = bob_ws.expect("message").await;
+    assert_eq!(own["hidden"], true);
+    assert_eq!(
+        bob_ws.expect("ack").await["id"],
+        own["id"],
+        "acked as usual"
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(2), o.expect("message"))
+        .await
+        .expect("the moderator on node A sees it");
+    assert_eq!(seen["message"], "psst");
+    assert_eq!(seen["hidden"], true);
+    viewer_a.assert_silent(Duration::from_millis(700)).await;
+    viewer_b.assert_silent(Duration::from_millis(100)).await;
+    let (_, _, history) = ha.ws_ready(stream, None).await;
+    assert_eq!(history["messages"], json!([]));
+    let replay = ha
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await;
+    assert_eq!(replay.json()["messages"], json!([]));
+    assert_eq!(app.stored_ids(stream).await.len(), 1, "stored, flagged");
+
+    o.send(json!({"type":"unhide","username":"bob"})).await;
+    o.expect("moderation").await;
+    assert_eq!(m_b.expect("moderation").await["action"], "unhide");
+    bob_ws
+        .send(json!({"type":"message","message":"hello all","client_id":"p2"}))
+        .await;
+    let shown = viewer_a.expect("message").await;
+    assert_eq!(shown["message"], "hello all");
+    assert_eq!(shown.get("hidden"), None);
+    assert_eq!(viewer_b.expect("message").await["message"], "hello all");
+}
