@@ -21,6 +21,8 @@ pub struct NewReaction {
 
 impl Store {
     /// Writes a batch of one tenant's reactions and their rollup, in one transaction.
+    /// (Multi-array `unnest(a, b, ...)` in FROM is SQL syntax, not a function
+    /// looked up on the search path, so it is not qualified.)
     pub async fn insert_reactions(&self, slug: &Slug, batch: &[NewReaction]) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -32,7 +34,7 @@ impl Store {
         tx.execute(
             &format!(
                 "INSERT INTO {s}.streaming_streamreaction (stream_id, user_id, stamp_id, created_at) \
-                 SELECT * FROM pg_catalog.unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[])"
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[])"
             ),
             &[&streams, &users, &stamps, &ats],
         )
@@ -41,7 +43,7 @@ impl Store {
             &format!(
                 "INSERT INTO {s}.streaming_reaction_minute AS m (stream_id, stamp_id, minute, count) \
                  SELECT stream_id, stamp_id, pg_catalog.date_trunc('minute', at), pg_catalog.count(*) \
-                 FROM pg_catalog.unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS r(stream_id, stamp_id, at) \
+                 FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS r(stream_id, stamp_id, at) \
                  GROUP BY 1, 2, 3 \
                  ON CONFLICT (stream_id, minute, stamp_id) DO UPDATE SET count = m.count + EXCLUDED.count"
             ),

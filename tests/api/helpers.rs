@@ -762,3 +762,26 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// Two `stampede serve` nodes on the shared Redis with a fresh channel
+/// prefix (and `extra` environment), with handles on both.
+pub async fn two_nodes(app: &TestApp, extra: &[(&str, &str)]) -> (Node, TestApp, Node, TestApp) {
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("STAMPEDE_REDIS_URL", &redis),
+        ("STAMPEDE_REDIS_PREFIX", &prefix),
+    ];
+    env.extend_from_slice(extra);
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    (a, ha, b, hb)
+}

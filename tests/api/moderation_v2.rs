@@ -173,22 +173,7 @@ async fn modes_set_on_one_node_hold_on_the_other() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
-    let env = [
-        ("STAMPEDE_REDIS_URL", redis.as_str()),
-        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
-    ];
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
+    let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let (owner, _) = ha.login("owner", "password-123").await;
     let (bob, _) = hb.login("bob", "password-123").await;
     let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
@@ -274,22 +259,7 @@ async fn held_messages_are_reviewed_across_nodes() {
     app.create_user("bob", "password-123", Role::Viewer).await;
     app.create_user("mod", "password-123", Role::Moderator)
         .await;
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
-    let env = [
-        ("STAMPEDE_REDIS_URL", redis.as_str()),
-        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
-    ];
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
+    let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let (owner, csrf) = ha.login("owner", "password-123").await;
     add_term(&ha, stream, (&owner, &csrf), "cheap", "hold").await;
     let r = ha
@@ -487,22 +457,7 @@ async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
     app.create_user("bob", "password-123", Role::Viewer).await;
     app.create_user("mod", "password-123", Role::Moderator)
         .await;
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
-    let env = [
-        ("STAMPEDE_REDIS_URL", redis.as_str()),
-        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
-    ];
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
+    let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let (owner, _) = ha.login("owner", "password-123").await;
     let (bob, _) = hb.login("bob", "password-123").await;
     let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;

@@ -185,28 +185,6 @@ async fn announced_joins_and_leaves_are_sent_and_never_stored() {
     assert_eq!(history["messages"], json!([]));
 }
 
-/// Two `stampede serve` nodes on the shared Redis with a fresh prefix.
-async fn two_nodes(app: &TestApp, extra: &[(&str, &str)]) -> (Node, TestApp, Node, TestApp) {
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
-    let mut env: Vec<(&str, &str)> = vec![
-        ("STAMPEDE_REDIS_URL", &redis),
-        ("STAMPEDE_REDIS_PREFIX", &prefix),
-    ];
-    env.extend_from_slice(extra);
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
-    (a, ha, b, hb)
-}
-
 /// Appointing and removing a moderator on node A changes, within a second,
 /// what an open socket on node B may do: slow mode exemption and moderation.
 #[actix_web::test]
