@@ -21,6 +21,15 @@ pub enum ClientFrame {
         text: String,
         /// Idempotency key.
         client_id: Option<String>,
+        /// The message replied to.
+        reply_to: Option<i64>,
+    },
+    /// `{"type":"edit","message_id":N,"message":...}`: the author edits a message.
+    Edit {
+        /// The message edited.
+        message_id: i64,
+        /// Raw new text (cleaned and checked later).
+        text: String,
     },
     /// `{"type":"reaction","stamp_id":N}`.
     Reaction {
@@ -75,7 +84,27 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
                 }
                 Some(_) => return Err(err(Code::Invalid, "\"client_id\" must be a string.")),
             };
-            Ok(ClientFrame::Message { text, client_id })
+            let reply_to = match map.get("reply_to") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+                Some(_) => return Err(err(Code::Invalid, "\"reply_to\" must be an integer.")),
+            };
+            Ok(ClientFrame::Message {
+                text,
+                client_id,
+                reply_to,
+            })
+        }
+        "edit" => {
+            let message_id = match map.get("message_id") {
+                Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap(),
+                _ => return Err(err(Code::Invalid, "\"message_id\" must be an integer.")),
+            };
+            let text = match map.get("message") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(err(Code::Invalid, "\"message\" must be a string.")),
+            };
+            Ok(ClientFrame::Edit { message_id, text })
         }
         "reaction" => match map.get("stamp_id") {
             Some(Value::Number(n)) if n.as_i64().is_some() => Ok(ClientFrame::Reaction {
@@ -126,9 +155,19 @@ struct MessageFrame<'a> {
     timestamp: String,
     role: Option<&'static str>,
     client_id: Option<&'a str>,
+    reply_to: Option<ReplyView<'a>>,
+    mentions: &'a [String],
+    edited_at: Option<String>,
     /// Only on a hidden user's messages (seen by them and moderators).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     hidden: bool,
+}
+
+#[derive(Serialize)]
+struct ReplyView<'a> {
+    id: i64,
+    username: Option<&'a str>,
+    excerpt: &'a str,
 }
 
 /// The `message` frame of a stored message.
@@ -142,8 +181,23 @@ pub fn message_frame(m: &StoredMessage) -> ByteString {
         timestamp: timestamp(m.created_at),
         role: m.role.map(Role::as_str),
         client_id: m.client_id.as_deref(),
+        reply_to: m.reply_to.as_ref().map(|r| ReplyView {
+            id: r.id,
+            username: r.username.as_deref(),
+            excerpt: &r.excerpt,
+        }),
+        mentions: &m.mentions,
+        edited_at: m.edited_at.map(timestamp),
         hidden: m.hidden,
     })
+}
+
+/// `{"type":"edit","message_id":N,"message":...,"edited_at":...,"mentions":[...]}`.
+pub fn edit_frame(m: &StoredMessage) -> ByteString {
+    to_frame(&serde_json::json!({
+        "type": "edit", "message_id": m.id, "message": m.content,
+        "edited_at": m.edited_at.map(timestamp), "mentions": m.mentions,
+    }))
 }
 
 /// `{"type":"history","messages":[...],"truncated":...}` from already-serialised messages.
@@ -215,7 +269,7 @@ pub fn announce_frame(username: &str, role: Role, kind: &'static str) -> ByteStr
     to_frame(&serde_json::json!({
         "type": "message", "id": null, "username": username, "message": text,
         "message_type": kind, "timestamp": timestamp(OffsetDateTime::now_utc()),
-        "role": role.as_str(), "client_id": null,
+        "role": role.as_str(), "client_id": null, "reply_to": null, "mentions": [], "edited_at": null,
     }))
 }
 
@@ -309,7 +363,8 @@ mod tests {
             parse_client_frame(r#"{"message":"hi"}"#).unwrap(),
             ClientFrame::Message {
                 text: "hi".into(),
-                client_id: None
+                client_id: None,
+                reply_to: None
             }
         );
         assert_eq!(
@@ -317,7 +372,23 @@ mod tests {
                 .unwrap(),
             ClientFrame::Message {
                 text: "hi".into(),
-                client_id: Some("c-1".into())
+                client_id: Some("c-1".into()),
+                reply_to: None
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"message","message":"yes","reply_to":42}"#).unwrap(),
+            ClientFrame::Message {
+                text: "yes".into(),
+                client_id: None,
+                reply_to: Some(42)
+            }
+        );
+        assert_eq!(
+            parse_client_frame(r#"{"type":"edit","message_id":7,"message":"fixed"}"#).unwrap(),
+            ClientFrame::Edit {
+                message_id: 7,
+                text: "fixed".into()
             }
         );
         assert_eq!(
@@ -342,6 +413,9 @@ mod tests {
             Code::Invalid
         );
         assert_eq!(code(r#"{"type":"reaction","stamp_id":"1"}"#), Code::Invalid);
+        assert_eq!(code(r#"{"message":"a","reply_to":"1"}"#), Code::Invalid);
+        assert_eq!(code(r#"{"type":"edit","message":"a"}"#), Code::Invalid);
+        assert_eq!(code(r#"{"type":"edit","message_id":1}"#), Code::Invalid);
     }
 
     #[test]

@@ -57,6 +57,9 @@
   var chatBlock = null;         // why chat is blocked by the server, if it is
   var timeoutTimer = null;
   var pinnedId = null;
+  var replyTo = null;           // {id, username, excerpt} of the message replied to
+  var editingId = null;         // id of the own message being edited
+  var EDIT_WINDOW_MS = 120000;
 
   function fmt(s, vars) {
     return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
@@ -77,6 +80,16 @@
   }
 
   function escapeRegExp(s) { return s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&'); }
+
+  // The server lists who a message mentions; older frames only have the text.
+  function mentionsMe(m) {
+    if (!me) return false;
+    if (Array.isArray(m.mentions)) {
+      var low = me.toLowerCase();
+      return m.mentions.some(function (n) { return String(n).toLowerCase() === low; });
+    }
+    return mentions(m.message || '');
+  }
 
   function mentions(text) {
     if (!me) return false;
@@ -162,12 +175,113 @@
     text.className = 'text';
     text.textContent = m.message;
     li.appendChild(meta);
+    if (m.reply_to) li.appendChild(replyRef(m.reply_to));
     li.appendChild(text);
-    if (kind === 'message' && mentions(m.message)) li.classList.add('mention');
+    if (m.edited_at) li.appendChild(editedMark());
+    if (kind === 'message' && mentionsMe(m)) li.classList.add('mention');
+    if (signedIn && typeof m.id === 'number' && kind === 'message') li.appendChild(chatTools(m));
     if (canModerate && typeof m.id === 'number' && (kind === 'message' || kind === 'system' || kind === 'moderation')) {
       li.appendChild(modTools(kind === 'message' && m.username && m.username !== 'system'));
     }
     return li;
+  }
+
+  function replyRef(r) {
+    var q = document.createElement('span');
+    q.className = 'reply-ref';
+    q.dataset.replyTo = String(r.id);
+    q.textContent = '\u21aa @' + (r.username || '') + ': ' + (r.excerpt || '');
+    return q;
+  }
+
+  function editedMark() {
+    var e = document.createElement('span');
+    e.className = 'edited';
+    e.textContent = ' ' + (T.edited || '(edited)');
+    return e;
+  }
+
+  // Reply on every message; Edit on one's own while it may be edited.
+  function chatTools(m) {
+    var span = document.createElement('span');
+    span.className = 'chat-tools';
+    var b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'small';
+    b.dataset.action = 'reply';
+    b.textContent = T.reply || 'Reply';
+    span.appendChild(b);
+    var age = m.timestamp ? Date.now() - Date.parse(m.timestamp) : 0;
+    if (me && m.username === me && age < EDIT_WINDOW_MS) {
+      var e = document.createElement('button');
+      e.type = 'button';
+      e.className = 'small';
+      e.dataset.action = 'edit';
+      e.textContent = T.edit || 'Edit';
+      span.appendChild(e);
+      setTimeout(function () { e.remove(); }, Math.max(0, EDIT_WINDOW_MS - age));
+    }
+    return span;
+  }
+
+  // The bar above the message box: "Replying to @bob: …" or "Editing".
+  var intentBar = document.createElement('div');
+  intentBar.className = 'intent';
+  intentBar.hidden = true;
+  var intentText = document.createElement('span');
+  var intentCancel = document.createElement('button');
+  intentCancel.type = 'button';
+  intentCancel.className = 'small';
+  intentCancel.textContent = T.cancel || 'Cancel';
+  intentBar.appendChild(intentText);
+  intentBar.appendChild(document.createTextNode(' '));
+  intentBar.appendChild(intentCancel);
+  form.insertBefore(intentBar, form.firstChild);
+  intentCancel.addEventListener('click', function () { clearIntent(); box.focus(); });
+
+  function clearIntent() {
+    if (editingId !== null) box.value = '';
+    replyTo = null;
+    editingId = null;
+    intentBar.hidden = true;
+    updateComposer();
+  }
+
+  function startReply(li) {
+    var text = li.querySelector('.text');
+    if (editingId !== null) box.value = '';
+    editingId = null;
+    replyTo = { id: Number(li.dataset.id), username: li.dataset.user, excerpt: Array.from(text ? text.textContent : '').slice(0, 80).join('') };
+    intentText.textContent = fmt(T.replying_to || 'Replying to @{user}: {text}', { user: replyTo.username, text: replyTo.excerpt });
+    intentBar.hidden = false;
+    box.focus();
+  }
+
+  function startEdit(li) {
+    var text = li.querySelector('.text');
+    replyTo = null;
+    editingId = Number(li.dataset.id);
+    intentText.textContent = T.editing || 'Editing your message';
+    intentBar.hidden = false;
+    box.value = text ? text.textContent : '';
+    updateComposer();
+    box.focus();
+  }
+
+  function onEdit(f) {
+    var li = list.querySelector('.msg[data-id="' + Number(f.message_id) + '"]');
+    if (li) {
+      var text = li.querySelector('.text');
+      if (text) text.textContent = f.message;
+      if (text && !li.querySelector('.edited')) text.after(editedMark());
+      li.classList.toggle('mention', mentionsMe({ message: f.message, mentions: f.mentions }));
+    }
+    if (pinnedId === f.message_id) {
+      var who = pinnedBody.querySelector('strong');
+      pinnedBody.textContent = '';
+      if (who) pinnedBody.appendChild(who);
+      pinnedBody.appendChild(document.createTextNode(f.message || ''));
+    }
   }
 
   function nearBottom() { return list.scrollHeight - list.scrollTop - list.clientHeight < 80; }
@@ -252,7 +366,9 @@
     pending.forEach(function (p, clientId) {
       if (p.sentOn === ws) return;
       p.sentOn = ws;
-      ws.send(JSON.stringify({ type: 'message', message: p.text, client_id: clientId }));
+      var frame = { type: 'message', message: p.text, client_id: clientId };
+      if (p.replyTo) frame.reply_to = p.replyTo;
+      ws.send(JSON.stringify(frame));
       markPending(p);
     });
   }
@@ -261,8 +377,13 @@
     var text = box.value;
     if (text.trim() === '' || box.disabled) return;
     if (chars(text) > MAX_CHARS) { showError(T.too_long); return; }
+    if (editingId !== null) {
+      if (sendFrame({ type: 'edit', message_id: editingId, message: text })) clearIntent();
+      return;
+    }
     var clientId = newClientId();
-    var p = { text: text, el: pendingElement(text), sentOn: null };
+    var p = { text: text, el: pendingElement(text), sentOn: null, replyTo: replyTo ? replyTo.id : null };
+    if (replyTo) { p.el.insertBefore(replyRef(replyTo), p.el.querySelector('.text')); clearIntent(); }
     pending.set(clientId, p);
     list.appendChild(p.el);
     list.scrollTop = list.scrollHeight;
@@ -292,7 +413,13 @@
 
   function onHistory(f) {
     var resumed = lastId > 0;
-    (f.messages || []).forEach(function (m) { addMessage(m, true); });
+    (f.messages || []).forEach(function (m) {
+      // Elements rendered by the server (or before a reconnect) take the
+      // history's fresher view: replies, edits, mentions, tools.
+      var old = typeof m.id === 'number' && seen.has(m.id) && list.querySelector('.msg[data-id="' + m.id + '"]:not(.pending)');
+      if (old) old.replaceWith(messageElement(m));
+      addMessage(m, true);
+    });
     if (f.truncated && resumed) showError(T.older_skipped);
   }
 
@@ -496,6 +623,7 @@
       case 'reactions': onReactions(f); break;
       case 'moderation': onModeration(f); break;
       case 'presence': setViewers(f.viewers); break;
+      case 'edit': onEdit(f); break;
     }
   }
 
@@ -539,6 +667,8 @@
       case 'pin': sendFrame({ type: 'pin', message_id: id }); break;
       case 'timeout': sendFrame({ type: 'timeout', username: user, seconds: 600 }); break;
       case 'ban': sendFrame({ type: 'ban', username: user }); break;
+      case 'reply': startReply(li); break;
+      case 'edit': startEdit(li); break;
     }
   });
 
@@ -547,6 +677,81 @@
   window.addEventListener('online', function () {
     if (reconnectTimer) { clearTimeout(reconnectTimer); reconnectTimer = null; attempt = 0; connect(); }
   });
+
+  // ---------------------------------------------------------------- search (moderators)
+  // Searches the stream's chat (GET /api/streams/{id}/search); a result still
+  // in the live list is scrolled to and flashed.
+  function searchBox() {
+    var head = root.querySelector('.chat-head');
+    var box = document.createElement('details');
+    box.className = 'chat-search';
+    var summary = document.createElement('summary');
+    summary.textContent = T.search_chat || 'Search chat';
+    var f = document.createElement('form');
+    f.setAttribute('role', 'search');
+    var input = document.createElement('input');
+    input.type = 'search';
+    input.name = 'q';
+    input.setAttribute('aria-label', T.search_chat || 'Search chat');
+    var go = document.createElement('button');
+    go.type = 'submit';
+    go.className = 'small';
+    go.textContent = T.search || 'Search';
+    var results = document.createElement('ol');
+    results.className = 'search-results';
+    results.setAttribute('aria-live', 'polite');
+    f.appendChild(input);
+    f.appendChild(go);
+    box.appendChild(summary);
+    box.appendChild(f);
+    box.appendChild(results);
+    head.after(box);
+    f.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var q = input.value.trim();
+      if (Array.from(q).length < 2) return;
+      results.textContent = T.loading || '…';
+      fetch('/api/streams/' + streamId + '/search?q=' + encodeURIComponent(q), { credentials: 'same-origin' })
+        .then(function (r) {
+          if (!r.ok) throw new Error(fmt(T.err_request || 'Request failed ({status}).', { status: r.status }));
+          return r.json();
+        })
+        .then(function (body) {
+          results.textContent = '';
+          if (!body.messages.length) { results.textContent = T.no_results || 'No messages found.'; return; }
+          body.messages.forEach(function (m) {
+            var li = document.createElement('li');
+            var a = document.createElement('a');
+            a.href = '#';
+            a.textContent = clock(m.timestamp) + ' ' + (m.username || '') + ': ' + m.message;
+            var live = list.querySelector('.msg[data-id="' + m.id + '"]');
+            a.addEventListener('click', function (ev) {
+              ev.preventDefault();
+              var el = list.querySelector('.msg[data-id="' + m.id + '"]');
+              if (!el) return;
+              el.scrollIntoView({ block: 'center' });
+              el.classList.remove('flash');
+              void el.offsetWidth;
+              el.classList.add('flash');
+            });
+            li.appendChild(a);
+            var notes = [];
+            if (m.is_deleted) notes.push(T.deleted || 'deleted');
+            if (!live) notes.push(T.not_in_list || 'older than the live list');
+            if (notes.length) {
+              var n = document.createElement('span');
+              n.className = 'note';
+              n.textContent = ' (' + notes.join(', ') + ')';
+              li.appendChild(n);
+            }
+            if (m.is_deleted) li.classList.add('deleted');
+            results.appendChild(li);
+          });
+        })
+        .catch(function (err) { results.textContent = err.message; });
+    });
+  }
+  if (canModerate) searchBox();
 
   // ---------------------------------------------------------------- start
   Array.prototype.forEach.call(list.querySelectorAll('.msg[data-id]'), function (el) {
@@ -557,7 +762,25 @@
     if (time && time.dateTime) time.textContent = clock(time.dateTime);
     var text = el.querySelector('.text');
     if (el.classList.contains('kind-message') && text && mentions(text.textContent)) el.classList.add('mention');
+    el.dataset.server = '1';
+    if (signedIn && el.classList.contains('kind-message')) {
+      el.appendChild(chatTools({ id: id, username: el.dataset.user, timestamp: time ? time.dateTime : null }));
+    }
   });
+  // The server renders text only: the replay API gives the same messages with
+  // their replies, edits and mentions (the socket resumes after them).
+  var rendered = list.querySelectorAll('.msg[data-server]').length;
+  if (rendered) {
+    fetch('/api/streams/' + streamId + '/messages?limit=' + Math.min(rendered, 200), { credentials: 'same-origin' })
+      .then(function (r) { return r.ok ? r.json() : { messages: [] }; })
+      .then(function (body) {
+        (body.messages || []).forEach(function (m) {
+          var old = list.querySelector('.msg[data-server][data-id="' + m.id + '"]');
+          if (old) old.replaceWith(messageElement(m));
+        });
+      })
+      .catch(function () {});
+  }
   list.scrollTop = list.scrollHeight;
   updateComposer();
   connect();

@@ -479,6 +479,10 @@ pub async fn execute(
                         client_id: h.client_id.clone(),
                         created_at: at,
                         hidden: false,
+                        // Held messages keep neither reply nor mentions.
+                        reply_to: None,
+                        mentions: Vec::new(),
+                        edited_at: None,
                     });
                     Ok(ModEvent::Approve {
                         held_id,

@@ -50,6 +50,18 @@ pub enum RelayEvent {
         #[serde(default)]
         hidden: bool,
     },
+    /// A message was edited: the `edit` frame and the message's new `message` frame.
+    Edit {
+        message_id: i64,
+        frame: String,
+        message: String,
+        /// The message is a hidden user's: to them and moderators only.
+        #[serde(default)]
+        hidden: bool,
+        /// Its author.
+        #[serde(default)]
+        user_id: Option<i64>,
+    },
     /// A frame that is sent and never stored (`join` / `leave` notices).
     Announce { frame: String },
     /// The stream's appointed moderators changed: rights are read again.

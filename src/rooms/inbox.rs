@@ -42,6 +42,8 @@ pub struct Chat {
     pub text: ChatText,
     /// Idempotency key.
     pub client_id: Option<String>,
+    /// The message replied to (checked by the room).
+    pub reply_to: Option<i64>,
 }
 
 /// A reaction from a member.

@@ -21,7 +21,8 @@
 //! - [`pending`]: messages in flight and `client_id`s seen;
 //! - [`members`]: the fan-out to this node's sockets;
 //! - [`ring`]: recent messages for history and resume;
-//! - [`sockets`]: connection slots and the sockets of each login session.
+//! - [`sockets`]: connection slots and the sockets of each login session;
+//! - [`mentions`]: `@username`s resolved from a per-tenant cache of usernames.
 //!
 //! [`inbox`] lists what a room is told; `room` is the actor that ties it together.
 
@@ -29,6 +30,7 @@ pub mod admission;
 pub mod hidden;
 pub mod inbox;
 pub mod members;
+pub mod mentions;
 pub mod modes;
 pub mod pending;
 pub mod restrictions;
@@ -54,7 +56,7 @@ pub use inbox::{
     ReloadTerms, Remote, Shutdown, StatusChanged,
 };
 pub use members::RoomUser;
-pub use room::RoomActor;
+pub use room::{Edit, RoomActor};
 pub use sockets::{IpSlot, SocketIndex, UserSlot};
 
 use crate::{
@@ -99,6 +101,8 @@ struct HubInner {
     relay: std::sync::OnceLock<Relay>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
+    /// Usernames per tenant, for mentions.
+    mentions: mentions::MentionCache,
 }
 
 impl Hub {
@@ -121,6 +125,7 @@ impl Hub {
                 relay: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
+                mentions: mentions::MentionCache::default(),
             }),
         }
     }
@@ -133,6 +138,11 @@ impl Hub {
     /// The node's reaction writer.
     pub fn reactions(&self) -> &ReactionWriter {
         &self.inner.reactions
+    }
+
+    /// The node's usernames per tenant, for mentions.
+    pub fn mentions(&self) -> &mentions::MentionCache {
+        &self.inner.mentions
     }
 
     /// The node's store.

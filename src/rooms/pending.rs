@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::members::RoomUser;
-use crate::store::messages::MessageType;
+use crate::store::messages::{MessageType, ReplyRef};
 
 /// How long a `client_id` is remembered.
 pub const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
@@ -29,6 +29,10 @@ pub struct Pending {
     pub message_type: MessageType,
     /// Idempotency key.
     pub client_id: Option<String>,
+    /// The message replied to.
+    pub reply_to: Option<ReplyRef>,
+    /// Users mentioned.
+    pub mentions: Vec<String>,
     /// From a hidden user: stored flagged, shown to them and moderators only.
     pub hidden: bool,
 }
@@ -144,6 +148,8 @@ mod tests {
             content: "hi".into(),
             message_type: MessageType::Message,
             client_id: cid.map(str::to_string),
+            reply_to: None,
+            mentions: Vec::new(),
             hidden: false,
         }
     }

@@ -70,6 +70,27 @@ impl Ring {
         self.entries.get(pos).is_some_and(|e| e.id == id)
     }
 
+    /// The frame of a message held.
+    pub fn get(&self, id: i64) -> Option<&ByteString> {
+        let pos = self.entries.partition_point(|e| e.id < id);
+        self.entries
+            .get(pos)
+            .filter(|e| e.id == id)
+            .map(|e| &e.frame)
+    }
+
+    /// Replaces the frame of a message held (edited); false when not held.
+    pub fn replace(&mut self, id: i64, frame: ByteString) -> bool {
+        let pos = self.entries.partition_point(|e| e.id < id);
+        match self.entries.get_mut(pos) {
+            Some(e) if e.id == id => {
+                e.frame = frame;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes a message (deleted by a moderator).
     pub fn remove(&mut self, id: i64) {
         self.entries.retain(|e| e.id != id);
@@ -125,6 +146,16 @@ mod tests {
             id,
             frame: ByteString::from(format!("{{\"id\":{id}}}")),
         }
+    }
+
+    #[test]
+    fn edited_frames_replace_held_ones() {
+        let mut r = Ring::new(3, vec![e(1), e(2)], false);
+        assert_eq!(r.get(2).map(|f| f.as_ref()), Some("{\"id\":2}"));
+        assert!(r.get(3).is_none());
+        assert!(r.replace(2, ByteString::from_static("{\"id\":2,\"x\":1}")));
+        assert!(!r.replace(7, ByteString::from_static("{}")), "not held");
+        assert_eq!(r.recent(50).unwrap().0[1], "{\"id\":2,\"x\":1}");
     }
 
     #[test]

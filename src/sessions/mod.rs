@@ -142,7 +142,11 @@ impl SessionActor {
             Err(e) => return self.error(ctx, e.code, e.message, None),
         };
         match frame {
-            ClientFrame::Message { text, client_id } => {
+            ClientFrame::Message {
+                text,
+                client_id,
+                reply_to,
+            } => {
                 metrics::MESSAGES_RECEIVED.inc();
                 let cid = client_id.as_deref();
                 if self.params.user.is_none() {
@@ -167,6 +171,7 @@ impl SessionActor {
                     conn_id: self.conn_id,
                     text,
                     client_id: client_id.clone(),
+                    reply_to,
                 };
                 if room.try_send(chat).is_err() {
                     metrics::RATE_LIMITED.inc();
@@ -187,6 +192,39 @@ impl SessionActor {
                         conn_id: self.conn_id,
                         command,
                     });
+                }
+            }
+            ClientFrame::Edit { message_id, text } => {
+                if self.params.user.is_none() {
+                    return self.error(ctx, Code::NotAuthenticated, "Log in to chat.", None);
+                }
+                let text = match ChatText::parse(&text) {
+                    Ok(t) => t,
+                    Err(ChatTextError::Empty) => {
+                        return self.error(ctx, Code::Empty, "The message is empty.", None)
+                    }
+                    Err(ChatTextError::TooLong) => {
+                        return self.error(
+                            ctx,
+                            Code::TooLong,
+                            "The message is longer than 500 characters.",
+                            None,
+                        )
+                    }
+                };
+                let Some(room) = &self.room else { return };
+                let edit = crate::rooms::Edit {
+                    conn_id: self.conn_id,
+                    message_id,
+                    text,
+                };
+                if room.try_send(edit).is_err() {
+                    self.send(&protocol::error_frame(
+                        Code::RateLimited,
+                        "The room is busy; edit again shortly.",
+                        Some(1000),
+                        None,
+                    ));
                 }
             }
             ClientFrame::Reaction { stamp_id } => {

@@ -149,6 +149,8 @@ impl Store {
                     message_type: MessageType::Message,
                     client_id: held.client_id.clone(),
                     hidden: false,
+                    reply_to_id: None,
+                    mentions: Vec::new(),
                 }],
             )
             .await?;

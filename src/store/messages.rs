@@ -62,6 +62,42 @@ pub struct StoredMessage {
     pub client_id: Option<String>,
     /// Commit time.
     pub created_at: OffsetDateTime,
+    /// The message this one replies to.
+    pub reply_to: Option<ReplyRef>,
+    /// Users named with `@username`, as spelled in their accounts.
+    pub mentions: Vec<String>,
+    /// Time of the latest edit (`None` if never edited).
+    pub edited_at: Option<OffsetDateTime>,
+}
+
+/// What a `<message>` shows of the message it replies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRef {
+    /// Its id.
+    pub id: i64,
+    /// Its author (`None` for notices or deleted users).
+    pub username: Option<String>,
+    /// Its first [`EXCERPT_CHARS`] characters (empty once it is deleted).
+    pub excerpt: String,
+}
+
+/// Characters of a replied message shown in a reply.
+pub const EXCERPT_CHARS: usize = 80;
+
+impl ReplyRef {
+    /// The reference to show for a message replied to.
+    pub fn new(id: i64, username: Option<String>, content: &str, deleted: bool) -> Self {
+        let excerpt = if deleted {
+            String::new()
+        } else {
+            content.chars().take(EXCERPT_CHARS).collect()
+        };
+        Self {
+            id,
+            username,
+            excerpt,
+        }
+    }
 }
 
 /// A message to store.
@@ -77,6 +113,10 @@ pub struct NewMessage {
     pub message_type: MessageType,
     /// Idempotency key.
     pub client_id: Option<String>,
+    /// The message replied to (checked by the room).
+    pub reply_to_id: Option<i64>,
+    /// Usernames mentioned.
+    pub mentions: Vec<String>,
     /// From a hidden user.
     pub hidden: bool,
 }
@@ -94,16 +134,19 @@ pub enum InsertOutcome {
     Duplicate { id: i64 },
 }
 
-fn message_select(slug: &Slug) -> String {
+pub(super) fn message_select(slug: &Slug) -> String {
     format!(
         "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
-         m.seq, m.is_deleted, m.is_hidden \
-         FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id",
+         m.seq, m.is_deleted, m.is_hidden, m.reply_to_id, pu.username, p.content, p.is_deleted, \
+         m.mentions, m.edited_at \
+         FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
+         LEFT JOIN {0}.chat_chatmessage p ON p.id = m.reply_to_id \
+         LEFT JOIN {0}.accounts_user pu ON pu.id = p.user_id",
         slug.schema()
     )
 }
 
-fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
+pub(super) fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
     StoredMessage {
         id: row.get(0),
         user_id: row.get(1),
@@ -117,6 +160,16 @@ fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
         created_at: row.get(7),
         seq: row.get(8),
         hidden: row.get(10),
+        reply_to: row.get::<_, Option<i64>>(11).map(|id| {
+            ReplyRef::new(
+                id,
+                row.get(12),
+                row.get::<_, Option<&str>>(13).unwrap_or_default(),
+                row.get::<_, Option<bool>>(14).unwrap_or(true),
+            )
+        }),
+        mentions: row.get::<_, Option<Vec<String>>>(15).unwrap_or_default(),
+        edited_at: row.get(16),
     }
 }
 
@@ -179,6 +232,26 @@ async fn next_seqs(
         }
     }
     Ok(out)
+}
+
+/// A PostgreSQL array literal of `items` (`{"a","b"}`), quoted and escaped.
+fn pg_text_array(items: &[String]) -> String {
+    let mut s = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                s.push('\\');
+            }
+            s.push(c);
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
 }
 
 impl Store {
@@ -302,16 +375,30 @@ pub(crate) async fn insert_in(
         let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
         let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
         let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+        let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
+        let folded: Vec<String> = fresh
+            .iter()
+            .map(|m| super::search::fold(&m.content))
+            .collect();
+        // text[] of each message's mentions, NULL for none (one array literal each:
+        // unnest cannot take a ragged two-dimensional array).
+        let mentions: Vec<Option<String>> = fresh
+            .iter()
+            .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
+            .collect();
         let at: OffsetDateTime = tx
                 .query_one(
                     &format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id, seq, is_hidden) \
-                         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bool[]) \
+                           (id, room_id, user_id, content, message_type, client_id, seq, is_hidden, \
+                            reply_to_id, mentions, search_text) \
+                         SELECT i, r, u, c, t, k, s, h, p, x::text[], f FROM unnest($1::bigint[], $2::bigint[], \
+                           $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bool[], \
+                           $9::bigint[], $10::text[], $11::text[]) AS b(i, r, u, c, t, k, s, h, p, x, f) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
                     ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden],
+                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden, &replies, &mentions, &folded],
                 )
                 .await?
                 .get(0);

@@ -14,12 +14,14 @@
 pub mod accounts;
 pub mod analysts;
 pub mod analytics;
+pub mod chat_v2;
 pub mod held;
 pub mod messages;
 pub mod migrations;
 pub mod moderation;
 pub mod reaction_writer;
 pub mod reactions;
+pub mod search;
 pub mod streams;
 pub mod tenants;
 pub mod timeline;

@@ -353,6 +353,18 @@ strings! {
         title_required: "Enter a title of at most 200 characters.", "200文字以内のタイトルを入力してください。";
         url_invalid: "Use an http:// or https:// address, or leave it empty.", "http:// または https:// のアドレスを入力するか、空欄にしてください。";
         slow_off: "Slow mode is off.", "スローモードはオフです。";
+        reply: "Reply", "返信";
+        edit: "Edit", "編集";
+        edited: "(edited)", "（編集済み）";
+        cancel: "Cancel", "キャンセル";
+        replying_to: "Replying to @{user}: {text}", "@{user} に返信: {text}";
+        editing: "Editing your message", "メッセージを編集中";
+        err_edit_window: "Messages can be edited for 120 seconds after sending.", "メッセージは送信後120秒以内のみ編集できます。";
+        search_chat: "Search chat", "チャットを検索";
+        search: "Search", "検索";
+        no_results: "No messages found.", "メッセージは見つかりませんでした。";
+        deleted: "deleted", "削除済み";
+        not_in_list: "older than the live list", "表示中の一覧より古いメッセージ";
     }
 }
 

@@ -14,6 +14,7 @@ pub mod moderation;
 pub mod ops;
 pub mod pages;
 pub mod replay;
+pub mod search;
 pub mod statics;
 pub mod studio;
 pub mod timeline;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(media::configure)
     .configure(analytics::configure)
     .configure(moderation::configure)
+    .configure(search::configure)
     .configure(statics::configure)
     .configure(ws::configure)
     .configure(pages::configure)

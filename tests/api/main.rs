@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod chaos;
 mod chat;
+mod chat_v2;
 mod cli;
 mod cluster;
 mod faults;

@@ -484,7 +484,7 @@ async fn moderators_get_controls_on_each_message() {
     for text in ["rendered by the server", "arrived live"] {
         let names = tab
             .eval(&format!(
-                "$$('button', messageWith({})).map(nameOf)",
+                "$$('.mod-tools button', messageWith({})).map(nameOf)",
                 json!(text)
             ))
             .await;

@@ -14,6 +14,8 @@ impl RoomActor {
                 content: pending.content.clone(),
                 message_type: pending.message_type,
                 client_id: pending.client_id.clone(),
+                reply_to_id: pending.reply_to.as_ref().map(|r| r.id),
+                mentions: pending.mentions.clone(),
                 hidden: pending.hidden,
             },
             token: self.inflight.next_token(),
@@ -35,6 +37,8 @@ impl RoomActor {
                 content: text.to_string(),
                 message_type: kind,
                 client_id: None,
+                reply_to: None,
+                mentions: Vec::new(),
                 hidden: false,
             },
         );
@@ -194,18 +198,11 @@ impl Handler<Chat> for RoomActor {
             content: chat.text.into_string(),
             message_type: MessageType::Message,
             client_id: chat.client_id.clone(),
+            reply_to: None,
+            mentions: Vec::new(),
         };
-        if self.submit(ctx, pending).is_err() {
-            self.members.send_to(
-                conn_id,
-                &protocol::error_frame(
-                    Code::Unavailable,
-                    "The message could not be stored; send it again.",
-                    None,
-                    chat.client_id.as_deref(),
-                ),
-            );
-        }
+        // Mentions and the message replied to are resolved in `replies`.
+        self.submit_chat(ctx, pending, chat.reply_to);
     }
 }
 
@@ -234,6 +231,9 @@ impl Handler<Written> for RoomActor {
                         message_type: p.message_type,
                         client_id: p.client_id.clone(),
                         created_at: at,
+                        reply_to: p.reply_to.clone(),
+                        mentions: p.mentions.clone(),
+                        edited_at: None,
                         hidden: p.hidden,
                     };
                     let frame = protocol::message_frame(&message);

@@ -20,9 +20,12 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 mod chat;
+mod edits;
 mod moderation;
+mod replies;
 mod sync;
 
+pub use edits::Edit;
 use moderation::compile_terms;
 use sync::Delivery;
 
@@ -131,6 +134,8 @@ pub struct RoomActor {
     remote_viewers: u64,
     /// Set while the relay is down (events of other nodes may be missing).
     relay_down: bool,
+    /// New messages waiting, in order, for their mentions or reply target.
+    chat_queue: replies::ChatQueue,
 }
 
 impl RoomActor {
@@ -192,6 +197,7 @@ impl RoomActor {
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
+            chat_queue: replies::ChatQueue::default(),
         }
     }
 
@@ -410,7 +416,7 @@ impl RoomActor {
     }
 
     fn finish_shutdown_if_drained(&mut self, ctx: &mut Context<Self>) {
-        if self.shutdown.is_some() && self.inflight.is_empty() {
+        if self.shutdown.is_some() && self.inflight.is_empty() && self.chat_queue.is_empty() {
             self.flush_window();
             self.members.close_all(1012, "server restarting");
             if let Some(done) = self.shutdown.take() {
@@ -449,6 +455,7 @@ impl Actor for RoomActor {
         let ring_size = self.hub.settings().chat.ring_size as i64;
         let stream_id = self.key.stream_id;
         let key = self.key.clone();
+        self.load_mentions(ctx);
         ctx.wait(
             async move {
                 let stamps = store.stamps(&slug).await;

@@ -252,6 +252,18 @@ impl Handler<Remote> for RoomActor {
                 self.arm_window(ctx);
             }
             RelayEvent::Announce { frame } => self.broadcast(&ByteString::from(frame), None),
+            RelayEvent::Edit {
+                message_id,
+                frame,
+                message,
+                hidden,
+                user_id,
+            } => self.apply_edit(
+                message_id,
+                frame.into(),
+                message.into(),
+                hidden.then_some(user_id),
+            ),
             RelayEvent::Moderation { event } => self.apply_event(ctx, event),
             RelayEvent::Held { held_id, item } => self.add_held(held_id, ByteString::from(item)),
             RelayEvent::Status { status } => self.status = status,

@@ -1,0 +1,662 @@
+//! Chat v2: replies, mentions, edits and search (PROTOCOL.md, "Chat v2").
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// Sends a message and waits for its ack: its id.
+async fn say(c: &mut WsClient, v: Value) -> i64 {
+    c.send(v).await;
+    loop {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("ack") => return f["id"].as_i64().unwrap(),
+            Some("error") => panic!("refused: {f}"),
+            _ => {}
+        }
+    }
+}
+
+/// Sends a message; its `message` frame as broadcast back to the sender
+/// (which comes before the ack).
+async fn say_frame(c: &mut WsClient, v: Value) -> Value {
+    c.send(v).await;
+    let mut seen = Vec::new();
+    loop {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("message") => seen.push(f),
+            Some("ack") => {
+                return seen
+                    .into_iter()
+                    .find(|m| m["id"] == f["id"])
+                    .expect("broadcast before ack")
+            }
+            Some("error") => panic!("refused: {f}"),
+            _ => {}
+        }
+    }
+}
+
+/// Reads until an `error` frame; returns its code.
+async fn refused(c: &mut WsClient) -> String {
+    let f = c.expect("error").await;
+    f["code"].as_str().unwrap().to_string()
+}
+
+/// Reads `message` frames until the one with `id`.
+async fn message_with_id(c: &mut WsClient, id: i64) -> Value {
+    loop {
+        let f = c.expect("message").await;
+        if f["id"] == id {
+            return f;
+        }
+    }
+}
+
+/// Two nodes on one Redis with a fresh prefix.
+async fn two_nodes(app: &TestApp) -> (Node, TestApp, Node, TestApp) {
+    let prefix = format!("t{}", random_hex(10));
+    let redis = redis_url();
+    let env: Vec<(&str, &str)> = vec![
+        ("STAMPEDE_REDIS_URL", &redis),
+        ("STAMPEDE_REDIS_PREFIX", &prefix),
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    (a, ha, b, hb)
+}
+
+#[actix_web::test]
+async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("Bob", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) = two_nodes(&app).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("Bob", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions settle
+
+    let long = "x".repeat(100);
+    let first = say(
+        &mut ca,
+        json!({"message": format!("hi @bob and @nobody {long}")}),
+    )
+    .await;
+    let on_b = message_with_id(&mut cb, first).await;
+    assert_eq!(on_b["mentions"], json!(["Bob"]));
+    assert_eq!(on_b["reply_to"], Value::Null);
+
+    // Bob replies on node B; alice sees it on node A with the excerpt.
+    let reply = say(
+        &mut cb,
+        json!({"message":"hello @ALICE", "reply_to": first}),
+    )
+    .await;
+    let on_a = message_with_id(&mut ca, reply).await;
+    let expected_excerpt: String = format!("hi @bob and @nobody {long}")
+        .chars()
+        .take(80)
+        .collect();
+    assert_eq!(
+        on_a["reply_to"],
+        json!({"id": first, "username": "alice", "excerpt": expected_excerpt})
+    );
+    assert_eq!(on_a["mentions"], json!(["alice"]));
+
+    // History (fresh connect), resume and replay carry both.
+    let (_c, _, history) = app.ws_ready(stream, None).await;
+    let msgs = history["messages"].as_array().unwrap();
+    let h = msgs.iter().find(|m| m["id"] == reply).unwrap();
+    assert_eq!(h["reply_to"]["id"], first);
+    assert_eq!(h["reply_to"]["excerpt"], expected_excerpt.as_str());
+    assert_eq!(h["mentions"], json!(["alice"]));
+    let r = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await;
+    let replay = r.json();
+    let m = replay["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == reply)
+        .unwrap()
+        .clone();
+    assert_eq!(m["reply_to"]["username"], "alice");
+    assert_eq!(m["mentions"], json!(["alice"]));
+    let first_replayed = replay["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == first)
+        .unwrap()
+        .clone();
+    assert_eq!(first_replayed["mentions"], json!(["Bob"]));
+}
+
+#[actix_web::test]
+async fn a_user_created_after_the_room_started_is_mentioned() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    // (The cache refreshes at most every 0.5 s: the room's first load was just now.)
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The room loaded its usernames before carol existed: the miss refreshes
+    // the cache, and the message waits for it (and the next one behind it).
+    ca.send(json!({"message":"hey @carol", "client_id":"c1"}))
+        .await;
+    ca.send(json!({"message":"second", "client_id":"c2"})).await;
+    let first = ca.expect("message").await;
+    assert_eq!(first["message"], "hey @carol");
+    assert_eq!(first["mentions"], json!(["carol"]));
+    assert_eq!(ca.expect("message").await["message"], "second");
+    assert_eq!(ca.expect("ack").await["client_id"], "c2");
+    // An unknown name does not hold chat up for long.
+    let m = say_frame(&mut ca, json!({"message":"hey @nobody"})).await;
+    assert_eq!(m["mentions"], json!([]));
+}
+
+#[actix_web::test]
+async fn replies_to_deleted_or_foreign_messages_are_refused() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let other = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut cx, _, _) = app.ws_ready(other, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+
+    let foreign = say(&mut cx, json!({"message":"elsewhere"})).await;
+    let gone = say(&mut co, json!({"message":"soon deleted"})).await;
+    co.send(json!({"type":"delete","message_id": gone})).await;
+    co.expect("moderation").await;
+
+    for target in [foreign, gone, 999_999_999] {
+        ca.send(json!({"message":"re", "reply_to": target})).await;
+        assert_eq!(refused(&mut ca).await, "not_found", "reply to {target}");
+    }
+    // Also after the room forgot it: a fresh room reads PostgreSQL.
+    let ok = say(&mut ca, json!({"message":"fine", "reply_to": null})).await;
+    assert!(ok > 0);
+    let before = app.stored_ids(stream).await.len();
+    ca.send(json!({"message":"re", "reply_to": "x"})).await;
+    assert_eq!(refused(&mut ca).await, "invalid");
+    assert_eq!(app.stored_ids(stream).await.len(), before);
+}
+
+/// Connects with `?last_id=` and returns the resumed history's messages.
+async fn resumed(app: &TestApp, stream: i64, last_id: i64) -> Vec<Value> {
+    let mut c = connect(
+        &app.address,
+        &app.tenant.host,
+        stream,
+        None,
+        None,
+        &format!("?last_id={last_id}"),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(c.recv().await["type"], "hello");
+    let h = c.recv().await;
+    assert_eq!(h["type"], "history");
+    h["messages"].as_array().unwrap().clone()
+}
+
+#[actix_web::test]
+async fn edits_reach_every_node_and_every_history() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let (_a, ha, _b, hb) = two_nodes(&app).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = say(&mut cb, json!({"message":"before"})).await;
+    let id = say(&mut ca, json!({"message":"helo wrld"})).await;
+    message_with_id(&mut cb, id).await;
+    ca.send(json!({"type":"edit","message_id": id, "message":"  hello @bob\r\n"}))
+        .await;
+    for c in [&mut ca, &mut cb] {
+        let e = c.expect("edit").await;
+        assert_eq!(e["message_id"], id);
+        assert_eq!(e["message"], "hello @bob");
+        assert_eq!(e["mentions"], json!(["bob"]));
+        assert!(e["edited_at"].as_str().unwrap().ends_with('Z'));
+    }
+    // Resume on either node (served from each room's ring) and on the replay API.
+    for node in [&ha, &hb] {
+        let msgs = resumed(node, stream, before).await;
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert_eq!(msgs[0]["message"], "hello @bob");
+        assert!(msgs[0]["edited_at"].is_string());
+        assert_eq!(msgs[0]["mentions"], json!(["bob"]));
+    }
+    let replay = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await
+        .json();
+    let msgs = replay["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["message"], "hello @bob");
+    assert!(msgs[0]["edited_at"].is_string());
+    assert_eq!(msgs[1]["edited_at"], Value::Null, "never edited");
+    // A second edit; then the earlier versions, for moderators only.
+    ca.send(json!({"type":"edit","message_id": id, "message":"hello @bob!"}))
+        .await;
+    cb.expect("edit").await;
+    let path = format!("/api/streams/{stream}/messages/{id}/versions");
+    let v = app.get(&path, Some(&owner)).await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    let texts: Vec<&str> = v.json()["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["message"].as_str().unwrap().to_string().leak() as &str)
+        .collect();
+    assert_eq!(texts, vec!["helo wrld", "hello @bob", "hello @bob!"]);
+    assert_eq!(app.get(&path, Some(&alice)).await.status, 403);
+    assert_eq!(app.get(&path, None).await.status, 401);
+    // Another stream's path does not find it.
+    let other = app.create_stream("owner").await;
+    let path = format!("/api/streams/{other}/messages/{id}/versions");
+    assert_eq!(app.get(&path, Some(&owner)).await.status, 404);
+}
+
+#[actix_web::test]
+async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            &json!({"term":"spam","action":"add"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let id = say(&mut ca, json!({"message":"original"})).await;
+    // Someone else's message.
+    cb.send(json!({"type":"edit","message_id": id, "message":"mine now"}))
+        .await;
+    assert_eq!(refused(&mut cb).await, "forbidden");
+    // A blocked term in the new text, checked like a new message.
+    ca.send(json!({"type":"edit","message_id": id, "message":"buy SPAM"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "blocked_term");
+    // Empty, unknown.
+    ca.send(json!({"type":"edit","message_id": id, "message":"  "}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "empty");
+    ca.send(json!({"type":"edit","message_id": 999_999_999, "message":"x"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "not_found");
+    // Past the 120 s window (the message's time set back in PostgreSQL).
+    let c = app.store.client().await.unwrap();
+    c.execute(
+        &format!(
+            "UPDATE {}.chat_chatmessage SET created_at = now() - interval '121 seconds' WHERE id = $1",
+            app.tenant.slug.schema()
+        ),
+        &[&id],
+    )
+    .await
+    .unwrap();
+    ca.send(json!({"type":"edit","message_id": id, "message":"too late"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "edit_window");
+    // Deleted meanwhile.
+    let id2 = say(&mut ca, json!({"message":"second"})).await;
+    co.send(json!({"type":"delete","message_id": id2})).await;
+    co.expect("moderation").await;
+    ca.expect("moderation").await;
+    ca.send(json!({"type":"edit","message_id": id2, "message":"edited"}))
+        .await;
+    assert_eq!(refused(&mut ca).await, "not_found");
+    // Nothing was changed, and no edit frame went out.
+    co.assert_silent(Duration::from_millis(300)).await;
+    let replay = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await
+        .json();
+    let m = &replay["messages"].as_array().unwrap()[0];
+    assert_eq!(m["id"], id);
+    assert_eq!(m["message"], "original");
+    assert_eq!(m["edited_at"], Value::Null);
+    // Anonymous sockets cannot edit.
+    let (mut anon, _, _) = app.ws_ready(stream, None).await;
+    anon.send(json!({"type":"edit","message_id": id, "message":"x"}))
+        .await;
+    assert_eq!(refused(&mut anon).await, "not_authenticated");
+}
+
+/// The ids of a search answer's messages.
+fn ids(v: &Value) -> Vec<i64> {
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let other = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (admin, _) = app.user_session("root", Role::Admin).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut cx, _, _) = app.ws_ready(other, Some(&alice)).await;
+
+    let jp = say(&mut ca, json!({"message":"こんにちは、みなさん"})).await;
+    let live = say(&mut ca, json!({"message":"今日のライブ最高"})).await;
+    let hello = say(&mut co, json!({"message":"Hello World"})).await;
+    let gone = say(&mut ca, json!({"message":"hello again, soon deleted"})).await;
+    let edited = say(&mut ca, json!({"message":"typo"})).await;
+    let elsewhere = say(&mut cx, json!({"message":"hello from the other stream"})).await;
+    co.send(json!({"type":"delete","message_id": gone})).await;
+    co.expect("moderation").await;
+    ca.send(json!({"type":"edit","message_id": edited, "message":"らいぶ fixed"}))
+        .await;
+    ca.expect("edit").await;
+
+    let search = |q: &str| format!("/api/streams/{stream}/search?{q}");
+    let r = app.get(&search("q=%E3%81%AB%E3%81%A1"), Some(&owner)).await; // にち
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(ids(&r.json()), vec![jp]);
+    // Katakana and hiragana as one, newest first; the edited text is searched.
+    let r = app
+        .get(&search("q=%E3%83%A9%E3%82%A4%E3%83%96"), Some(&owner))
+        .await; // ライブ
+    assert_eq!(ids(&r.json()), vec![edited, live]);
+    let r = app.get(&search("q=typo"), Some(&owner)).await;
+    assert_eq!(ids(&r.json()), Vec::<i64>::new(), "old text not found");
+    // Case folded; deleted messages included and flagged; other streams not.
+    let r = app.get(&search("q=hello"), Some(&owner)).await;
+    let v = r.json();
+    assert_eq!(ids(&v), vec![gone, hello]);
+    assert_eq!(v["messages"][0]["is_deleted"], true);
+    assert_eq!(v["messages"][0]["hidden"], false);
+    assert_eq!(v["messages"][1]["is_deleted"], false);
+    assert_eq!(v["messages"][1]["message"], "Hello World");
+    assert_eq!(v["messages"][1]["stream_id"], stream);
+    // By user, with and without text; paging.
+    let r = app.get(&search("user=ALICE&limit=2"), Some(&owner)).await;
+    let v = r.json();
+    assert_eq!(ids(&v), vec![edited, gone]);
+    assert_eq!(v["next_before_id"], gone);
+    let r = app
+        .get(
+            &search(&format!("user=alice&limit=2&before_id={gone}")),
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(ids(&r.json()), vec![live, jp]);
+    let r = app.get(&search("user=owner&q=HELLO"), Some(&owner)).await;
+    assert_eq!(ids(&r.json()), vec![hello]);
+    // Wildcards are literal.
+    let r = app.get(&search("q=%25%25"), Some(&owner)).await;
+    assert_eq!(ids(&r.json()), Vec::<i64>::new());
+    // Refusals: viewers 403, anonymous 401, bad queries 422.
+    assert_eq!(app.get(&search("q=hello"), Some(&alice)).await.status, 403);
+    assert_eq!(app.get(&search("q=hello"), None).await.status, 401);
+    assert_eq!(app.get(&search("q=h"), Some(&owner)).await.status, 422);
+    assert_eq!(app.get(&search(""), Some(&owner)).await.status, 422);
+    assert_eq!(
+        app.get(&search("q=hi&limit=0"), Some(&owner)).await.status,
+        422
+    );
+    // Tenant-wide, admins only.
+    let r = app.get("/api/search?q=hello", Some(&admin)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(ids(&v), vec![elsewhere, gone, hello]);
+    assert_eq!(v["messages"][0]["stream_id"], other);
+    assert_eq!(
+        app.get("/api/search?q=hello", Some(&owner)).await.status,
+        403
+    );
+    assert_eq!(app.get("/api/search?q=hello", None).await.status, 401);
+}
+
+#[actix_web::test]
+async fn search_pages_through_a_long_history_with_every_plan() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let s = app.tenant.slug.schema();
+    let c = app.store.client().await.unwrap();
+    // 12,001 messages: an old needle, then filler with a term every 400th.
+    c.batch_execute(&format!(
+        "INSERT INTO {s}.chat_chatmessage (room_id, content, message_type, seq, search_text) \
+         SELECT r.id, t.content, 'message', g, {s}.chat_fold(t.content) \
+         FROM {s}.chat_chatroom r, generate_series(1, 12001) g, \
+         LATERAL (SELECT CASE WHEN g = 1 THEN 'an old ニードル here' \
+                              WHEN g % 400 = 0 THEN 'a Medium term ' || g \
+                              ELSE 'filler ' || g END AS content) t \
+         WHERE r.stream_id = {stream}; \
+         UPDATE {s}.chat_chatroom SET last_seq = 12001 WHERE stream_id = {stream};"
+    ))
+    .await
+    .unwrap();
+    let expected: Vec<i64> = c
+        .query(
+            &format!(
+                "SELECT m.id FROM {s}.chat_chatmessage m JOIN {s}.chat_chatroom r ON r.id = m.room_id \
+                 WHERE r.stream_id = $1 AND m.content LIKE 'a Medium%' ORDER BY m.id DESC"
+            ),
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(expected.len(), 30);
+    // Older than the first window: found through the index.
+    let r = app
+        .get(
+            &format!("/api/streams/{stream}/search?q=%E3%81%AB%E3%83%BC%E3%81%A9"), // にーど
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["messages"][0]["message"], "an old ニードル here");
+    // A term of every 400th row, paged 7 at a time and in one page of 50.
+    let mut got = Vec::new();
+    let mut before = String::new();
+    loop {
+        let v = app
+            .get(
+                &format!("/api/streams/{stream}/search?q=medium&limit=7{before}"),
+                Some(&owner),
+            )
+            .await
+            .json();
+        got.extend(ids(&v));
+        match v["next_before_id"].as_i64() {
+            Some(n) => before = format!("&before_id={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(got, expected);
+    let v = app
+        .get(
+            &format!("/api/streams/{stream}/search?q=MEDIUM+term"),
+            Some(&owner),
+        )
+        .await
+        .json();
+    assert_eq!(ids(&v), expected);
+    assert_eq!(v["next_before_id"], Value::Null);
+}
+
+/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
+fn site(app: &TestApp) -> String {
+    let port = app.address.rsplit(':').next().unwrap();
+    format!("http://{}:{port}", app.tenant.host)
+}
+
+#[actix_web::test]
+async fn the_watch_page_replies_edits_highlights_and_searches() {
+    use crate::browser::Browser;
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let (bob_cookie, _) = app.login("bob", "password-123").await;
+    let (mut cb, _, _) = app.ws_ready(stream, Some(&bob_cookie)).await;
+    // Rendered by the server, then upgraded by the socket's history.
+    say(&mut cb, json!({"message":"first from bob"})).await;
+
+    let browser = Browser::start().await;
+    let alice = browser.tab().await;
+    let owner = browser.tab().await;
+    alice.log_in(&site(&app), "alice", "password-123").await;
+    owner.log_in(&site(&app), "owner", "password-123").await;
+    for tab in [&alice, &owner] {
+        tab.goto(&format!("{}/streams/{stream}", site(&app))).await;
+        tab.wait_for("$('#conn').dataset.state === 'live'").await;
+    }
+
+    // Reply: the bar names the message; the reply shows its quote everywhere.
+    alice
+        .click("button('Reply', messageWith('first from bob'))")
+        .await;
+    let bar = alice
+        .wait_for("$('.intent:not([hidden])') && $('.intent span').textContent")
+        .await;
+    assert_eq!(bar, "Replying to @bob: first from bob");
+    alice.type_into("field('Message')", "a reply to @bob").await;
+    alice.click("button('Send')").await;
+    let quote = owner
+        .wait_for("messageWith('a reply to @bob') && $('.reply-ref', messageWith('a reply to @bob')).textContent")
+        .await;
+    assert_eq!(quote, "\u{21aa} @bob: first from bob");
+    let f = cb.expect("message").await;
+    assert_eq!(f["mentions"], json!(["bob"]));
+    assert_eq!(alice.eval("$('.intent').hidden").await, true);
+
+    // Edit: own messages only; the new text and "(edited)" reach every page.
+    assert_eq!(
+        alice
+            .eval("!!button('Edit', messageWith('first from bob'))")
+            .await,
+        false
+    );
+    alice
+        .wait_for("messageWith('a reply to @bob') && !$('.pending')")
+        .await;
+    alice
+        .click("button('Edit', messageWith('a reply to @bob'))")
+        .await;
+    assert_eq!(
+        alice.eval("field('Message').value").await,
+        "a reply to @bob"
+    );
+    alice
+        .eval("(() => { const b = field('Message'); b.value = 'a reply, edited'; b.dispatchEvent(new Event('input')); return true; })()")
+        .await;
+    alice.click("button('Send')").await;
+    owner
+        .wait_for(
+            "messageWith('a reply, edited') && !!$('.edited', messageWith('a reply, edited'))",
+        )
+        .await;
+    let e = cb.expect("edit").await;
+    assert_eq!(e["message"], "a reply, edited");
+
+    // A mention of the viewer is highlighted in their page.
+    say(&mut cb, json!({"message":"thanks @Alice"})).await;
+    alice
+        .wait_for("messageWith('thanks @Alice') && messageWith('thanks @Alice').classList.contains('mention')")
+        .await;
+
+    // Moderators search the stream's chat.
+    assert_eq!(alice.eval("!!$('.chat-search')").await, false);
+    owner.click("$('.chat-search summary')").await;
+    owner.type_into("$('.chat-search input')", "EDITED").await;
+    owner.click("button('Search', $('.chat-search'))").await;
+    let hit = owner
+        .wait_for("$('.search-results a') && $('.search-results a').textContent")
+        .await;
+    assert!(
+        hit.as_str().unwrap().ends_with("alice: a reply, edited"),
+        "{hit}"
+    );
+    for tab in [&alice, &owner] {
+        assert!(tab.incidents().is_empty(), "{:?}", tab.incidents());
+    }
+}
+
+#[actix_web::test]
+async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, _) = app.login("owner", "password-123").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (troll, _) = app.user_session("troll", Role::Viewer).await;
+    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut ct, _, _) = app.ws_ready(stream, Some(&troll)).await;
+    co.send(json!({"type":"hide","username":"troll"})).await;
+    co.expect("moderation").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let id = say(&mut ct, json!({"message":"hidden text"})).await;
+    assert_eq!(message_with_id(&mut co, id).await["hidden"], true);
+    // Nobody else can reply to it: its text would show in the excerpt.
+    ca.send(json!({"message":"re", "reply_to": id})).await;
+    assert_eq!(refused(&mut ca).await, "not_found");
+    // Its edit goes to the author and moderators only.
+    ct.send(json!({"type":"edit","message_id": id, "message":"hidden, edited"}))
+        .await;
+    assert_eq!(ct.expect("edit").await["message"], "hidden, edited");
+    assert_eq!(co.expect("edit").await["message"], "hidden, edited");
+    ca.assert_silent(Duration::from_millis(400)).await;
+    // Moderators find it, flagged.
+    let v = app
+        .get(
+            &format!("/api/streams/{stream}/search?q=edited"),
+            Some(&owner),
+        )
+        .await
+        .json();
+    assert_eq!(ids(&v), vec![id]);
+    assert_eq!(v["messages"][0]["hidden"], true);
+    assert_eq!(v["messages"][0]["is_deleted"], false);
+}
