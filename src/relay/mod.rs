@@ -109,9 +109,31 @@ struct Envelope {
     event: RelayEvent,
 }
 
-enum SubCmd {
-    Subscribe(String),
-    Unsubscribe(String),
+/// The room channels this node wants, as state rather than a queue of
+/// commands: bounded by the rooms that run here, however often they start and
+/// stop. The subscriber brings its connection in line when woken.
+#[derive(Default)]
+struct Wanted {
+    channels: std::sync::Mutex<HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Wanted {
+    fn set(&self, channel: String, on: bool) {
+        {
+            let mut channels = self.channels.lock().unwrap();
+            if on {
+                channels.insert(channel);
+            } else {
+                channels.remove(&channel);
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn snapshot(&self) -> HashSet<String> {
+        self.channels.lock().unwrap().clone()
+    }
 }
 
 struct RedisRelay {
@@ -119,7 +141,7 @@ struct RedisRelay {
     prefix: String,
     pool: deadpool_redis::Pool,
     publish: mpsc::Sender<(String, String)>,
-    control: mpsc::UnboundedSender<SubCmd>,
+    wanted: Arc<Wanted>,
     up: Arc<AtomicBool>,
 }
 
@@ -162,13 +184,13 @@ impl Relay {
             settings.prefix.clone()
         };
         let (publish, publish_rx) = mpsc::channel(100_000);
-        let (control, control_rx) = mpsc::unbounded_channel();
+        let wanted = Arc::new(Wanted::default());
         let up = Arc::new(AtomicBool::new(false));
         actix_rt::spawn(publisher(pool.clone(), publish_rx));
         actix_rt::spawn(subscriber(
             client,
             format!("{prefix}:tenant:*"),
-            control_rx,
+            wanted.clone(),
             sink.clone(),
             node.clone(),
             up.clone(),
@@ -186,7 +208,7 @@ impl Relay {
                 prefix,
                 pool,
                 publish,
-                control,
+                wanted,
                 up,
             })),
         })
@@ -256,18 +278,14 @@ impl Relay {
     /// Subscribes to a room's channel (its room started on this node).
     pub fn subscribe(&self, key: &RoomKey) {
         if let Some(r) = &self.inner {
-            let _ = r
-                .control
-                .send(SubCmd::Subscribe(Self::room_channel(&r.prefix, key)));
+            r.wanted.set(Self::room_channel(&r.prefix, key), true);
         }
     }
 
     /// Unsubscribes from a room's channel (its room stopped).
     pub fn unsubscribe(&self, key: &RoomKey) {
         if let Some(r) = &self.inner {
-            let _ = r
-                .control
-                .send(SubCmd::Unsubscribe(Self::room_channel(&r.prefix, key)));
+            r.wanted.set(Self::room_channel(&r.prefix, key), false);
         }
     }
 
@@ -352,26 +370,19 @@ async fn publisher(pool: deadpool_redis::Pool, mut rx: mpsc::Receiver<(String, S
 async fn subscriber(
     client: redis::Client,
     tenant_pattern: String,
-    mut control: mpsc::UnboundedReceiver<SubCmd>,
+    wanted: Arc<Wanted>,
     sink: mpsc::Sender<Incoming>,
     node: String,
     up: Arc<AtomicBool>,
 ) {
-    let mut wanted: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        // Take control commands that arrived while disconnected.
-        while let Ok(cmd) = control.try_recv() {
-            match cmd {
-                SubCmd::Subscribe(c) => wanted.insert(c),
-                SubCmd::Unsubscribe(c) => wanted.remove(&c),
-            };
-        }
+        let mut subscribed = wanted.snapshot();
         let connected = async {
             let pubsub = client.get_async_pubsub().await?;
             let (mut sink, stream) = pubsub.split();
             sink.psubscribe(&tenant_pattern).await?;
-            for c in &wanted {
+            for c in &subscribed {
                 sink.subscribe(c).await?;
             }
             Ok::<_, redis::RedisError>((sink, stream))
@@ -397,21 +408,18 @@ async fn subscriber(
         ping.tick().await;
         loop {
             tokio::select! {
-                cmd = control.recv() => {
-                    let Some(cmd) = cmd else { return };
-                    let r = match cmd {
-                        SubCmd::Subscribe(c) => {
-                            let r = tokio::time::timeout(OP_TIMEOUT, sub.subscribe(&c)).await;
-                            wanted.insert(c);
-                            r
-                        }
-                        SubCmd::Unsubscribe(c) => {
-                            let r = tokio::time::timeout(OP_TIMEOUT, sub.unsubscribe(&c)).await;
-                            wanted.remove(&c);
-                            r
-                        }
-                    };
-                    if !matches!(r, Ok(Ok(()))) {
+                _ = wanted.changed.notified() => {
+                    // Bring the connection in line with what the rooms want now.
+                    let now = wanted.snapshot();
+                    let mut ok = true;
+                    for c in now.difference(&subscribed) {
+                        ok &= matches!(tokio::time::timeout(OP_TIMEOUT, sub.subscribe(c)).await, Ok(Ok(())));
+                    }
+                    for c in subscribed.difference(&now) {
+                        ok &= matches!(tokio::time::timeout(OP_TIMEOUT, sub.unsubscribe(c)).await, Ok(Ok(())));
+                    }
+                    subscribed = now;
+                    if !ok {
                         break;
                     }
                 }
