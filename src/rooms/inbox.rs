@@ -120,3 +120,8 @@ pub struct Shutdown {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ReloadRights;
+
+/// The stream's term lists as stored now (set by the node that changed them).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetTerms(pub Vec<crate::store::moderation::TermRow>);

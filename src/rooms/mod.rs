@@ -53,7 +53,7 @@ use tokio::sync::oneshot;
 
 pub use inbox::{
     Apply, Chat, Join, Leave, Moderate, PresenceTotal, React, RelayState, ReloadRights,
-    ReloadTerms, Remote, Shutdown, StatusChanged,
+    ReloadTerms, Remote, SetTerms, Shutdown, StatusChanged,
 };
 pub use members::RoomUser;
 pub use room::{Edit, RoomActor};
@@ -358,13 +358,23 @@ impl Hub {
         }
     }
 
-    /// Tells rooms to reload blocked terms (all of the tenant's when
-    /// `tenant_wide`), here and on other nodes.
-    pub fn reload_terms(&self, key: &RoomKey, tenant_wide: bool) {
-        for room in self.rooms_of(key, tenant_wide) {
-            room.do_send(ReloadTerms);
+    /// A stream's term lists changed (all of the tenant's when `tenant_wide`):
+    /// the stream's room here takes `list` (its lists as stored now) before
+    /// this returns, so a message sent after the change is checked against
+    /// it; other rooms here and on other nodes read theirs again.
+    pub async fn terms_changed(
+        &self,
+        key: &RoomKey,
+        tenant_wide: bool,
+        list: Vec<crate::store::moderation::TermRow>,
+    ) {
+        if let Some(room) = self.existing_room(key) {
+            let _ = room.send(SetTerms(list)).await;
         }
         if tenant_wide {
+            for room in self.rooms_of(key, true) {
+                room.do_send(ReloadTerms);
+            }
             self.relay().publish_tenant(&key.slug, RelayEvent::Terms);
         } else {
             self.relay().publish(key, RelayEvent::Terms);

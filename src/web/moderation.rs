@@ -256,13 +256,16 @@ async fn set_term(
             hold,
         )
         .await?;
-    hub.reload_terms(
+    let list = store.blocked_terms(slug, stream.id).await?;
+    let body = terms_json(&list);
+    hub.terms_changed(
         &RoomKey {
             slug: slug.clone(),
             stream_id: stream.id,
         },
         tenant_wide,
-    );
-    let list = store.blocked_terms(slug, stream.id).await?;
-    Ok(HttpResponse::Ok().json(terms_json(&list)))
+        list,
+    )
+    .await;
+    Ok(HttpResponse::Ok().json(body))
 }

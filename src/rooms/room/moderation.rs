@@ -221,3 +221,11 @@ impl Handler<ReloadRights> for RoomActor {
         self.load_rights(ctx);
     }
 }
+
+impl Handler<SetTerms> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, SetTerms(list): SetTerms, _: &mut Context<Self>) {
+        (self.terms, self.hold_terms) = compile_terms(&list);
+    }
+}
