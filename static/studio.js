@@ -139,6 +139,7 @@
       postStatus('ended');
     });
 
+    // items are strings, or {label, value} when the label says more than the value.
     function chips(ul, items, empty, onRemove) {
       ul.textContent = '';
       if (!items.length) {
@@ -148,10 +149,11 @@
         ul.appendChild(li);
         return;
       }
-      items.forEach(function (item) {
+      items.forEach(function (entry) {
+        var item = typeof entry === 'string' ? entry : entry.value;
         var li = document.createElement('li');
         var label = document.createElement('span');
-        label.textContent = item;
+        label.textContent = typeof entry === 'string' ? entry : entry.label;
         var b = document.createElement('button');
         b.type = 'button';
         b.className = 'small';
@@ -171,7 +173,12 @@
     }
 
     function showTerms(data) {
-      chips(termList, data.terms || [], T.no_terms, function (term) {
+      var terms = (data.terms || []).map(function (t) {
+        if (typeof t === 'string') return t;
+        var label = t.term + (t.mode === 'hold' ? ' (' + T.term_hold + ')' : '') + (t.scope === 'tenant' ? ' (' + T.term_tenant + ')' : '');
+        return { label: label, value: t.term };
+      });
+      chips(termList, terms, T.no_terms, function (term) {
         api('POST', base + '/blocked_terms', { term: term, action: 'remove' }).then(showTerms, fail);
       });
     }
@@ -244,10 +251,66 @@
       var term = input.value.trim();
       if (!term) return;
       say(alertEl, '');
-      api('POST', base + '/blocked_terms', { term: term, action: 'add' }).then(function (data) {
+      var hold = e.target.elements.hold;
+      var body = { term: term, action: 'add', mode: hold && hold.checked ? 'hold' : 'block' };
+      api('POST', base + '/blocked_terms', body).then(function (data) {
         input.value = '';
         showTerms(data);
       }, fail);
+    });
+
+    // Chat modes: each change is a `modes` moderation frame. The shield moves
+    // other settings too, so the form then reads the stream's state back
+    // from the studio page the server renders.
+    var modesForm = section.querySelector('[data-form=modes]');
+    var slowInput = section.querySelector('[data-form=slow] input[name=seconds]');
+
+    function refreshModes() {
+      return fetch('/studio', { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.text() : Promise.reject(new Error(fmt(T.err_request, { status: r.status }))); })
+        .then(function (html) {
+          var doc = new DOMParser().parseFromString(html, 'text/html');
+          var fresh = doc.getElementById('stream-' + id);
+          if (!fresh) return;
+          var form = fresh.querySelector('[data-form=modes]');
+          Array.prototype.forEach.call(modesForm.querySelectorAll('input[type=checkbox]'), function (input) {
+            input.checked = form.elements[input.name].checked;
+          });
+          var minutes = modesForm.elements.established_minutes;
+          if (document.activeElement !== minutes) minutes.value = form.elements.established_minutes.value;
+          var slow = fresh.querySelector('[data-form=slow] input[name=seconds]');
+          if (slow && document.activeElement !== slowInput) slowInput.value = slow.value;
+        });
+    }
+
+    function postModes(change) {
+      say(alertEl, '');
+      var body = { type: 'modes' };
+      Object.keys(change).forEach(function (k) { body[k] = change[k]; });
+      return api('POST', base + '/moderation', body)
+        .then(function () {
+          var note = modesForm.querySelector('.saved-note') || document.createElement('span');
+          note.className = 'saved-note muted';
+          note.setAttribute('role', 'status');
+          note.textContent = T.modes_saved;
+          modesForm.appendChild(note);
+          if (loaded) loadLog();
+        }, fail)
+        .then(refreshModes)
+        .catch(fail);
+    }
+
+    modesForm.addEventListener('change', function (e) {
+      if (e.target.type !== 'checkbox') return;
+      var change = {};
+      change[e.target.name] = e.target.checked;
+      postModes(change);
+    });
+
+    modesForm.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var minutes = Math.max(0, Math.min(525600, Math.floor(Number(modesForm.elements.established_minutes.value) || 0)));
+      postModes({ established_minutes: minutes });
     });
 
     section.querySelector('[data-form=slow]').addEventListener('submit', function (e) {

@@ -59,6 +59,9 @@
   var pinnedId = null;
   var replyTo = null;           // {id, username, excerpt} of the message replied to
   var editingId = null;         // id of the own message being edited
+  var hiddenUsers = new Set();  // users known to be hidden (moderators only)
+  var heldItems = new Map();    // held_id -> element of the review panel (moderators)
+  var modes = null;             // the stream's chat modes, from hello and notices
   var EDIT_WINDOW_MS = 120000;
 
   function fmt(s, vars) {
@@ -106,6 +109,14 @@
   }
 
   function errorText(f) {
+    if (f.code === 'too_new') {
+      var ms = f.retry_after_ms;
+      if (typeof ms !== 'number' || ms <= 0) return T.err_too_new_plain;
+      var wait = ms >= 60000
+        ? fmt(T.wait_minutes, { n: Math.ceil(ms / 60000) })
+        : fmt(T.wait_seconds, { n: Math.ceil(ms / 1000) });
+      return fmt(T.err_too_new, { wait: wait });
+    }
     var key = 'err_' + f.code;
     return T[key] || f.message || T.err_invalid;
   }
@@ -135,21 +146,30 @@
   function unblock() { chatBlock = null; clearTimeout(timeoutTimer); updateComposer(); }
 
   // ---------------------------------------------------------------- messages
-  function modTools(fromUser) {
+  function modTools(fromUser, username) {
     var span = document.createElement('span');
     span.className = 'mod-tools';
     span.setAttribute('role', 'group');
     span.setAttribute('aria-label', T.moderation_tools);
-    var actions = fromUser ? ['delete', 'pin', 'timeout', 'ban'] : ['delete', 'pin'];
+    var actions = fromUser ? ['delete', 'pin', 'timeout', 'ban', 'hide'] : ['delete', 'pin'];
     actions.forEach(function (a) {
       var b = document.createElement('button');
       b.type = 'button';
       b.className = a === 'ban' ? 'small danger' : 'small';
       b.dataset.action = a;
-      b.textContent = T[a];
+      b.textContent = a === 'hide' && hiddenUsers.has(username) ? T.unhide : T[a];
       span.appendChild(b);
     });
     return span;
+  }
+
+  // Hide buttons say "Unhide" for users known to be hidden.
+  function setHidden(username, hidden) {
+    if (!username) return;
+    if (hidden) hiddenUsers.add(username); else hiddenUsers.delete(username);
+    Array.prototype.forEach.call(list.querySelectorAll('.msg button[data-action="hide"]'), function (b) {
+      if (b.closest('.msg').dataset.user === username) b.textContent = hidden ? T.unhide : T.hide;
+    });
   }
 
   function messageElement(m) {
@@ -179,9 +199,18 @@
     li.appendChild(text);
     if (m.edited_at) li.appendChild(editedMark());
     if (kind === 'message' && mentionsMe(m)) li.classList.add('mention');
+    // Only moderators learn that a message is hidden: its author must not.
+    if (canModerate && m.hidden) {
+      if (kind === 'message' && m.username) hiddenUsers.add(m.username);
+      li.classList.add('hidden-msg');
+      var mark = document.createElement('span');
+      mark.className = 'hidden-mark';
+      mark.textContent = ' (' + T.hidden_mark + ')';
+      meta.appendChild(mark);
+    }
     if (signedIn && typeof m.id === 'number' && kind === 'message') li.appendChild(chatTools(m));
     if (canModerate && typeof m.id === 'number' && (kind === 'message' || kind === 'system' || kind === 'moderation')) {
-      li.appendChild(modTools(kind === 'message' && m.username && m.username !== 'system'));
+      li.appendChild(modTools(kind === 'message' && m.username && m.username !== 'system', m.username));
     }
     return li;
   }
@@ -354,6 +383,7 @@
   }
 
   function markPending(p) {
+    if (p.held) return;
     var state = p.el.querySelector('.state');
     if (state) state.textContent = ws && helloSeen ? T.sending : T.queued;
   }
@@ -364,7 +394,7 @@
       return;
     }
     pending.forEach(function (p, clientId) {
-      if (p.sentOn === ws) return;
+      if (p.sentOn === ws || p.held) return;
       p.sentOn = ws;
       var frame = { type: 'message', message: p.text, client_id: clientId };
       if (p.replyTo) frame.reply_to = p.replyTo;
@@ -405,6 +435,7 @@
     });
     setViewers(f.viewers);
     setSlowMode(f.slow_mode_seconds || 0);
+    applyModes(f.modes);
     if (f.pinned) showPinned(f.pinned); else hidePinned();
     setState('live');
     updateComposer();
@@ -429,6 +460,21 @@
 
   function onError(f) {
     var p = f.client_id ? pending.get(f.client_id) : null;
+    if (f.code === 'denied') {
+      var key = f.client_id && p ? f.client_id : heldClientId(f.held_id);
+      p = key ? pending.get(key) : null;
+      if (p) {
+        // Marked as not approved for a while, then gone; never sent again.
+        pending.delete(key);
+        p.el.classList.remove('held');
+        p.el.classList.add('denied');
+        var state = p.el.querySelector('.state');
+        if (state) state.textContent = T.held_denied;
+        setTimeout(function () { p.el.remove(); }, 8000);
+      }
+      showError(errorText(f));
+      return;
+    }
     if (p && f.code === 'unavailable') {
       // Not stored: send again later with the same client_id.
       p.sentOn = null;
@@ -446,6 +492,163 @@
     else if (f.code === 'banned') block(T.banned);
     else if (f.code === 'timed_out') block(T.err_timed_out);
     showError(errorText(f));
+  }
+
+  function heldClientId(heldId) {
+    var found = null;
+    pending.forEach(function (p, clientId) { if (p.held === heldId) found = clientId; });
+    return found;
+  }
+
+  // ---------------------------------------------------------------- held for review
+  // The sender's `held` names their client_id; moderators' name the author.
+  function onHeld(f) {
+    if (f.username !== undefined) addHeld(f);
+    var p = f.client_id ? pending.get(f.client_id) : null;
+    if (p && f.username === undefined) {
+      p.held = f.held_id;
+      p.el.classList.add('held');
+      var state = p.el.querySelector('.state');
+      if (state) state.textContent = T.held;
+    }
+  }
+
+  var heldList = document.getElementById('held-list');
+  var heldCount = document.getElementById('held-count');
+  var heldEmpty = document.getElementById('held-empty');
+
+  function heldChanged() {
+    if (!heldList) return;
+    heldCount.textContent = String(heldItems.size);
+    heldEmpty.hidden = heldItems.size > 0;
+  }
+
+  function addHeld(item) {
+    if (!heldList || typeof item.held_id !== 'number' || heldItems.has(item.held_id)) return;
+    var li = document.createElement('li');
+    li.className = 'held-item';
+    li.dataset.heldId = String(item.held_id);
+    var meta = document.createElement('span');
+    meta.className = 'meta';
+    var user = document.createElement('span');
+    user.className = 'user';
+    user.textContent = item.username || '';
+    meta.appendChild(user);
+    if (item.timestamp) {
+      var time = document.createElement('time');
+      time.dateTime = item.timestamp;
+      time.textContent = clock(item.timestamp);
+      meta.appendChild(document.createTextNode(' '));
+      meta.appendChild(time);
+    }
+    var why = document.createElement('span');
+    why.className = 'held-reason';
+    why.textContent = ' (' + (T['reason_' + item.reason] || item.reason || '') + ')';
+    meta.appendChild(why);
+    var text = document.createElement('span');
+    text.className = 'text';
+    text.id = 'held-text-' + item.held_id;
+    text.textContent = item.message || '';
+    var tools = document.createElement('span');
+    tools.className = 'held-tools';
+    ['approve', 'deny'].forEach(function (a) {
+      var b = document.createElement('button');
+      b.type = 'button';
+      b.className = a === 'deny' ? 'small danger' : 'small primary';
+      b.dataset.heldAction = a;
+      b.textContent = T[a];
+      b.setAttribute('aria-describedby', text.id);
+      tools.appendChild(b);
+    });
+    li.appendChild(meta);
+    li.appendChild(text);
+    li.appendChild(tools);
+    heldList.appendChild(li);
+    heldItems.set(item.held_id, li);
+    heldChanged();
+  }
+
+  function removeHeld(heldId) {
+    var li = heldItems.get(heldId);
+    if (!li) return;
+    heldItems.delete(heldId);
+    // Keep keyboard focus in the panel: on the next item, else the heading.
+    if (li.contains(document.activeElement)) {
+      var next = li.nextElementSibling || li.previousElementSibling;
+      var target = next ? next.querySelector('button') : document.getElementById('held-title');
+      li.remove();
+      if (target) target.focus();
+    } else {
+      li.remove();
+    }
+    heldChanged();
+  }
+
+  function onHeldQueue(f) {
+    if (!heldList) return;
+    heldItems.forEach(function (_, id) { removeHeld(id); });
+    (f.items || []).forEach(addHeld);
+    heldChanged();
+  }
+
+  if (heldList) {
+    heldList.addEventListener('click', function (e) {
+      var b = e.target.closest('button[data-held-action]');
+      if (!b) return;
+      var li = b.closest('.held-item');
+      var heldId = Number(li.dataset.heldId);
+      // One answer per item; the buttons keep focus (disabling would drop it).
+      if (li.dataset.busy || !sendFrame({ type: b.dataset.heldAction, held_id: heldId })) return;
+      li.dataset.busy = '1';
+      li.setAttribute('aria-busy', 'true');
+      // The notice removes the item; if none comes (an error), allow a retry.
+      setTimeout(function () { delete li.dataset.busy; li.removeAttribute('aria-busy'); }, 5000);
+    });
+  }
+
+  // ---------------------------------------------------------------- chat modes
+  var modesForm = document.getElementById('modes-form');
+  var modesNote = document.getElementById('modes-note');
+  var MODE_FLAGS = ['stamps_only', 'unique_chat', 'hold_links', 'shield'];
+
+  function applyModes(m) {
+    if (!m) return;
+    modes = m;
+    if (modesForm) {
+      MODE_FLAGS.forEach(function (k) {
+        var input = modesForm.elements[k];
+        input.checked = !!m[k];
+        input.disabled = false;
+      });
+      var minutes = modesForm.elements.established_minutes;
+      if (document.activeElement !== minutes) minutes.value = String(m.established_minutes || 0);
+      minutes.disabled = false;
+      modesForm.querySelector('button[type=submit]').disabled = false;
+    }
+    var active = [];
+    if (m.shield) active.push(T.mode_shield);
+    if (m.stamps_only) active.push(T.mode_stamps_only);
+    if (m.unique_chat) active.push(T.mode_unique_chat);
+    if (m.hold_links && canModerate) active.push(T.mode_hold_links);
+    if (m.established_minutes) active.push(fmt(T.mode_established, { n: m.established_minutes }));
+    modesNote.hidden = active.length === 0;
+    modesNote.textContent = active.length ? fmt(T.active_modes, { list: active.join(', ') }) : '';
+  }
+
+  if (modesForm) {
+    modesForm.addEventListener('change', function (e) {
+      var input = e.target;
+      if (MODE_FLAGS.indexOf(input.name) < 0) return;
+      var frame = { type: 'modes' };
+      frame[input.name] = input.checked;
+      // Until the room's notice confirms it, the control shows the known state.
+      if (!sendFrame(frame) && modes) input.checked = !!modes[input.name];
+    });
+    modesForm.addEventListener('submit', function (e) {
+      e.preventDefault();
+      var minutes = Math.max(0, Math.min(525600, Math.floor(Number(modesForm.elements.established_minutes.value) || 0)));
+      sendFrame({ type: 'modes', established_minutes: minutes });
+    });
   }
 
   function setViewers(n) {
@@ -510,6 +713,18 @@
         break;
       case 'unban':
         if (me && f.username === me) unblock();
+        break;
+      case 'hide':
+      case 'unhide':
+        if (canModerate) setHidden(f.username, f.action === 'hide');
+        break;
+      case 'approve':
+      case 'deny':
+        removeHeld(Number(f.held_id));
+        break;
+      case 'modes':
+        applyModes(f.modes);
+        if (typeof f.slow_mode_seconds === 'number') setSlowMode(f.slow_mode_seconds);
         break;
     }
   }
@@ -624,6 +839,8 @@
       case 'moderation': onModeration(f); break;
       case 'presence': setViewers(f.viewers); break;
       case 'edit': onEdit(f); break;
+      case 'held': onHeld(f); break;
+      case 'held_queue': onHeldQueue(f); break;
     }
   }
 
@@ -667,6 +884,7 @@
       case 'pin': sendFrame({ type: 'pin', message_id: id }); break;
       case 'timeout': sendFrame({ type: 'timeout', username: user, seconds: 600 }); break;
       case 'ban': sendFrame({ type: 'ban', username: user }); break;
+      case 'hide': sendFrame({ type: hiddenUsers.has(user) ? 'unhide' : 'hide', username: user }); break;
       case 'reply': startReply(li); break;
       case 'edit': startEdit(li); break;
     }

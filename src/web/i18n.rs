@@ -231,6 +231,17 @@ strings! {
         timeout: "Timeout", "タイムアウト";
         ban: "Ban", "BAN";
         moderation_tools: "Moderation", "モデレーション";
+        hide: "Hide", "非表示";
+        held_for_review: "Held for review", "確認待ち";
+        held_empty: "No messages are waiting.", "確認待ちのメッセージはありません。";
+        chat_modes: "Chat modes", "チャットモード";
+        mode_stamps_only: "Stamps only", "スタンプのみ";
+        mode_unique_chat: "Unique chat (no repeats within 30 s)", "重複禁止（30秒以内の同じ内容）";
+        mode_hold_links: "Hold messages with links", "リンク付きメッセージを保留";
+        mode_shield: "Raid shield", "荒らし対策シールド";
+        mode_shield_hint: "Slow mode 10 s, accounts older than 10 minutes, links held. Off restores the settings from before.", "スローモード10秒、作成10分以上のアカウントのみ、リンクを保留。オフにすると元の設定に戻ります。";
+        mode_established: "Accounts older than (minutes, 0 = off)", "アカウント作成からの経過時間（分、0でオフ）";
+        term_hold: "Hold for review instead of refusing", "拒否せず確認待ちにする";
         username: "Username", "ユーザー名";
         password: "Password", "パスワード";
         no_account: "No account yet?", "アカウントをお持ちでない方は";
@@ -365,6 +376,31 @@ strings! {
         no_results: "No messages found.", "メッセージは見つかりませんでした。";
         deleted: "deleted", "削除済み";
         not_in_list: "older than the live list", "表示中の一覧より古いメッセージ";
+        hide: "Hide", "非表示";
+        unhide: "Unhide", "再表示";
+        approve: "Approve", "承認";
+        deny: "Deny", "却下";
+        held: "Held for review", "確認待ち";
+        held_denied: "Not approved", "承認されませんでした";
+        hidden_mark: "hidden from others", "他の人には非表示";
+        reason_term: "matches a hold term", "保留ワードに一致";
+        reason_link: "contains a link", "リンクを含む";
+        modes_saved: "Chat modes updated.", "チャットモードを更新しました。";
+        term_hold: "held for review", "確認待ち";
+        term_tenant: "whole site", "サイト全体";
+        active_modes: "Chat modes: {list}", "チャットモード: {list}";
+        mode_stamps_only: "stamps only", "スタンプのみ";
+        mode_unique_chat: "unique chat", "重複禁止";
+        mode_hold_links: "links held", "リンク保留";
+        mode_shield: "raid shield", "荒らし対策シールド";
+        mode_established: "accounts older than {n} min", "作成{n}分以上のアカウントのみ";
+        wait_minutes: "{n} min", "{n}分";
+        wait_seconds: "{n} s", "{n}秒";
+        err_stamps_only: "Stamps only right now: chat messages are off, stamps still work.", "現在はスタンプのみです。チャットは送れませんが、スタンプは送れます。";
+        err_too_new: "Your account is too new to chat here. Try again in {wait}.", "アカウント作成から間もないため、まだチャットできません。{wait}後にもう一度お試しください。";
+        err_too_new_plain: "Your account is too new to chat here yet.", "アカウント作成から間もないため、まだチャットできません。";
+        err_duplicate: "That message was just sent. Write something new.", "同じメッセージが直前に送信されています。別の内容を書いてください。";
+        err_denied: "A moderator did not approve your message.", "メッセージはモデレーターに承認されませんでした。";
     }
 }
 
@@ -421,6 +457,10 @@ mod tests {
         assert_eq!(
             (JS_EN.delete, JS_EN.pin, JS_EN.timeout, JS_EN.ban),
             ("Delete", "Pin", "Timeout", "Ban")
+        );
+        assert_eq!(
+            (JS_EN.hide, JS_EN.approve, JS_EN.deny, EN.hide),
+            ("Hide", "Approve", "Deny", "Hide")
         );
     }
 }

@@ -13,6 +13,7 @@ mod hardening;
 mod helpers;
 mod migrations;
 mod moderation;
+mod moderation_browser;
 mod moderation_v2;
 mod pages;
 mod pages_browser;

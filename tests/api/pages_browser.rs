@@ -488,7 +488,11 @@ async fn moderators_get_controls_on_each_message() {
                 json!(text)
             ))
             .await;
-        assert_eq!(names, json!(["Delete", "Pin", "Timeout", "Ban"]), "{text}");
+        assert_eq!(
+            names,
+            json!(["Delete", "Pin", "Timeout", "Ban", "Hide"]),
+            "{text}"
+        );
     }
 }
 

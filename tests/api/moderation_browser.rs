@@ -1,0 +1,392 @@
+//! Moderation, round two, in a real browser: the "Held for review" panel
+//! (approve, deny), hiding a user, the chat-mode errors in both languages and
+//! the mode controls on the watch page and in the studio.
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{
+    browser::{Browser, Tab},
+    helpers::*,
+};
+
+/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
+fn site(app: &TestApp) -> String {
+    let port = app.address.rsplit(':').next().unwrap();
+    format!("http://{}:{port}", app.tenant.host)
+}
+
+/// Opens the watch page and waits until its socket is live.
+async fn watch(tab: &Tab, app: &TestApp, stream: i64) {
+    tab.goto(&format!("{}/streams/{stream}", site(app))).await;
+    tab.wait_for("$('#conn').dataset.state === 'live'").await;
+}
+
+/// Types a message in the box labelled "Message" and presses the "Send" button.
+async fn say(tab: &Tab, text: &str) {
+    tab.type_into("field('Message')", text).await;
+    tab.click("button('Send')").await;
+}
+
+/// Posts a moderation frame for `stream` as its owner.
+async fn moderate(app: &TestApp, stream: i64, frame: Value) {
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/moderation"),
+            &frame,
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The modes a fresh socket's `hello` reports.
+async fn modes_of(app: &TestApp, stream: i64) -> Value {
+    let (_c, hello, _) = app.ws_ready(stream, None).await;
+    hello["modes"].clone()
+}
+
+#[actix_web::test]
+async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (owner, csrf) = app.login("owner", "password-123").await;
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            &json!({"term":"cheap","action":"add","mode":"hold"}),
+            Some(&owner),
+            Some(&csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let moderator = browser.tab().await;
+    let bob = browser.tab().await;
+    let carol = browser.tab().await;
+    moderator.log_in(&site(&app), "mod", "password-123").await;
+    bob.log_in(&site(&app), "bob", "password-123").await;
+    carol.log_in(&site(&app), "carol", "password-123").await;
+    for tab in [&moderator, &bob, &carol] {
+        watch(tab, &app, stream).await;
+    }
+    // Viewers have no review panel; the moderator's starts empty.
+    assert_eq!(carol.eval("!!$('#held')").await, false);
+    assert_eq!(
+        moderator
+            .eval("$('#held-count').textContent + '|' + $('#held-empty').hidden")
+            .await,
+        "0|false"
+    );
+
+    // Held: the sender sees it marked, the moderator sees it in the panel.
+    say(&bob, "cheap followers here").await;
+    bob.wait_for(
+        "$('.msg.held .state') && $('.msg.held .state').textContent === 'Held for review'",
+    )
+    .await;
+    let item = "$$('.held-item').find((i) => $('.text', i).textContent === 'cheap followers here')";
+    moderator.wait_for(item).await;
+    assert_eq!(
+        moderator
+            .eval(&format!(
+                "[$('.user', {item}).textContent, $('.held-reason', {item}).textContent, $('#held-count').textContent]"
+            ))
+            .await,
+        json!(["bob", " (matches a hold term)", "1"])
+    );
+    assert_eq!(
+        moderator
+            .eval(&format!("$$('button', {item}).map(nameOf)"))
+            .await,
+        json!(["Approve", "Deny"])
+    );
+    assert_eq!(
+        carol.eval("texts()").await,
+        json!([]),
+        "nobody else sees it"
+    );
+
+    // Approved: everyone sees it as a normal message, the panel empties.
+    moderator.click(&format!("button('Approve', {item})")).await;
+    carol.wait_for("messageWith('cheap followers here')").await;
+    bob.wait_for("messageWith('cheap followers here') && !$('.msg.held') && !$('.pending')")
+        .await;
+    moderator
+        .wait_for("messageWith('cheap followers here') && $$('.held-item').length === 0 && $('#held-count').textContent === '0'")
+        .await;
+    assert_eq!(carol.eval("texts()").await, json!(["cheap followers here"]));
+
+    // Denied with the keyboard: the sender is told, nobody else sees anything.
+    say(&bob, "so cheap").await;
+    let item = "$$('.held-item').find((i) => $('.text', i).textContent === 'so cheap')";
+    moderator.wait_for(item).await;
+    moderator
+        .wait_for(&format!(
+            "(() => {{ const b = button('Deny', {item}); b.focus(); return document.activeElement === b; }})()"
+        ))
+        .await;
+    moderator.press("Enter").await;
+    bob.wait_for("$('[role=alert]').textContent === 'A moderator did not approve your message.'")
+        .await;
+    bob.wait_for(
+        "$('.msg.denied .state') && $('.msg.denied .state').textContent === 'Not approved'",
+    )
+    .await;
+    moderator.wait_for("$$('.held-item').length === 0").await;
+    // Focus stays in the panel, not lost to the page.
+    assert_eq!(
+        moderator
+            .eval("$('#held').contains(document.activeElement)")
+            .await,
+        true
+    );
+    assert_eq!(carol.eval("texts()").await, json!(["cheap followers here"]));
+}
+
+#[actix_web::test]
+async fn a_hidden_user_is_marked_for_moderators_only() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let moderator = browser.tab().await;
+    let bob = browser.tab().await;
+    let carol = browser.tab().await;
+    moderator.log_in(&site(&app), "mod", "password-123").await;
+    bob.log_in(&site(&app), "bob", "password-123").await;
+    carol.log_in(&site(&app), "carol", "password-123").await;
+    for tab in [&moderator, &bob, &carol] {
+        watch(tab, &app, stream).await;
+    }
+    say(&bob, "first").await;
+    moderator.wait_for("messageWith('first')").await;
+    assert_eq!(
+        moderator
+            .eval("$$('.mod-tools button', messageWith('first')).map(nameOf)")
+            .await,
+        json!(["Delete", "Pin", "Timeout", "Ban", "Hide"])
+    );
+    moderator
+        .click("button('Hide', messageWith('first'))")
+        .await;
+    moderator
+        .wait_for("!!button('Unhide', messageWith('first'))")
+        .await;
+
+    say(&bob, "nobody hears me").await;
+    moderator
+        .wait_for("messageWith('nobody hears me') && messageWith('nobody hears me').classList.contains('hidden-msg')")
+        .await;
+    bob.wait_for("messageWith('nobody hears me') && !$('.pending')")
+        .await;
+    assert_eq!(
+        bob.eval("[messageWith('nobody hears me').classList.contains('hidden-msg'), !!$('.hidden-mark')]")
+            .await,
+        json!([false, false]),
+        "the hidden user is not told"
+    );
+    say(&carol, "after").await;
+    moderator.wait_for("messageWith('after')").await;
+    assert_eq!(carol.eval("texts()").await, json!(["first", "after"]));
+
+    // Unhidden: the button turns back.
+    moderator
+        .click("button('Unhide', messageWith('first'))")
+        .await;
+    moderator
+        .wait_for("!!button('Hide', messageWith('first'))")
+        .await;
+}
+
+#[actix_web::test]
+async fn mode_errors_are_explained_in_english_and_japanese() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("kei", "password-123", Role::Viewer).await;
+    moderate(&app, stream, json!({"type":"modes","stamps_only":true})).await;
+    let browser = Browser::start().await;
+    let bob = browser.tab().await;
+    let kei = browser.tab().await;
+    bob.log_in(&site(&app), "bob", "password-123").await;
+    kei.log_in(&site(&app), "kei", "password-123").await;
+    kei.accept_language("ja-JP,ja;q=0.9").await;
+    watch(&bob, &app, stream).await;
+    watch(&kei, &app, stream).await;
+    assert_eq!(
+        bob.eval("$('#modes-note').textContent").await,
+        "Chat modes: stamps only"
+    );
+
+    say(&bob, "hello?").await;
+    bob.wait_for(
+        "$('[role=alert]').textContent === 'Stamps only right now: chat messages are off, stamps still work.'",
+    )
+    .await;
+    // The text comes back to the box, nothing stays pending.
+    bob.wait_for("field('Message').value === 'hello?' && !$('.pending')")
+        .await;
+    say_ja(&kei, "こんにちは").await;
+    kei.wait_for("$('[role=alert]').textContent === '現在はスタンプのみです。チャットは送れませんが、スタンプは送れます。'")
+        .await;
+
+    // Accounts younger than 30 minutes: told how long to wait.
+    moderate(
+        &app,
+        stream,
+        json!({"type":"modes","stamps_only":false,"established_minutes":30}),
+    )
+    .await;
+    bob.wait_for("$('#modes-note').textContent === 'Chat modes: accounts older than 30 min'")
+        .await;
+    bob.eval("(() => { const b = field('Message'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
+        .await;
+    say(&bob, "now?").await;
+    bob.wait_for("$('[role=alert]').textContent === 'Your account is too new to chat here. Try again in 30 min.'")
+        .await;
+    kei.wait_for("$('#modes-note').textContent === 'チャットモード: 作成30分以上のアカウントのみ'")
+        .await;
+    kei.eval("(() => { const b = field('メッセージ'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
+        .await;
+    say_ja(&kei, "まだ？").await;
+    kei.wait_for("$('[role=alert]').textContent === 'アカウント作成から間もないため、まだチャットできません。30分後にもう一度お試しください。'")
+        .await;
+
+    // Unique chat: the same text twice within 30 s.
+    moderate(
+        &app,
+        stream,
+        json!({"type":"modes","established_minutes":0,"unique_chat":true}),
+    )
+    .await;
+    bob.wait_for("$('#modes-note').textContent === 'Chat modes: unique chat'")
+        .await;
+    bob.eval("(() => { const b = field('Message'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
+        .await;
+    say(&bob, "same again").await;
+    bob.wait_for("messageWith('same again') && !$('.pending')")
+        .await;
+    say(&bob, "same again").await;
+    bob.wait_for(
+        "$('[role=alert]').textContent === 'That message was just sent. Write something new.'",
+    )
+    .await;
+}
+
+/// Types in the Japanese page's message box and presses its send button.
+async fn say_ja(tab: &Tab, text: &str) {
+    tab.type_into("field('メッセージ')", text).await;
+    tab.click("button('送信')").await;
+}
+
+#[actix_web::test]
+async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("mod", "password-123", Role::Moderator)
+        .await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let browser = Browser::start().await;
+    let moderator = browser.tab().await;
+    let bob = browser.tab().await;
+    moderator.log_in(&site(&app), "mod", "password-123").await;
+    bob.log_in(&site(&app), "bob", "password-123").await;
+    watch(&moderator, &app, stream).await;
+    watch(&bob, &app, stream).await;
+    assert_eq!(bob.eval("!!$('#modes-panel')").await, false);
+
+    moderator.click("$('#modes-panel summary')").await;
+    moderator.click("field('Raid shield')").await;
+    for tab in [&moderator, &bob] {
+        tab.wait_for("!$('#slow').hidden && $('#slow').textContent === 'Slow mode: 10 s'")
+            .await;
+    }
+    moderator
+        .wait_for("field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Raid shield').checked")
+        .await;
+    assert_eq!(
+        modes_of(&app, stream).await,
+        json!({"stamps_only":false,"established_minutes":10,"unique_chat":false,"hold_links":true,"shield":true})
+    );
+
+    // Off again: everything as it was.
+    moderator.click("field('Raid shield')").await;
+    for tab in [&moderator, &bob] {
+        tab.wait_for("$('#slow').hidden").await;
+    }
+    moderator
+        .wait_for("!field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && !field('Raid shield').checked")
+        .await;
+
+    // Stamps only from its checkbox, reflected in the viewer's page.
+    moderator.click("field('Stamps only')").await;
+    bob.wait_for("$('#modes-note').textContent === 'Chat modes: stamps only'")
+        .await;
+    assert_eq!(modes_of(&app, stream).await["stamps_only"], true);
+}
+
+#[actix_web::test]
+async fn the_studio_sets_chat_modes_per_stream() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.log_in(&site(&app), "owner", "password-123").await;
+    tab.goto(&format!("{}/studio#stream-{stream}", site(&app)))
+        .await;
+    tab.wait_for("$('[data-role=manage]').open").await;
+
+    tab.click("field('Raid shield')").await;
+    tab.wait_for("field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Seconds between messages (0 = off)').value === '10'")
+        .await;
+    assert_eq!(
+        modes_of(&app, stream).await,
+        json!({"stamps_only":false,"established_minutes":10,"unique_chat":false,"hold_links":true,"shield":true})
+    );
+
+    tab.click("field('Raid shield')").await;
+    tab.wait_for("!field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && field('Seconds between messages (0 = off)').value === '0'")
+        .await;
+
+    tab.click("field('Unique chat (no repeats within 30 s)')")
+        .await;
+    tab.wait_for("$('.saved-note') && $('.saved-note').textContent === 'Chat modes updated.'")
+        .await;
+    tab.eval(
+        "(() => { field('Accounts older than (minutes, 0 = off)').value = '5'; return true; })()",
+    )
+    .await;
+    tab.click("button('Set', $('[data-form=modes]'))").await;
+    tab.wait_for("$('.saved-note').textContent === 'Chat modes updated.' && field('Accounts older than (minutes, 0 = off)').value === '5'")
+        .await;
+    let mut modes = modes_of(&app, stream).await;
+    for _ in 0..50 {
+        if modes["established_minutes"] == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        modes = modes_of(&app, stream).await;
+    }
+    assert_eq!(
+        modes,
+        json!({"stamps_only":false,"established_minutes":5,"unique_chat":true,"hold_links":false,"shield":false})
+    );
+
+    // Terms can be held instead of refused, and list their mode.
+    tab.type_into("field('Term')", "cheap").await;
+    tab.click("field('Hold for review instead of refusing')")
+        .await;
+    tab.click("button('Add', $('[data-form=term]'))").await;
+    tab.wait_for("$('[data-role=terms] li span') && $('[data-role=terms] li span').textContent === 'cheap (held for review)'")
+        .await;
+}
