@@ -20,7 +20,11 @@ use crate::{
         Hub, RoomKey, RoomUser,
     },
     sessions::{self, SessionParams},
-    store::{accounts::User, streams::Stream, Store},
+    store::{
+        accounts::{User, TOKEN_KEY},
+        streams::Stream,
+        Store,
+    },
     tenants::CurrentTenant,
     web::client_key,
 };
@@ -187,7 +191,11 @@ async fn connect(
             },
             stream,
             user,
-            session_key: visitor.session.as_ref().map(|s| s.key_hash.clone()),
+            // A token's sockets are rechecked like a session's: revoked → 4001.
+            session_key: match &visitor.token {
+                Some((t, _)) => Some(format!("{TOKEN_KEY}{}", t.id)),
+                None => visitor.session.as_ref().map(|s| s.key_hash.clone()),
+            },
             last_id: query.last_id,
             ip_slot,
             user_slot,

@@ -498,3 +498,95 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
         r.body
     );
 }
+
+#[actix_web::test]
+async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let owner_mod = create_token(&app, "owner", "moderate");
+    let owner_read = create_token(&app, "owner", "read");
+    create_bot(&app, "seller");
+    create_bot(&app, "chatty");
+    let seller = create_token(&app, "seller", "chat");
+    let chatty = create_token(&app, "chatty", "chat");
+    let path = format!("/api/streams/{stream}/messages");
+
+    // A hold term set with the owner's `moderate` token: the bot's message is held.
+    let r = bearer_post(
+        &app,
+        &format!("/api/streams/{stream}/blocked_terms"),
+        &json!({"term":"cheap","action":"add","mode":"hold"}),
+        &owner_mod,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = bearer_post(
+        &app,
+        &path,
+        &json!({"message":"cheap watches","client_id":"h1"}),
+        &seller,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.json()["held_id"].as_i64().is_some(), "{}", r.body);
+    assert!(app.stored_ids(stream).await.is_empty(), "held, not stored");
+
+    // Slow mode set over HTTP with the token: the second message waits.
+    let r = bearer_post(
+        &app,
+        &format!("/api/streams/{stream}/moderation"),
+        &json!({"type":"slow_mode","seconds":30}),
+        &owner_mod,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = bearer_post(&app, &path, &json!({"message":"one"}), &chatty).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = bearer_post(&app, &path, &json!({"message":"two"}), &chatty).await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (429, "slow_mode"),
+        "{}",
+        r.body
+    );
+    assert!(r.headers.get("retry-after").is_some());
+
+    // The log with `read`; not with `moderate` alone.
+    let log = format!("/api/streams/{stream}/moderation/log");
+    assert_eq!(bearer_get(&app, &log, &owner_read).await.status, 200);
+    assert_eq!(bearer_get(&app, &log, &owner_mod).await.status, 403);
+}
+
+#[actix_web::test]
+async fn revoking_a_token_closes_its_sockets() {
+    let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "watcher");
+    let token = create_token(&app, "watcher", "read");
+    let other = create_token(&app, "watcher", "read");
+    let mut revoked = connect_bearer(&app, stream, &token).await.expect("socket");
+    revoked.expect("hello").await;
+    revoked.expect("history").await;
+    let mut kept = connect_bearer(&app, stream, &other).await.expect("socket");
+    kept.expect("hello").await;
+    kept.expect("history").await;
+    let listed = stdout(&cli(
+        &["token", "list", "--tenant", app.tenant.slug.as_str()],
+        &[],
+    ));
+    let id = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = cli(
+        &["token", "revoke", "--tenant", app.tenant.slug.as_str(), &id],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(revoked.closed().await, Some(4001));
+    kept.assert_silent(Duration::from_millis(1500)).await;
+}
