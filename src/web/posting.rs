@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use actix::prelude::SendError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
@@ -100,13 +101,19 @@ async fn post_message(
     };
     let answer = match hub.post(&key, &stream, post, answers, ANSWER_WAIT).await {
         Ok(answer) => answer,
-        Err(_) => {
+        Err(SendError::Full(_)) => {
             metrics::RATE_LIMITED.inc();
             return Err(ApiError::Client {
                 code: Code::RateLimited,
                 message: "The room is busy; send again shortly.".into(),
                 retry_after_ms: Some(1000),
             });
+        }
+        Err(SendError::Closed(_)) => {
+            return Err(ApiError::new(
+                Code::Unavailable,
+                "The room is restarting; send again shortly.",
+            ));
         }
     };
     let unavailable = || {
