@@ -1,5 +1,5 @@
 //! The `stampede` command line: `serve`, `migrate`, `tenant`, `user`, `stream`,
-//! `analyst` and `dev` (the demo). Failures print one line on stderr naming what
+//! `analyst`, `token` and `dev` (the demo). Failures print one line on stderr naming what
 //! is wrong and exit non-zero; nothing is left half-created.
 
 use std::{
@@ -12,7 +12,10 @@ use anyhow::{anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    auth::hash_password,
+    auth::{
+        hash_password,
+        token::{new_api_token, parse_scopes},
+    },
     config::Settings,
     domain::{normalize_host, Role, Slug, Username},
     startup::Application,
@@ -57,6 +60,9 @@ enum Command {
     /// Give analysts read-only SQL access.
     #[command(subcommand)]
     Analyst(AnalystCommand),
+    /// Manage API tokens (`Authorization: Bearer stp_...`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the demo: PostgreSQL (started if needed), migrations, a demo tenant on
     /// `localhost` with accounts and a live stream, then serve.
     Dev {
@@ -110,13 +116,44 @@ struct ConfigureArgs {
 
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Create a user (password from STAMPEDE_PASSWORD or a prompt).
+    /// Create a user (password from STAMPEDE_PASSWORD or a prompt; a bot has
+    /// none and authenticates with API tokens).
     Create {
         #[arg(long)]
         tenant: String,
         username: String,
-        #[arg(long, value_name = "viewer|moderator|streamer|admin")]
+        #[arg(long, value_name = "viewer|moderator|streamer|admin|bot")]
         role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user; prints it once, alone on stdout.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+        /// Comma-separated: read, chat, moderate.
+        #[arg(long, value_name = "read,chat,moderate")]
+        scopes: String,
+        /// A label to recognise the token by.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a tenant's tokens (never the tokens themselves).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a token: refused from the next request on.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The token's id (from `token list`).
+        id: i64,
     },
 }
 
@@ -211,8 +248,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let slug = existing_tenant(&store, &tenant).await?.slug;
             let username = Username::parse(&username).map_err(|e| anyhow!(e))?;
             let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
-            let password = read_password()?;
-            create_user(&store, &slug, &username, &password, role).await?;
+            if role == Role::Bot {
+                // No password: the stored hash is not a PHC string, so nothing
+                // could ever verify against it (and login refuses bots first).
+                store
+                    .create_user(&slug, &username, NO_PASSWORD, role)
+                    .await?
+                    .ok_or_else(|| anyhow!("user {username:?} already exists on tenant {slug}"))?;
+            } else {
+                let password = read_password()?;
+                create_user(&store, &slug, &username, &password, role).await?;
+            }
             println!("created user {username} ({role}) on tenant {slug}");
             Ok(())
         }
@@ -244,7 +290,77 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("role {role} can now read schema {slug}");
             Ok(())
         }
+        Command::Token(cmd) => token(&Store::new(&settings.database)?, cmd).await,
         Command::Dev { bind, no_bot } => dev(settings, bind, !no_bot).await,
+    }
+}
+
+/// A time for listings: RFC 3339, or `never`.
+fn when(at: Option<time::OffsetDateTime>) -> String {
+    at.and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "never".into())
+}
+
+async fn token(store: &Store, cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            tenant,
+            user,
+            scopes,
+            name,
+        } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            let scopes = parse_scopes(&scopes).map_err(|e| anyhow!(e))?;
+            let label = name.unwrap_or_default();
+            let label = label.trim();
+            if label.chars().count() > 100 || label.chars().any(char::is_control) {
+                bail!("invalid name: use at most 100 characters, no control characters");
+            }
+            let owner = store
+                .user_by_name(&slug, &user)
+                .await?
+                .filter(|u| u.is_active)
+                .ok_or_else(|| anyhow!("user {user:?} does not exist on tenant {slug}"))?;
+            let secret = new_api_token();
+            let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+            store
+                .create_token(&slug, &secret, owner.id, &names, label)
+                .await?;
+            println!("{secret}");
+            Ok(())
+        }
+        TokenCommand::List { tenant } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            println!("id\tuser\tscopes\tlabel\tcreated\tlast_used\tstate");
+            for t in store.list_tokens(&slug).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    t.id,
+                    t.username,
+                    t.scopes.join(","),
+                    t.label,
+                    when(Some(t.created_at)),
+                    when(t.last_used_at),
+                    if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
+                );
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { tenant, id } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            if !store.revoke_token(&slug, id).await? {
+                bail!("no active token {id} on tenant {slug}");
+            }
+            println!("revoked token {id} on tenant {slug}");
+            Ok(())
+        }
     }
 }
 
@@ -336,6 +452,9 @@ async fn tenant(store: &Store, cmd: TenantCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+/// The password hash of a bot: matches no password.
+const NO_PASSWORD: &str = "!bot";
 
 /// The password for `user create`: `STAMPEDE_PASSWORD`, or a prompt on a terminal.
 fn read_password() -> anyhow::Result<String> {

@@ -60,6 +60,36 @@ impl Code {
         }
     }
 
+    /// Every code.
+    pub const ALL: [Code; 21] = [
+        Code::NotAuthenticated,
+        Code::InvalidJson,
+        Code::UnknownType,
+        Code::Empty,
+        Code::TooLong,
+        Code::RateLimited,
+        Code::SlowMode,
+        Code::Banned,
+        Code::TimedOut,
+        Code::BlockedTerm,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::ChatClosed,
+        Code::Csrf,
+        Code::Invalid,
+        Code::Unavailable,
+        Code::EditWindow,
+        Code::StampsOnly,
+        Code::TooNew,
+        Code::Duplicate,
+        Code::Denied,
+    ];
+
+    /// The code of a wire name (`rate_limited` → [`Code::RateLimited`]).
+    pub fn parse(raw: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == raw)
+    }
+
     /// The HTTP status for this code on the JSON API.
     pub fn status(self) -> StatusCode {
         match self {
@@ -69,7 +99,7 @@ impl Code {
             }
             Code::ChatClosed => StatusCode::CONFLICT,
             Code::NotFound => StatusCode::NOT_FOUND,
-            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited | Code::SlowMode => StatusCode::TOO_MANY_REQUESTS,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         }

@@ -12,6 +12,7 @@ use actix_web::{
 use rand::RngCore;
 use time::OffsetDateTime;
 
+use super::token::{self, Need, Scope, TokenAuth};
 use crate::{
     error::{ApiError, Code},
     store::{
@@ -48,18 +49,36 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The requester: the request's tenant and its session, if the cookie names a live one.
+/// The requester: the request's tenant and either its session, if the cookie
+/// names a live one, or the API token of an `Authorization: Bearer` header.
+///
+/// A request with a bearer token is the token's user: the cookie is ignored,
+/// the token must be live on this tenant (else 401 `not_authenticated`) and
+/// carry the scope [`super::token::route_need`] declares for the matched route
+/// (else 403 `forbidden`), all before the handler runs. CSRF checks pass for
+/// such requests: a browser never attaches the header by itself.
 pub struct Visitor {
     /// The request's tenant.
     pub tenant: CurrentTenant,
     /// The session of the cookie (anonymous or logged in), if any.
     pub session: Option<SessionRecord>,
+    /// The bearer token and its user, when the request carried one.
+    pub token: Option<(TokenAuth, User)>,
 }
 
 impl Visitor {
-    /// The logged-in user, if any.
+    /// The logged-in user (or the token's user), if any.
     pub fn user(&self) -> Option<&User> {
-        self.session.as_ref().and_then(|s| s.user.as_ref())
+        match &self.token {
+            Some((_, user)) => Some(user),
+            None => self.session.as_ref().and_then(|s| s.user.as_ref()),
+        }
+    }
+
+    /// The token's scopes when the request came with a token (`None` for
+    /// cookie sessions, which may do all their user may).
+    pub fn token_scopes(&self) -> Option<&[Scope]> {
+        self.token.as_ref().map(|(t, _)| t.scopes.as_slice())
     }
 
     /// The logged-in user, or `not_authenticated`.
@@ -70,6 +89,10 @@ impl Visitor {
 
     /// Checks a submitted CSRF token against the session's (`csrf` when missing or foreign).
     pub fn check_csrf(&self, submitted: Option<&str>) -> Result<(), ApiError> {
+        if self.token.is_some() {
+            // Authenticated by a header no browser sends on its own.
+            return Ok(());
+        }
         match (&self.session, submitted) {
             (Some(s), Some(t)) if constant_time_eq(s.csrf_token.as_bytes(), t.as_bytes()) => Ok(()),
             _ => Err(ApiError::new(Code::Csrf, "Missing or invalid CSRF token.")),
@@ -102,6 +125,14 @@ impl FromRequest for Visitor {
             let tenant = tenant.await?;
             let config = req.app_data::<web::Data<AuthConfig>>().expect("AuthConfig");
             let store = req.app_data::<web::Data<Store>>().expect("Store");
+            if let Some(bearer) = token::bearer(&req) {
+                let token = by_token(store, &tenant, bearer, &req).await?;
+                return Ok(Visitor {
+                    tenant,
+                    session: None,
+                    token: Some(token),
+                });
+            }
             let key = req
                 .cookie(&config.cookie_name)
                 .map(|c| c.value().to_string());
@@ -113,9 +144,62 @@ impl FromRequest for Visitor {
                     .map_err(ApiError::from)?,
                 _ => None,
             };
-            Ok(Visitor { tenant, session })
+            Ok(Visitor {
+                tenant,
+                session,
+                token: None,
+            })
         })
     }
+}
+
+/// Authenticates a bearer token and checks the scope the route needs.
+async fn by_token(
+    store: &Store,
+    tenant: &CurrentTenant,
+    bearer: Result<String, ()>,
+    req: &HttpRequest,
+) -> Result<(TokenAuth, User), ApiError> {
+    let refused = || ApiError::new(Code::NotAuthenticated, "Unknown or revoked token.");
+    let secret = bearer.map_err(|()| refused())?;
+    let record = store
+        .token(&tenant.slug, &secret)
+        .await?
+        .ok_or_else(refused)?;
+    let auth = TokenAuth {
+        id: record.id,
+        scopes: record
+            .scopes
+            .iter()
+            .filter_map(|s| Scope::parse(s).ok())
+            .collect(),
+    };
+    let allowed = match token::route_need(req.method(), req.match_pattern().as_deref()) {
+        Some(Need::Scope(scope)) => auth.allows(scope),
+        Some(Need::AnyScope) => !auth.scopes.is_empty(),
+        None => false,
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            Code::Forbidden,
+            "This token's scopes do not allow this request.",
+        ));
+    }
+    // Last use, written at most once a minute per token, off the request path.
+    let stale = record
+        .last_used_at
+        .is_none_or(|at| OffsetDateTime::now_utc() - at > time::Duration::minutes(1));
+    if stale {
+        let store = store.clone();
+        let slug = tenant.slug.clone();
+        let id = record.id;
+        actix_rt::spawn(async move {
+            if let Err(e) = store.touch_token(&slug, id).await {
+                tracing::debug!(error = %e, "token use not recorded");
+            }
+        });
+    }
+    Ok((auth, record.user))
 }
 
 impl AuthConfig {

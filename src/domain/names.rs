@@ -111,18 +111,22 @@ pub enum Role {
     Streamer,
     /// Everything in the tenant.
     Admin,
+    /// An integration: chats like a viewer, never logs in with a password
+    /// (API tokens only), and its messages are marked as a bot's.
+    Bot,
 }
 
 impl Role {
-    /// Parses `viewer|moderator|streamer|admin`.
+    /// Parses `viewer|moderator|streamer|admin|bot`.
     pub fn parse(raw: &str) -> Result<Self, String> {
         match raw {
             "viewer" => Ok(Self::Viewer),
             "moderator" => Ok(Self::Moderator),
             "streamer" => Ok(Self::Streamer),
             "admin" => Ok(Self::Admin),
+            "bot" => Ok(Self::Bot),
             _ => Err(format!(
-                "invalid role {raw:?}: use viewer, moderator, streamer or admin"
+                "invalid role {raw:?}: use viewer, moderator, streamer, admin or bot"
             )),
         }
     }
@@ -134,6 +138,7 @@ impl Role {
             Self::Moderator => "moderator",
             Self::Streamer => "streamer",
             Self::Admin => "admin",
+            Self::Bot => "bot",
         }
     }
 }

@@ -46,6 +46,29 @@ pub struct Chat {
     pub reply_to: Option<i64>,
 }
 
+/// One message posted over HTTP (`POST /api/streams/{id}/messages`): the room
+/// adds a one-shot poster member for `user` with `outlet`, then runs the very
+/// same path as a socket's [`Chat`] — cleaning was done by the caller with the
+/// same [`ChatText`], every rule and the writer are the room's. The first
+/// frame the outlet gets is the answer (`ack`, `held` or `error`); the caller
+/// then sends [`Leave`] with `conn_id`.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Post {
+    /// A connection id from the hub, for the poster.
+    pub conn_id: u64,
+    /// Where the answer goes.
+    pub outlet: Outlet,
+    /// The sender.
+    pub user: RoomUser,
+    /// The text.
+    pub text: ChatText,
+    /// Idempotency key.
+    pub client_id: Option<String>,
+    /// The message replied to.
+    pub reply_to: Option<i64>,
+}
+
 /// A reaction from a member.
 #[derive(Message)]
 #[rtype(result = "()")]

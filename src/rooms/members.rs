@@ -48,6 +48,10 @@ pub struct Member {
     state: State,
     /// The highest message id this socket has been sent (or resumed after).
     after: i64,
+    /// A one-shot poster (an HTTP request posting one message): hears only
+    /// what the room sends to it by id (ack, held, error), takes no part in
+    /// fan-out, presence or join notices.
+    pub poster: bool,
 }
 
 /// Every member of a room on this node, by connection id.
@@ -55,6 +59,8 @@ pub struct Members {
     map: HashMap<u64, Member>,
     /// Frames a loading member may buffer before it is a slow consumer.
     queue: usize,
+    /// How many members are posters.
+    posters: usize,
 }
 
 impl Members {
@@ -63,6 +69,7 @@ impl Members {
         Self {
             map: HashMap::new(),
             queue,
+            posters: 0,
         }
     }
 
@@ -88,13 +95,36 @@ impl Members {
                 user,
                 state,
                 after,
+                poster: false,
             },
         );
     }
 
+    /// Adds a one-shot poster: the answer to its one message reaches it
+    /// through [`Members::send_to`]; nothing else does.
+    pub fn insert_poster(&mut self, conn_id: u64, outlet: Outlet, user: RoomUser) {
+        let old = self.map.insert(
+            conn_id,
+            Member {
+                outlet,
+                user: Some(user),
+                state: State::Ready,
+                after: i64::MAX,
+                poster: true,
+            },
+        );
+        if !old.is_some_and(|m| m.poster) {
+            self.posters += 1;
+        }
+    }
+
     /// Removes a member.
     pub fn remove(&mut self, conn_id: u64) -> Option<Member> {
-        self.map.remove(&conn_id)
+        let m = self.map.remove(&conn_id);
+        if m.as_ref().is_some_and(|m| m.poster) {
+            self.posters -= 1;
+        }
+        m
     }
 
     /// A member.
@@ -107,14 +137,14 @@ impl Members {
         self.map.get(&conn_id).and_then(|m| m.user.as_ref())
     }
 
-    /// Members on this node.
+    /// Members (sockets) on this node; posters are not counted.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() - self.posters
     }
 
-    /// True with no member.
+    /// True with no member (posters aside).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Every logged-in user, mutably (rights refreshed).
@@ -126,7 +156,7 @@ impl Members {
     pub fn sockets_of(&self, user_id: i64) -> usize {
         self.map
             .values()
-            .filter(|m| m.user.as_ref().is_some_and(|u| u.id == user_id))
+            .filter(|m| !m.poster && m.user.as_ref().is_some_and(|u| u.id == user_id))
             .count()
     }
 
@@ -150,7 +180,7 @@ impl Members {
         let mut gone = Vec::new();
         let mut delivered = 0u64;
         for (conn_id, m) in self.map.iter_mut() {
-            if id.is_some_and(|id| id <= m.after) || !which(m.user.as_ref()) {
+            if m.poster || id.is_some_and(|id| id <= m.after) || !which(m.user.as_ref()) {
                 continue;
             }
             match &mut m.state {
@@ -236,7 +266,7 @@ impl Members {
     /// user's sockets); members still loading get it after their history.
     pub fn send_where(&mut self, frame: &ByteString, which: impl Fn(&RoomUser) -> bool) {
         for m in self.map.values_mut() {
-            if !m.user.as_ref().is_some_and(&which) {
+            if m.poster || !m.user.as_ref().is_some_and(&which) {
                 continue;
             }
             match &mut m.state {
@@ -253,7 +283,7 @@ impl Members {
         let ids: Vec<u64> = self
             .map
             .iter()
-            .filter(|(_, m)| m.user.as_ref().is_some_and(|u| u.id == user_id))
+            .filter(|(_, m)| !m.poster && m.user.as_ref().is_some_and(|u| u.id == user_id))
             .map(|(c, _)| *c)
             .collect();
         for c in &ids {
@@ -270,5 +300,46 @@ impl Members {
             m.outlet.close_after_queue(code, reason);
         }
         self.map.clear();
+        self.posters = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::outlet::{detached, Outbound};
+
+    fn user(id: i64) -> RoomUser {
+        RoomUser {
+            id,
+            username: format!("u{id}"),
+            role: Role::Viewer,
+            can_moderate: false,
+            created_at: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn posters_hear_only_what_is_sent_to_them() {
+        let mut members = Members::new(8);
+        let (viewer, mut viewer_rx) = detached(8);
+        let (poster, mut poster_rx) = detached(8);
+        members.insert(1, viewer, Some(user(1)), 0, false);
+        members.insert_poster(2, poster, user(2));
+        assert_eq!(members.len(), 1, "posters are not viewers");
+        assert_eq!(members.sockets_of(2), 0);
+        assert_eq!(members.user(2).map(|u| u.id), Some(2));
+
+        members.broadcast(&ByteString::from("all"), Some(10));
+        members.send_where(&ByteString::from("mods"), |_| true);
+        members.send_to(2, &ByteString::from("yours"));
+        assert!(matches!(poster_rx.try_recv(), Ok(Outbound::Text(t)) if t == "yours"));
+        assert!(poster_rx.try_recv().is_err());
+        assert!(matches!(viewer_rx.try_recv(), Ok(Outbound::Text(t)) if t == "all"));
+
+        assert!(members.remove(2).is_some_and(|m| m.poster));
+        assert_eq!(members.len(), 1);
+        members.remove(1);
+        assert!(members.is_empty());
     }
 }

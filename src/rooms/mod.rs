@@ -52,7 +52,7 @@ use actix::{prelude::SendError, Addr, MailboxError};
 use tokio::sync::oneshot;
 
 pub use inbox::{
-    Apply, Chat, Join, Leave, Moderate, PresenceTotal, React, RelayState, ReloadRights,
+    Apply, Chat, Join, Leave, Moderate, Post, PresenceTotal, React, RelayState, ReloadRights,
     ReloadTerms, Remote, SetTerms, Shutdown, StatusChanged,
 };
 pub use members::RoomUser;
@@ -212,6 +212,38 @@ impl Hub {
             }
         }
         Err(last.unwrap_or(MailboxError::Closed))
+    }
+
+    /// Posts one message into a stream's room as `post.user` and waits for
+    /// the room's answer frame (`ack`, `held` or `error`), at most `wait`.
+    /// `None` when the room could not be reached or did not answer in time.
+    pub async fn post(
+        &self,
+        key: &RoomKey,
+        stream: &Stream,
+        post: Post,
+        mut answers: tokio::sync::mpsc::Receiver<crate::sessions::outlet::Outbound>,
+        wait: std::time::Duration,
+    ) -> Result<Option<bytestring::ByteString>, SendError<Post>> {
+        let conn_id = post.conn_id;
+        let mut addr = self.room(key, stream);
+        if let Err(e) = addr.try_send(post) {
+            match e {
+                SendError::Closed(p) => {
+                    // The room was stopping: a new one takes it.
+                    self.remove_room(key, &addr);
+                    addr = self.room(key, stream);
+                    addr.try_send(p)?;
+                }
+                full => return Err(full),
+            }
+        }
+        let answer = tokio::time::timeout(wait, answers.recv()).await;
+        addr.do_send(Leave { conn_id });
+        Ok(match answer {
+            Ok(Some(crate::sessions::outlet::Outbound::Text(frame))) => Some(frame),
+            _ => None,
+        })
     }
 
     /// Open sockets on a stream across nodes, as far as this node knows (0 when

@@ -16,6 +16,7 @@ use actix_ws::{CloseCode, Message as WsMessage, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
 use crate::{
+    auth::Scope,
     domain::{ChatText, ChatTextError},
     error::Code,
     metrics,
@@ -50,6 +51,10 @@ pub struct SessionParams {
     pub ip_slot: IpSlot,
     /// The user's connection slot, likewise.
     pub user_slot: Option<UserSlot>,
+    /// The scopes of the API token that opened the socket (`None` for a
+    /// cookie session): chat, edits and reactions need `chat`, moderation
+    /// commands `moderate`.
+    pub scopes: Option<Vec<Scope>>,
 }
 
 /// The actor of one socket.
@@ -136,11 +141,32 @@ impl SessionActor {
         ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
     }
 
+    /// True when the socket was opened with a token that lacks `scope`.
+    fn lacks(&self, scope: Scope) -> bool {
+        self.params
+            .scopes
+            .as_ref()
+            .is_some_and(|s| !s.contains(&scope))
+    }
+
     fn on_text(&mut self, ctx: &mut Context<Self>, text: &str) {
         let frame = match protocol::parse_client_frame(text) {
             Ok(f) => f,
             Err(e) => return self.error(ctx, e.code, e.message, None),
         };
+        let (needs, cid) = match &frame {
+            ClientFrame::Moderation(_) => (Scope::Moderate, None),
+            ClientFrame::Message { client_id, .. } => (Scope::Chat, client_id.clone()),
+            _ => (Scope::Chat, None),
+        };
+        if self.lacks(needs) {
+            return self.error(
+                ctx,
+                Code::Forbidden,
+                "This token's scopes do not allow this.",
+                cid.as_deref(),
+            );
+        }
         match frame {
             ClientFrame::Message {
                 text,

@@ -131,6 +131,19 @@ impl Outlet {
     }
 }
 
+/// An outlet whose frames are read by the caller instead of a socket (a
+/// message posted over HTTP waits for its answer on it).
+pub fn detached(capacity: usize) -> (Outlet, mpsc::Receiver<Outbound>) {
+    let (tx, rx) = mpsc::channel::<Outbound>(capacity.max(1));
+    (
+        Outlet {
+            tx,
+            close: Arc::new(CloseSignal::default()),
+        },
+        rx,
+    )
+}
+
 /// Most bytes encoded into one chunk before it is handed to the connection.
 const CHUNK: usize = 16 * 1024;
 

@@ -32,6 +32,10 @@ pub struct Credentials {
 const KEY_HASH: &str =
     "pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), 'hex')";
 
+/// How a socket opened with an API token is registered among sessions:
+/// `token:<id>` (never a session's key hash, which is hex).
+pub const TOKEN_KEY: &str = "token:";
+
 /// A live session looked up from its cookie.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
@@ -266,8 +270,17 @@ impl Store {
     }
 
     /// Which of these session key hashes are still valid (unexpired, active user).
+    ///
+    /// Sockets opened with an API token are registered as `token:<id>`: those
+    /// are live while the token is unrevoked and its user active.
     pub async fn live_sessions(&self, slug: &Slug, hashes: &[String]) -> StoreResult<Vec<String>> {
         let client = self.client().await?;
+        let (tokens, sessions): (Vec<&String>, Vec<&String>) =
+            hashes.iter().partition(|h| h.starts_with(TOKEN_KEY));
+        let token_ids: Vec<i64> = tokens
+            .iter()
+            .filter_map(|h| h[TOKEN_KEY.len()..].parse().ok())
+            .collect();
         let rows = client
             .query(
                 &format!(
@@ -275,9 +288,26 @@ impl Store {
                      WHERE s.key_hash = ANY($1) AND s.expires_at > pg_catalog.now() AND u.is_active",
                     slug.schema()
                 ),
-                &[&hashes],
+                &[&sessions],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let mut live: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !token_ids.is_empty() {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT t.id FROM {0}.accounts_api_token t JOIN {0}.accounts_user u ON u.id = t.user_id \
+                         WHERE t.id = ANY($1) AND t.revoked_at IS NULL AND u.is_active",
+                        slug.schema()
+                    ),
+                    &[&token_ids],
+                )
+                .await?;
+            live.extend(
+                rows.iter()
+                    .map(|r| format!("{TOKEN_KEY}{}", r.get::<_, i64>(0))),
+            );
+        }
+        Ok(live)
     }
 }

@@ -25,6 +25,7 @@ pub mod search;
 pub mod streams;
 pub mod tenants;
 pub mod timeline;
+pub mod tokens;
 pub mod writer;
 
 use std::time::Duration;

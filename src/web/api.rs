@@ -67,7 +67,9 @@ pub async fn authenticate(
         None
     };
     match creds {
-        Some(c) if c.user.is_active => {
+        // Bots authenticate with API tokens only; they fail here exactly like
+        // a wrong password (same answer, same work).
+        Some(c) if c.user.is_active && c.user.role != Role::Bot => {
             let ok = hashes.verify(c.password_hash, password.to_string()).await?;
             Ok(ok.then_some(c.user))
         }

@@ -13,6 +13,7 @@ pub mod media;
 pub mod moderation;
 pub mod ops;
 pub mod pages;
+pub mod posting;
 pub mod replay;
 pub mod search;
 pub mod statics;
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(ops::configure)
     .configure(api::configure)
+    .configure(posting::configure)
     .configure(timeline::configure)
     .configure(media::configure)
     .configure(analytics::configure)

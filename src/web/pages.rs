@@ -175,6 +175,7 @@ pub async fn with_session(
         Visitor {
             tenant: visitor.tenant,
             session: Some(session),
+            token: visitor.token,
         },
         Some(cookie),
     ))

@@ -1,6 +1,7 @@
 //! `GET /ws/chat/stream_{id}/`: the WebSocket handshake. Checks run in
 //! PROTOCOL.md's order, each failure answered over plain HTTP: tenant (404),
-//! Origin (403), stream (404), session or anonymous access (401), a ban in
+//! Origin (403), stream (404), session, API token (`Authorization: Bearer`;
+//! 401 unknown) or anonymous access (401), a ban in
 //! force as [`Restrictions`] sees it (403), per-IP cap (429).
 
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::{
-    auth::Visitor,
+    auth::{Scope, Visitor},
     domain::normalize_host,
     error::ApiError,
     moderation::can_moderate,
@@ -19,6 +20,11 @@ use crate::{
         Hub, RoomKey, RoomUser,
     },
     sessions::{self, SessionParams},
+    store::{
+        accounts::{User, TOKEN_KEY},
+        streams::Stream,
+        Store,
+    },
     tenants::CurrentTenant,
     web::client_key,
 };
@@ -56,6 +62,30 @@ pub fn origin_allowed(origin: &str, domains: &[String], allowed: &[String]) -> b
         Some(host) => domains.contains(&host),
         None => false,
     }
+}
+
+/// A user as the room sees them: rights on the stream (none from a token
+/// without `moderate`) and account age.
+pub async fn room_user(
+    store: &Store,
+    visitor: &Visitor,
+    u: &User,
+    stream: &Stream,
+) -> Result<RoomUser, ApiError> {
+    let slug = &visitor.tenant.slug;
+    Ok(RoomUser {
+        id: u.id,
+        username: u.username.clone(),
+        role: u.role,
+        can_moderate: visitor
+            .token_scopes()
+            .is_none_or(|s| s.contains(&Scope::Moderate))
+            && can_moderate(store, slug, u, stream).await?,
+        created_at: store
+            .user_created_at(slug, u.id)
+            .await?
+            .unwrap_or_else(time::OffsetDateTime::now_utc),
+    })
 }
 
 fn plain(status: actix_web::http::StatusCode, body: &'static str) -> HttpResponse {
@@ -99,19 +129,7 @@ async fn connect(
         return Ok(plain(StatusCode::NOT_FOUND, "Not found"));
     };
     let user = match visitor.user() {
-        Some(u) => Some(RoomUser {
-            id: u.id,
-            username: u.username.clone(),
-            role: u.role,
-            can_moderate: can_moderate(store, &tenant.slug, u, &stream)
-                .await
-                .map_err(ApiError::from)?,
-            created_at: store
-                .user_created_at(&tenant.slug, u.id)
-                .await
-                .map_err(ApiError::from)?
-                .unwrap_or_else(time::OffsetDateTime::now_utc),
-        }),
+        Some(u) => Some(room_user(store, &visitor, u, &stream).await?),
         None => None,
     };
     if user.is_none() && !tenant.anonymous_viewers {
@@ -173,10 +191,15 @@ async fn connect(
             },
             stream,
             user,
-            session_key: visitor.session.as_ref().map(|s| s.key_hash.clone()),
+            // A token's sockets are rechecked like a session's: revoked → 4001.
+            session_key: match &visitor.token {
+                Some((t, _)) => Some(format!("{TOKEN_KEY}{}", t.id)),
+                None => visitor.session.as_ref().map(|s| s.key_hash.clone()),
+            },
             last_id: query.last_id,
             ip_slot,
             user_slot,
+            scopes: visitor.token_scopes().map(<[Scope]>::to_vec),
         },
         msg_stream,
     );

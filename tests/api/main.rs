@@ -11,6 +11,7 @@ mod cluster;
 mod faults;
 mod hardening;
 mod helpers;
+mod integrations;
 mod migrations;
 mod moderation;
 mod moderation_browser;

@@ -107,6 +107,33 @@ pub async fn connect(
     }
 }
 
+/// Connects to a stream of `app`'s tenant with `Authorization: Bearer <token>`.
+pub async fn connect_bearer(
+    app: &TestApp,
+    stream_id: i64,
+    token: &str,
+) -> Result<WsClient, Refused> {
+    let url = format!(
+        "{}/ws/chat/stream_{stream_id}/",
+        app.address.replace("http://", "ws://")
+    );
+    let req = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish()
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .set_header("Host", app.tenant.host.as_str())
+        .set_header("Authorization", format!("Bearer {token}"));
+    match req.connect().await {
+        Ok((_, framed)) => Ok(WsClient {
+            framed,
+            last_close: None,
+        }),
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(Refused(s.as_u16())),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
 impl TestApp {
     /// Connects a socket to a stream of the test tenant (no Origin).
     pub async fn ws(&self, stream_id: i64, cookie: Option<&str>) -> WsClient {

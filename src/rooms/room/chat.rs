@@ -206,6 +206,26 @@ impl Handler<Chat> for RoomActor {
     }
 }
 
+impl Handler<Post> for RoomActor {
+    type Result = ();
+
+    /// A message over HTTP: a poster member, then exactly a socket's path.
+    fn handle(&mut self, post: Post, ctx: &mut Context<Self>) {
+        self.members
+            .insert_poster(post.conn_id, post.outlet, post.user);
+        <Self as Handler<Chat>>::handle(
+            self,
+            Chat {
+                conn_id: post.conn_id,
+                text: post.text,
+                client_id: post.client_id,
+                reply_to: post.reply_to,
+            },
+            ctx,
+        );
+    }
+}
+
 impl Handler<Written> for RoomActor {
     type Result = ();
 

@@ -644,7 +644,7 @@ impl Handler<Leave> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
-        if let Some(m) = self.members.remove(leave.conn_id) {
+        if let Some(m) = self.members.remove(leave.conn_id).filter(|m| !m.poster) {
             if let Some(u) = &m.user {
                 self.announce(u, "leave");
             }

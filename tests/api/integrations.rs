@@ -1,0 +1,592 @@
+//! Integrations: bot accounts, API tokens (CLI, bearer auth and scopes on the
+//! JSON API and the WebSocket) and posting messages over HTTP through the
+//! room's own rules.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stampede::domain::Role;
+
+use crate::{helpers::*, ws::*};
+
+/// GET with `Authorization: Bearer` on `host`.
+async fn bearer_get_on(app: &TestApp, host: &str, path: &str, token: &str) -> Reply {
+    let mut res = app
+        .client
+        .get(format!("{}{path}", app.address))
+        .insert_header(("Host", host.to_string()))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .expect("request");
+    let body = res.body().limit(4 << 20).await.expect("body");
+    Reply {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn bearer_get(app: &TestApp, path: &str, token: &str) -> Reply {
+    bearer_get_on(app, &app.tenant.host, path, token).await
+}
+
+/// POST JSON with `Authorization: Bearer` (no cookie, no CSRF token).
+async fn bearer_post(app: &TestApp, path: &str, body: &Value, token: &str) -> Reply {
+    let mut res = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .insert_header(("Host", app.tenant.host.clone()))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send_json(body)
+        .await
+        .expect("request");
+    let body = res.body().limit(4 << 20).await.expect("body");
+    Reply {
+        status: res.status().as_u16(),
+        headers: res.headers().clone(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// `stampede token create`; returns the token printed.
+fn create_token(app: &TestApp, user: &str, scopes: &str) -> String {
+    let out = cli(
+        &[
+            "token",
+            "create",
+            "--tenant",
+            app.tenant.slug.as_str(),
+            "--user",
+            user,
+            "--scopes",
+            scopes,
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "token create: {}", stderr(&out));
+    let token = stdout(&out);
+    assert_eq!(token.lines().count(), 1, "{token}");
+    token.trim().to_string()
+}
+
+/// Makes a bot account through the CLI.
+fn create_bot(app: &TestApp, name: &str) {
+    let out = cli(
+        &[
+            "user",
+            "create",
+            "--tenant",
+            app.tenant.slug.as_str(),
+            name,
+            "--role",
+            "bot",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "bot create: {}", stderr(&out));
+}
+
+fn error_code(r: &Reply) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or("").to_string()
+}
+
+#[actix_web::test]
+async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "greeter");
+    // No password login, whatever is tried, on the API and on the form.
+    for password in ["", "!bot", "password-123"] {
+        let r = app
+            .post_json(
+                "/api/login",
+                &json!({"username":"greeter","password":password}),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(error_code(&r), "not_authenticated");
+    }
+    let form = app.get("/login", None).await;
+    let anon = form.session_cookie().expect("form session");
+    let at = form.body.find("name=\"csrf_token\" value=\"").unwrap();
+    let rest = &form.body[at + "name=\"csrf_token\" value=\"".len()..];
+    let csrf = &rest[..rest.find('"').unwrap()];
+    let r = app
+        .post_form(
+            "/login",
+            &[
+                ("username", "greeter"),
+                ("password", "!bot"),
+                ("csrf_token", csrf),
+            ],
+            Some(&anon),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.session_cookie().is_none() || r.status != 303);
+
+    // With a token it posts; every viewer sees role "bot".
+    let token = create_token(&app, "greeter", "chat");
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let r = bearer_post(
+        &app,
+        &format!("/api/streams/{stream}/messages"),
+        &json!({"message":"Welcome!"}),
+        &token,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = a.expect("message").await;
+    assert_eq!(m["username"], "greeter");
+    assert_eq!(m["role"], "bot");
+    assert_eq!(m["message"], "Welcome!");
+    assert_eq!(m["id"], r.json()["id"]);
+}
+
+#[actix_web::test]
+async fn tokens_are_created_listed_and_revoked_by_the_cli() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "archiver");
+    let slug = app.tenant.slug.as_str();
+    let out = cli(
+        &[
+            "token",
+            "create",
+            "--tenant",
+            slug,
+            "--user",
+            "archiver",
+            "--scopes",
+            "read",
+            "--name",
+            "nightly archive",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    assert!(token.starts_with("stp_") && token.len() > 40, "{token}");
+    assert_eq!(stdout(&out), format!("{token}\n"));
+
+    // Used once: the last use is recorded.
+    let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let mut listed = String::new();
+    for _ in 0..50 {
+        let out = cli(&["token", "list", "--tenant", slug], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        listed = stdout(&out);
+        if !listed.lines().nth(1).unwrap_or("").contains("\tnever\t") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!listed.contains(&token), "the token is never listed");
+    assert!(!listed.contains(&token[4..]), "nor any of its secret");
+    let row: Vec<&str> = listed.lines().nth(1).expect("a row").split('\t').collect();
+    let id = row[0].to_string();
+    assert_eq!(row[1], "archiver");
+    assert_eq!(row[2], "read");
+    assert_eq!(row[3], "nightly archive");
+    assert_ne!(row[5], "never", "last use recorded: {listed}");
+    assert_eq!(row[6], "active");
+
+    // Revoked: refused at once.
+    let out = cli(&["token", "revoke", "--tenant", slug, &id], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(error_code(&r), "not_authenticated");
+    let listed = stdout(&cli(&["token", "list", "--tenant", slug], &[]));
+    assert!(
+        listed.lines().nth(1).unwrap().ends_with("\trevoked"),
+        "{listed}"
+    );
+
+    // Bad input: one line on stderr, non-zero exit, nothing printed.
+    for args in [
+        vec!["token", "revoke", "--tenant", slug, &id],
+        vec!["token", "revoke", "--tenant", slug, "999999"],
+        vec![
+            "token",
+            "create",
+            "--tenant",
+            slug,
+            "--user",
+            "archiver",
+            "--scopes",
+            "read,admin",
+        ],
+        vec![
+            "token", "create", "--tenant", slug, "--user", "nobody", "--scopes", "read",
+        ],
+        vec![
+            "token",
+            "create",
+            "--tenant",
+            "no_such_tenant",
+            "--user",
+            "archiver",
+            "--scopes",
+            "read",
+        ],
+        vec!["token", "list", "--tenant", "no_such_tenant"],
+    ] {
+        let out = cli(&args, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(
+            stderr(&out).trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    }
+}
+
+#[actix_web::test]
+async fn bearer_tokens_are_scoped_and_tenant_bound() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "helper");
+    let read = create_token(&app, "helper", "read");
+    let chat = create_token(&app, "helper", "chat");
+    let replay = format!("/api/streams/{stream}/messages");
+
+    // Replay with `read`, no cookie, no CSRF.
+    let r = bearer_get(&app, &replay, &read).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Outside the token's scopes: 403.
+    let r = bearer_get(&app, &replay, &chat).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(error_code(&r), "forbidden");
+    let r = bearer_post(&app, &replay, &json!({"message":"hi"}), &read).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(error_code(&r), "forbidden");
+    let r = bearer_post(
+        &app,
+        &format!("/api/streams/{stream}/moderation"),
+        &json!({"action":"slow_mode","seconds":5}),
+        &chat,
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Routes not declared for tokens refuse them (password, logout).
+    let r = bearer_post(&app, "/api/logout", &json!({}), &chat).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // `chat` posts, without CSRF.
+    let r = bearer_post(&app, &replay, &json!({"message":"hi"}), &chat).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Unknown and malformed tokens: 401.
+    let unknown = format!("stp_{}", "0".repeat(64));
+    for t in [unknown.as_str(), "stp_short", "not-a-token"] {
+        let r = bearer_get(&app, &replay, t).await;
+        assert_eq!(r.status, 401, "{t}: {}", r.body);
+        assert_eq!(error_code(&r), "not_authenticated");
+    }
+
+    // Another tenant does not know the token.
+    let other = create_tenant(&app.store).await;
+    let other_owner = app
+        .store
+        .create_user(
+            &other.slug,
+            &stampede::domain::Username::parse("owner").unwrap(),
+            "x",
+            Role::Streamer,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let other_stream = app
+        .store
+        .create_stream(&other.slug, other_owner.id, "Other", "", None)
+        .await
+        .unwrap();
+    let r = bearer_get_on(
+        &app,
+        &other.host,
+        &format!("/api/streams/{other_stream}/messages"),
+        &read,
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+#[actix_web::test]
+async fn a_bearer_token_opens_a_websocket() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "echo");
+    let token = create_token(&app, "echo", "read,chat");
+    let mut bot = connect_bearer(&app, stream, &token)
+        .await
+        .expect("socket with a token");
+    let hello = bot.recv().await;
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["user"]["username"], "echo");
+    assert_eq!(hello["user"]["role"], "bot");
+    bot.expect("history").await;
+    bot.send(json!({"type":"message","message":"beep","client_id":"b1"}))
+        .await;
+    let ack = bot.expect("ack").await;
+    assert_eq!(ack["client_id"], "b1");
+
+    // A read-only token reads but does not chat.
+    let read = create_token(&app, "echo", "read");
+    let mut reader = connect_bearer(&app, stream, &read).await.expect("socket");
+    reader.expect("hello").await;
+    reader.expect("history").await;
+    reader
+        .send(json!({"type":"message","message":"boop","client_id":"r1"}))
+        .await;
+    let err = reader.expect("error").await;
+    assert_eq!(err["code"], "forbidden");
+    assert_eq!(err["client_id"], "r1");
+
+    // Unknown token: refused at the handshake.
+    let unknown = format!("stp_{}", "1".repeat(64));
+    let refused = connect_bearer(&app, stream, &unknown).await;
+    assert!(matches!(refused, Err(Refused(401))), "{:?}", refused.err());
+}
+
+#[actix_web::test]
+async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "poster");
+    let token = create_token(&app, "poster", "chat");
+    let (alice, alice_csrf) = app.user_session("alice", Role::Viewer).await;
+    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let path = format!("/api/streams/{stream}/messages");
+
+    let body = json!({"message":"  hello  there  ","client_id":"c-1"});
+    let first = bearer_post(&app, &path, &body, &token).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let id = first.json()["id"].as_i64().unwrap();
+    assert_eq!(first.json()["client_id"], "c-1");
+    let again = bearer_post(&app, &path, &body, &token).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["id"], id);
+
+    let m = a.expect("message").await;
+    assert_eq!(m["id"], id);
+    assert_eq!(m["client_id"], "c-1");
+    a.assert_silent(Duration::from_millis(500)).await;
+    assert_eq!(app.stored_ids(stream).await, vec![id]);
+
+    // Cleaning and validation are the socket's.
+    let r = bearer_post(&app, &path, &json!({"message":"   "}), &token).await;
+    assert_eq!((r.status, error_code(&r).as_str()), (422, "empty"));
+    let r = bearer_post(&app, &path, &json!({"message":"x".repeat(501)}), &token).await;
+    assert_eq!((r.status, error_code(&r).as_str()), (422, "too_long"));
+    let r = bearer_post(
+        &app,
+        &path,
+        &json!({"message":"hi","client_id":"c".repeat(65)}),
+        &token,
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = bearer_post(
+        &app,
+        "/api/streams/999999/messages",
+        &json!({"message":"hi"}),
+        &token,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // A session posts with its CSRF token, not without.
+    let r = app
+        .post_json(&path, &json!({"message":"from alice"}), Some(&alice), None)
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = app
+        .post_json(
+            &path,
+            &json!({"message":"from alice"}),
+            Some(&alice),
+            Some(&alice_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = a.expect("message").await;
+    assert_eq!(m["username"], "alice");
+    assert_eq!(m["role"], "viewer");
+    // Anonymous: 401.
+    let r = app
+        .post_json(&path, &json!({"message":"anon"}), None, None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+}
+
+#[actix_web::test]
+async fn http_posts_are_refused_by_the_rooms_rules() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "spammer");
+    create_bot(&app, "pest");
+    let spam = create_token(&app, "spammer", "chat");
+    let pest = create_token(&app, "pest", "chat");
+    let path = format!("/api/streams/{stream}/messages");
+
+    // Rate limited like a socket (5 per 10 s by default), with Retry-After.
+    let mut limited = None;
+    for i in 0..8 {
+        let r = bearer_post(&app, &path, &json!({"message":format!("m{i}")}), &spam).await;
+        if r.status != 200 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("rate limited");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (429, "rate_limited"),
+        "{}",
+        r.body
+    );
+    let retry: u64 = r
+        .headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+
+    // Banned by a moderator on a socket: 403 banned.
+    let (owner, owner_csrf) = app.login("owner", "password-123").await;
+    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    o.send(json!({"type":"ban","username":"pest"})).await;
+    o.expect("moderation").await;
+    let r = bearer_post(&app, &path, &json!({"message":"let me in"}), &pest).await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (403, "banned"),
+        "{}",
+        r.body
+    );
+
+    // Chat closed when the stream ended: 409.
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/status"),
+            &json!({"status":"ended"}),
+            Some(&owner),
+            Some(&owner_csrf),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    o.expect("message").await; // "Stream ended"
+    create_bot(&app, "late");
+    let late = create_token(&app, "late", "chat");
+    let r = bearer_post(&app, &path, &json!({"message":"too late"}), &late).await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (409, "chat_closed"),
+        "{}",
+        r.body
+    );
+}
+
+#[actix_web::test]
+async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let owner_mod = create_token(&app, "owner", "moderate");
+    let owner_read = create_token(&app, "owner", "read");
+    create_bot(&app, "seller");
+    create_bot(&app, "chatty");
+    let seller = create_token(&app, "seller", "chat");
+    let chatty = create_token(&app, "chatty", "chat");
+    let path = format!("/api/streams/{stream}/messages");
+
+    // A hold term set with the owner's `moderate` token: the bot's message is held.
+    let r = bearer_post(
+        &app,
+        &format!("/api/streams/{stream}/blocked_terms"),
+        &json!({"term":"cheap","action":"add","mode":"hold"}),
+        &owner_mod,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = bearer_post(
+        &app,
+        &path,
+        &json!({"message":"cheap watches","client_id":"h1"}),
+        &seller,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.json()["held_id"].as_i64().is_some(), "{}", r.body);
+    assert!(app.stored_ids(stream).await.is_empty(), "held, not stored");
+
+    // Slow mode set over HTTP with the token: the second message waits.
+    let r = bearer_post(
+        &app,
+        &format!("/api/streams/{stream}/moderation"),
+        &json!({"type":"slow_mode","seconds":30}),
+        &owner_mod,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = bearer_post(&app, &path, &json!({"message":"one"}), &chatty).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = bearer_post(&app, &path, &json!({"message":"two"}), &chatty).await;
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (429, "slow_mode"),
+        "{}",
+        r.body
+    );
+    assert!(r.headers.get("retry-after").is_some());
+
+    // The log with `read`; not with `moderate` alone.
+    let log = format!("/api/streams/{stream}/moderation/log");
+    assert_eq!(bearer_get(&app, &log, &owner_read).await.status, 200);
+    assert_eq!(bearer_get(&app, &log, &owner_mod).await.status, 403);
+}
+
+#[actix_web::test]
+async fn revoking_a_token_closes_its_sockets() {
+    let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
+    let stream = app.create_stream("owner").await;
+    create_bot(&app, "watcher");
+    let token = create_token(&app, "watcher", "read");
+    let other = create_token(&app, "watcher", "read");
+    let mut revoked = connect_bearer(&app, stream, &token).await.expect("socket");
+    revoked.expect("hello").await;
+    revoked.expect("history").await;
+    let mut kept = connect_bearer(&app, stream, &other).await.expect("socket");
+    kept.expect("hello").await;
+    kept.expect("history").await;
+    let listed = stdout(&cli(
+        &["token", "list", "--tenant", app.tenant.slug.as_str()],
+        &[],
+    ));
+    let id = listed
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = cli(
+        &["token", "revoke", "--tenant", app.tenant.slug.as_str(), &id],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(revoked.closed().await, Some(4001));
+    kept.assert_silent(Duration::from_millis(1500)).await;
+}
