@@ -6,10 +6,11 @@
 //! - [`startup`]: `Application::build / port / run_until_stopped`, shared by tests and `main`.
 //! - [`error`]: wire error codes and their HTTP mapping.
 //! - [`protocol`]: WebSocket frames: client parsing, server serialisation.
-//! - [`rooms`]: the hub and one `RoomActor` per (tenant, stream): every room rule.
+//! - [`rooms`]: the hub, the room's rules as plain modules (admission, restrictions,
+//!   modes, sequencer...), and one `RoomActor` per (tenant, stream) that applies them.
 //! - [`sessions`]: one `SessionActor` per socket and its bounded outlet.
 //! - [`reactions`]: coalescing windows of stamp reactions.
-//! - [`moderation`]: rights of moderators.
+//! - [`moderation`]: rights, commands and their events, blocked terms, term folding.
 //! - [`analytics`]: reaction series, CSV and the SVG chart.
 //! - [`relay`]: relaying room events between nodes (in-process or Redis pub/sub).
 //! - [`metrics`]: counters and histograms for `/metrics`.
