@@ -898,7 +898,8 @@
 
   // ---------------------------------------------------------------- search (moderators)
   // Searches the stream's chat (GET /api/streams/{id}/search); a result still
-  // in the live list is scrolled to and flashed.
+  // in the live list is scrolled to and flashed, an older one opens its place
+  // in the replay under it.
   function searchBox() {
     var head = root.querySelector('.chat-head');
     var box = document.createElement('details');
@@ -946,7 +947,7 @@
             a.addEventListener('click', function (ev) {
               ev.preventDefault();
               var el = list.querySelector('.msg[data-id="' + m.id + '"]');
-              if (!el) return;
+              if (!el) { showContext(li, m); return; }
               el.scrollIntoView({ block: 'center' });
               el.classList.remove('flash');
               void el.offsetWidth;
@@ -968,6 +969,38 @@
         })
         .catch(function (err) { results.textContent = err.message; });
     });
+  }
+  // A result no longer in the live list: its place in the replay (the
+  // messages up to it, from GET /api/streams/{id}/messages), under the result.
+  function showContext(li, m) {
+    var old = li.querySelector('.search-context');
+    if (old) { old.remove(); return; }
+    var ctx = document.createElement('ol');
+    ctx.className = 'search-context';
+    ctx.setAttribute('aria-label', T.in_replay || 'In the replay');
+    li.appendChild(ctx);
+    if (m.is_deleted || m.hidden) {
+      ctx.textContent = T.not_in_replay || 'Not in the replay (deleted or hidden).';
+      return;
+    }
+    ctx.textContent = T.loading || '…';
+    fetch('/api/streams/' + streamId + '/messages?limit=10&before_id=' + (m.id + 1), { credentials: 'same-origin' })
+      .then(function (r) {
+        if (!r.ok) throw new Error(fmt(T.err_request || 'Request failed ({status}).', { status: r.status }));
+        return r.json();
+      })
+      .then(function (body) {
+        ctx.textContent = '';
+        body.messages.slice().reverse().forEach(function (c) {
+          var line = document.createElement('li');
+          line.textContent = clock(c.timestamp) + ' ' + (c.username || '') + ': ' + c.message;
+          if (c.id === m.id) { line.className = 'hit'; line.setAttribute('aria-current', 'true'); }
+          ctx.appendChild(line);
+        });
+        var hit = ctx.querySelector('.hit');
+        if (hit) hit.scrollIntoView({ block: 'nearest' });
+      })
+      .catch(function (err) { ctx.textContent = err.message; });
   }
   if (canModerate) searchBox();
 

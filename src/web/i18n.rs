@@ -376,6 +376,8 @@ strings! {
         no_results: "No messages found.", "メッセージは見つかりませんでした。";
         deleted: "deleted", "削除済み";
         not_in_list: "older than the live list", "表示中の一覧より古いメッセージ";
+        in_replay: "In the replay", "リプレイでの位置";
+        not_in_replay: "Not in the replay (deleted or hidden).", "リプレイにはありません（削除または非表示）。";
         hide: "Hide", "非表示";
         unhide: "Unhide", "再表示";
         approve: "Approve", "承認";

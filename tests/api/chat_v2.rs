@@ -618,6 +618,28 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         hit.as_str().unwrap().ends_with("alice: a reply, edited"),
         "{hit}"
     );
+    // A result no longer in the live list opens its place in the replay.
+    owner
+        .eval("(() => { messageWith('a reply, edited').remove(); return true; })()")
+        .await;
+    owner.click("$('.search-results a')").await;
+    let context = owner
+        .wait_for("$('.search-context .hit') && $('.search-context .hit').textContent")
+        .await;
+    assert!(
+        context
+            .as_str()
+            .unwrap()
+            .ends_with("alice: a reply, edited"),
+        "{context}"
+    );
+    assert!(
+        owner
+            .eval("$$('.search-context li').some((li) => li.textContent.endsWith('bob: first from bob'))")
+            .await
+            == true,
+        "the messages before it are shown too"
+    );
     for tab in [&alice, &owner] {
         assert!(tab.incidents().is_empty(), "{:?}", tab.incidents());
     }
