@@ -27,38 +27,14 @@ use super::{
 /// Shortest query, in characters after folding.
 pub const MIN_QUERY_CHARS: usize = 2;
 
-/// Folds one character for search; `None` drops it.
-fn fold_char(c: char) -> Option<char> {
-    let c = match c as u32 {
-        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2069 | 0xFEFF => return None,
-        // Katakana (ァ..ヶ) as hiragana.
-        0x30A1..=0x30F6 => char::from_u32(c as u32 - 0x60).unwrap_or(c),
-        // Full-width ASCII as ASCII (the apostrophe aside, as in SQL).
-        0xFF01..=0xFF06 | 0xFF08..=0xFF5E => {
-            char::from_u32(c as u32 - 0xFEE0).map_or(c, |a| a.to_ascii_lowercase())
-        }
-        _ => c,
-    };
-    Some(match c {
-        '0' => 'o',
-        '1' => 'i',
-        '3' => 'e',
-        '4' => 'a',
-        '5' => 's',
-        '7' => 't',
-        '@' => 'a',
-        '$' => 's',
-        c => c,
-    })
-}
-
-/// A text folded for search (the writer's `search_text`, and queries). The
-/// SQL function `chat_fold` does the same for rows stored before search.
+/// A text folded for search (the writer's `search_text`, and queries): the
+/// same folding as blocked terms ([`crate::moderation::fold`]), so what a term
+/// sees through, search sees through too. The SQL function `chat_fold` filled
+/// `search_text` for rows stored before search existed with an approximation
+/// of it (case, full-width ASCII, kana, digits, invisible characters; not
+/// NFKC or Cyrillic and Greek look-alikes).
 pub fn fold(text: &str) -> String {
-    text.chars()
-        .flat_map(char::to_lowercase)
-        .filter_map(fold_char)
-        .collect()
+    crate::moderation::fold::fold_text(text)
 }
 
 /// A `LIKE` pattern matching `folded` anywhere.
@@ -354,6 +330,9 @@ mod tests {
         assert_eq!(fold("h3ll0"), "hello");
         assert_eq!(fold("sp\u{200B}am"), "spam");
         assert_eq!(fold("こんにちは"), "こんにちは");
+        // The same folding as blocked terms: look-alikes and NFKC too.
+        assert_eq!(fold("spаm"), fold("spam"), "Cyrillic а");
+        assert_eq!(fold("ﾗｲﾌﾞ"), fold("ライブ"), "half-width katakana");
     }
 
     #[test]
