@@ -79,6 +79,31 @@ const HELD_SWEEP: Duration = Duration::from_secs(15);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
+/// Ids deleted before their message reached this room, the last
+/// [`EARLY_DELETES`] of them: a set to look up on every delivery, in O(1).
+#[derive(Default)]
+struct EarlyDeletes {
+    order: VecDeque<i64>,
+    ids: HashSet<i64>,
+}
+
+impl EarlyDeletes {
+    fn insert(&mut self, id: i64) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+            if self.order.len() > EARLY_DELETES {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: &i64) -> bool {
+        self.ids.contains(id)
+    }
+}
+
 /// The actor of one (tenant, stream) on this node.
 pub struct RoomActor {
     hub: Hub,
@@ -100,7 +125,7 @@ pub struct RoomActor {
     /// A gap timer is armed.
     gap_timer: bool,
     /// Ids deleted before their message reached this room.
-    early_deletes: VecDeque<i64>,
+    early_deletes: EarlyDeletes,
     chat_limiter: KeyedLimiter<i64>,
     reaction_limiter: KeyedLimiter<i64>,
     window: ReactionWindow,
@@ -175,7 +200,7 @@ impl RoomActor {
             newest_id: 0,
             catching_up: false,
             gap_timer: false,
-            early_deletes: VecDeque::new(),
+            early_deletes: EarlyDeletes::default(),
             chat_limiter,
             reaction_limiter,
             window: ReactionWindow::default(),

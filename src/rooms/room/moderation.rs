@@ -56,10 +56,7 @@ impl RoomActor {
                     self.ring.remove(*message_id);
                 } else {
                     // Its message has not reached this room yet: skip it then.
-                    self.early_deletes.push_back(*message_id);
-                    if self.early_deletes.len() > EARLY_DELETES {
-                        self.early_deletes.pop_front();
-                    }
+                    self.early_deletes.insert(*message_id);
                 }
                 if self.pinned.as_ref().is_some_and(|(id, _)| id == message_id) {
                     self.pinned = None;
