@@ -521,7 +521,7 @@ async fn dev(mut settings: Settings, bind: String, bot: bool) -> anyhow::Result<
         .and_then(|c| c.get_dbname().map(str::to_string))
         .unwrap_or_else(|| "stampede".into());
     settings.database.url =
-        crate::devenv::ensure_postgres(&settings.database.url, &db, &project).await?;
+        stampede_devenv::ensure_postgres(&settings.database.url, &db, &project).await?;
     let store = Store::new(&settings.database)?;
     migrations::migrate_all(&store).await?;
 

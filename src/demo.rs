@@ -34,48 +34,6 @@ const LINES: &[&str] = &[
 /// Length of the demo clip, in seconds.
 pub const CLIP_SECONDS: u32 = 60;
 
-/// Makes sure `ffmpeg` runs: as root, installs Debian's `ffmpeg` when it is
-/// missing; otherwise fails saying what to install.
-pub fn ensure_ffmpeg() -> anyhow::Result<()> {
-    let works = || {
-        Command::new("ffmpeg")
-            .arg("-version")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    if works() {
-        return Ok(());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        bail!("ffmpeg is not installed: run `apt-get install ffmpeg` (as root)");
-    }
-    eprintln!("installing Debian's ffmpeg package...");
-    for args in [
-        &["update"][..],
-        &["install", "-y", "--no-install-recommends", "ffmpeg"][..],
-    ] {
-        let ok = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !ok {
-            bail!("`apt-get {}` failed", args.join(" "));
-        }
-    }
-    if !works() {
-        bail!("ffmpeg was installed but does not run");
-    }
-    Ok(())
-}
-
 /// A test-pattern HLS clip of `seconds` in `dir` (`dir/index.m3u8` and its
 /// segments), made with ffmpeg unless it is already there. Returns the
 /// playlist's path.
@@ -84,7 +42,7 @@ pub fn test_pattern_hls(dir: &Path, seconds: u32) -> anyhow::Result<PathBuf> {
     if playlist.exists() {
         return Ok(playlist);
     }
-    ensure_ffmpeg()?;
+    stampede_devenv::ensure_ffmpeg()?;
     // Made beside, then moved in place: a half-made clip is never used.
     let tmp = dir.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);

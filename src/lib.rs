@@ -19,7 +19,6 @@
 //! - [`tenants`]: the request's tenant from its `Host`.
 //! - [`auth`]: passwords, cookie sessions, CSRF, login limits.
 //! - [`web`]: routes: pages, JSON API, operations, static files.
-//! - [`devenv`]: bringing up PostgreSQL for the demo and the tests.
 //! - [`telemetry`]: structured logs.
 
 pub mod analytics;
@@ -27,7 +26,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod devenv;
 pub mod domain;
 pub mod error;
 pub mod metrics;

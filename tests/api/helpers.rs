@@ -45,7 +45,7 @@ pub fn database_url() -> String {
                     .unwrap()
                     .as_secs();
                 let db = format!("stampede_test_{secs}_{}", std::process::id());
-                let url = stampede::devenv::ensure_postgres(
+                let url = stampede_devenv::ensure_postgres(
                     &base,
                     &db,
                     Path::new(env!("CARGO_MANIFEST_DIR")),
@@ -516,33 +516,18 @@ pub struct PrivatePg {
     pub port: u16,
 }
 
-fn is_root() -> bool {
-    String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0"
-}
-
 impl PrivatePg {
     fn pg_command(&self, tool: &str) -> Command {
-        let bin = self.bin.join(tool);
-        if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        }
+        stampede_devenv::as_pg_user(&self.bin.join(tool), stampede_devenv::is_root())
     }
 
     /// Creates and starts a cluster (trust auth) with database `stampede`.
     pub async fn start() -> PrivatePg {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries are needed: apt-get install postgresql")
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())
-            .expect("no initdb under /usr/lib/postgresql: apt-get install postgresql");
+        let bin = stampede_devenv::postgres_bin_dir()
+            .unwrap_or_else(|e| panic!("these tests need PostgreSQL's server programs: {e:#}"));
         let dir = std::env::temp_dir().join(format!("stampede-pg-{}", random_hex(10)));
         std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
+        if stampede_devenv::is_root() {
             Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(&dir)
@@ -652,23 +637,6 @@ fn redis_answers(addr: &str) -> bool {
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
-/// The path of `redis-server`, installing Debian's package when missing.
-fn redis_server_bin() -> String {
-    let found = |p: &str| std::path::Path::new(p).exists();
-    if !found("/usr/bin/redis-server") {
-        let _ = Command::new("apt-get").arg("update").output();
-        let out = Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "redis-server"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .output();
-        assert!(
-            found("/usr/bin/redis-server"),
-            "the tests need Redis: start one on 127.0.0.1:6379 or install redis-server ({out:?})"
-        );
-    }
-    "/usr/bin/redis-server".into()
-}
-
 /// A Redis for this run: the one on 127.0.0.1:6379 when it answers, else a
 /// private one the suite starts. Tests isolate themselves by channel prefix.
 pub fn redis_url() -> String {
@@ -713,20 +681,22 @@ impl PrivateRedis {
 
     /// Starts the server (again) on the same port.
     pub fn start_again(&mut self) {
-        let child = Command::new(redis_server_bin())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server");
+        let child = Command::new(stampede_devenv::ensure_redis_server().unwrap_or_else(|e| {
+            panic!("the tests need Redis: start one on 127.0.0.1:6379 or install it ({e:#})")
+        }))
+        .args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start redis-server");
         self.child = Some(child);
         for _ in 0..100 {
             if redis_answers(&format!("127.0.0.1:{}", self.port)) {

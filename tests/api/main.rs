@@ -1,28 +1,36 @@
 //! Black-box integration tests: real PostgreSQL, real sockets, the real binary.
 //! All test files are modules of this one binary so it links once.
+//!
+//! The suites that take minutes (headless Chromium, fault injection with
+//! private services, several server processes under chaos) live under
+//! [`slow`]; `cargo test --test api -- --skip slow::` runs the others.
 
 mod auth;
 mod browser;
-mod chaos;
 mod chat;
 mod chat_v2;
 mod cli;
-mod cluster;
-mod faults;
 mod hardening;
 mod helpers;
 mod integrations;
 mod migrations;
 mod moderation;
-mod moderation_browser;
 mod moderation_v2;
 mod pages;
-mod pages_browser;
 mod reactions;
-mod replay_browser;
 mod restrictions_model;
 mod room_core;
 mod security;
 mod tenancy;
 mod timeline;
 mod ws;
+
+/// The slow suites: pages in headless Chromium, faults, chaos, two-node clusters.
+mod slow {
+    mod chaos;
+    mod cluster;
+    mod faults;
+    mod moderation_browser;
+    mod pages_browser;
+    mod replay_browser;
+}

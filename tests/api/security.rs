@@ -940,7 +940,7 @@ async fn the_private_cluster_wants_a_password() {
         .arg(&project)
         .status();
     let port = free_port();
-    let url = stampede::devenv::start_private_cluster_on(&project, port).unwrap();
+    let url = stampede_devenv::start_private_cluster_on(&project, port).unwrap();
     let stop = || {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .unwrap()
@@ -948,7 +948,7 @@ async fn the_private_cluster_wants_a_password() {
             .map(|e| e.path().join("bin"))
             .find(|p| p.join("pg_ctl").exists())
             .unwrap();
-        let dir = stampede::devenv::cluster_dir(&project);
+        let dir = stampede_devenv::cluster_dir(&project);
         let root = String::from_utf8_lossy(
             &std::process::Command::new("id")
                 .arg("-u")

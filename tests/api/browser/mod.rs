@@ -10,7 +10,6 @@ use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     rc::Rc,
-    sync::Mutex,
     time::Duration,
 };
 
@@ -22,42 +21,17 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
 /// Where Debian installs Chromium.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMIUM: &str = stampede_devenv::CHROMIUM;
 
 /// How long a test waits for something to show in a page.
 pub const PAGE_WAIT: Duration = Duration::from_secs(20);
 
-/// Makes sure Chromium is installed: as root, installs Debian's `chromium`
-/// when it is missing (once per test process); otherwise fails saying what to
-/// install.
+/// Makes sure Chromium is installed (Debian's `chromium`, installed as root when
+/// missing); otherwise fails saying what to install.
 pub fn ensure_chromium() {
-    static INSTALL: Mutex<bool> = Mutex::new(false);
-    let mut tried = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if Path::new(CHROMIUM).exists() {
-        return;
+    if let Err(e) = stampede_devenv::ensure_chromium() {
+        panic!("the browser tests need Chromium at {CHROMIUM}: {e:#}");
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if root && !*tried {
-        *tried = true;
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        let _ = apt(&["update"]) && apt(&["install", "-y", "chromium"]);
-    }
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "the browser tests need Chromium at {CHROMIUM}: run `apt-get update && apt-get install -y chromium` as root"
-    );
 }
 
 /// Results waiting for their command id.

@@ -1,7 +1,9 @@
-//! Bringing up what the demo and the test suite need on a developer's machine:
-//! a PostgreSQL server (the configured one when it answers, else a private
-//! cluster under the project, installing Debian's `postgresql` when missing).
-//! Used by `stampede dev` and by the tests' setup; never by `serve`.
+//! Bringing up what the demo and the test suite need on a developer's machine
+//! (Debian, as root or not): a PostgreSQL server (the configured one when it
+//! answers, else a private cluster under the project, installing Debian's
+//! `postgresql` when missing), and the programs `redis-server`, `chromium` and
+//! `ffmpeg`, installed from Debian when missing. Used by `stampede dev` and by
+//! the tests' setup; never by `stampede serve`, and no part of the server.
 
 use std::{
     path::{Path, PathBuf},
@@ -105,7 +107,16 @@ fn pg_bin_dir() -> Option<PathBuf> {
     dirs.pop()
 }
 
-fn is_root() -> bool {
+/// `n` random bytes from the operating system, as lowercase hex.
+fn random_hex(n: usize) -> String {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether this process runs as root (and may install packages).
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -127,8 +138,9 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs Debian's `postgresql` package when no server binaries exist.
-fn install_postgres() -> anyhow::Result<PathBuf> {
+/// The bin directory of the newest PostgreSQL server (`initdb`, `pg_ctl`),
+/// installing Debian's `postgresql` package when no server binaries exist.
+pub fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = pg_bin_dir() {
         return Ok(dir);
     }
@@ -147,7 +159,7 @@ fn install_postgres() -> anyhow::Result<PathBuf> {
 
 /// Wraps a PostgreSQL command so it runs as the `postgres` user when we are root
 /// (the server refuses to run as root).
-fn as_pg_user(bin: &Path, root: bool) -> Command {
+pub fn as_pg_user(bin: &Path, root: bool) -> Command {
     if root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin);
@@ -178,7 +190,7 @@ fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
 
 /// [`start_private_cluster`] on another port (tests).
 pub fn start_private_cluster_on(project_dir: &Path, port: u16) -> anyhow::Result<String> {
-    let bin = install_postgres()?;
+    let bin = postgres_bin_dir()?;
     let root = is_root();
     let dir = cluster_dir(project_dir);
     let password_file = cluster_password_file(&dir);
@@ -203,12 +215,9 @@ pub fn start_private_cluster_on(project_dir: &Path, port: u16) -> anyhow::Result
         eprintln!("creating a private PostgreSQL cluster in {}", dir.display());
         // A random superuser password, kept beside the cluster readable by its
         // maker only: other local users cannot log in over TCP or the socket.
-        let password = crate::auth::new_token()[..32].to_string();
+        let password = random_hex(16);
         write_private(&password_file, &password)?;
-        let pwfile = std::env::temp_dir().join(format!(
-            "stampede-initdb-{}",
-            &crate::auth::new_token()[..12]
-        ));
+        let pwfile = std::env::temp_dir().join(format!("stampede-initdb-{}", random_hex(6)));
         write_private(&pwfile, &password)?;
         if root {
             run(Command::new("chown").arg("postgres").arg(&pwfile))?;
@@ -285,4 +294,94 @@ fn accessible_by_postgres(dir: &Path) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// Makes sure `works()` holds, installing Debian's `package` when it does not:
+/// as root with `apt-get`, else failing with a message saying what to install.
+/// Concurrent callers in one process install once.
+pub fn ensure_package(package: &str, works: impl Fn() -> bool) -> anyhow::Result<()> {
+    static APT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if works() {
+        return Ok(());
+    }
+    let _one_at_a_time = APT.lock().unwrap_or_else(|e| e.into_inner());
+    if works() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("{package} is not installed: run `apt-get install {package}` as root");
+    }
+    eprintln!("installing Debian's {package} package...");
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if !works() {
+        bail!("{package} was installed but does not run");
+    }
+    Ok(())
+}
+
+/// Whether `program` runs with `arg` and exits successfully.
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Where `redis-server` is (Debian's package).
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// Makes sure `redis-server` and `redis-cli` are installed; returns the server's path.
+pub fn ensure_redis_server() -> anyhow::Result<&'static str> {
+    ensure_package("redis-server", || {
+        runs(REDIS_SERVER, "--version") && runs("redis-cli", "--version")
+    })?;
+    Ok(REDIS_SERVER)
+}
+
+/// Where Chromium is (Debian's package).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Makes sure headless Chromium is installed; returns its path.
+pub fn ensure_chromium() -> anyhow::Result<&'static str> {
+    ensure_package("chromium", || Path::new(CHROMIUM).exists())?;
+    Ok(CHROMIUM)
+}
+
+/// Makes sure `ffmpeg` runs.
+pub fn ensure_ffmpeg() -> anyhow::Result<()> {
+    ensure_package("ffmpeg", || runs("ffmpeg", "-version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_hex_has_two_digits_a_byte_and_differs() {
+        let a = random_hex(16);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, random_hex(16));
+    }
+
+    #[test]
+    fn a_working_program_needs_no_install() {
+        ensure_package("no-such-package-needed", || true).unwrap();
+    }
+
+    #[test]
+    fn urls_keep_user_host_port_and_password() {
+        let c: tokio_postgres::Config = "postgres://u:pw@10.0.0.1:6000/x".parse().unwrap();
+        assert_eq!(url_of(&c, "db"), "postgres://u:pw@10.0.0.1:6000/db");
+        let c: tokio_postgres::Config = "postgres://u@h/x".parse().unwrap();
+        assert_eq!(url_of(&c, "db"), "postgres://u@h:5432/db");
+    }
 }

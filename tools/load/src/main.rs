@@ -10,8 +10,7 @@
 
 use clap::Parser;
 
-#[path = "../load/mod.rs"]
-mod load;
+use stampede_load as load;
 
 #[derive(Parser)]
 #[command(
