@@ -8,5 +8,5 @@ pub mod token;
 
 pub use limits::{keyed, retry_after_ms, KeyedLimiter, LoginLimiter};
 pub use password::{hash_password, verify_password, HashBusy, HashGate};
-pub use session::{new_token, AuthConfig, Visitor};
+pub use session::{new_token, Acting, AuthConfig, Visitor};
 pub use token::{Scope, TokenAuth};

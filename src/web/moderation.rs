@@ -2,11 +2,11 @@
 //! moderation log, appointed moderators and blocked terms. Every `POST` needs
 //! the CSRF token; rights are checked on the server for every request.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::{
-    auth::Visitor,
+    auth::{Acting, Visitor},
     domain::Role,
     error::{ApiError, Code},
     moderation::{can_moderate, execute, Command},
@@ -35,18 +35,15 @@ enum Need {
     Owner,
 }
 
-/// Checks authentication, then CSRF (for `POST`s), then the stream and the right.
+/// Checks authentication, then the stream and the right. (`POST` handlers take
+/// an [`Acting`] visitor, whose extraction checked CSRF already.)
 async fn authorize<'a>(
     visitor: &'a Visitor,
     store: &Store,
-    req: Option<&HttpRequest>,
     id: i64,
     need: Need,
 ) -> Result<(&'a User, Stream), ApiError> {
     let user = visitor.require_user()?;
-    if let Some(req) = req {
-        visitor.check_csrf_header(req)?;
-    }
     let stream = store
         .stream(&visitor.tenant.slug, id)
         .await?
@@ -65,21 +62,13 @@ async fn authorize<'a>(
 }
 
 async fn moderate(
-    req: HttpRequest,
-    visitor: Visitor,
+    visitor: Acting,
     path: web::Path<i64>,
     body: web::Json<serde_json::Value>,
     store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, stream) = authorize(
-        &visitor,
-        &store,
-        Some(&req),
-        path.into_inner(),
-        Need::Moderator,
-    )
-    .await?;
+    let (user, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
     let command = Command::parse(&body).map_err(|(code, message)| ApiError::new(code, message))?;
     let event = execute(&store, &visitor.tenant.slug, &stream, user, command).await?;
     hub.apply(
@@ -97,7 +86,7 @@ async fn log(
     path: web::Path<i64>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
+    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
     let entries = store
         .moderation_log(&visitor.tenant.slug, stream.id, 500)
         .await?;
@@ -109,7 +98,7 @@ async fn moderators(
     path: web::Path<i64>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
+    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
     let list = store
         .stream_moderators(&visitor.tenant.slug, stream.id)
         .await?;
@@ -130,15 +119,13 @@ struct ModeratorBody {
 }
 
 async fn set_moderator(
-    req: HttpRequest,
-    visitor: Visitor,
+    visitor: Acting,
     path: web::Path<i64>,
     body: web::Json<ModeratorBody>,
     store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, stream) =
-        authorize(&visitor, &store, Some(&req), path.into_inner(), Need::Owner).await?;
+    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Owner).await?;
     let slug = &visitor.tenant.slug;
     let target = store
         .user_by_name(slug, &body.username)
@@ -165,7 +152,7 @@ async fn terms(
     path: web::Path<i64>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, None, path.into_inner(), Need::Moderator).await?;
+    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
     let list = store.blocked_terms(&visitor.tenant.slug, stream.id).await?;
     Ok(HttpResponse::Ok().json(terms_json(&list)))
 }
@@ -195,21 +182,13 @@ struct TermBody {
 }
 
 async fn set_term(
-    req: HttpRequest,
-    visitor: Visitor,
+    visitor: Acting,
     path: web::Path<i64>,
     body: web::Json<TermBody>,
     store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, stream) = authorize(
-        &visitor,
-        &store,
-        Some(&req),
-        path.into_inner(),
-        Need::Moderator,
-    )
-    .await?;
+    let (user, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
     let tenant_wide = match body.scope.as_deref() {
         None | Some("stream") => false,
         Some("tenant") if user.role == Role::Admin => true,

@@ -2,12 +2,12 @@
 //! `POST /api/streams`, which creates a stream. The page's script drives the
 //! stream JSON API (status, moderators, moderation, blocked terms, log).
 
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
 use crate::{
-    auth::Visitor,
+    auth::{Acting, Visitor},
     domain::Role,
     error::{ApiError, Code},
     rooms::{Hub, RoomKey},
@@ -121,13 +121,11 @@ fn validate(body: NewStreamBody) -> Result<NewStream, ApiError> {
 }
 
 async fn create_stream(
-    req: HttpRequest,
-    visitor: Visitor,
+    visitor: Acting,
     body: web::Json<NewStreamBody>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = visitor.require_user()?;
-    visitor.check_csrf_header(&req)?;
+    let user = visitor.user();
     if !can_stream(user) {
         return Err(ApiError::new(
             Code::Forbidden,
@@ -277,13 +275,7 @@ struct PreviewBody {
 /// `POST /api/markdown/preview` `{"markdown"}` → `{"html"}`: a description as
 /// the watch page will show it (the same rendering and cleaning), for the
 /// studio's preview. Logged-in users, with CSRF.
-async fn preview(
-    req: HttpRequest,
-    visitor: Visitor,
-    body: web::Json<PreviewBody>,
-) -> Result<HttpResponse, ApiError> {
-    visitor.require_user()?;
-    visitor.check_csrf_header(&req)?;
+async fn preview(_acting: Acting, body: web::Json<PreviewBody>) -> Result<HttpResponse, ApiError> {
     if body.markdown.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(ApiError::new(
             Code::Invalid,
