@@ -14,16 +14,16 @@ use crate::{helpers::*, ws::*};
 async fn two_clients_see_each_others_messages_with_ids() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut a, hello, history) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let (mut a, hello, history) = app.ws_ready(stream, Some(&alice.cookie)).await;
     assert_eq!(hello["stream_id"], stream);
     assert_eq!(hello["user"]["username"], "alice");
     assert_eq!(hello["can_chat"], true);
     assert_eq!(hello["stamps"].as_array().unwrap().len(), 6);
     assert_eq!(history["messages"], json!([]));
     assert_eq!(history["truncated"], false);
-    let (mut b, hello_b, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (mut b, hello_b, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello_b["viewers"], 2);
 
     a.send(json!({"type":"message","message":"  hello <b>bob</b>  ","client_id":"c-1"}))
@@ -57,8 +57,8 @@ async fn two_clients_see_each_others_messages_with_ids() {
 async fn seed_protocol_client_works_unchanged() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let mut c = app.ws(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut c = app.ws(stream, Some(&alice.cookie)).await;
     c.send(json!({"message":"こんにちは"})).await;
     let m = c.expect("message").await;
     for k in ["username", "message", "message_type", "timestamp"] {
@@ -71,8 +71,8 @@ async fn seed_protocol_client_works_unchanged() {
 async fn duplicate_client_id_is_acked_stored_and_broadcast_once() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     // Twice back to back (the second may arrive while the first is in flight),
     // then again on a new socket after the room has it.
@@ -82,7 +82,7 @@ async fn duplicate_client_id_is_acked_stored_and_broadcast_once() {
         .await;
     let first = a.expect("ack").await["id"].as_i64().unwrap();
     assert_eq!(a.expect("ack").await["id"].as_i64().unwrap(), first);
-    let (mut a2, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let mut a2 = alice.ws(stream).await;
     a2.send(json!({"type":"message","message":"once","client_id":"dup-1"}))
         .await;
     assert_eq!(a2.expect("ack").await["id"].as_i64().unwrap(), first);
@@ -100,14 +100,14 @@ async fn duplicate_client_id_is_acked_stored_and_broadcast_once() {
 async fn duplicate_client_id_survives_room_restart() {
     let app = spawn_app_with(|s| s.chat.room_idle_secs = 0).await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     a.send(json!({"type":"message","message":"x","client_id":"k-9"}))
         .await;
     let first = a.expect("ack").await["id"].as_i64().unwrap();
     drop(a);
     tokio::time::sleep(Duration::from_millis(2500)).await; // the empty room stops
-    let (mut a, _, history) = app.ws_ready(stream, Some(&alice)).await;
+    let (mut a, _, history) = app.ws_ready(stream, Some(&alice.cookie)).await;
     assert_eq!(history["messages"][0]["id"], first);
     a.send(json!({"type":"message","message":"x","client_id":"k-9"}))
         .await;
@@ -119,8 +119,8 @@ async fn duplicate_client_id_survives_room_restart() {
 async fn every_validation_error_has_its_code() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let cases = [
         (json!({"message":" \t\r\n "}).to_string(), "empty"),
         (json!({"message": "あ".repeat(501)}).to_string(), "too_long"),
@@ -155,8 +155,8 @@ async fn every_validation_error_has_its_code() {
 async fn chat_rate_limit_per_user() {
     let app = spawn_app().await; // 5 per 10 s, burst 5
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     for i in 0..6 {
         a.send(json!({"type":"message","message":format!("m{i}"),"client_id":format!("r{i}")}))
             .await;
@@ -188,7 +188,7 @@ async fn chat_rate_limit_per_user() {
 async fn anonymous_viewers_read_only_or_refused() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let alice = app.user("alice", Role::Viewer).await;
     let (mut anon, hello, _) = app.ws_ready(stream, None).await;
     assert_eq!(hello["user"], Value::Null);
     assert_eq!(hello["can_chat"], false);
@@ -196,7 +196,7 @@ async fn anonymous_viewers_read_only_or_refused() {
     assert_eq!(anon.expect("error").await["code"], "not_authenticated");
     anon.send(json!({"type":"reaction","stamp_id":1})).await;
     assert_eq!(anon.expect("error").await["code"], "not_authenticated");
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let mut a = alice.ws(stream).await;
     a.send(json!({"message":"visible to all"})).await;
     assert_eq!(anon.expect("message").await["message"], "visible to all");
     assert_eq!(app.stored_ids(stream).await.len(), 1);
@@ -218,7 +218,7 @@ async fn anonymous_viewers_read_only_or_refused() {
         &app.address,
         &app.tenant.host,
         stream,
-        Some(&alice),
+        Some(&alice.cookie),
         None,
         ""
     )
@@ -299,30 +299,30 @@ async fn handshake_checks_and_status_codes() {
 async fn protocol_violations_close_with_the_right_codes() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let alice = app.user("alice", Role::Viewer).await;
     let path = format!("/ws/chat/stream_{stream}/");
 
     // Over 16 KiB: 1009.
-    let mut c = app.ws(stream, Some(&alice)).await;
+    let mut c = app.ws(stream, Some(&alice.cookie)).await;
     c.send_raw(ws::Message::Text("x".repeat(16 * 1024 + 1).into()))
         .await;
     assert_eq!(c.closed().await, Some(1009));
     // Fragments adding up to over 16 KiB: 1009.
-    let mut raw = RawWs::connect(&app, &path, Some(&alice), None).await;
+    let mut raw = RawWs::connect(&app, &path, Some(&alice.cookie), None).await;
     raw.send_frame(1, &[b'a'; 10_000], false).await;
     raw.send_frame(0, &[b'a'; 10_000], true).await;
     assert_eq!(raw.close_code().await, Some(1009));
     // Binary: 1003.
-    let mut c = app.ws(stream, Some(&alice)).await;
+    let mut c = app.ws(stream, Some(&alice.cookie)).await;
     c.send_raw(ws::Message::Binary(vec![1u8, 2, 3].into()))
         .await;
     assert_eq!(c.closed().await, Some(1003));
     // Invalid UTF-8: 1007.
-    let mut raw = RawWs::connect(&app, &path, Some(&alice), None).await;
+    let mut raw = RawWs::connect(&app, &path, Some(&alice.cookie), None).await;
     raw.send_frame(1, &[0x7b, 0xff, 0xfe, 0x7d], true).await;
     assert_eq!(raw.close_code().await, Some(1007));
     // Twenty invalid frames within 10 s: 1008; nineteen are tolerated.
-    let mut c = app.ws(stream, Some(&alice)).await;
+    let mut c = app.ws(stream, Some(&alice.cookie)).await;
     for _ in 0..19 {
         c.send_raw(ws::Message::Text("nope".into())).await;
     }
@@ -332,7 +332,7 @@ async fn protocol_violations_close_with_the_right_codes() {
     c.send(json!({"type":"bogus"})).await;
     assert_eq!(c.closed().await, Some(1008));
     // Other codes do not count towards the budget.
-    let (mut c, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let mut c = alice.ws(stream).await;
     for _ in 0..25 {
         c.send(json!({"message":""})).await;
     }
@@ -345,24 +345,11 @@ async fn protocol_violations_close_with_the_right_codes() {
 
 #[actix_web::test]
 async fn history_is_the_last_fifty_visible_messages() {
-    let app = spawn_app_with(|s| {
-        s.limits.chat_messages = 1000;
-        s.limits.chat_burst = 1000;
-    })
-    .await;
+    let app = AppBuilder::new().raised_limits().spawn().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
-    for i in 0..60 {
-        a.send(json!({"type":"message","message":format!("n{i}"),"client_id":format!("h{i}")}))
-            .await;
-    }
-    let mut acked = 0;
-    while acked < 60 {
-        if a.recv().await["type"] == "ack" {
-            acked += 1;
-        }
-    }
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
+    a.say_many("n", 60).await;
     let ids = app.stored_ids(stream).await;
     let (_, _, history) = app.ws_ready(stream, None).await;
     let got: Vec<i64> = history["messages"]
@@ -382,17 +369,18 @@ async fn history_is_the_last_fifty_visible_messages() {
 #[actix_web::test]
 async fn resume_misses_nothing_under_concurrent_sends() {
     for ring_size in [500usize, 3] {
-        let app = spawn_app_with(|s| {
-            s.limits.chat_messages = 10_000;
-            s.limits.chat_burst = 10_000;
-            s.chat.ring_size = ring_size;
-        })
-        .await;
+        let app = AppBuilder::new()
+            .raised_limits()
+            .with(move |s| {
+                s.chat.ring_size = ring_size;
+            })
+            .spawn()
+            .await;
         let stream = app.create_stream("owner").await;
-        let (alice, _) = app.user_session("alice", Role::Viewer).await;
-        let (bob, _) = app.user_session("bob", Role::Viewer).await;
+        let alice = app.user("alice", Role::Viewer).await;
+        let bob = app.user("bob", Role::Viewer).await;
         let total = 120;
-        let (mut sender, _, _) = app.ws_ready(stream, Some(&alice)).await;
+        let mut sender = alice.ws(stream).await;
         let send = actix_rt::spawn(async move {
             for i in 0..total {
                 sender
@@ -417,7 +405,7 @@ async fn resume_misses_nothing_under_concurrent_sends() {
                 &app.address,
                 &app.tenant.host,
                 stream,
-                Some(&bob),
+                Some(&bob.cookie),
                 None,
                 &query,
             )
@@ -461,7 +449,7 @@ async fn resume_misses_nothing_under_concurrent_sends() {
             &app.address,
             &app.tenant.host,
             stream,
-            Some(&bob),
+            Some(&bob.cookie),
             None,
             &query,
         )
@@ -485,14 +473,15 @@ async fn resume_misses_nothing_under_concurrent_sends() {
 /// same room keeps receiving.
 #[actix_web::test]
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
-    let app = spawn_app_with(|s| {
-        s.limits.chat_messages = 100_000;
-        s.limits.chat_burst = 100_000;
-        s.limits.socket_queue = 64;
-    })
-    .await;
+    let app = AppBuilder::new()
+        .raised_limits()
+        .with(move |s| {
+            s.limits.socket_queue = 64;
+        })
+        .spawn()
+        .await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let alice = app.user("alice", Role::Viewer).await;
     let mut slow = RawWs::connect(
         &app,
         &format!("/ws/chat/stream_{stream}/"),
@@ -501,7 +490,7 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
     )
     .await;
     let (mut fast, _, _) = app.ws_ready(stream, None).await;
-    let (mut sender, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let mut sender = alice.ws(stream).await;
     let big = "😀".repeat(500); // ~2 KB per frame
     let mut i = 0;
     // Send until the slow socket is dropped by the server, reading `fast` all along.
@@ -559,12 +548,10 @@ async fn presence_counts_sockets_and_changes_are_sent() {
 async fn logout_closes_the_sessions_sockets_with_4001() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, csrf) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let (mut other, _, _) = app.ws_ready(stream, None).await;
-    let r = app
-        .post_json("/api/logout", &json!({}), Some(&alice), Some(&csrf))
-        .await;
+    let r = alice.post("/api/logout", json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(a.closed().await, Some(4001));
     other.assert_silent(Duration::from_millis(300)).await;
@@ -572,24 +559,11 @@ async fn logout_closes_the_sessions_sockets_with_4001() {
 
 #[actix_web::test]
 async fn replay_api_pages_back() {
-    let app = spawn_app_with(|s| {
-        s.limits.chat_messages = 1000;
-        s.limits.chat_burst = 1000;
-    })
-    .await;
+    let app = AppBuilder::new().raised_limits().spawn().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
-    for i in 0..7 {
-        a.send(json!({"type":"message","message":format!("p{i}"),"client_id":format!("p{i}")}))
-            .await;
-    }
-    let mut acks = 0;
-    while acks < 7 {
-        if a.recv().await["type"] == "ack" {
-            acks += 1;
-        }
-    }
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
+    a.say_many("p", 7).await;
     let ids = app.stored_ids(stream).await;
     let r = app
         .get(&format!("/api/streams/{stream}/messages?limit=3"), None)
@@ -634,58 +608,30 @@ async fn replay_api_pages_back() {
 async fn ending_a_stream_closes_chat() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, owner_csrf) = app.login("owner", "password-123").await;
-    let (alice, alice_csrf) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let owner = app.logged_in("owner").await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let path = format!("/api/streams/{stream}/status");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"status":"live"}),
-            Some(&alice),
-            Some(&alice_csrf),
-        )
-        .await;
+    let r = alice.post(&path, json!({"status":"live"})).await;
     assert_eq!(r.status, 403);
-    let r = app
-        .post_json(&path, &json!({"status":"live"}), Some(&owner), None)
+    let r = owner
+        .post_without_csrf(&path, json!({"status":"live"}))
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"]["code"], "csrf");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"status":"live"}),
-            Some(&owner),
-            Some(&owner_csrf),
-        )
-        .await;
+    let r = owner.post(&path, json!({"status":"live"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "live");
     let notice = a.expect("message").await;
     assert_eq!(notice["message_type"], "system");
     assert_eq!(notice["message"], "Stream started");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"status":"ended"}),
-            Some(&owner),
-            Some(&owner_csrf),
-        )
-        .await;
+    let r = owner.post(&path, json!({"status":"ended"})).await;
     assert_eq!(r.status, 200);
     a.expect("message").await;
     a.send(json!({"message":"too late"})).await;
     assert_eq!(a.expect("error").await["code"], "chat_closed");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"status":"live"}),
-            Some(&owner),
-            Some(&owner_csrf),
-        )
-        .await;
+    let r = owner.post(&path, json!({"status":"live"})).await;
     assert_eq!(r.status, 422);
-    let (_, hello, _) = app.ws_ready(stream, Some(&alice)).await;
+    let (_, hello, _) = app.ws_ready(stream, Some(&alice.cookie)).await;
     assert_eq!(hello["can_chat"], false);
 }

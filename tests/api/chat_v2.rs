@@ -7,40 +7,6 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, ws::*};
 
-/// Sends a message and waits for its ack: its id.
-async fn say(c: &mut WsClient, v: Value) -> i64 {
-    c.send(v).await;
-    loop {
-        let f = c.recv().await;
-        match f["type"].as_str() {
-            Some("ack") => return f["id"].as_i64().unwrap(),
-            Some("error") => panic!("refused: {f}"),
-            _ => {}
-        }
-    }
-}
-
-/// Sends a message; its `message` frame as broadcast back to the sender
-/// (which comes before the ack).
-async fn say_frame(c: &mut WsClient, v: Value) -> Value {
-    c.send(v).await;
-    let mut seen = Vec::new();
-    loop {
-        let f = c.recv().await;
-        match f["type"].as_str() {
-            Some("message") => seen.push(f),
-            Some("ack") => {
-                return seen
-                    .into_iter()
-                    .find(|m| m["id"] == f["id"])
-                    .expect("broadcast before ack")
-            }
-            Some("error") => panic!("refused: {f}"),
-            _ => {}
-        }
-    }
-}
-
 /// Reads until an `error` frame; returns its code.
 async fn refused(c: &mut WsClient) -> String {
     let f = c.expect("error").await;
@@ -57,58 +23,31 @@ async fn message_with_id(c: &mut WsClient, id: i64) -> Value {
     }
 }
 
-/// Two nodes on one Redis with a fresh prefix.
-async fn two_nodes(app: &TestApp) -> (Node, TestApp, Node, TestApp) {
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
-    let env: Vec<(&str, &str)> = vec![
-        ("STAMPEDE_REDIS_URL", &redis),
-        ("STAMPEDE_REDIS_PREFIX", &prefix),
-        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
-        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
-    ];
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
-    (a, ha, b, hb)
-}
-
 #[actix_web::test]
 async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("Bob", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes(&app).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (bob, _) = hb.login("Bob", "password-123").await;
-    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
-    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions settle
+    let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
+    let alice = ha.logged_in("alice").await;
+    let bob = hb.logged_in("Bob").await;
+    let mut ca = alice.ws(stream).await;
+    let mut cb = bob.ws(stream).await;
+    hb.await_subscribers(stream, 2).await;
 
     let long = "x".repeat(100);
-    let first = say(
-        &mut ca,
-        json!({"message": format!("hi @bob and @nobody {long}")}),
-    )
-    .await;
+    let first = ca
+        .say_json(json!({"message": format!("hi @bob and @nobody {long}")}))
+        .await;
     let on_b = message_with_id(&mut cb, first).await;
     assert_eq!(on_b["mentions"], json!(["Bob"]));
     assert_eq!(on_b["reply_to"], Value::Null);
 
     // Bob replies on node B; alice sees it on node A with the excerpt.
-    let reply = say(
-        &mut cb,
-        json!({"message":"hello @ALICE", "reply_to": first}),
-    )
-    .await;
+    let reply = cb
+        .say_json(json!({"message":"hello @ALICE", "reply_to": first}))
+        .await;
     let on_a = message_with_id(&mut ca, reply).await;
     let expected_excerpt: String = format!("hi @bob and @nobody {long}")
         .chars()
@@ -154,8 +93,8 @@ async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
 async fn a_user_created_after_the_room_started_is_mentioned() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut ca = alice.ws(stream).await;
     app.create_user("carol", "password-123", Role::Viewer).await;
     // (The cache refreshes at most every 0.5 s: the room's first load was just now.)
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -170,7 +109,7 @@ async fn a_user_created_after_the_room_started_is_mentioned() {
     assert_eq!(ca.expect("message").await["message"], "second");
     assert_eq!(ca.expect("ack").await["client_id"], "c2");
     // An unknown name does not hold chat up for long.
-    let m = say_frame(&mut ca, json!({"message":"hey @nobody"})).await;
+    let m = ca.say_frame(json!({"message":"hey @nobody"})).await;
     assert_eq!(m["mentions"], json!([]));
 }
 
@@ -179,14 +118,14 @@ async fn replies_to_deleted_or_foreign_messages_are_refused() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     let other = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut cx, _, _) = app.ws_ready(other, Some(&owner)).await;
-    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let owner = app.logged_in("owner").await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut co = owner.ws(stream).await;
+    let mut cx = owner.ws(other).await;
+    let mut ca = alice.ws(stream).await;
 
-    let foreign = say(&mut cx, json!({"message":"elsewhere"})).await;
-    let gone = say(&mut co, json!({"message":"soon deleted"})).await;
+    let foreign = cx.say_json(json!({"message":"elsewhere"})).await;
+    let gone = co.say_json(json!({"message":"soon deleted"})).await;
     co.send(json!({"type":"delete","message_id": gone})).await;
     co.expect("moderation").await;
 
@@ -195,7 +134,9 @@ async fn replies_to_deleted_or_foreign_messages_are_refused() {
         assert_eq!(refused(&mut ca).await, "not_found", "reply to {target}");
     }
     // Also after the room forgot it: a fresh room reads PostgreSQL.
-    let ok = say(&mut ca, json!({"message":"fine", "reply_to": null})).await;
+    let ok = ca
+        .say_json(json!({"message":"fine", "reply_to": null}))
+        .await;
     assert!(ok > 0);
     let before = app.stored_ids(stream).await.len();
     ca.send(json!({"message":"re", "reply_to": "x"})).await;
@@ -227,16 +168,16 @@ async fn edits_reach_every_node_and_every_history() {
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes(&app).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
-    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
+    let alice = ha.logged_in("alice").await;
+    let bob = hb.logged_in("bob").await;
+    let owner = app.logged_in("owner").await;
+    let mut ca = alice.ws(stream).await;
+    let mut cb = bob.ws(stream).await;
+    hb.await_subscribers(stream, 2).await;
 
-    let before = say(&mut cb, json!({"message":"before"})).await;
-    let id = say(&mut ca, json!({"message":"helo wrld"})).await;
+    let before = cb.say_json(json!({"message":"before"})).await;
+    let id = ca.say_json(json!({"message":"helo wrld"})).await;
     message_with_id(&mut cb, id).await;
     ca.send(json!({"type":"edit","message_id": id, "message":"  hello @bob\r\n"}))
         .await;
@@ -268,7 +209,7 @@ async fn edits_reach_every_node_and_every_history() {
         .await;
     cb.expect("edit").await;
     let path = format!("/api/streams/{stream}/messages/{id}/versions");
-    let v = app.get(&path, Some(&owner)).await;
+    let v = owner.get(&path).await;
     assert_eq!(v.status, 200, "{}", v.body);
     let texts: Vec<&str> = v.json()["versions"]
         .as_array()
@@ -277,35 +218,33 @@ async fn edits_reach_every_node_and_every_history() {
         .map(|v| v["message"].as_str().unwrap().to_string().leak() as &str)
         .collect();
     assert_eq!(texts, vec!["helo wrld", "hello @bob", "hello @bob!"]);
-    assert_eq!(app.get(&path, Some(&alice)).await.status, 403);
+    assert_eq!(app.get(&path, Some(&alice.cookie)).await.status, 403);
     assert_eq!(app.get(&path, None).await.status, 401);
     // Another stream's path does not find it.
     let other = app.create_stream("owner").await;
     let path = format!("/api/streams/{other}/messages/{id}/versions");
-    assert_eq!(app.get(&path, Some(&owner)).await.status, 404);
+    assert_eq!(owner.get(&path).await.status, 404);
 }
 
 #[actix_web::test]
 async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
-    let (mut cb, _, _) = app.ws_ready(stream, Some(&bob)).await;
-    let r = app
-        .post_json(
+    let owner = app.logged_in("owner").await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut co = owner.ws(stream).await;
+    let mut ca = alice.ws(stream).await;
+    let mut cb = bob.ws(stream).await;
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/blocked_terms"),
-            &json!({"term":"spam","action":"add"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"term":"spam","action":"add"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
-    let id = say(&mut ca, json!({"message":"original"})).await;
+    let id = ca.say_json(json!({"message":"original"})).await;
     // Someone else's message.
     cb.send(json!({"type":"edit","message_id": id, "message":"mine now"}))
         .await;
@@ -336,7 +275,7 @@ async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
         .await;
     assert_eq!(refused(&mut ca).await, "edit_window");
     // Deleted meanwhile.
-    let id2 = say(&mut ca, json!({"message":"second"})).await;
+    let id2 = ca.say_json(json!({"message":"second"})).await;
     co.send(json!({"type":"delete","message_id": id2})).await;
     co.expect("moderation").await;
     ca.expect("moderation").await;
@@ -375,19 +314,23 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     let other = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (admin, _) = app.user_session("root", Role::Admin).await;
-    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
-    let (mut cx, _, _) = app.ws_ready(other, Some(&alice)).await;
+    let owner = app.logged_in("owner").await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let admin = app.user("root", Role::Admin).await;
+    let mut co = owner.ws(stream).await;
+    let mut ca = alice.ws(stream).await;
+    let mut cx = alice.ws(other).await;
 
-    let jp = say(&mut ca, json!({"message":"こんにちは、みなさん"})).await;
-    let live = say(&mut ca, json!({"message":"今日のライブ最高"})).await;
-    let hello = say(&mut co, json!({"message":"Hello World"})).await;
-    let gone = say(&mut ca, json!({"message":"hello again, soon deleted"})).await;
-    let edited = say(&mut ca, json!({"message":"typo"})).await;
-    let elsewhere = say(&mut cx, json!({"message":"hello from the other stream"})).await;
+    let jp = ca.say_json(json!({"message":"こんにちは、みなさん"})).await;
+    let live = ca.say_json(json!({"message":"今日のライブ最高"})).await;
+    let hello = co.say_json(json!({"message":"Hello World"})).await;
+    let gone = ca
+        .say_json(json!({"message":"hello again, soon deleted"}))
+        .await;
+    let edited = ca.say_json(json!({"message":"typo"})).await;
+    let elsewhere = cx
+        .say_json(json!({"message":"hello from the other stream"}))
+        .await;
     co.send(json!({"type":"delete","message_id": gone})).await;
     co.expect("moderation").await;
     ca.send(json!({"type":"edit","message_id": edited, "message":"らいぶ fixed"}))
@@ -395,18 +338,16 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
     ca.expect("edit").await;
 
     let search = |q: &str| format!("/api/streams/{stream}/search?{q}");
-    let r = app.get(&search("q=%E3%81%AB%E3%81%A1"), Some(&owner)).await; // にち
+    let r = owner.get(&search("q=%E3%81%AB%E3%81%A1")).await; // にち
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(ids(&r.json()), vec![jp]);
     // Katakana and hiragana as one, newest first; the edited text is searched.
-    let r = app
-        .get(&search("q=%E3%83%A9%E3%82%A4%E3%83%96"), Some(&owner))
-        .await; // ライブ
+    let r = owner.get(&search("q=%E3%83%A9%E3%82%A4%E3%83%96")).await; // ライブ
     assert_eq!(ids(&r.json()), vec![edited, live]);
-    let r = app.get(&search("q=typo"), Some(&owner)).await;
+    let r = owner.get(&search("q=typo")).await;
     assert_eq!(ids(&r.json()), Vec::<i64>::new(), "old text not found");
     // Case folded; deleted messages included and flagged; other streams not.
-    let r = app.get(&search("q=hello"), Some(&owner)).await;
+    let r = owner.get(&search("q=hello")).await;
     let v = r.json();
     assert_eq!(ids(&v), vec![gone, hello]);
     assert_eq!(v["messages"][0]["is_deleted"], true);
@@ -415,41 +356,32 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
     assert_eq!(v["messages"][1]["message"], "Hello World");
     assert_eq!(v["messages"][1]["stream_id"], stream);
     // By user, with and without text; paging.
-    let r = app.get(&search("user=ALICE&limit=2"), Some(&owner)).await;
+    let r = owner.get(&search("user=ALICE&limit=2")).await;
     let v = r.json();
     assert_eq!(ids(&v), vec![edited, gone]);
     assert_eq!(v["next_before_id"], gone);
-    let r = app
-        .get(
-            &search(&format!("user=alice&limit=2&before_id={gone}")),
-            Some(&owner),
-        )
+    let r = owner
+        .get(&search(&format!("user=alice&limit=2&before_id={gone}")))
         .await;
     assert_eq!(ids(&r.json()), vec![live, jp]);
-    let r = app.get(&search("user=owner&q=HELLO"), Some(&owner)).await;
+    let r = owner.get(&search("user=owner&q=HELLO")).await;
     assert_eq!(ids(&r.json()), vec![hello]);
     // Wildcards are literal.
-    let r = app.get(&search("q=%25%25"), Some(&owner)).await;
+    let r = owner.get(&search("q=%25%25")).await;
     assert_eq!(ids(&r.json()), Vec::<i64>::new());
     // Refusals: viewers 403, anonymous 401, bad queries 422.
-    assert_eq!(app.get(&search("q=hello"), Some(&alice)).await.status, 403);
+    assert_eq!(alice.get(&search("q=hello")).await.status, 403);
     assert_eq!(app.get(&search("q=hello"), None).await.status, 401);
-    assert_eq!(app.get(&search("q=h"), Some(&owner)).await.status, 422);
-    assert_eq!(app.get(&search(""), Some(&owner)).await.status, 422);
-    assert_eq!(
-        app.get(&search("q=hi&limit=0"), Some(&owner)).await.status,
-        422
-    );
+    assert_eq!(owner.get(&search("q=h")).await.status, 422);
+    assert_eq!(owner.get(&search("")).await.status, 422);
+    assert_eq!(owner.get(&search("q=hi&limit=0")).await.status, 422);
     // Tenant-wide, admins only.
-    let r = app.get("/api/search?q=hello", Some(&admin)).await;
+    let r = admin.get("/api/search?q=hello").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(ids(&v), vec![elsewhere, gone, hello]);
     assert_eq!(v["messages"][0]["stream_id"], other);
-    assert_eq!(
-        app.get("/api/search?q=hello", Some(&owner)).await.status,
-        403
-    );
+    assert_eq!(owner.get("/api/search?q=hello").await.status, 403);
     assert_eq!(app.get("/api/search?q=hello", None).await.status, 401);
 }
 
@@ -457,7 +389,7 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
 async fn search_pages_through_a_long_history_with_every_plan() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
+    let owner = app.logged_in("owner").await;
     let s = app.tenant.slug.schema();
     let c = app.store.client().await.unwrap();
     // 12,001 messages: an old needle, then filler with a term every 400th.
@@ -491,7 +423,7 @@ async fn search_pages_through_a_long_history_with_every_plan() {
     let r = app
         .get(
             &format!("/api/streams/{stream}/search?q=%E3%81%AB%E3%83%BC%E3%81%A9"), // にーど
-            Some(&owner),
+            Some(&owner.cookie),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -500,11 +432,10 @@ async fn search_pages_through_a_long_history_with_every_plan() {
     let mut got = Vec::new();
     let mut before = String::new();
     loop {
-        let v = app
-            .get(
-                &format!("/api/streams/{stream}/search?q=medium&limit=7{before}"),
-                Some(&owner),
-            )
+        let v = owner
+            .get(&format!(
+                "/api/streams/{stream}/search?q=medium&limit=7{before}"
+            ))
             .await
             .json();
         got.extend(ids(&v));
@@ -514,11 +445,8 @@ async fn search_pages_through_a_long_history_with_every_plan() {
         }
     }
     assert_eq!(got, expected);
-    let v = app
-        .get(
-            &format!("/api/streams/{stream}/search?q=MEDIUM+term"),
-            Some(&owner),
-        )
+    let v = owner
+        .get(&format!("/api/streams/{stream}/search?q=MEDIUM+term"))
         .await
         .json();
     assert_eq!(ids(&v), expected);
@@ -538,10 +466,10 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let (bob_cookie, _) = app.login("bob", "password-123").await;
-    let (mut cb, _, _) = app.ws_ready(stream, Some(&bob_cookie)).await;
+    let bob_cookie = app.logged_in("bob").await;
+    let mut cb = bob_cookie.ws(stream).await;
     // Rendered by the server, then upgraded by the socket's history.
-    say(&mut cb, json!({"message":"first from bob"})).await;
+    cb.say_json(json!({"message":"first from bob"})).await;
 
     let browser = Browser::start().await;
     let alice = browser.tab().await;
@@ -601,7 +529,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
     assert_eq!(e["message"], "a reply, edited");
 
     // A mention of the viewer is highlighted in their page.
-    say(&mut cb, json!({"message":"thanks @Alice"})).await;
+    cb.say_json(json!({"message":"thanks @Alice"})).await;
     alice
         .wait_for("messageWith('thanks @Alice') && messageWith('thanks @Alice').classList.contains('mention')")
         .await;
@@ -649,17 +577,17 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
 async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (troll, _) = app.user_session("troll", Role::Viewer).await;
-    let (mut co, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut ca, _, _) = app.ws_ready(stream, Some(&alice)).await;
-    let (mut ct, _, _) = app.ws_ready(stream, Some(&troll)).await;
+    let owner = app.logged_in("owner").await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let troll = app.user("troll", Role::Viewer).await;
+    let mut co = owner.ws(stream).await;
+    let mut ca = alice.ws(stream).await;
+    let mut ct = troll.ws(stream).await;
     co.send(json!({"type":"hide","username":"troll"})).await;
     co.expect("moderation").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let id = say(&mut ct, json!({"message":"hidden text"})).await;
+    let id = ct.say_json(json!({"message":"hidden text"})).await;
     assert_eq!(message_with_id(&mut co, id).await["hidden"], true);
     // Nobody else can reply to it: its text would show in the excerpt.
     ca.send(json!({"message":"re", "reply_to": id})).await;
@@ -671,11 +599,8 @@ async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
     assert_eq!(co.expect("edit").await["message"], "hidden, edited");
     ca.assert_silent(Duration::from_millis(400)).await;
     // Moderators find it, flagged.
-    let v = app
-        .get(
-            &format!("/api/streams/{stream}/search?q=edited"),
-            Some(&owner),
-        )
+    let v = owner
+        .get(&format!("/api/streams/{stream}/search?q=edited"))
         .await
         .json();
     assert_eq!(ids(&v), vec![id]);

@@ -33,9 +33,9 @@ async fn malformed_frames_close_only_their_socket() {
         address: node.address.clone(),
         ..app.clone_handle()
     };
-    let (alice, _) = remote.login("alice", "password-123").await;
+    let alice = remote.logged_in("alice").await;
     let (mut bystander, _, _) = remote.ws_ready(stream, None).await;
-    let (mut sender, _, _) = remote.ws_ready(stream, Some(&alice)).await;
+    let mut sender = alice.ws(stream).await;
     let baseline = open_connections(&remote).await;
     assert_eq!(baseline, 2);
     let path = format!("/ws/chat/stream_{stream}/");
@@ -82,14 +82,14 @@ async fn malformed_frames_close_only_their_socket() {
 async fn per_user_connection_cap() {
     let app = spawn_app_with(|s| s.limits.max_connections_per_user = 2).await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let _a = app.ws(stream, Some(&alice)).await;
-    let _b = app.ws(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let _a = app.ws(stream, Some(&alice.cookie)).await;
+    let _b = app.ws(stream, Some(&alice.cookie)).await;
     let r = connect(
         &app.address,
         &app.tenant.host,
         stream,
-        Some(&alice),
+        Some(&alice.cookie),
         None,
         "",
     )
@@ -103,7 +103,7 @@ async fn per_user_connection_cap() {
         &app.address,
         &app.tenant.host,
         stream,
-        Some(&alice),
+        Some(&alice.cookie),
         None,
         ""
     )
@@ -173,8 +173,8 @@ async fn slow_handshakes_are_dropped() {
 async fn ended_sessions_close_their_sockets() {
     let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let c = app.store.client().await.unwrap();
     c.execute(
         &format!(
@@ -189,42 +189,36 @@ async fn ended_sessions_close_their_sockets() {
     assert_eq!(a.closed().await, Some(4001));
 
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let (laptop, laptop_csrf) = app.login("bob", "password-123").await;
-    let (phone, _) = app.login("bob", "password-123").await;
-    let (mut on_laptop, _, _) = app.ws_ready(stream, Some(&laptop)).await;
-    let (mut on_phone, _, _) = app.ws_ready(stream, Some(&phone)).await;
-    let r = app
-        .post_json(
+    let laptop = app.logged_in("bob").await;
+    let phone = app.logged_in("bob").await;
+    let mut on_laptop = laptop.ws(stream).await;
+    let mut on_phone = phone.ws(stream).await;
+    let r = laptop
+        .post(
             "/api/password",
-            &json!({"current_password":"wrong","new_password":"new-password-1"}),
-            Some(&laptop),
-            Some(&laptop_csrf),
+            json!({"current_password":"wrong","new_password":"new-password-1"}),
         )
         .await;
     assert_eq!(r.status, 403);
-    let r = app
-        .post_json(
+    let r = laptop
+        .post(
             "/api/password",
-            &json!({"current_password":"password-123","new_password":"short"}),
-            Some(&laptop),
-            Some(&laptop_csrf),
+            json!({"current_password":"password-123","new_password":"short"}),
         )
         .await;
     assert_eq!(r.status, 422);
-    let r = app
-        .post_json(
+    let r = laptop
+        .post(
             "/api/password",
-            &json!({"current_password":"password-123","new_password":"new-password-1"}),
-            Some(&laptop),
-            Some(&laptop_csrf),
+            json!({"current_password":"password-123","new_password":"new-password-1"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let fresh = r.session_cookie().expect("a new session for this client");
     assert_eq!(on_laptop.closed().await, Some(4001));
     assert_eq!(on_phone.closed().await, Some(4001));
-    assert!(app.get("/api/session", Some(&phone)).await.json()["user"].is_null());
-    assert!(app.get("/api/session", Some(&laptop)).await.json()["user"].is_null());
+    assert!(phone.get("/api/session").await.json()["user"].is_null());
+    assert!(laptop.get("/api/session").await.json()["user"].is_null());
     assert_eq!(
         app.get("/api/session", Some(&fresh)).await.json()["user"]["username"],
         "bob"
@@ -310,7 +304,7 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
         address: node.address.clone(),
         ..app.clone_handle()
     };
-    let (alice, _) = remote.login("alice", "password-123").await;
+    let alice = remote.logged_in("alice").await;
     let path = format!("/ws/chat/stream_{stream}/");
     let mut idle = Vec::new();
     for _ in 0..1000 {
@@ -329,7 +323,7 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
     };
     let before = rss();
     let (mut reader, _, _) = remote.ws_ready(stream, None).await;
-    let (mut sender, _, _) = remote.ws_ready(stream, Some(&alice)).await;
+    let mut sender = alice.ws(stream).await;
     let text = "記".repeat(500);
     for i in 0..300 {
         sender

@@ -150,6 +150,8 @@ pub struct TestApp {
     pub tenant: TestTenant,
     /// HTTP client.
     pub client: Client,
+    /// The Redis of the nodes behind this handle, when [`two_nodes`] started them.
+    pub relay: Option<Relay>,
 }
 
 /// Starts a node (in this test's actix system) and a tenant for it.
@@ -159,6 +161,55 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`] with changed settings.
 pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    start_app(change).await
+}
+
+/// Chat limits high enough that a test sending hundreds of messages from one
+/// socket is never rate limited (the tests of the limits set their own).
+pub fn raise_limits(s: &mut Settings) {
+    s.limits.chat_messages = 100_000;
+    s.limits.chat_burst = 100_000;
+}
+
+/// One change to a test node's settings.
+type SettingsChange = Box<dyn FnOnce(&mut Settings)>;
+
+/// The settings of a test node, built up in steps:
+/// `AppBuilder::new().raised_limits().with(|s| s.chat.ring_size = 20).spawn()`.
+#[derive(Default)]
+pub struct AppBuilder {
+    changes: Vec<SettingsChange>,
+}
+
+impl AppBuilder {
+    /// The default test settings.
+    pub fn new() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// Chat limits out of the way ([`raise_limits`]).
+    pub fn raised_limits(self) -> AppBuilder {
+        self.with(raise_limits)
+    }
+
+    /// Any other change, applied after the ones before it.
+    pub fn with(mut self, change: impl FnOnce(&mut Settings) + 'static) -> AppBuilder {
+        self.changes.push(Box::new(change));
+        self
+    }
+
+    /// Starts the node (in this test's actix system) and a tenant for it.
+    pub async fn spawn(self) -> TestApp {
+        start_app(|s| {
+            for change in self.changes {
+                change(s);
+            }
+        })
+        .await
+    }
+}
+
+async fn start_app(change: impl FnOnce(&mut Settings)) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         stampede::telemetry::init("debug");
     }
@@ -176,6 +227,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
         client: Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .finish(),
+        relay: None,
     }
 }
 
@@ -236,6 +288,7 @@ impl TestApp {
                 host: self.tenant.host.clone(),
             },
             client: self.client.clone(),
+            relay: self.relay.clone(),
         }
     }
 
@@ -388,6 +441,113 @@ impl TestApp {
         let cookie = r.session_cookie().expect("session cookie");
         (cookie, r.json()["csrf_token"].as_str().unwrap().to_string())
     }
+}
+
+/// A logged-in user of a test node: what a browser of theirs would hold.
+pub struct TestUser<'a> {
+    app: &'a TestApp,
+    /// The username.
+    pub name: String,
+    /// The session cookie's value.
+    pub cookie: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+impl TestApp {
+    /// Creates `name` (password `password-123`) with `role` and logs in.
+    pub async fn user(&self, name: &str, role: Role) -> TestUser<'_> {
+        self.create_user(name, "password-123", role).await;
+        self.logged_in(name).await
+    }
+
+    /// Logs in a user that exists (password `password-123`).
+    pub async fn logged_in(&self, name: &str) -> TestUser<'_> {
+        let (cookie, csrf) = self.login(name, "password-123").await;
+        TestUser {
+            app: self,
+            name: name.to_string(),
+            cookie,
+            csrf,
+        }
+    }
+}
+
+impl TestUser<'_> {
+    /// POST JSON with the cookie and the CSRF token.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.app
+            .post_json(path, &body, Some(&self.cookie), Some(&self.csrf))
+            .await
+    }
+
+    /// POST JSON with the cookie but no CSRF token.
+    pub async fn post_without_csrf(&self, path: &str, body: Value) -> Reply {
+        self.app
+            .post_json(path, &body, Some(&self.cookie), None)
+            .await
+    }
+
+    /// GET with the cookie.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.app.get(path, Some(&self.cookie)).await
+    }
+
+    /// A socket on `stream` with this user's cookie, after `hello` and `history`.
+    pub async fn ws(&self, stream: i64) -> crate::ws::WsClient {
+        self.app.ws_ready(stream, Some(&self.cookie)).await.0
+    }
+
+    /// The same user on another node (same tenant and store).
+    pub fn on<'b>(&self, app: &'b TestApp) -> TestUser<'b> {
+        TestUser {
+            app,
+            name: self.name.clone(),
+            cookie: self.cookie.clone(),
+            csrf: self.csrf.clone(),
+        }
+    }
+}
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Polls `check` until it gives `Some`, for at most `limit`; panics naming
+/// `what` when it never does. Use instead of sleeping for something to happen.
+pub async fn eventually<T, F, Fut>(what: &str, limit: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
+}
+
+/// How many subscribers Redis has on `channel` (`PUBSUB NUMSUB`).
+pub async fn redis_subscribers(redis_url: &str, channel: &str) -> i64 {
+    let client = redis::Client::open(redis_url).expect("a Redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the test Redis answers");
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query_async(&mut conn)
+        .await
+        .expect("PUBSUB NUMSUB");
+    n
 }
 
 /// One row of `chat_chatmessage`, as [`TestApp::stored_rows`] reads it.
@@ -733,25 +893,68 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// Environment for `stampede serve` nodes: chat limits out of the way
+/// (what [`raise_limits`] does in-process).
+pub const RAISED_LIMITS_ENV: &[(&str, &str)] = &[
+    ("STAMPEDE_LIMITS_CHAT_MESSAGES", "100000"),
+    ("STAMPEDE_LIMITS_CHAT_BURST", "100000"),
+];
+
 /// Two `stampede serve` nodes on the shared Redis with a fresh channel
 /// prefix (and `extra` environment), with handles on both.
 pub async fn two_nodes(app: &TestApp, extra: &[(&str, &str)]) -> (Node, TestApp, Node, TestApp) {
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
+    two_nodes_on(app, &redis_url(), extra).await
+}
+
+/// [`two_nodes`] on the Redis at `redis`.
+pub async fn two_nodes_on(
+    app: &TestApp,
+    redis: &str,
+    extra: &[(&str, &str)],
+) -> (Node, TestApp, Node, TestApp) {
+    let relay = Relay {
+        url: redis.to_string(),
+        prefix: format!("t{}", random_hex(10)),
+    };
     let mut env: Vec<(&str, &str)> = vec![
-        ("STAMPEDE_REDIS_URL", &redis),
-        ("STAMPEDE_REDIS_PREFIX", &prefix),
+        ("STAMPEDE_REDIS_URL", &relay.url),
+        ("STAMPEDE_REDIS_PREFIX", &relay.prefix),
     ];
     env.extend_from_slice(extra);
     let a = Node::start(free_port(), &env).await;
     let b = Node::start(free_port(), &env).await;
     let ha = TestApp {
         address: a.address.clone(),
+        relay: Some(relay.clone()),
         ..app.clone_handle()
     };
     let hb = TestApp {
         address: b.address.clone(),
+        relay: Some(relay),
         ..app.clone_handle()
     };
     (a, ha, b, hb)
+}
+
+/// The Redis and channel prefix nodes started by [`two_nodes`] share.
+#[derive(Clone, Debug)]
+pub struct Relay {
+    /// The Redis URL.
+    pub url: String,
+    /// `redis.prefix` of the nodes.
+    pub prefix: String,
+}
+
+impl TestApp {
+    /// Waits until `n` nodes subscribe to the room of `stream` in Redis (a
+    /// room subscribes when its first socket joins), instead of sleeping for
+    /// subscriptions to settle.
+    pub async fn await_subscribers(&self, stream: i64, n: i64) {
+        let relay = self.relay.as_ref().expect("a handle from two_nodes");
+        let channel = format!("{}:room:{}:{stream}", relay.prefix, self.tenant.slug);
+        eventually(&format!("{n} subscribers on {channel}"), WAIT, || async {
+            (redis_subscribers(&relay.url, &channel).await >= n).then_some(())
+        })
+        .await
+    }
 }

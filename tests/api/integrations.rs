@@ -130,8 +130,8 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
 
     // With a token it posts; every viewer sees role "bot".
     let token = create_token(&app, "greeter", "chat");
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let r = bearer_post(
         &app,
         &format!("/api/streams/{stream}/messages"),
@@ -363,8 +363,8 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
     let stream = app.create_stream("owner").await;
     create_bot(&app, "poster");
     let token = create_token(&app, "poster", "chat");
-    let (alice, alice_csrf) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let path = format!("/api/streams/{stream}/messages");
 
     let body = json!({"message":"  hello  there  ","client_id":"c-1"});
@@ -405,18 +405,11 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
     assert_eq!(r.status, 404, "{}", r.body);
 
     // A session posts with its CSRF token, not without.
-    let r = app
-        .post_json(&path, &json!({"message":"from alice"}), Some(&alice), None)
+    let r = alice
+        .post_without_csrf(&path, json!({"message":"from alice"}))
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = app
-        .post_json(
-            &path,
-            &json!({"message":"from alice"}),
-            Some(&alice),
-            Some(&alice_csrf),
-        )
-        .await;
+    let r = alice.post(&path, json!({"message":"from alice"})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let m = a.expect("message").await;
     assert_eq!(m["username"], "alice");
@@ -465,8 +458,8 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
     assert!((1..=10).contains(&retry), "{retry}");
 
     // Banned by a moderator on a socket: 403 banned.
-    let (owner, owner_csrf) = app.login("owner", "password-123").await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let owner = app.logged_in("owner").await;
+    let mut o = owner.ws(stream).await;
     o.send(json!({"type":"ban","username":"pest"})).await;
     o.expect("moderation").await;
     let r = bearer_post(&app, &path, &json!({"message":"let me in"}), &pest).await;
@@ -478,12 +471,10 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
     );
 
     // Chat closed when the stream ended: 409.
-    let r = app
-        .post_json(
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/status"),
-            &json!({"status":"ended"}),
-            Some(&owner),
-            Some(&owner_csrf),
+            json!({"status":"ended"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -50,10 +50,10 @@ fn ids(history: &Value) -> Vec<i64> {
 async fn delete_over_socket_and_http_hides_everywhere() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, owner_csrf) = app.login("owner", "password-123").await;
-    let (viewer, viewer_csrf) = app.user_session("viewer", Role::Viewer).await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut v, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let owner = app.logged_in("owner").await;
+    let viewer = app.user("viewer", Role::Viewer).await;
+    let mut o = owner.ws(stream).await;
+    let mut v = viewer.ws(stream).await;
     let first = say(&mut v, "first").await;
     let second = say(&mut v, "second").await;
     let third = say(&mut v, "third").await;
@@ -61,12 +61,10 @@ async fn delete_over_socket_and_http_hides_everywhere() {
     // A viewer may not delete.
     v.send(json!({"type":"delete","message_id":first})).await;
     assert_eq!(v.expect("error").await["code"], "forbidden");
-    let r = app
-        .post_json(
+    let r = viewer
+        .post(
             &format!("/api/streams/{stream}/moderation"),
-            &json!({"type":"delete","message_id":first}),
-            Some(&viewer),
-            Some(&viewer_csrf),
+            json!({"type":"delete","message_id":first}),
         )
         .await;
     assert_eq!(r.status, 403);
@@ -80,34 +78,19 @@ async fn delete_over_socket_and_http_hides_everywhere() {
     );
     // Over HTTP (CSRF first).
     let path = format!("/api/streams/{stream}/moderation");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"type":"delete","message_id":second}),
-            Some(&owner),
-            None,
-        )
+    let r = owner
+        .post_without_csrf(&path, json!({"type":"delete","message_id":second}))
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"]["code"], "csrf");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"type":"delete","message_id":second}),
-            Some(&owner),
-            Some(&owner_csrf),
-        )
+    let r = owner
+        .post(&path, json!({"type":"delete","message_id":second}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json(), json!({"ok": true}));
     assert_eq!(v.expect("moderation").await["message_id"], second);
-    let r = app
-        .post_json(
-            &path,
-            &json!({"type":"delete","message_id":999_999_999}),
-            Some(&owner),
-            Some(&owner_csrf),
-        )
+    let r = owner
+        .post(&path, json!({"type":"delete","message_id":999_999_999}))
         .await;
     assert_eq!(r.status, 404);
 
@@ -151,27 +134,22 @@ async fn delete_over_socket_and_http_hides_everywhere() {
 async fn a_streamer_cannot_moderate_another_streamers_stream() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (other, other_csrf) = app.user_session("other", Role::Streamer).await;
-    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
-    let (mut v, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let other = app.user("other", Role::Streamer).await;
+    let viewer = app.user("viewer", Role::Viewer).await;
+    let mut v = viewer.ws(stream).await;
     let id = say(&mut v, "hello").await;
-    let (mut s, _, _) = app.ws_ready(stream, Some(&other)).await;
+    let mut s = other.ws(stream).await;
     s.send(json!({"type":"delete","message_id":id})).await;
     assert_eq!(s.expect("error").await["code"], "forbidden");
-    let r = app
-        .post_json(
+    let r = other
+        .post(
             &format!("/api/streams/{stream}/moderation"),
-            &json!({"type":"clear"}),
-            Some(&other),
-            Some(&other_csrf),
+            json!({"type":"clear"}),
         )
         .await;
     assert_eq!(r.status, 403);
-    let r = app
-        .get(
-            &format!("/api/streams/{stream}/moderation/log"),
-            Some(&other),
-        )
+    let r = other
+        .get(&format!("/api/streams/{stream}/moderation/log"))
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(
@@ -186,8 +164,8 @@ async fn a_streamer_cannot_moderate_another_streamers_stream() {
 async fn pin_unpin_and_hello() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (mut o, hello, _) = app.ws_ready(stream, Some(&owner)).await;
+    let owner = app.logged_in("owner").await;
+    let (mut o, hello, _) = app.ws_ready(stream, Some(&owner.cookie)).await;
     assert_eq!(hello["pinned"], Value::Null);
     let id = say(&mut o, "Welcome! Be nice.").await;
     o.send(json!({"type":"pin","message_id":id})).await;
@@ -210,10 +188,10 @@ async fn pin_unpin_and_hello() {
 async fn timeout_blocks_chat_until_it_ends() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut o = owner.ws(stream).await;
+    let mut b = bob.ws(stream).await;
     o.send(json!({"type":"timeout","username":"bob","seconds":2,"reason":"calm down"}))
         .await;
     let t = b.expect("moderation").await;
@@ -225,7 +203,7 @@ async fn timeout_blocks_chat_until_it_ends() {
     assert!(e["retry_after_ms"].as_u64().unwrap() <= 2000);
     assert_eq!(e["until"], t["until"]);
     // A reconnect does not lift it.
-    let (mut b2, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (mut b2, hello, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello["can_chat"], false);
     assert_eq!(refused(&mut b2, "again").await["code"], "timed_out");
     tokio::time::sleep(Duration::from_millis(2600)).await;
@@ -244,11 +222,11 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     let other_stream = app.create_stream("owner").await;
-    let (owner, owner_csrf) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
-    let (mut b_other, _, _) = app.ws_ready(other_stream, Some(&bob)).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut o = owner.ws(stream).await;
+    let mut b = bob.ws(stream).await;
+    let mut b_other = bob.ws(other_stream).await;
     o.send(json!({"type":"ban","username":"bob","reason":"spam"}))
         .await;
     let m = o.expect("moderation").await;
@@ -257,7 +235,15 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
         json!({"type":"moderation","action":"ban","username":"bob","until":null})
     );
     assert_eq!(b.closed().await, Some(4003));
-    let r = connect(&app.address, &app.tenant.host, stream, Some(&bob), None, "").await;
+    let r = connect(
+        &app.address,
+        &app.tenant.host,
+        stream,
+        Some(&bob.cookie),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(r.err().map(|e| e.0), Some(403));
     // The ban is for this stream only.
     say(&mut b_other, "still fine here").await;
@@ -266,21 +252,19 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
         .await;
     assert_eq!(o.expect("error").await["code"], "forbidden");
     // The owner may not be banned.
-    let (admin, _) = app.user_session("root", Role::Admin).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&admin)).await;
+    let admin = app.user("root", Role::Admin).await;
+    let mut a = admin.ws(stream).await;
     a.send(json!({"type":"ban","username":"owner"})).await;
     assert_eq!(a.expect("error").await["code"], "forbidden");
 
-    let r = app
-        .post_json(
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/moderation"),
-            &json!({"type":"unban","username":"bob"}),
-            Some(&owner),
-            Some(&owner_csrf),
+            json!({"type":"unban","username":"bob"}),
         )
         .await;
     assert_eq!(r.status, 200);
-    let (mut b, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (mut b, hello, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello["can_chat"], true);
     say(&mut b, "thanks").await;
 
@@ -290,7 +274,15 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     assert_eq!(b.closed().await, Some(4003));
     assert_eq!(b_other.closed().await, Some(4003));
     for s in [stream, other_stream] {
-        let r = connect(&app.address, &app.tenant.host, s, Some(&bob), None, "").await;
+        let r = connect(
+            &app.address,
+            &app.tenant.host,
+            s,
+            Some(&bob.cookie),
+            None,
+            "",
+        )
+        .await;
         assert_eq!(r.err().map(|e| e.0), Some(403));
     }
 }
@@ -300,9 +292,9 @@ async fn tenant_unban_keeps_a_stream_timeout() {
     // PROTOCOL.md: lifting a tenant-wide restriction never lifts a stream-scope one.
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (admin, _) = app.user_session("root", Role::Admin).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let admin = app.user("root", Role::Admin).await;
     let bob_id = app
         .store
         .user_by_name(&app.tenant.slug, "bob")
@@ -310,9 +302,9 @@ async fn tenant_unban_keeps_a_stream_timeout() {
         .unwrap()
         .unwrap()
         .id;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&admin)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let mut o = owner.ws(stream).await;
+    let mut a = admin.ws(stream).await;
+    let mut b = bob.ws(stream).await;
     o.send(json!({"type":"timeout","username":"bob","seconds":600}))
         .await;
     assert_eq!(b.expect("moderation").await["action"], "timeout");
@@ -338,7 +330,7 @@ async fn tenant_unban_keeps_a_stream_timeout() {
     );
     // ...and so does the room, on the open socket and for a new one.
     assert_eq!(refused(&mut b, "free?").await["code"], "timed_out");
-    let (mut b2, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (mut b2, hello, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello["can_chat"], false);
     assert_eq!(refused(&mut b2, "free now?").await["code"], "timed_out");
 }
@@ -347,12 +339,12 @@ async fn tenant_unban_keeps_a_stream_timeout() {
 async fn slow_mode_with_exemptions() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (modr, _) = app.user_session("modr", Role::Moderator).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut m, _, _) = app.ws_ready(stream, Some(&modr)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let owner = app.logged_in("owner").await;
+    let modr = app.user("modr", Role::Moderator).await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut o = owner.ws(stream).await;
+    let mut m = modr.ws(stream).await;
+    let mut b = bob.ws(stream).await;
     o.send(json!({"type":"slow_mode","seconds":2})).await;
     assert_eq!(
         b.expect("moderation").await,
@@ -382,41 +374,26 @@ async fn slow_mode_with_exemptions() {
 async fn blocked_terms_catch_disguises_without_false_positives() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
     let path = format!("/api/streams/{stream}/blocked_terms");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"term":"spam","action":"add"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"term":"spam","action":"add"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.json()["terms"],
         json!([{"term":"spam","mode":"block","scope":"stream"}])
     );
-    let r = app
-        .post_json(
-            &path,
-            &json!({"term":"...","action":"add"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"term":"...","action":"add"}))
         .await;
     assert_eq!(r.status, 422);
-    let r = app
-        .post_json(
-            &path,
-            &json!({"term":"x","action":"add","scope":"tenant"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"term":"x","action":"add","scope":"tenant"}))
         .await;
     assert_eq!(r.status, 403);
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let mut b = bob.ws(stream).await;
     let before = app.stored_ids(stream).await.len();
     for msg in [
         "spam",
@@ -440,31 +417,23 @@ async fn blocked_terms_catch_disguises_without_false_positives() {
     ] {
         say(&mut b, clean).await;
     }
-    let r = app
-        .post_json(
-            &path,
-            &json!({"term":"spam","action":"remove"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"term":"spam","action":"remove"}))
         .await;
     assert_eq!(r.json()["terms"], json!([]));
     tokio::time::sleep(Duration::from_millis(300)).await;
     say(&mut b, "spam is fine now").await;
-    assert_eq!(
-        app.get(&path, Some(&owner)).await.json()["terms"],
-        json!([])
-    );
+    assert_eq!(owner.get(&path).await.json()["terms"], json!([]));
 }
 
 #[actix_web::test]
 async fn clear_and_the_log_in_order() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut o = owner.ws(stream).await;
+    let mut b = bob.ws(stream).await;
     let id = say(&mut b, "hi").await;
     say(&mut b, "hello").await;
     o.send(json!({"type":"pin","message_id":id})).await;
@@ -484,11 +453,8 @@ async fn clear_and_the_log_in_order() {
     let (_, hello, history) = app.ws_ready(stream, None).await;
     assert_eq!(history["messages"], json!([]));
     assert_eq!(hello["pinned"], Value::Null);
-    let log = app
-        .get(
-            &format!("/api/streams/{stream}/moderation/log"),
-            Some(&owner),
-        )
+    let log = owner
+        .get(&format!("/api/streams/{stream}/moderation/log"))
         .await;
     assert_eq!(log.status, 200);
     let entries = log.json()["entries"].as_array().unwrap().clone();
@@ -510,61 +476,36 @@ async fn clear_and_the_log_in_order() {
 async fn owners_appoint_moderators() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let (helper, helper_csrf) = app.user_session("helper", Role::Viewer).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let owner = app.logged_in("owner").await;
+    let helper = app.user("helper", Role::Viewer).await;
+    let bob = app.user("bob", Role::Viewer).await;
     let path = format!("/api/streams/{stream}/moderators");
-    let r = app
-        .post_json(
-            &path,
-            &json!({"username":"helper","action":"add"}),
-            Some(&helper),
-            Some(&helper_csrf),
-        )
+    let r = helper
+        .post(&path, json!({"username":"helper","action":"add"}))
         .await;
     assert_eq!(r.status, 403);
-    let r = app
-        .post_json(
-            &path,
-            &json!({"username":"helper","action":"add"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"username":"helper","action":"add"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json(), json!({"moderators":["helper"]}));
-    let r = app
-        .post_json(
-            &path,
-            &json!({"username":"ghost","action":"add"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"username":"ghost","action":"add"}))
         .await;
     assert_eq!(r.status, 404);
     // Appointed moderators can moderate this stream (after reconnecting).
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let mut b = bob.ws(stream).await;
     let id = say(&mut b, "oops").await;
-    let (mut h, _, _) = app.ws_ready(stream, Some(&helper)).await;
+    let mut h = helper.ws(stream).await;
     h.send(json!({"type":"delete","message_id":id})).await;
     assert_eq!(b.expect("moderation").await["message_id"], id);
     // Moderators cannot appoint others.
-    let r = app
-        .post_json(
-            &path,
-            &json!({"username":"bob","action":"add"}),
-            Some(&helper),
-            Some(&helper_csrf),
-        )
+    let r = helper
+        .post(&path, json!({"username":"bob","action":"add"}))
         .await;
     assert_eq!(r.status, 403);
-    let r = app
-        .post_json(
-            &path,
-            &json!({"username":"helper","action":"remove"}),
-            Some(&owner),
-            Some(&csrf),
-        )
+    let r = owner
+        .post(&path, json!({"username":"helper","action":"remove"}))
         .await;
     assert_eq!(r.json(), json!({"moderators":[]}));
 }
@@ -583,10 +524,10 @@ async fn moderation_state_survives_a_restart() {
         address: node.address.clone(),
         ..app.clone_handle()
     };
-    let (owner, _) = remote.login("owner", "password-123").await;
-    let (carol, _) = remote.login("carol", "password-123").await;
-    let (bob, _) = remote.login("bob", "password-123").await;
-    let (mut o, _, _) = remote.ws_ready(stream, Some(&owner)).await;
+    let owner = remote.logged_in("owner").await;
+    let carol = remote.logged_in("carol").await;
+    let bob = remote.logged_in("bob").await;
+    let mut o = owner.ws(stream).await;
     let id = say(&mut o, "pinned note").await;
     for frame in [
         json!({"type":"pin","message_id":id}),
@@ -610,13 +551,13 @@ async fn moderation_state_survives_a_restart() {
         &remote.address,
         &remote.tenant.host,
         stream,
-        Some(&bob),
+        Some(&bob.cookie),
         None,
         "",
     )
     .await;
     assert_eq!(r.err().map(|e| e.0), Some(403));
-    let (mut c, hello, _) = remote.ws_ready(stream, Some(&carol)).await;
+    let (mut c, hello, _) = remote.ws_ready(stream, Some(&carol.cookie)).await;
     assert_eq!(hello["pinned"]["id"], id);
     assert_eq!(hello["slow_mode_seconds"], 30);
     assert_eq!(hello["can_chat"], false);

@@ -67,16 +67,16 @@ async fn age_account(app: &TestApp, username: &str, minutes: i32) {
 async fn modes_refuse_viewers_and_spare_the_owner() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (carol, _) = app.user_session("carol", Role::Viewer).await;
-    let (mut o, hello, _) = app.ws_ready(stream, Some(&owner)).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let carol = app.user("carol", Role::Viewer).await;
+    let (mut o, hello, _) = app.ws_ready(stream, Some(&owner.cookie)).await;
     assert_eq!(
         hello["modes"],
         json!({"stamps_only":false,"established_minutes":0,"unique_chat":false,"hold_links":false,"shield":false})
     );
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
-    let (c, _, _) = app.ws_ready(stream, Some(&carol)).await;
+    let mut b = bob.ws(stream).await;
+    let (c, _, _) = app.ws_ready(stream, Some(&carol.cookie)).await;
 
     // A viewer may not set modes.
     b.send(json!({"type":"modes","stamps_only":true})).await;
@@ -91,7 +91,7 @@ async fn modes_refuse_viewers_and_spare_the_owner() {
     b.send(json!({"type":"reaction","stamp_id":1})).await;
     assert_eq!(b.expect("reactions").await["stamps"][0]["count"], 1);
     assert_eq!(outcome(&mut o, "owner speaks").await, "ack");
-    let (_, hello, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (_, hello, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello["modes"]["stamps_only"], true, "hello carries modes");
 
     // Established accounts only: bob is new, carol is a day old.
@@ -107,7 +107,7 @@ async fn modes_refuse_viewers_and_spare_the_owner() {
     assert!(wait > 9 * 60_000 && wait <= 10 * 60_000, "{wait}");
     // Carol's socket predates the change of her age: a new one sees it.
     drop(c);
-    let (mut c, _, _) = app.ws_ready(stream, Some(&carol)).await;
+    let mut c = carol.ws(stream).await;
     assert_eq!(outcome(&mut c, "hi").await, "ack");
 
     // Unique chat: the same text (folded) within 30 s is refused.
@@ -134,8 +134,8 @@ async fn modes_refuse_viewers_and_spare_the_owner() {
 async fn the_shield_restores_exactly_what_was_there() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
+    let owner = app.logged_in("owner").await;
+    let mut o = owner.ws(stream).await;
     o.send(json!({"type":"slow_mode","seconds":5})).await;
     o.expect("moderation").await;
     set_modes(&mut o, json!({"established_minutes":3,"unique_chat":true})).await;
@@ -174,10 +174,10 @@ async fn modes_set_on_one_node_hold_on_the_other() {
     let stream = app.create_stream("owner").await;
     app.create_user("bob", "password-123", Role::Viewer).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
-    let (owner, _) = ha.login("owner", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
-    let (mut viewer, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let owner = ha.logged_in("owner").await;
+    let bob = hb.logged_in("bob").await;
+    let mut o = owner.ws(stream).await;
+    let mut viewer = bob.ws(stream).await;
     set_modes(&mut o, json!({"stamps_only":true})).await;
     let notice = tokio::time::timeout(Duration::from_secs(5), viewer.expect("moderation"))
         .await
@@ -190,20 +190,18 @@ async fn modes_set_on_one_node_hold_on_the_other() {
 async fn disguised_terms_are_blocked() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
     for term in ["spam", "ばか"] {
-        let r = app
-            .post_json(
+        let r = owner
+            .post(
                 &format!("/api/streams/{stream}/blocked_terms"),
-                &json!({"term":term,"action":"add"}),
-                Some(&owner),
-                Some(&csrf),
+                json!({"term":term,"action":"add"}),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let mut b = bob.ws(stream).await;
     for disguised in [
         "ｓｐａｍ",     // full-width
         "bye バカ",     // katakana for a hiragana term
@@ -224,13 +222,12 @@ async fn disguised_terms_are_blocked() {
 }
 
 /// Adds a term to a stream's lists in `mode` (`block` or `hold`).
-async fn add_term(app: &TestApp, stream: i64, owner: (&str, &str), term: &str, mode: &str) {
-    let r = app
-        .post_json(
+async fn add_term(app: &TestApp, stream: i64, owner: &TestUser<'_>, term: &str, mode: &str) {
+    let r = owner
+        .on(app)
+        .post(
             &format!("/api/streams/{stream}/blocked_terms"),
-            &json!({"term":term,"action":"add","mode":mode}),
-            Some(owner.0),
-            Some(owner.1),
+            json!({"term":term,"action":"add","mode":mode}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -260,23 +257,20 @@ async fn held_messages_are_reviewed_across_nodes() {
     app.create_user("mod", "password-123", Role::Moderator)
         .await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
-    let (owner, csrf) = ha.login("owner", "password-123").await;
-    add_term(&ha, stream, (&owner, &csrf), "cheap", "hold").await;
-    let r = ha
-        .get(
-            &format!("/api/streams/{stream}/blocked_terms"),
-            Some(&owner),
-        )
+    let owner = ha.logged_in("owner").await;
+    add_term(&ha, stream, &owner, "cheap", "hold").await;
+    let r = owner
+        .get(&format!("/api/streams/{stream}/blocked_terms"))
         .await;
     assert_eq!(
         r.json()["terms"],
         json!([{"term":"cheap","mode":"hold","scope":"stream"}])
     );
-    let (bob, _) = ha.login("bob", "password-123").await;
-    let (moderator, _) = hb.login("mod", "password-123").await;
-    let (mut sender, _, _) = ha.ws_ready(stream, Some(&bob)).await;
+    let bob = ha.logged_in("bob").await;
+    let moderator = hb.logged_in("mod").await;
+    let mut sender = bob.ws(stream).await;
     let (mut watcher, _, _) = ha.ws_ready(stream, None).await;
-    let mut m = hb.ws(stream, Some(&moderator)).await;
+    let mut m = hb.ws(stream, Some(&moderator.cookie)).await;
     m.expect("hello").await;
     m.expect("history").await;
     assert_eq!(m.expect("held_queue").await["items"], json!([]));
@@ -300,7 +294,7 @@ async fn held_messages_are_reviewed_across_nodes() {
     );
 
     // A second moderator socket, on node A, finds it in the queue.
-    let mut o = ha.ws(stream, Some(&owner)).await;
+    let mut o = ha.ws(stream, Some(&owner.cookie)).await;
     o.expect("history").await;
     let queue = o.expect("held_queue").await;
     assert_eq!(queue["items"][0]["held_id"], held_id);
@@ -347,10 +341,10 @@ async fn held_messages_are_reviewed_across_nodes() {
     // she has not spoken yet, so slow mode lets her).
     app.create_user("carol", "password-123", Role::Viewer).await;
     age_account(&app, "carol", 24 * 60).await;
-    let (carol, _) = ha.login("carol", "password-123").await;
+    let carol = ha.logged_in("carol").await;
     let mut owner_socket = o;
     set_modes(&mut owner_socket, json!({"shield":true})).await;
-    let (mut sender, _, _) = ha.ws_ready(stream, Some(&carol)).await;
+    let mut sender = carol.ws(stream).await;
     sender
         .send(json!({"type":"message","message":"see example.com/deal","client_id":"h3"}))
         .await;
@@ -383,10 +377,10 @@ async fn held_messages_survive_a_restart_and_expire() {
         address: node.address.clone(),
         ..app.clone_handle()
     };
-    let (owner, csrf) = h.login("owner", "password-123").await;
-    add_term(&h, stream, (&owner, &csrf), "cheap", "hold").await;
-    let (bob, _) = h.login("bob", "password-123").await;
-    let (mut sender, _, _) = h.ws_ready(stream, Some(&bob)).await;
+    let owner = h.logged_in("owner").await;
+    add_term(&h, stream, &owner, "cheap", "hold").await;
+    let bob = h.logged_in("bob").await;
+    let mut sender = bob.ws(stream).await;
     let mut held_ids = Vec::new();
     for (i, text) in ["cheap one", "cheap two"].iter().enumerate() {
         sender
@@ -398,7 +392,7 @@ async fn held_messages_survive_a_restart_and_expire() {
     node.signal("-KILL");
     drop(node);
     let node = Node::start(port, &[]).await;
-    let mut o = h.ws(stream, Some(&owner)).await;
+    let mut o = h.ws(stream, Some(&owner.cookie)).await;
     o.expect("history").await;
     let queue = o.expect("held_queue").await;
     let ids: Vec<i64> = queue["items"]
@@ -426,8 +420,8 @@ async fn held_messages_survive_a_restart_and_expire() {
         )
         .await
         .unwrap();
-    let (bob, _) = h.login("bob", "password-123").await;
-    let (mut author, _, _) = h.ws_ready(stream, Some(&bob)).await;
+    let bob = h.logged_in("bob").await;
+    let mut author = bob.ws(stream).await;
     // The sweep runs every 15 s: wait for it without the client's usual limit.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
     let denied = loop {
@@ -458,15 +452,15 @@ async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
     app.create_user("mod", "password-123", Role::Moderator)
         .await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
-    let (owner, _) = ha.login("owner", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let owner = ha.logged_in("owner").await;
+    let bob = hb.logged_in("bob").await;
+    let mut o = owner.ws(stream).await;
     let (mut viewer_a, _, _) = ha.ws_ready(stream, None).await;
     let (mut viewer_b, _, _) = hb.ws_ready(stream, None).await;
-    let (mut bob_ws, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let mut bob_ws = bob.ws(stream).await;
 
-    let (mod_b, _) = hb.login("mod", "password-123").await;
-    let (mut m_b, _, _) = hb.ws_ready(stream, Some(&mod_b)).await;
+    let mod_b = hb.logged_in("mod").await;
+    let mut m_b = mod_b.ws(stream).await;
     o.send(json!({"type":"hide","username":"bob"})).await;
     let notice = o.expect("moderation").await;
     assert_eq!(

@@ -109,13 +109,11 @@ async fn the_front_page_lists_live_streams_first_with_viewer_counts() {
     let app = spawn_app().await;
     let first = app.create_stream("owner").await;
     let second = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let r = app
-        .post_json(
+    let owner = app.logged_in("owner").await;
+    let r = owner
+        .post(
             &format!("/api/streams/{first}/status"),
-            &json!({"status":"live"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"status":"live"}),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -141,8 +139,8 @@ async fn the_watch_page_renders_the_last_50_messages_escaped() {
     })
     .await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     for i in 0..54 {
         a.send(json!({"type":"message","message":format!("m{i:02}"),"client_id":format!("k{i}")}))
             .await;
@@ -179,12 +177,12 @@ async fn the_watch_page_renders_the_last_50_messages_escaped() {
     assert!(!b.contains("style=\"") && !b.contains(" onclick="));
 
     // The stream's owner moderates: flag and controls.
-    let (owner, _) = app.login("owner", "password-123").await;
-    let page = app.get(&format!("/streams/{stream}"), Some(&owner)).await;
+    let owner = app.logged_in("owner").await;
+    let page = owner.get(&format!("/streams/{stream}")).await;
     assert!(page.body.contains("data-can-moderate=\"true\""));
     assert_eq!(page.body.matches("data-action=\"delete\"").count(), 50);
     assert_eq!(page.body.matches("data-action=\"ban\"").count(), 50);
-    let page = app.get(&format!("/streams/{stream}"), Some(&alice)).await;
+    let page = alice.get(&format!("/streams/{stream}")).await;
     assert!(page.body.contains("data-can-moderate=\"false\""));
     assert!(!page
         .body
@@ -200,30 +198,27 @@ async fn the_watch_page_renders_the_last_50_messages_escaped() {
 #[actix_web::test]
 async fn an_ended_stream_closes_the_box_and_shows_its_video() {
     let app = spawn_app().await;
-    let (streamer, csrf) = app.user_session("sam", Role::Streamer).await;
-    let r = app
-        .post_json(
+    let streamer = app.user("sam", Role::Streamer).await;
+    let r = streamer
+        .post(
             "/api/streams",
-            &json!({"title":"With video","video_url":"https://cdn.example.com/v.mp4"}),
-            Some(&streamer),
-            Some(&csrf),
+            json!({"title":"With video","video_url":"https://cdn.example.com/v.mp4"}),
         )
         .await;
     let id = r.json()["id"].as_i64().unwrap();
-    let page = app.get(&format!("/streams/{id}"), Some(&streamer)).await;
+    let page = streamer.get(&format!("/streams/{id}")).await;
     assert!(page
         .body
         .contains("<video class=\"video\" src=\"https://cdn.example.com/v.mp4\""));
     for status in ["live", "ended"] {
-        app.post_json(
-            &format!("/api/streams/{id}/status"),
-            &json!({"status": status}),
-            Some(&streamer),
-            Some(&csrf),
-        )
-        .await;
+        streamer
+            .post(
+                &format!("/api/streams/{id}/status"),
+                json!({"status": status}),
+            )
+            .await;
     }
-    let page = app.get(&format!("/streams/{id}"), Some(&streamer)).await;
+    let page = streamer.get(&format!("/streams/{id}")).await;
     assert!(page.body.contains("Chat is closed"));
     assert!(page
         .body
@@ -533,18 +528,17 @@ async fn creating_streams_is_for_streamers_and_admins() {
     let body = json!({"title":"  Show  ","description":"about it","video_url":""});
     let r = app.post_json("/api/streams", &body, None, None).await;
     assert_eq!(r.status, 401);
-    let (viewer, vcsrf) = app.user_session("vic", Role::Viewer).await;
-    let (streamer, csrf) = app.user_session("sam", Role::Streamer).await;
-    let (admin, acsrf) = app.user_session("ada", Role::Admin).await;
+    let viewer = app.user("vic", Role::Viewer).await;
+    let streamer = app.user("sam", Role::Streamer).await;
+    let admin = app.user("ada", Role::Admin).await;
     assert_eq!(
-        app.post_json("/api/streams", &body, Some(&streamer), None)
+        streamer
+            .post_without_csrf("/api/streams", body.clone())
             .await
             .status,
         403
     );
-    let r = app
-        .post_json("/api/streams", &body, Some(&viewer), Some(&vcsrf))
-        .await;
+    let r = viewer.post("/api/streams", body.clone()).await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),
         (403, Some("forbidden"))
@@ -556,15 +550,11 @@ async fn creating_streams_is_for_streamers_and_admins() {
         json!({"title":"ok","video_url":"ftp://example.com/v"}),
         json!({"description":"no title"}),
     ] {
-        let r = app
-            .post_json("/api/streams", &bad, Some(&streamer), Some(&csrf))
-            .await;
+        let r = streamer.post("/api/streams", bad.clone()).await;
         assert_eq!(r.status, 422, "{bad}: {}", r.body);
         assert_eq!(r.json()["error"]["code"], "invalid");
     }
-    let r = app
-        .post_json("/api/streams", &body, Some(&streamer), Some(&csrf))
-        .await;
+    let r = streamer.post("/api/streams", body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.json()["id"].as_i64().unwrap();
     let s = app
@@ -578,19 +568,17 @@ async fn creating_streams_is_for_streamers_and_admins() {
         ("Show", "sam", None)
     );
     assert_eq!(s.status.as_str(), "scheduled");
-    let r = app
-        .post_json(
+    let r = admin
+        .post(
             "/api/streams",
-            &json!({"title":"Admin's","video_url":"http://v.example/a.mp4"}),
-            Some(&admin),
-            Some(&acsrf),
+            json!({"title":"Admin's","video_url":"http://v.example/a.mp4"}),
         )
         .await;
     assert_eq!(r.status, 200);
     let other = r.json()["id"].as_i64().unwrap();
 
     // The studio: streamers see their own streams, admins all; others are kept out.
-    let page = app.get("/studio", Some(&streamer)).await;
+    let page = streamer.get("/studio").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains(&format!("id=\"stream-{id}\"")));
     assert!(!page.body.contains(&format!("id=\"stream-{other}\"")));
@@ -600,12 +588,12 @@ async fn creating_streams_is_for_streamers_and_admins() {
     assert!(page
         .body
         .contains("<script src=\"/static/studio.js\" defer></script>"));
-    let page = app.get("/studio", Some(&admin)).await;
+    let page = admin.get("/studio").await;
     assert!(
         page.body.contains(&format!("id=\"stream-{id}\""))
             && page.body.contains(&format!("id=\"stream-{other}\""))
     );
-    assert_eq!(app.get("/studio", Some(&viewer)).await.status, 403);
+    assert_eq!(viewer.get("/studio").await.status, 403);
     let r = app.get_with("/studio", None, &[]).await;
     assert_eq!(
         (r.status, header(&r, "location")),
@@ -682,20 +670,18 @@ async fn static_files_of_the_pages_are_served() {
 #[actix_web::test]
 async fn markdown_preview_is_cleaned_and_needs_a_session_and_csrf() {
     let app = spawn_app().await;
-    let (sam, csrf) = app.user_session("sam", Role::Streamer).await;
+    let sam = app.user("sam", Role::Streamer).await;
     let body =
         serde_json::json!({"markdown":"**hi** [x](javascript:alert(1)) <script>alert(1)</script>"});
     let r = app
         .post_json("/api/markdown/preview", &body, None, None)
         .await;
     assert_eq!(r.status, 401);
-    let r = app
-        .post_json("/api/markdown/preview", &body, Some(&sam), None)
+    let r = sam
+        .post_without_csrf("/api/markdown/preview", body.clone())
         .await;
     assert_eq!(r.status, 403);
-    let r = app
-        .post_json("/api/markdown/preview", &body, Some(&sam), Some(&csrf))
-        .await;
+    let r = sam.post("/api/markdown/preview", body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let html = r.json()["html"].as_str().unwrap().to_string();
     assert!(html.contains("<strong>hi</strong>"), "{html}");

@@ -139,8 +139,8 @@ async fn counts_are_exact_and_frames_coalesced() {
 async fn unknown_stamp_and_rate_limit() {
     let app = spawn_app().await; // 20/s, burst 50
     let stream = app.create_stream("owner").await;
-    let (cookie, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&cookie)).await;
+    let cookie = app.user("alice", Role::Viewer).await;
+    let mut a = cookie.ws(stream).await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     a.send(json!({"type":"reaction","stamp_id":99})).await;
     assert_eq!(a.expect("error").await["code"], "not_found");
@@ -170,10 +170,10 @@ async fn unknown_stamp_and_rate_limit() {
 async fn analytics_api_csv_and_page() {
     let app = spawn_app_with(generous).await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
-    let (modr, _) = app.user_session("mod", Role::Moderator).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let owner = app.logged_in("owner").await;
+    let viewer = app.user("viewer", Role::Viewer).await;
+    let modr = app.user("mod", Role::Moderator).await;
+    let mut a = viewer.ws(stream).await;
     for i in 0..30 {
         a.send(json!({"type":"reaction","stamp_id": i % 3 + 1}))
             .await;
@@ -191,11 +191,8 @@ async fn analytics_api_csv_and_page() {
     wait_for_rows(&app, stream, 30).await;
 
     for bucket in ["10s", "1m", "1h"] {
-        let r = app
-            .get(
-                &format!("/api/streams/{stream}/reactions?bucket={bucket}"),
-                Some(&owner),
-            )
+        let r = owner
+            .get(&format!("/api/streams/{stream}/reactions?bucket={bucket}"))
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
         let v = r.json();
@@ -223,27 +220,19 @@ async fn analytics_api_csv_and_page() {
             "{start} starts on a whole bucket"
         );
     }
-    let r = app
-        .get(&format!("/api/streams/{stream}/reactions"), Some(&modr))
-        .await;
+    let r = modr.get(&format!("/api/streams/{stream}/reactions")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["bucket"], "1m");
     // A range that ends before the stream began holds nothing.
-    let r = app
-        .get(
-            &format!(
-                "/api/streams/{stream}/reactions?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z"
-            ),
-            Some(&owner),
-        )
+    let r = owner
+        .get(&format!(
+            "/api/streams/{stream}/reactions?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z"
+        ))
         .await;
     assert_eq!(r.json()["total"], 0);
 
-    let r = app
-        .get(
-            &format!("/api/streams/{stream}/reactions.csv?bucket=10s"),
-            Some(&owner),
-        )
+    let r = owner
+        .get(&format!("/api/streams/{stream}/reactions.csv?bucket=10s"))
         .await;
     assert_eq!(r.status, 200);
     assert!(r
@@ -269,17 +258,15 @@ async fn analytics_api_csv_and_page() {
         "from=yesterday",
         "from=2030-01-01T00:00:00Z&to=2020-01-01T00:00:00Z",
     ] {
-        let r = app
-            .get(
-                &format!("/api/streams/{stream}/reactions?{bad}"),
-                Some(&owner),
-            )
+        let r = owner
+            .get(&format!("/api/streams/{stream}/reactions?{bad}"))
             .await;
         assert_eq!(r.status, 422, "{bad}");
         assert_eq!(r.json()["error"]["code"], "invalid");
     }
     assert_eq!(
-        app.get(&format!("/api/streams/{stream}/reactions"), Some(&viewer))
+        viewer
+            .get(&format!("/api/streams/{stream}/reactions"))
             .await
             .status,
         403
@@ -291,24 +278,15 @@ async fn analytics_api_csv_and_page() {
         401
     );
     assert_eq!(
-        app.get(
-            &format!("/api/streams/{stream}/reactions.csv"),
-            Some(&viewer)
-        )
-        .await
-        .status,
-        403
-    );
-    assert_eq!(
-        app.get("/api/streams/999999/reactions", Some(&owner))
+        viewer
+            .get(&format!("/api/streams/{stream}/reactions.csv"))
             .await
             .status,
-        404
+        403
     );
+    assert_eq!(owner.get("/api/streams/999999/reactions").await.status, 404);
 
-    let page = app
-        .get(&format!("/streams/{stream}/analytics"), Some(&owner))
-        .await;
+    let page = owner.get(&format!("/streams/{stream}/analytics")).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("<svg"), "chart missing");
     assert_eq!(page.body.matches("<polyline").count(), 3);
@@ -324,7 +302,8 @@ async fn analytics_api_csv_and_page() {
         .unwrap()
         .contains("default-src 'self'"));
     assert_eq!(
-        app.get(&format!("/streams/{stream}/analytics"), Some(&viewer))
+        viewer
+            .get(&format!("/streams/{stream}/analytics"))
             .await
             .status,
         403
@@ -341,17 +320,15 @@ async fn a_range_outside_the_stream_is_empty() {
 
     let app = spawn_app_with(generous).await;
     let stream = app.create_stream("owner").await;
-    let (owner, _) = app.login("owner", "password-123").await;
-    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let owner = app.logged_in("owner").await;
+    let viewer = app.user("viewer", Role::Viewer).await;
+    let mut a = viewer.ws(stream).await;
     for i in 0..6 {
         a.send(json!({"type":"reaction","stamp_id": i % 3 + 1}))
             .await;
     }
     wait_for_rows(&app, stream, 6).await;
-    let all = app
-        .get(&format!("/api/streams/{stream}/reactions"), Some(&owner))
-        .await;
+    let all = owner.get(&format!("/api/streams/{stream}/reactions")).await;
     assert_eq!(all.json()["total"], 6, "{}", all.body);
 
     let now = OffsetDateTime::now_utc();
@@ -364,11 +341,8 @@ async fn a_range_outside_the_stream_is_empty() {
         format!("from={soon}&bucket=1h"),
         "to=2000-01-01T00:00:00Z".to_string(),
     ] {
-        let r = app
-            .get(
-                &format!("/api/streams/{stream}/reactions?{query}"),
-                Some(&owner),
-            )
+        let r = owner
+            .get(&format!("/api/streams/{stream}/reactions?{query}"))
             .await;
         assert_eq!(r.status, 200, "{query}: {}", r.body);
         let v = r.json();
@@ -381,11 +355,8 @@ async fn a_range_outside_the_stream_is_empty() {
             "{query}: an empty range, not an inverted one: {v}"
         );
     }
-    let r = app
-        .get(
-            &format!("/api/streams/{stream}/reactions.csv?from={later}"),
-            Some(&owner),
-        )
+    let r = owner
+        .get(&format!("/api/streams/{stream}/reactions.csv?from={later}"))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, "bucket_start,stamp_id,stamp_name,count\n");
@@ -397,7 +368,7 @@ async fn a_range_outside_the_stream_is_empty() {
                 "/api/streams/{stream}/reactions?from={later}&to={}",
                 iso(now)
             ),
-            Some(&owner),
+            Some(&owner.cookie),
         )
         .await;
     assert_eq!(r.status, 422, "{}", r.body);
@@ -419,8 +390,8 @@ async fn graceful_shutdown_loses_no_reaction() {
         address: node.address.clone(),
         ..app.clone_handle()
     };
-    let (cookie, _) = remote.login("alice", "password-123").await;
-    let (mut a, _, _) = remote.ws_ready(stream, Some(&cookie)).await;
+    let cookie = remote.logged_in("alice").await;
+    let mut a = cookie.ws(stream).await;
     for i in 0..300 {
         a.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
             .await;

@@ -8,32 +8,17 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, ws::*};
 
-/// Sends a chat message and returns its id (from the ack).
-async fn say(c: &mut WsClient, text: &str) -> i64 {
-    let cid = random_hex(12);
-    c.send(json!({"type":"message","message":text,"client_id":cid}))
-        .await;
-    loop {
-        let v = c.recv().await;
-        if v["type"] == "ack" && v["client_id"] == cid.as_str() {
-            return v["id"].as_i64().unwrap();
-        }
-        assert_ne!(v["type"], "error", "{v}");
-    }
-}
-
 /// Reads until an `error` frame arrives and returns it.
 async fn error(c: &mut WsClient) -> Value {
     c.expect("error").await
 }
 
-async fn set_moderator(app: &TestApp, stream: i64, owner: (&str, &str), who: &str, action: &str) {
-    let r = app
-        .post_json(
+async fn set_moderator(app: &TestApp, stream: i64, owner: &TestUser<'_>, who: &str, action: &str) {
+    let r = owner
+        .on(app)
+        .post(
             &format!("/api/streams/{stream}/moderators"),
-            &json!({"username":who,"action":action}),
-            Some(owner.0),
-            Some(owner.1),
+            json!({"username":who,"action":action}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -43,18 +28,18 @@ async fn set_moderator(app: &TestApp, stream: i64, owner: (&str, &str), who: &st
 async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let (helper, _) = app.user_session("helper", Role::Viewer).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    set_moderator(&app, stream, (&owner, &csrf), "helper", "add").await;
-    let (mut h, _, _) = app.ws_ready(stream, Some(&helper)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
-    let first = say(&mut b, "one").await;
+    let owner = app.logged_in("owner").await;
+    let helper = app.user("helper", Role::Viewer).await;
+    let bob = app.user("bob", Role::Viewer).await;
+    set_moderator(&app, stream, &owner, "helper", "add").await;
+    let mut h = helper.ws(stream).await;
+    let mut b = bob.ws(stream).await;
+    let first = b.say("one").await;
     h.send(json!({"type":"delete","message_id":first})).await;
     assert_eq!(b.expect("moderation").await["message_id"], first);
 
-    set_moderator(&app, stream, (&owner, &csrf), "helper", "remove").await;
-    let second = say(&mut b, "two").await;
+    set_moderator(&app, stream, &owner, "helper", "remove").await;
+    let second = b.say("two").await;
     h.send(json!({"type":"delete","message_id":second})).await;
     assert_eq!(error(&mut h).await["code"], "forbidden");
     h.send(json!({"type":"clear"})).await;
@@ -72,11 +57,11 @@ async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
 async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (moderator, _) = app.user_session("mod", Role::Moderator).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut m, _, _) = app.ws_ready(stream, Some(&moderator)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
-    let first = say(&mut b, "one").await;
+    let moderator = app.user("mod", Role::Moderator).await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut m = moderator.ws(stream).await;
+    let mut b = bob.ws(stream).await;
+    let first = b.say("one").await;
     m.send(json!({"type":"pin","message_id":first})).await;
     assert_eq!(b.expect("moderation").await["action"], "pin");
 
@@ -95,19 +80,19 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     m.send(json!({"type":"ban","username":"bob"})).await;
     assert_eq!(error(&mut m).await["code"], "forbidden");
     // Bob was not banned: he still chats.
-    say(&mut b, "still here").await;
+    b.say("still here").await;
 }
 
 #[actix_web::test]
 async fn muted_users_and_ended_streams_take_no_reactions() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (carol, _) = app.user_session("carol", Role::Viewer).await;
-    let (mut o, _, _) = app.ws_ready(stream, Some(&owner)).await;
-    let (mut b, _, _) = app.ws_ready(stream, Some(&bob)).await;
-    let (mut c, _, _) = app.ws_ready(stream, Some(&carol)).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let carol = app.user("carol", Role::Viewer).await;
+    let mut o = owner.ws(stream).await;
+    let mut b = bob.ws(stream).await;
+    let mut c = carol.ws(stream).await;
 
     o.send(json!({"type":"timeout","username":"bob","seconds":600}))
         .await;
@@ -125,12 +110,10 @@ async fn muted_users_and_ended_streams_take_no_reactions() {
     assert_eq!(c.closed().await, Some(4003));
 
     // Once the stream has ended, nobody reacts.
-    let r = app
-        .post_json(
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/status"),
-            &json!({"status":"ended"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"status":"ended"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -159,20 +142,20 @@ async fn muted_users_and_ended_streams_take_no_reactions() {
 async fn announced_joins_and_leaves_are_sent_and_never_stored() {
     let app = spawn_app_with(|s| s.chat.announce_joins = true).await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     // Anonymous viewers come and go silently.
     let (anon, _, _) = app.ws_ready(stream, None).await;
     drop(anon);
 
-    let (b, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (b, _, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     let join = a.expect("message").await;
     assert_eq!(join["message_type"], "join");
     assert_eq!(join["username"], "bob");
     assert_eq!(join["id"], Value::Null);
     // A second socket of bob's is not a second join.
-    let (b2, _, _) = app.ws_ready(stream, Some(&bob)).await;
+    let (b2, _, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     drop(b);
     a.assert_silent(Duration::from_millis(500)).await;
     drop(b2);
@@ -194,21 +177,21 @@ async fn rights_changed_on_one_node_hold_on_the_other() {
     app.create_user("helper", "password-123", Role::Viewer)
         .await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
-    let (owner, csrf) = ha.login("owner", "password-123").await;
-    let (helper, _) = hb.login("helper", "password-123").await;
-    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
-    let (mut h, _, _) = hb.ws_ready(stream, Some(&helper)).await;
+    let owner = ha.logged_in("owner").await;
+    let helper = hb.logged_in("helper").await;
+    let mut o = owner.ws(stream).await;
+    let mut h = helper.ws(stream).await;
     o.send(json!({"type":"slow_mode","seconds":60})).await;
     assert_eq!(h.expect("moderation").await["action"], "slow_mode");
 
     // A viewer in slow mode: the second message waits.
-    say(&mut h, "one").await;
+    h.say("one").await;
     h.send(json!({"type":"message","message":"two","client_id":"h2"}))
         .await;
     assert_eq!(error(&mut h).await["code"], "slow_mode");
 
     // Appointed on A: exempt on B within a second.
-    set_moderator(&ha, stream, (&owner, &csrf), "helper", "add").await;
+    set_moderator(&ha, stream, &owner, "helper", "add").await;
     // PROTOCOL.md's bound is 1 s; the test allows a loaded machine 5 s (it
     // checks the change arrives by relay, not how fast this box is).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -233,7 +216,7 @@ async fn rights_changed_on_one_node_hold_on_the_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Removed on A: forbidden on B at once.
-    set_moderator(&ha, stream, (&owner, &csrf), "helper", "remove").await;
+    set_moderator(&ha, stream, &owner, "helper", "remove").await;
     h.send(json!({"type":"clear"})).await;
     assert_eq!(error(&mut h).await["code"], "forbidden");
 }

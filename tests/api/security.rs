@@ -278,14 +278,11 @@ async fn a_function_planted_in_public_never_sees_session_keys() {
     let url = pg.url();
     let app = spawn_app_with(move |s| s.database.url = url).await;
     let stream = app.create_stream("owner").await;
-    let (cookie, _) = app.login("owner", "password-123").await;
-    let r = app.get("/api/session", Some(&cookie)).await;
+    let cookie = app.logged_in("owner").await;
+    let r = cookie.get("/api/session").await;
     assert_eq!(r.json()["user"]["username"], "owner");
-    let r = app
-        .get(
-            &format!("/api/streams/{stream}/reactions?bucket=10s"),
-            Some(&cookie),
-        )
+    let r = cookie
+        .get(&format!("/api/streams/{stream}/reactions?bucket=10s"))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
@@ -767,11 +764,11 @@ async fn a_private_tenant_shows_anonymous_visitors_nothing() {
         assert!(status.contains("401"), "stream {id}: {status}");
     }
 
-    let (cookie, _) = app.login("zed_owner", "password-123").await;
-    let page = app.get("/", Some(&cookie)).await;
+    let cookie = app.logged_in("zed_owner").await;
+    let page = cookie.get("/").await;
     assert!(page.body.contains("Secret launch"));
     let path = format!("/ws/chat/stream_{}/", stream + 1_000_000);
-    let r = crate::ws::RawWs::try_connect(&app, &path, Some(&cookie), None, "").await;
+    let r = crate::ws::RawWs::try_connect(&app, &path, Some(&cookie.cookie), None, "").await;
     assert!(r.err().is_some_and(|s| s.contains("404")));
 }
 
@@ -984,4 +981,86 @@ async fn the_private_cluster_wants_a_password() {
         url.contains(":postgres:") || url.contains("postgres:"),
         "{url}"
     );
+}
+
+/// Every JSON route that changes something takes the `Acting` extractor: a
+/// logged-in admin's cookie without its CSRF token is refused with `csrf` on
+/// each of them, and nothing changes.
+#[actix_web::test]
+async fn every_changing_route_needs_the_csrf_token() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let admin = app.user("root", Role::Admin).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let before = app.store.list_streams(&app.tenant.slug).await.unwrap();
+    let routes = [
+        ("/api/logout".to_string(), json!({})),
+        (
+            "/api/password".to_string(),
+            json!({"current_password":"password-123","new_password":"another-password"}),
+        ),
+        (
+            format!("/api/streams/{stream}/status"),
+            json!({"status":"live"}),
+        ),
+        (
+            format!("/api/streams/{stream}/messages"),
+            json!({"message":"forged"}),
+        ),
+        (
+            format!("/api/streams/{stream}/moderation"),
+            json!({"type":"ban","username":"bob"}),
+        ),
+        (
+            format!("/api/streams/{stream}/moderators"),
+            json!({"username":"bob","action":"add"}),
+        ),
+        (
+            format!("/api/streams/{stream}/blocked_terms"),
+            json!({"term":"forged","action":"add"}),
+        ),
+        ("/api/streams".to_string(), json!({"title":"Forged"})),
+        (
+            "/api/markdown/preview".to_string(),
+            json!({"markdown":"*x*"}),
+        ),
+    ];
+    for (path, body) in routes {
+        let r = admin.post_without_csrf(&path, body).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        assert_eq!(r.json()["error"]["code"], "csrf", "{path}");
+    }
+    // Nothing changed: still logged in, same password, same status, no
+    // message, no moderator, no term, no new stream.
+    assert_eq!(
+        admin.get("/api/session").await.json()["user"]["username"],
+        "root"
+    );
+    app.login("root", "password-123").await;
+    let watch = app
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await
+        .json();
+    assert_eq!(watch["messages"], json!([]), "{watch}");
+    let r = admin
+        .get(&format!("/api/streams/{stream}/moderators"))
+        .await
+        .json();
+    assert_eq!(r["moderators"], json!([]));
+    let r = admin
+        .get(&format!("/api/streams/{stream}/blocked_terms"))
+        .await
+        .json();
+    assert_eq!(r["terms"], json!([]));
+    let after = app.store.list_streams(&app.tenant.slug).await.unwrap();
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after[0].status, before[0].status);
+    // And with the token, the same request works (the check is not a blanket refusal).
+    let r = admin
+        .post(
+            &format!("/api/streams/{stream}/moderators"),
+            json!({"username":"bob","action":"add"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -227,10 +227,8 @@ async fn readable_by_whoever_may_watch() {
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "not_authenticated");
-    let (bob, _) = app.user_session("bob", Role::Viewer).await;
-    let r = app
-        .get(&format!("/api/streams/{stream}/timeline"), Some(&bob))
-        .await;
+    let bob = app.user("bob", Role::Viewer).await;
+    let r = bob.get(&format!("/api/streams/{stream}/timeline")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["messages"].as_array().unwrap().len(), 3);
     // Another tenant's stream is not found from this one.

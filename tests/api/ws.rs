@@ -10,13 +10,13 @@ use awc::{
     BoxedSocket,
 };
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::TestApp;
 
 /// How long a test waits for one expected frame.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use crate::helpers::WAIT;
 
 /// A connected WebSocket client.
 pub struct WsClient {
@@ -237,6 +237,86 @@ impl WsClient {
                 _ => {}
             }
         }
+    }
+
+    /// Sends a chat message (a fresh `client_id`) and returns its id from
+    /// the ack; panics when it is refused.
+    pub async fn say(&mut self, text: &str) -> i64 {
+        self.say_frame(json!({"type":"message","message":text}))
+            .await["id"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// Sends a `message` frame and returns its id from the ack; panics when
+    /// it is refused.
+    pub async fn say_json(&mut self, frame: Value) -> i64 {
+        self.say_frame(frame).await["id"].as_i64().unwrap()
+    }
+
+    /// Sends a `message` frame (given a `client_id` when it has none) and
+    /// returns the broadcast `message` frame that carries its id (it comes
+    /// before the ack); panics when the message is refused.
+    pub async fn say_frame(&mut self, mut frame: Value) -> Value {
+        if frame.get("client_id").is_none() {
+            frame["client_id"] = crate::helpers::random_hex(12).into();
+        }
+        let cid = frame["client_id"].clone();
+        self.send(frame).await;
+        let mut seen = Vec::new();
+        loop {
+            let v = self.recv().await;
+            match v["type"].as_str() {
+                Some("message") => seen.push(v),
+                Some("ack") if v["client_id"] == cid => {
+                    return seen
+                        .into_iter()
+                        .find(|m| m["id"] == v["id"])
+                        .unwrap_or(json!({"type":"message","id":v["id"]}));
+                }
+                Some("error") => panic!("refused: {v}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends every frame, then reads until each has its ack; returns the
+    /// acked ids in sending order. Other frames are skipped; an `error` panics.
+    pub async fn send_and_await_acks(
+        &mut self,
+        frames: impl IntoIterator<Item = Value>,
+    ) -> Vec<i64> {
+        let mut order = Vec::new();
+        for mut f in frames {
+            if f.get("client_id").is_none() {
+                f["client_id"] = crate::helpers::random_hex(12).into();
+            }
+            order.push(f["client_id"].as_str().unwrap().to_string());
+            self.send(f).await;
+        }
+        let mut ids = std::collections::HashMap::new();
+        while ids.len() < order.len() {
+            let v = self.recv().await;
+            match v["type"].as_str() {
+                Some("ack") => {
+                    ids.insert(
+                        v["client_id"].as_str().unwrap_or("").to_string(),
+                        v["id"].as_i64().unwrap(),
+                    );
+                }
+                Some("error") => panic!("refused: {v}"),
+                _ => {}
+            }
+        }
+        order.iter().map(|c| ids[c]).collect()
+    }
+
+    /// Sends `n` messages `"{prefix}{i}"` and waits for their acks: their ids.
+    pub async fn say_many(&mut self, prefix: &str, n: usize) -> Vec<i64> {
+        self.send_and_await_acks(
+            (0..n).map(|i| json!({"type":"message","message":format!("{prefix}{i}")})),
+        )
+        .await
     }
 
     /// Reads until a frame of `kind` arrives (others are skipped).

@@ -11,33 +11,6 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, ws::*};
 
-/// Two nodes on `redis` with a fresh prefix, and handles for both.
-async fn two_nodes(
-    app: &TestApp,
-    redis: &str,
-    extra: &[(&str, &str)],
-) -> (Node, TestApp, Node, TestApp) {
-    let prefix = format!("t{}", random_hex(10));
-    let mut env: Vec<(&str, &str)> = vec![
-        ("STAMPEDE_REDIS_URL", redis),
-        ("STAMPEDE_REDIS_PREFIX", &prefix),
-        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
-        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
-    ];
-    env.extend_from_slice(extra);
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
-    (a, ha, b, hb)
-}
-
 /// Reads `reactions` frames until `n` reactions are counted.
 async fn reaction_total(c: &mut WsClient, n: u64) -> u64 {
     let mut sum = 0;
@@ -63,15 +36,16 @@ async fn messages_reactions_and_presence_cross_nodes() {
         ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "10000"),
         ("STAMPEDE_LIMITS_REACTIONS_BURST", "10000"),
     ];
-    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &generous).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
+    let (_a, ha, _b, hb) =
+        two_nodes_on(&app, &redis_url(), &[RAISED_LIMITS_ENV, &generous].concat()).await;
+    let alice = ha.logged_in("alice").await;
     // A session cookie from node A works on node B.
-    let r = hb.get("/api/session", Some(&alice)).await;
+    let r = hb.get("/api/session", Some(&alice.cookie)).await;
     assert_eq!(r.json()["user"]["username"], "alice");
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
-    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // subscriptions settle
+    let bob = hb.logged_in("bob").await;
+    let mut ca = alice.ws(stream).await;
+    let mut cb = bob.ws(stream).await;
+    hb.await_subscribers(stream, 2).await;
 
     ca.send(json!({"type":"message","message":"from A","client_id":"a1"}))
         .await;
@@ -120,13 +94,13 @@ async fn ban_and_delete_on_one_node_act_on_the_other() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
-    let (owner, _) = ha.login("owner", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
-    let (mut b, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let owner = ha.logged_in("owner").await;
+    let bob = hb.logged_in("bob").await;
+    let mut o = owner.ws(stream).await;
+    let mut b = bob.ws(stream).await;
     let (mut watcher, _, _) = hb.ws_ready(stream, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    hb.await_subscribers(stream, 2).await;
     b.send(json!({"type":"message","message":"oops","client_id":"x"}))
         .await;
     let id = b.expect("ack").await["id"].as_i64().unwrap();
@@ -151,7 +125,15 @@ async fn ban_and_delete_on_one_node_act_on_the_other() {
     // A ban on A closes bob's socket on B.
     o.send(json!({"type":"ban","username":"bob"})).await;
     assert_eq!(b.closed().await, Some(4003));
-    let r = connect(&hb.address, &hb.tenant.host, stream, Some(&bob), None, "").await;
+    let r = connect(
+        &hb.address,
+        &hb.tenant.host,
+        stream,
+        Some(&bob.cookie),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(r.err().map(|e| e.0), Some(403));
 }
 
@@ -160,13 +142,11 @@ async fn logout_on_one_node_closes_sockets_on_the_other() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
-    let (alice, csrf) = ha.login("alice", "password-123").await;
-    let (mut on_b, _, _) = hb.ws_ready(stream, Some(&alice)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = ha
-        .post_json("/api/logout", &json!({}), Some(&alice), Some(&csrf))
-        .await;
+    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let alice = ha.logged_in("alice").await;
+    let (mut on_b, _, _) = hb.ws_ready(stream, Some(&alice.cookie)).await;
+    hb.await_subscribers(stream, 1).await;
+    let r = alice.post("/api/logout", json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(on_b.closed().await, Some(4001));
 }
@@ -200,8 +180,8 @@ async fn tenants_with_the_same_stream_id_never_cross() {
         address: b.address.clone(),
         ..app.clone_handle()
     };
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (mut sender, _, _) = ha.ws_ready(s1, Some(&alice)).await;
+    let alice = ha.logged_in("alice").await;
+    let mut sender = alice.ws(s1).await;
     let (mut foreign, _, _) = hb_other.ws_ready(s2, None).await;
     let (mut same, _, _) = hb_same.ws_ready(s1, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -227,25 +207,23 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
     let url = redis.url();
-    let (_a, ha, _b, hb) = two_nodes(&app, &url, &[]).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
-    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let (_a, ha, _b, hb) = two_nodes_on(&app, &url, RAISED_LIMITS_ENV).await;
+    let alice = ha.logged_in("alice").await;
+    let bob = hb.logged_in("bob").await;
+    let mut ca = alice.ws(stream).await;
+    let mut cb = bob.ws(stream).await;
     let (mut wa, _, _) = ha.ws_ready(stream, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    hb.await_subscribers(stream, 2).await;
     ca.send(json!({"message":"before"})).await;
     let before = ca.expect("ack").await["id"].as_i64().unwrap();
     assert_eq!(cb.expect("message").await["message"], "before");
     assert_eq!(ha.get("/readyz", None).await.status, 200);
 
     redis.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        ha.get("/readyz", None).await.status,
-        503,
-        "readyz reports Redis down"
-    );
+    eventually("readyz reports Redis down", WAIT, || async {
+        (ha.get("/readyz", None).await.status == 503).then_some(())
+    })
+    .await;
     // Local delivery and storage go on.
     ca.send(json!({"type":"message","message":"during A","client_id":"d1"}))
         .await;
@@ -260,13 +238,11 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
     let during_b = cb.expect("ack").await["id"].as_i64().unwrap();
     assert_eq!(app.stored_ids(stream).await.len(), 3);
     // A moderator on A deletes "before" while B cannot hear it.
-    let (owner, csrf) = ha.login("owner", "password-123").await;
-    let r = ha
-        .post_json(
+    let owner = ha.logged_in("owner").await;
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/moderation"),
-            &json!({"type":"delete","message_id":before}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"type":"delete","message_id":before}),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -339,9 +315,9 @@ async fn frozen_redis_does_not_stall_local_rooms() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, _hb) = two_nodes(&app, &redis.url(), &[]).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (_a, ha, _b, _hb) = two_nodes_on(&app, &redis.url(), RAISED_LIMITS_ENV).await;
+    let alice = ha.logged_in("alice").await;
+    let mut ca = alice.ws(stream).await;
     let (mut wa, _, _) = ha.ws_ready(stream, None).await;
     redis.signal("-STOP");
     for i in 0..5 {
@@ -363,13 +339,13 @@ async fn killed_node_clients_resume_on_the_other() {
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let (mut a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let (mut on_a, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let alice = ha.logged_in("alice").await;
+    let bob = hb.logged_in("bob").await;
+    let mut on_a = alice.ws(stream).await;
     let _extra = ha.ws_ready(stream, None).await;
-    let (mut sender, _, _) = hb.ws_ready(stream, Some(&bob)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sender = bob.ws(stream).await;
+    hb.await_subscribers(stream, 2).await;
     // Presence on B reaches 3 (2 on A + 1 on B).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -402,7 +378,7 @@ async fn killed_node_clients_resume_on_the_other() {
         &hb.address,
         &hb.tenant.host,
         stream,
-        Some(&alice),
+        Some(&alice.cookie),
         None,
         &format!("?last_id={last_id}"),
     )
@@ -438,16 +414,14 @@ async fn killed_node_clients_resume_on_the_other() {
 async fn status_notices_reach_other_nodes_once() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
     let (mut viewer, _, _) = hb.ws_ready(stream, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (owner, csrf) = ha.login("owner", "password-123").await;
-    let r = ha
-        .post_json(
+    hb.await_subscribers(stream, 1).await;
+    let owner = ha.logged_in("owner").await;
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/status"),
-            &json!({"status":"live"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"status":"live"}),
         )
         .await;
     assert_eq!(r.status, 200);
@@ -495,11 +469,15 @@ async fn busy_room_with_a_small_ring_sends_each_message_once() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) =
-        two_nodes(&app, &redis_url(), &[("STAMPEDE_CHAT_RING_SIZE", "20")]).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
+    let (_a, ha, _b, hb) = two_nodes_on(
+        &app,
+        &redis_url(),
+        &[RAISED_LIMITS_ENV, &[("STAMPEDE_CHAT_RING_SIZE", "20")]].concat(),
+    )
+    .await;
+    let alice = ha.logged_in("alice").await;
     let (mut viewer, _, _) = hb.ws_ready(stream, None).await;
-    let (mut sender, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let mut sender = alice.ws(stream).await;
 
     // Every `message` id the viewer gets, in arrival order.
     let mut got: Vec<i64> = Vec::new();
@@ -576,7 +554,7 @@ async fn busy_room_with_a_small_ring_sends_each_message_once() {
 async fn hello_counts_other_nodes_viewers_in_a_room_new_on_this_node() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (_a, ha, _b, hb) = two_nodes(&app, &redis_url(), &[]).await;
+    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
     let (_on_b, hello_b, _) = hb.ws_ready(stream, None).await;
     assert_eq!(hello_b["viewers"], 1, "{hello_b}");
     // Long enough for B to have shared its count (nodes refresh presence every

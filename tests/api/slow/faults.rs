@@ -12,11 +12,7 @@ use crate::helpers::*;
 #[actix_web::test]
 async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
     // The tenant, users and stream are made on the shared test database.
-    let app = spawn_app_with(|s| {
-        s.limits.chat_messages = 1000;
-        s.limits.chat_burst = 1000;
-    })
-    .await;
+    let app = AppBuilder::new().raised_limits().spawn().await;
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     let port = free_port();
@@ -29,8 +25,8 @@ async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
         address: node.address.clone(),
         ..app.clone_handle()
     };
-    let (cookie, _) = login.login("alice", "password-123").await;
-    let (mut c, _, _) = login.ws_ready(stream, Some(&cookie)).await;
+    let cookie = login.logged_in("alice").await;
+    let mut c = cookie.ws(stream).await;
     let mut acked = Vec::new();
     // Some messages are surely accepted before the signal, more are in flight with it.
     for i in 0..40 {
@@ -83,8 +79,8 @@ async fn postgres_down_gives_unavailable_and_recovers() {
     })
     .await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     a.send(json!({"type":"message","message":"before","client_id":"b-1"}))
         .await;

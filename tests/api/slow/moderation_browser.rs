@@ -30,14 +30,9 @@ async fn say(tab: &Tab, text: &str) {
 
 /// Posts a moderation frame for `stream` as its owner.
 async fn moderate(app: &TestApp, stream: i64, frame: Value) {
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let r = app
-        .post_json(
-            &format!("/api/streams/{stream}/moderation"),
-            &frame,
-            Some(&owner),
-            Some(&csrf),
-        )
+    let owner = app.logged_in("owner").await;
+    let r = owner
+        .post(&format!("/api/streams/{stream}/moderation"), frame)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
@@ -52,13 +47,11 @@ async fn modes_of(app: &TestApp, stream: i64) -> Value {
 async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let r = app
-        .post_json(
+    let owner = app.logged_in("owner").await;
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/blocked_terms"),
-            &json!({"term":"cheap","action":"add","mode":"hold"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"term":"cheap","action":"add","mode":"hold"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);

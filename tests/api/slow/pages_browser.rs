@@ -47,13 +47,11 @@ async fn count_of(tab: &Tab, text: &str) -> i64 {
 async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (owner, csrf) = app.login("owner", "password-123").await;
-    let live = app
-        .post_json(
+    let owner = app.logged_in("owner").await;
+    let live = owner
+        .post(
             &format!("/api/streams/{stream}/status"),
-            &json!({"status": "live"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"status": "live"}),
         )
         .await;
     assert_eq!(live.status, 200);
@@ -158,8 +156,8 @@ async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
 async fn anonymous_viewers_read_along_but_cannot_chat() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut a, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let alice = app.user("alice", Role::Viewer).await;
+    let mut a = alice.ws(stream).await;
     a.send(json!({"type":"message","message":"before you came","client_id":"b-1"}))
         .await;
     a.expect("ack").await;
@@ -306,8 +304,8 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
         .await;
 
     let node = Node::start(port, &[]).await;
-    let (bob, _) = on_node.login("bob", "password-123").await;
-    let mut b = on_node.ws(stream, Some(&bob)).await;
+    let bob = on_node.logged_in("bob").await;
+    let mut b = on_node.ws(stream, Some(&bob.cookie)).await;
     b.send(json!({"type":"message","message":"sent meanwhile"}))
         .await;
     b.expect("ack").await;
@@ -470,8 +468,8 @@ async fn moderators_get_controls_on_each_message() {
     let stream = app.create_stream("owner").await;
     app.create_user("mod", "password-123", Role::Moderator)
         .await;
-    let (viewer, _) = app.user_session("viewer", Role::Viewer).await;
-    let (mut v, _, _) = app.ws_ready(stream, Some(&viewer)).await;
+    let viewer = app.user("viewer", Role::Viewer).await;
+    let mut v = viewer.ws(stream).await;
     v.send(json!({"message":"rendered by the server"})).await;
     v.expect("ack").await;
     let browser = Browser::start().await;

@@ -77,10 +77,8 @@ fn serve_clip(dir: &Path) -> String {
     format!("http://127.0.0.1:{port}/index.m3u8")
 }
 
-async fn create_stream_via_api(app: &TestApp, owner: &str, csrf: &str, body: Value) -> i64 {
-    let r = app
-        .post_json("/api/streams", &body, Some(owner), Some(csrf))
-        .await;
+async fn create_stream_via_api(owner: &TestUser<'_>, body: Value) -> i64 {
+    let r = owner.post("/api/streams", body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["id"].as_i64().unwrap()
 }
@@ -98,7 +96,7 @@ async fn watch_for_stamps(tab: &Tab) {
 #[actix_web::test]
 async fn description_payloads_are_dead_on_the_watch_page() {
     let app = spawn_app().await;
-    let (owner, csrf) = app.user_session("owner", Role::Streamer).await;
+    let owner = app.user("owner", Role::Streamer).await;
     let payloads = [
         "<script>window.__xss = 1</script>",
         "<img src=x onerror=\"window.__xss = 2\">",
@@ -116,13 +114,8 @@ async fn description_payloads_are_dead_on_the_watch_page() {
         "Schedule: **Fridays** and *Sundays*\n[site](https://example.com/s)\n\n- one\n- two\n\n{}",
         payloads.join("\n\n")
     );
-    let stream = create_stream_via_api(
-        &app,
-        &owner,
-        &csrf,
-        json!({"title": "XSS", "description": description}),
-    )
-    .await;
+    let stream =
+        create_stream_via_api(&owner, json!({"title": "XSS", "description": description})).await;
     // The JSON API keeps the Markdown text.
     let stored = app
         .store
@@ -185,20 +178,12 @@ async fn description_payloads_are_dead_on_the_watch_page() {
 async fn an_hls_stream_plays_in_chromium() {
     let app = spawn_app().await;
     let url = serve_clip(&clip_dir());
-    let (owner, csrf) = app.user_session("owner", Role::Streamer).await;
-    let stream = create_stream_via_api(
-        &app,
-        &owner,
-        &csrf,
-        json!({"title": "HLS", "video_url": url}),
-    )
-    .await;
-    let r = app
-        .post_json(
+    let owner = app.user("owner", Role::Streamer).await;
+    let stream = create_stream_via_api(&owner, json!({"title": "HLS", "video_url": url})).await;
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/status"),
-            &json!({"status": "live"}),
-            Some(&owner),
-            Some(&csrf),
+            json!({"status": "live"}),
         )
         .await;
     assert_eq!(r.status, 200);
