@@ -11,39 +11,43 @@ use std::{
 
 use anyhow::{bail, Context};
 
+use crate::store::connect::PgTarget;
+
 /// Port of the private cluster (fixed, so re-runs find it again).
 pub const PRIVATE_PG_PORT: u16 = 5544;
 
 /// Returns a URL of a reachable PostgreSQL whose database `db` exists: `url`
 /// when its server answers, else a private cluster under `project_dir`.
+/// The URL keeps its TLS options (`sslmode`, `sslrootcert`); a configured
+/// server whose TLS handshake fails is an error, not a reason to start another.
 pub async fn ensure_postgres(url: &str, db: &str, project_dir: &Path) -> anyhow::Result<String> {
-    let config: tokio_postgres::Config = url.parse().context("database.url is not a valid URL")?;
-    if let Ok(u) = ensure_database(&config, db).await {
-        return Ok(u);
+    let target = PgTarget::parse(url)?;
+    match ensure_database(&target, db).await {
+        Ok(u) => return Ok(u),
+        Err(e) => {
+            if let Some(line) = e.chain().find_map(|c| target.tls_failure(c)) {
+                bail!(line);
+            }
+        }
     }
     // A private cluster of this project (maybe of another checkout) may already run.
-    let private: tokio_postgres::Config =
-        cluster_url(&cluster_dir(project_dir), PRIVATE_PG_PORT).parse()?;
+    let private = PgTarget::parse(&cluster_url(&cluster_dir(project_dir), PRIVATE_PG_PORT))?;
     if let Ok(u) = ensure_database(&private, db).await {
         return Ok(u);
     }
     eprintln!("PostgreSQL at the configured URL does not answer; starting a private cluster");
-    let private = start_private_cluster(project_dir)?;
-    let config: tokio_postgres::Config = private.parse()?;
-    ensure_database(&config, db)
+    let private = PgTarget::parse(&start_private_cluster(project_dir)?)?;
+    ensure_database(&private, db)
         .await
         .context("the private PostgreSQL cluster started but does not answer")
 }
 
-/// Connects to the server of `config`, creates `db` if missing, and returns its URL.
-async fn ensure_database(config: &tokio_postgres::Config, db: &str) -> anyhow::Result<String> {
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    admin.connect_timeout(Duration::from_secs(2));
-    let (client, conn) = admin.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+/// Connects to the server of `target`, creates `db` if missing, and returns its URL.
+async fn ensure_database(target: &PgTarget, db: &str) -> anyhow::Result<String> {
+    let mut admin = target.clone();
+    admin.config_mut().dbname("postgres");
+    admin.config_mut().connect_timeout(Duration::from_secs(2));
+    let client = admin.connect().await?;
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
         .await?
@@ -63,10 +67,11 @@ async fn ensure_database(config: &tokio_postgres::Config, db: &str) -> anyhow::R
             }
         }
     }
-    Ok(url_of(config, db))
+    Ok(url_of(target, db))
 }
 
-fn url_of(config: &tokio_postgres::Config, db: &str) -> String {
+fn url_of(target: &PgTarget, db: &str) -> String {
+    let config = target.config();
     let host = config
         .get_hosts()
         .iter()
@@ -78,12 +83,16 @@ fn url_of(config: &tokio_postgres::Config, db: &str) -> String {
         .unwrap_or_else(|| "127.0.0.1".into());
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let user = config.get_user().unwrap_or("postgres");
-    match config.get_password() {
+    let url = match config.get_password() {
         Some(pw) => format!(
             "postgres://{user}:{}@{host}:{port}/{db}",
             String::from_utf8_lossy(pw)
         ),
         None => format!("postgres://{user}@{host}:{port}/{db}"),
+    };
+    match target.tls_query() {
+        Some(q) => format!("{url}?{q}"),
+        None => url,
     }
 }
 

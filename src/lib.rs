@@ -21,6 +21,7 @@
 //! - [`web`]: routes: pages, JSON API, operations, static files.
 //! - [`devenv`]: bringing up PostgreSQL for the demo and the tests.
 //! - [`telemetry`]: structured logs.
+//! - [`tls`]: TLS to PostgreSQL and Redis (rustls with ring): roots, checks, failure reasons.
 
 pub mod analytics;
 pub mod auth;
@@ -40,6 +41,7 @@ pub mod sessions;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tenants;
 pub mod web;
 
