@@ -41,8 +41,8 @@ pub mod sessions;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod tls;
 pub mod tenants;
+pub mod tls;
 pub mod web;
 
 #[cfg(test)]

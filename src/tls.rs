@@ -32,9 +32,8 @@ pub fn roots(path: Option<&Path>) -> anyhow::Result<RootCertStore> {
             let pem = std::fs::read(path)
                 .with_context(|| format!("cannot read CA file {}", path.display()))?;
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| {
-                    anyhow::anyhow!("CA file {} is not PEM: {e}", path.display())
-                })?;
+                let cert = cert
+                    .map_err(|e| anyhow::anyhow!("CA file {} is not PEM: {e}", path.display()))?;
                 store.add(cert).map_err(|e| {
                     anyhow::anyhow!("CA file {} holds a bad certificate: {e}", path.display())
                 })?;
@@ -86,9 +85,7 @@ pub fn client_config(verify: Verify, roots: Option<RootCertStore>) -> anyhow::Re
                 .build()
                 .context("TLS certificate verifier")?;
             if verify == Verify::Full {
-                builder
-                    .with_webpki_verifier(webpki)
-                    .with_no_client_auth()
+                builder.with_webpki_verifier(webpki).with_no_client_auth()
             } else {
                 builder
                     .dangerous()

@@ -460,7 +460,9 @@ async fn subscriber(
                 up.store(false, Ordering::Relaxed);
                 if let Ok(Err(e)) = other {
                     match crate::tls::rustls_error(&e) {
-                        Some(r) => tracing::warn!(reason = %crate::tls::reason(r), "relay: Redis TLS failed"),
+                        Some(r) => {
+                            tracing::warn!(reason = %crate::tls::reason(r), "relay: Redis TLS failed")
+                        }
                         None => tracing::debug!(error = %e, "relay subscriber cannot connect"),
                     }
                 }

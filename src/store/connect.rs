@@ -351,12 +351,14 @@ mod tests {
             "postgres://u:p@db.example:5432/app?application_name=x&sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20b.pem",
         )
         .unwrap();
-        assert_eq!(rest, "postgres://u:p@db.example:5432/app?application_name=x");
+        assert_eq!(
+            rest,
+            "postgres://u:p@db.example:5432/app?application_name=x"
+        );
         assert_eq!(mode.as_deref(), Some("verify-full"));
         assert_eq!(root.as_deref(), Some("/etc/ca b.pem"));
 
-        let (rest, mode, root) =
-            take_tls_params("postgres://u@h/app?sslmode=require").unwrap();
+        let (rest, mode, root) = take_tls_params("postgres://u@h/app?sslmode=require").unwrap();
         assert_eq!(rest, "postgres://u@h/app");
         assert_eq!(mode.as_deref(), Some("require"));
         assert_eq!(root, None);

@@ -514,6 +514,10 @@ pub struct PrivatePg {
     bin: std::path::PathBuf,
     /// Its port.
     pub port: u16,
+    /// Server options beyond port, socket directory and `listen_addresses`.
+    options: String,
+    /// `listen_addresses`.
+    listen: &'static str,
 }
 
 fn is_root() -> bool {
@@ -532,8 +536,8 @@ impl PrivatePg {
         }
     }
 
-    /// Creates and starts a cluster (trust auth) with database `stampede`.
-    pub async fn start() -> PrivatePg {
+    /// Creates a cluster (trust auth) in a fresh directory; not started.
+    fn init() -> PrivatePg {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries are needed: apt-get install postgresql")
             .flatten()
@@ -553,6 +557,8 @@ impl PrivatePg {
             dir,
             bin,
             port: free_port(),
+            options: String::new(),
+            listen: "127.0.0.1",
         };
         let out = pg
             .pg_command("initdb")
@@ -565,9 +571,63 @@ impl PrivatePg {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        pg
+    }
+
+    /// Creates and starts a cluster (trust auth) with database `stampede`.
+    pub async fn start() -> PrivatePg {
+        let pg = Self::init();
         pg.start_server();
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        actix_rt::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute("CREATE DATABASE stampede")
+            .await
+            .unwrap();
+        pg
+    }
+
+    /// Creates and starts a cluster that takes TCP connections over TLS only
+    /// (`ssl=on` with `cert` and `key`, `hostssl` lines alone in pg_hba.conf),
+    /// listening on 127.0.0.1 and 127.0.0.2, with database `stampede`.
+    pub async fn start_tls(cert: &Path, key: &Path) -> PrivatePg {
+        let mut pg = Self::init();
+        std::fs::copy(cert, pg.dir.join("server.crt")).unwrap();
+        std::fs::copy(key, pg.dir.join("server.key")).unwrap();
+        std::fs::write(
+            pg.dir.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
+        )
+        .unwrap();
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .unwrap();
+        }
+        // PostgreSQL refuses a key others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            pg.dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        pg.options = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        pg.listen = "127.0.0.1,127.0.0.2";
+        pg.start_server();
+        // Over the Unix socket: plain TCP is refused.
+        let (client, conn) = tokio_postgres::Config::new()
+            .host_path(&pg.dir)
+            .port(pg.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
             .await
             .unwrap();
         actix_rt::spawn(async move {
@@ -595,9 +655,11 @@ impl PrivatePg {
             .arg(self.dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k {}",
+                "-p {} -c listen_addresses={} -k {} {}",
                 self.port,
-                self.dir.display()
+                self.listen,
+                self.dir.display(),
+                self.options
             ))
             .output()
             .unwrap();
@@ -653,7 +715,7 @@ fn redis_answers(addr: &str) -> bool {
 }
 
 /// The path of `redis-server`, installing Debian's package when missing.
-fn redis_server_bin() -> String {
+pub fn redis_server_bin() -> String {
     let found = |p: &str| std::path::Path::new(p).exists();
     if !found("/usr/bin/redis-server") {
         let _ = Command::new("apt-get").arg("update").output();
