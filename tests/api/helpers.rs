@@ -74,12 +74,12 @@ pub fn database_url() -> String {
 
 /// Drops test databases of earlier runs (older than an hour).
 async fn drop_old_test_databases(url: &str, now: u64) {
-    let mut config: tokio_postgres::Config = url.parse().unwrap();
-    config.dbname("postgres");
-    let Ok((client, conn)) = config.connect(tokio_postgres::NoTls).await else {
+    // The node's own way in, so a test database behind TLS works too.
+    let mut target = stampede::store::connect::PgTarget::parse(url).unwrap();
+    target.config_mut().dbname("postgres");
+    let Ok(client) = target.connect().await else {
         return;
     };
-    tokio::spawn(conn);
     let Ok(rows) = client
         .query(
             "SELECT datname FROM pg_database WHERE datname LIKE 'stampede\\_test\\_%'",
