@@ -18,10 +18,14 @@ use rustls::{
 
 /// The crypto provider of every TLS connection the node makes (ring).
 pub fn provider() -> Arc<CryptoProvider> {
-    // Also the process default, for libraries that build their own
-    // `ClientConfig` (the redis crate): installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_default_provider();
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes ring the process's default provider, for libraries that build their
+/// own `ClientConfig` (the redis crate). Once is enough; again is harmless.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Root certificates: those of the PEM file `path`, or the system's.

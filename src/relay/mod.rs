@@ -346,8 +346,7 @@ pub fn client(settings: &RedisSettings) -> anyhow::Result<redis::Client> {
     let url = settings.url.as_str();
     let tls = url.starts_with("rediss://");
     if tls {
-        // The process-wide rustls provider the redis crate builds with.
-        crate::tls::provider();
+        crate::tls::install_default_provider();
         if url.ends_with("#insecure") {
             anyhow::bail!(
                 "redis.url: #insecure (no certificate check) is not supported; \
@@ -594,5 +593,35 @@ async fn presence(
             Ok(Err(e)) => tracing::debug!(error = %e, "presence refresh failed"),
             Err(_) => tracing::debug!("presence refresh timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str, ca_file: &str) -> RedisSettings {
+        RedisSettings {
+            url: url.into(),
+            prefix: String::new(),
+            ca_file: ca_file.into(),
+        }
+    }
+
+    #[test]
+    fn tls_urls_and_ca_files_are_checked_before_connecting() {
+        assert!(client(&settings("rediss://127.0.0.1:6380", "")).is_ok());
+        let e = client(&settings("rediss://127.0.0.1:6380/#insecure", ""))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("#insecure"), "{e}");
+        let e = client(&settings("redis://127.0.0.1:6379", "/etc/ca.pem"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not a rediss://"), "{e}");
+        let e = client(&settings("rediss://127.0.0.1:6380", "/nonexistent/ca.pem"))
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
     }
 }

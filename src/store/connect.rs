@@ -206,8 +206,14 @@ impl PgTarget {
         let mut cause = Some(e);
         while let Some(c) = cause {
             if let Some(pg) = c.downcast_ref::<tokio_postgres::Error>() {
-                let text = pg.to_string();
+                let mut text = pg.to_string();
                 if text.contains("TLS") {
+                    let mut inner = std::error::Error::source(pg);
+                    while let Some(i) = inner {
+                        text.push_str(": ");
+                        text.push_str(&i.to_string());
+                        inner = i.source();
+                    }
                     return Some(format!("PostgreSQL TLS failed ({settings}): {text}"));
                 }
             }

@@ -140,7 +140,14 @@ impl TlsRedis {
         let log = certs.path(&format!("redis-{port}.log"));
         let child = Command::new(redis_server_bin())
             .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1 127.0.0.2",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--tls-cert-file")
             .arg(certs.path("server.crt"))
             .arg("--tls-key-file")
@@ -344,6 +351,26 @@ async fn postgres_untrusted_ca_or_wrong_host_stops_start_up_with_the_reason() {
 }
 
 #[actix_web::test]
+async fn postgres_without_tls_is_refused_by_require_and_taken_plain_by_prefer() {
+    let pg = PrivatePg::start().await;
+    let url = |query: &str| format!("{}?{query}", pg.url());
+    let out = cli(
+        &["migrate"],
+        &[("STAMPEDE_DATABASE_URL", &url("sslmode=require"))],
+    );
+    assert!(!out.status.success());
+    let line = error_line(&stderr(&out));
+    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
+    assert!(line.contains("sslmode=require"), "{line}");
+    assert!(line.contains("does not support TLS"), "{line}");
+    for query in ["sslmode=prefer", "sslmode=disable"] {
+        let target = PgTarget::parse(&url(query)).unwrap();
+        let client = target.connect().await.unwrap();
+        assert!(!encrypted(&client).await, "{query}");
+    }
+}
+
+#[actix_web::test]
 async fn postgres_require_and_prefer_encrypt_without_a_ca() {
     let certs = TestCerts::make();
     let pg = PrivatePg::start_tls(&certs.path("server.crt"), &certs.path("server.key")).await;
@@ -380,6 +407,16 @@ async fn rediss_relays_between_nodes_and_an_untrusted_ca_stops_start_up() {
     let (status, err) = serve_must_fail(&[("STAMPEDE_REDIS_URL", &url)]);
     assert!(!status.success());
     assert!(error_line(&err).contains("Redis TLS failed"), "{err}");
+    // The right CA, but a host the certificate does not name.
+    let other_host = format!("rediss://127.0.0.2:{}", redis.port);
+    let (status, err) = serve_must_fail(&[
+        ("STAMPEDE_REDIS_URL", &other_host),
+        ("STAMPEDE_REDIS_CA_FILE", &ca),
+    ]);
+    assert!(!status.success());
+    let line = error_line(&err);
+    assert!(line.contains("Redis TLS failed"), "{line}");
+    assert!(line.contains("does not name the host"), "{line}");
 
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
