@@ -227,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let store = Store::new(&settings.database)?;
+            let store = Store::open(&settings.database).await?;
             let report = migrations::migrate_all(&store).await?;
             if report.applied.is_empty() {
                 println!("migrations: up to date");
@@ -238,13 +238,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Tenant(cmd) => tenant(&Store::new(&settings.database)?, cmd).await,
+        Command::Tenant(cmd) => tenant(&Store::open(&settings.database).await?, cmd).await,
         Command::User(UserCommand::Create {
             tenant,
             username,
             role,
         }) => {
-            let store = Store::new(&settings.database)?;
+            let store = Store::open(&settings.database).await?;
             let slug = existing_tenant(&store, &tenant).await?.slug;
             let username = Username::parse(&username).map_err(|e| anyhow!(e))?;
             let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
@@ -267,7 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             owner,
             title,
         }) => {
-            let store = Store::new(&settings.database)?;
+            let store = Store::open(&settings.database).await?;
             let slug = existing_tenant(&store, &tenant).await?.slug;
             let title = title.trim();
             if title.is_empty() || title.chars().count() > 200 {
@@ -284,13 +284,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Analyst(AnalystCommand::Grant { tenant, role }) => {
-            let store = Store::new(&settings.database)?;
+            let store = Store::open(&settings.database).await?;
             let slug = existing_tenant(&store, &tenant).await?.slug;
             store.grant_analyst(&slug, &role).await?;
             println!("role {role} can now read schema {slug}");
             Ok(())
         }
-        Command::Token(cmd) => token(&Store::new(&settings.database)?, cmd).await,
+        Command::Token(cmd) => token(&Store::open(&settings.database).await?, cmd).await,
         Command::Dev { bind, no_bot } => dev(settings, bind, !no_bot).await,
     }
 }
@@ -513,16 +513,14 @@ const DEMO_BOT: (&str, &str) = ("stampy", "stampy-bot-demo");
 
 async fn dev(mut settings: Settings, bind: String, bot: bool) -> anyhow::Result<()> {
     let project = std::env::current_dir()?;
-    let db = settings
-        .database
-        .url
-        .parse::<tokio_postgres::Config>()
-        .ok()
-        .and_then(|c| c.get_dbname().map(str::to_string))
+    let db = crate::store::connect::PgTarget::parse(&settings.database.url)?
+        .config()
+        .get_dbname()
+        .map(str::to_string)
         .unwrap_or_else(|| "stampede".into());
     settings.database.url =
-        stampede_devenv::ensure_postgres(&settings.database.url, &db, &project).await?;
-    let store = Store::new(&settings.database)?;
+        crate::store::provision::ensure_postgres(&settings.database.url, &db, &project).await?;
+    let store = Store::open(&settings.database).await?;
     migrations::migrate_all(&store).await?;
 
     // The demo accounts have published passwords: never in a database that

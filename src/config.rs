@@ -109,10 +109,14 @@ impl Default for DatabaseSettings {
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://127.0.0.1:6379`; empty means a single node with an in-process relay.
+    /// `redis://127.0.0.1:6379`, or `rediss://` for TLS; empty means a single
+    /// node with an in-process relay.
     pub url: String,
     /// Prefix of every channel and key this cluster uses.
     pub prefix: String,
+    /// PEM file of the CA(s) that sign a `rediss://` server's certificate, in
+    /// place of the system's roots (empty: the system's).
+    pub ca_file: String,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for RedisSettings {
         f.debug_struct("RedisSettings")
             .field("url", &if self.url.is_empty() { "" } else { "<set>" })
             .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -20,6 +20,7 @@
 //! - [`auth`]: passwords, cookie sessions, CSRF, login limits.
 //! - [`web`]: routes: pages, JSON API, operations, static files.
 //! - [`telemetry`]: structured logs.
+//! - [`tls`]: TLS to PostgreSQL and Redis (rustls with ring): roots, checks, failure reasons.
 
 pub mod analytics;
 pub mod auth;
@@ -39,6 +40,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
+pub mod tls;
 pub mod web;
 
 #[cfg(test)]

@@ -44,10 +44,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL, refuses to start while migrations are pending,
-    /// binds `settings.server.bind` and prepares the server.
+    /// Connects to PostgreSQL, refuses to start when TLS to PostgreSQL or to a
+    /// `rediss://` Redis fails or while migrations are pending, binds
+    /// `settings.server.bind` and prepares the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = Store::new(&settings.database)?;
+        let store = Store::open(&settings.database).await?;
+        if !settings.redis.url.is_empty() {
+            crate::relay::check_tls(&settings.redis).await?;
+        }
         let pending = migrations::pending(&store)
             .await
             .context("cannot check migrations (is PostgreSQL reachable at database.url?)")?;

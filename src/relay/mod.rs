@@ -10,6 +10,11 @@
 //! count is the sum. Redis going away never stops local rooms: publishes are
 //! dropped, the subscriber reconnects with backoff and resubscribes, and rooms
 //! resynchronise from PostgreSQL when it is back.
+//!
+//! `rediss://` URLs speak TLS (rustls): the server's certificate is checked
+//! against the system's roots, or those of `redis.ca_file`, and must name the
+//! URL's host. Both the pool and the subscriber's connection are made from the
+//! one [`client`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -168,10 +173,10 @@ impl Relay {
         counts: LocalCounts,
         sink: mpsc::Sender<Incoming>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| anyhow::anyhow!("redis.url is not a valid Redis URL: {e}"))?;
-        let pool = deadpool_redis::Config::from_url(settings.url.clone())
-            .builder()?
+        let client = client(settings)?;
+        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+        let pool = deadpool_redis::Pool::builder(manager)
             .max_size(8)
             .wait_timeout(Some(OP_TIMEOUT))
             .create_timeout(Some(OP_TIMEOUT))
@@ -335,6 +340,67 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The Redis client of `settings`: `rediss://` with the roots of
+/// `redis.ca_file` when it is set, else the system's.
+pub fn client(settings: &RedisSettings) -> anyhow::Result<redis::Client> {
+    let url = settings.url.as_str();
+    let tls = url.starts_with("rediss://");
+    if tls {
+        crate::tls::install_default_provider();
+        if url.ends_with("#insecure") {
+            anyhow::bail!(
+                "redis.url: #insecure (no certificate check) is not supported; \
+                 set redis.ca_file to trust a private CA"
+            );
+        }
+    }
+    if settings.ca_file.is_empty() {
+        return redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("redis.url is not a valid Redis URL: {e}"));
+    }
+    if !tls {
+        anyhow::bail!("redis.ca_file is set but redis.url is not a rediss:// URL");
+    }
+    let path = std::path::Path::new(&settings.ca_file);
+    // Read and checked here, so a bad file is a startup error naming it.
+    crate::tls::roots(Some(path)).map_err(|e| anyhow::anyhow!("redis.ca_file: {e:#}"))?;
+    let pem = std::fs::read(path)?;
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("redis.url / redis.ca_file: {e}"))
+}
+
+/// For a `rediss://` URL, one connection: a failed TLS handshake (untrusted
+/// CA, wrong host name) is an error naming Redis and the reason. Redis not
+/// answering is not: the relay connects lazily and retries.
+pub async fn check_tls(settings: &RedisSettings) -> anyhow::Result<()> {
+    let client = client(settings)?;
+    if !settings.url.starts_with("rediss://") {
+        return Ok(());
+    }
+    let connect = client.get_multiplexed_async_connection();
+    if let Ok(Err(e)) = tokio::time::timeout(OP_TIMEOUT, connect).await {
+        if let Some(r) = crate::tls::rustls_error(&e) {
+            anyhow::bail!(
+                "Redis TLS failed (redis.url rediss://, {}): {}",
+                if settings.ca_file.is_empty() {
+                    "system roots".to_string()
+                } else {
+                    format!("redis.ca_file={}", settings.ca_file)
+                },
+                crate::tls::reason(r)
+            );
+        }
+        tracing::warn!(error = %e, "Redis does not answer yet; the relay keeps trying");
+    }
+    Ok(())
+}
+
 /// Publishes queued events, several per round trip.
 async fn publisher(pool: deadpool_redis::Pool, mut rx: mpsc::Receiver<(String, String)>) {
     let mut batch = Vec::with_capacity(256);
@@ -392,7 +458,12 @@ async fn subscriber(
             other => {
                 up.store(false, Ordering::Relaxed);
                 if let Ok(Err(e)) = other {
-                    tracing::debug!(error = %e, "relay subscriber cannot connect");
+                    match crate::tls::rustls_error(&e) {
+                        Some(r) => {
+                            tracing::warn!(reason = %crate::tls::reason(r), "relay: Redis TLS failed")
+                        }
+                        None => tracing::debug!(error = %e, "relay subscriber cannot connect"),
+                    }
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -522,5 +593,35 @@ async fn presence(
             Ok(Err(e)) => tracing::debug!(error = %e, "presence refresh failed"),
             Err(_) => tracing::debug!("presence refresh timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str, ca_file: &str) -> RedisSettings {
+        RedisSettings {
+            url: url.into(),
+            prefix: String::new(),
+            ca_file: ca_file.into(),
+        }
+    }
+
+    #[test]
+    fn tls_urls_and_ca_files_are_checked_before_connecting() {
+        assert!(client(&settings("rediss://127.0.0.1:6380", "")).is_ok());
+        let e = client(&settings("rediss://127.0.0.1:6380/#insecure", ""))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("#insecure"), "{e}");
+        let e = client(&settings("redis://127.0.0.1:6379", "/etc/ca.pem"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not a rediss://"), "{e}");
+        let e = client(&settings("rediss://127.0.0.1:6380", "/nonexistent/ca.pem"))
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
     }
 }

@@ -115,7 +115,15 @@ pub async fn pending(store: &Store) -> Result<Vec<String>, MigrateError> {
     }
     check(&client, Target::Public, &mut out).await?;
     for slug in tenant_slugs(&client).await? {
-        check(&client, Target::Tenant(&slug), &mut out).await?;
+        let mut tenant = Vec::new();
+        let checked = check(&client, Target::Tenant(&slug), &mut tenant).await;
+        // A tenant deleted since the listing (its schema dropped meanwhile)
+        // has nothing pending: it is gone, not new.
+        if (checked.is_err() || !tenant.is_empty()) && !tenant_exists(&client, &slug).await? {
+            continue;
+        }
+        checked?;
+        out.extend(tenant);
     }
     Ok(out)
 }
@@ -132,7 +140,10 @@ async fn check<C: GenericClient>(
     let stmt = match client.prepare(&sql).await {
         Ok(stmt) => stmt,
         // A tenant whose schema has no record table yet has everything pending.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+        Err(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME) =>
+        {
             out.extend(
                 target
                     .files()
@@ -156,6 +167,17 @@ async fn check<C: GenericClient>(
         }
     }
     Ok(())
+}
+
+/// Whether the tenant `slug` is (still) registered.
+async fn tenant_exists<C: GenericClient>(client: &C, slug: &Slug) -> Result<bool, MigrateError> {
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM public.tenants WHERE slug = $1",
+            &[&slug.as_str()],
+        )
+        .await?
+        .is_some())
 }
 
 async fn tenant_slugs<C: GenericClient>(client: &C) -> Result<Vec<Slug>, MigrateError> {

@@ -15,10 +15,12 @@ pub mod accounts;
 pub mod analysts;
 pub mod analytics;
 pub mod chat_v2;
+pub mod connect;
 pub mod held;
 pub mod messages;
 pub mod migrations;
 pub mod moderation;
+pub mod provision;
 pub mod reaction_writer;
 pub mod reactions;
 pub mod search;
@@ -31,10 +33,10 @@ pub mod writer;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::Slug;
+use connect::{PgTarget, SslMode};
 
 /// The `search_path` of every pooled connection (see [`Store::with_pool_size`]).
 pub const SEARCH_PATH_OPTION: &str = "-c search_path=pg_catalog";
@@ -69,6 +71,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    target: PgTarget,
 }
 
 impl Store {
@@ -79,10 +82,8 @@ impl Store {
 
     /// Builds a pool of exactly `size` connections.
     pub fn with_pool_size(settings: &DatabaseSettings, size: usize) -> anyhow::Result<Self> {
-        let mut pg: tokio_postgres::Config = settings
-            .url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("database.url is not a valid PostgreSQL URL: {e}"))?;
+        let mut target = PgTarget::parse(&settings.url)?;
+        let pg = target.config_mut();
         let timeout = Duration::from_secs(settings.connect_timeout_secs.max(1));
         pg.connect_timeout(timeout);
         if pg.get_application_name().is_none() {
@@ -98,8 +99,8 @@ impl Store {
         };
         pg.options(&options);
         let manager = Manager::from_config(
-            pg,
-            NoTls,
+            pg.clone(),
+            target.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -111,7 +112,23 @@ impl Store {
             .create_timeout(Some(timeout))
             .recycle_timeout(Some(timeout))
             .build()?;
-        Ok(Self { pool })
+        Ok(Self { pool, target })
+    }
+
+    /// Like [`Store::new`], and when `database.url` asks for TLS, proves it
+    /// with one connection: a failed handshake (untrusted CA, wrong host name,
+    /// no TLS on the server) is an error naming PostgreSQL and the reason.
+    /// Any other failure is left to the first query, as with [`Store::new`].
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let store = Self::new(settings)?;
+        if store.target.ssl_mode() != SslMode::Disable {
+            if let Err(e) = store.client().await {
+                if let Some(line) = store.target.tls_failure(&e) {
+                    anyhow::bail!(line);
+                }
+            }
+        }
+        Ok(store)
     }
 
     /// A pooled connection.

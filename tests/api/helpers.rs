@@ -45,7 +45,7 @@ pub fn database_url() -> String {
                     .unwrap()
                     .as_secs();
                 let db = format!("stampede_test_{secs}_{}", std::process::id());
-                let url = stampede_devenv::ensure_postgres(
+                let url = stampede::store::provision::ensure_postgres(
                     &base,
                     &db,
                     Path::new(env!("CARGO_MANIFEST_DIR")),
@@ -74,12 +74,12 @@ pub fn database_url() -> String {
 
 /// Drops test databases of earlier runs (older than an hour).
 async fn drop_old_test_databases(url: &str, now: u64) {
-    let mut config: tokio_postgres::Config = url.parse().unwrap();
-    config.dbname("postgres");
-    let Ok((client, conn)) = config.connect(tokio_postgres::NoTls).await else {
+    // The node's own way in, so a test database behind TLS works too.
+    let mut target = stampede::store::connect::PgTarget::parse(url).unwrap();
+    target.config_mut().dbname("postgres");
+    let Ok(client) = target.connect().await else {
         return;
     };
-    tokio::spawn(conn);
     let Ok(rows) = client
         .query(
             "SELECT datname FROM pg_database WHERE datname LIKE 'stampede\\_test\\_%'",
@@ -674,6 +674,10 @@ pub struct PrivatePg {
     bin: std::path::PathBuf,
     /// Its port.
     pub port: u16,
+    /// Server options beyond port, socket directory and `listen_addresses`.
+    options: String,
+    /// `listen_addresses`.
+    listen: &'static str,
 }
 
 impl PrivatePg {
@@ -681,8 +685,8 @@ impl PrivatePg {
         stampede_devenv::as_pg_user(&self.bin.join(tool), stampede_devenv::is_root())
     }
 
-    /// Creates and starts a cluster (trust auth) with database `stampede`.
-    pub async fn start() -> PrivatePg {
+    /// Creates a cluster (trust auth) in a fresh directory; not started.
+    fn init() -> PrivatePg {
         let bin = stampede_devenv::postgres_bin_dir()
             .unwrap_or_else(|e| panic!("these tests need PostgreSQL's server programs: {e:#}"));
         let dir = std::env::temp_dir().join(format!("stampede-pg-{}", random_hex(10)));
@@ -698,6 +702,8 @@ impl PrivatePg {
             dir,
             bin,
             port: free_port(),
+            options: String::new(),
+            listen: "127.0.0.1",
         };
         let out = pg
             .pg_command("initdb")
@@ -710,9 +716,63 @@ impl PrivatePg {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        pg
+    }
+
+    /// Creates and starts a cluster (trust auth) with database `stampede`.
+    pub async fn start() -> PrivatePg {
+        let pg = Self::init();
         pg.start_server();
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        actix_rt::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .batch_execute("CREATE DATABASE stampede")
+            .await
+            .unwrap();
+        pg
+    }
+
+    /// Creates and starts a cluster that takes TCP connections over TLS only
+    /// (`ssl=on` with `cert` and `key`, `hostssl` lines alone in pg_hba.conf),
+    /// listening on 127.0.0.1 and 127.0.0.2, with database `stampede`.
+    pub async fn start_tls(cert: &Path, key: &Path) -> PrivatePg {
+        let mut pg = Self::init();
+        std::fs::copy(cert, pg.dir.join("server.crt")).unwrap();
+        std::fs::copy(key, pg.dir.join("server.key")).unwrap();
+        std::fs::write(
+            pg.dir.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
+        )
+        .unwrap();
+        if stampede_devenv::is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .unwrap();
+        }
+        // PostgreSQL refuses a key others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            pg.dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        pg.options = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        pg.listen = "127.0.0.1,127.0.0.2";
+        pg.start_server();
+        // Over the Unix socket: plain TCP is refused.
+        let (client, conn) = tokio_postgres::Config::new()
+            .host_path(&pg.dir)
+            .port(pg.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
             .await
             .unwrap();
         actix_rt::spawn(async move {
@@ -740,9 +800,11 @@ impl PrivatePg {
             .arg(self.dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k {}",
+                "-p {} -c listen_addresses={} -k {} {}",
                 self.port,
-                self.dir.display()
+                self.listen,
+                self.dir.display(),
+                self.options
             ))
             .output()
             .unwrap();
@@ -797,6 +859,13 @@ fn redis_answers(addr: &str) -> bool {
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
+/// The path of `redis-server`, installing Debian's package when missing.
+pub fn redis_server_bin() -> &'static str {
+    stampede_devenv::ensure_redis_server().unwrap_or_else(|e| {
+        panic!("the tests need Redis: start one on 127.0.0.1:6379 or install it ({e:#})")
+    })
+}
+
 /// A Redis for this run: the one on 127.0.0.1:6379 when it answers, else a
 /// private one the suite starts. Tests isolate themselves by channel prefix.
 pub fn redis_url() -> String {
@@ -841,22 +910,20 @@ impl PrivateRedis {
 
     /// Starts the server (again) on the same port.
     pub fn start_again(&mut self) {
-        let child = Command::new(stampede_devenv::ensure_redis_server().unwrap_or_else(|e| {
-            panic!("the tests need Redis: start one on 127.0.0.1:6379 or install it ({e:#})")
-        }))
-        .args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start redis-server");
+        let child = Command::new(redis_server_bin())
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
         self.child = Some(child);
         for _ in 0..100 {
             if redis_answers(&format!("127.0.0.1:{}", self.port)) {

@@ -25,7 +25,8 @@ mod tenancy;
 mod timeline;
 mod ws;
 
-/// The slow suites: pages in headless Chromium, faults, chaos, two-node clusters.
+/// The slow suites: pages in headless Chromium, faults, chaos, two-node
+/// clusters, private TLS servers.
 mod slow {
     mod chaos;
     mod cluster;
@@ -33,4 +34,5 @@ mod slow {
     mod moderation_browser;
     mod pages_browser;
     mod replay_browser;
+    mod tls;
 }

@@ -1,14 +1,12 @@
 //! Bringing up what the demo and the test suite need on a developer's machine
-//! (Debian, as root or not): a PostgreSQL server (the configured one when it
-//! answers, else a private cluster under the project, installing Debian's
-//! `postgresql` when missing), and the programs `redis-server`, `chromium` and
+//! (Debian, as root or not): a private PostgreSQL cluster under the project
+//! (installing Debian's `postgresql` when missing), and the programs `redis-server`, `chromium` and
 //! `ffmpeg`, installed from Debian when missing. Used by `stampede dev` and by
 //! the tests' setup; never by `stampede serve`, and no part of the server.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use anyhow::{bail, Context};
@@ -16,77 +14,9 @@ use anyhow::{bail, Context};
 /// Port of the private cluster (fixed, so re-runs find it again).
 pub const PRIVATE_PG_PORT: u16 = 5544;
 
-/// Returns a URL of a reachable PostgreSQL whose database `db` exists: `url`
-/// when its server answers, else a private cluster under `project_dir`.
-pub async fn ensure_postgres(url: &str, db: &str, project_dir: &Path) -> anyhow::Result<String> {
-    let config: tokio_postgres::Config = url.parse().context("database.url is not a valid URL")?;
-    if let Ok(u) = ensure_database(&config, db).await {
-        return Ok(u);
-    }
-    // A private cluster of this project (maybe of another checkout) may already run.
-    let private: tokio_postgres::Config =
-        cluster_url(&cluster_dir(project_dir), PRIVATE_PG_PORT).parse()?;
-    if let Ok(u) = ensure_database(&private, db).await {
-        return Ok(u);
-    }
-    eprintln!("PostgreSQL at the configured URL does not answer; starting a private cluster");
-    let private = start_private_cluster(project_dir)?;
-    let config: tokio_postgres::Config = private.parse()?;
-    ensure_database(&config, db)
-        .await
-        .context("the private PostgreSQL cluster started but does not answer")
-}
-
-/// Connects to the server of `config`, creates `db` if missing, and returns its URL.
-async fn ensure_database(config: &tokio_postgres::Config, db: &str) -> anyhow::Result<String> {
-    let mut admin = config.clone();
-    admin.dbname("postgres");
-    admin.connect_timeout(Duration::from_secs(2));
-    let (client, conn) = admin.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-        .await?
-        .is_some();
-    if !exists {
-        // The name is ours (config or test support), still quote it as an identifier.
-        if db.contains('"') {
-            bail!("invalid database name {db:?}");
-        }
-        if let Err(e) = client
-            .batch_execute(&format!("CREATE DATABASE \"{db}\""))
-            .await
-        {
-            // Another process may have created it meanwhile.
-            if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) {
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(url_of(config, db))
-}
-
-fn url_of(config: &tokio_postgres::Config, db: &str) -> String {
-    let host = config
-        .get_hosts()
-        .iter()
-        .find_map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        })
-        .unwrap_or_else(|| "127.0.0.1".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().unwrap_or("postgres");
-    match config.get_password() {
-        Some(pw) => format!(
-            "postgres://{user}:{}@{host}:{port}/{db}",
-            String::from_utf8_lossy(pw)
-        ),
-        None => format!("postgres://{user}@{host}:{port}/{db}"),
-    }
+/// The URL (database `postgres`) of the private cluster of `project_dir`, if it runs.
+pub fn private_cluster_url(project_dir: &Path) -> String {
+    cluster_url(&cluster_dir(project_dir), PRIVATE_PG_PORT)
 }
 
 /// The bin directory of the newest installed PostgreSQL server.
@@ -184,7 +114,7 @@ pub fn cluster_dir(project_dir: &Path) -> PathBuf {
 }
 
 /// Starts (or finds running) the private cluster and returns its URL (database `postgres`).
-fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
+pub fn start_private_cluster(project_dir: &Path) -> anyhow::Result<String> {
     start_private_cluster_on(project_dir, PRIVATE_PG_PORT)
 }
 
@@ -375,13 +305,5 @@ mod tests {
     #[test]
     fn a_working_program_needs_no_install() {
         ensure_package("no-such-package-needed", || true).unwrap();
-    }
-
-    #[test]
-    fn urls_keep_user_host_port_and_password() {
-        let c: tokio_postgres::Config = "postgres://u:pw@10.0.0.1:6000/x".parse().unwrap();
-        assert_eq!(url_of(&c, "db"), "postgres://u:pw@10.0.0.1:6000/db");
-        let c: tokio_postgres::Config = "postgres://u@h/x".parse().unwrap();
-        assert_eq!(url_of(&c, "db"), "postgres://u@h:5432/db");
     }
 }

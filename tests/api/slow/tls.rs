@@ -1,0 +1,465 @@
+//! TLS to the data stores, against servers the tests start: a PostgreSQL that
+//! takes TCP connections over TLS only, and a redis-server with only a TLS
+//! port, both with certificates made here by a private CA (`openssl`).
+//! Plain connections are refused by the servers, so whatever works here went
+//! over TLS; what must fail (an untrusted CA, a certificate for another host)
+//! fails with one line naming the store and the reason.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use stampede::{domain::Role, store::connect::PgTarget};
+
+use crate::helpers::*;
+
+/// A private CA, a server certificate it signs for `localhost` and 127.0.0.1,
+/// and a second CA that signs nothing. Removed on drop.
+struct TestCerts {
+    dir: PathBuf,
+}
+
+impl TestCerts {
+    fn make() -> TestCerts {
+        let certs = TestCerts {
+            dir: std::env::temp_dir().join(format!("stampede-tls-{}", random_hex(10))),
+        };
+        std::fs::create_dir_all(&certs.dir).unwrap();
+        for ca in ["ca", "other-ca"] {
+            certs.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=Stampede test {ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+        }
+        certs.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            certs.dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
+             basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        certs.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        certs
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("the TLS tests make certificates with the openssl command: apt-get install openssl ({e})")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn ca(&self) -> String {
+        self.path("ca.crt").display().to_string()
+    }
+
+    fn other_ca(&self) -> String {
+        self.path("other-ca.crt").display().to_string()
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A redis-server with a TLS port only (`--port 0`), killed on drop.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsRedis {
+    fn start(certs: &TestCerts) -> TlsRedis {
+        let port = free_port();
+        let log = certs.path(&format!("redis-{port}.log"));
+        let child = Command::new(redis_server_bin())
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args([
+                "--bind",
+                "127.0.0.1 127.0.0.2",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(certs.path("server.crt"))
+            .arg("--tls-key-file")
+            .arg(certs.path("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(certs.path("ca.crt"))
+            .args(["--tls-auth-clients", "no"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let mut r = TlsRedis { child, port };
+        for _ in 0..200 {
+            if let Some(status) = r.child.try_wait().unwrap() {
+                panic!(
+                    "redis-server with --tls-port exited ({status}): it must be built with TLS \
+                     (Debian's redis-server 6 or newer is; apt-get install redis-server): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r.stop();
+        panic!("redis-server did not listen on TLS port {port}");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The URL of the TLS cluster's `stampede` database on `host` with `query`.
+fn pg_url(pg: &PrivatePg, host: &str, query: &str) -> String {
+    format!("postgres://postgres@{host}:{}/stampede?{query}", pg.port)
+}
+
+/// Runs `stampede serve` until it exits (it must: start-up fails); returns
+/// its exit status and stderr.
+fn serve_must_fail(envs: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env("STAMPEDE_DATABASE_URL", database_url())
+        .env("RUST_LOG", "error")
+        .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start stampede serve");
+    let until = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("stampede serve started although TLS to a data store fails");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+/// The one `error:` line of a failed command.
+fn error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
+    lines[0].to_string()
+}
+
+/// Whether the connection of `client` is encrypted, as the server sees it.
+async fn encrypted(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[actix_web::test]
+async fn postgres_verify_full_carries_a_whole_chat() {
+    let certs = TestCerts::make();
+    let pg = PrivatePg::start_tls(&certs.path("server.crt"), &certs.path("server.key")).await;
+
+    // The server refuses plain TCP: what works below is TLS.
+    let plain = PgTarget::parse(&pg_url(&pg, "127.0.0.1", "sslmode=disable")).unwrap();
+    let e = plain.check(Duration::from_secs(5)).await.unwrap_err();
+    assert!(format!("{e:#}").contains("pg_hba.conf"), "{e:#}");
+
+    let url = pg_url(
+        &pg,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", certs.ca()),
+    );
+    let migrate = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &url)]);
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+
+    let app = spawn_app_with(|s| s.database.url = url.clone()).await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let (mut ws, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    ws.send(json!({"type":"message","message":"sealed","client_id":"s-1"}))
+        .await;
+    let id = ws.expect("ack").await["id"].as_i64().unwrap();
+    assert_eq!(app.stored_ids(stream).await, vec![id]);
+
+    // Every TCP connection the node and its store hold is encrypted.
+    let client = app.store.client().await.unwrap();
+    assert!(encrypted(&client).await);
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.count(*), pg_catalog.bool_and(s.ssl) \
+             FROM pg_catalog.pg_stat_ssl s JOIN pg_catalog.pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.client_addr IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, i64>(0) >= 2, "the node's pool and the test's");
+    assert!(row.get::<_, bool>(1));
+}
+
+#[actix_web::test]
+async fn postgres_untrusted_ca_or_wrong_host_stops_start_up_with_the_reason() {
+    let certs = TestCerts::make();
+    let pg = PrivatePg::start_tls(&certs.path("server.crt"), &certs.path("server.key")).await;
+
+    // A CA that did not sign the server's certificate.
+    let wrong_ca = pg_url(
+        &pg,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", certs.other_ca()),
+    );
+    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &wrong_ca)]);
+    assert!(!out.status.success());
+    let line = error_line(&stderr(&out));
+    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
+    assert!(line.contains("sslmode=verify-full"), "{line}");
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+
+    let (status, err) = serve_must_fail(&[("STAMPEDE_DATABASE_URL", &wrong_ca)]);
+    assert!(!status.success());
+    let line = error_line(&err);
+    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+
+    // The right CA, but the certificate names 127.0.0.1 and localhost, not 127.0.0.2.
+    let query = format!("sslrootcert={}", certs.ca());
+    let other_host = pg_url(&pg, "127.0.0.2", &format!("sslmode=verify-full&{query}"));
+    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &other_host)]);
+    assert!(!out.status.success());
+    let line = error_line(&stderr(&out));
+    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
+    assert!(line.contains("does not name the host"), "{line}");
+
+    // verify-ca checks the chain only: the same host is fine.
+    let chain_only = pg_url(&pg, "127.0.0.2", &format!("sslmode=verify-ca&{query}"));
+    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &chain_only)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ...and still refuses a chain to an untrusted CA.
+    let other = format!("sslmode=verify-ca&sslrootcert={}", certs.other_ca());
+    let out = cli(
+        &["migrate"],
+        &[("STAMPEDE_DATABASE_URL", &pg_url(&pg, "127.0.0.2", &other))],
+    );
+    assert!(!out.status.success());
+    assert!(error_line(&stderr(&out)).contains("not signed by a trusted CA"));
+
+    // A CA file that is not there is named.
+    let missing = pg_url(
+        &pg,
+        "127.0.0.1",
+        "sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
+    );
+    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &missing)]);
+    assert!(!out.status.success());
+    assert!(error_line(&stderr(&out)).contains("/nonexistent/ca.crt"));
+}
+
+#[actix_web::test]
+async fn postgres_without_tls_is_refused_by_require_and_taken_plain_by_prefer() {
+    let pg = PrivatePg::start().await;
+    let url = |query: &str| format!("{}?{query}", pg.url());
+    let out = cli(
+        &["migrate"],
+        &[("STAMPEDE_DATABASE_URL", &url("sslmode=require"))],
+    );
+    assert!(!out.status.success());
+    let line = error_line(&stderr(&out));
+    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
+    assert!(line.contains("sslmode=require"), "{line}");
+    assert!(line.contains("does not support TLS"), "{line}");
+    for query in ["sslmode=prefer", "sslmode=disable"] {
+        let target = PgTarget::parse(&url(query)).unwrap();
+        let client = target.connect().await.unwrap();
+        assert!(!encrypted(&client).await, "{query}");
+    }
+}
+
+#[actix_web::test]
+async fn postgres_require_and_prefer_encrypt_without_a_ca() {
+    let certs = TestCerts::make();
+    let pg = PrivatePg::start_tls(&certs.path("server.crt"), &certs.path("server.key")).await;
+    // No CA given and a host the certificate does not name: encrypted all the same.
+    for query in ["sslmode=require", "sslmode=prefer", ""] {
+        let url = pg_url(&pg, "127.0.0.2", query);
+        let target = PgTarget::parse(&url).unwrap();
+        let client = target.connect().await.unwrap();
+        assert!(encrypted(&client).await, "{query:?}");
+        let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &url)]);
+        assert!(out.status.success(), "{query:?}: {}", stderr(&out));
+    }
+}
+
+#[actix_web::test]
+async fn rediss_relays_between_nodes_and_an_untrusted_ca_stops_start_up() {
+    let certs = TestCerts::make();
+    let redis = TlsRedis::start(&certs);
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let prefix = format!("t{}", random_hex(10));
+    let ca = certs.ca();
+
+    // Trusting another CA: the node does not start, and says why.
+    let other_ca = certs.other_ca();
+    let (status, err) = serve_must_fail(&[
+        ("STAMPEDE_REDIS_URL", &url),
+        ("STAMPEDE_REDIS_CA_FILE", &other_ca),
+    ]);
+    assert!(!status.success());
+    let line = error_line(&err);
+    assert!(line.contains("Redis TLS failed"), "{line}");
+    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    // The system's roots do not hold the test CA either.
+    let (status, err) = serve_must_fail(&[("STAMPEDE_REDIS_URL", &url)]);
+    assert!(!status.success());
+    assert!(error_line(&err).contains("Redis TLS failed"), "{err}");
+    // The right CA, but a host the certificate does not name.
+    let other_host = format!("rediss://127.0.0.2:{}", redis.port);
+    let (status, err) = serve_must_fail(&[
+        ("STAMPEDE_REDIS_URL", &other_host),
+        ("STAMPEDE_REDIS_CA_FILE", &ca),
+    ]);
+    assert!(!status.success());
+    let line = error_line(&err);
+    assert!(line.contains("Redis TLS failed"), "{line}");
+    assert!(line.contains("does not name the host"), "{line}");
+
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    let env = [
+        ("STAMPEDE_REDIS_URL", url.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+        ("STAMPEDE_REDIS_CA_FILE", ca.as_str()),
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    let (mut on_a, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut on_b, _, _) = hb.ws_ready(stream, None).await;
+    // Sent until node B relays one: its subscription may still be on its way.
+    let mut relayed = None;
+    for i in 0..100 {
+        on_a.send(
+            json!({"type":"message","message":format!("over TLS {i}"),"client_id":format!("c{i}")}),
+        )
+        .await;
+        on_a.expect("ack").await;
+        while let Some(v) = on_b.next_text(Duration::from_millis(100)).await {
+            if v["type"] == "message" {
+                relayed = Some(v);
+                break;
+            }
+        }
+        if relayed.is_some() {
+            break;
+        }
+    }
+    let m = relayed.expect("node B relays node A's messages through rediss://");
+    assert!(m["message"].as_str().unwrap().starts_with("over TLS "));
+    assert_eq!(m["username"], "alice");
+    drop((a, b));
+}
