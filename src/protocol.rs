@@ -3,8 +3,8 @@
 //! [`ByteString`] and shared by every socket that receives it.
 
 use bytestring::ByteString;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{value::RawValue, Value};
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
 use crate::{domain::Role, error::Code, store::messages::StoredMessage};
@@ -53,41 +53,84 @@ fn err(code: Code, message: &'static str) -> FrameError {
     FrameError { code, message }
 }
 
+/// The fields a client frame may carry, borrowed from the frame's text as raw
+/// JSON: unknown fields are skipped without being built, and nothing is
+/// allocated for a field until its frame type reads it. `null` and a missing
+/// field are the same (`None`).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    client_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reply_to: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stamp_id: Option<&'a RawValue>,
+}
+
+/// A raw JSON string's text, or `None` when it is another kind of value.
+fn string(raw: &RawValue) -> Option<String> {
+    raw.get()
+        .starts_with('"')
+        .then(|| serde_json::from_str(raw.get()).ok())
+        .flatten()
+}
+
+/// A raw JSON integer that fits an `i64`, or `None`.
+fn integer(raw: &RawValue) -> Option<i64> {
+    serde_json::from_str(raw.get()).ok()
+}
+
 /// Parses one text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
-    let value: Value = serde_json::from_str(text)
+    if !text.trim_start().starts_with('{') {
+        // A derived struct would also accept an array; tell apart what is
+        // not JSON from JSON that is not an object.
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => err(Code::InvalidJson, "The frame must be a JSON object."),
+            Err(_) => err(Code::InvalidJson, "The frame is not valid JSON."),
+        });
+    }
+    let fields: Fields = serde_json::from_str(text)
         .map_err(|_| err(Code::InvalidJson, "The frame is not valid JSON."))?;
-    let Value::Object(map) = value else {
-        return Err(err(Code::InvalidJson, "The frame must be a JSON object."));
+    let kind = match fields.kind {
+        None => std::borrow::Cow::Borrowed("message"),
+        Some(raw) => match string(raw) {
+            Some(s) => std::borrow::Cow::Owned(s),
+            None => return Err(err(Code::UnknownType, "Unknown frame type.")),
+        },
     };
-    let kind = match map.get("type") {
-        None | Some(Value::Null) => "message",
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(err(Code::UnknownType, "Unknown frame type.")),
+    let text_of = |raw: Option<&RawValue>| {
+        raw.and_then(string)
+            .ok_or_else(|| err(Code::Invalid, "\"message\" must be a string."))
     };
-    match kind {
+    match kind.as_ref() {
         "message" => {
-            let text = match map.get("message") {
-                Some(Value::String(s)) => s.clone(),
-                _ => return Err(err(Code::Invalid, "\"message\" must be a string.")),
+            let text = text_of(fields.message)?;
+            let client_id = match fields.client_id {
+                None => None,
+                Some(raw) => match string(raw) {
+                    Some(s) if s.chars().count() <= MAX_CLIENT_ID_CHARS => Some(s),
+                    Some(_) => {
+                        return Err(err(
+                            Code::Invalid,
+                            "\"client_id\" is longer than 64 characters.",
+                        ))
+                    }
+                    None => return Err(err(Code::Invalid, "\"client_id\" must be a string.")),
+                },
             };
-            let client_id = match map.get("client_id") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if s.chars().count() <= MAX_CLIENT_ID_CHARS => {
-                    Some(s.clone())
-                }
-                Some(Value::String(_)) => {
-                    return Err(err(
-                        Code::Invalid,
-                        "\"client_id\" is longer than 64 characters.",
-                    ))
-                }
-                Some(_) => return Err(err(Code::Invalid, "\"client_id\" must be a string.")),
-            };
-            let reply_to = match map.get("reply_to") {
-                None | Some(Value::Null) => None,
-                Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
-                Some(_) => return Err(err(Code::Invalid, "\"reply_to\" must be an integer.")),
+            let reply_to = match fields.reply_to {
+                None => None,
+                Some(raw) => Some(
+                    integer(raw)
+                        .ok_or_else(|| err(Code::Invalid, "\"reply_to\" must be an integer."))?,
+                ),
             };
             Ok(ClientFrame::Message {
                 text,
@@ -96,24 +139,23 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             })
         }
         "edit" => {
-            let message_id = match map.get("message_id") {
-                Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap(),
-                _ => return Err(err(Code::Invalid, "\"message_id\" must be an integer.")),
-            };
-            let text = match map.get("message") {
-                Some(Value::String(s)) => s.clone(),
-                _ => return Err(err(Code::Invalid, "\"message\" must be a string.")),
-            };
+            let message_id = fields
+                .message_id
+                .and_then(integer)
+                .ok_or_else(|| err(Code::Invalid, "\"message_id\" must be an integer."))?;
+            let text = text_of(fields.message)?;
             Ok(ClientFrame::Edit { message_id, text })
         }
-        "reaction" => match map.get("stamp_id") {
-            Some(Value::Number(n)) if n.as_i64().is_some() => Ok(ClientFrame::Reaction {
-                stamp_id: n.as_i64().unwrap(),
-            }),
-            _ => Err(err(Code::Invalid, "\"stamp_id\" must be an integer.")),
+        "reaction" => match fields.stamp_id.and_then(integer) {
+            Some(stamp_id) => Ok(ClientFrame::Reaction { stamp_id }),
+            None => Err(err(Code::Invalid, "\"stamp_id\" must be an integer.")),
         },
         kind if crate::moderation::Command::is_moderation_type(kind) => {
-            crate::moderation::Command::parse(&Value::Object(map))
+            // Moderation frames are rare and have many fields: the command
+            // parser shared with the HTTP route reads them from a JSON value.
+            let value: Value = serde_json::from_str(text)
+                .map_err(|_| err(Code::InvalidJson, "The frame is not valid JSON."))?;
+            crate::moderation::Command::parse(&value)
                 .map(ClientFrame::Moderation)
                 .map_err(|(code, message)| err(code, message))
         }
@@ -356,6 +398,49 @@ pub fn hello_frame(h: &Hello<'_>) -> ByteString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_frames_get_the_documented_codes() {
+        let code = |t: &str| parse_client_frame(t).unwrap_err();
+        assert_eq!(code("nonsense").message, "The frame is not valid JSON.");
+        assert_eq!(code("[1, 2]").message, "The frame must be a JSON object.");
+        assert_eq!(
+            code(" \"text\"").message,
+            "The frame must be a JSON object."
+        );
+        assert_eq!(code("{\"message\":\"x\"} trailing").code, Code::InvalidJson);
+        assert_eq!(code("{\"type\":5}").code, Code::UnknownType);
+        assert_eq!(code("{\"type\":\"nope\"}").code, Code::UnknownType);
+        assert_eq!(code("{\"message\":5}").code, Code::Invalid);
+        assert_eq!(
+            code("{\"message\":\"x\",\"reply_to\":1.5}").code,
+            Code::Invalid
+        );
+        assert_eq!(
+            code("{\"message\":\"x\",\"client_id\":7}").code,
+            Code::Invalid
+        );
+        assert_eq!(
+            code("{\"type\":\"reaction\",\"stamp_id\":\"1\"}").code,
+            Code::Invalid
+        );
+        assert_eq!(
+            code("{\"type\":\"edit\",\"message\":\"x\"}").code,
+            Code::Invalid
+        );
+        // null is the same as missing; escapes and unknown fields are fine.
+        assert_eq!(
+            parse_client_frame(
+                "{\"type\":null,\"message\":\"caf\\u00e9\",\"client_id\":null,\"reply_to\":null,\"x\":[{}]}"
+            )
+            .unwrap(),
+            ClientFrame::Message {
+                text: "café".into(),
+                client_id: None,
+                reply_to: None
+            }
+        );
+    }
 
     #[test]
     fn parses_seed_and_typed_frames() {
