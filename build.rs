@@ -1,6 +1,12 @@
 //! Build script: embeds `migrations/public/*.sql` and `migrations/tenant/*.sql` (in file-name
 //! order) and every file under `static/` into the binary, so `stampede` runs from
 //! any directory with nothing beside it.
+//!
+//! A build script rather than `include_dir` or `rust-embed`: watching the
+//! directories (`rerun-if-changed`) rebuilds when a file is added, which
+//! `include_dir` does not notice on stable Rust, and debug builds embed too,
+//! where `rust-embed` reads from disk unless told otherwise. ETags are made
+//! from the bytes when served (`web::statics`), so nothing else is generated.
 
 use std::{env, fs, path::Path};
 
