@@ -653,7 +653,7 @@ fn redis_answers(addr: &str) -> bool {
 }
 
 /// The path of `redis-server`, installing Debian's package when missing.
-fn redis_server_bin() -> String {
+pub fn redis_server_bin() -> String {
     let found = |p: &str| std::path::Path::new(p).exists();
     if !found("/usr/bin/redis-server") {
         let _ = Command::new("apt-get").arg("update").output();

@@ -19,6 +19,7 @@ mod moderation_v2;
 mod pages;
 mod pages_browser;
 mod reactions;
+mod redis_cluster;
 mod replay_browser;
 mod restrictions_model;
 mod room_core;
