@@ -45,6 +45,9 @@ use crate::{metrics, rooms::RoomKey};
 const TOPOLOGY_EVERY: Duration = Duration::from_secs(5);
 /// How often an idle subscriber connection is pinged.
 const PING_EVERY: Duration = Duration::from_secs(2);
+/// How often a subscriber retries channels placed on it but not subscribed
+/// (refused or dropped by the server while the topology was out of date).
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Longest backoff between reconnects to one shard.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -395,6 +398,8 @@ impl Cluster {
         let stats = metrics::shard(addr);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        reconcile.tick().await;
         let mut heard = Instant::now();
         loop {
             tokio::select! {
@@ -412,10 +417,25 @@ impl Cluster {
                     let items = match v {
                         Ok(Resp::Array(Some(items))) => items,
                         Ok(Resp::Error(e)) => {
-                            // MOVED/ASK/CLUSTERDOWN for a channel placed here:
-                            // the placement is out of date.
+                            // MOVED/ASK for a channel placed here: the
+                            // placement is out of date. Its channels are not
+                            // subscribed; the topology is read again and
+                            // they are retried wherever they then belong.
                             tracing::info!(shard = %addr, error = %e, "redis shard refused a subscription");
-                            return false;
+                            self.refresh.notify_one();
+                            let Some(slot) = refused_slot(&e) else {
+                                return false;
+                            };
+                            let refused: Vec<String> = subscribed
+                                .iter()
+                                .filter(|c| key_slot(c) == slot)
+                                .cloned()
+                                .collect();
+                            for c in &refused {
+                                subscribed.remove(c);
+                            }
+                            self.lose(refused).await;
+                            continue;
                         }
                         Ok(_) => continue,
                         Err(e) => {
@@ -454,6 +474,12 @@ impl Cluster {
                             }
                         }
                         _ => {}
+                    }
+                }
+                _ = reconcile.tick() => {
+                    let wanted = placed.borrow().clone();
+                    if wanted != *subscribed && !sync_subscriptions(write, subscribed, &wanted).await {
+                        return false;
                     }
                 }
                 _ = ping.tick() => {
@@ -609,6 +635,15 @@ impl Cluster {
     }
 }
 
+/// The slot of a `MOVED slot addr` or `ASK slot addr` error.
+fn refused_slot(error: &str) -> Option<u16> {
+    let mut words = error.split_whitespace();
+    match words.next()? {
+        "MOVED" | "ASK" => words.next()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Brings a subscriber connection's `SSUBSCRIBE`s in line with `wanted`: the
 /// commands for every added and removed channel in ONE write (a sharded
 /// subscribe takes one slot, so one channel, per command).
@@ -630,4 +665,17 @@ async fn sync_subscriptions(
             tokio::time::timeout(OP_TIMEOUT, write.write_all(&out)).await,
             Ok(Ok(()))
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_their_slot() {
+        assert_eq!(refused_slot("MOVED 12182 127.0.0.1:7002"), Some(12182));
+        assert_eq!(refused_slot("ASK 5 127.0.0.1:7002"), Some(5));
+        assert_eq!(refused_slot("CLUSTERDOWN The cluster is down"), None);
+        assert_eq!(refused_slot("MOVED x"), None);
+    }
 }

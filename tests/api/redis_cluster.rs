@@ -349,6 +349,15 @@ async fn wait_subscribed(port: u16, channel: &str) {
     }
 }
 
+/// A node's `stampede_relay_received_total`.
+async fn relay_received(app: &TestApp) -> u64 {
+    let body = app.get("/metrics", None).await.body;
+    body.lines()
+        .find_map(|l| l.strip_prefix("stampede_relay_received_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("stampede_relay_received_total in /metrics")
+}
+
 /// Reads `reactions` frames until `n` reactions are counted.
 async fn reaction_total(c: &mut WsClient, n: u64) -> u64 {
     let mut sum = 0;
@@ -562,14 +571,171 @@ impl Viewer {
     }
 }
 
-/// The next pair of chat frames, from A and from B.
-fn send_pair(sent: &mut usize) -> (serde_json::Value, serde_json::Value) {
-    *sent += 1;
-    let n = *sent;
-    (
-        json!({"type":"message","message":format!("a{n}"),"client_id":format!("a{n}")}),
-        json!({"type":"message","message":format!("b{n}"),"client_id":format!("b{n}")}),
-    )
+/// Chat flowing in one room from both nodes, watched by a viewer on each.
+struct Chat {
+    ha: TestApp,
+    hb: TestApp,
+    sa: WsClient,
+    sb: WsClient,
+    viewers: Vec<Viewer>,
+    /// Every acked message id.
+    acked: Vec<i64>,
+    sent: usize,
+}
+
+impl Chat {
+    /// Viewers and senders (alice on A, bob on B) in `stream`.
+    async fn open(ha: TestApp, hb: TestApp, stream: i64) -> Chat {
+        let (alice, _) = ha.login("alice", "password-123").await;
+        let (bob, _) = hb.login("bob", "password-123").await;
+        let viewers = vec![
+            Viewer {
+                ws: ha.ws_ready(stream, None).await.0,
+                got: Vec::new(),
+                name: "viewer on A",
+            },
+            Viewer {
+                ws: hb.ws_ready(stream, None).await.0,
+                got: Vec::new(),
+                name: "viewer on B",
+            },
+        ];
+        let sa = ha.ws_ready(stream, Some(&alice)).await.0;
+        let sb = hb.ws_ready(stream, Some(&bob)).await.0;
+        Chat {
+            ha,
+            hb,
+            sa,
+            sb,
+            viewers,
+            acked: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Sends one message from `a` (else b), waits for its ack; its id.
+    async fn send(&mut self, from_a: bool) -> i64 {
+        self.sent += 1;
+        let n = self.sent;
+        let sender = if from_a { &mut self.sa } else { &mut self.sb };
+        sender
+            .send(json!({"type":"message","message":format!("m{n}"),"client_id":format!("m{n}")}))
+            .await;
+        let id = sender.expect("ack").await["id"].as_i64().unwrap();
+        self.acked.push(id);
+        id
+    }
+
+    /// One message from each node, then whatever the viewers have.
+    async fn round(&mut self) {
+        self.send(true).await;
+        self.send(false).await;
+        for v in &mut self.viewers {
+            v.drain(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// New messages cross the nodes again, both ways, through the relay
+    /// (the other node's relay counts them, not only its rooms' catch-up).
+    async fn crosses_again(&mut self, after: &str) {
+        let received_before = (
+            relay_received(&self.ha).await,
+            relay_received(&self.hb).await,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (from_a, name) in [(true, "A to B"), (false, "B to A")] {
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "messages from {name} never crossed again after {after}"
+                );
+                let id = self.send(from_a).await;
+                let other = &mut self.viewers[usize::from(from_a)];
+                let until = Instant::now() + Duration::from_millis(1500);
+                while !other.got.contains(&id) && Instant::now() < until {
+                    other.drain(Duration::from_millis(100)).await;
+                }
+                if other.got.contains(&id) {
+                    break;
+                }
+            }
+        }
+        assert!(
+            relay_received(&self.ha).await > received_before.0
+                && relay_received(&self.hb).await > received_before.1,
+            "no relayed event reached a node after {after}"
+        );
+    }
+
+    /// Every viewer ends up with every acked message, each exactly once,
+    /// and nothing else; each is stored once.
+    async fn assert_exactly_once(&mut self, app: &TestApp, stream: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for v in &mut self.viewers {
+            while !self.acked.iter().all(|id| v.got.contains(id)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} is missing {:?}",
+                    v.name,
+                    self.acked
+                        .iter()
+                        .filter(|id| !v.got.contains(id))
+                        .collect::<Vec<_>>()
+                );
+                v.drain(Duration::from_millis(200)).await;
+            }
+        }
+        // Room syncs run a while after a topology change: a repeat would show now.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let expected: BTreeSet<i64> = self.acked.iter().copied().collect();
+        for v in &mut self.viewers {
+            v.drain(Duration::from_millis(500)).await;
+            let mut count: HashMap<i64, usize> = HashMap::new();
+            for id in &v.got {
+                *count.entry(*id).or_default() += 1;
+            }
+            let repeated: BTreeSet<i64> = count
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(id, _)| *id)
+                .collect();
+            assert!(
+                repeated.is_empty(),
+                "{} got {repeated:?} more than once",
+                v.name
+            );
+            let got: BTreeSet<i64> = v.got.iter().copied().collect();
+            assert_eq!(
+                got, expected,
+                "{} got other messages than were acked",
+                v.name
+            );
+        }
+        assert_eq!(
+            app.stored_ids(stream).await.len(),
+            self.acked.len(),
+            "each acked message stored once"
+        );
+    }
+}
+
+/// A cluster, two nodes and chat in one new stream: (cluster, app, stream,
+/// the room's channel, nodes, chat).
+async fn chat_on_a_cluster() -> (RedisCluster, TestApp, i64, String, (Node, Node), Chat) {
+    let cluster = RedisCluster::start();
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let prefix = format!("t{}", random_hex(10));
+    let ch = channel(&prefix, &app.tenant.slug, stream);
+    let (a, ha, b, hb) = cluster_nodes(&app, &cluster, &prefix).await;
+    wait_ready(&ha, Duration::from_secs(20)).await;
+    wait_ready(&hb, Duration::from_secs(20)).await;
+    let chat = Chat::open(ha, hb, stream).await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
+    wait_subscribed(RedisCluster::owner(&primaries, slots::key_slot(&ch)), &ch).await;
+    (cluster, app, stream, ch, (a, b), chat)
 }
 
 /// A primary is SIGKILLed while chat flows through its shard: once its
@@ -577,51 +743,16 @@ fn send_pair(sent: &mut usize) -> (serde_json::Value, serde_json::Value) {
 /// message exactly once, and new messages cross the nodes again.
 #[actix_web::test]
 async fn primary_killed_while_chat_flows_loses_and_repeats_nothing() {
-    let mut cluster = RedisCluster::start();
-    let primaries = cluster.wait_healthy(3, Duration::from_secs(30));
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    let prefix = format!("t{}", random_hex(10));
-    let ch = channel(&prefix, &app.tenant.slug, stream);
+    let (mut cluster, app, stream, ch, _nodes, mut chat) = chat_on_a_cluster().await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
     let victim = RedisCluster::owner(&primaries, slots::key_slot(&ch));
-    let (_a, ha, _b, hb) = cluster_nodes(&app, &cluster, &prefix).await;
-    wait_ready(&ha, Duration::from_secs(20)).await;
-    wait_ready(&hb, Duration::from_secs(20)).await;
-    let (alice, _) = ha.login("alice", "password-123").await;
-    let (bob, _) = hb.login("bob", "password-123").await;
-    let mut viewers = vec![
-        Viewer {
-            ws: ha.ws_ready(stream, None).await.0,
-            got: Vec::new(),
-            name: "viewer on A",
-        },
-        Viewer {
-            ws: hb.ws_ready(stream, None).await.0,
-            got: Vec::new(),
-            name: "viewer on B",
-        },
-    ];
-    let (mut sa, _, _) = ha.ws_ready(stream, Some(&alice)).await;
-    let (mut sb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
-    wait_subscribed(victim, &ch).await;
 
     // Chat from both nodes; the room's primary is killed a third of the way in.
-    let mut acked: Vec<i64> = Vec::new();
-    let mut sent = 0;
     for round in 0..30 {
         if round == 10 {
             cluster.kill(victim);
         }
-        let (ma, mb) = send_pair(&mut sent);
-        sa.send(ma).await;
-        sb.send(mb).await;
-        acked.push(sa.expect("ack").await["id"].as_i64().unwrap());
-        acked.push(sb.expect("ack").await["id"].as_i64().unwrap());
-        for v in &mut viewers {
-            v.drain(Duration::from_millis(50)).await;
-        }
+        chat.round().await;
     }
 
     // The replica takes over (the cluster's own failover).
@@ -631,82 +762,87 @@ async fn primary_killed_while_chat_flows_loses_and_repeats_nothing() {
         promoted, victim,
         "the killed primary still owns the room's slot"
     );
+    // Both nodes resubscribed by themselves, on the promoted replica.
+    wait_subscribed(promoted, &ch).await;
+    chat.crosses_again("the failover").await;
+    chat.assert_exactly_once(&app, stream).await;
 
-    // New messages cross the nodes again within a few seconds, both ways.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for (from_a, name) in [(true, "A to B"), (false, "B to A")] {
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "messages from {name} never crossed again after the failover"
-            );
-            let (ma, mb) = send_pair(&mut sent);
-            let (sender, msg) = if from_a { (&mut sa, ma) } else { (&mut sb, mb) };
-            sender.send(msg).await;
-            let id = sender.expect("ack").await["id"].as_i64().unwrap();
-            acked.push(id);
-            // Watched on the other node's viewer: live relaying, not a sweep.
-            let other = if from_a { 1 } else { 0 };
-            let until = Instant::now() + Duration::from_millis(1500);
-            while !viewers[other].got.contains(&id) && Instant::now() < until {
-                viewers[other].drain(Duration::from_millis(100)).await;
-            }
-            if viewers[other].got.contains(&id) {
-                break;
-            }
-        }
-    }
-
-    // Every viewer ends up with every acked message, each exactly once.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for v in &mut viewers {
-        while !acked.iter().all(|id| v.got.contains(id)) {
-            assert!(
-                Instant::now() < deadline,
-                "{} is missing {:?}",
-                v.name,
-                acked
-                    .iter()
-                    .filter(|id| !v.got.contains(id))
-                    .collect::<Vec<_>>()
-            );
-            v.drain(Duration::from_millis(200)).await;
-        }
-    }
-    // Room syncs run a while after a failover: any repeat would show now.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for v in &mut viewers {
-        v.drain(Duration::from_millis(500)).await;
-        let mut count: HashMap<i64, usize> = HashMap::new();
-        for id in &v.got {
-            *count.entry(*id).or_default() += 1;
-        }
-        let repeated: BTreeSet<i64> = count
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(id, _)| *id)
-            .collect();
-        assert!(
-            repeated.is_empty(),
-            "{} got {repeated:?} more than once",
-            v.name
-        );
-        let expected: BTreeSet<i64> = acked.iter().copied().collect();
-        let got: BTreeSet<i64> = v.got.iter().copied().collect();
-        assert_eq!(
-            got, expected,
-            "{} got other messages than were acked",
-            v.name
-        );
-    }
-    assert_eq!(
-        app.stored_ids(stream).await.len(),
-        acked.len(),
-        "each acked message stored once"
-    );
     // Readiness is back with the new primary.
-    wait_ready(&ha, Duration::from_secs(20)).await;
-    let metrics = ha.get("/metrics", None).await.body;
+    wait_ready(&chat.ha, Duration::from_secs(20)).await;
+    let metrics = chat.ha.get("/metrics", None).await.body;
     let line = format!("stampede_redis_shard_connected{{shard=\"127.0.0.1:{promoted}\"}} 1");
     assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+}
+
+/// The room's slot is migrated to another primary while chat flows (the
+/// server drops the subscriptions with `sunsubscribe`): both nodes follow it
+/// by themselves, and nothing is lost or repeated.
+#[actix_web::test]
+async fn slot_moved_while_chat_flows_is_followed() {
+    let (cluster, app, stream, ch, _nodes, mut chat) = chat_on_a_cluster().await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
+    let slot = slots::key_slot(&ch);
+    let from = RedisCluster::owner(&primaries, slot);
+    let to = *primaries.keys().find(|p| **p != from).unwrap();
+    let id_of = |port: u16| cli_on(port, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from_id, to_id) = (id_of(from), id_of(to));
+
+    for _ in 0..10 {
+        chat.round().await;
+    }
+    // The documented manual migration of one slot, keys included.
+    let slot_arg = slot.to_string();
+    cli_on(
+        to,
+        &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from_id],
+    );
+    cli_on(
+        from,
+        &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &to_id],
+    );
+    let keys = cli_on(from, &["CLUSTER", "GETKEYSINSLOT", &slot_arg, "1000"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    if !keys.is_empty() {
+        let to_port = to.to_string();
+        let mut args = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            &to_port,
+            "",
+            "0",
+            "5000",
+            "REPLACE",
+            "KEYS",
+        ];
+        args.extend(keys.iter().copied());
+        let out = cli_on(from, &args);
+        assert!(
+            out.contains("OK") || out.contains("NOKEY"),
+            "MIGRATE: {out}"
+        );
+    }
+    for port in primaries.keys() {
+        cli_on(*port, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+    }
+    for _ in 0..10 {
+        chat.round().await;
+    }
+
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owners = cluster.wait_healthy(3, Duration::from_secs(30));
+        if RedisCluster::owner(&owners, slot) == to {
+            break;
+        }
+        assert!(Instant::now() < until, "slot {slot} never moved to {to}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_subscribed(to, &ch).await;
+    assert_eq!(
+        shard_subscribers(from, &ch),
+        0,
+        "{ch} still subscribed on its old primary"
+    );
+    chat.crosses_again("the slot moved").await;
+    chat.assert_exactly_once(&app, stream).await;
 }
