@@ -51,6 +51,10 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// Longest backoff between reconnects to one shard.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// One shard's part of a presence round: rooms gone from this node, and this
+/// node's count in each room it runs.
+type ShardPresence = (Vec<RoomKey>, Vec<(RoomKey, u64)>);
+
 /// The cluster relay's shared state.
 pub(super) struct Cluster {
     /// The configured URL (credentials; its address is the first seed).
@@ -585,7 +589,7 @@ impl Cluster {
             tick.tick().await;
             let local = counts();
             let topology = self.topology();
-            let mut per: HashMap<&str, (Vec<RoomKey>, Vec<(RoomKey, u64)>)> = HashMap::new();
+            let mut per: HashMap<&str, ShardPresence> = HashMap::new();
             for gone in reported.iter().filter(|k| !local.contains_key(*k)) {
                 let base = slots::presence_base(&self.prefix, gone);
                 if let Some(addr) = topology.owner(key_slot(&base)) {
