@@ -451,6 +451,15 @@ async fn rooms_on_every_shard_relay_messages_once() {
     // Readiness and per-shard metrics name all three primaries.
     let r = ha.get("/readyz", None).await;
     assert_eq!(r.json()["redis"], true, "{}", r.body);
+    for (port, (_, _)) in &rooms {
+        let shard = &r.json()["redis_shards"][format!("127.0.0.1:{port}")];
+        assert_eq!(shard["connected"], true, "{}", r.body);
+        assert!(
+            shard["subscriptions"].as_u64() >= Some(1),
+            "no subscription on {port}: {}",
+            r.body
+        );
+    }
     let metrics = ha.get("/metrics", None).await.body;
     for (port, (_, _)) in &rooms {
         let line = format!("stampede_redis_shard_connected{{shard=\"127.0.0.1:{port}\"}} 1");
