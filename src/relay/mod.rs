@@ -645,3 +645,23 @@ pub(crate) async fn presence_round<C: redis::aio::ConnectionLike + Send>(
         .map(|((key, mine), vals)| (key, vals.into_iter().flatten().sum(), mine))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_channels_are_counted() {
+        let w = Wanted::default();
+        // A room starting again before its predecessor stopped keeps its channel.
+        w.set("room".into(), true);
+        w.set("room".into(), true);
+        w.set("room".into(), false);
+        assert_eq!(w.snapshot(), HashSet::from(["room".to_string()]));
+        w.set("room".into(), false);
+        assert!(w.snapshot().is_empty());
+        // More stops than starts never underflow.
+        w.set("room".into(), false);
+        assert!(w.snapshot().is_empty());
+    }
+}

@@ -306,6 +306,11 @@ impl Cluster {
                     stale = true;
                 }
                 _ = tick.tick() => stale = true,
+                // Not every slot has a primary yet (starting, failing over):
+                // ask again soon.
+                _ = tokio::time::sleep(Duration::from_secs(1)), if !topology.covers_all() => {
+                    stale = true;
+                }
             }
         }
     }
