@@ -757,12 +757,27 @@ async fn primary_killed_while_chat_flows_loses_and_repeats_nothing() {
     let victim = RedisCluster::owner(&primaries, slots::key_slot(&ch));
 
     // Chat from both nodes; the room's primary is killed a third of the way in.
+    let mut unready = None;
     for round in 0..30 {
         if round == 10 {
             cluster.kill(victim);
         }
         chat.round().await;
+        if round >= 10 && unready.is_none() {
+            // The shard has no primary until its replica is promoted.
+            let r = chat.ha.get("/readyz", None).await;
+            if r.status == 503 {
+                unready = Some(r.json());
+            }
+        }
     }
+    let unready = unready.expect("/readyz never reported the lost shard");
+    assert_eq!(unready["redis"], false, "{unready}");
+    assert_eq!(
+        unready["redis_shards"][format!("127.0.0.1:{victim}")]["connected"],
+        false,
+        "{unready}"
+    );
 
     // The replica takes over (the cluster's own failover).
     let after = cluster.wait_healthy(3, Duration::from_secs(30));
