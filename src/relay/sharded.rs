@@ -347,7 +347,7 @@ impl Cluster {
         let stats = metrics::shard(&addr);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let (mut read, mut write) = match tokio::time::timeout(
+            let (read, mut write) = match tokio::time::timeout(
                 OP_TIMEOUT,
                 self.subscriber_connection(&addr),
             )
@@ -376,9 +376,14 @@ impl Cluster {
                 stats.connected.store(true, Ordering::Relaxed);
                 metrics::RELAY_CONNECTS.inc();
                 tracing::info!(shard = %addr, channels = subscribed.len(), "redis shard subscribed");
+                // Reading a frame is not cancel-safe (a partly read frame
+                // would be lost), so one task reads and hands whole frames over.
+                let (frames_tx, mut frames) = mpsc::channel(1024);
+                let reader = actix_rt::spawn(read_frames(read, frames_tx));
                 let retired = self
-                    .listen(&addr, &mut read, &mut write, &mut placed, &mut subscribed)
+                    .listen(&addr, &mut frames, &mut write, &mut placed, &mut subscribed)
                     .await;
+                reader.abort();
                 if retired {
                     stats.connected.store(false, Ordering::Relaxed);
                     return;
@@ -399,7 +404,7 @@ impl Cluster {
     async fn listen(
         &self,
         addr: &str,
-        read: &mut BufReader<OwnedReadHalf>,
+        frames: &mut mpsc::Receiver<std::io::Result<Resp>>,
         write: &mut OwnedWriteHalf,
         placed: &mut watch::Receiver<BTreeSet<String>>,
         subscribed: &mut BTreeSet<String>,
@@ -421,8 +426,9 @@ impl Cluster {
                         return false;
                     }
                 }
-                v = resp::read(read) => {
+                v = frames.recv() => {
                     heard = Instant::now();
+                    let Some(v) = v else { return false };
                     let items = match v {
                         Ok(Resp::Array(Some(items))) => items,
                         Ok(Resp::Error(e)) => {
@@ -640,6 +646,21 @@ impl Cluster {
                     let _ = self.sink.try_send(Incoming::Presence { key, total, mine });
                 }
             }
+        }
+    }
+}
+
+/// Reads a subscriber connection's frames until it fails (the error is the
+/// last item) or the receiver is gone.
+async fn read_frames(
+    mut read: BufReader<OwnedReadHalf>,
+    frames: mpsc::Sender<std::io::Result<Resp>>,
+) {
+    loop {
+        let frame = resp::read(&mut read).await;
+        let failed = frame.is_err();
+        if frames.send(frame).await.is_err() || failed {
+            return;
         }
     }
 }
