@@ -29,6 +29,11 @@ impl Topology {
         (*first <= slot && slot <= *last).then_some(addr.as_str())
     }
 
+    /// True when `addr` is a primary owning slots.
+    pub fn owner_of_any(&self, addr: &str) -> bool {
+        self.ranges.iter().any(|(_, _, a)| a == addr)
+    }
+
     /// Every primary that owns slots.
     pub fn primaries(&self) -> BTreeSet<String> {
         self.ranges.iter().map(|(_, _, a)| a.clone()).collect()
@@ -195,6 +200,8 @@ mod tests {
         assert_eq!(t.owner(16383), Some("127.0.0.1:7002"));
         assert_eq!(t.primaries().len(), 3);
         assert_eq!(t.nodes().len(), 6);
+        assert!(t.owner_of_any("127.0.0.1:7001"));
+        assert!(!t.owner_of_any("127.0.0.1:7004"));
     }
 
     #[test]

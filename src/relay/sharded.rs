@@ -5,8 +5,9 @@
 //! manager task keeps the cluster's topology and places each wanted channel
 //! on the primary owning its slot; each primary has ONE subscriber connection
 //! (its own task) that brings its `SSUBSCRIBE`s in line with what is placed
-//! on it, pipelined in one write. Publishing groups a batch by shard and
-//! sends one pipeline of `SPUBLISH` to each; presence does the same.
+//! on it, pipelined in one write. Each shard also has its own publisher,
+//! sending one pipeline of `SPUBLISH` per batch (a slow shard delays only its
+//! own rooms); presence sends one pipeline per shard.
 //!
 //! Topology changes: a broken subscriber connection, an error reply, a
 //! server-side `sunsubscribe` (the slot moved) or a failed publish make the
@@ -48,6 +49,8 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 /// How often a subscriber retries channels placed on it but not subscribed
 /// (refused or dropped by the server while the topology was out of date).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// Events waiting for one shard's publisher.
+const SHARD_QUEUE: usize = 20_000;
 /// Longest backoff between reconnects to one shard.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -537,56 +540,74 @@ impl Cluster {
             .is_ok()
     }
 
-    /// Publishes queued events: each batch split by shard, one pipeline of
-    /// `SPUBLISH` per shard, the shards in parallel.
+    /// Routes queued events to one publisher per shard, so a slow or frozen
+    /// shard delays (and drops) only its own rooms' events.
     async fn publisher(self: Arc<Self>, mut rx: mpsc::Receiver<(String, String)>) {
+        let mut shards: HashMap<String, mpsc::Sender<(String, String)>> = HashMap::new();
         let mut batch = Vec::with_capacity(256);
         while rx.recv_many(&mut batch, 256).await > 0 {
             let topology = self.topology();
-            let mut per: HashMap<&str, Vec<&(String, String)>> = HashMap::new();
+            // Publishers of retired primaries finish what they hold and end.
+            shards.retain(|addr, _| topology.owner_of_any(addr));
             let mut unplaced = 0;
-            for item in &batch {
-                match topology.owner(key_slot(&item.0)) {
-                    Some(addr) => per.entry(addr).or_default().push(item),
-                    None => unplaced += 1,
+            for item in batch.drain(..) {
+                let Some(addr) = topology.owner(key_slot(&item.0)) else {
+                    unplaced += 1;
+                    continue;
+                };
+                let tx = shards.entry(addr.to_string()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                    actix_rt::spawn(self.clone().shard_publisher(addr.to_string(), rx));
+                    tx
+                });
+                if tx.try_send(item).is_err() {
+                    metrics::RELAY_DROPPED.inc();
+                    metrics::shard(addr)
+                        .publish_errors
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
             if unplaced > 0 {
                 metrics::RELAY_DROPPED.add(unplaced);
                 self.refresh.notify_one();
             }
-            let sends = per.into_iter().map(|(addr, items)| {
-                let this = &self;
-                async move {
-                    let n = items.len() as u64;
-                    let send = async {
-                        let mut conn = this.conn(addr).await?;
-                        let mut pipe = redis::pipe();
-                        for (channel, payload) in &items {
-                            pipe.cmd("SPUBLISH").arg(channel).arg(payload).ignore();
-                        }
-                        pipe.query_async::<()>(&mut conn)
-                            .await
-                            .map_err(|e| e.to_string())
-                    };
-                    match tokio::time::timeout(OP_TIMEOUT, send).await {
-                        Ok(Ok(())) => metrics::RELAY_PUBLISHED.add(n),
-                        other => {
-                            metrics::RELAY_DROPPED.add(n);
-                            metrics::shard(addr)
-                                .publish_errors
-                                .fetch_add(n, Ordering::Relaxed);
-                            let error = match other {
-                                Ok(Err(e)) => e,
-                                _ => "timed out".into(),
-                            };
-                            tracing::debug!(shard = %addr, error = %error, "relay publish failed");
-                            this.failed(addr);
-                        }
-                    }
+        }
+    }
+
+    /// Publishes one shard's events, one pipeline of `SPUBLISH` per batch.
+    async fn shard_publisher(
+        self: Arc<Self>,
+        addr: String,
+        mut rx: mpsc::Receiver<(String, String)>,
+    ) {
+        let mut batch = Vec::with_capacity(256);
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            let n = batch.len() as u64;
+            let send = async {
+                let mut conn = self.conn(&addr).await?;
+                let mut pipe = redis::pipe();
+                for (channel, payload) in &batch {
+                    pipe.cmd("SPUBLISH").arg(channel).arg(payload).ignore();
                 }
-            });
-            futures_util::future::join_all(sends).await;
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(OP_TIMEOUT, send).await {
+                Ok(Ok(())) => metrics::RELAY_PUBLISHED.add(n),
+                other => {
+                    metrics::RELAY_DROPPED.add(n);
+                    metrics::shard(&addr)
+                        .publish_errors
+                        .fetch_add(n, Ordering::Relaxed);
+                    let error = match other {
+                        Ok(Err(e)) => e,
+                        _ => "timed out".into(),
+                    };
+                    tracing::debug!(shard = %addr, error = %error, "relay publish failed");
+                    self.failed(&addr);
+                }
+            }
             batch.clear();
         }
     }
