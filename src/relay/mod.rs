@@ -12,9 +12,9 @@
 //! resynchronise from PostgreSQL when it is back.
 //!
 //! With `redis.cluster` the same events go over a Redis Cluster with sharded
-//! pub/sub instead ([`sharded`]): channel names carry hash tags ([`slots`]),
+//! pub/sub instead (`sharded`): channel names carry hash tags ([`slots`]),
 //! the topology is read and followed ([`cluster`]), and each shard has one
-//! subscriber connection speaking [`resp`] itself.
+//! subscriber connection speaking RESP itself (`resp`).
 
 pub mod cluster;
 mod resp;
