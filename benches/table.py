@@ -5,8 +5,8 @@ import json
 import sys
 from collections import defaultdict
 
-SYSTEMS = ["stampede", "stampede2", "floor", "centrifuge", "django"]
-WORKLOADS = ["s", "m", "b", "c", "d", "e"]
+SYSTEMS = ["stampede", "stampede2", "stampede3", "floor", "centrifuge", "django"]
+WORKLOADS = ["s", "m", "b", "c", "d", "e", "r"]
 
 runs, notes, extra = [], defaultdict(list), defaultdict(dict)
 for line in open(sys.argv[1]):
@@ -19,6 +19,9 @@ for line in open(sys.argv[1]):
         notes[label].append(r["note"])
     elif "db_reactions" in r:
         extra[label]["db_reactions"] = r["db_reactions"]
+    elif "redis_cpu" in r:
+        extra[label]["redis_cpu"] = r["redis_cpu"]
+        extra[label]["wall_s"] = r["wall_s"]
     elif r.get("failed"):
         notes[label].append("the load tool failed (see load.log)")
     else:
@@ -127,3 +130,27 @@ for wl in ["m", "b"]:
         p1, p2 = mean("stampede", wl, "chat.latency.p99_ms"), mean("stampede2", wl, "chat.latency.p99_ms")
         print(f"| ({wl}) two nodes: deliveries per CPU-s, p99 | {f(two, 0)} ({ratio(two, one)} of one node), "
               f"{f(p2)} ms (one node {f(p1)}) | | | | ≥0.8×, ≤ +10 ms |")
+
+# (r): the relay on one Redis (stampede2) against a Redis Cluster (stampede3).
+relay = [(r, extra.get(r["label"], {})) for r in runs if r["label"].split("/")[1:2] == ["r"]]
+if relay:
+    print("\n### The relay: one Redis against a Redis Cluster (r)\n")
+    print("| run | msg/s | loss % | deliveries per node CPU-s | Redis processes: role, CPU % of one core |")
+    print("|---|---|---|---|---|")
+    share = defaultdict(list)
+    for r, x in relay:
+        sys_ = r["label"].split("/")[0]
+        procs = []
+        for p in x.get("redis_cpu", []):
+            pct = 100 * p["cpu_s"] / x["wall_s"] if x.get("wall_s") else None
+            procs.append(f'{p["port"]} {p["role"]} {f(pct)} %')
+            if pct is not None and p["role"] == "master":
+                share[sys_].append(pct)
+        print(f'| {r["label"]} | {r["config"]["chat_rate"]:g} | {f(r["chat"]["loss_pct"], 2)} '
+              f'| {f(r["server"]["deliveries_per_cpu_s"], 0)} | {"; ".join(procs) or "–"} |')
+    one = mean("stampede2", "r", "server.deliveries_per_cpu_s")
+    three = mean("stampede3", "r", "server.deliveries_per_cpu_s")
+    single = sum(share["stampede2"]) / len(share["stampede2"]) if share["stampede2"] else None
+    shard = sum(share["stampede3"]) / len(share["stampede3"]) if share["stampede3"] else None
+    print(f"\n- node efficiency, cluster vs one Redis: {ratio(three, one)} (target within 10 %)")
+    print(f"- CPU of a cluster primary vs the one Redis: {ratio(shard, single)} (target ≈ 0.33×)")

@@ -117,6 +117,9 @@ pub struct RedisSettings {
     /// PEM file of the CA(s) that sign a `rediss://` server's certificate, in
     /// place of the system's roots (empty: the system's).
     pub ca_file: String,
+    /// `url` names a node of a Redis Cluster (7 or later): rooms are relayed
+    /// with sharded pub/sub over every shard (see `relay::sharded`).
+    pub cluster: bool,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -125,6 +128,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("url", &if self.url.is_empty() { "" } else { "<set>" })
             .field("prefix", &self.prefix)
             .field("ca_file", &self.ca_file)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -346,9 +350,23 @@ impl Settings {
     }
 
     /// Checks what the types alone do not: every `server.trusted_proxies`
-    /// entry is an address or a range.
+    /// entry is an address or a range, and a Redis Cluster has a URL and a
+    /// prefix without braces (they would change its channels' hash tags).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server.trusted_proxy_ranges().map(|_| ())
+        self.server.trusted_proxy_ranges()?;
+        if self.redis.cluster {
+            if self.redis.url.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "config: redis.cluster needs redis.url naming a node of the cluster".into(),
+                ));
+            }
+            if self.redis.prefix.contains(['{', '}']) {
+                return Err(ConfigError::Invalid(
+                    "config: redis.prefix may not contain { or } with redis.cluster".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -539,6 +557,29 @@ mod tests {
         let text = include_str!("../config.toml");
         let s = Settings::from_toml_and_env(text, env(&[])).unwrap();
         assert!(s.redis.url.is_empty());
+        assert!(!s.redis.cluster);
         assert_eq!(s.reactions.window_ms, 250);
+    }
+
+    #[test]
+    fn redis_cluster_from_env_needs_a_url_and_a_plain_prefix() {
+        let s = Settings::from_toml_and_env(
+            "",
+            env(&[
+                ("STAMPEDE_REDIS_URL", "redis://10.0.0.5:7000"),
+                ("STAMPEDE_REDIS_CLUSTER", "true"),
+            ]),
+        )
+        .unwrap();
+        assert!(s.redis.cluster);
+        let e = Settings::from_toml_and_env("", env(&[("STAMPEDE_REDIS_CLUSTER", "true")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("redis.url"), "{e}");
+        let e = Settings::from_toml_and_env(
+            "[redis]\nurl = \"redis://x\"\ncluster = true\nprefix = \"a{b}\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("redis.prefix"), "{e}");
     }
 }

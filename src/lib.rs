@@ -12,7 +12,8 @@
 //! - [`reactions`]: coalescing windows of stamp reactions.
 //! - [`moderation`]: rights, commands and their events, blocked terms, term folding.
 //! - [`analytics`]: reaction series, CSV and the SVG chart.
-//! - [`relay`]: relaying room events between nodes (in-process or Redis pub/sub).
+//! - [`relay`]: relaying room events between nodes (in-process, Redis pub/sub, or
+//!   sharded pub/sub over a Redis Cluster).
 //! - [`metrics`]: counters and histograms for `/metrics`.
 //! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
 //! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.

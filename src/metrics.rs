@@ -133,6 +133,46 @@ pub static BATCH_LATENCY: Histogram = Histogram::new();
 /// Time from a message's commit to its fan-out to local sockets.
 pub static BROADCAST_LATENCY: Histogram = Histogram::new();
 
+/// One Redis Cluster shard as this node sees it (see `relay::sharded`).
+#[derive(Default)]
+pub struct ShardStats {
+    /// Its subscriber connection is up.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Channels it confirmed subscribed on that connection.
+    pub subscriptions: AtomicU64,
+    /// Events that could not be published to it.
+    pub publish_errors: AtomicU64,
+}
+
+/// The shards of the Redis Cluster, by primary address (empty without one).
+static SHARDS: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<ShardStats>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The stats of the shard whose primary is `addr` (registered on first use).
+pub fn shard(addr: &str) -> std::sync::Arc<ShardStats> {
+    SHARDS
+        .lock()
+        .unwrap()
+        .entry(addr.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Forgets shards whose primary is no longer one.
+pub fn retain_shards(primaries: &std::collections::BTreeSet<String>) {
+    SHARDS.lock().unwrap().retain(|a, _| primaries.contains(a));
+}
+
+/// Every shard: (primary address, stats).
+pub fn shards() -> Vec<(String, std::sync::Arc<ShardStats>)> {
+    SHARDS
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(a, s)| (a.clone(), s.clone()))
+        .collect()
+}
+
 /// Records one storage batch.
 pub fn observe_batch(rows: usize, took: Duration) {
     BATCH_ROWS.add(rows as u64);
@@ -246,5 +286,41 @@ pub fn render() -> String {
         "Publish to receipt latency between nodes.",
         &mut out,
     );
+    render_shards(&mut out);
     out
+}
+
+/// Per-shard series of a Redis Cluster (nothing without one).
+fn render_shards(out: &mut String) {
+    let shards = shards();
+    if shards.is_empty() {
+        return;
+    }
+    type Read = fn(&ShardStats) -> u64;
+    let series: [(&str, &str, &str, Read); 3] = [
+        (
+            "stampede_redis_shard_connected",
+            "gauge",
+            "1 while the shard's subscriber connection is up.",
+            |s| u64::from(s.connected.load(Relaxed)),
+        ),
+        (
+            "stampede_redis_shard_subscriptions",
+            "gauge",
+            "Channels subscribed on the shard.",
+            |s| s.subscriptions.load(Relaxed),
+        ),
+        (
+            "stampede_redis_shard_publish_errors_total",
+            "counter",
+            "Events that could not be published to the shard.",
+            |s| s.publish_errors.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, read) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (addr, s) in &shards {
+            let _ = writeln!(out, "{name}{{shard=\"{addr}\"}} {}", read(s));
+        }
+    }
 }

@@ -106,7 +106,12 @@ impl Application {
                     deliver.deliver(event);
                 }
             });
-            tracing::info!(node = %node, prefix = %settings.redis.prefix, "relaying rooms through Redis");
+            tracing::info!(
+                node = %node,
+                prefix = %settings.redis.prefix,
+                cluster = settings.redis.cluster,
+                "relaying rooms through Redis"
+            );
         }
         let hub_data = web::Data::new(hub.clone());
 

@@ -15,6 +15,15 @@
 //! against the system's roots, or those of `redis.ca_file`, and must name the
 //! URL's host. Both the pool and the subscriber's connection are made from the
 //! one [`client`].
+//! With `redis.cluster` the same events go over a Redis Cluster with sharded
+//! pub/sub instead (`sharded`): channel names carry hash tags ([`slots`]),
+//! the topology is read and followed ([`cluster`]), and each shard has one
+//! subscriber connection speaking RESP itself (`resp`).
+
+pub mod cluster;
+mod resp;
+mod sharded;
+pub mod slots;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -37,9 +46,9 @@ use crate::{
 /// Seconds a node's presence count lives in Redis without a refresh.
 pub const PRESENCE_TTL_SECS: u64 = 10;
 /// How often presence is refreshed and summed.
-const PRESENCE_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait for one Redis operation before it counts as failed.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A room event relayed between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,10 +111,17 @@ pub enum Incoming {
     Down,
     /// The subscriber is connected (again) and resubscribed.
     Up,
+    /// A Redis Cluster channel was lost (its shard's connection broke or its
+    /// slot moved): its room (`stream_id` 0: every room of the tenant) may
+    /// miss events until [`Incoming::Regained`].
+    Lost { slug: Slug, stream_id: i64 },
+    /// A lost Redis Cluster channel is subscribed again: its rooms catch up
+    /// from PostgreSQL.
+    Regained { slug: Slug, stream_id: i64 },
 }
 
 #[derive(Serialize, Deserialize)]
-struct Envelope {
+pub(crate) struct Envelope {
     /// Publisher's wall clock, ms since the epoch (for the relay lag metric).
     sent_ms: u64,
     node: String,
@@ -116,10 +132,12 @@ struct Envelope {
 
 /// The room channels this node wants, as state rather than a queue of
 /// commands: bounded by the rooms that run here, however often they start and
-/// stop. The subscriber brings its connection in line when woken.
+/// stop. The subscriber brings its connection in line when woken. Counted, so
+/// a room starting again before its predecessor stopped keeps its channel,
+/// and a cluster's tenant channel stays while any room of the tenant runs.
 #[derive(Default)]
-struct Wanted {
-    channels: std::sync::Mutex<HashSet<String>>,
+pub(crate) struct Wanted {
+    channels: std::sync::Mutex<HashMap<String, usize>>,
     changed: tokio::sync::Notify,
 }
 
@@ -128,23 +146,34 @@ impl Wanted {
         {
             let mut channels = self.channels.lock().unwrap();
             if on {
-                channels.insert(channel);
-            } else {
-                channels.remove(&channel);
+                *channels.entry(channel).or_default() += 1;
+            } else if let Some(n) = channels.get_mut(&channel) {
+                *n -= 1;
+                if *n == 0 {
+                    channels.remove(&channel);
+                }
             }
         }
         self.changed.notify_one();
     }
 
     fn snapshot(&self) -> HashSet<String> {
-        self.channels.lock().unwrap().clone()
+        self.channels.lock().unwrap().keys().cloned().collect()
     }
+}
+
+/// Where events go: one Redis, or a Redis Cluster.
+enum Backend {
+    /// One Redis: a pool for publishing and presence.
+    Single { pool: deadpool_redis::Pool },
+    /// A Redis Cluster with sharded pub/sub.
+    Cluster(Arc<sharded::Cluster>),
 }
 
 struct RedisRelay {
     node: String,
     prefix: String,
-    pool: deadpool_redis::Pool,
+    backend: Backend,
     publish: mpsc::Sender<(String, String)>,
     wanted: Arc<Wanted>,
     up: Arc<AtomicBool>,
@@ -173,6 +202,9 @@ impl Relay {
         counts: LocalCounts,
         sink: mpsc::Sender<Incoming>,
     ) -> anyhow::Result<Self> {
+        if settings.cluster {
+            return Self::redis_cluster(settings, node, counts, sink);
+        }
         let client = client(settings)?;
         let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
             .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
@@ -211,12 +243,54 @@ impl Relay {
             inner: Some(Arc::new(RedisRelay {
                 node,
                 prefix,
-                pool,
+                backend: Backend::Single { pool },
                 publish,
                 wanted,
                 up,
             })),
         })
+    }
+
+    /// Like [`Relay::redis`] on a Redis Cluster (`redis.cluster`).
+    fn redis_cluster(
+        settings: &RedisSettings,
+        node: String,
+        counts: LocalCounts,
+        sink: mpsc::Sender<Incoming>,
+    ) -> anyhow::Result<Self> {
+        let prefix = if settings.prefix.is_empty() {
+            "stampede".to_string()
+        } else {
+            settings.prefix.clone()
+        };
+        let (publish, publish_rx) = mpsc::channel(100_000);
+        let wanted = Arc::new(Wanted::default());
+        let cluster = sharded::Cluster::start(
+            &settings.url,
+            prefix.clone(),
+            node.clone(),
+            counts,
+            sink,
+            wanted.clone(),
+            publish_rx,
+        )?;
+        Ok(Self {
+            inner: Some(Arc::new(RedisRelay {
+                node,
+                prefix,
+                backend: Backend::Cluster(cluster),
+                publish,
+                wanted,
+                up: Arc::new(AtomicBool::new(false)),
+            })),
+        })
+    }
+
+    /// True on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|r| matches!(r.backend, Backend::Cluster(_)))
     }
 
     /// True when events leave this node.
@@ -227,8 +301,12 @@ impl Relay {
     /// `None` without Redis; else whether Redis answers a PING now.
     pub async fn redis_ok(&self) -> Option<bool> {
         let r = self.inner.as_ref()?;
+        let pool = match &r.backend {
+            Backend::Single { pool } => pool,
+            Backend::Cluster(c) => return Some(c.is_up()),
+        };
         let ping = async {
-            let mut conn = r.pool.get().await.ok()?;
+            let mut conn = pool.get().await.ok()?;
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await
@@ -244,9 +322,13 @@ impl Relay {
     /// (`None` without Redis or when it does not answer in time).
     pub async fn presence_total(&self, key: &RoomKey) -> Option<u64> {
         let r = self.inner.as_ref()?;
+        let pool = match &r.backend {
+            Backend::Single { pool } => pool,
+            Backend::Cluster(c) => return c.presence_total(key).await,
+        };
         let base = presence_base(&r.prefix, key);
         let read = async {
-            let mut conn = r.pool.get().await.ok()?;
+            let mut conn = pool.get().await.ok()?;
             let nodes: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(&base)
                 .query_async(&mut conn)
@@ -271,33 +353,39 @@ impl Relay {
 
     /// True while the subscriber is connected (always true in-process).
     pub fn is_up(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_none_or(|r| r.up.load(Ordering::Relaxed))
+        self.inner.as_ref().is_none_or(|r| match &r.backend {
+            Backend::Single { .. } => r.up.load(Ordering::Relaxed),
+            Backend::Cluster(c) => c.is_up(),
+        })
     }
 
-    fn room_channel(prefix: &str, key: &RoomKey) -> String {
-        format!("{prefix}:room:{}:{}", key.slug, key.stream_id)
-    }
-
-    /// Subscribes to a room's channel (its room started on this node).
+    /// Subscribes to a room's channel (its room started on this node); on a
+    /// cluster also to its tenant's channel (sharded pub/sub has no patterns).
     pub fn subscribe(&self, key: &RoomKey) {
         if let Some(r) = &self.inner {
-            r.wanted.set(Self::room_channel(&r.prefix, key), true);
+            r.wanted.set(r.room_channel(key), true);
+            if let Backend::Cluster(_) = r.backend {
+                r.wanted
+                    .set(slots::tenant_channel(&r.prefix, &key.slug), true);
+            }
         }
     }
 
     /// Unsubscribes from a room's channel (its room stopped).
     pub fn unsubscribe(&self, key: &RoomKey) {
         if let Some(r) = &self.inner {
-            r.wanted.set(Self::room_channel(&r.prefix, key), false);
+            r.wanted.set(r.room_channel(key), false);
+            if let Backend::Cluster(_) = r.backend {
+                r.wanted
+                    .set(slots::tenant_channel(&r.prefix, &key.slug), false);
+            }
         }
     }
 
     /// Publishes a room event once (never waits; dropped when Redis is away).
     pub fn publish(&self, key: &RoomKey, event: RelayEvent) {
         if let Some(r) = &self.inner {
-            let channel = Self::room_channel(&r.prefix, key);
+            let channel = r.room_channel(key);
             r.send(channel, &key.slug, key.stream_id, event);
         }
     }
@@ -305,13 +393,27 @@ impl Relay {
     /// Publishes an event for every room of a tenant.
     pub fn publish_tenant(&self, slug: &Slug, event: RelayEvent) {
         if let Some(r) = &self.inner {
-            let channel = format!("{}:tenant:{slug}", r.prefix);
+            let channel = match r.backend {
+                Backend::Single { .. } => format!("{}:tenant:{slug}", r.prefix),
+                Backend::Cluster(_) => slots::tenant_channel(&r.prefix, slug),
+            };
             r.send(channel, slug, 0, event);
         }
     }
 }
 
 impl RedisRelay {
+    /// A room's channel: `{prefix}:room:{tenant}:{stream}`, or with the
+    /// room's hash tag on a cluster.
+    fn room_channel(&self, key: &RoomKey) -> String {
+        match self.backend {
+            Backend::Single { .. } => {
+                format!("{}:room:{}:{}", self.prefix, key.slug, key.stream_id)
+            }
+            Backend::Cluster(_) => slots::room_channel(&self.prefix, key),
+        }
+    }
+
     fn send(&self, channel: String, slug: &Slug, stream: i64, event: RelayEvent) {
         let payload = serde_json::to_string(&Envelope {
             sent_ms: now_ms(),
@@ -333,7 +435,7 @@ fn presence_base(prefix: &str, key: &RoomKey) -> String {
     format!("{prefix}:presence:{}:{}", key.slug, key.stream_id)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -541,52 +643,18 @@ async fn presence(
         let local = counts();
         let work = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            let gone: Vec<RoomKey> = reported
+                .iter()
+                .filter(|k| !local.contains_key(*k))
+                .cloned()
+                .collect();
             let keys: Vec<(RoomKey, u64)> = local.iter().map(|(k, n)| (k.clone(), *n)).collect();
-            let mut pipe = redis::pipe();
-            for gone in reported.iter().filter(|k| !local.contains_key(*k)) {
-                let base = presence_base(&prefix, gone);
-                pipe.cmd("DEL").arg(format!("{base}:{node}")).ignore();
-                pipe.cmd("SREM").arg(&base).arg(&node).ignore();
-            }
-            for (k, n) in &keys {
-                let base = presence_base(&prefix, k);
-                pipe.cmd("SET")
-                    .arg(format!("{base}:{node}"))
-                    .arg(*n)
-                    .arg("EX")
-                    .arg(PRESENCE_TTL_SECS)
-                    .ignore();
-                pipe.cmd("SADD").arg(&base).arg(&node).ignore();
-                pipe.cmd("EXPIRE")
-                    .arg(&base)
-                    .arg(PRESENCE_TTL_SECS * 6)
-                    .ignore();
-                pipe.cmd("SMEMBERS").arg(&base);
-            }
-            let members: Vec<Vec<String>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut pipe = redis::pipe();
-            for ((k, _), nodes) in keys.iter().zip(&members) {
-                let base = presence_base(&prefix, k);
-                let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
-                pipe.cmd("MGET").arg(names);
-            }
-            let values: Vec<Vec<Option<u64>>> = if keys.is_empty() {
-                Vec::new()
-            } else {
-                pipe.query_async(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
-            Ok::<_, String>((keys, values))
+            presence_round(&mut conn, |k| presence_base(&prefix, k), &node, &gone, keys).await
         };
         match tokio::time::timeout(OP_TIMEOUT, work).await {
-            Ok(Ok((keys, values))) => {
-                reported = keys.iter().map(|(k, _)| k.clone()).collect();
-                for ((key, mine), vals) in keys.into_iter().zip(values) {
-                    let total: u64 = vals.into_iter().flatten().sum();
+            Ok(Ok(sums)) => {
+                reported = sums.iter().map(|(k, _, _)| k.clone()).collect();
+                for (key, total, mine) in sums {
                     let _ = sink.try_send(Incoming::Presence { key, total, mine });
                 }
             }
@@ -594,6 +662,58 @@ async fn presence(
             Err(_) => tracing::debug!("presence refresh timed out"),
         }
     }
+}
+
+/// One presence round on one connection: forget this node's counts of `gone`
+/// rooms, write its counts of `keys` (with a TTL) and read every node's counts
+/// back. Every command names one room's keys only, so on a cluster (where
+/// `base` gives the room's hash tag) each stays within one slot. Gives
+/// (room, total, this node's count).
+pub(crate) async fn presence_round<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    base: impl Fn(&RoomKey) -> String,
+    node: &str,
+    gone: &[RoomKey],
+    keys: Vec<(RoomKey, u64)>,
+) -> Result<Vec<(RoomKey, u64, u64)>, String> {
+    let mut pipe = redis::pipe();
+    for k in gone {
+        let base = base(k);
+        pipe.cmd("DEL").arg(format!("{base}:{node}")).ignore();
+        pipe.cmd("SREM").arg(&base).arg(node).ignore();
+    }
+    for (k, n) in &keys {
+        let base = base(k);
+        pipe.cmd("SET")
+            .arg(format!("{base}:{node}"))
+            .arg(*n)
+            .arg("EX")
+            .arg(PRESENCE_TTL_SECS)
+            .ignore();
+        pipe.cmd("SADD").arg(&base).arg(node).ignore();
+        pipe.cmd("EXPIRE")
+            .arg(&base)
+            .arg(PRESENCE_TTL_SECS * 6)
+            .ignore();
+        pipe.cmd("SMEMBERS").arg(&base);
+    }
+    let members: Vec<Vec<String>> = pipe.query_async(conn).await.map_err(|e| e.to_string())?;
+    let mut pipe = redis::pipe();
+    for ((k, _), nodes) in keys.iter().zip(&members) {
+        let base = base(k);
+        let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
+        pipe.cmd("MGET").arg(names);
+    }
+    let values: Vec<Vec<Option<u64>>> = if keys.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await.map_err(|e| e.to_string())?
+    };
+    Ok(keys
+        .into_iter()
+        .zip(values)
+        .map(|((key, mine), vals)| (key, vals.into_iter().flatten().sum(), mine))
+        .collect())
 }
 
 #[cfg(test)]
@@ -605,6 +725,7 @@ mod tests {
             url: url.into(),
             prefix: String::new(),
             ca_file: ca_file.into(),
+            cluster: false,
         }
     }
 
@@ -623,5 +744,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("/nonexistent/ca.pem"), "{e:#}");
+    }
+
+    #[test]
+    fn wanted_channels_are_counted() {
+        let w = Wanted::default();
+        // A room starting again before its predecessor stopped keeps its channel.
+        w.set("room".into(), true);
+        w.set("room".into(), true);
+        w.set("room".into(), false);
+        assert_eq!(w.snapshot(), HashSet::from(["room".to_string()]));
+        w.set("room".into(), false);
+        assert!(w.snapshot().is_empty());
+        // More stops than starts never underflow.
+        w.set("room".into(), false);
+        assert!(w.snapshot().is_empty());
     }
 }

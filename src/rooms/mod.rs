@@ -350,6 +350,21 @@ impl Hub {
                     room.do_send(RelayState { up });
                 }
             }
+            Incoming::Lost { slug, stream_id } => {
+                let key = RoomKey { slug, stream_id };
+                for room in self.rooms_of(&key, stream_id == 0) {
+                    room.do_send(RelayState { up: false });
+                }
+            }
+            Incoming::Regained { slug, stream_id } => {
+                // Down then up: the room catches up even if it had not
+                // noticed the loss (it started meanwhile).
+                let key = RoomKey { slug, stream_id };
+                for room in self.rooms_of(&key, stream_id == 0) {
+                    room.do_send(RelayState { up: false });
+                    room.do_send(RelayState { up: true });
+                }
+            }
         }
     }
 

@@ -1,5 +1,8 @@
 //! Operations endpoints: `/healthz` (process alive), `/readyz` (PostgreSQL
-//! and, when configured, Redis answer) and `/metrics` (Prometheus text format).
+//! and, when configured, Redis answer; on a Redis Cluster with each shard's
+//! state) and `/metrics` (Prometheus text format).
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use actix_web::{web, HttpResponse};
 
@@ -19,7 +22,22 @@ async fn healthz() -> HttpResponse {
 async fn readyz(store: web::Data<Store>, hub: web::Data<crate::rooms::Hub>) -> HttpResponse {
     let relay = hub.relay();
     let (postgres, redis) = tokio::join!(store.ping(), relay.redis_ok());
-    let body = serde_json::json!({ "postgres": postgres, "redis": redis });
+    let mut body = serde_json::json!({ "postgres": postgres, "redis": redis });
+    if relay.is_cluster() {
+        // Per shard of a Redis Cluster, by primary address.
+        let shards: serde_json::Map<String, serde_json::Value> = crate::metrics::shards()
+            .into_iter()
+            .map(|(addr, s)| {
+                let stats = serde_json::json!({
+                    "connected": s.connected.load(Relaxed),
+                    "subscriptions": s.subscriptions.load(Relaxed),
+                    "publish_errors": s.publish_errors.load(Relaxed),
+                });
+                (addr, stats)
+            })
+            .collect();
+        body["redis_shards"] = shards.into();
+    }
     if postgres && redis != Some(false) {
         HttpResponse::Ok().json(body)
     } else {

@@ -26,13 +26,14 @@ mod timeline;
 mod ws;
 
 /// The slow suites: pages in headless Chromium, faults, chaos, two-node
-/// clusters, private TLS servers.
+/// clusters, private TLS servers, Redis Clusters.
 mod slow {
     mod chaos;
     mod cluster;
     mod faults;
     mod moderation_browser;
     mod pages_browser;
+    mod redis_cluster;
     mod replay_browser;
     mod tls;
 }

@@ -1,0 +1,872 @@
+//! Two `stampede serve` nodes relaying rooms over a real Redis Cluster with
+//! sharded pub/sub (`redis.cluster = true`). Each test starts its own cluster:
+//! six `redis-server --cluster-enabled yes` processes on free ports (three
+//! primaries, three replicas) in a temporary directory, joined with
+//! `redis-cli --cluster create`; the shared Redis is never touched.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use stampede::{
+    domain::{Role, Slug},
+    relay::slots,
+    rooms::RoomKey,
+};
+
+use crate::{helpers::*, ws::*};
+
+/// One node of the test cluster.
+struct ClusterNode {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+/// A private six-node Redis Cluster (3 primaries, 3 replicas); killed and
+/// its directory removed on drop.
+struct RedisCluster {
+    dir: std::path::PathBuf,
+    nodes: Vec<ClusterNode>,
+}
+
+/// `redis-cli` (installed with Debian's redis-server, as `redis-tools`).
+fn redis_cli_bin() -> String {
+    redis_server_bin();
+    let bin = "/usr/bin/redis-cli";
+    assert!(
+        std::path::Path::new(bin).exists(),
+        "the Redis Cluster tests need redis-cli: apt-get install redis-tools"
+    );
+    bin.into()
+}
+
+/// Runs `redis-cli -p port args…`; its stdout.
+fn cli_on(port: u16, args: &[&str]) -> String {
+    let out = Command::new(redis_cli_bin())
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl RedisCluster {
+    /// Starts six nodes and joins them; waits until every node reports
+    /// `cluster_state:ok` and agrees on the primaries.
+    fn start() -> RedisCluster {
+        let server = redis_server_bin();
+        let version = Command::new(server)
+            .arg("--version")
+            .output()
+            .expect("redis-server --version");
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        let major: u32 = version
+            .split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            major >= 7,
+            "sharded pub/sub needs Redis 7 or later; this redis-server is {version:?}: \
+             install redis-server 7 (Debian 12 or later)"
+        );
+        let dir = std::env::temp_dir().join(format!("stampede-rc-{}", random_hex(10)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = RedisCluster {
+            dir,
+            nodes: Vec::new(),
+        };
+        for _ in 0..6 {
+            let mut node = ClusterNode {
+                port: free_port(),
+                child: None,
+            };
+            node.child = Some(cluster.spawn(node.port));
+            cluster.nodes.push(node);
+        }
+        for n in &cluster.nodes {
+            let until = Instant::now() + Duration::from_secs(10);
+            while cli_on(n.port, &["PING"]).trim() != "PONG" {
+                assert!(
+                    Instant::now() < until,
+                    "redis-server did not come up on {}",
+                    n.port
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new(redis_cli_bin())
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_healthy(3, Duration::from_secs(30));
+        cluster
+    }
+
+    fn spawn(&self, port: u16) -> std::process::Child {
+        Command::new(redis_server_bin())
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+            ])
+            .arg(self.dir.join(format!("nodes-{port}.conf")))
+            .args([
+                "--cluster-node-timeout",
+                "2000",
+                // Replicas in sync at once (a replica that never synced
+                // does not take over).
+                "--repl-diskless-sync-delay",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+            ])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server")
+    }
+
+    /// The seed URL the nodes are given (the first node).
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[0].port)
+    }
+
+    /// Ports of nodes still running.
+    fn alive(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Primaries serving slots as node `port` sees them: port → slot ranges.
+    fn primaries_seen_by(port: u16) -> BTreeMap<u16, Vec<(u16, u16)>> {
+        let mut out = BTreeMap::new();
+        for line in cli_on(port, &["CLUSTER", "NODES"]).lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let Some(p) = f[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse::<u16>().ok())
+            else {
+                continue;
+            };
+            let ranges: Vec<(u16, u16)> = f[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .filter_map(|r| match r.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => r.parse().ok().map(|s| (s, s)),
+                })
+                .collect();
+            if !ranges.is_empty() {
+                out.insert(p, ranges);
+            }
+        }
+        out
+    }
+
+    /// The primaries (port → ranges) once every live node reports
+    /// `cluster_state:ok`, `want` primaries cover all slots and all live
+    /// nodes agree.
+    fn wait_healthy(&self, want: usize, limit: Duration) -> BTreeMap<u16, Vec<(u16, u16)>> {
+        let until = Instant::now() + limit;
+        loop {
+            let alive = self.alive();
+            let ok = alive
+                .iter()
+                .all(|p| cli_on(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            let views: Vec<_> = alive.iter().map(|p| Self::primaries_seen_by(*p)).collect();
+            let covered = |v: &BTreeMap<u16, Vec<(u16, u16)>>| {
+                v.values()
+                    .flatten()
+                    .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+                    .sum::<u32>()
+                    == 16384
+            };
+            // Every replica has synced with its primary.
+            let synced = alive.iter().all(|p| {
+                let info = cli_on(*p, &["INFO", "replication"]);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            });
+            if ok
+                && synced
+                && views[0].len() == want
+                && covered(&views[0])
+                && views.iter().all(|v| *v == views[0])
+                && views[0].keys().all(|p| alive.contains(p))
+            {
+                return views[0].clone();
+            }
+            assert!(
+                Instant::now() < until,
+                "the Redis Cluster never became healthy with {want} primaries: {views:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The primary's port owning `slot`.
+    fn owner(primaries: &BTreeMap<u16, Vec<(u16, u16)>>, slot: u16) -> u16 {
+        *primaries
+            .iter()
+            .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .expect("every slot has an owner")
+            .0
+    }
+
+    /// SIGKILLs the node on `port`.
+    fn kill(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port).unwrap();
+        if let Some(mut c) = node.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two nodes on the cluster with a fresh prefix and generous chat limits.
+async fn cluster_nodes(
+    app: &TestApp,
+    cluster: &RedisCluster,
+    prefix: &str,
+) -> (Node, TestApp, Node, TestApp) {
+    let url = cluster.url();
+    let env: Vec<(&str, &str)> = vec![
+        ("STAMPEDE_REDIS_URL", &url),
+        ("STAMPEDE_REDIS_CLUSTER", "true"),
+        ("STAMPEDE_REDIS_PREFIX", prefix),
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+        ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "10000"),
+        ("STAMPEDE_LIMITS_REACTIONS_BURST", "10000"),
+    ];
+    let a = Node::start(free_port(), &env).await;
+    let b = Node::start(free_port(), &env).await;
+    let ha = TestApp {
+        address: a.address.clone(),
+        ..app.clone_handle()
+    };
+    let hb = TestApp {
+        address: b.address.clone(),
+        ..app.clone_handle()
+    };
+    (a, ha, b, hb)
+}
+
+/// The cluster channel of a room, as the nodes name it.
+fn channel(prefix: &str, slug: &Slug, stream_id: i64) -> String {
+    slots::room_channel(
+        prefix,
+        &RoomKey {
+            slug: slug.clone(),
+            stream_id,
+        },
+    )
+}
+
+/// Waits until `/readyz` on `app` answers 200 (every shard connected).
+async fn wait_ready(app: &TestApp, limit: Duration) {
+    let until = Instant::now() + limit;
+    loop {
+        let r = app.get("/readyz", None).await;
+        if r.status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} never became ready: {}",
+            app.address,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Subscribers of a shard channel on the node `port` (`PUBSUB SHARDNUMSUB`).
+fn shard_subscribers(port: u16, channel: &str) -> u64 {
+    let out = cli_on(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+    out.lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until both nodes subscribed `channel` on its primary.
+async fn wait_subscribed(port: u16, channel: &str) {
+    let until = Instant::now() + Duration::from_secs(15);
+    while shard_subscribers(port, channel) < 2 {
+        assert!(
+            Instant::now() < until,
+            "both nodes never subscribed {channel} on its primary {port} \
+             (subscribers there: {})",
+            shard_subscribers(port, channel)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node's `stampede_relay_received_total`.
+async fn relay_received(app: &TestApp) -> u64 {
+    let body = app.get("/metrics", None).await.body;
+    body.lines()
+        .find_map(|l| l.strip_prefix("stampede_relay_received_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("stampede_relay_received_total in /metrics")
+}
+
+/// Reads `reactions` frames until `n` reactions are counted.
+async fn reaction_total(c: &mut WsClient, n: u64) -> u64 {
+    let mut sum = 0;
+    while sum < n {
+        let f = c.expect("reactions").await;
+        sum += f["stamps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    sum
+}
+
+/// Rooms land on all three shards, and each relays messages between the
+/// nodes once, through sharded pub/sub on the primary owning its slot.
+#[actix_web::test]
+async fn rooms_on_every_shard_relay_messages_once() {
+    let cluster = RedisCluster::start();
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(30));
+    let app = spawn_app().await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let prefix = format!("t{}", random_hex(10));
+
+    // Streams until every primary owns at least one of their rooms.
+    let mut rooms: BTreeMap<u16, (i64, String)> = BTreeMap::new();
+    for _ in 0..60 {
+        let stream = app.create_stream("owner").await;
+        let ch = channel(&prefix, &app.tenant.slug, stream);
+        let slot = slots::key_slot(&ch);
+        // Our slot is the cluster's.
+        let theirs = cli_on(cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &ch]);
+        assert_eq!(theirs.trim(), slot.to_string(), "slot of {ch}");
+        rooms
+            .entry(RedisCluster::owner(&primaries, slot))
+            .or_insert((stream, ch));
+        if rooms.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        rooms.len(),
+        3,
+        "60 rooms never covered the three shards: {rooms:?}"
+    );
+
+    let (_a, ha, _b, hb) = cluster_nodes(&app, &cluster, &prefix).await;
+    wait_ready(&ha, Duration::from_secs(20)).await;
+    wait_ready(&hb, Duration::from_secs(20)).await;
+    let (alice, _) = ha.login("alice", "password-123").await;
+    let (bob, _) = hb.login("bob", "password-123").await;
+    for (port, (stream, ch)) in &rooms {
+        let (mut ca, _, _) = ha.ws_ready(*stream, Some(&alice)).await;
+        let (mut cb, _, _) = hb.ws_ready(*stream, Some(&bob)).await;
+        wait_subscribed(*port, ch).await;
+        for (other, _) in rooms.iter().filter(|(p, _)| *p != port) {
+            assert_eq!(
+                shard_subscribers(*other, ch),
+                0,
+                "{ch} is subscribed on {other}, not its owner {port}"
+            );
+        }
+        ca.send(json!({"type":"message","message":format!("A on {port}"),"client_id":"a"}))
+            .await;
+        let id_a = ca.expect("ack").await["id"].as_i64().unwrap();
+        let on_b = cb.expect("message").await;
+        assert_eq!(
+            (on_b["id"].as_i64(), &on_b["username"]),
+            (Some(id_a), &json!("alice"))
+        );
+        cb.send(json!({"type":"message","message":format!("B on {port}"),"client_id":"b"}))
+            .await;
+        let id_b = cb.expect("ack").await["id"].as_i64().unwrap();
+        let mut on_a = ca.expect("message").await;
+        while on_a["id"] == id_a {
+            on_a = ca.expect("message").await;
+        }
+        assert_eq!(on_a["id"], id_b);
+        // Once: nothing else arrives on either side.
+        ca.assert_silent(Duration::from_millis(700)).await;
+        cb.assert_silent(Duration::from_millis(300)).await;
+        assert_eq!(
+            app.stored_ids(*stream).await,
+            vec![id_a, id_b],
+            "stored once, by the accepting node"
+        );
+    }
+
+    // Readiness and per-shard metrics name all three primaries.
+    let r = ha.get("/readyz", None).await;
+    assert_eq!(r.json()["redis"], true, "{}", r.body);
+    for (port, (_, _)) in &rooms {
+        let shard = &r.json()["redis_shards"][format!("127.0.0.1:{port}")];
+        assert_eq!(shard["connected"], true, "{}", r.body);
+        assert!(
+            shard["subscriptions"].as_u64() >= Some(1),
+            "no subscription on {port}: {}",
+            r.body
+        );
+    }
+    let metrics = ha.get("/metrics", None).await.body;
+    for (port, (_, _)) in &rooms {
+        let line = format!("stampede_redis_shard_connected{{shard=\"127.0.0.1:{port}\"}} 1");
+        assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+    }
+    assert!(metrics.contains("stampede_redis_shard_subscriptions{"));
+    assert!(metrics.contains("stampede_redis_shard_publish_errors_total{"));
+}
+
+/// The multi-node behaviours of one Redis hold on a cluster: sessions,
+/// reactions, presence, moderation and logout.
+#[actix_web::test]
+async fn presence_moderation_reactions_and_sessions_hold_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let prefix = format!("t{}", random_hex(10));
+    let (_a, ha, _b, hb) = cluster_nodes(&app, &cluster, &prefix).await;
+    wait_ready(&ha, Duration::from_secs(20)).await;
+    wait_ready(&hb, Duration::from_secs(20)).await;
+
+    // A session from node A works on node B.
+    let (alice, alice_csrf) = ha.login("alice", "password-123").await;
+    let r = hb.get("/api/session", Some(&alice)).await;
+    assert_eq!(r.json()["user"]["username"], "alice");
+    let (bob, _) = hb.login("bob", "password-123").await;
+    let (owner, _) = ha.login("owner", "password-123").await;
+    let (mut ca, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (mut cb, _, _) = hb.ws_ready(stream, Some(&bob)).await;
+    let (mut o, _, _) = ha.ws_ready(stream, Some(&owner)).await;
+    let (mut watcher, _, _) = hb.ws_ready(stream, None).await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
+    let ch = channel(&prefix, &app.tenant.slug, stream);
+    wait_subscribed(RedisCluster::owner(&primaries, slots::key_slot(&ch)), &ch).await;
+
+    // Reactions: 150 on A and 100 on B; each side sees all 250, exactly.
+    for i in 0..150 {
+        ca.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
+            .await;
+    }
+    for i in 0..100 {
+        cb.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
+            .await;
+    }
+    assert_eq!(reaction_total(&mut cb, 250).await, 250);
+    assert_eq!(reaction_total(&mut ca, 250).await, 250);
+    ca.assert_silent(Duration::from_millis(700)).await;
+
+    // Presence sums both nodes: 2 + 2.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = ca.expect("presence").await["viewers"].as_u64().unwrap();
+        if v == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence never reached 4 (at {v})"
+        );
+    }
+
+    // A delete on A reaches B; a ban on A closes bob's socket on B.
+    cb.send(json!({"type":"message","message":"oops","client_id":"x"}))
+        .await;
+    let id = cb.expect("ack").await["id"].as_i64().unwrap();
+    o.expect("message").await;
+    o.send(json!({"type":"delete","message_id":id})).await;
+    let mut m = watcher.expect("moderation").await;
+    while m["action"] != "delete" {
+        m = watcher.expect("moderation").await;
+    }
+    assert_eq!(
+        m,
+        json!({"type":"moderation","action":"delete","message_id":id})
+    );
+    o.send(json!({"type":"ban","username":"bob"})).await;
+    assert_eq!(cb.closed().await, Some(4003));
+
+    // Logout on A closes alice's socket on B (a tenant-wide event).
+    let (mut alice_on_b, _, _) = hb.ws_ready(stream, Some(&alice)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = ha
+        .post_json("/api/logout", &json!({}), Some(&alice), Some(&alice_csrf))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(alice_on_b.closed().await, Some(4001));
+}
+
+/// Every `message` id a viewer got, in order.
+struct Viewer {
+    ws: WsClient,
+    got: Vec<i64>,
+    name: &'static str,
+}
+
+impl Viewer {
+    /// Reads what has arrived, waiting at most `wait` for the first frame.
+    async fn drain(&mut self, wait: Duration) {
+        let mut wait = wait;
+        loop {
+            match self.ws.next_frame(wait).await {
+                Next::Text(v) => {
+                    if v["type"] == "message" {
+                        self.got.push(v["id"].as_i64().unwrap());
+                    }
+                }
+                Next::Idle => return,
+                Next::Closed => panic!(
+                    "{}'s socket closed (code {:?})",
+                    self.name,
+                    self.ws.closed_code()
+                ),
+            }
+            wait = Duration::from_millis(1);
+        }
+    }
+}
+
+/// Chat flowing in one room from both nodes, watched by a viewer on each.
+struct Chat {
+    ha: TestApp,
+    hb: TestApp,
+    sa: WsClient,
+    sb: WsClient,
+    viewers: Vec<Viewer>,
+    /// Every acked message id.
+    acked: Vec<i64>,
+    sent: usize,
+}
+
+impl Chat {
+    /// Viewers and senders (alice on A, bob on B) in `stream`.
+    async fn open(ha: TestApp, hb: TestApp, stream: i64) -> Chat {
+        let (alice, _) = ha.login("alice", "password-123").await;
+        let (bob, _) = hb.login("bob", "password-123").await;
+        let viewers = vec![
+            Viewer {
+                ws: ha.ws_ready(stream, None).await.0,
+                got: Vec::new(),
+                name: "viewer on A",
+            },
+            Viewer {
+                ws: hb.ws_ready(stream, None).await.0,
+                got: Vec::new(),
+                name: "viewer on B",
+            },
+        ];
+        let sa = ha.ws_ready(stream, Some(&alice)).await.0;
+        let sb = hb.ws_ready(stream, Some(&bob)).await.0;
+        Chat {
+            ha,
+            hb,
+            sa,
+            sb,
+            viewers,
+            acked: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Sends one message from `a` (else b), waits for its ack; its id.
+    async fn send(&mut self, from_a: bool) -> i64 {
+        self.sent += 1;
+        let n = self.sent;
+        let sender = if from_a { &mut self.sa } else { &mut self.sb };
+        sender
+            .send(json!({"type":"message","message":format!("m{n}"),"client_id":format!("m{n}")}))
+            .await;
+        let id = sender.expect("ack").await["id"].as_i64().unwrap();
+        self.acked.push(id);
+        id
+    }
+
+    /// One message from each node, then whatever the viewers have.
+    async fn round(&mut self) {
+        self.send(true).await;
+        self.send(false).await;
+        for v in &mut self.viewers {
+            v.drain(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// New messages cross the nodes again, both ways, through the relay
+    /// (the other node's relay counts them, not only its rooms' catch-up).
+    async fn crosses_again(&mut self, after: &str) {
+        let received_before = (
+            relay_received(&self.ha).await,
+            relay_received(&self.hb).await,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (from_a, name) in [(true, "A to B"), (false, "B to A")] {
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "messages from {name} never crossed again after {after}"
+                );
+                let id = self.send(from_a).await;
+                let other = &mut self.viewers[usize::from(from_a)];
+                let until = Instant::now() + Duration::from_millis(1500);
+                while !other.got.contains(&id) && Instant::now() < until {
+                    other.drain(Duration::from_millis(100)).await;
+                }
+                if other.got.contains(&id) {
+                    break;
+                }
+            }
+        }
+        assert!(
+            relay_received(&self.ha).await > received_before.0
+                && relay_received(&self.hb).await > received_before.1,
+            "no relayed event reached a node after {after}"
+        );
+    }
+
+    /// Every viewer ends up with every acked message, each exactly once,
+    /// and nothing else; each is stored once.
+    async fn assert_exactly_once(&mut self, app: &TestApp, stream: i64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for v in &mut self.viewers {
+            while !self.acked.iter().all(|id| v.got.contains(id)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} is missing {:?}",
+                    v.name,
+                    self.acked
+                        .iter()
+                        .filter(|id| !v.got.contains(id))
+                        .collect::<Vec<_>>()
+                );
+                v.drain(Duration::from_millis(200)).await;
+            }
+        }
+        // Room syncs run a while after a topology change: a repeat would show now.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let expected: BTreeSet<i64> = self.acked.iter().copied().collect();
+        for v in &mut self.viewers {
+            v.drain(Duration::from_millis(500)).await;
+            let mut count: HashMap<i64, usize> = HashMap::new();
+            for id in &v.got {
+                *count.entry(*id).or_default() += 1;
+            }
+            let repeated: BTreeSet<i64> = count
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(id, _)| *id)
+                .collect();
+            assert!(
+                repeated.is_empty(),
+                "{} got {repeated:?} more than once",
+                v.name
+            );
+            let got: BTreeSet<i64> = v.got.iter().copied().collect();
+            assert_eq!(
+                got, expected,
+                "{} got other messages than were acked",
+                v.name
+            );
+        }
+        assert_eq!(
+            app.stored_ids(stream).await.len(),
+            self.acked.len(),
+            "each acked message stored once"
+        );
+    }
+}
+
+/// A cluster, two nodes and chat in one new stream: (cluster, app, stream,
+/// the room's channel, nodes, chat).
+async fn chat_on_a_cluster() -> (RedisCluster, TestApp, i64, String, (Node, Node), Chat) {
+    let cluster = RedisCluster::start();
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    let prefix = format!("t{}", random_hex(10));
+    let ch = channel(&prefix, &app.tenant.slug, stream);
+    let (a, ha, b, hb) = cluster_nodes(&app, &cluster, &prefix).await;
+    wait_ready(&ha, Duration::from_secs(20)).await;
+    wait_ready(&hb, Duration::from_secs(20)).await;
+    let chat = Chat::open(ha, hb, stream).await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
+    wait_subscribed(RedisCluster::owner(&primaries, slots::key_slot(&ch)), &ch).await;
+    (cluster, app, stream, ch, (a, b), chat)
+}
+
+/// A primary is SIGKILLed while chat flows through its shard: once its
+/// replica has taken over, every viewer on both nodes has every acked
+/// message exactly once, and new messages cross the nodes again.
+#[actix_web::test]
+async fn primary_killed_while_chat_flows_loses_and_repeats_nothing() {
+    let (mut cluster, app, stream, ch, _nodes, mut chat) = chat_on_a_cluster().await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
+    let victim = RedisCluster::owner(&primaries, slots::key_slot(&ch));
+
+    // Chat from both nodes; the room's primary is killed a third of the way in.
+    let mut unready = None;
+    for round in 0..30 {
+        if round == 10 {
+            cluster.kill(victim);
+        }
+        chat.round().await;
+        if round >= 10 && unready.is_none() {
+            // The shard has no primary until its replica is promoted.
+            let r = chat.ha.get("/readyz", None).await;
+            if r.status == 503 {
+                unready = Some(r.json());
+            }
+        }
+    }
+    let unready = unready.expect("/readyz never reported the lost shard");
+    assert_eq!(unready["redis"], false, "{unready}");
+    assert_eq!(
+        unready["redis_shards"][format!("127.0.0.1:{victim}")]["connected"],
+        false,
+        "{unready}"
+    );
+
+    // The replica takes over (the cluster's own failover).
+    let after = cluster.wait_healthy(3, Duration::from_secs(30));
+    let promoted = RedisCluster::owner(&after, slots::key_slot(&ch));
+    assert_ne!(
+        promoted, victim,
+        "the killed primary still owns the room's slot"
+    );
+    // Both nodes resubscribed by themselves, on the promoted replica.
+    wait_subscribed(promoted, &ch).await;
+    chat.crosses_again("the failover").await;
+    chat.assert_exactly_once(&app, stream).await;
+
+    // Readiness is back with the new primary.
+    wait_ready(&chat.ha, Duration::from_secs(20)).await;
+    let metrics = chat.ha.get("/metrics", None).await.body;
+    let line = format!("stampede_redis_shard_connected{{shard=\"127.0.0.1:{promoted}\"}} 1");
+    assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+}
+
+/// The room's slot is migrated to another primary while chat flows (the
+/// server drops the subscriptions with `sunsubscribe`): both nodes follow it
+/// by themselves, and nothing is lost or repeated.
+#[actix_web::test]
+async fn slot_moved_while_chat_flows_is_followed() {
+    let (cluster, app, stream, ch, _nodes, mut chat) = chat_on_a_cluster().await;
+    let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
+    let slot = slots::key_slot(&ch);
+    let from = RedisCluster::owner(&primaries, slot);
+    let to = *primaries.keys().find(|p| **p != from).unwrap();
+    let id_of = |port: u16| cli_on(port, &["CLUSTER", "MYID"]).trim().to_string();
+    let (from_id, to_id) = (id_of(from), id_of(to));
+
+    for _ in 0..10 {
+        chat.round().await;
+    }
+    // The documented manual migration of one slot, keys included.
+    let slot_arg = slot.to_string();
+    cli_on(
+        to,
+        &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &from_id],
+    );
+    cli_on(
+        from,
+        &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &to_id],
+    );
+    let keys = cli_on(from, &["CLUSTER", "GETKEYSINSLOT", &slot_arg, "1000"]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    if !keys.is_empty() {
+        let to_port = to.to_string();
+        let mut args = vec![
+            "MIGRATE",
+            "127.0.0.1",
+            &to_port,
+            "",
+            "0",
+            "5000",
+            "REPLACE",
+            "KEYS",
+        ];
+        args.extend(keys.iter().copied());
+        let out = cli_on(from, &args);
+        assert!(
+            out.contains("OK") || out.contains("NOKEY"),
+            "MIGRATE: {out}"
+        );
+    }
+    for port in primaries.keys() {
+        cli_on(*port, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &to_id]);
+    }
+    for _ in 0..10 {
+        chat.round().await;
+    }
+
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owners = cluster.wait_healthy(3, Duration::from_secs(30));
+        if RedisCluster::owner(&owners, slot) == to {
+            break;
+        }
+        assert!(Instant::now() < until, "slot {slot} never moved to {to}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_subscribed(to, &ch).await;
+    assert_eq!(
+        shard_subscribers(from, &ch),
+        0,
+        "{ch} still subscribed on its old primary"
+    );
+    chat.crosses_again("the slot moved").await;
+    chat.assert_exactly_once(&app, stream).await;
+}
