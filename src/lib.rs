@@ -19,6 +19,7 @@
 //! - [`tenants`]: the request's tenant from its `Host`.
 //! - [`auth`]: passwords, cookie sessions, CSRF, login limits.
 //! - [`web`]: routes: pages, JSON API, operations, static files.
+//! - [`webhooks`]: webhook events: signing, HTTP delivery, the deliverer of every node.
 //! - [`devenv`]: bringing up PostgreSQL for the demo and the tests.
 //! - [`telemetry`]: structured logs.
 
@@ -42,6 +43,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod web;
+pub mod webhooks;
 
 #[cfg(test)]
 mod fuzz_tests;
