@@ -25,4 +25,5 @@ mod room_core;
 mod security;
 mod tenancy;
 mod timeline;
+mod webhooks;
 mod ws;
