@@ -788,7 +788,8 @@ async fn bad_webhook_input_is_one_line_and_changes_nothing() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app().await;
     let slug = app.tenant.slug.as_str();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (&["http://127.0.0.1:9/h"], &[], "https://"),
         (&["ftp://example.com/h"], &[ALLOW_HTTP], "invalid URL"),
         (&["not a url"], &[ALLOW_HTTP], "invalid URL"),
