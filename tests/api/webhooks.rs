@@ -847,3 +847,451 @@ async fn bad_webhook_input_is_one_line_and_changes_nothing() {
     let out = cli(&["webhook", "list", "--tenant", slug], &[]);
     assert_eq!(stdout(&out).lines().count(), 1);
 }
+
+/// Credentials of a request: a session (cookie and CSRF token) or a bearer token.
+enum As<'a> {
+    Nobody,
+    Session(&'a (String, String)),
+    SessionNoCsrf(&'a (String, String)),
+    Bearer(&'a str),
+}
+
+/// Any JSON API call; returns the status and the JSON body (`null` if none).
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    who: As<'_>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", app.address);
+    let mut req = match method {
+        "GET" => app.client.get(url),
+        "POST" => app.client.post(url),
+        "DELETE" => app.client.delete(url),
+        m => panic!("method {m}"),
+    }
+    .insert_header(("Host", app.tenant.host.clone()));
+    match who {
+        As::Nobody => {}
+        As::Session((cookie, csrf)) => {
+            req = req
+                .insert_header(("Cookie", format!("stampede_session={cookie}")))
+                .insert_header(("X-CSRF-Token", csrf.clone()));
+        }
+        As::SessionNoCsrf((cookie, _)) => {
+            req = req.insert_header(("Cookie", format!("stampede_session={cookie}")));
+        }
+        As::Bearer(t) => {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+    }
+    let mut res = match body {
+        Some(b) => req.send_json(&b).await,
+        None => req.send().await,
+    }
+    .expect("request");
+    let bytes = res.body().limit(1 << 20).await.expect("body");
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (res.status().as_u16(), value)
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+#[actix_web::test]
+async fn admins_manage_webhooks_and_tokens_over_http() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_with(fast).await;
+    let rx = Receiver::up().await;
+    let admin = app.user_session("root", Role::Admin).await;
+    let owner = app.user_session("owner", Role::Streamer).await;
+    app.create_user("helper", "password-123", Role::Bot).await;
+    let stream = app.create_stream("owner").await;
+
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/webhooks",
+        Some(json!({"url": rx.url(), "events": ["stream.status", "ping"]})),
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let secret = v["secret"].as_str().unwrap();
+    rx.set_secret(secret);
+    set_status(&app, stream, &owner, "live").await;
+    until("the status event", Duration::from_secs(30), || {
+        !rx.acked().is_empty()
+    })
+    .await;
+    rx.assert_all_signed();
+    assert_eq!(rx.acked()[0].body["type"], "stream.status");
+
+    let (s, v) = call(&app, "GET", "/api/webhooks", None, As::Session(&admin)).await;
+    assert_eq!(s, 200, "{v}");
+    let hooks = v["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0]["id"], id);
+    assert_eq!(hooks[0]["url"], rx.url());
+    assert_eq!(hooks[0]["events"], json!(["stream.status", "ping"]));
+    assert_eq!(hooks[0]["state"], "active");
+    assert!(!v.to_string().contains(secret), "the secret is shown once");
+
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/api/webhooks/{id}/test"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["status_code"], 200);
+    let (s, v) = call(
+        &app,
+        "GET",
+        &format!("/api/webhooks/{id}/deliveries"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let list = v["deliveries"].as_array().unwrap();
+    assert_eq!(list[0]["type"], "ping");
+    assert_eq!(list[0]["status_code"], 200);
+    assert_eq!(list[0]["attempt"], 1);
+    assert!(list[0]["latency_ms"].is_i64());
+    assert_eq!(list[1]["type"], "stream.status");
+    assert_eq!(list[1]["event_id"], rx.acked()[0].event_id);
+
+    // Tokens: shown once, listed without the secret, revoked at once.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/tokens",
+        Some(json!({"username":"helper","scopes":["chat"],"name":"greeter"})),
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    let token_id = v["id"].as_i64().unwrap();
+    assert!(token.starts_with("stp_"));
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/api/streams/{stream}/messages"),
+        Some(json!({"message":"hello from a bot"})),
+        As::Bearer(&token),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(&app, "GET", "/api/tokens", None, As::Session(&admin)).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains(&token[4..]), "never the token: {v}");
+    let t = &v["tokens"][0];
+    assert_eq!(t["id"], token_id);
+    assert_eq!(t["username"], "helper");
+    assert_eq!(t["scopes"], json!(["chat"]));
+    assert_eq!(t["label"], "greeter");
+    assert_eq!(t["state"], "active");
+    let (s, v) = call(
+        &app,
+        "DELETE",
+        &format!("/api/tokens/{token_id}"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/api/streams/{stream}/messages"),
+        Some(json!({"message":"still here?"})),
+        As::Bearer(&token),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (401, "not_authenticated"), "{v}");
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("/api/tokens/{token_id}"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 404);
+
+    // Removed: gone from the list, and a second removal is a 404.
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("/api/webhooks/{id}"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, v) = call(&app, "GET", "/api/webhooks", None, As::Session(&admin)).await;
+    assert_eq!(v["webhooks"], json!([]));
+    let (s, v) = call(
+        &app,
+        "DELETE",
+        &format!("/api/webhooks/{id}"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!((s, code(&v)), (404, "not_found"));
+}
+
+#[actix_web::test]
+async fn integration_routes_are_for_admin_sessions_only_and_check_input() {
+    let _serial = SERIAL.lock().await;
+    // Default settings: plain http:// endpoints are refused.
+    let app = spawn_app().await;
+    let admin = app.user_session("root", Role::Admin).await;
+    let streamer = app.user_session("owner", Role::Streamer).await;
+    let viewer = app.user_session("vic", Role::Viewer).await;
+    let out = cli(
+        &[
+            "token",
+            "create",
+            "--tenant",
+            app.tenant.slug.as_str(),
+            "--user",
+            "root",
+            "--scopes",
+            "read,chat,moderate",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let admin_token = stdout(&out).trim().to_string();
+    let good = json!({"url":"https://example.com/hook"});
+    let routes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", "/api/webhooks".into(), None),
+        ("POST", "/api/webhooks".into(), Some(good.clone())),
+        ("DELETE", "/api/webhooks/1".into(), None),
+        ("POST", "/api/webhooks/1/test".into(), None),
+        ("GET", "/api/webhooks/1/deliveries".into(), None),
+        ("GET", "/api/tokens".into(), None),
+        (
+            "POST",
+            "/api/tokens".into(),
+            Some(json!({"username":"vic","scopes":"read"})),
+        ),
+        ("DELETE", "/api/tokens/1".into(), None),
+    ];
+    for (method, path, body) in &routes {
+        let (s, v) = call(&app, method, path, body.clone(), As::Nobody).await;
+        assert_eq!((s, code(&v)), (401, "not_authenticated"), "{method} {path}");
+        for who in [&viewer, &streamer] {
+            let (s, v) = call(&app, method, path, body.clone(), As::Session(who)).await;
+            assert_eq!((s, code(&v)), (403, "forbidden"), "{method} {path}");
+        }
+        // An admin's token, whatever its scopes, cannot manage integrations.
+        let (s, v) = call(&app, method, path, body.clone(), As::Bearer(&admin_token)).await;
+        assert_eq!((s, code(&v)), (403, "forbidden"), "{method} {path}");
+        let unknown = format!("stp_{}", random_hex(32).repeat(2));
+        let (s, v) = call(&app, method, path, body.clone(), As::Bearer(&unknown)).await;
+        assert_eq!((s, code(&v)), (401, "not_authenticated"), "{method} {path}");
+        if *method != "GET" {
+            let (s, v) = call(&app, method, path, body.clone(), As::SessionNoCsrf(&admin)).await;
+            assert_eq!((s, code(&v)), (403, "csrf"), "{method} {path}");
+        }
+    }
+
+    let bad = [
+        (json!({"url":"http://127.0.0.1:9/h"}), "https://"),
+        (json!({"url":"ftp://example.com/h"}), "invalid URL"),
+        (json!({"url":"https://"}), "invalid URL"),
+        (
+            json!({"url":"https://example.com/h","events":["nope"]}),
+            "unknown event",
+        ),
+        (json!({"url":"https://example.com/h","events":[]}), "events"),
+        (json!({"events":["ping"]}), "url"),
+        (json!("https://example.com/h"), "invalid"),
+    ];
+    for (body, want) in bad {
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/webhooks",
+            Some(body.clone()),
+            As::Session(&admin),
+        )
+        .await;
+        assert_eq!((s, code(&v)), (422, "invalid"), "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    for body in [
+        json!({"username":"vic","scopes":["admin"]}),
+        json!({"username":"vic","scopes":[]}),
+        json!({"username":"nobody","scopes":["read"]}),
+        json!({"username":"vic"}),
+    ] {
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/tokens",
+            Some(body.clone()),
+            As::Session(&admin),
+        )
+        .await;
+        assert_eq!((s, code(&v)), (422, "invalid"), "{body}: {v}");
+    }
+    // Nothing was made.
+    let (_, v) = call(&app, "GET", "/api/webhooks", None, As::Session(&admin)).await;
+    assert_eq!(v["webhooks"], json!([]));
+    let (_, v) = call(&app, "GET", "/api/tokens", None, As::Session(&admin)).await;
+    assert_eq!(
+        v["tokens"].as_array().unwrap().len(),
+        1,
+        "only the CLI's: {v}"
+    );
+    // And the good request works.
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/webhooks",
+        Some(good),
+        As::Session(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[actix_web::test]
+async fn tokens_and_secrets_never_appear_in_logs() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await;
+    let rx = Receiver::up().await;
+    let log_path = std::env::temp_dir().join(format!("stampede-log-{}.txt", random_hex(8)));
+    let port = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"));
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("STAMPEDE_DATABASE_URL", database_url())
+        .env("RUST_LOG", "debug")
+        .current_dir(std::env::temp_dir())
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(
+            std::fs::File::options()
+                .append(true)
+                .open(&log_path)
+                .unwrap(),
+        );
+    for (k, v) in FAST_ENV {
+        cmd.env(k, v);
+    }
+    let node = Node {
+        child: cmd.spawn().expect("start"),
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    let on = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let end = Instant::now() + Duration::from_secs(20);
+    while on
+        .client
+        .get(format!("{}/healthz", on.address))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < end, "node did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = on.user_session("root", Role::Admin).await;
+    let owner = on.user_session("owner", Role::Streamer).await;
+    let stream = on.create_stream("owner").await;
+    let (_, v) = call(
+        &on,
+        "POST",
+        "/api/webhooks",
+        Some(json!({"url": rx.url()})),
+        As::Session(&admin),
+    )
+    .await;
+    let secret = v["secret"].as_str().expect("secret").to_string();
+    rx.set_secret(&secret);
+    let (_, v) = call(
+        &on,
+        "POST",
+        "/api/tokens",
+        Some(json!({"username":"owner","scopes":["chat","read"]})),
+        As::Session(&admin),
+    )
+    .await;
+    let token = v["token"].as_str().expect("token").to_string();
+    let token_id = v["id"].as_i64().unwrap();
+    let (s, _) = call(
+        &on,
+        "POST",
+        &format!("/api/streams/{stream}/messages"),
+        Some(json!({"message":"logged?"})),
+        As::Bearer(&token),
+    )
+    .await;
+    assert_eq!(s, 200);
+    set_status(&on, stream, &owner, "live").await;
+    let wrong = format!("stp_{}", random_hex(32).repeat(2));
+    let (s, _) = call(
+        &on,
+        "GET",
+        &format!("/api/streams/{stream}/messages"),
+        None,
+        As::Bearer(&wrong),
+    )
+    .await;
+    assert_eq!(s, 401);
+    call(
+        &on,
+        "DELETE",
+        &format!("/api/tokens/{token_id}"),
+        None,
+        As::Session(&admin),
+    )
+    .await;
+    let (s, _) = call(
+        &on,
+        "GET",
+        &format!("/api/streams/{stream}/messages"),
+        None,
+        As::Bearer(&token),
+    )
+    .await;
+    assert_eq!(s, 401);
+    until("deliveries", Duration::from_secs(30), || {
+        rx.acked().len() >= 2
+    })
+    .await;
+    rx.assert_all_signed();
+    node.signal("-TERM");
+    node.wait(Duration::from_secs(30));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(log.contains("DEBUG"), "debug logs were written");
+    for (what, secret) in [
+        ("the token", &token[4..]),
+        ("an unknown token", &wrong[4..]),
+        ("the webhook secret", &secret["whsec_".len()..]),
+        ("the session key", admin.0.as_str()),
+        ("the CSRF token", admin.1.as_str()),
+    ] {
+        let line = log.lines().find(|l| l.contains(secret));
+        assert!(
+            line.is_none(),
+            "{what} is in the logs: {}",
+            line.unwrap_or("").replace(secret, "<secret>")
+        );
+    }
+}
