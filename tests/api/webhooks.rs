@@ -1295,3 +1295,69 @@ async fn tokens_and_secrets_never_appear_in_logs() {
         );
     }
 }
+
+#[actix_web::test]
+async fn the_admins_studio_lists_webhooks_deliveries_and_tokens_escaped() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_with(fast).await;
+    let rx = Receiver::up().await;
+    let admin = app.user_session("root", Role::Admin).await;
+    let owner = app.user_session("owner", Role::Streamer).await;
+    let stream = app.create_stream("owner").await;
+    let (id, secret) = add_webhook(&app, &rx, Some("stream.status"));
+    set_status(&app, stream, &owner, "live").await;
+    until("a delivery", Duration::from_secs(30), || {
+        !rx.acked().is_empty()
+    })
+    .await;
+    wait_idle(&app).await;
+    let out = cli(
+        &[
+            "token",
+            "create",
+            "--tenant",
+            app.tenant.slug.as_str(),
+            "--user",
+            "owner",
+            "--scopes",
+            "read",
+            "--name",
+            "<script>alert(1)</script>",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+
+    let page = app.get("/studio", Some(&admin.0)).await;
+    assert_eq!(page.status, 200);
+    let html = &page.body;
+    assert!(html.contains("id=\"integrations\""), "the section is there");
+    assert!(html.contains(&format!("data-webhook-id=\"{id}\"")));
+    assert!(html.contains(&rx.url()));
+    assert!(html.contains("data-state=\"active\""));
+    assert!(
+        html.contains(&rx.acked()[0].event_id),
+        "recent deliveries listed"
+    );
+    let at = html.find("alert(1)").expect("the label is listed");
+    let before = &html[at.saturating_sub(20)..at];
+    assert!(
+        before.ends_with("&#60;script&#62;") || before.ends_with("&lt;script&gt;"),
+        "labels escaped: {}",
+        &html[at.saturating_sub(40)..at + 40]
+    );
+    assert!(!html.contains("<script>alert(1)"));
+    assert!(!html.contains(&token[4..]), "never a token");
+    assert!(!html.contains(&secret["whsec_".len()..]), "never a secret");
+    assert!(html.contains("/static/integrations.js"));
+    let js = app.get("/static/integrations.js", None).await;
+    assert_eq!(js.status, 200);
+    assert!(!js.body.contains("innerHTML"), "secrets are shown as text");
+
+    // Streamers get their studio without it.
+    let page = app.get("/studio", Some(&owner.0)).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("id=\"integrations\""));
+    assert!(!page.body.contains(&rx.url()));
+}
