@@ -329,8 +329,9 @@ impl From<&WebhookSettings> for Tuning {
             disable_after: Duration::from_secs(s.disable_after_secs),
             timeout,
             poll: Duration::from_millis(s.poll_ms.max(10)),
-            // Longer than one attempt and its bookkeeping, renewed before each.
-            lease: timeout + Duration::from_secs(20),
+            // Longer than one attempt and its bookkeeping, renewed before
+            // each: 25 s with the default 10 s timeout.
+            lease: timeout * 2 + Duration::from_secs(5),
             concurrency: s.concurrency.max(1),
         }
     }
