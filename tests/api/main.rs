@@ -26,4 +26,5 @@ mod security;
 mod tenancy;
 mod timeline;
 mod webhooks;
+mod webhooks_browser;
 mod ws;

@@ -233,7 +233,7 @@ pub async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool)
 /// Webhook tests run one at a time: each turns delivery on in its nodes, and
 /// every delivering node scans every tenant, so one test's windows (the
 /// disable test's second) must not act on another test's endpoints.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Environment that lets the CLI register `http://` endpoints.
 const ALLOW_HTTP: (&str, &str) = ("STAMPEDE_WEBHOOKS_ALLOW_HTTP", "true");
@@ -261,7 +261,7 @@ pub fn add_webhook(app: &TestApp, rx: &Receiver, events: Option<&str>) -> (i64, 
 }
 
 /// Settings of a node that delivers quickly (short polls and retries).
-fn fast(s: &mut stampede::config::Settings) {
+pub fn fast(s: &mut stampede::config::Settings) {
     s.webhooks.deliver = true;
     s.webhooks.allow_http = true;
     s.webhooks.poll_ms = 50;
