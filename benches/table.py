@@ -19,6 +19,8 @@ for line in open(sys.argv[1]):
         notes[label].append(r["note"])
     elif "db_reactions" in r:
         extra[label]["db_reactions"] = r["db_reactions"]
+    elif "webhook" in r:
+        extra[label]["webhook"] = r["webhook"]
     elif r.get("failed"):
         notes[label].append("the load tool failed (see load.log)")
     else:
@@ -127,3 +129,19 @@ for wl in ["m", "b"]:
         p1, p2 = mean("stampede", wl, "chat.latency.p99_ms"), mean("stampede2", wl, "chat.latency.p99_ms")
         print(f"| ({wl}) two nodes: deliveries per CPU-s, p99 | {f(two, 0)} ({ratio(two, one)} of one node), "
               f"{f(p2)} ms (one node {f(p1)}) | | | | ≥0.8×, ≤ +10 ms |")
+
+hooks = by.get(("stampedewh", "w"), [])
+if hooks:
+    print("\n### Webhooks (w: 1 room, 100 viewers, 1,000 msg/s; one endpoint on message.created)\n")
+    print("| rep | chat p99 without | chat p99 with | ratio (target ≤1.1×) | events delivered | delivered/s "
+          "| commit→delivery p50 | p99 | bad signatures / duplicates |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in hooks:
+        rep = r["label"].split("/")[-1]
+        base = [b for b in by.get(("stampede", "w"), []) if b["label"].split("/")[-1] == rep]
+        p_with = r["chat"]["latency"]["p99_ms"]
+        p_without = base[0]["chat"]["latency"]["p99_ms"] if base else None
+        h = extra.get(r["label"], {}).get("webhook", {})
+        print(f"| {rep} | {f(p_without)} ms | {f(p_with)} ms | {ratio(p_with, p_without)} | {f(h.get('delivered'))} "
+              f"| {f(h.get('delivered_per_s'))} | {f(h.get('p50_ms'))} ms | {f(h.get('p99_ms'))} ms "
+              f"| {f(h.get('bad_signatures'))} / {f(h.get('duplicates'))} |")

@@ -335,29 +335,6 @@ impl Store {
             .collect())
     }
 
-    /// Extends this node's lease of an endpoint; false when it is no longer
-    /// this node's (expired and taken, removed or disabled).
-    pub async fn renew_webhook_lease(
-        &self,
-        slug: &Slug,
-        endpoint_id: i64,
-        node: &str,
-        lease: Duration,
-    ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &format!(
-                    "UPDATE {}.webhook_endpoint SET lease_until = now() + $3::text::interval \
-                     WHERE id = $1 AND leased_by = $2 AND state = 'active'",
-                    slug.schema()
-                ),
-                &[&endpoint_id, &node, &interval(lease)],
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
     /// Gives an endpoint's lease back.
     pub async fn release_webhook(
         &self,
@@ -379,23 +356,30 @@ impl Store {
         Ok(())
     }
 
-    /// The head of an endpoint's queue when it is due now.
-    pub async fn due_webhook_event(
+    /// Extends this node's lease of an endpoint and reads the head of its
+    /// queue, in one statement; `None` when the lease is no longer this
+    /// node's (expired and taken, removed, disabled) or the head is not due.
+    pub async fn next_webhook_event(
         &self,
         slug: &Slug,
         endpoint_id: i64,
+        node: &str,
+        lease: Duration,
     ) -> StoreResult<Option<QueuedEvent>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 &format!(
-                    "SELECT ev.seq, ev.id::text, ev.type, ev.stream_id, ev.data, ev.created_at, o.attempts, \
+                    "WITH lease AS (UPDATE {0}.webhook_endpoint SET lease_until = now() + $3::text::interval \
+                       WHERE id = $1 AND leased_by = $2 AND state = 'active' RETURNING id) \
+                     SELECT ev.seq, ev.id::text, ev.type, ev.stream_id, ev.data, ev.created_at, o.attempts, \
                      o.next_attempt_at <= now() \
-                     FROM {0}.webhook_outbox o JOIN {0}.webhook_event ev ON ev.seq = o.event_seq \
-                     WHERE o.endpoint_id = $1 ORDER BY o.event_seq LIMIT 1",
+                     FROM lease JOIN {0}.webhook_outbox o ON o.endpoint_id = lease.id \
+                     JOIN {0}.webhook_event ev ON ev.seq = o.event_seq \
+                     ORDER BY o.event_seq LIMIT 1",
                     slug.schema()
                 ),
-                &[&endpoint_id],
+                &[&endpoint_id, &node, &interval(lease)],
             )
             .await?;
         Ok(row.filter(|r| r.get::<_, bool>(7)).map(|r| QueuedEvent {
@@ -409,7 +393,9 @@ impl Store {
         }))
     }
 
-    /// An acknowledged delivery: logged, dequeued, the endpoint healthy again.
+    /// An acknowledged delivery: logged, dequeued, the endpoint healthy
+    /// again, in one statement (one round trip: per-endpoint order makes the
+    /// deliverer's round trips its throughput).
     pub async fn webhook_delivered(
         &self,
         slug: &Slug,
@@ -417,26 +403,30 @@ impl Store {
         event: &QueuedEvent,
         attempt: &Attempt<'_>,
     ) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        log_attempt(&tx, slug, endpoint_id, event, attempt).await?;
-        tx.execute(
-            &format!(
-                "DELETE FROM {}.webhook_outbox WHERE endpoint_id = $1 AND event_seq = $2",
-                slug.schema()
-            ),
-            &[&endpoint_id, &event.seq],
-        )
-        .await?;
-        tx.execute(
-            &format!(
-                "UPDATE {}.webhook_endpoint SET last_success_at = now(), failing_since = NULL WHERE id = $1",
-                slug.schema()
-            ),
-            &[&endpoint_id],
-        )
-        .await?;
-        tx.commit().await?;
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "WITH done AS (DELETE FROM {0}.webhook_outbox WHERE endpoint_id = $1 AND event_seq = $2), \
+                     logged AS (INSERT INTO {0}.webhook_delivery \
+                       (endpoint_id, event_id, event_type, attempt, status_code, error, latency_ms) \
+                       VALUES ($1, $3::text::uuid, $4, $5, $6, $7, $8)) \
+                     UPDATE {0}.webhook_endpoint SET last_success_at = now(), failing_since = NULL \
+                     WHERE id = $1",
+                    slug.schema()
+                ),
+                &[
+                    &endpoint_id,
+                    &event.seq,
+                    &event.id,
+                    &event.event_type,
+                    &(event.attempts + 1),
+                    &attempt.status_code,
+                    &attempt.error,
+                    &attempt.latency_ms,
+                ],
+            )
+            .await?;
         Ok(())
     }
 

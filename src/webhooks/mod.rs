@@ -56,7 +56,7 @@ pub const EVENTS: &[&str] = &[
 const MAX_URL_CHARS: usize = 2000;
 
 /// Events sent to one endpoint before its lease is given back (fairness).
-const EVENTS_PER_LEASE: usize = 100;
+const EVENTS_PER_LEASE: usize = 1000;
 
 /// Parses a comma-separated event filter; `None` (or empty) means every event.
 pub fn parse_events(raw: Option<&str>) -> Result<Option<Vec<String>>, String> {
@@ -438,14 +438,10 @@ async fn serve(
     endpoint: &Claimed,
 ) {
     for _ in 0..EVENTS_PER_LEASE {
-        match store
-            .renew_webhook_lease(slug, endpoint.id, node, tuning.lease)
+        let event = match store
+            .next_webhook_event(slug, endpoint.id, node, tuning.lease)
             .await
         {
-            Ok(true) => {}
-            _ => return,
-        }
-        let event = match store.due_webhook_event(slug, endpoint.id).await {
             Ok(Some(e)) => e,
             Ok(None) => return,
             Err(e) => {
