@@ -132,7 +132,8 @@ for wl in ["m", "b"]:
 
 hooks = by.get(("stampedewh", "w"), [])
 if hooks:
-    print("\n### Webhooks (w: 1 room, 100 viewers, 1,000 msg/s; one endpoint on message.created)\n")
+    rate = hooks[0]["config"]["chat_rate"]
+    print(f"\n### Webhooks (w: one room, {rate:g} msg/s; one endpoint on message.created)\n")
     print("| rep | chat p99 without | chat p99 with | ratio (target ≤1.1×) | events delivered | delivered/s "
           "| commit→delivery p50 | p99 | bad signatures / duplicates |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -356,19 +356,44 @@ impl Store {
         Ok(())
     }
 
-    /// Extends this node's lease of an endpoint and reads the head of its
-    /// queue, in one statement; `None` when the lease is no longer this
-    /// node's (expired and taken, removed, disabled) or the head is not due.
-    pub async fn next_webhook_event(
+    /// Extends this node's lease of an endpoint; false when it is no longer
+    /// this node's (expired and taken, removed or disabled).
+    pub async fn renew_webhook_lease(
         &self,
         slug: &Slug,
         endpoint_id: i64,
         node: &str,
         lease: Duration,
-    ) -> StoreResult<Option<QueuedEvent>> {
+    ) -> StoreResult<bool> {
         let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let n = client
+            .execute(
+                &format!(
+                    "UPDATE {}.webhook_endpoint SET lease_until = now() + $3::text::interval \
+                     WHERE id = $1 AND leased_by = $2 AND state = 'active'",
+                    slug.schema()
+                ),
+                &[&endpoint_id, &node, &interval(lease)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Extends this node's lease of an endpoint and reads the first `limit`
+    /// events of its queue, in order, as long as they are due; empty when
+    /// the lease is no longer this node's or the head is not due. One
+    /// statement: per-endpoint order makes round trips the throughput.
+    pub async fn next_webhook_events(
+        &self,
+        slug: &Slug,
+        endpoint_id: i64,
+        node: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> StoreResult<Vec<QueuedEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
                 &format!(
                     "WITH lease AS (UPDATE {0}.webhook_endpoint SET lease_until = now() + $3::text::interval \
                        WHERE id = $1 AND leased_by = $2 AND state = 'active' RETURNING id) \
@@ -376,54 +401,67 @@ impl Store {
                      o.next_attempt_at <= now() \
                      FROM lease JOIN {0}.webhook_outbox o ON o.endpoint_id = lease.id \
                      JOIN {0}.webhook_event ev ON ev.seq = o.event_seq \
-                     ORDER BY o.event_seq LIMIT 1",
+                     ORDER BY o.event_seq LIMIT $4",
                     slug.schema()
                 ),
-                &[&endpoint_id, &node, &interval(lease)],
+                &[&endpoint_id, &node, &interval(lease), &limit],
             )
             .await?;
-        Ok(row.filter(|r| r.get::<_, bool>(7)).map(|r| QueuedEvent {
-            seq: r.get(0),
-            id: r.get(1),
-            event_type: r.get(2),
-            stream_id: r.get(3),
-            data: r.get(4),
-            created_at: r.get(5),
-            attempts: r.get(6),
-        }))
+        Ok(rows
+            .iter()
+            .take_while(|r| r.get::<_, bool>(7))
+            .map(|r| QueuedEvent {
+                seq: r.get(0),
+                id: r.get(1),
+                event_type: r.get(2),
+                stream_id: r.get(3),
+                data: r.get(4),
+                created_at: r.get(5),
+                attempts: r.get(6),
+            })
+            .collect())
     }
 
-    /// An acknowledged delivery: logged, dequeued, the endpoint healthy
-    /// again, in one statement (one round trip: per-endpoint order makes the
-    /// deliverer's round trips its throughput).
+    /// Acknowledged deliveries (in the order sent): logged, dequeued, the
+    /// endpoint healthy again, in one statement.
     pub async fn webhook_delivered(
         &self,
         slug: &Slug,
         endpoint_id: i64,
-        event: &QueuedEvent,
-        attempt: &Attempt<'_>,
+        acked: &[(&QueuedEvent, Attempt<'_>)],
     ) -> StoreResult<()> {
+        if acked.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = acked.iter().map(|(e, _)| e.seq).collect();
+        let ids: Vec<&str> = acked.iter().map(|(e, _)| e.id.as_str()).collect();
+        let types: Vec<&str> = acked.iter().map(|(e, _)| e.event_type.as_str()).collect();
+        let attempts: Vec<i32> = acked.iter().map(|(e, _)| e.attempts + 1).collect();
+        let codes: Vec<Option<i32>> = acked.iter().map(|(_, a)| a.status_code).collect();
+        let latencies: Vec<i32> = acked.iter().map(|(_, a)| a.latency_ms).collect();
         let client = self.client().await?;
         client
             .execute(
                 &format!(
-                    "WITH done AS (DELETE FROM {0}.webhook_outbox WHERE endpoint_id = $1 AND event_seq = $2), \
+                    "WITH done AS (DELETE FROM {0}.webhook_outbox \
+                       WHERE endpoint_id = $1 AND event_seq = ANY ($2::bigint[])), \
                      logged AS (INSERT INTO {0}.webhook_delivery \
-                       (endpoint_id, event_id, event_type, attempt, status_code, error, latency_ms) \
-                       VALUES ($1, $3::text::uuid, $4, $5, $6, $7, $8)) \
+                       (endpoint_id, event_id, event_type, attempt, status_code, latency_ms) \
+                       SELECT $1, x.e::uuid, x.t, x.a, x.c, x.l \
+                       FROM unnest($3::text[], $4::text[], $5::int[], $6::int[], $7::int[]) \
+                         WITH ORDINALITY AS x(e, t, a, c, l, n) ORDER BY x.n) \
                      UPDATE {0}.webhook_endpoint SET last_success_at = now(), failing_since = NULL \
                      WHERE id = $1",
                     slug.schema()
                 ),
                 &[
                     &endpoint_id,
-                    &event.seq,
-                    &event.id,
-                    &event.event_type,
-                    &(event.attempts + 1),
-                    &attempt.status_code,
-                    &attempt.error,
-                    &attempt.latency_ms,
+                    &seqs,
+                    &ids,
+                    &types,
+                    &attempts,
+                    &codes,
+                    &latencies,
                 ],
             )
             .await?;

@@ -13,7 +13,7 @@
 //! - order per endpoint: only the head of an endpoint's queue is ever sent;
 //!   the next one waits until it is acknowledged or given up;
 //! - bounded work: at most `webhooks.concurrency` endpoints at once per node,
-//!   one event of each in memory, whatever the backlog;
+//!   at most [`BATCH`] events of each in memory, whatever the backlog;
 //! - waking: a short poll (`webhooks.poll_ms`, 200 ms) rather than
 //!   LISTEN/NOTIFY. The scan is one indexed query per tenant that has
 //!   endpoints (listed in `public.webhook_tenants`), it needs no dedicated
@@ -57,6 +57,9 @@ const MAX_URL_CHARS: usize = 2000;
 
 /// Events sent to one endpoint before its lease is given back (fairness).
 const EVENTS_PER_LEASE: usize = 1000;
+
+/// Events of one endpoint read (and held in memory) at once.
+const BATCH: i64 = 50;
 
 /// Parses a comma-separated event filter; `None` (or empty) means every event.
 pub fn parse_events(raw: Option<&str>) -> Result<Option<Vec<String>>, String> {
@@ -428,7 +431,9 @@ async fn run(store: Store, tuning: Tuning) {
 }
 
 /// Sends an endpoint's due events in order while this node holds its lease,
-/// until one fails, none is due, or [`EVENTS_PER_LEASE`] were sent.
+/// until one fails, none is due, or [`EVENTS_PER_LEASE`] were sent. Events
+/// are read [`BATCH`] at a time and their acknowledgements recorded together:
+/// a crash in between only sends some again (receivers dedupe by id).
 async fn serve(
     store: &Store,
     slug: &Slug,
@@ -437,33 +442,76 @@ async fn serve(
     tuning: &Tuning,
     endpoint: &Claimed,
 ) {
-    for _ in 0..EVENTS_PER_LEASE {
-        let event = match store
-            .next_webhook_event(slug, endpoint.id, node, tuning.lease)
+    let mut sent = 0;
+    while sent < EVENTS_PER_LEASE {
+        let batch = match store
+            .next_webhook_events(slug, endpoint.id, node, tuning.lease, BATCH)
             .await
         {
-            Ok(Some(e)) => e,
-            Ok(None) => return,
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => return,
             Err(e) => {
                 tracing::debug!(tenant = %slug, error = %e, "webhook queue not read");
                 return;
             }
         };
-        if !deliver(store, slug, client, tuning, endpoint, &event).await {
+        let mut renewed = Instant::now();
+        let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut lost = false;
+        for event in &batch {
+            // Every send starts with at least two thirds of a lease ahead,
+            // longer than the timeout: no other node can take the endpoint
+            // while this one may still be sending.
+            if renewed.elapsed() > tuning.lease / 3 {
+                match store
+                    .renew_webhook_lease(slug, endpoint.id, node, tuning.lease)
+                    .await
+                {
+                    Ok(true) => renewed = Instant::now(),
+                    _ => {
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+            let answer = send(slug, client, tuning, endpoint, event).await;
+            let ok = answer.ok();
+            answers.push(answer);
+            if !ok {
+                break;
+            }
+        }
+        let acked: Vec<(&QueuedEvent, Attempt<'_>)> = batch
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.ok())
+            .map(|(e, a)| (e, a.attempt()))
+            .collect();
+        metrics::WEBHOOK_DELIVERED.add(acked.len() as u64);
+        sent += acked.len();
+        if let Err(e) = store.webhook_delivered(slug, endpoint.id, &acked).await {
+            // Not recorded: they will be sent again (receivers dedupe by id).
+            tracing::warn!(tenant = %slug, endpoint = endpoint.id, error = %e, "webhook acks not recorded");
+            return;
+        }
+        if let Some((event, answer)) = batch.iter().zip(&answers).find(|(_, a)| !a.ok()) {
+            failed(store, slug, tuning, endpoint, event, answer).await;
+            return;
+        }
+        if lost {
             return;
         }
     }
 }
 
-/// One attempt at one event; true when it was acknowledged and recorded.
-async fn deliver(
-    store: &Store,
+/// Posts one event to an endpoint.
+async fn send(
     slug: &Slug,
     client: &awc::Client,
     tuning: &Tuning,
     endpoint: &Claimed,
     event: &QueuedEvent,
-) -> bool {
+) -> Answer {
     let body = event_body(
         slug,
         &event.id,
@@ -472,7 +520,7 @@ async fn deliver(
         event.created_at,
         &event.data,
     );
-    let answer = post(
+    post(
         client,
         &endpoint.url,
         &endpoint.secret,
@@ -480,19 +528,19 @@ async fn deliver(
         body,
         tuning.timeout,
     )
-    .await;
-    if answer.ok() {
-        metrics::WEBHOOK_DELIVERED.inc();
-        if let Err(e) = store
-            .webhook_delivered(slug, endpoint.id, event, &answer.attempt())
-            .await
-        {
-            // Not recorded: it will be sent again (receivers dedupe by id).
-            tracing::warn!(tenant = %slug, endpoint = endpoint.id, error = %e, "webhook ack not recorded");
-            return false;
-        }
-        return true;
-    }
+    .await
+}
+
+/// Records a failed attempt: a retry later, the event given up, or the
+/// endpoint disabled.
+async fn failed(
+    store: &Store,
+    slug: &Slug,
+    tuning: &Tuning,
+    endpoint: &Claimed,
+    event: &QueuedEvent,
+    answer: &Answer,
+) {
     metrics::WEBHOOK_FAILED.inc();
     let retry_in = backoff((event.attempts + 1).max(1) as u32, tuning.first, tuning.max);
     match store
@@ -522,7 +570,6 @@ async fn deliver(
             tracing::warn!(tenant = %slug, endpoint = endpoint.id, error = %e, "webhook failure not recorded");
         }
     }
-    false
 }
 
 #[cfg(test)]
