@@ -114,21 +114,41 @@ CREATE FUNCTION webhook_message(m chat_chatmessage) RETURNS jsonb
 $$;
 
 -- message.created: every visible message of an insert (hidden ones never; held
--- ones are inserted only when approved).
+-- ones are inserted only when approved). Set-based, one statement per insert
+-- statement: this runs inside the chat's own commit.
 CREATE FUNCTION webhook_on_message_insert() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-    m chat_chatmessage;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM webhook_endpoint e WHERE e.state = 'active'
                    AND (e.events IS NULL OR 'message.created' = ANY (e.events))) THEN
         RETURN NULL;
     END IF;
-    FOR m IN SELECT n.* FROM new_rows n WHERE NOT n.is_hidden ORDER BY n.id LOOP
-        PERFORM webhook_record('message.created',
-            (SELECT c.stream_id FROM chat_chatroom c WHERE c.id = m.room_id),
-            webhook_message(m));
-    END LOOP;
+    WITH ev AS (
+        INSERT INTO webhook_event (type, stream_id, data)
+        SELECT 'message.created', c.stream_id, jsonb_build_object(
+            'id', n.id,
+            'username', coalesce(u.username, 'system'),
+            'message', n.content,
+            'message_type', n.message_type,
+            'timestamp', webhook_ts(n.created_at),
+            'role', u.role,
+            'client_id', n.client_id,
+            'reply_to', CASE WHEN p.id IS NULL THEN NULL ELSE jsonb_build_object(
+                'id', p.id, 'username', pu.username,
+                'excerpt', CASE WHEN p.is_deleted THEN '' ELSE left(p.content, 80) END) END,
+            'mentions', to_jsonb(coalesce(n.mentions, ARRAY[]::text[])),
+            'edited_at', webhook_ts(n.edited_at))
+        FROM new_rows n
+        JOIN chat_chatroom c ON c.id = n.room_id
+        LEFT JOIN accounts_user u ON u.id = n.user_id
+        LEFT JOIN chat_chatmessage p ON p.id = n.reply_to_id
+        LEFT JOIN accounts_user pu ON pu.id = p.user_id
+        WHERE NOT n.is_hidden
+        ORDER BY n.id
+        RETURNING seq)
+    INSERT INTO webhook_outbox (endpoint_id, event_seq)
+    SELECT e.id, ev.seq FROM ev JOIN webhook_endpoint e
+        ON e.state = 'active' AND (e.events IS NULL OR 'message.created' = ANY (e.events));
     RETURN NULL;
 END $$;
 CREATE TRIGGER webhook_message_insert AFTER INSERT ON chat_chatmessage

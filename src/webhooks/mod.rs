@@ -340,13 +340,24 @@ impl From<&WebhookSettings> for Tuning {
     }
 }
 
-/// Starts this node's deliverer on the current actix system.
+/// Starts this node's deliverer on a thread of its own (an arbiter):
+/// building, signing and sending events never takes time from the rooms,
+/// which live on the system's thread. It stops with the system that started
+/// it (a test's runtime), not only with the process.
 pub fn start(store: Store, settings: &WebhookSettings) {
     let tuning = Tuning::from(settings);
-    actix_rt::spawn(run(store, tuning));
+    let alive = Arc::new(());
+    let watch = Arc::downgrade(&alive);
+    actix_rt::spawn(async move {
+        let _alive = alive;
+        std::future::pending::<()>().await
+    });
+    actix_rt::Arbiter::new().spawn_fn(move || {
+        actix_rt::spawn(run(store, tuning, watch));
+    });
 }
 
-async fn run(store: Store, tuning: Tuning) {
+async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>) {
     let node = crate::auth::new_token()[..16].to_string();
     let client = http_client(tuning.timeout);
     let slots = Arc::new(Semaphore::new(tuning.concurrency));
@@ -358,6 +369,10 @@ async fn run(store: Store, tuning: Tuning) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if alive.strong_count() == 0 {
+            actix_rt::Arbiter::current().stop();
+            return;
+        }
         let now = Instant::now();
         if listed.is_none_or(|t| now - t >= Duration::from_secs(2)) {
             match store.webhook_tenants().await {
