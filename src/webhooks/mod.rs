@@ -7,9 +7,10 @@
 //!
 //! How the deliverer keeps its promises:
 //! - one node at a time per endpoint: an endpoint is taken with a lease
-//!   (`FOR UPDATE SKIP LOCKED`, then `leased_by`/`lease_until`), renewed before
-//!   every send, so no event is sent by two nodes at once, and a node that
-//!   dies only delays its endpoints until the lease runs out;
+//!   (`FOR UPDATE SKIP LOCKED`, then `leased_by`/`lease_until`), renewed so
+//!   that every send starts with more than the timeout left on it, so no event
+//!   is sent by two nodes at once, and a node that dies only delays its
+//!   endpoints until the lease runs out (25 s by default);
 //! - order per endpoint: only the head of an endpoint's queue is ever sent;
 //!   the next one waits until it is acknowledged or given up;
 //! - bounded work: at most `webhooks.concurrency` endpoints at once per node,

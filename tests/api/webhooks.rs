@@ -1361,3 +1361,86 @@ async fn the_admins_studio_lists_webhooks_deliveries_and_tokens_escaped() {
     assert!(!page.body.contains("id=\"integrations\""));
     assert!(!page.body.contains(&rx.url()));
 }
+
+#[actix_web::test]
+async fn held_messages_are_sent_only_once_approved() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_with(fast).await;
+    let rx = Receiver::up().await;
+    let owner = app.user_session("owner", Role::Streamer).await;
+    let bob = app.user_session("bob", Role::Viewer).await;
+    let stream = app.create_stream("owner").await;
+    add_webhook(&app, &rx, Some("message.created,moderation.action"));
+    let r = app
+        .post_json(
+            &format!("/api/streams/{stream}/blocked_terms"),
+            &json!({"term":"cheap","action":"add","mode":"hold"}),
+            Some(&owner.0),
+            Some(&owner.1),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let path = format!("/api/streams/{stream}/messages");
+    let approved = app
+        .post_json(
+            &path,
+            &json!({"message":"cheap followers, approved"}),
+            Some(&bob.0),
+            Some(&bob.1),
+        )
+        .await;
+    assert_eq!(approved.status, 202, "{}", approved.body);
+    let denied = app
+        .post_json(
+            &path,
+            &json!({"message":"cheap followers, denied"}),
+            Some(&bob.0),
+            Some(&bob.1),
+        )
+        .await;
+    assert_eq!(denied.status, 202, "{}", denied.body);
+    let marker = say(&app, stream, &owner, "while they wait").await;
+    until("the owner's message", Duration::from_secs(30), || {
+        created_ids(&rx).contains(&marker)
+    })
+    .await;
+    assert_eq!(created_ids(&rx), vec![marker], "nothing held was sent");
+
+    let held = |r: &Reply| r.json()["held_id"].as_i64().unwrap();
+    moderate(
+        &app,
+        stream,
+        &owner,
+        json!({"type":"approve","held_id": held(&approved)}),
+    )
+    .await;
+    moderate(
+        &app,
+        stream,
+        &owner,
+        json!({"type":"deny","held_id": held(&denied)}),
+    )
+    .await;
+    until("the approval", Duration::from_secs(30), || {
+        rx.acked()
+            .iter()
+            .any(|g| g.body["type"] == "moderation.action" && g.body["data"]["action"] == "deny")
+    })
+    .await;
+    wait_idle(&app).await;
+    rx.assert_all_signed();
+    let texts: Vec<String> = rx
+        .acked()
+        .iter()
+        .filter(|g| g.body["type"] == "message.created")
+        .map(|g| g.body["data"]["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, vec!["while they wait", "cheap followers, approved"]);
+    let actions: Vec<String> = rx
+        .acked()
+        .iter()
+        .filter(|g| g.body["type"] == "moderation.action")
+        .map(|g| g.body["data"]["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, vec!["approve", "deny"]);
+}
