@@ -91,7 +91,8 @@ BEGIN
     RETURN v_seq;
 END $$;
 
--- The `<message>` frame of a stored message, as sockets get it.
+-- The `<message>` frame of a stored message, as sockets get it (the insert
+-- trigger below builds the same object set-based: keep the two in step).
 CREATE FUNCTION webhook_message(m chat_chatmessage) RETURNS jsonb
     LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT jsonb_build_object(
