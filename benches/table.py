@@ -22,6 +22,8 @@ for line in open(sys.argv[1]):
     elif "redis_cpu" in r:
         extra[label]["redis_cpu"] = r["redis_cpu"]
         extra[label]["wall_s"] = r["wall_s"]
+    elif "webhook" in r:
+        extra[label]["webhook"] = r["webhook"]
     elif r.get("failed"):
         notes[label].append("the load tool failed (see load.log)")
     else:
@@ -154,3 +156,19 @@ if relay:
     shard = sum(share["stampede3"]) / len(share["stampede3"]) if share["stampede3"] else None
     print(f"\n- node efficiency, cluster vs one Redis: {ratio(three, one)} (target within 10 %)")
     print(f"- CPU of a cluster primary vs the one Redis: {ratio(shard, single)} (target ≈ 0.33×)")
+hooks = by.get(("stampedewh", "w"), [])
+if hooks:
+    rate = hooks[0]["config"]["chat_rate"]
+    print(f"\n### Webhooks (w: one room, {rate:g} msg/s; one endpoint on message.created)\n")
+    print("| rep | chat p99 without | chat p99 with | ratio (target ≤1.1×) | events delivered | delivered/s "
+          "| commit→delivery p50 | p99 | bad signatures / duplicates |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in hooks:
+        rep = r["label"].split("/")[-1]
+        base = [b for b in by.get(("stampede", "w"), []) if b["label"].split("/")[-1] == rep]
+        p_with = r["chat"]["latency"]["p99_ms"]
+        p_without = base[0]["chat"]["latency"]["p99_ms"] if base else None
+        h = extra.get(r["label"], {}).get("webhook", {})
+        print(f"| {rep} | {f(p_without)} ms | {f(p_with)} ms | {ratio(p_with, p_without)} | {f(h.get('delivered'))} "
+              f"| {f(h.get('delivered_per_s'))} | {f(h.get('p50_ms'))} ms | {f(h.get('p99_ms'))} ms "
+              f"| {f(h.get('bad_signatures'))} / {f(h.get('duplicates'))} |")

@@ -1,5 +1,5 @@
 //! The `stampede` command line: `serve`, `migrate`, `tenant`, `user`, `stream`,
-//! `analyst`, `token` and `dev` (the demo). Failures print one line on stderr naming what
+//! `analyst`, `token`, `webhook` and `dev` (the demo). Failures print one line on stderr naming what
 //! is wrong and exit non-zero; nothing is left half-created.
 
 use std::{
@@ -25,6 +25,7 @@ use crate::{
         tenants::{Tenant, TenantConfig},
         Store,
     },
+    webhooks,
 };
 
 /// Live-stream chat and reaction server.
@@ -63,6 +64,9 @@ enum Command {
     /// Manage API tokens (`Authorization: Bearer stp_...`).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage webhook endpoints.
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// Run the demo: PostgreSQL (started if needed), migrations, a demo tenant on
     /// `localhost` with accounts and a live stream, then serve.
     Dev {
@@ -153,6 +157,46 @@ enum TokenCommand {
         #[arg(long)]
         tenant: String,
         /// The token's id (from `token list`).
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Register an endpoint; prints `<id> <secret>` on one line.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// `https://...` (plain `http://` only with webhooks.allow_http).
+        url: String,
+        /// Comma-separated event types (default: all).
+        #[arg(long, value_name = "message.created,stream.status,...")]
+        events: Option<String>,
+    },
+    /// List a tenant's endpoints.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove an endpoint (and what is queued for it).
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        /// The endpoint's id (from `webhook list`).
+        id: i64,
+    },
+    /// Send a `ping` event to an endpoint now and print the answer.
+    Test {
+        #[arg(long)]
+        tenant: String,
+        /// The endpoint's id (from `webhook list`).
+        id: i64,
+    },
+    /// The last attempts to an endpoint, newest first.
+    Deliveries {
+        #[arg(long)]
+        tenant: String,
+        /// The endpoint's id (from `webhook list`).
         id: i64,
     },
 }
@@ -291,6 +335,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(cmd) => token(&Store::open(&settings.database).await?, cmd).await,
+        Command::Webhook(cmd) => {
+            webhook(&Store::open(&settings.database).await?, &settings, cmd).await
+        }
         Command::Dev { bind, no_bot } => dev(settings, bind, !no_bot).await,
     }
 }
@@ -359,6 +406,98 @@ async fn token(store: &Store, cmd: TokenCommand) -> anyhow::Result<()> {
                 bail!("no active token {id} on tenant {slug}");
             }
             println!("revoked token {id} on tenant {slug}");
+            Ok(())
+        }
+    }
+}
+
+async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> anyhow::Result<()> {
+    match cmd {
+        WebhookCommand::Add {
+            tenant,
+            url,
+            events,
+        } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            let url = webhooks::validate_url(&url, settings.webhooks.allow_http)
+                .map_err(|e| anyhow!(e))?;
+            let events = webhooks::parse_events(events.as_deref()).map_err(|e| anyhow!(e))?;
+            let secret = webhooks::new_secret();
+            let id = store
+                .add_webhook(&slug, &url, &secret, events.as_deref())
+                .await?;
+            println!("{id} {secret}");
+            Ok(())
+        }
+        WebhookCommand::List { tenant } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            println!("id\turl\tevents\tstate\tlast_success\tlast_failure\tpending");
+            for e in store.list_webhooks(&slug).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    e.id,
+                    e.url,
+                    e.events.map_or_else(|| "all".to_string(), |v| v.join(",")),
+                    e.state,
+                    when(e.last_success_at),
+                    when(e.last_failure_at),
+                    e.pending,
+                );
+            }
+            Ok(())
+        }
+        WebhookCommand::Remove { tenant, id } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            if !store.remove_webhook(&slug, id).await? {
+                bail!("no webhook {id} on tenant {slug}");
+            }
+            println!("removed webhook {id} on tenant {slug}");
+            Ok(())
+        }
+        WebhookCommand::Test { tenant, id } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            let timeout = std::time::Duration::from_secs(settings.webhooks.timeout_secs.max(1));
+            let answer = webhooks::ping(store, &slug, id, timeout)
+                .await?
+                .ok_or_else(|| anyhow!("no webhook {id} on tenant {slug}"))?;
+            match answer.status {
+                Some(status) => {
+                    println!("{status} in {} ms", answer.latency_ms);
+                    let body = answer.body.trim();
+                    if !body.is_empty() {
+                        println!("{}", body.replace(['\n', '\r'], " "));
+                    }
+                    if !answer.ok() {
+                        bail!("webhook {id} answered {status}");
+                    }
+                    Ok(())
+                }
+                None => bail!(
+                    "webhook {id} did not answer: {}",
+                    answer.error.unwrap_or_default()
+                ),
+            }
+        }
+        WebhookCommand::Deliveries { tenant, id } => {
+            let slug = existing_tenant(store, &tenant).await?.slug;
+            if store.webhook(&slug, id).await?.is_none() {
+                bail!("no webhook {id} on tenant {slug}");
+            }
+            println!("time\tevent_id\ttype\tattempt\tstatus\tlatency_ms");
+            for d in store.webhook_deliveries(&slug, id, 100).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    when(Some(d.created_at)),
+                    d.event_id,
+                    d.event_type,
+                    d.attempt,
+                    d.status_code
+                        .map(|c| c.to_string())
+                        .or(d.error)
+                        .unwrap_or_default(),
+                    d.latency_ms,
+                );
+            }
             Ok(())
         }
     }

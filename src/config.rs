@@ -24,6 +24,8 @@ pub struct Settings {
     pub reactions: ReactionSettings,
     /// Login sessions.
     pub session: SessionSettings,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
 }
 
 /// `[server]`
@@ -249,6 +251,49 @@ impl Default for SessionSettings {
             cookie_name: "stampede_session".into(),
             ttl_hours: 24 * 14,
             recheck_secs: 30,
+        }
+    }
+}
+
+/// `[webhooks]`. Only `allow_http` is meant for operators; the time keys exist
+/// so tests can shrink the windows, and their defaults are the documented ones
+/// (PROTOCOL.md: backoff from about 1 s, capped at 10 min, for 24 h; a 10 s
+/// timeout; an endpoint without a success for 24 h is disabled).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Accept plain `http://` endpoint URLs (receivers on a private network).
+    pub allow_http: bool,
+    /// Run the deliverer on this node.
+    pub deliver: bool,
+    /// First retry delay, milliseconds (doubled on each failure, with jitter).
+    pub retry_first_ms: u64,
+    /// Largest retry delay, seconds.
+    pub retry_max_secs: u64,
+    /// Seconds after which an undelivered event is given up.
+    pub give_up_secs: u64,
+    /// Seconds without a success after which a failing endpoint is disabled.
+    pub disable_after_secs: u64,
+    /// Seconds a receiver has to answer.
+    pub timeout_secs: u64,
+    /// Milliseconds between scans for due deliveries.
+    pub poll_ms: u64,
+    /// Endpoints delivered to at once by this node.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            deliver: true,
+            retry_first_ms: 1000,
+            retry_max_secs: 600,
+            give_up_secs: 24 * 3600,
+            disable_after_secs: 24 * 3600,
+            timeout_secs: 10,
+            poll_ms: 200,
+            concurrency: 16,
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`tenants`]: the request's tenant from its `Host`.
 //! - [`auth`]: passwords, cookie sessions, CSRF, login limits.
 //! - [`web`]: routes: pages, JSON API, operations, static files.
+//! - [`webhooks`]: webhook events: signing, HTTP delivery, the deliverer of every node.
 //! - [`telemetry`]: structured logs.
 //! - [`tls`]: TLS to PostgreSQL and Redis (rustls with ring): roots, checks, failure reasons.
 
@@ -43,6 +44,7 @@ pub mod telemetry;
 pub mod tenants;
 pub mod tls;
 pub mod web;
+pub mod webhooks;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -179,6 +179,26 @@ pub fn observe_batch(rows: usize, took: Duration) {
     BATCH_LATENCY.observe(took);
 }
 
+/// Webhook events waiting in the outboxes this node scanned last.
+pub static WEBHOOK_QUEUE: Gauge = Gauge::new();
+/// Age in seconds of the oldest undelivered webhook event (at the last scan).
+pub static WEBHOOK_OLDEST_SECS: Gauge = Gauge::new();
+/// Webhook attempts acknowledged with a 2xx.
+pub static WEBHOOK_DELIVERED: Counter = Counter::new();
+/// Webhook attempts that failed (a non-2xx answer, a timeout, no connection).
+pub static WEBHOOK_FAILED: Counter = Counter::new();
+/// Webhook events given up after the retry window.
+pub static WEBHOOK_GAVE_UP: Counter = Counter::new();
+/// Webhook endpoints disabled after failing for the disable window.
+pub static WEBHOOK_DISABLED: Counter = Counter::new();
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+}
+
 /// The whole registry in the Prometheus text format.
 pub fn render() -> String {
     let mut out = String::with_capacity(4096);
@@ -287,6 +307,32 @@ pub fn render() -> String {
         &mut out,
     );
     render_shards(&mut out);
+    let _ = writeln!(
+        out,
+        "# HELP stampede_webhook_queue Webhook events waiting for delivery.\n\
+         # TYPE stampede_webhook_queue gauge\nstampede_webhook_queue {}\n\
+         # HELP stampede_webhook_oldest_seconds Age of the oldest undelivered webhook event.\n\
+         # TYPE stampede_webhook_oldest_seconds gauge\nstampede_webhook_oldest_seconds {}",
+        WEBHOOK_QUEUE.get(),
+        WEBHOOK_OLDEST_SECS.get()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP stampede_webhook_deliveries_total Webhook delivery attempts by outcome.\n\
+         # TYPE stampede_webhook_deliveries_total counter"
+    );
+    for (outcome, c) in [
+        ("delivered", &WEBHOOK_DELIVERED),
+        ("failed", &WEBHOOK_FAILED),
+        ("gave_up", &WEBHOOK_GAVE_UP),
+        ("disabled", &WEBHOOK_DISABLED),
+    ] {
+        let _ = writeln!(
+            out,
+            "stampede_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
+            c.get()
+        );
+    }
     out
 }
 

@@ -114,6 +114,9 @@ impl Application {
             );
         }
         let hub_data = web::Data::new(hub.clone());
+        if settings.webhooks.deliver {
+            crate::webhooks::start(store.clone(), &settings.webhooks);
+        }
 
         // Idle limiter keys are pruned so their memory stays bounded.
         let prune = limiter.clone();

@@ -28,6 +28,7 @@ pub mod streams;
 pub mod tenants;
 pub mod timeline;
 pub mod tokens;
+pub mod webhooks;
 pub mod writer;
 
 use std::time::Duration;

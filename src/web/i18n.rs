@@ -305,6 +305,37 @@ strings! {
         reaction_count: "Reactions", "リアクション数";
         top_moments: "Top moments", "盛り上がった瞬間";
         no_reactions: "No reactions yet.", "まだリアクションはありません。";
+        ig_title: "Integrations", "連携";
+        ig_webhooks: "Webhooks", "Webhook";
+        ig_webhooks_hint: "Events are posted to each endpoint, signed with its secret (see the README for integrators).", "イベントは各エンドポイントに、そのシークレットで署名して送信されます（詳しくは README の連携者向けの節を参照）。";
+        ig_url: "Endpoint URL", "エンドポイントURL";
+        ig_events: "Events (comma-separated; empty for all)", "イベント（カンマ区切り、空欄ですべて）";
+        ig_all_events: "all", "すべて";
+        ig_state: "State", "状態";
+        ig_last_success: "Last success", "最終成功";
+        ig_last_failure: "Last failure", "最終失敗";
+        ig_pending: "Waiting", "送信待ち";
+        ig_add_webhook: "Add webhook", "Webhookを追加";
+        ig_test: "Send test", "テスト送信";
+        ig_remove: "Remove", "削除";
+        ig_deliveries: "Recent deliveries", "最近の送信";
+        ig_event: "Event", "イベント";
+        ig_attempt: "Attempt", "試行";
+        ig_answer: "Answer", "応答";
+        ig_latency: "Latency (ms)", "所要時間（ミリ秒）";
+        ig_no_webhooks: "No webhooks yet.", "Webhookはまだありません。";
+        ig_no_deliveries: "No deliveries yet.", "送信はまだありません。";
+        ig_tokens: "API tokens", "APIトークン";
+        ig_tokens_hint: "A token acts as its user on the JSON API (Authorization: Bearer). It is shown once.", "トークンはJSON APIでそのユーザーとして動作します（Authorization: Bearer）。表示は一度だけです。";
+        ig_user: "User", "ユーザー";
+        ig_scopes: "Scopes", "スコープ";
+        ig_label: "Label", "ラベル";
+        ig_created: "Created", "作成";
+        ig_last_used: "Last used", "最終使用";
+        ig_create_token: "Create token", "トークンを作成";
+        ig_revoke: "Revoke", "無効化";
+        ig_no_tokens: "No tokens yet.", "トークンはまだありません。";
+        ig_never: "never", "なし";
     }
 }
 
@@ -403,6 +434,13 @@ strings! {
         err_too_new_plain: "Your account is too new to chat here yet.", "アカウント作成から間もないため、まだチャットできません。";
         err_duplicate: "That message was just sent. Write something new.", "同じメッセージが直前に送信されています。別の内容を書いてください。";
         err_denied: "A moderator did not approve your message.", "メッセージはモデレーターに承認されませんでした。";
+        ig_secret_once: "Webhook {id} added. Its signing secret, shown only now: {secret}", "Webhook {id} を追加しました。署名用シークレット（今だけ表示）: {secret}";
+        ig_token_once: "Token {id} created. Copy it now, it is not shown again: {token}", "トークン {id} を作成しました。今コピーしてください。再表示されません: {token}";
+        ig_test_ok: "Answered {status} in {ms} ms.", "{ms} ミリ秒で {status} の応答がありました。";
+        ig_test_status: "Answered {status}: not a success.", "{status} の応答でした（成功ではありません）。";
+        ig_test_failed: "No answer: {error}", "応答なし: {error}";
+        ig_removed: "Removed.", "削除しました。";
+        ig_revoked: "Revoked.", "無効化しました。";
     }
 }
 

@@ -8,6 +8,7 @@ pub mod analytics;
 pub mod api;
 pub mod connections;
 pub mod i18n;
+pub mod integrations;
 pub mod markdown;
 pub mod media;
 pub mod moderation;
@@ -54,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(analytics::configure)
     .configure(moderation::configure)
     .configure(search::configure)
+    .configure(integrations::configure)
     .configure(statics::configure)
     .configure(ws::configure)
     .configure(pages::configure)

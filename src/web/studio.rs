@@ -1,6 +1,8 @@
 //! The streamer's dashboard `/studio` (streamers and admins) and
 //! `POST /api/streams`, which creates a stream. The page's script drives the
-//! stream JSON API (status, moderators, moderation, blocked terms, log).
+//! stream JSON API (status, moderators, moderation, blocked terms, log). An
+//! admin's studio also lists the tenant's webhooks (with recent deliveries)
+//! and API tokens, managed through `/api/webhooks` and `/api/tokens`.
 
 use actix_web::{http::StatusCode, web, HttpResponse};
 use askama::Template;
@@ -151,11 +153,32 @@ struct StudioStream {
     viewers: u64,
 }
 
+/// A webhook endpoint on the admin's integrations section.
+struct WebhookRow {
+    endpoint: crate::store::webhooks::Endpoint,
+    deliveries: Vec<crate::store::webhooks::DeliveryRow>,
+}
+
+/// The admin's integrations section: webhooks (with recent deliveries) and tokens.
+struct Integrations {
+    webhooks: Vec<WebhookRow>,
+    tokens: Vec<crate::store::tokens::TokenListing>,
+}
+
+/// Attempts shown per endpoint on the studio.
+const STUDIO_DELIVERIES: i64 = 10;
+
+/// A time as the studio lists it (`2026-11-22T08:00:00Z`).
+fn when(at: &time::OffsetDateTime) -> String {
+    crate::protocol::timestamp_seconds(*at)
+}
+
 #[derive(Template)]
 #[template(path = "studio.html")]
 struct StudioPage {
     c: Chrome,
     is_admin: bool,
+    integrations: Option<Integrations>,
     streams: Vec<StudioStream>,
     created: Option<i64>,
     i18n_json: String,
@@ -204,12 +227,31 @@ async fn studio(
             stream,
         })
         .collect();
+    let integrations = if is_admin {
+        let mut webhooks = Vec::new();
+        for endpoint in store.list_webhooks(slug).await? {
+            let deliveries = store
+                .webhook_deliveries(slug, endpoint.id, STUDIO_DELIVERIES)
+                .await?;
+            webhooks.push(WebhookRow {
+                endpoint,
+                deliveries,
+            });
+        }
+        Some(Integrations {
+            webhooks,
+            tokens: store.list_tokens(slug).await?,
+        })
+    } else {
+        None
+    };
     render_in(
         &lang,
         StatusCode::OK,
         StudioPage {
             c,
             is_admin,
+            integrations,
             streams,
             created: query.created,
             i18n_json: lang.lang.js_json(),

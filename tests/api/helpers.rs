@@ -111,6 +111,10 @@ pub fn test_settings() -> Settings {
     s.database.pool_size = 4;
     s.server.bind = "127.0.0.1:0".into();
     s.server.workers = 1;
+    // Webhook delivery is off unless a test turns it on: every node scans
+    // every tenant with endpoints, and a webhook test's timing must not
+    // depend on nodes other tests left running with other settings.
+    s.webhooks.deliver = false;
     s
 }
 
@@ -613,6 +617,8 @@ impl Node {
                 std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .current_dir(std::env::temp_dir())
+            // Off unless `envs` turns it on (see `test_settings`).
+            .env("STAMPEDE_WEBHOOKS_DELIVER", "false")
             .stdout(std::process::Stdio::null());
         for (k, v) in envs {
             cmd.env(k, v);

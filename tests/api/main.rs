@@ -26,7 +26,7 @@ mod timeline;
 mod ws;
 
 /// The slow suites: pages in headless Chromium, faults, chaos, two-node
-/// clusters, private TLS servers, Redis Clusters.
+/// clusters, private TLS servers, Redis Clusters, webhook deliveries.
 mod slow {
     mod chaos;
     mod cluster;
@@ -36,4 +36,6 @@ mod slow {
     mod redis_cluster;
     mod replay_browser;
     mod tls;
+    mod webhooks;
+    mod webhooks_browser;
 }
