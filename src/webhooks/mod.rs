@@ -203,15 +203,10 @@ impl Answer {
     }
 }
 
-/// Makes ring the process's rustls provider (once; a later call is a no-op).
-fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// An HTTP client for deliveries: TLS with the webpki roots, no redirects
 /// followed, `timeout` for connecting and for the answer's head.
 pub fn http_client(timeout: Duration) -> awc::Client {
-    install_crypto();
+    crate::tls::install_default_provider();
     awc::Client::builder()
         .connector(awc::Connector::new().timeout(timeout))
         .timeout(timeout)
