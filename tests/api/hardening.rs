@@ -98,17 +98,19 @@ async fn per_user_connection_cap() {
     // Anonymous sockets and other users are not affected.
     let _c = app.ws(stream, None).await;
     drop(_a);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(connect(
-        &app.address,
-        &app.tenant.host,
-        stream,
-        Some(&alice.cookie),
-        None,
-        ""
-    )
-    .await
-    .is_ok());
+    eventually("the user's slot is given back", WAIT, || async {
+        connect(
+            &app.address,
+            &app.tenant.host,
+            stream,
+            Some(&alice.cookie),
+            None,
+            "",
+        )
+        .await
+        .ok()
+    })
+    .await;
 }
 
 /// `X-Forwarded-For` counts only when the peer is a trusted proxy.

@@ -9,20 +9,6 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, ws::*};
 
-/// Sends a chat message and returns its id (from the ack).
-async fn say(c: &mut WsClient, text: &str) -> i64 {
-    let cid = random_hex(12);
-    c.send(json!({"type":"message","message":text,"client_id":cid}))
-        .await;
-    loop {
-        let v = c.recv().await;
-        if v["type"] == "ack" && v["client_id"] == cid.as_str() {
-            return v["id"].as_i64().unwrap();
-        }
-        assert_ne!(v["type"], "error", "{v}");
-    }
-}
-
 /// Sends a chat message and returns the error code it got.
 async fn refused(c: &mut WsClient, text: &str) -> Value {
     let cid = random_hex(12);
@@ -54,9 +40,9 @@ async fn delete_over_socket_and_http_hides_everywhere() {
     let viewer = app.user("viewer", Role::Viewer).await;
     let mut o = owner.ws(stream).await;
     let mut v = viewer.ws(stream).await;
-    let first = say(&mut v, "first").await;
-    let second = say(&mut v, "second").await;
-    let third = say(&mut v, "third").await;
+    let first = v.say("first").await;
+    let second = v.say("second").await;
+    let third = v.say("third").await;
 
     // A viewer may not delete.
     v.send(json!({"type":"delete","message_id":first})).await;
@@ -137,7 +123,7 @@ async fn a_streamer_cannot_moderate_another_streamers_stream() {
     let other = app.user("other", Role::Streamer).await;
     let viewer = app.user("viewer", Role::Viewer).await;
     let mut v = viewer.ws(stream).await;
-    let id = say(&mut v, "hello").await;
+    let id = v.say("hello").await;
     let mut s = other.ws(stream).await;
     s.send(json!({"type":"delete","message_id":id})).await;
     assert_eq!(s.expect("error").await["code"], "forbidden");
@@ -167,7 +153,7 @@ async fn pin_unpin_and_hello() {
     let owner = app.logged_in("owner").await;
     let (mut o, hello, _) = app.ws_ready(stream, Some(&owner.cookie)).await;
     assert_eq!(hello["pinned"], Value::Null);
-    let id = say(&mut o, "Welcome! Be nice.").await;
+    let id = o.say("Welcome! Be nice.").await;
     o.send(json!({"type":"pin","message_id":id})).await;
     let p = o.expect("moderation").await;
     assert_eq!(p["action"], "pin");
@@ -207,7 +193,7 @@ async fn timeout_blocks_chat_until_it_ends() {
     assert_eq!(hello["can_chat"], false);
     assert_eq!(refused(&mut b2, "again").await["code"], "timed_out");
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    say(&mut b2, "I am back").await;
+    b2.say("I am back").await;
     // Bad durations are refused.
     o.send(json!({"type":"timeout","username":"bob","seconds":0}))
         .await;
@@ -246,7 +232,7 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     .await;
     assert_eq!(r.err().map(|e| e.0), Some(403));
     // The ban is for this stream only.
-    say(&mut b_other, "still fine here").await;
+    b_other.say("still fine here").await;
     // Only an admin may ban tenant-wide.
     o.send(json!({"type":"ban","username":"bob","scope":"tenant"}))
         .await;
@@ -266,7 +252,7 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     assert_eq!(r.status, 200);
     let (mut b, hello, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello["can_chat"], true);
-    say(&mut b, "thanks").await;
+    b.say("thanks").await;
 
     // An admin's tenant-wide ban closes and refuses every stream.
     a.send(json!({"type":"ban","username":"bob","scope":"tenant"}))
@@ -352,22 +338,22 @@ async fn slow_mode_with_exemptions() {
     );
     let (_, hello, _) = app.ws_ready(stream, None).await;
     assert_eq!(hello["slow_mode_seconds"], 2);
-    say(&mut b, "one").await;
+    b.say("one").await;
     let e = refused(&mut b, "two").await;
     assert_eq!(e["code"], "slow_mode");
     let retry = e["retry_after_ms"].as_u64().unwrap();
     assert!(retry > 0 && retry <= 2000, "{retry}");
     // Moderators and the owner are exempt.
-    say(&mut m, "mod one").await;
-    say(&mut m, "mod two").await;
-    say(&mut o, "owner one").await;
-    say(&mut o, "owner two").await;
+    m.say("mod one").await;
+    m.say("mod two").await;
+    o.say("owner one").await;
+    o.say("owner two").await;
     tokio::time::sleep(Duration::from_millis(retry + 100)).await;
-    say(&mut b, "two, later").await;
+    b.say("two, later").await;
     o.send(json!({"type":"slow_mode","seconds":0})).await;
     b.expect("moderation").await;
-    say(&mut b, "three").await;
-    say(&mut b, "four").await;
+    b.say("three").await;
+    b.say("four").await;
 }
 
 #[actix_web::test]
@@ -415,14 +401,29 @@ async fn blocked_terms_catch_disguises_without_false_positives() {
         "spammer is a word",
         "a s k me anything",
     ] {
-        say(&mut b, clean).await;
+        b.say(clean).await;
     }
     let r = owner
         .post(&path, json!({"term":"spam","action":"remove"}))
         .await;
     assert_eq!(r.json()["terms"], json!([]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    say(&mut b, "spam is fine now").await;
+    // The room reloads its terms on its own time: try until it lets it through.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        b.send(json!({"type":"message","message":"spam is fine now"}))
+            .await;
+        let v = loop {
+            let v = b.recv().await;
+            if v["type"] == "ack" || v["type"] == "error" {
+                break v;
+            }
+        };
+        if v["type"] == "ack" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still refused: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(owner.get(&path).await.json()["terms"], json!([]));
 }
 
@@ -434,8 +435,8 @@ async fn clear_and_the_log_in_order() {
     let bob = app.user("bob", Role::Viewer).await;
     let mut o = owner.ws(stream).await;
     let mut b = bob.ws(stream).await;
-    let id = say(&mut b, "hi").await;
-    say(&mut b, "hello").await;
+    let id = b.say("hi").await;
+    b.say("hello").await;
     o.send(json!({"type":"pin","message_id":id})).await;
     o.expect("moderation").await;
     o.send(json!({"type":"timeout","username":"bob","seconds":60,"reason":"cool off"}))
@@ -495,7 +496,7 @@ async fn owners_appoint_moderators() {
     assert_eq!(r.status, 404);
     // Appointed moderators can moderate this stream (after reconnecting).
     let mut b = bob.ws(stream).await;
-    let id = say(&mut b, "oops").await;
+    let id = b.say("oops").await;
     let mut h = helper.ws(stream).await;
     h.send(json!({"type":"delete","message_id":id})).await;
     assert_eq!(b.expect("moderation").await["message_id"], id);
@@ -528,7 +529,7 @@ async fn moderation_state_survives_a_restart() {
     let carol = remote.logged_in("carol").await;
     let bob = remote.logged_in("bob").await;
     let mut o = owner.ws(stream).await;
-    let id = say(&mut o, "pinned note").await;
+    let id = o.say("pinned note").await;
     for frame in [
         json!({"type":"pin","message_id":id}),
         json!({"type":"ban","username":"bob"}),

@@ -227,10 +227,16 @@ async fn http_connections_per_address_are_capped() {
     assert!(read_response(&mut other).await.starts_with("HTTP/1.1 200"));
 
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut again = tcp_from(&app, "127.0.0.2").await;
-    again.write_all(HEALTHZ).await.unwrap();
-    assert!(read_response(&mut again).await.starts_with("HTTP/1.1 200"));
+    // The slot comes back once the server sees the close.
+    eventually("a slot given back is served again", WAIT, || async {
+        let mut again = tcp_from(&app, "127.0.0.2").await;
+        again.write_all(HEALTHZ).await.ok()?;
+        read_response(&mut again)
+            .await
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+    })
+    .await;
 }
 
 /// Item 3 (CVE-2018-1058): another database role that may create in `public`
@@ -740,9 +746,11 @@ async fn a_private_tenant_shows_anonymous_visitors_nothing() {
         .await
         .unwrap();
     // The tenant may cache its settings for a moment.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let page = app.get("/", None).await;
+    let page = eventually("the index follows the private setting", WAIT, || async {
+        let page = app.get("/", None).await;
+        (!page.body.contains("Secret launch")).then_some(page)
+    })
+    .await;
     assert_eq!(page.status, 200);
     for secret in [
         "Secret launch",
