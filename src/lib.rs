@@ -14,6 +14,7 @@
 //! - [`analytics`]: reaction series, CSV and the SVG chart.
 //! - [`relay`]: relaying room events between nodes (in-process or Redis pub/sub).
 //! - [`metrics`]: counters and histograms for `/metrics`.
+//! - [`memory`]: free memory handed back to the system after a wave of sockets left.
 //! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
 //! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.
 //! - [`tenants`]: the request's tenant from its `Host`.
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod devenv;
 pub mod domain;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod moderation;
 pub mod protocol;
