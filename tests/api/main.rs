@@ -12,6 +12,7 @@ mod faults;
 mod hardening;
 mod helpers;
 mod integrations;
+mod memory;
 mod migrations;
 mod moderation;
 mod moderation_browser;
