@@ -79,7 +79,9 @@ for s in soak:
     print(f"| RSS idle / after warm-up / at the end MiB | {mib(s['rss_kib_idle'])} / {mib(warm)} / {mib(end)} "
           f"({(end - warm) / warm * 100:+.1f} %) | end within 5 % of warm-up |")
     print(f"| RSS after every socket left MiB | {mib(s['rss_kib_after_all_left'])} | idle + 20 MiB |")
-    print(f"| descriptors idle / after | {s['fds_idle']} / {s['fds_after']} | equal |")
+    print(f"| client sockets idle / after | {s.get('client_sockets_idle')} / {s.get('client_sockets_after')} | equal |")
+    print(f"| descriptors idle / after (database pool connections opened under load included) "
+          f"| {s['fds_idle']} / {s['fds_after']} | idle + pool |")
     print(f"| rooms, connections, socket-index entries idle / after | {s['rooms_idle']}, {s['connections_idle']}, "
           f"{s['index_entries_idle']} / {s['rooms_after']}, {s['connections_after']}, {s['index_entries_after']} | equal |")
     print()
