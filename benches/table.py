@@ -9,6 +9,7 @@ SYSTEMS = ["stampede", "stampede2", "stampede3", "floor", "centrifuge", "django"
 WORKLOADS = ["s", "m", "b", "c", "d", "e", "r"]
 
 runs, notes, extra = [], defaultdict(list), defaultdict(dict)
+memory, soak = defaultdict(list), []
 for line in open(sys.argv[1]):
     line = line.strip()
     if not line:
@@ -17,6 +18,10 @@ for line in open(sys.argv[1]):
     label = r.get("label", "")
     if "note" in r:
         notes[label].append(r["note"])
+    elif "memory" in r:
+        memory[label.split("/")[0]].append(r["memory"])
+    elif "soak" in r:
+        soak.append(r["soak"])
     elif "db_reactions" in r:
         extra[label]["db_reactions"] = r["db_reactions"]
     elif "redis_cpu" in r:
@@ -42,6 +47,52 @@ def f(x, nd=1):
         return f"{x:,.{nd}f}"
     return f"{x:,}"
 
+
+def mib(kib):
+    return "–" if kib is None else f"{kib / 1024:,.1f}"
+
+
+if memory:
+    print("### Memory return (rounds of idle sockets joining a room with history, then leaving)\n")
+    print("| system | round | sockets ok/failed | RSS before MiB | RSS connected MiB | KiB per socket "
+          "| RSS after all left MiB | after − idle MiB | descriptors after | rooms, connections after |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for sys_, rounds in memory.items():
+        idle = next((m["rss_kib_after"] for m in rounds if m["round"] == 0), None)
+        for m in sorted(rounds, key=lambda m: m["round"]):
+            if m["round"] == 0:
+                print(f"| {sys_} | idle | – | – | – | – | {mib(m['rss_kib_after'])} | 0 | {m['fds_after']} "
+                      f"| {m.get('rooms')}, {m.get('connections')} |")
+                continue
+            per = (m["rss_kib_connected"] - m["rss_kib_before"]) / max(m["opened"], 1)
+            print(f"| {sys_} | {m['round']} | {m['opened']:,}/{m['failed']:,} | {mib(m['rss_kib_before'])} "
+                  f"| {mib(m['rss_kib_connected'])} | {per:.1f} | {mib(m['rss_kib_after'])} "
+                  f"| {mib(m['rss_kib_after'] - idle) if idle is not None else '–'} | {m['fds_after']} "
+                  f"| {m.get('rooms')}, {m.get('connections')} |")
+    print()
+
+for s in soak:
+    print("### Soak\n")
+    print("| figure | value | target |")
+    print("|---|---|---|")
+    print(f"| sockets ok/failed, closed by the server during the run | {s['sockets']:,}/{s['failed']:,}, "
+          f"{s['closed_during_run']:,} | –, 0 |")
+    print(f"| churn: minutes with 1% of the sockets leaving and joining | {s['churn_cycles']} | every minute |")
+    print(f"| messages in the window, expected deliveries, lost | {s['sent']:,}, {s['expected']:,}, {s['loss']:,} | 0 lost |")
+    print(f"| p99 ms | {f(s['p99_ms'])} | – |")
+    warm, end = s["rss_kib_warm"], s["rss_kib_end"]
+    print(f"| RSS idle / after warm-up / at the end MiB | {mib(s['rss_kib_idle'])} / {mib(warm)} / {mib(end)} "
+          f"({(end - warm) / warm * 100:+.1f} %) | end within 5 % of warm-up |")
+    print(f"| RSS after every socket left MiB | {mib(s['rss_kib_after_all_left'])} | idle + 20 MiB |")
+    print(f"| client sockets idle / after | {s.get('client_sockets_idle')} / {s.get('client_sockets_after')} | equal |")
+    print(f"| descriptors idle / after (database pool connections opened under load included) "
+          f"| {s['fds_idle']} / {s['fds_after']} | idle + pool |")
+    print(f"| rooms, connections, socket-index entries idle / after | {s['rooms_idle']}, {s['connections_idle']}, "
+          f"{s['index_entries_idle']} / {s['rooms_after']}, {s['connections_after']}, {s['index_entries_after']} | equal |")
+    print()
+
+if not runs:
+    sys.exit(0)
 
 print("| system | wl | rep | sockets ok/failed | msg/s | p50 ms | p99 ms | p99.9 ms | max ms | loss % "
       "| deliveries/s | server CPU s | deliveries per CPU-s | RSS KiB per socket (connected − before) | reactions recv/sent per viewer | reaction frames/viewer/s |")

@@ -15,6 +15,7 @@
 //! - [`relay`]: relaying room events between nodes (in-process, Redis pub/sub, or
 //!   sharded pub/sub over a Redis Cluster).
 //! - [`metrics`]: counters and histograms for `/metrics`.
+//! - [`memory`]: free memory handed back to the system after a wave of sockets left.
 //! - [`domain`]: validated newtypes (slugs, usernames, roles, chat text).
 //! - [`store`]: PostgreSQL pool, migrations, and every SQL statement.
 //! - [`tenants`]: the request's tenant from its `Host`.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod moderation;
 pub mod protocol;

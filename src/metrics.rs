@@ -100,6 +100,9 @@ impl Histogram {
 pub static CONNECTIONS: Gauge = Gauge::new();
 /// Room actors alive on this node.
 pub static ROOMS: Gauge = Gauge::new();
+/// Entries of the node's socket index (per-address and per-user slots, login
+/// sessions with sockets): back to the idle figure once every socket has gone.
+pub static SOCKET_INDEX_ENTRIES: Gauge = Gauge::new();
 /// Chat frames received from clients.
 pub static MESSAGES_RECEIVED: Counter = Counter::new();
 /// Chat messages committed to PostgreSQL.
@@ -202,13 +205,18 @@ impl Gauge {
 /// The whole registry in the Prometheus text format.
 pub fn render() -> String {
     let mut out = String::with_capacity(4096);
-    let gauges: [(&str, &str, &Gauge); 2] = [
+    let gauges: [(&str, &str, &Gauge); 3] = [
         (
             "stampede_connections",
             "Open WebSocket connections.",
             &CONNECTIONS,
         ),
         ("stampede_rooms", "Room actors on this node.", &ROOMS),
+        (
+            "stampede_socket_index_entries",
+            "Entries of the socket index (address and user slots, login sessions).",
+            &SOCKET_INDEX_ENTRIES,
+        ),
     ];
     for (name, help, g) in gauges {
         let _ = writeln!(

@@ -118,6 +118,10 @@ impl Application {
             crate::webhooks::start(store.clone(), &settings.webhooks);
         }
 
+        // After a wave of sockets has left, the memory they used goes back to
+        // the system instead of staying at the peak.
+        actix_rt::spawn(crate::memory::return_after_waves());
+
         // Idle limiter keys are pruned so their memory stays bounded.
         let prune = limiter.clone();
         actix_rt::spawn(async move {
@@ -227,10 +231,11 @@ impl Application {
                     // As actix-web's `HttpServer`: a closing connection waits
                     // up to a second for the peer.
                     .client_disconnect_timeout(Duration::from_secs(1))
-                    // What a connection may hold encoded but unwritten; with
-                    // the outlet's own 16 KiB chunks this bounds a stalled
-                    // socket's memory to about 32 KiB.
-                    .h1_write_buffer_size(16 * 1024)
+                    // What a connection encodes before it writes: with the
+                    // outlet's chunks of the same size, the connection's 8 KiB
+                    // write buffer never has to grow (it would keep the grown
+                    // size while the socket idles).
+                    .h1_write_buffer_size(crate::sessions::outlet::CHUNK)
                     .local_addr(local)
                     .h1(map_config(
                         app()

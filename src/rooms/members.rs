@@ -12,7 +12,7 @@ use bytestring::ByteString;
 use crate::{
     domain::Role,
     metrics,
-    sessions::outlet::{codes, Outlet},
+    sessions::outlet::{codes, Outbound, Outlet},
 };
 
 /// A logged-in member's identity as the room needs it.
@@ -135,6 +135,25 @@ impl Members {
     /// The user of a member (`None` for anonymous or gone).
     pub fn user(&self, conn_id: u64) -> Option<&RoomUser> {
         self.map.get(&conn_id).and_then(|m| m.user.as_ref())
+    }
+
+    /// The room's keep-alive round: pings every socket, and closes (1001)
+    /// those that have not answered a ping for more than `timeout_secs`;
+    /// returns their connection ids, for the room to let them leave.
+    pub fn keep_alive(&self, timeout_secs: u32) -> Vec<u64> {
+        let mut silent = Vec::new();
+        for (id, m) in &self.map {
+            if m.poster {
+                continue;
+            }
+            if m.outlet.silent_for() > timeout_secs {
+                m.outlet.close_after_queue(1001, "no pong");
+                silent.push(*id);
+            } else {
+                let _ = m.outlet.push(Outbound::Ping(bytes::Bytes::new()));
+            }
+        }
+        silent
     }
 
     /// Members (sockets) on this node; posters are not counted.
@@ -333,9 +352,9 @@ mod tests {
         members.broadcast(&ByteString::from("all"), Some(10));
         members.send_where(&ByteString::from("mods"), |_| true);
         members.send_to(2, &ByteString::from("yours"));
-        assert!(matches!(poster_rx.try_recv(), Ok(Outbound::Text(t)) if t == "yours"));
-        assert!(poster_rx.try_recv().is_err());
-        assert!(matches!(viewer_rx.try_recv(), Ok(Outbound::Text(t)) if t == "all"));
+        assert!(matches!(poster_rx.try_recv(), Some(Outbound::Text(t)) if t == "yours"));
+        assert!(poster_rx.try_recv().is_none());
+        assert!(matches!(viewer_rx.try_recv(), Some(Outbound::Text(t)) if t == "all"));
 
         assert!(members.remove(2).is_some_and(|m| m.poster));
         assert_eq!(members.len(), 1);

@@ -222,7 +222,7 @@ impl Hub {
         key: &RoomKey,
         stream: &Stream,
         post: Post,
-        mut answers: tokio::sync::mpsc::Receiver<crate::sessions::outlet::Outbound>,
+        mut answers: crate::sessions::outlet::Answers,
         wait: std::time::Duration,
     ) -> Result<Option<bytestring::ByteString>, SendError<Post>> {
         let conn_id = post.conn_id;

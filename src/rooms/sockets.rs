@@ -53,14 +53,27 @@ fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: &K) {
         *n -= 1;
         if *n == 0 {
             map.remove(key);
+            removed(&mut map);
         }
+    }
+}
+
+/// Bookkeeping after an entry left a map: the gauge, and the table's memory
+/// handed back once a wave of sockets has left (a map keeps its peak capacity).
+fn removed<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    crate::metrics::SOCKET_INDEX_ENTRIES.dec();
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
     }
 }
 
 /// Counts one more for `key` unless it has `max` already (0 = no limit).
 fn take<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: K, max: u32) -> bool {
     let mut map = map.lock().unwrap();
-    let n = map.entry(key).or_insert(0);
+    let n = map.entry(key).or_insert_with(|| {
+        crate::metrics::SOCKET_INDEX_ENTRIES.inc();
+        0
+    });
     if max > 0 && *n >= max {
         return false;
     }
@@ -104,7 +117,10 @@ impl SocketIndex {
             .lock()
             .unwrap()
             .entry((slug.clone(), key_hash.to_string()))
-            .or_default()
+            .or_insert_with(|| {
+                crate::metrics::SOCKET_INDEX_ENTRIES.inc();
+                Vec::new()
+            })
             .push((conn_id, user_id, outlet));
     }
 
@@ -116,6 +132,7 @@ impl SocketIndex {
             v.retain(|(id, _, _)| *id != conn_id);
             if v.is_empty() {
                 map.remove(&key);
+                removed(&mut map);
             }
         }
     }

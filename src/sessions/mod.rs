@@ -1,6 +1,7 @@
 //! One [`SessionActor`] per WebSocket. It reads the socket as an actor stream
 //! (`ctx.add_stream`), enforces the per-socket rules (frame size and kind, JSON,
-//! protocol-error budget, keep-alive, anonymous read-only), and forwards commands
+//! protocol-error budget, anonymous read-only), records pongs for its room's
+//! keep-alive round, and forwards commands
 //! to its room. Its write half is an [`outlet::Outlet`]: a bounded queue that
 //! is the socket's response body. It leaves its room in `stopped()`, on every exit path.
 
@@ -12,8 +13,8 @@ use std::{
 };
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, Message as WsMessage, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use actix_ws::{Message as WsMessage, ProtocolError};
+use bytes::BytesMut;
 
 use crate::{
     auth::Scope,
@@ -39,8 +40,9 @@ pub struct SessionParams {
     pub hub: Hub,
     /// Room identity.
     pub key: RoomKey,
-    /// The stream (as loaded by the handshake).
-    pub stream: Stream,
+    /// The stream (as loaded by the handshake), for joining its room; taken
+    /// then, so an idle socket does not keep a copy.
+    pub stream: Option<Stream>,
     /// The user, or `None` for an anonymous viewer.
     pub user: Option<RoomUser>,
     /// The login session's key hash (for closing on logout).
@@ -63,7 +65,6 @@ pub struct SessionActor {
     conn_id: u64,
     outlet: Outlet,
     room: Option<Addr<RoomActor>>,
-    last_pong: Instant,
     errors: VecDeque<Instant>,
     /// A fragmented text message being reassembled.
     fragments: Option<BytesMut>,
@@ -93,7 +94,6 @@ pub fn start(params: SessionParams, stream: actix_ws::MessageStream) -> outlet::
             conn_id,
             outlet,
             room: None,
-            last_pong: Instant::now(),
             errors: VecDeque::new(),
             fragments: None,
             max_frame,
@@ -300,16 +300,8 @@ impl Actor for SessionActor {
                 self.outlet.clone(),
             );
         }
-        let settings = self.params.hub.settings();
-        let ping_every = Duration::from_secs(settings.server.ping_interval_secs.max(1));
-        let pong_timeout = Duration::from_secs(settings.server.pong_timeout_secs.max(1));
-        ctx.run_interval(ping_every, move |act, ctx| {
-            if act.last_pong.elapsed() > pong_timeout {
-                act.close(ctx, CloseCode::Away.into(), "no pong");
-            } else {
-                let _ = act.outlet.push(Outbound::Ping(Bytes::new()));
-            }
-        });
+        // Pings and the pong timeout are the room's keep-alive round
+        // (`Members::keep_alive`): no timer per socket.
         // Join the room before anything else is read: hello and history come first.
         let join = Join {
             conn_id: self.conn_id,
@@ -319,7 +311,9 @@ impl Actor for SessionActor {
         };
         let hub = self.params.hub.clone();
         let key = self.params.key.clone();
-        let stream = self.params.stream.clone();
+        let Some(stream) = self.params.stream.take() else {
+            return self.close(ctx, 1011, "room unavailable");
+        };
         ctx.wait(
             async move { hub.join(&key, &stream, join).await }
                 .into_actor(self)
@@ -388,7 +382,7 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
                 }
                 let _ = self.outlet.push(Outbound::Pong(b));
             }
-            WsMessage::Pong(_) => self.last_pong = Instant::now(),
+            WsMessage::Pong(_) => self.outlet.heard(),
             WsMessage::Close(_) => {
                 self.outlet.close_after_queue(1000, "");
                 ctx.run_later(Duration::from_secs(2), |_, ctx| ctx.stop());

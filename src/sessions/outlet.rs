@@ -1,15 +1,22 @@
 //! The write half of one socket: a bounded queue of frames that IS the
-//! socket's HTTP response body. Rooms push shared frames with `try_send` and
-//! never wait; when the connection can take more bytes, the body drains every
-//! queued frame, encodes them into one buffer, and hands that to the
-//! connection: one queue hop per frame and one write for many frames. A full
-//! queue means a slow consumer. Closing goes around the queue through a
-//! [`CloseSignal`], so a socket whose queue is full can still be told to close.
+//! socket's HTTP response body. Rooms push shared frames without waiting;
+//! when the connection can take more bytes, the body drains the queued frames,
+//! encodes them into one buffer, and hands that to the connection in chunks:
+//! one queue hop per frame and one write for many frames. A full queue means a
+//! slow consumer. A close request goes around the queue, so a socket whose
+//! queue is full can still be told to close. An idle socket holds no queue
+//! storage and no encoding buffer: both are allocated by a burst and freed
+//! once it has been written.
 
 use std::{
+    collections::VecDeque,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+        Arc, Mutex, OnceLock,
+    },
     task::{Context, Poll},
+    time::Instant,
 };
 
 use actix_codec::Encoder;
@@ -17,7 +24,6 @@ use actix_http::ws::{CloseCode, CloseReason, Codec, Message};
 use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::{task::AtomicWaker, Stream};
-use tokio::sync::mpsc;
 
 /// Close codes of PROTOCOL.md beyond the standard ones.
 pub mod codes {
@@ -42,42 +48,113 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// A one-shot "close with this reason" flag the body checks before the queue.
-#[derive(Default)]
-pub struct CloseSignal {
-    reason: Mutex<Option<CloseReason>>,
+/// What the room side and the body share: the queue, the close request and
+/// the body's waker. Nothing is allocated for the queue until a frame is
+/// queued, and a queue a burst grew is given back once it has drained.
+struct Shared {
+    state: Mutex<State>,
+    /// The reader's waker (the socket's body, or a detached reader).
     waker: AtomicWaker,
+    /// Most frames queued at once.
+    capacity: usize,
+    /// Live [`Outlet`] handles; the reader sees the end when none is left.
+    senders: AtomicUsize,
+    /// When the client was last heard from (a pong), in [`clock`] seconds.
+    heard: AtomicU32,
 }
 
-impl CloseSignal {
-    /// Requests a close; the first reason wins.
-    pub fn close(&self, code: u16, description: &str) {
-        let mut r = self.reason.lock().unwrap();
-        if r.is_none() {
-            *r = Some(CloseReason {
+/// Seconds since this process first asked: a coarse clock for keep-alive.
+pub fn clock() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs() as u32
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    /// A close requested around the queue; the first reason wins.
+    close: Option<CloseReason>,
+    /// The reader is gone: nothing more is queued.
+    reader_gone: bool,
+}
+
+/// Slots a queue keeps once drained: enough for a live socket's usual
+/// backlog without reallocating on every frame; a burst beyond it is freed.
+const KEEP_SLOTS: usize = 8;
+
+impl Shared {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            waker: AtomicWaker::new(),
+            capacity: capacity.max(1),
+            senders: AtomicUsize::new(1),
+            heard: AtomicU32::new(clock()),
+        })
+    }
+
+    fn close(&self, code: u16, description: &str) {
+        let mut st = self.state.lock().unwrap();
+        if st.close.is_none() {
+            st.close = Some(CloseReason {
                 code: CloseCode::from(code),
                 description: (!description.is_empty()).then(|| description.to_string()),
             });
-            drop(r);
+            drop(st);
             self.waker.wake();
         }
     }
 
-    /// True once a close was requested.
-    pub fn is_closing(&self) -> bool {
-        self.reason.lock().unwrap().is_some()
+    fn close_reason(&self) -> Option<CloseReason> {
+        self.state.lock().unwrap().close.clone()
     }
 
-    fn take(&self) -> Option<CloseReason> {
-        self.reason.lock().unwrap().clone()
+    /// The next frame, `Ready(None)` once every outlet is gone and the queue
+    /// is empty.
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        self.waker.register(cx.waker());
+        let mut st = self.state.lock().unwrap();
+        match st.queue.pop_front() {
+            Some(item) => {
+                if st.queue.is_empty() && st.queue.capacity() > KEEP_SLOTS {
+                    st.queue.shrink_to(KEEP_SLOTS);
+                }
+                Poll::Ready(Some(item))
+            }
+            None if self.senders.load(Ordering::Acquire) == 0 => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The reader went away: queued frames are dropped, pushes fail.
+    fn reader_gone(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.reader_gone = true;
+        st.queue = VecDeque::new();
     }
 }
 
 /// What a room holds to reach one socket.
-#[derive(Clone)]
 pub struct Outlet {
-    tx: mpsc::Sender<Outbound>,
-    close: Arc<CloseSignal>,
+    shared: Arc<Shared>,
+}
+
+impl Clone for Outlet {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last one: the reader sees the end.
+            self.shared.waker.wake();
+        }
+    }
 }
 
 /// Why a frame could not be queued.
@@ -92,10 +169,17 @@ pub enum PushError {
 impl Outlet {
     /// Queues a frame without waiting.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
-        self.tx.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => PushError::Full,
-            mpsc::error::TrySendError::Closed(_) => PushError::Closed,
-        })
+        let mut st = self.shared.state.lock().unwrap();
+        if st.reader_gone {
+            return Err(PushError::Closed);
+        }
+        if st.queue.len() >= self.shared.capacity {
+            return Err(PushError::Full);
+        }
+        st.queue.push_back(item);
+        drop(st);
+        self.shared.waker.wake();
+        Ok(())
     }
 
     /// Queues a text frame; a full queue closes the socket as a slow consumer.
@@ -114,7 +198,7 @@ impl Outlet {
 
     /// Closes the socket with this code at once, dropping anything still queued.
     pub fn close(&self, code: u16, description: &str) {
-        self.close.close(code, description);
+        self.shared.close(code, description);
     }
 
     /// Closes the socket after the frames already queued have been written
@@ -127,32 +211,70 @@ impl Outlet {
 
     /// True once a close was requested.
     pub fn is_closing(&self) -> bool {
-        self.close.is_closing()
+        self.shared.state.lock().unwrap().close.is_some()
+    }
+
+    /// Records that the client answered a ping.
+    pub fn heard(&self) {
+        self.shared.heard.store(clock(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the client last answered a ping (or connected).
+    pub fn silent_for(&self) -> u32 {
+        clock().saturating_sub(self.shared.heard.load(Ordering::Relaxed))
+    }
+}
+
+/// The reading end of a [`detached`] outlet.
+pub struct Answers {
+    shared: Arc<Shared>,
+}
+
+impl Answers {
+    /// The next frame; `None` once every outlet handle is gone and nothing is queued.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        std::future::poll_fn(|cx| self.shared.poll_pop(cx)).await
+    }
+
+    /// The next frame if one is queued now.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.shared.state.lock().unwrap().queue.pop_front()
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.shared.reader_gone();
     }
 }
 
 /// An outlet whose frames are read by the caller instead of a socket (a
 /// message posted over HTTP waits for its answer on it).
-pub fn detached(capacity: usize) -> (Outlet, mpsc::Receiver<Outbound>) {
-    let (tx, rx) = mpsc::channel::<Outbound>(capacity.max(1));
+pub fn detached(capacity: usize) -> (Outlet, Answers) {
+    let shared = Shared::new(capacity);
     (
         Outlet {
-            tx,
-            close: Arc::new(CloseSignal::default()),
+            shared: shared.clone(),
         },
-        rx,
+        Answers { shared },
     )
 }
 
-/// Most bytes encoded into one chunk before it is handed to the connection.
-const CHUNK: usize = 16 * 1024;
+/// Most bytes handed to the connection at once. actix-http's connection keeps
+/// an 8 KiB write buffer for its whole life and grows it (for good) to fit
+/// what it is given: chunks of at most this size, with the server's
+/// `h1_write_buffer_size` set to it too, never make it grow, so a burst
+/// (hello + a 50-message history) leaves no grown buffer behind an idle socket.
+pub const CHUNK: usize = 4 * 1024;
 
 /// The socket's response body: drains the outlet's queue.
 pub struct OutletBody {
-    rx: mpsc::Receiver<Outbound>,
-    close: Arc<CloseSignal>,
+    shared: Arc<Shared>,
     codec: Codec,
+    /// Frames being encoded; empty (no allocation) between bursts.
     buf: BytesMut,
+    /// Encoded bytes not yet handed to the connection, in [`CHUNK`] slices.
+    pending: Bytes,
     done: bool,
     on_done: Option<Box<dyn FnOnce()>>,
 }
@@ -161,17 +283,16 @@ pub struct OutletBody {
 /// drains it; `on_done` runs once the body is finished or dropped (the socket
 /// is closed or gone).
 pub fn channel(capacity: usize, on_done: impl FnOnce() + 'static) -> (Outlet, OutletBody) {
-    let (tx, rx) = mpsc::channel::<Outbound>(capacity.max(1));
-    let close = Arc::new(CloseSignal::default());
+    let shared = Shared::new(capacity);
     let body = OutletBody {
-        rx,
-        close: close.clone(),
+        shared: shared.clone(),
         codec: Codec::new(),
         buf: BytesMut::new(),
+        pending: Bytes::new(),
         done: false,
         on_done: Some(Box::new(on_done)),
     };
-    (Outlet { tx, close }, body)
+    (Outlet { shared }, body)
 }
 
 impl OutletBody {
@@ -186,24 +307,27 @@ impl Stream for OutletBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if !this.pending.is_empty() {
+            let n = this.pending.len().min(CHUNK);
+            return Poll::Ready(Some(Ok(this.pending.split_to(n))));
+        }
         if this.done {
             return Poll::Ready(None);
         }
-        this.close.waker.register(cx.waker());
-        if this.close.is_closing() {
+        this.shared.waker.register(cx.waker());
+        if let Some(reason) = this.shared.close_reason() {
             // A close requested around the queue: what is queued is dropped.
-            let reason = this.close.take();
-            this.encode(Message::Close(reason));
+            this.encode(Message::Close(Some(reason)));
             this.done = true;
         } else {
             while this.buf.len() < CHUNK {
-                match this.rx.poll_recv(cx) {
+                match this.shared.poll_pop(cx) {
                     Poll::Ready(Some(Outbound::Text(t))) => this.encode(Message::Text(t)),
                     Poll::Ready(Some(Outbound::Ping(b))) => this.encode(Message::Ping(b)),
                     Poll::Ready(Some(Outbound::Pong(b))) => this.encode(Message::Pong(b)),
                     Poll::Ready(Some(Outbound::Close(code, description))) => {
-                        this.close.close(code, description);
-                        let reason = this.close.take();
+                        this.shared.close(code, description);
+                        let reason = this.shared.close_reason();
                         this.encode(Message::Close(reason));
                         this.done = true;
                         break;
@@ -217,7 +341,13 @@ impl Stream for OutletBody {
             }
         }
         if !this.buf.is_empty() {
-            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+            // The whole buffer goes, not a split of it: a split would keep the
+            // burst's allocation (hello + history: tens of KiB) behind an idle
+            // socket for as long as it stays open. The slices share it until
+            // the connection has copied the last one.
+            this.pending = std::mem::take(&mut this.buf).freeze();
+            let n = this.pending.len().min(CHUNK);
+            return Poll::Ready(Some(Ok(this.pending.split_to(n))));
         }
         if this.done {
             return Poll::Ready(None);
@@ -228,6 +358,7 @@ impl Stream for OutletBody {
 
 impl Drop for OutletBody {
     fn drop(&mut self) {
+        self.shared.reader_gone();
         if let Some(f) = self.on_done.take() {
             f();
         }

@@ -189,7 +189,7 @@ async fn connect(
                 slug: tenant.slug.clone(),
                 stream_id,
             },
-            stream,
+            stream: Some(stream),
             user,
             // A token's sockets are rechecked like a session's: revoked → 4001.
             session_key: match &visitor.token {

@@ -26,11 +26,13 @@ mod timeline;
 mod ws;
 
 /// The slow suites: pages in headless Chromium, faults, chaos, two-node
-/// clusters, private TLS servers, Redis Clusters, webhook deliveries.
+/// clusters, private TLS servers, Redis Clusters, webhook deliveries,
+/// thousands of idle sockets.
 mod slow {
     mod chaos;
     mod cluster;
     mod faults;
+    mod memory;
     mod moderation_browser;
     mod pages_browser;
     mod redis_cluster;

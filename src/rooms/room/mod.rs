@@ -468,6 +468,16 @@ impl Actor for RoomActor {
                 }
             });
         }
+        // One keep-alive round for the whole room, not a timer per socket:
+        // every socket is pinged, and one silent for too long is closed.
+        let settings = self.hub.settings();
+        let ping_every = Duration::from_secs(settings.server.ping_interval_secs.max(1));
+        let pong_timeout = settings.server.pong_timeout_secs.max(1) as u32;
+        ctx.run_interval(ping_every, move |room, ctx| {
+            for conn_id in room.members.keep_alive(pong_timeout) {
+                room.leave(conn_id, ctx);
+            }
+        });
         if !relay.is_up() {
             // Catch up from PostgreSQL once the relay is back.
             self.relay_down = true;
@@ -669,7 +679,15 @@ impl Handler<Leave> for RoomActor {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, ctx: &mut Context<Self>) {
-        if let Some(m) = self.members.remove(leave.conn_id).filter(|m| !m.poster) {
+        self.leave(leave.conn_id, ctx);
+    }
+}
+
+impl RoomActor {
+    /// A socket leaves (closed, gone, or silent too long); a second leave of
+    /// the same socket does nothing.
+    fn leave(&mut self, conn_id: u64, ctx: &mut Context<Self>) {
+        if let Some(m) = self.members.remove(conn_id).filter(|m| !m.poster) {
             if let Some(u) = &m.user {
                 self.announce(u, "leave");
             }

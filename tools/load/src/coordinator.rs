@@ -353,6 +353,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
             "cpu_util": r3(cpu / args.duration),
             "rss_kib_before": before.rss_kib,
             "rss_kib_connected": connected.rss_kib,
+            "rss_kib_warm": s0.rss_kib,
             "rss_kib_end": s1.rss_kib,
             "hwm_kib": s1.hwm_kib,
             "rss_per_socket_kib": r3(connected.rss_kib as f64 / sockets as f64),

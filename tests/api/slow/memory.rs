@@ -1,0 +1,132 @@
+//! Memory of idle sockets, against regressions: a `stampede serve` process
+//! holding 2,000 idle sockets, each sent `hello` and a 50-message history,
+//! grows by less than a generous bound, and gives most of it back once they
+//! have gone. Bounds only, no timing: `benches/run --mode memory` measures.
+
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
+use serde_json::json;
+
+use crate::helpers::{free_port, spawn_app, Node, TestApp};
+use crate::ws::WsClient;
+use stampede::domain::Role;
+
+/// Idle sockets opened.
+const SOCKETS: usize = 2_000;
+/// Most the sockets may add to the server's RSS: 32 KiB a socket, twice what
+/// `benches/run --mode memory` measures with jemalloc (about 1.5× with
+/// glibc's malloc), where it was 42 KiB before idle sockets were slimmed.
+const MAX_GROWTH_KIB: u64 = 32 * SOCKETS as u64;
+/// Most of that growth the server may keep once every socket has gone.
+const MAX_KEPT_KIB: u64 = 16 * 1024;
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A gauge of the node's `/metrics`.
+async fn gauge(app: &TestApp, name: &str) -> u64 {
+    let body = app.get("/metrics", None).await.body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Waits (without asserting on time) until the node has no socket open.
+async fn until_no_sockets(app: &TestApp) {
+    for _ in 0..600 {
+        if gauge(app, "stampede_connections").await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sockets still open on the node");
+}
+
+#[actix_web::test]
+async fn idle_sockets_with_history_cost_little_and_give_it_back() {
+    let app = spawn_app().await;
+    let stream_id = app.create_stream("owner").await;
+    app.create_user("talker", "password-123", Role::Viewer)
+        .await;
+    let env = [
+        ("STAMPEDE_LIMITS_MAX_CONNECTIONS_PER_IP", "0"),
+        ("STAMPEDE_LIMITS_MAX_HTTP_CONNECTIONS_PER_IP", "0"),
+        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
+        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
+    ];
+    let node = Node::start(free_port(), &env).await;
+    let on = TestApp {
+        address: node.address.clone(),
+        ..app.clone_handle()
+    };
+    let pid = node.child.id();
+
+    // A full history: 50 messages, as viewers of a running stream get.
+    let (cookie, _) = on.login("talker", "password-123").await;
+    let (mut talker, _, _) = on.ws_ready(stream_id, Some(&cookie)).await;
+    for i in 0..50 {
+        talker
+            .send(json!({"message": format!("message {i} of a running stream, with some words in it")}))
+            .await;
+        loop {
+            let f = talker.recv().await;
+            if f["type"] == "ack" {
+                break;
+            }
+            assert_ne!(f["type"], "error", "{f}");
+        }
+    }
+    // One warm-up wave, so the allocator and the runtime have their working set.
+    let warm: Vec<WsClient> = connect_all(&on, stream_id, 200).await;
+    drop(warm);
+    until_no_sockets(&on).await;
+
+    let before = rss_kib(pid);
+    let sockets = connect_all(&on, stream_id, SOCKETS).await;
+    let connected = rss_kib(pid);
+    let growth = connected.saturating_sub(before);
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "{SOCKETS} idle sockets added {growth} KiB ({} KiB each), over {MAX_GROWTH_KIB} KiB",
+        growth / SOCKETS as u64
+    );
+
+    drop(sockets);
+    until_no_sockets(&on).await;
+    // The allocator gives memory back in the background: look for a while.
+    let mut kept = u64::MAX;
+    for _ in 0..60 {
+        kept = rss_kib(pid).saturating_sub(before);
+        if kept < MAX_KEPT_KIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        kept < MAX_KEPT_KIB,
+        "after every socket left the node keeps {kept} KiB of the {growth} KiB they added"
+    );
+    drop(talker);
+}
+
+/// Opens `n` anonymous sockets (64 handshakes at a time), each read up to its history.
+async fn connect_all(app: &TestApp, stream_id: i64, n: usize) -> Vec<WsClient> {
+    stream::iter(0..n)
+        .map(|_| async move {
+            let (c, _, history) = app.ws_ready(stream_id, None).await;
+            assert_eq!(history["messages"].as_array().map(Vec::len), Some(50));
+            c
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
+}
