@@ -329,21 +329,7 @@ impl Relay {
         let base = presence_base(&r.prefix, key);
         let read = async {
             let mut conn = pool.get().await.ok()?;
-            let nodes: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(&base)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            if nodes.is_empty() {
-                return Some(0);
-            }
-            let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
-            let counts: Vec<Option<u64>> = redis::cmd("MGET")
-                .arg(names)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            Some(counts.into_iter().flatten().sum())
+            read_presence_total(&mut conn, &base).await
         };
         tokio::time::timeout(Duration::from_millis(500), read)
             .await
@@ -662,6 +648,25 @@ async fn presence(
             Err(_) => tracing::debug!("presence refresh timed out"),
         }
     }
+}
+
+/// Every node's count of the room whose presence keys start with `base`,
+/// summed (one room's keys only, so one slot on a cluster).
+pub(crate) async fn read_presence_total<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    base: &str,
+) -> Option<u64> {
+    let nodes: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(base)
+        .query_async(conn)
+        .await
+        .ok()?;
+    if nodes.is_empty() {
+        return Some(0);
+    }
+    let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
+    let counts: Vec<Option<u64>> = redis::cmd("MGET").arg(names).query_async(conn).await.ok()?;
+    Some(counts.into_iter().flatten().sum())
 }
 
 /// One presence round on one connection: forget this node's counts of `gone`

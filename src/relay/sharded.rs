@@ -169,21 +169,7 @@ impl Cluster {
         let addr = self.owner(&base)?;
         let read = async {
             let mut conn = self.conn(&addr).await.ok()?;
-            let nodes: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(&base)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            if nodes.is_empty() {
-                return Some(0);
-            }
-            let names: Vec<String> = nodes.iter().map(|n| format!("{base}:{n}")).collect();
-            let counts: Vec<Option<u64>> = redis::cmd("MGET")
-                .arg(names)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            Some(counts.into_iter().flatten().sum())
+            super::read_presence_total(&mut conn, &base).await
         };
         let r = tokio::time::timeout(Duration::from_millis(500), read)
             .await

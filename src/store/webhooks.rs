@@ -577,6 +577,25 @@ impl Store {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    /// Drops what is still queued for disabled endpoints. Disabling drops the
+    /// queue in its own transaction, but a message committed at the same
+    /// moment may have queued an event for the endpoint it still saw active:
+    /// that row would never be claimed (only active endpoints are), so the
+    /// housekeeping round removes it. Returns the rows dropped.
+    pub async fn drop_disabled_queues(&self, slug: &Slug) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                &format!(
+                    "DELETE FROM {0}.webhook_outbox o USING {0}.webhook_endpoint e \
+                     WHERE o.endpoint_id = e.id AND e.state = 'disabled'",
+                    slug.schema()
+                ),
+                &[],
+            )
+            .await?)
+    }
+
     /// Events waiting in a tenant's outbox, and the age of the oldest, seconds.
     pub async fn webhook_backlog(&self, slug: &Slug) -> StoreResult<(i64, f64)> {
         let client = self.client().await?;

@@ -392,6 +392,9 @@ async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>) {
                 {
                     tracing::debug!(tenant = %slug, error = %e, "reaction minutes not recorded");
                 }
+                if let Err(e) = store.drop_disabled_queues(slug).await {
+                    tracing::debug!(tenant = %slug, error = %e, "disabled queues not dropped");
+                }
                 if let Ok((n, age)) = store.webhook_backlog(slug).await {
                     depth += n.max(0) as u64;
                     oldest = oldest.max(age);

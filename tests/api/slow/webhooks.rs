@@ -783,6 +783,40 @@ async fn an_endpoint_failing_for_the_whole_window_is_disabled_and_reported() {
     let _ = id;
 }
 
+/// A message committed while its endpoint was being disabled may queue an
+/// event for it after the disable dropped the queue: such a row is never
+/// claimed, so housekeeping drops it (it used to stay queued for ever).
+#[actix_web::test]
+async fn a_row_queued_for_a_disabled_endpoint_is_dropped() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_with(fast).await;
+    let rx = Receiver::up().await;
+    rx.fail_next(u32::MAX);
+    let owner = app.user_session("owner", Role::Streamer).await;
+    let stream = app.create_stream("owner").await;
+    let (id, _) = add_webhook(&app, &rx, None);
+    say(&app, stream, &owner, "queued").await;
+    // The race's outcome, made directly: disabled, with a row still queued.
+    let c = app.store.client().await.unwrap();
+    let s = app.tenant.slug.schema();
+    c.execute(
+        &format!("UPDATE {s}.webhook_endpoint SET state = 'disabled' WHERE id = $1"),
+        &[&id],
+    )
+    .await
+    .unwrap();
+    let queued: i64 = c
+        .query_one(
+            &format!("SELECT count(*) FROM {s}.webhook_outbox WHERE endpoint_id = $1"),
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(queued > 0, "the test needs a queued row");
+    wait_idle(&app).await;
+}
+
 #[actix_web::test]
 async fn bad_webhook_input_is_one_line_and_changes_nothing() {
     let _serial = SERIAL.lock().await;
