@@ -319,6 +319,22 @@ impl WsClient {
         .await
     }
 
+    /// Reads `reactions` frames until at least `n` reactions are counted;
+    /// returns the count (more than `n` means reactions nobody sent).
+    pub async fn reactions_until(&mut self, n: u64) -> u64 {
+        let mut sum = 0;
+        while sum < n {
+            let f = self.expect("reactions").await;
+            sum += f["stamps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["count"].as_u64().unwrap())
+                .sum::<u64>();
+        }
+        sum
+    }
+
     /// Reads until a frame of `kind` arrives (others are skipped).
     pub async fn expect(&mut self, kind: &str) -> Value {
         loop {

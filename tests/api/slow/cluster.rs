@@ -11,21 +11,6 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, ws::*};
 
-/// Reads `reactions` frames until `n` reactions are counted.
-async fn reaction_total(c: &mut WsClient, n: u64) -> u64 {
-    let mut sum = 0;
-    while sum < n {
-        let f = c.expect("reactions").await;
-        sum += f["stamps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["count"].as_u64().unwrap())
-            .sum::<u64>();
-    }
-    sum
-}
-
 #[actix_web::test]
 async fn messages_reactions_and_presence_cross_nodes() {
     let app = spawn_app().await;
@@ -72,8 +57,8 @@ async fn messages_reactions_and_presence_cross_nodes() {
         cb.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
             .await;
     }
-    assert_eq!(reaction_total(&mut cb, 250).await, 250);
-    assert_eq!(reaction_total(&mut ca, 250).await, 250);
+    assert_eq!(cb.reactions_until(250).await, 250);
+    assert_eq!(ca.reactions_until(250).await, 250);
     ca.assert_silent(Duration::from_millis(700)).await;
 
     // Presence sums both nodes: 1 + 1, then a second socket on B.

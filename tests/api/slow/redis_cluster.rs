@@ -358,21 +358,6 @@ async fn relay_received(app: &TestApp) -> u64 {
         .expect("stampede_relay_received_total in /metrics")
 }
 
-/// Reads `reactions` frames until `n` reactions are counted.
-async fn reaction_total(c: &mut WsClient, n: u64) -> u64 {
-    let mut sum = 0;
-    while sum < n {
-        let f = c.expect("reactions").await;
-        sum += f["stamps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["count"].as_u64().unwrap())
-            .sum::<u64>();
-    }
-    sum
-}
-
 /// Rooms land on all three shards, and each relays messages between the
 /// nodes once, through sharded pub/sub on the primary owning its slot.
 #[actix_web::test]
@@ -506,8 +491,8 @@ async fn presence_moderation_reactions_and_sessions_hold_on_a_cluster() {
         cb.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
             .await;
     }
-    assert_eq!(reaction_total(&mut cb, 250).await, 250);
-    assert_eq!(reaction_total(&mut ca, 250).await, 250);
+    assert_eq!(cb.reactions_until(250).await, 250);
+    assert_eq!(ca.reactions_until(250).await, 250);
     ca.assert_silent(Duration::from_millis(700)).await;
 
     // Presence sums both nodes: 2 + 2.
