@@ -199,17 +199,15 @@ async fn next_seqs(
     }
     let ids: Vec<i64> = counts.iter().map(|(r, _)| *r).collect();
     let ns: Vec<i64> = counts.iter().map(|(_, n)| *n).collect();
-    let rows = tx
-        .query(
-            &format!(
-                "UPDATE {}.chat_chatroom r SET last_seq = r.last_seq + k.n \
-                 FROM unnest($1::bigint[], $2::bigint[]) AS k(id, n) WHERE r.id = k.id \
-                 RETURNING r.id, r.last_seq",
-                slug.schema()
-            ),
-            &[&ids, &ns],
-        )
+    let update = tx
+        .prepare_cached(&format!(
+            "UPDATE {}.chat_chatroom r SET last_seq = r.last_seq + k.n \
+             FROM unnest($1::bigint[], $2::bigint[]) AS k(id, n) WHERE r.id = k.id \
+             RETURNING r.id, r.last_seq",
+            slug.schema()
+        ))
         .await?;
+    let rows = tx.query(&update, &[&ids, &ns]).await?;
     // Next free seq per room: the new last_seq minus what this batch takes.
     let mut next: Vec<(i64, i64)> = rows
         .iter()
@@ -282,7 +280,8 @@ pub(crate) async fn insert_in(
     rooms.sort_unstable();
     rooms.dedup();
     // Serialises inserts per room across nodes: commit order = id order.
-    tx.execute(&room_lock_sql(slug), &[&rooms]).await?;
+    let lock = tx.prepare_cached(&room_lock_sql(slug)).await?;
+    tx.execute(&lock, &[&rooms]).await?;
 
     // Earlier copies of keyed messages.
     let keyed: Vec<&NewMessage> = batch
@@ -297,20 +296,18 @@ pub(crate) async fn insert_in(
             .iter()
             .map(|m| m.client_id.as_deref().unwrap())
             .collect();
-        let rows = tx
-                .query(
-                    &format!(
-                        "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
-                         FROM {}.chat_chatmessage m \
-                         JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(room_id, user_id, client_id) \
-                           ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_id = k.client_id \
-                         WHERE m.created_at > now() - interval '10 minutes' \
-                         GROUP BY 1, 2, 3",
-                        slug.schema()
-                    ),
-                    &[&r, &u, &c],
-                )
-                .await?;
+        let select = tx
+            .prepare_cached(&format!(
+                "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
+                 FROM {}.chat_chatmessage m \
+                 JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(room_id, user_id, client_id) \
+                   ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_id = k.client_id \
+                 WHERE m.created_at > now() - interval '10 minutes' \
+                 GROUP BY 1, 2, 3",
+                slug.schema()
+            ))
+            .await?;
+        let rows = tx.query(&select, &[&r, &u, &c]).await?;
         earlier = rows
             .iter()
             .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
@@ -356,14 +353,14 @@ pub(crate) async fn insert_in(
     let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
     if !fresh.is_empty() {
         let n = fresh.len() as i32;
+        let nextval = tx
+            .prepare_cached(&format!(
+                "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
+                slug.as_str()
+            ))
+            .await?;
         let ids: Vec<i64> = tx
-            .query(
-                &format!(
-                    "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
-                    slug.as_str()
-                ),
-                &[&n],
-            )
+            .query(&nextval, &[&n])
             .await?
             .iter()
             .map(|r| r.get(0))
@@ -386,9 +383,8 @@ pub(crate) async fn insert_in(
             .iter()
             .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
             .collect();
-        let at: OffsetDateTime = tx
-                .query_one(
-                    &format!(
+        let insert = tx
+            .prepare_cached(&format!(
                         "WITH ins AS (INSERT INTO {}.chat_chatmessage \
                            (id, room_id, user_id, content, message_type, client_id, seq, is_hidden, \
                             reply_to_id, mentions, search_text) \
@@ -397,11 +393,18 @@ pub(crate) async fn insert_in(
                            $9::bigint[], $10::text[], $11::text[]) AS b(i, r, u, c, t, k, s, h, p, x, f) \
                          RETURNING created_at) SELECT max(created_at) FROM ins",
                         slug.schema()
-                    ),
-                    &[&ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden, &replies, &mentions, &folded],
-                )
-                .await?
-                .get(0);
+                    ))
+            .await?;
+        let at: OffsetDateTime = tx
+            .query_one(
+                &insert,
+                &[
+                    &ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden, &replies,
+                    &mentions, &folded,
+                ],
+            )
+            .await?
+            .get(0);
         stored = ids
             .into_iter()
             .zip(seqs)

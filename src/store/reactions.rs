@@ -31,25 +31,23 @@ impl Store {
         let stamps: Vec<i32> = batch.iter().map(|r| r.stamp_id).collect();
         let ats: Vec<OffsetDateTime> = batch.iter().map(|r| r.at).collect();
         let s = slug.schema();
-        tx.execute(
-            &format!(
+        let raw = tx
+            .prepare_cached(&format!(
                 "INSERT INTO {s}.streaming_streamreaction (stream_id, user_id, stamp_id, created_at) \
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[], $4::timestamptz[])"
-            ),
-            &[&streams, &users, &stamps, &ats],
-        )
-        .await?;
-        tx.execute(
-            &format!(
+            ))
+            .await?;
+        tx.execute(&raw, &[&streams, &users, &stamps, &ats]).await?;
+        let rollup = tx
+            .prepare_cached(&format!(
                 "INSERT INTO {s}.streaming_reaction_minute AS m (stream_id, stamp_id, minute, count) \
                  SELECT stream_id, stamp_id, pg_catalog.date_trunc('minute', at), pg_catalog.count(*) \
                  FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS r(stream_id, stamp_id, at) \
                  GROUP BY 1, 2, 3 \
                  ON CONFLICT (stream_id, minute, stamp_id) DO UPDATE SET count = m.count + EXCLUDED.count"
-            ),
-            &[&streams, &stamps, &ats],
-        )
-        .await?;
+            ))
+            .await?;
+        tx.execute(&rollup, &[&streams, &stamps, &ats]).await?;
         tx.commit().await?;
         Ok(())
     }

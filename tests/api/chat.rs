@@ -378,7 +378,12 @@ async fn resume_misses_nothing_under_concurrent_sends() {
         let bob = app.user("bob", Role::Viewer).await;
         let total = 120;
         let mut sender = alice.ws(stream).await;
+        // Sending starts once bob's first history is in: what came before it
+        // would be beyond a tiny ring's first history, not a missed message.
+        let (go, ready) = tokio::sync::oneshot::channel::<()>();
+        let mut go = Some(go);
         let send = actix_rt::spawn(async move {
+            ready.await.unwrap();
             for i in 0..total {
                 sender
                     .send(json!({"type":"message","message":format!("s{i}"),"client_id":format!("s{i}")}))
@@ -413,6 +418,9 @@ async fn resume_misses_nothing_under_concurrent_sends() {
             assert_eq!(history["type"], "history");
             if round > 0 {
                 assert_eq!(history["truncated"], false);
+            }
+            if let Some(go) = go.take() {
+                go.send(()).unwrap();
             }
             for m in history["messages"].as_array().unwrap() {
                 let id = m["id"].as_i64().unwrap();
