@@ -7,9 +7,9 @@
 //! pages (`malloc_trim`). Steady traffic never triggers it; one trim costs
 //! milliseconds, off the runtime's threads.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use crate::metrics;
+use crate::metrics::Metrics;
 
 /// Sockets that must have left since the last peak before memory is trimmed.
 pub const WAVE: u64 = 500;
@@ -43,14 +43,15 @@ impl Watch {
     }
 }
 
-/// Watches the node's counts for ever; trims after every wave of leavers.
-pub async fn return_after_waves() {
+/// Watches the node's counts (its `connections` and `rooms` gauges) for
+/// ever; trims after every wave of leavers.
+pub async fn return_after_waves(metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = Watch::default();
     loop {
         tick.tick().await;
-        if watch.trim_now(metrics::CONNECTIONS.get(), metrics::ROOMS.get()) {
+        if watch.trim_now(metrics.connections.get(), metrics.rooms.get()) {
             let _ = tokio::task::spawn_blocking(trim).await;
         }
     }

@@ -1,19 +1,27 @@
-//! Process-wide counters and histograms, rendered at `/metrics` in the
-//! Prometheus text format. Plain atomics: recording is a relaxed add, never a lock.
+//! A node's counters, gauges and histograms: one [`Metrics`] per
+//! `Application`, shared as `Arc<Metrics>` by every component that records,
+//! rendered at `/metrics` in the Prometheus text format. Plain atomics:
+//! recording is a relaxed add, never a lock; two apps in one process (the
+//! tests) count apart.
+//!
+//! Not a Prometheus crate: prometheus-client writes OpenMetrics (`_total`
+//! added, `# EOF`), prometheus brings protobuf; our format stays as it is.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     fmt::Write,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
 /// A monotonically increasing counter.
+#[derive(Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    const fn new() -> Self {
-        Self(AtomicU64::new(0))
-    }
     /// Adds `n`.
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Relaxed);
@@ -29,12 +37,10 @@ impl Counter {
 }
 
 /// A value that goes up and down.
+#[derive(Default)]
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
-    const fn new() -> Self {
-        Self(AtomicU64::new(0))
-    }
     /// Adds one.
     pub fn inc(&self) {
         self.0.fetch_add(1, Relaxed);
@@ -47,6 +53,10 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// Sets the value.
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
 }
 
 /// Bucket bounds of latency histograms, in seconds.
@@ -55,6 +65,7 @@ const BOUNDS: [f64; 12] = [
 ];
 
 /// A latency histogram with fixed buckets.
+#[derive(Default)]
 pub struct Histogram {
     buckets: [AtomicU64; 12],
     count: AtomicU64,
@@ -62,13 +73,6 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    const fn new() -> Self {
-        Self {
-            buckets: [const { AtomicU64::new(0) }; 12],
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }
-    }
     /// Records one observation.
     pub fn observe(&self, d: Duration) {
         let s = d.as_secs_f64();
@@ -96,285 +100,343 @@ impl Histogram {
     }
 }
 
-/// Open WebSocket connections.
-pub static CONNECTIONS: Gauge = Gauge::new();
-/// Room actors alive on this node.
-pub static ROOMS: Gauge = Gauge::new();
-/// Entries of the node's socket index (per-address and per-user slots, login
-/// sessions with sockets): back to the idle figure once every socket has gone.
-pub static SOCKET_INDEX_ENTRIES: Gauge = Gauge::new();
-/// Chat frames received from clients.
-pub static MESSAGES_RECEIVED: Counter = Counter::new();
-/// Chat messages committed to PostgreSQL.
-pub static MESSAGES_STORED: Counter = Counter::new();
-/// Room events broadcast (one per event, not per socket).
-pub static BROADCASTS: Counter = Counter::new();
-/// Broadcast frames queued to sockets (one per socket per room event).
-pub static DELIVERIES: Counter = Counter::new();
-/// Sockets closed as slow consumers (4008).
-pub static SLOW_CONSUMERS: Counter = Counter::new();
-/// Requests refused by a rate limit.
-pub static RATE_LIMITED: Counter = Counter::new();
-/// Reactions accepted from clients.
-pub static REACTIONS_RECEIVED: Counter = Counter::new();
-/// Reactions committed to PostgreSQL.
-pub static REACTIONS_STORED: Counter = Counter::new();
-/// Events published to Redis.
-pub static RELAY_PUBLISHED: Counter = Counter::new();
-/// Events received from other nodes.
-pub static RELAY_RECEIVED: Counter = Counter::new();
-/// Events that could not be published (Redis away or too slow).
-pub static RELAY_DROPPED: Counter = Counter::new();
-/// Successful (re)connections of the relay subscriber.
-pub static RELAY_CONNECTS: Counter = Counter::new();
-/// Time from publish on one node to receipt on another.
-pub static RELAY_LAG: Histogram = Histogram::new();
-/// Messages in storage batches.
-pub static BATCH_ROWS: Counter = Counter::new();
-/// Storage batch latency.
-pub static BATCH_LATENCY: Histogram = Histogram::new();
-/// Time from a message's commit to its fan-out to local sockets.
-pub static BROADCAST_LATENCY: Histogram = Histogram::new();
+/// Every series of one node. Built once per `Application` and shared as
+/// `Arc<Metrics>`; dropped with the last component that records.
+#[derive(Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Room actors alive on this node.
+    pub rooms: Gauge,
+    /// Entries of the node's socket index (per-address and per-user slots, login
+    /// sessions with sockets): back to the idle figure once every socket has gone.
+    pub socket_index_entries: Gauge,
+    /// Chat frames received from clients.
+    pub messages_received: Counter,
+    /// Chat messages committed to PostgreSQL.
+    pub messages_stored: Counter,
+    /// Room events broadcast (one per event, not per socket).
+    pub broadcasts: Counter,
+    /// Broadcast frames queued to sockets (one per socket per room event).
+    pub deliveries: Counter,
+    /// Sockets closed as slow consumers (4008).
+    pub slow_consumers: Counter,
+    /// Requests refused by a rate limit.
+    pub rate_limited: Counter,
+    /// Reactions accepted from clients.
+    pub reactions_received: Counter,
+    /// Reactions committed to PostgreSQL.
+    pub reactions_stored: Counter,
+    /// Events published to Redis.
+    pub relay_published: Counter,
+    /// Events received from other nodes.
+    pub relay_received: Counter,
+    /// Events that could not be published (Redis away or too slow).
+    pub relay_dropped: Counter,
+    /// Successful (re)connections of the relay subscriber.
+    pub relay_connects: Counter,
+    /// Time from publish on one node to receipt on another.
+    pub relay_lag: Histogram,
+    /// Messages in storage batches.
+    pub batch_rows: Counter,
+    /// Storage batch latency.
+    pub batch_latency: Histogram,
+    /// Time from a message's commit to its fan-out to local sockets.
+    pub broadcast_latency: Histogram,
+    /// Webhook events waiting in the outboxes this node scanned last.
+    pub webhook_queue: Gauge,
+    /// Age in seconds of the oldest undelivered webhook event (at the last scan).
+    pub webhook_oldest_secs: Gauge,
+    /// Webhook attempts acknowledged with a 2xx.
+    pub webhook_delivered: Counter,
+    /// Webhook attempts that failed (a non-2xx answer, a timeout, no connection).
+    pub webhook_failed: Counter,
+    /// Webhook events given up after the retry window.
+    pub webhook_gave_up: Counter,
+    /// Webhook endpoints disabled after failing for the disable window.
+    pub webhook_disabled: Counter,
+    /// The shards of the Redis Cluster, by primary address (empty without one).
+    shards: Mutex<BTreeMap<String, Arc<ShardStats>>>,
+}
 
 /// One Redis Cluster shard as this node sees it (see `relay::sharded`).
 #[derive(Default)]
 pub struct ShardStats {
     /// Its subscriber connection is up.
-    pub connected: std::sync::atomic::AtomicBool,
+    pub connected: AtomicBool,
     /// Channels it confirmed subscribed on that connection.
     pub subscriptions: AtomicU64,
     /// Events that could not be published to it.
     pub publish_errors: AtomicU64,
 }
 
-/// The shards of the Redis Cluster, by primary address (empty without one).
-static SHARDS: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<ShardStats>>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
-
-/// The stats of the shard whose primary is `addr` (registered on first use).
-pub fn shard(addr: &str) -> std::sync::Arc<ShardStats> {
-    SHARDS
-        .lock()
-        .unwrap()
-        .entry(addr.to_string())
-        .or_default()
-        .clone()
-}
-
-/// Forgets shards whose primary is no longer one.
-pub fn retain_shards(primaries: &std::collections::BTreeSet<String>) {
-    SHARDS.lock().unwrap().retain(|a, _| primaries.contains(a));
-}
-
-/// Every shard: (primary address, stats).
-pub fn shards() -> Vec<(String, std::sync::Arc<ShardStats>)> {
-    SHARDS
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(a, s)| (a.clone(), s.clone()))
-        .collect()
-}
-
-/// Records one storage batch.
-pub fn observe_batch(rows: usize, took: Duration) {
-    BATCH_ROWS.add(rows as u64);
-    BATCH_LATENCY.observe(took);
-}
-
-/// Webhook events waiting in the outboxes this node scanned last.
-pub static WEBHOOK_QUEUE: Gauge = Gauge::new();
-/// Age in seconds of the oldest undelivered webhook event (at the last scan).
-pub static WEBHOOK_OLDEST_SECS: Gauge = Gauge::new();
-/// Webhook attempts acknowledged with a 2xx.
-pub static WEBHOOK_DELIVERED: Counter = Counter::new();
-/// Webhook attempts that failed (a non-2xx answer, a timeout, no connection).
-pub static WEBHOOK_FAILED: Counter = Counter::new();
-/// Webhook events given up after the retry window.
-pub static WEBHOOK_GAVE_UP: Counter = Counter::new();
-/// Webhook endpoints disabled after failing for the disable window.
-pub static WEBHOOK_DISABLED: Counter = Counter::new();
-
-impl Gauge {
-    /// Sets the value.
-    pub fn set(&self, v: u64) {
-        self.0.store(v, Relaxed);
+impl Metrics {
+    /// The stats of the shard whose primary is `addr` (registered on first use).
+    pub fn shard(&self, addr: &str) -> Arc<ShardStats> {
+        self.shards
+            .lock()
+            .unwrap()
+            .entry(addr.to_string())
+            .or_default()
+            .clone()
     }
-}
 
-/// The whole registry in the Prometheus text format.
-pub fn render() -> String {
-    let mut out = String::with_capacity(4096);
-    let gauges: [(&str, &str, &Gauge); 3] = [
-        (
-            "stampede_connections",
-            "Open WebSocket connections.",
-            &CONNECTIONS,
-        ),
-        ("stampede_rooms", "Room actors on this node.", &ROOMS),
-        (
-            "stampede_socket_index_entries",
-            "Entries of the socket index (address and user slots, login sessions).",
-            &SOCKET_INDEX_ENTRIES,
-        ),
-    ];
-    for (name, help, g) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-            g.get()
-        );
+    /// Forgets shards whose primary is no longer one.
+    pub fn retain_shards(&self, primaries: &BTreeSet<String>) {
+        self.shards
+            .lock()
+            .unwrap()
+            .retain(|a, _| primaries.contains(a));
     }
-    let counters: [(&str, &str, &Counter); 13] = [
-        (
-            "stampede_relay_published_total",
-            "Events published to Redis.",
-            &RELAY_PUBLISHED,
-        ),
-        (
-            "stampede_relay_received_total",
-            "Events received from other nodes.",
-            &RELAY_RECEIVED,
-        ),
-        (
-            "stampede_relay_dropped_total",
-            "Events not published (Redis away).",
-            &RELAY_DROPPED,
-        ),
-        (
-            "stampede_relay_connects_total",
-            "Relay subscriber (re)connections.",
-            &RELAY_CONNECTS,
-        ),
-        (
-            "stampede_reactions_received_total",
-            "Reactions accepted.",
-            &REACTIONS_RECEIVED,
-        ),
-        (
-            "stampede_reactions_stored_total",
-            "Reactions committed.",
-            &REACTIONS_STORED,
-        ),
-        (
-            "stampede_messages_received_total",
-            "Chat frames received.",
-            &MESSAGES_RECEIVED,
-        ),
-        (
-            "stampede_messages_stored_total",
-            "Chat messages committed.",
-            &MESSAGES_STORED,
-        ),
-        (
-            "stampede_broadcasts_total",
-            "Room events broadcast.",
-            &BROADCASTS,
-        ),
-        (
-            "stampede_deliveries_total",
-            "Broadcast frames queued to sockets.",
-            &DELIVERIES,
-        ),
-        (
-            "stampede_slow_consumers_total",
-            "Sockets closed as slow consumers.",
-            &SLOW_CONSUMERS,
-        ),
-        (
-            "stampede_rate_limited_total",
-            "Requests refused by rate limits.",
-            &RATE_LIMITED,
-        ),
-        (
-            "stampede_batch_rows_total",
-            "Rows written in storage batches.",
-            &BATCH_ROWS,
-        ),
-    ];
-    for (name, help, c) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            c.get()
-        );
-    }
-    BATCH_LATENCY.render(
-        "stampede_storage_batch_seconds",
-        "Storage batch latency.",
-        &mut out,
-    );
-    BROADCAST_LATENCY.render(
-        "stampede_broadcast_seconds",
-        "Commit to local fan-out latency.",
-        &mut out,
-    );
-    RELAY_LAG.render(
-        "stampede_relay_lag_seconds",
-        "Publish to receipt latency between nodes.",
-        &mut out,
-    );
-    render_shards(&mut out);
-    let _ = writeln!(
-        out,
-        "# HELP stampede_webhook_queue Webhook events waiting for delivery.\n\
-         # TYPE stampede_webhook_queue gauge\nstampede_webhook_queue {}\n\
-         # HELP stampede_webhook_oldest_seconds Age of the oldest undelivered webhook event.\n\
-         # TYPE stampede_webhook_oldest_seconds gauge\nstampede_webhook_oldest_seconds {}",
-        WEBHOOK_QUEUE.get(),
-        WEBHOOK_OLDEST_SECS.get()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP stampede_webhook_deliveries_total Webhook delivery attempts by outcome.\n\
-         # TYPE stampede_webhook_deliveries_total counter"
-    );
-    for (outcome, c) in [
-        ("delivered", &WEBHOOK_DELIVERED),
-        ("failed", &WEBHOOK_FAILED),
-        ("gave_up", &WEBHOOK_GAVE_UP),
-        ("disabled", &WEBHOOK_DISABLED),
-    ] {
-        let _ = writeln!(
-            out,
-            "stampede_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
-            c.get()
-        );
-    }
-    out
-}
 
-/// Per-shard series of a Redis Cluster (nothing without one).
-fn render_shards(out: &mut String) {
-    let shards = shards();
-    if shards.is_empty() {
-        return;
+    /// Every shard: (primary address, stats).
+    pub fn shards(&self) -> Vec<(String, Arc<ShardStats>)> {
+        self.shards
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, s)| (a.clone(), s.clone()))
+            .collect()
     }
-    type Read = fn(&ShardStats) -> u64;
-    let series: [(&str, &str, &str, Read); 3] = [
-        (
-            "stampede_redis_shard_connected",
-            "gauge",
-            "1 while the shard's subscriber connection is up.",
-            |s| u64::from(s.connected.load(Relaxed)),
-        ),
-        (
-            "stampede_redis_shard_subscriptions",
-            "gauge",
-            "Channels subscribed on the shard.",
-            |s| s.subscriptions.load(Relaxed),
-        ),
-        (
-            "stampede_redis_shard_publish_errors_total",
-            "counter",
-            "Events that could not be published to the shard.",
-            |s| s.publish_errors.load(Relaxed),
-        ),
-    ];
-    for (name, kind, help, read) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (addr, s) in &shards {
-            let _ = writeln!(out, "{name}{{shard=\"{addr}\"}} {}", read(s));
+
+    /// Records one storage batch.
+    pub fn observe_batch(&self, rows: usize, took: Duration) {
+        self.batch_rows.add(rows as u64);
+        self.batch_latency.observe(took);
+    }
+
+    /// The whole registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauges: [(&str, &str, &Gauge); 3] = [
+            (
+                "stampede_connections",
+                "Open WebSocket connections.",
+                &self.connections,
+            ),
+            ("stampede_rooms", "Room actors on this node.", &self.rooms),
+            (
+                "stampede_socket_index_entries",
+                "Entries of the socket index (address and user slots, login sessions).",
+                &self.socket_index_entries,
+            ),
+        ];
+        for (name, help, g) in gauges {
+            plain(&mut out, name, "gauge", help, g.get());
         }
+        let counters: [(&str, &str, &Counter); 13] = [
+            (
+                "stampede_relay_published_total",
+                "Events published to Redis.",
+                &self.relay_published,
+            ),
+            (
+                "stampede_relay_received_total",
+                "Events received from other nodes.",
+                &self.relay_received,
+            ),
+            (
+                "stampede_relay_dropped_total",
+                "Events not published (Redis away).",
+                &self.relay_dropped,
+            ),
+            (
+                "stampede_relay_connects_total",
+                "Relay subscriber (re)connections.",
+                &self.relay_connects,
+            ),
+            (
+                "stampede_reactions_received_total",
+                "Reactions accepted.",
+                &self.reactions_received,
+            ),
+            (
+                "stampede_reactions_stored_total",
+                "Reactions committed.",
+                &self.reactions_stored,
+            ),
+            (
+                "stampede_messages_received_total",
+                "Chat frames received.",
+                &self.messages_received,
+            ),
+            (
+                "stampede_messages_stored_total",
+                "Chat messages committed.",
+                &self.messages_stored,
+            ),
+            (
+                "stampede_broadcasts_total",
+                "Room events broadcast.",
+                &self.broadcasts,
+            ),
+            (
+                "stampede_deliveries_total",
+                "Broadcast frames queued to sockets.",
+                &self.deliveries,
+            ),
+            (
+                "stampede_slow_consumers_total",
+                "Sockets closed as slow consumers.",
+                &self.slow_consumers,
+            ),
+            (
+                "stampede_rate_limited_total",
+                "Requests refused by rate limits.",
+                &self.rate_limited,
+            ),
+            (
+                "stampede_batch_rows_total",
+                "Rows written in storage batches.",
+                &self.batch_rows,
+            ),
+        ];
+        for (name, help, c) in counters {
+            plain(&mut out, name, "counter", help, c.get());
+        }
+        self.batch_latency.render(
+            "stampede_storage_batch_seconds",
+            "Storage batch latency.",
+            &mut out,
+        );
+        self.broadcast_latency.render(
+            "stampede_broadcast_seconds",
+            "Commit to local fan-out latency.",
+            &mut out,
+        );
+        self.relay_lag.render(
+            "stampede_relay_lag_seconds",
+            "Publish to receipt latency between nodes.",
+            &mut out,
+        );
+        self.render_shards(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP stampede_webhook_queue Webhook events waiting for delivery.\n\
+             # TYPE stampede_webhook_queue gauge\nstampede_webhook_queue {}\n\
+             # HELP stampede_webhook_oldest_seconds Age of the oldest undelivered webhook event.\n\
+             # TYPE stampede_webhook_oldest_seconds gauge\nstampede_webhook_oldest_seconds {}",
+            self.webhook_queue.get(),
+            self.webhook_oldest_secs.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP stampede_webhook_deliveries_total Webhook delivery attempts by outcome.\n\
+             # TYPE stampede_webhook_deliveries_total counter"
+        );
+        for (outcome, c) in [
+            ("delivered", &self.webhook_delivered),
+            ("failed", &self.webhook_failed),
+            ("gave_up", &self.webhook_gave_up),
+            ("disabled", &self.webhook_disabled),
+        ] {
+            let _ = writeln!(
+                out,
+                "stampede_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
+                c.get()
+            );
+        }
+        out
+    }
+
+    /// Per-shard series of a Redis Cluster (nothing without one).
+    fn render_shards(&self, out: &mut String) {
+        let shards = self.shards();
+        if shards.is_empty() {
+            return;
+        }
+        type Read = fn(&ShardStats) -> u64;
+        let series: [(&str, &str, &str, Read); 3] = [
+            (
+                "stampede_redis_shard_connected",
+                "gauge",
+                "1 while the shard's subscriber connection is up.",
+                |s| u64::from(s.connected.load(Relaxed)),
+            ),
+            (
+                "stampede_redis_shard_subscriptions",
+                "gauge",
+                "Channels subscribed on the shard.",
+                |s| s.subscriptions.load(Relaxed),
+            ),
+            (
+                "stampede_redis_shard_publish_errors_total",
+                "counter",
+                "Events that could not be published to the shard.",
+                |s| s.publish_errors.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, read) in series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (addr, s) in &shards {
+                let _ = writeln!(out, "{name}{{shard=\"{addr}\"}} {}", read(s));
+            }
+        }
+    }
+}
+
+/// One series without labels: its HELP, TYPE and value.
+fn plain(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_counter_with_its_help_and_type() {
+        let m = Metrics::default();
+        m.messages_received.inc();
+        m.messages_received.add(2);
+        let text = m.render();
+        assert!(text.contains(
+            "# HELP stampede_messages_received_total Chat frames received.\n\
+             # TYPE stampede_messages_received_total counter\n\
+             stampede_messages_received_total 3\n"
+        ));
+        assert!(text.contains("\nstampede_messages_stored_total 0\n"));
+        assert!(
+            !text.contains("stampede_redis_shard"),
+            "no cluster, no shards"
+        );
+    }
+
+    #[test]
+    fn renders_a_histogram_with_cumulative_buckets() {
+        let m = Metrics::default();
+        m.observe_batch(3, Duration::from_micros(700));
+        m.observe_batch(5, Duration::from_secs(3));
+        let text = m.render();
+        assert!(text.contains("\nstampede_batch_rows_total 8\n"));
+        assert!(text.contains(
+            "# HELP stampede_storage_batch_seconds Storage batch latency.\n\
+             # TYPE stampede_storage_batch_seconds histogram\n\
+             stampede_storage_batch_seconds_bucket{le=\"0.0005\"} 0\n\
+             stampede_storage_batch_seconds_bucket{le=\"0.001\"} 1\n"
+        ));
+        assert!(text.contains("stampede_storage_batch_seconds_bucket{le=\"2.5\"} 1\n"));
+        assert!(text.contains(
+            "stampede_storage_batch_seconds_bucket{le=\"+Inf\"} 2\n\
+             stampede_storage_batch_seconds_sum 3.0007\n\
+             stampede_storage_batch_seconds_count 2\n"
+        ));
+    }
+
+    #[test]
+    fn registries_count_apart() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.connections.inc();
+        a.shard("10.0.0.1:7000")
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(b.connections.get(), 0);
+        assert!(b.shards().is_empty());
+        assert!(a
+            .render()
+            .contains("stampede_redis_shard_connected{shard=\"10.0.0.1:7000\"} 1\n"));
     }
 }

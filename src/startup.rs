@@ -3,7 +3,7 @@
 //! closure); `run_until_stopped` serves until SIGTERM/SIGINT and shuts down
 //! gracefully. Tests and `main` build the application the same way.
 
-use std::{net::TcpListener, time::Duration};
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_http::{error::DispatchError, HttpService, KeepAlive};
 use actix_rt::net::TcpStream;
@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use crate::{
     auth::{AuthConfig, HashGate, LoginLimiter},
     config::Settings,
+    metrics::Metrics,
     relay::Relay,
     rooms::Hub,
     store::{migrations, reaction_writer::ReactionWriter, writer::MessageWriter, Store},
@@ -81,24 +82,36 @@ impl Application {
         let proxies = web::Data::new(TrustedProxies(settings.server.trusted_proxy_ranges()?));
         let store_data = web::Data::new(store.clone());
         let settings_data = web::Data::new(settings.clone());
+        // This node's metrics: every component that records holds them, and
+        // `/metrics` renders them (another app in the process has its own).
+        let metrics = Arc::new(Metrics::default());
+        let metrics_data = web::Data::from(metrics.clone());
         let writer = MessageWriter::start(
             store.clone(),
             Duration::from_millis(settings.chat.batch_delay_ms),
             settings.chat.batch_max,
+            metrics.clone(),
         );
-        let reactions = ReactionWriter::start(store.clone());
+        let reactions = ReactionWriter::start(store.clone(), metrics.clone());
         let hub = Hub::new(
             store.clone(),
             writer,
             reactions,
-            std::sync::Arc::new(settings.clone()),
+            Arc::new(settings.clone()),
+            metrics.clone(),
         );
         if !settings.redis.url.is_empty() {
             // Bounded: a node that cannot keep up slows its Redis subscriber
             // instead of growing memory (see `relay`).
             let (sink, mut incoming) = tokio::sync::mpsc::channel(RELAY_QUEUE);
             let node = crate::auth::new_token()[..12].to_string();
-            let relay = Relay::redis(&settings.redis, node.clone(), hub.local_counts(), sink)?;
+            let relay = Relay::redis(
+                &settings.redis,
+                node.clone(),
+                hub.local_counts(),
+                sink,
+                metrics.clone(),
+            )?;
             hub.set_relay(relay);
             let deliver = hub.clone();
             actix_rt::spawn(async move {
@@ -115,12 +128,12 @@ impl Application {
         }
         let hub_data = web::Data::new(hub.clone());
         if settings.webhooks.deliver {
-            crate::webhooks::start(store.clone(), &settings.webhooks);
+            crate::webhooks::start(store.clone(), &settings.webhooks, metrics.clone());
         }
 
         // After a wave of sockets has left, the memory they used goes back to
         // the system instead of staying at the peak.
-        actix_rt::spawn(crate::memory::return_after_waves());
+        actix_rt::spawn(crate::memory::return_after_waves(metrics.clone()));
 
         // Idle limiter keys are pruned so their memory stays bounded.
         let prune = limiter.clone();
@@ -185,6 +198,7 @@ impl Application {
                 .app_data(proxies.clone())
                 .app_data(settings_data.clone())
                 .app_data(hub_data.clone())
+                .app_data(metrics_data.clone())
                 .configure(configure)
         };
         let head_timeout = Duration::from_secs(settings.server.request_timeout_secs.max(1));
@@ -205,13 +219,15 @@ impl Application {
                 let app = app.clone();
                 let connections = connections.clone();
                 let stopping = stopping.clone();
+                let metrics = metrics.clone();
                 let accept = fn_service(move |io: TcpStream| {
                     let connections = connections.clone();
+                    let metrics = metrics.clone();
                     async move {
                         let peer = io.peer_addr().ok();
                         let Some(slot) = connections.admit(peer.map(|p| p.ip())) else {
                             // Over the cap: a short answer, then the connection closes.
-                            crate::metrics::RATE_LIMITED.inc();
+                            metrics.rate_limited.inc();
                             let _ = io.try_write(TOO_MANY_CONNECTIONS);
                             return Err(DispatchError::Io(std::io::Error::other(
                                 "too many connections from this address",

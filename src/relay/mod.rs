@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::{
-    config::RedisSettings, domain::Slug, metrics, moderation::ModEvent, rooms::RoomKey,
+    config::RedisSettings, domain::Slug, metrics::Metrics, moderation::ModEvent, rooms::RoomKey,
     store::streams::StreamStatus,
 };
 
@@ -177,6 +177,8 @@ struct RedisRelay {
     publish: mpsc::Sender<(String, String)>,
     wanted: Arc<Wanted>,
     up: Arc<AtomicBool>,
+    /// The node's metrics.
+    metrics: Arc<Metrics>,
 }
 
 /// The node's relay; cheap to clone.
@@ -195,15 +197,16 @@ impl Relay {
     }
 
     /// Connects to Redis lazily and starts the publisher, subscriber and presence
-    /// tasks. Incoming events go to `sink`.
+    /// tasks. Incoming events go to `sink`; what is relayed is counted in `metrics`.
     pub fn redis(
         settings: &RedisSettings,
         node: String,
         counts: LocalCounts,
         sink: mpsc::Sender<Incoming>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         if settings.cluster {
-            return Self::redis_cluster(settings, node, counts, sink);
+            return Self::redis_cluster(settings, node, counts, sink, metrics);
         }
         let client = client(settings)?;
         let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
@@ -223,7 +226,7 @@ impl Relay {
         let (publish, publish_rx) = mpsc::channel(100_000);
         let wanted = Arc::new(Wanted::default());
         let up = Arc::new(AtomicBool::new(false));
-        actix_rt::spawn(publisher(pool.clone(), publish_rx));
+        actix_rt::spawn(publisher(pool.clone(), publish_rx, metrics.clone()));
         actix_rt::spawn(subscriber(
             client,
             format!("{prefix}:tenant:*"),
@@ -231,6 +234,7 @@ impl Relay {
             sink.clone(),
             node.clone(),
             up.clone(),
+            metrics.clone(),
         ));
         actix_rt::spawn(presence(
             pool.clone(),
@@ -247,6 +251,7 @@ impl Relay {
                 publish,
                 wanted,
                 up,
+                metrics,
             })),
         })
     }
@@ -257,6 +262,7 @@ impl Relay {
         node: String,
         counts: LocalCounts,
         sink: mpsc::Sender<Incoming>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let prefix = if settings.prefix.is_empty() {
             "stampede".to_string()
@@ -273,6 +279,7 @@ impl Relay {
             sink,
             wanted.clone(),
             publish_rx,
+            metrics.clone(),
         )?;
         Ok(Self {
             inner: Some(Arc::new(RedisRelay {
@@ -282,6 +289,7 @@ impl Relay {
                 publish,
                 wanted,
                 up: Arc::new(AtomicBool::new(false)),
+                metrics,
             })),
         })
     }
@@ -410,7 +418,7 @@ impl RedisRelay {
         })
         .expect("envelopes serialise");
         if self.publish.try_send((channel, payload)).is_err() {
-            metrics::RELAY_DROPPED.inc();
+            self.metrics.relay_dropped.inc();
         }
     }
 }
@@ -490,7 +498,11 @@ pub async fn check_tls(settings: &RedisSettings) -> anyhow::Result<()> {
 }
 
 /// Publishes queued events, several per round trip.
-async fn publisher(pool: deadpool_redis::Pool, mut rx: mpsc::Receiver<(String, String)>) {
+async fn publisher(
+    pool: deadpool_redis::Pool,
+    mut rx: mpsc::Receiver<(String, String)>,
+    metrics: Arc<Metrics>,
+) {
     let mut batch = Vec::with_capacity(256);
     while rx.recv_many(&mut batch, 256).await > 0 {
         let n = batch.len() as u64;
@@ -505,13 +517,13 @@ async fn publisher(pool: deadpool_redis::Pool, mut rx: mpsc::Receiver<(String, S
                 .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(OP_TIMEOUT, send).await {
-            Ok(Ok(())) => metrics::RELAY_PUBLISHED.add(n),
+            Ok(Ok(())) => metrics.relay_published.add(n),
             Ok(Err(e)) => {
-                metrics::RELAY_DROPPED.add(n);
+                metrics.relay_dropped.add(n);
                 tracing::debug!(error = %e, "relay publish failed");
             }
             Err(_) => {
-                metrics::RELAY_DROPPED.add(n);
+                metrics.relay_dropped.add(n);
                 tracing::debug!("relay publish timed out");
             }
         }
@@ -528,6 +540,7 @@ async fn subscriber(
     sink: mpsc::Sender<Incoming>,
     node: String,
     up: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -560,7 +573,7 @@ async fn subscriber(
         };
         backoff = Duration::from_millis(100);
         up.store(true, Ordering::Relaxed);
-        metrics::RELAY_CONNECTS.inc();
+        metrics.relay_connects.inc();
         tracing::info!("relay subscribed");
         let _ = sink.send(Incoming::Up).await;
         let mut ping = tokio::time::interval(Duration::from_secs(3));
@@ -591,8 +604,8 @@ async fn subscriber(
                         continue;
                     }
                     let Ok(slug) = Slug::parse(&env.slug) else { continue };
-                    metrics::RELAY_RECEIVED.inc();
-                    metrics::RELAY_LAG.observe(Duration::from_millis(now_ms().saturating_sub(env.sent_ms)));
+                    metrics.relay_received.inc();
+                    metrics.relay_lag.observe(Duration::from_millis(now_ms().saturating_sub(env.sent_ms)));
                     // Waiting here is the backpressure: Redis buffers, and drops
                     // a subscriber that stays behind; it then resubscribes and
                     // rooms catch up from PostgreSQL.

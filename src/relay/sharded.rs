@@ -40,7 +40,7 @@ use super::{
     slots::{self, key_slot},
     Envelope, Incoming, LocalCounts, Wanted, OP_TIMEOUT, PRESENCE_EVERY,
 };
-use crate::{metrics, rooms::RoomKey};
+use crate::{metrics::Metrics, rooms::RoomKey};
 
 /// How often the topology is read even when nothing failed.
 const TOPOLOGY_EVERY: Duration = Duration::from_secs(5);
@@ -76,10 +76,13 @@ pub(super) struct Cluster {
     /// Channels lost (connection broken, slot moved) and not yet subscribed again.
     lost: Mutex<HashSet<String>>,
     sink: mpsc::Sender<Incoming>,
+    /// The node's metrics, with a series per shard.
+    metrics: Arc<Metrics>,
 }
 
 impl Cluster {
     /// Starts the manager, publisher and presence tasks.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
         url: &str,
         prefix: String,
@@ -88,6 +91,7 @@ impl Cluster {
         sink: mpsc::Sender<Incoming>,
         wanted: Arc<Wanted>,
         publish_rx: mpsc::Receiver<(String, String)>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| anyhow::anyhow!("redis.url is not a valid Redis URL: {e}"))?;
@@ -103,6 +107,7 @@ impl Cluster {
             refresh: Notify::new(),
             lost: Mutex::default(),
             sink,
+            metrics,
         });
         actix_rt::spawn(c.clone().manager(wanted));
         actix_rt::spawn(c.clone().publisher(publish_rx));
@@ -160,7 +165,7 @@ impl Cluster {
             && topology
                 .primaries()
                 .iter()
-                .all(|a| metrics::shard(a).connected.load(Ordering::Relaxed))
+                .all(|a| self.metrics.shard(a).connected.load(Ordering::Relaxed))
     }
 
     /// Sockets on a room across every node, read from its shard.
@@ -258,7 +263,7 @@ impl Cluster {
             }
             // Retired primaries: dropping the sender ends their subscriber.
             shards.retain(|addr, _| primaries.contains(addr));
-            metrics::retain_shards(&primaries);
+            self.metrics.retain_shards(&primaries);
 
             let want = wanted.snapshot();
             self.lost.lock().unwrap().retain(|c| want.contains(c));
@@ -333,7 +338,7 @@ impl Cluster {
     /// One shard's subscriber: ONE connection, subscribed to the channels
     /// placed on it, reconnecting with backoff; ends when its primary is retired.
     async fn shard(self: Arc<Self>, addr: String, mut placed: watch::Receiver<BTreeSet<String>>) {
-        let stats = metrics::shard(&addr);
+        let stats = self.metrics.shard(&addr);
         let mut backoff = Duration::from_millis(100);
         loop {
             let (read, mut write) = match tokio::time::timeout(
@@ -363,7 +368,7 @@ impl Cluster {
             if ok {
                 backoff = Duration::from_millis(100);
                 stats.connected.store(true, Ordering::Relaxed);
-                metrics::RELAY_CONNECTS.inc();
+                self.metrics.relay_connects.inc();
                 tracing::info!(shard = %addr, channels = subscribed.len(), "redis shard subscribed");
                 // Reading a frame is not cancel-safe (a partly read frame
                 // would be lost), so one task reads and hands whole frames over.
@@ -398,7 +403,7 @@ impl Cluster {
         placed: &mut watch::Receiver<BTreeSet<String>>,
         subscribed: &mut BTreeSet<String>,
     ) -> bool {
-        let stats = metrics::shard(addr);
+        let stats = self.metrics.shard(addr);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
@@ -511,8 +516,8 @@ impl Cluster {
         let Ok(slug) = crate::domain::Slug::parse(&env.slug) else {
             return true;
         };
-        metrics::RELAY_RECEIVED.inc();
-        metrics::RELAY_LAG.observe(Duration::from_millis(
+        self.metrics.relay_received.inc();
+        self.metrics.relay_lag.observe(Duration::from_millis(
             super::now_ms().saturating_sub(env.sent_ms),
         ));
         // Waiting here is the backpressure, as with one Redis.
@@ -547,14 +552,15 @@ impl Cluster {
                     tx
                 });
                 if tx.try_send(item).is_err() {
-                    metrics::RELAY_DROPPED.inc();
-                    metrics::shard(addr)
+                    self.metrics.relay_dropped.inc();
+                    self.metrics
+                        .shard(addr)
                         .publish_errors
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
             if unplaced > 0 {
-                metrics::RELAY_DROPPED.add(unplaced);
+                self.metrics.relay_dropped.add(unplaced);
                 self.refresh.notify_one();
             }
         }
@@ -580,10 +586,11 @@ impl Cluster {
                     .map_err(|e| e.to_string())
             };
             match tokio::time::timeout(OP_TIMEOUT, send).await {
-                Ok(Ok(())) => metrics::RELAY_PUBLISHED.add(n),
+                Ok(Ok(())) => self.metrics.relay_published.add(n),
                 other => {
-                    metrics::RELAY_DROPPED.add(n);
-                    metrics::shard(&addr)
+                    self.metrics.relay_dropped.add(n);
+                    self.metrics
+                        .shard(&addr)
                         .publish_errors
                         .fetch_add(n, Ordering::Relaxed);
                     let error = match other {

@@ -5,13 +5,13 @@
 //! twice or out of id order, whatever mix of ring, database history, resume
 //! point and live frames it got.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use bytestring::ByteString;
 
 use crate::{
     domain::Role,
-    metrics,
+    metrics::Metrics,
     sessions::outlet::{codes, Outbound, Outlet},
 };
 
@@ -61,15 +61,18 @@ pub struct Members {
     queue: usize,
     /// How many members are posters.
     posters: usize,
+    /// The node's metrics (broadcasts and deliveries are counted there).
+    metrics: Arc<Metrics>,
 }
 
 impl Members {
     /// No members; a loading member buffers at most `queue` frames.
-    pub fn new(queue: usize) -> Self {
+    pub fn new(queue: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             map: HashMap::new(),
             queue,
             posters: 0,
+            metrics,
         }
     }
 
@@ -195,7 +198,7 @@ impl Members {
         id: Option<i64>,
         which: impl Fn(Option<&RoomUser>) -> bool,
     ) -> usize {
-        metrics::BROADCASTS.inc();
+        self.metrics.broadcasts.inc();
         let mut gone = Vec::new();
         let mut delivered = 0u64;
         for (conn_id, m) in self.map.iter_mut() {
@@ -224,7 +227,7 @@ impl Members {
             }
         }
         // One shared counter update per event, not per socket.
-        metrics::DELIVERIES.add(delivered);
+        self.metrics.deliveries.add(delivered);
         for c in &gone {
             self.map.remove(c);
         }
@@ -340,9 +343,10 @@ mod tests {
 
     #[test]
     fn posters_hear_only_what_is_sent_to_them() {
-        let mut members = Members::new(8);
-        let (viewer, mut viewer_rx) = detached(8);
-        let (poster, mut poster_rx) = detached(8);
+        let metrics = Arc::new(Metrics::default());
+        let mut members = Members::new(8, metrics.clone());
+        let (viewer, mut viewer_rx) = detached(8, metrics.clone());
+        let (poster, mut poster_rx) = detached(8, metrics.clone());
         members.insert(1, viewer, Some(user(1)), 0, false);
         members.insert_poster(2, poster, user(2));
         assert_eq!(members.len(), 1, "posters are not viewers");
@@ -355,6 +359,12 @@ mod tests {
         assert!(matches!(poster_rx.try_recv(), Some(Outbound::Text(t)) if t == "yours"));
         assert!(poster_rx.try_recv().is_none());
         assert!(matches!(viewer_rx.try_recv(), Some(Outbound::Text(t)) if t == "all"));
+        assert_eq!(metrics.broadcasts.get(), 1);
+        assert_eq!(
+            metrics.deliveries.get(),
+            1,
+            "the viewer's, not the poster's"
+        );
 
         assert!(members.remove(2).is_some_and(|m| m.poster));
         assert_eq!(members.len(), 1);

@@ -62,6 +62,7 @@ pub use sockets::{IpSlot, SocketIndex, UserSlot};
 use crate::{
     config::Settings,
     domain::Slug,
+    metrics::Metrics,
     relay::{Incoming, Relay, RelayEvent},
     store::{
         reaction_writer::ReactionWriter,
@@ -91,6 +92,8 @@ struct HubInner {
     writer: MessageWriter,
     reactions: ReactionWriter,
     settings: Arc<Settings>,
+    /// The node's metrics, recorded by its rooms and sockets.
+    metrics: Arc<Metrics>,
     rooms: Mutex<HashMap<RoomKey, Addr<RoomActor>>>,
     /// Open sockets by address, user and login session.
     sockets: Arc<SocketIndex>,
@@ -112,6 +115,7 @@ impl Hub {
         writer: MessageWriter,
         reactions: ReactionWriter,
         settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(HubInner {
@@ -119,8 +123,9 @@ impl Hub {
                 writer,
                 reactions,
                 settings,
+                sockets: Arc::new(SocketIndex::new(metrics.clone())),
+                metrics,
                 rooms: Mutex::new(HashMap::new()),
-                sockets: Arc::new(SocketIndex::default()),
                 viewers: Arc::new(Mutex::new(HashMap::new())),
                 relay: std::sync::OnceLock::new(),
                 next_conn: AtomicU64::new(1),
@@ -133,6 +138,11 @@ impl Hub {
     /// The node's settings.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     /// The node's reaction writer.
@@ -331,7 +341,7 @@ impl Hub {
                             // windows: its sequence sync fetches the messages
                             // from PostgreSQL, and windows are transient.
                             RelayEvent::Message { .. } | RelayEvent::Reactions { .. } => {
-                                crate::metrics::RELAY_DROPPED.inc();
+                                self.inner.metrics.relay_dropped.inc();
                             }
                             // Control events are few and must not be lost.
                             other => room.do_send(Remote(other)),

@@ -9,18 +9,19 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::{domain::Slug, sessions::outlet::Outlet};
+use crate::{domain::Slug, metrics::Metrics, sessions::outlet::Outlet};
 
 /// Sockets of one login session on this node: (connection id, user id, outlet).
 type SessionSockets = Vec<(u64, i64, Outlet)>;
 
 /// Open sockets by address, user and login session.
-#[derive(Default)]
 pub struct SocketIndex {
     /// Sockets per (tenant, session key hash).
     sessions: Mutex<HashMap<(Slug, String), SessionSockets>>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     per_user: Mutex<HashMap<(Slug, i64), u32>>,
+    /// The node's metrics (its entries are a gauge there).
+    metrics: Arc<Metrics>,
 }
 
 /// Holds one connection slot of an IP; gives it back when dropped.
@@ -31,7 +32,7 @@ pub struct IpSlot {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        release(&self.index.per_ip, &self.ip);
+        release(&self.index.per_ip, &self.ip, &self.index.metrics);
     }
 }
 
@@ -43,35 +44,40 @@ pub struct UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        release(&self.index.per_user, &self.key);
+        release(&self.index.per_user, &self.key, &self.index.metrics);
     }
 }
 
-fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: &K) {
+fn release<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: &K, metrics: &Metrics) {
     let mut map = map.lock().unwrap();
     if let Some(n) = map.get_mut(key) {
         *n -= 1;
         if *n == 0 {
             map.remove(key);
-            removed(&mut map);
+            removed(&mut map, metrics);
         }
     }
 }
 
 /// Bookkeeping after an entry left a map: the gauge, and the table's memory
 /// handed back once a wave of sockets has left (a map keeps its peak capacity).
-fn removed<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    crate::metrics::SOCKET_INDEX_ENTRIES.dec();
+fn removed<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, metrics: &Metrics) {
+    metrics.socket_index_entries.dec();
     if map.capacity() > 64 && map.len() < map.capacity() / 4 {
         map.shrink_to(map.len() * 2);
     }
 }
 
 /// Counts one more for `key` unless it has `max` already (0 = no limit).
-fn take<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: K, max: u32) -> bool {
+fn take<K: std::hash::Hash + Eq>(
+    map: &Mutex<HashMap<K, u32>>,
+    key: K,
+    max: u32,
+    metrics: &Metrics,
+) -> bool {
     let mut map = map.lock().unwrap();
     let n = map.entry(key).or_insert_with(|| {
-        crate::metrics::SOCKET_INDEX_ENTRIES.inc();
+        metrics.socket_index_entries.inc();
         0
     });
     if max > 0 && *n >= max {
@@ -82,9 +88,19 @@ fn take<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u32>>, key: K, max: u32)
 }
 
 impl SocketIndex {
+    /// An empty index that counts its entries in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            per_ip: Mutex::default(),
+            per_user: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// Takes a connection slot for `ip`, or `None` when it has `max` already (0 = no limit).
     pub fn acquire_ip(index: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpSlot> {
-        take(&index.per_ip, ip, max).then(|| IpSlot {
+        take(&index.per_ip, ip, max, &index.metrics).then(|| IpSlot {
             index: index.clone(),
             ip,
         })
@@ -98,7 +114,7 @@ impl SocketIndex {
         max: u32,
     ) -> Option<UserSlot> {
         let key = (slug.clone(), user_id);
-        take(&index.per_user, key.clone(), max).then(|| UserSlot {
+        take(&index.per_user, key.clone(), max, &index.metrics).then(|| UserSlot {
             index: index.clone(),
             key,
         })
@@ -118,7 +134,7 @@ impl SocketIndex {
             .unwrap()
             .entry((slug.clone(), key_hash.to_string()))
             .or_insert_with(|| {
-                crate::metrics::SOCKET_INDEX_ENTRIES.inc();
+                self.metrics.socket_index_entries.inc();
                 Vec::new()
             })
             .push((conn_id, user_id, outlet));
@@ -132,7 +148,7 @@ impl SocketIndex {
             v.retain(|(id, _, _)| *id != conn_id);
             if v.is_empty() {
                 map.remove(&key);
-                removed(&mut map);
+                removed(&mut map, &self.metrics);
             }
         }
     }
@@ -184,7 +200,7 @@ mod tests {
 
     #[test]
     fn slots_are_capped_and_given_back_when_dropped() {
-        let index = Arc::new(SocketIndex::default());
+        let index = Arc::new(SocketIndex::new(Arc::default()));
         let ip: IpAddr = [127, 0, 0, 1].into();
         let a = SocketIndex::acquire_ip(&index, ip, 2).unwrap();
         let _b = SocketIndex::acquire_ip(&index, ip, 2).unwrap();
@@ -198,5 +214,6 @@ mod tests {
             .collect();
         drop(many);
         assert!(index.per_user.lock().unwrap().is_empty());
+        assert_eq!(index.metrics.socket_index_entries.get(), 1, "the address");
     }
 }

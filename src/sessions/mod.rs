@@ -20,7 +20,6 @@ use crate::{
     auth::Scope,
     domain::{ChatText, ChatTextError},
     error::Code,
-    metrics,
     protocol::{self, ClientFrame},
     rooms::{
         Chat, Hub, IpSlot, Join, Leave, Moderate, React, RoomActor, RoomKey, RoomUser, UserSlot,
@@ -84,10 +83,11 @@ pub fn start(params: SessionParams, stream: actix_ws::MessageStream) -> outlet::
     let queue = params.hub.settings().limits.socket_queue;
     let max_frame = params.hub.settings().limits.max_frame_bytes;
     let conn_id = params.hub.next_conn_id();
+    let metrics = params.hub.metrics().clone();
     let mut body = None;
     SessionActor::create(|ctx| {
         let addr = ctx.address();
-        let (outlet, b) = outlet::channel(queue, move || addr.do_send(WriterDone));
+        let (outlet, b) = outlet::channel(queue, metrics, move || addr.do_send(WriterDone));
         body = Some(b);
         SessionActor {
             params,
@@ -173,7 +173,7 @@ impl SessionActor {
                 client_id,
                 reply_to,
             } => {
-                metrics::MESSAGES_RECEIVED.inc();
+                self.params.hub.metrics().messages_received.inc();
                 let cid = client_id.as_deref();
                 if self.params.user.is_none() {
                     return self.error(ctx, Code::NotAuthenticated, "Log in to chat.", cid);
@@ -200,7 +200,7 @@ impl SessionActor {
                     reply_to,
                 };
                 if room.try_send(chat).is_err() {
-                    metrics::RATE_LIMITED.inc();
+                    self.params.hub.metrics().rate_limited.inc();
                     self.send(&protocol::error_frame(
                         Code::RateLimited,
                         "The room is busy; send again shortly.",
@@ -263,7 +263,7 @@ impl SessionActor {
                     stamp_id,
                 };
                 if room.try_send(react).is_err() {
-                    metrics::RATE_LIMITED.inc();
+                    self.params.hub.metrics().rate_limited.inc();
                     self.send(&protocol::error_frame(
                         Code::RateLimited,
                         "The room is busy; react again shortly.",
@@ -280,7 +280,7 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::CONNECTIONS.inc();
+        self.params.hub.metrics().connections.inc();
         tracing::debug!(
             conn = self.conn_id,
             tenant = %self.params.key.slug,
@@ -325,7 +325,7 @@ impl Actor for SessionActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        metrics::CONNECTIONS.dec();
+        self.params.hub.metrics().connections.dec();
         tracing::debug!(
             conn = self.conn_id,
             tenant = %self.params.key.slug,

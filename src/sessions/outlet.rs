@@ -25,6 +25,8 @@ use actix_web::web::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::{task::AtomicWaker, Stream};
 
+use crate::metrics::Metrics;
+
 /// Close codes of PROTOCOL.md beyond the standard ones.
 pub mod codes {
     /// Session ended (logout, password change, expiry).
@@ -61,6 +63,8 @@ struct Shared {
     senders: AtomicUsize,
     /// When the client was last heard from (a pong), in [`clock`] seconds.
     heard: AtomicU32,
+    /// The node's metrics (slow consumers are counted there).
+    metrics: Arc<Metrics>,
 }
 
 /// Seconds since this process first asked: a coarse clock for keep-alive.
@@ -83,13 +87,14 @@ struct State {
 const KEEP_SLOTS: usize = 8;
 
 impl Shared {
-    fn new(capacity: usize) -> Arc<Self> {
+    fn new(capacity: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             waker: AtomicWaker::new(),
             capacity: capacity.max(1),
             senders: AtomicUsize::new(1),
             heard: AtomicU32::new(clock()),
+            metrics,
         })
     }
 
@@ -188,7 +193,7 @@ impl Outlet {
         match self.push(Outbound::Text(frame.clone())) {
             Ok(()) => true,
             Err(PushError::Full) => {
-                crate::metrics::SLOW_CONSUMERS.inc();
+                self.shared.metrics.slow_consumers.inc();
                 self.close(codes::SLOW_CONSUMER, "slow consumer");
                 false
             }
@@ -250,8 +255,8 @@ impl Drop for Answers {
 
 /// An outlet whose frames are read by the caller instead of a socket (a
 /// message posted over HTTP waits for its answer on it).
-pub fn detached(capacity: usize) -> (Outlet, Answers) {
-    let shared = Shared::new(capacity);
+pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (Outlet, Answers) {
+    let shared = Shared::new(capacity, metrics);
     (
         Outlet {
             shared: shared.clone(),
@@ -281,9 +286,13 @@ pub struct OutletBody {
 
 /// Creates an outlet with a queue of `capacity` frames and the body that
 /// drains it; `on_done` runs once the body is finished or dropped (the socket
-/// is closed or gone).
-pub fn channel(capacity: usize, on_done: impl FnOnce() + 'static) -> (Outlet, OutletBody) {
-    let shared = Shared::new(capacity);
+/// is closed or gone). A slow consumer is counted in `metrics`.
+pub fn channel(
+    capacity: usize,
+    metrics: Arc<Metrics>,
+    on_done: impl FnOnce() + 'static,
+) -> (Outlet, OutletBody) {
+    let shared = Shared::new(capacity, metrics);
     let body = OutletBody {
         shared: shared.clone(),
         codec: Codec::new(),

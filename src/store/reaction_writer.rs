@@ -4,11 +4,12 @@
 //! with backoff; [`ReactionWriter::flush`] waits until everything queued before
 //! it is written (graceful shutdown loses no reaction).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::{reactions::NewReaction, Slug, Store};
+use crate::metrics::Metrics;
 
 /// Most reactions kept in memory while PostgreSQL is unreachable.
 const MAX_BACKLOG: usize = 2_000_000;
@@ -36,10 +37,11 @@ pub struct ReactionWriter {
 pub struct ReactionsFull;
 
 impl ReactionWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn start(store: Store) -> Self {
+    /// Starts the writer task on the current runtime; it records its
+    /// batches in `metrics`.
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        actix_rt::spawn(run(store, rx));
+        actix_rt::spawn(run(store, rx, metrics));
         Self { tx }
     }
 
@@ -98,7 +100,7 @@ impl Pending {
     }
 
     /// Writes every pending row; false when a batch failed (its rows stay).
-    async fn write_all(&mut self, store: &Store) -> bool {
+    async fn write_all(&mut self, store: &Store, metrics: &Metrics) -> bool {
         let mut ok = true;
         for (slug, rows) in self.rows.iter_mut() {
             while !rows.is_empty() {
@@ -106,8 +108,8 @@ impl Pending {
                 let started = std::time::Instant::now();
                 match store.insert_reactions(slug, &rows[..n]).await {
                     Ok(()) => {
-                        crate::metrics::REACTIONS_STORED.add(n as u64);
-                        crate::metrics::observe_batch(n, started.elapsed());
+                        metrics.reactions_stored.add(n as u64);
+                        metrics.observe_batch(n, started.elapsed());
                         rows.drain(..n);
                         self.count -= n;
                     }
@@ -124,7 +126,7 @@ impl Pending {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     let mut p = Pending::default();
     let mut failures = 0u32;
     let mut open = true;
@@ -147,7 +149,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if p.write_all(&store).await {
+        if p.write_all(&store, &metrics).await {
             failures = 0;
             for w in p.waiting.drain(..) {
                 let _ = w.send(());

@@ -5,7 +5,7 @@
 //! awaits the database: it hands a job over with `try_send` and gets a
 //! [`Written`] message later.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use actix::{Message, Recipient};
 use tokio::sync::mpsc;
@@ -14,6 +14,7 @@ use super::{
     messages::{InsertOutcome, NewMessage},
     Slug, Store,
 };
+use crate::metrics::Metrics;
 
 /// One message to store, and where to report it.
 pub struct WriteJob {
@@ -49,10 +50,11 @@ pub struct MessageWriter {
 pub struct WriterFull;
 
 impl MessageWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn start(store: Store, delay: Duration, max: usize) -> Self {
+    /// Starts the writer task on the current runtime; it records its
+    /// batches in `metrics`.
+    pub fn start(store: Store, delay: Duration, max: usize, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(65_536);
-        actix_rt::spawn(run(store, rx, delay, max.max(1)));
+        actix_rt::spawn(run(store, rx, delay, max.max(1), metrics));
         Self { tx }
     }
 
@@ -62,7 +64,13 @@ impl MessageWriter {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<WriteJob>, delay: Duration, max: usize) {
+async fn run(
+    store: Store,
+    mut rx: mpsc::Receiver<WriteJob>,
+    delay: Duration,
+    max: usize,
+    metrics: Arc<Metrics>,
+) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < max {
@@ -81,11 +89,11 @@ async fn run(store: Store, mut rx: mpsc::Receiver<WriteJob>, delay: Duration, ma
                 }
             }
         }
-        write_batch(&store, jobs).await;
+        write_batch(&store, jobs, &metrics).await;
     }
 }
 
-async fn write_batch(store: &Store, jobs: Vec<WriteJob>) {
+async fn write_batch(store: &Store, jobs: Vec<WriteJob>, metrics: &Metrics) {
     let mut by_tenant: BTreeMap<Slug, Vec<WriteJob>> = BTreeMap::new();
     for j in jobs {
         by_tenant.entry(j.slug.clone()).or_default().push(j);
@@ -100,7 +108,7 @@ async fn write_batch(store: &Store, jobs: Vec<WriteJob>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             result = store.insert_messages(&slug, &batch).await;
         }
-        crate::metrics::observe_batch(batch.len(), started.elapsed());
+        metrics.observe_batch(batch.len(), started.elapsed());
         match result {
             Ok(outcomes) => report(jobs, outcomes.into_iter().map(Ok).collect()),
             Err(e) => {

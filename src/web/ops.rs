@@ -1,12 +1,12 @@
 //! Operations endpoints: `/healthz` (process alive), `/readyz` (PostgreSQL
 //! and, when configured, Redis answer; on a Redis Cluster with each shard's
-//! state) and `/metrics` (Prometheus text format).
+//! state) and `/metrics` (the app's own metrics, Prometheus text format).
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use actix_web::{web, HttpResponse};
 
-use crate::store::Store;
+use crate::{metrics::Metrics, store::Store};
 
 /// Registers `/healthz` and `/readyz`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -19,13 +19,18 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-async fn readyz(store: web::Data<Store>, hub: web::Data<crate::rooms::Hub>) -> HttpResponse {
+async fn readyz(
+    store: web::Data<Store>,
+    hub: web::Data<crate::rooms::Hub>,
+    metrics: web::Data<Metrics>,
+) -> HttpResponse {
     let relay = hub.relay();
     let (postgres, redis) = tokio::join!(store.ping(), relay.redis_ok());
     let mut body = serde_json::json!({ "postgres": postgres, "redis": redis });
     if relay.is_cluster() {
         // Per shard of a Redis Cluster, by primary address.
-        let shards: serde_json::Map<String, serde_json::Value> = crate::metrics::shards()
+        let shards: serde_json::Map<String, serde_json::Value> = metrics
+            .shards()
             .into_iter()
             .map(|(addr, s)| {
                 let stats = serde_json::json!({
@@ -45,8 +50,8 @@ async fn readyz(store: web::Data<Store>, hub: web::Data<crate::rooms::Hub>) -> H
     }
 }
 
-async fn metrics() -> HttpResponse {
+async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render())
+        .body(metrics.render())
 }

@@ -17,7 +17,6 @@ use crate::{
     auth::Acting,
     domain::{ChatText, ChatTextError},
     error::{ApiError, Code},
-    metrics,
     protocol::{self, ClientFrame},
     rooms::{Hub, Post, RoomKey},
     sessions::outlet,
@@ -75,7 +74,7 @@ async fn post_message(
             "Only messages are posted here.",
         ));
     };
-    metrics::MESSAGES_RECEIVED.inc();
+    hub.metrics().messages_received.inc();
     let text = ChatText::parse(&text).map_err(text_error)?;
     if hub.is_shutting_down() {
         return Err(ApiError::new(
@@ -88,7 +87,7 @@ async fn post_message(
         slug: visitor.tenant.slug.clone(),
         stream_id: stream.id,
     };
-    let (outlet, answers) = outlet::detached(4);
+    let (outlet, answers) = outlet::detached(4, hub.metrics().clone());
     let post = Post {
         conn_id: hub.next_conn_id(),
         outlet,
@@ -100,7 +99,7 @@ async fn post_message(
     let answer = match hub.post(&key, &stream, post, answers, ANSWER_WAIT).await {
         Ok(answer) => answer,
         Err(SendError::Full(_)) => {
-            metrics::RATE_LIMITED.inc();
+            hub.metrics().rate_limited.inc();
             return Err(ApiError::Client {
                 code: Code::RateLimited,
                 message: "The room is busy; send again shortly.".into(),

@@ -157,7 +157,7 @@ async fn connect(
     // Counted by address key: an IPv6 client by its /64.
     let ip: IpAddr = client_key(&req);
     let Some(ip_slot) = hub.acquire_ip(ip, settings.limits.max_connections_per_ip) else {
-        crate::metrics::RATE_LIMITED.inc();
+        hub.metrics().rate_limited.inc();
         return Ok(HttpResponse::TooManyRequests()
             .insert_header((header::RETRY_AFTER, "10"))
             .content_type("text/plain; charset=utf-8")
@@ -168,7 +168,7 @@ async fn connect(
             match hub.acquire_user(&tenant.slug, u.id, settings.limits.max_connections_per_user) {
                 Some(slot) => Some(slot),
                 None => {
-                    crate::metrics::RATE_LIMITED.inc();
+                    hub.metrics().rate_limited.inc();
                     return Ok(HttpResponse::TooManyRequests()
                         .insert_header((header::RETRY_AFTER, "10"))
                         .content_type("text/plain; charset=utf-8")

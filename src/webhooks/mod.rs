@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     config::WebhookSettings,
-    metrics,
+    metrics::Metrics,
     store::{
         webhooks::{Attempt, Claimed, FailureOutcome, FailurePolicy, QueuedEvent},
         Slug, Store,
@@ -339,8 +339,9 @@ impl From<&WebhookSettings> for Tuning {
 /// Starts this node's deliverer on a thread of its own (an arbiter):
 /// building, signing and sending events never takes time from the rooms,
 /// which live on the system's thread. It stops with the system that started
-/// it (a test's runtime), not only with the process.
-pub fn start(store: Store, settings: &WebhookSettings) {
+/// it (a test's runtime), not only with the process. Its queue and outcomes
+/// are recorded in `metrics`.
+pub fn start(store: Store, settings: &WebhookSettings, metrics: Arc<Metrics>) {
     let tuning = Tuning::from(settings);
     let alive = Arc::new(());
     let watch = Arc::downgrade(&alive);
@@ -349,11 +350,11 @@ pub fn start(store: Store, settings: &WebhookSettings) {
         std::future::pending::<()>().await
     });
     actix_rt::Arbiter::new().spawn_fn(move || {
-        actix_rt::spawn(run(store, tuning, watch));
+        actix_rt::spawn(run(store, tuning, watch, metrics));
     });
 }
 
-async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>) {
+async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>, metrics: Arc<Metrics>) {
     let node = crate::auth::new_token()[..16].to_string();
     let client = http_client(tuning.timeout);
     let slots = Arc::new(Semaphore::new(tuning.concurrency));
@@ -403,8 +404,8 @@ async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>) {
                     let _ = store.prune_webhooks(slug).await;
                 }
             }
-            metrics::WEBHOOK_QUEUE.set(depth);
-            metrics::WEBHOOK_OLDEST_SECS.set(oldest as u64);
+            metrics.webhook_queue.set(depth);
+            metrics.webhook_oldest_secs.set(oldest as u64);
         }
         for slug in &tenants {
             let free = slots.available_permits();
@@ -427,15 +428,16 @@ async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>) {
                     let _ = store.release_webhook(slug, endpoint.id, &node).await;
                     continue;
                 };
-                let (store, slug, node, client, tuning) = (
+                let (store, slug, node, client, tuning, metrics) = (
                     store.clone(),
                     slug.clone(),
                     node.clone(),
                     client.clone(),
                     tuning.clone(),
+                    metrics.clone(),
                 );
                 actix_rt::spawn(async move {
-                    serve(&store, &slug, &node, &client, &tuning, &endpoint).await;
+                    serve(&store, &slug, &node, &client, &tuning, &endpoint, &metrics).await;
                     let _ = store.release_webhook(&slug, endpoint.id, &node).await;
                     drop(permit);
                 });
@@ -455,6 +457,7 @@ async fn serve(
     client: &awc::Client,
     tuning: &Tuning,
     endpoint: &Claimed,
+    metrics: &Metrics,
 ) {
     let mut sent = 0;
     while sent < EVENTS_PER_LEASE {
@@ -501,7 +504,7 @@ async fn serve(
             .filter(|(_, a)| a.ok())
             .map(|(e, a)| (e, a.attempt()))
             .collect();
-        metrics::WEBHOOK_DELIVERED.add(acked.len() as u64);
+        metrics.webhook_delivered.add(acked.len() as u64);
         sent += acked.len();
         if let Err(e) = store.webhook_delivered(slug, endpoint.id, &acked).await {
             // Not recorded: they will be sent again (receivers dedupe by id).
@@ -509,7 +512,7 @@ async fn serve(
             return;
         }
         if let Some((event, answer)) = batch.iter().zip(&answers).find(|(_, a)| !a.ok()) {
-            failed(store, slug, tuning, endpoint, event, answer).await;
+            failed(store, slug, tuning, endpoint, event, answer, metrics).await;
             return;
         }
         if lost {
@@ -554,8 +557,9 @@ async fn failed(
     endpoint: &Claimed,
     event: &QueuedEvent,
     answer: &Answer,
+    metrics: &Metrics,
 ) {
-    metrics::WEBHOOK_FAILED.inc();
+    metrics.webhook_failed.inc();
     let retry_in = backoff((event.attempts + 1).max(1) as u32, tuning.first, tuning.max);
     match store
         .webhook_failed(
@@ -573,11 +577,11 @@ async fn failed(
     {
         Ok(FailureOutcome::Retry) => {}
         Ok(FailureOutcome::GaveUp) => {
-            metrics::WEBHOOK_GAVE_UP.inc();
+            metrics.webhook_gave_up.inc();
             tracing::warn!(tenant = %slug, endpoint = endpoint.id, event = %event.id, "webhook event given up");
         }
         Ok(FailureOutcome::Disabled) => {
-            metrics::WEBHOOK_DISABLED.inc();
+            metrics.webhook_disabled.inc();
             tracing::warn!(tenant = %slug, endpoint = endpoint.id, "webhook endpoint disabled after failing too long");
         }
         Err(e) => {

@@ -78,6 +78,35 @@ async fn malformed_frames_close_only_their_socket() {
     }
 }
 
+/// One series of a node's `/metrics`, by its exact name.
+async fn series(app: &TestApp, name: &str) -> u64 {
+    let text = app.get("/metrics", None).await.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Two apps in one process keep their own metrics: what one counts, the
+/// other does not show.
+#[actix_web::test]
+async fn each_app_has_its_own_metrics() {
+    let (one, other) = (spawn_app().await, spawn_app().await);
+    let stream = one.create_stream("owner").await;
+    let mut ws = one.user("alice", Role::Viewer).await.ws(stream).await;
+    ws.say("counted here only").await;
+    for name in [
+        "stampede_connections",
+        "stampede_messages_received_total",
+        "stampede_messages_stored_total",
+    ] {
+        assert_eq!(series(&one, name).await, 1, "{name} of the app used");
+        assert_eq!(series(&other, name).await, 0, "{name} of the other app");
+    }
+}
+
 #[actix_web::test]
 async fn per_user_connection_cap() {
     let app = spawn_app_with(|s| s.limits.max_connections_per_user = 2).await;

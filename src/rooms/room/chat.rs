@@ -240,7 +240,7 @@ impl Handler<Written> for RoomActor {
             };
             match outcome {
                 Ok(InsertOutcome::Stored { id, seq, at }) => {
-                    metrics::MESSAGES_STORED.inc();
+                    self.hub.metrics().messages_stored.inc();
                     let message = StoredMessage {
                         id,
                         seq,
@@ -279,7 +279,10 @@ impl Handler<Written> for RoomActor {
                             hidden: message.hidden,
                         }),
                     );
-                    metrics::BROADCAST_LATENCY.observe(started.elapsed() + commit_age(at));
+                    self.hub
+                        .metrics()
+                        .broadcast_latency
+                        .observe(started.elapsed() + commit_age(at));
                     let ack = protocol::ack_frame(p.client_id.as_deref(), id);
                     for c in p.sockets() {
                         self.members.send_to(c, &ack);
@@ -350,7 +353,7 @@ impl Handler<React> for RoomActor {
             );
             return;
         }
-        metrics::REACTIONS_RECEIVED.inc();
+        self.hub.metrics().reactions_received.inc();
         self.window.add(stamp_id, 1);
         self.arm_window(ctx);
     }

@@ -45,7 +45,6 @@ use crate::{
     auth::{keyed, KeyedLimiter},
     domain::Role,
     error::{ApiError, Code},
-    metrics,
     moderation::{blocked::BlockedTerm, can_moderate, execute, ModEvent},
     protocol::{self, Hello, StampView, UserView},
     reactions::ReactionWindow,
@@ -184,7 +183,7 @@ impl RoomActor {
             limits.reactions_burst,
         );
         let ring_size = hub.settings().chat.ring_size;
-        let queue = limits.socket_queue;
+        let members = Members::new(limits.socket_queue, hub.metrics().clone());
         Self {
             hub,
             key,
@@ -194,7 +193,7 @@ impl RoomActor {
             status: stream.status,
             slow_mode_seconds: stream.slow_mode_seconds,
             stamps: Vec::new(),
-            members: Members::new(queue),
+            members,
             ring: Ring::new(ring_size, Vec::new(), true),
             order: Sequencer::unknown(),
             newest_id: 0,
@@ -376,7 +375,7 @@ impl RoomActor {
 
     fn refuse(&self, conn_id: u64, refusal: &Refusal, cid: Option<&str>, reaction: bool) {
         if matches!(refusal, Refusal::RateLimited(_)) {
-            metrics::RATE_LIMITED.inc();
+            self.hub.metrics().rate_limited.inc();
         }
         self.members.send_to(conn_id, &refusal.frame(cid, reaction));
     }
@@ -457,7 +456,7 @@ impl Actor for RoomActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        metrics::ROOMS.inc();
+        self.hub.metrics().rooms.inc();
         tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room started");
         let relay = self.hub.relay();
         relay.subscribe(&self.key);
@@ -579,7 +578,7 @@ impl Actor for RoomActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        metrics::ROOMS.dec();
+        self.hub.metrics().rooms.dec();
         tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room stopped");
         self.hub.relay().unsubscribe(&self.key);
         self.hub.set_viewers(&self.key, 0, 0);
