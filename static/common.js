@@ -1,6 +1,7 @@
 // What the page scripts share, loaded before them (deferred scripts run in
 // document order): translated strings with places, the JSON API with the
-// session's CSRF token, and stamps floating over the video. Everything is in
+// session's CSRF token, chat message markup, and stamps floating over the
+// video. Everything is in
 // `window.Stampede`; nothing here runs before a page script asks.
 window.Stampede = (function () {
   'use strict';
@@ -38,6 +39,31 @@ window.Stampede = (function () {
         throw new Error(T.err_unavailable);
       });
     };
+  }
+
+  // The markup every chat message shares (the server renders the same, see
+  // web::pages): <li class="msg kind-…" data-user> holding a meta line (the
+  // user, then a <time> the page fills in) and the text, set as text only.
+  // Returns the parts, for the page to add its own.
+  function messageParts(m) {
+    var li = document.createElement('li');
+    li.className = 'msg kind-' + (m.message_type || 'message');
+    li.dataset.user = m.username || '';
+    var meta = document.createElement('span');
+    meta.className = 'meta';
+    var user = document.createElement('span');
+    user.className = 'user role-' + (m.role || 'viewer');
+    user.textContent = m.username || '';
+    var time = document.createElement('time');
+    meta.appendChild(user);
+    meta.appendChild(document.createTextNode(' '));
+    meta.appendChild(time);
+    var text = document.createElement('span');
+    text.className = 'text';
+    text.textContent = m.message;
+    li.appendChild(meta);
+    li.appendChild(text);
+    return { li: li, meta: meta, time: time, text: text };
   }
 
   // The page's stamps by id ({name, url}), from its stamp buttons.
@@ -78,5 +104,11 @@ window.Stampede = (function () {
     };
   }
 
-  return { fmt: fmt, apiCaller: apiCaller, pageStamps: pageStamps, stampFloater: stampFloater };
+  return {
+    fmt: fmt,
+    apiCaller: apiCaller,
+    messageParts: messageParts,
+    pageStamps: pageStamps,
+    stampFloater: stampFloater
+  };
 })();

@@ -93,29 +93,12 @@
 
   // ---------------------------------------------------------- chat
   function messageElement(m) {
-    var li = document.createElement('li');
-    var kind = m.message_type || 'message';
-    li.className = 'msg kind-' + kind;
-    li.dataset.id = String(m.id);
-    li.dataset.offsetMs = String(m.offset_ms);
-    li.dataset.user = m.username || '';
-    var meta = document.createElement('span');
-    meta.className = 'meta';
-    var user = document.createElement('span');
-    user.className = 'user role-' + (m.role || 'viewer');
-    user.textContent = m.username || '';
-    var time = document.createElement('time');
-    time.dateTime = m.timestamp || '';
-    time.textContent = clockOf(m.offset_ms);
-    meta.appendChild(user);
-    meta.appendChild(document.createTextNode(' '));
-    meta.appendChild(time);
-    var text = document.createElement('span');
-    text.className = 'text';
-    text.textContent = m.message;
-    li.appendChild(meta);
-    li.appendChild(text);
-    return li;
+    var p = Stampede.messageParts(m);
+    p.li.dataset.id = String(m.id);
+    p.li.dataset.offsetMs = String(m.offset_ms);
+    p.time.dateTime = m.timestamp || '';
+    p.time.textContent = clockOf(m.offset_ms);
+    return p.li;
   }
 
   // Index of the first of `items` (sorted by offset_ms) after `ms`.

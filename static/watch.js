@@ -174,30 +174,16 @@
   }
 
   function messageElement(m) {
-    var li = document.createElement('li');
+    var parts = Stampede.messageParts(m);
+    var li = parts.li;
+    var meta = parts.meta;
     var kind = m.message_type || 'message';
-    li.className = 'msg kind-' + kind;
     if (typeof m.id === 'number') li.dataset.id = String(m.id);
-    li.dataset.user = m.username || '';
-    var meta = document.createElement('span');
-    meta.className = 'meta';
-    var user = document.createElement('span');
-    user.className = 'user role-' + (m.role || 'viewer');
-    user.textContent = m.username || '';
-    var time = document.createElement('time');
     if (m.timestamp) {
-      time.dateTime = m.timestamp;
-      time.textContent = clock(m.timestamp);
+      parts.time.dateTime = m.timestamp;
+      parts.time.textContent = clock(m.timestamp);
     }
-    meta.appendChild(user);
-    meta.appendChild(document.createTextNode(' '));
-    meta.appendChild(time);
-    var text = document.createElement('span');
-    text.className = 'text';
-    text.textContent = m.message;
-    li.appendChild(meta);
-    if (m.reply_to) li.appendChild(replyRef(m.reply_to));
-    li.appendChild(text);
+    if (m.reply_to) li.insertBefore(replyRef(m.reply_to), parts.text);
     if (m.edited_at) li.appendChild(editedMark());
     if (kind === 'message' && mentionsMe(m)) li.classList.add('mention');
     // Only moderators learn that a message is hidden: its author must not.
