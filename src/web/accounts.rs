@@ -252,6 +252,8 @@ async fn signup_closed(
     )
 }
 
+/// The sign-up form (the extractors of [`login_submit`]: the checks and answers
+/// differ).
 async fn signup_submit(
     req: HttpRequest,
     visitor: Visitor,

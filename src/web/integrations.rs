@@ -276,6 +276,8 @@ async fn create_token(
     })))
 }
 
+/// Revokes a token (the same steps as [`remove_webhook`], on another table:
+/// each route has its handler).
 async fn revoke_token(
     visitor: Acting,
     path: web::Path<i64>,
