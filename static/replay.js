@@ -49,6 +49,8 @@
   if (root.dataset.replay !== 'true') return;
 
   // ------------------------------------------------------------ replay
+  // The page's data and elements, read here as watch.js reads its own (only
+  // one of the two runs on a page: watch.js stops on a replay).
   var T = JSON.parse(document.getElementById('replay-i18n').textContent);
   var streamId = root.dataset.streamId;
   var lang = root.dataset.lang || 'en';

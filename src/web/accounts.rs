@@ -78,7 +78,7 @@ struct SignupPage {
     password_error: Option<&'static str>,
 }
 
-/// What the answers both account forms share need of their page.
+/// A login or sign-up page, as far as the answers both forms share touch it.
 trait AccountPage: Template {
     /// The page's chrome and its form-wide error.
     fn chrome_and_error(&mut self) -> (&mut Chrome, &mut Option<&'static str>);
