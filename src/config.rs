@@ -124,6 +124,17 @@ pub struct RedisSettings {
     pub cluster: bool,
 }
 
+impl RedisSettings {
+    /// The prefix in use: `prefix`, or `stampede` when it is empty.
+    pub fn channel_prefix(&self) -> String {
+        if self.prefix.is_empty() {
+            "stampede".to_string()
+        } else {
+            self.prefix.clone()
+        }
+    }
+}
+
 impl std::fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisSettings")

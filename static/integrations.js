@@ -5,37 +5,15 @@
   'use strict';
 
   var T = JSON.parse(document.getElementById('i18n').textContent);
-  var csrf = document.querySelector('meta[name="csrf-token"]').content;
   var section = document.getElementById('integrations');
   if (!section) return;
   var alertBox = document.getElementById('integrations-alert');
   var statusBox = document.getElementById('integrations-status');
 
-  function fmt(s, vars) {
-    return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
-  }
+  var fmt = Stampede.fmt;
 
-  function api(method, url, body) {
-    var opts = { method: method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
-    if (body !== undefined) {
-      opts.headers['Content-Type'] = 'application/json';
-      opts.body = JSON.stringify(body);
-    }
-    if (method !== 'GET') opts.headers['X-CSRF-Token'] = csrf;
-    return fetch(url, opts).then(function (res) {
-      return res.text().then(function (text) {
-        var data = null;
-        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
-        if (res.ok && data) return data;
-        var err = data && data.error;
-        // The server's message names the field or rule that was not met.
-        var message = err && (err.code === 'invalid' ? err.message : (T['err_' + err.code] || err.message));
-        throw new Error(message || fmt(T.err_request, { status: res.status }));
-      });
-    }, function () {
-      throw new Error(T.err_unavailable);
-    });
-  }
+  // The server's message names the field or rule that was not met.
+  var api = Stampede.apiCaller(T, ['invalid']);
 
   function fail(e) { statusBox.textContent = ''; alertBox.textContent = e.message; }
   function done(text) { alertBox.textContent = ''; statusBox.textContent = text; }

@@ -49,6 +49,8 @@
   if (root.dataset.replay !== 'true') return;
 
   // ------------------------------------------------------------ replay
+  // The page's data and elements, read here as watch.js reads its own (only
+  // one of the two runs on a page: watch.js stops on a replay).
   var T = JSON.parse(document.getElementById('replay-i18n').textContent);
   var streamId = root.dataset.streamId;
   var lang = root.dataset.lang || 'en';
@@ -67,10 +69,7 @@
   var CHUNK_MS = 10 * 60 * 1000;
   var MAX_BINS = 160;
 
-  var stamps = {};
-  Array.prototype.forEach.call(document.querySelectorAll('.stamp'), function (b) {
-    stamps[b.dataset.stampId] = { name: b.getAttribute('aria-label'), url: b.dataset.image };
-  });
+  var stamps = Stampede.pageStamps();
 
   var messages = [];            // sorted by offset_ms
   var buckets = [];             // {offset_ms, stamp_id, count}, sorted by offset
@@ -79,9 +78,7 @@
   var lastMs = -1;              // the time the chat was last brought to
   var nextBucket = 0;           // first bucket not yet floated
 
-  function fmt(s, vars) {
-    return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
-  }
+  var fmt = Stampede.fmt;
 
   function clockOf(ms) {
     var s = Math.max(0, Math.floor(ms / 1000));
@@ -98,53 +95,27 @@
 
   // ---------------------------------------------------------- chat
   function messageElement(m) {
-    var li = document.createElement('li');
-    var kind = m.message_type || 'message';
-    li.className = 'msg kind-' + kind;
-    li.dataset.id = String(m.id);
-    li.dataset.offsetMs = String(m.offset_ms);
-    li.dataset.user = m.username || '';
-    var meta = document.createElement('span');
-    meta.className = 'meta';
-    var user = document.createElement('span');
-    user.className = 'user role-' + (m.role || 'viewer');
-    user.textContent = m.username || '';
-    var time = document.createElement('time');
-    time.dateTime = m.timestamp || '';
-    time.textContent = clockOf(m.offset_ms);
-    meta.appendChild(user);
-    meta.appendChild(document.createTextNode(' '));
-    meta.appendChild(time);
-    var text = document.createElement('span');
-    text.className = 'text';
-    text.textContent = m.message;
-    li.appendChild(meta);
-    li.appendChild(text);
-    return li;
+    var p = Stampede.messageParts(m);
+    p.li.dataset.id = String(m.id);
+    p.li.dataset.offsetMs = String(m.offset_ms);
+    p.time.dateTime = m.timestamp || '';
+    p.time.textContent = clockOf(m.offset_ms);
+    return p.li;
   }
 
-  // Index of the first message after `ms`.
-  function countUpTo(ms) {
-    var lo = 0, hi = messages.length;
+  // Index of the first of `items` (sorted by offset_ms) after `ms`.
+  function firstAfter(items, ms) {
+    var lo = 0, hi = items.length;
     while (lo < hi) {
       var mid = (lo + hi) >> 1;
-      if (messages[mid].offset_ms <= ms) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-  }
-
-  function bucketAfter(ms) {
-    var lo = 0, hi = buckets.length;
-    while (lo < hi) {
-      var mid = (lo + hi) >> 1;
-      if (buckets[mid].offset_ms <= ms) lo = mid + 1; else hi = mid;
+      if (items[mid].offset_ms <= ms) lo = mid + 1; else hi = mid;
     }
     return lo;
   }
 
   // Shows exactly the messages up to `ms` (the newest MAX_SHOWN of them).
   function chatTo(ms) {
-    var n = countUpTo(ms);
+    var n = firstAfter(messages, ms);
     if (n === shown) return;
     var near = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
     if (n > shown && n - shown <= MAX_SHOWN) {
@@ -165,34 +136,11 @@
   }
 
   // ---------------------------------------------------------- stamps
-  var floating = 0;
-  function spawnStamp(url) {
-    if (floating >= MAX_FLOATING || !url) return;
-    floating++;
-    var img = document.createElement('img');
-    img.className = 'floating-stamp';
-    img.src = url;
-    img.alt = '';
-    var h = floats.clientHeight || 300;
-    img.style.setProperty('--x', (5 + Math.random() * 85).toFixed(1) + '%');
-    img.style.setProperty('--drift', Math.round(Math.random() * 80 - 40) + 'px');
-    img.style.setProperty('--rise', Math.round(h * (0.7 + Math.random() * 0.35)) + 'px');
-    img.style.setProperty('--dur', (2.6 + Math.random() * 0.8).toFixed(2) + 's');
-    var done = false;
-    function remove() {
-      if (done) return;
-      done = true;
-      floating--;
-      img.remove();
-    }
-    img.addEventListener('animationend', remove);
-    setTimeout(remove, 4000);
-    floats.appendChild(img);
-  }
+  var spawnStamp = Stampede.stampFloater(floats, MAX_FLOATING);
 
   // Floats the stamps of the seconds the video played through (not on seeks).
   function floatTo(ms, playedThrough) {
-    var end = bucketAfter(ms);
+    var end = firstAfter(buckets, ms);
     if (playedThrough) {
       for (var i = nextBucket; i < end; i++) {
         var b = buckets[i];

@@ -5,34 +5,12 @@
   'use strict';
 
   var T = JSON.parse(document.getElementById('i18n').textContent);
-  var csrf = document.querySelector('meta[name="csrf-token"]').content;
   var lang = document.documentElement.lang || 'en';
 
-  function fmt(s, vars) {
-    return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
-  }
+  var fmt = Stampede.fmt;
 
   // Calls the API; resolves with the JSON body, rejects with a user-facing message.
-  function api(method, url, body) {
-    var opts = { method: method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
-    if (body !== undefined) {
-      opts.headers['Content-Type'] = 'application/json';
-      opts.body = JSON.stringify(body);
-    }
-    if (method !== 'GET') opts.headers['X-CSRF-Token'] = csrf;
-    return fetch(url, opts).then(function (res) {
-      return res.text().then(function (text) {
-        var data = null;
-        try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
-        if (res.ok && data) return data;
-        var err = data && data.error;
-        var message = err && (T['err_' + err.code] || err.message);
-        throw new Error(message || fmt(T.err_request, { status: res.status }));
-      });
-    }, function () {
-      throw new Error(T.err_unavailable);
-    });
-  }
+  var api = Stampede.apiCaller(T);
 
   function say(el, text) { el.textContent = text; }
 

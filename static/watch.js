@@ -39,10 +39,7 @@
   var slowEl = document.getElementById('slow');
   var floats = document.getElementById('floats');
 
-  var stamps = {};              // stamp_id -> {name, url}
-  Array.prototype.forEach.call(document.querySelectorAll('.stamp'), function (b) {
-    stamps[b.dataset.stampId] = { name: b.getAttribute('aria-label'), url: b.dataset.image };
-  });
+  var stamps = Stampede.pageStamps(); // stamp_id -> {name, url}
 
   // ---------------------------------------------------------------- state
   var seen = new Set();         // every message id shown (deleted ones too)
@@ -64,9 +61,7 @@
   var modes = null;             // the stream's chat modes, from hello and notices
   var EDIT_WINDOW_MS = 120000;
 
-  function fmt(s, vars) {
-    return s.replace(/\{(\w+)\}/g, function (_, k) { return vars[k] === undefined ? '' : String(vars[k]); });
-  }
+  var fmt = Stampede.fmt;
 
   function chars(s) { return Array.from(s).length; }
 
@@ -146,6 +141,16 @@
   function unblock() { chatBlock = null; clearTimeout(timeoutTimer); updateComposer(); }
 
   // ---------------------------------------------------------------- messages
+  // A button of a message's tools, named by its `action` (what a click does).
+  function actionButton(action, text, className) {
+    var b = document.createElement('button');
+    b.type = 'button';
+    b.className = className;
+    b.dataset.action = action;
+    b.textContent = text;
+    return b;
+  }
+
   function modTools(fromUser, username) {
     var span = document.createElement('span');
     span.className = 'mod-tools';
@@ -153,12 +158,8 @@
     span.setAttribute('aria-label', T.moderation_tools);
     var actions = fromUser ? ['delete', 'pin', 'timeout', 'ban', 'hide'] : ['delete', 'pin'];
     actions.forEach(function (a) {
-      var b = document.createElement('button');
-      b.type = 'button';
-      b.className = a === 'ban' ? 'small danger' : 'small';
-      b.dataset.action = a;
-      b.textContent = a === 'hide' && hiddenUsers.has(username) ? T.unhide : T[a];
-      span.appendChild(b);
+      var text = a === 'hide' && hiddenUsers.has(username) ? T.unhide : T[a];
+      span.appendChild(actionButton(a, text, a === 'ban' ? 'small danger' : 'small'));
     });
     return span;
   }
@@ -173,30 +174,16 @@
   }
 
   function messageElement(m) {
-    var li = document.createElement('li');
+    var parts = Stampede.messageParts(m);
+    var li = parts.li;
+    var meta = parts.meta;
     var kind = m.message_type || 'message';
-    li.className = 'msg kind-' + kind;
     if (typeof m.id === 'number') li.dataset.id = String(m.id);
-    li.dataset.user = m.username || '';
-    var meta = document.createElement('span');
-    meta.className = 'meta';
-    var user = document.createElement('span');
-    user.className = 'user role-' + (m.role || 'viewer');
-    user.textContent = m.username || '';
-    var time = document.createElement('time');
     if (m.timestamp) {
-      time.dateTime = m.timestamp;
-      time.textContent = clock(m.timestamp);
+      parts.time.dateTime = m.timestamp;
+      parts.time.textContent = clock(m.timestamp);
     }
-    meta.appendChild(user);
-    meta.appendChild(document.createTextNode(' '));
-    meta.appendChild(time);
-    var text = document.createElement('span');
-    text.className = 'text';
-    text.textContent = m.message;
-    li.appendChild(meta);
-    if (m.reply_to) li.appendChild(replyRef(m.reply_to));
-    li.appendChild(text);
+    if (m.reply_to) li.insertBefore(replyRef(m.reply_to), parts.text);
     if (m.edited_at) li.appendChild(editedMark());
     if (kind === 'message' && mentionsMe(m)) li.classList.add('mention');
     // Only moderators learn that a message is hidden: its author must not.
@@ -234,19 +221,10 @@
   function chatTools(m) {
     var span = document.createElement('span');
     span.className = 'chat-tools';
-    var b = document.createElement('button');
-    b.type = 'button';
-    b.className = 'small';
-    b.dataset.action = 'reply';
-    b.textContent = T.reply || 'Reply';
-    span.appendChild(b);
+    span.appendChild(actionButton('reply', T.reply || 'Reply', 'small'));
     var age = m.timestamp ? Date.now() - Date.parse(m.timestamp) : 0;
     if (me && m.username === me && age < EDIT_WINDOW_MS) {
-      var e = document.createElement('button');
-      e.type = 'button';
-      e.className = 'small';
-      e.dataset.action = 'edit';
-      e.textContent = T.edit || 'Edit';
+      var e = actionButton('edit', T.edit || 'Edit', 'small');
       span.appendChild(e);
       setTimeout(function () { e.remove(); }, Math.max(0, EDIT_WINDOW_MS - age));
     }
@@ -730,31 +708,7 @@
   }
 
   // ---------------------------------------------------------------- stamps
-  var floating = 0;
-
-  function spawnStamp(url) {
-    if (floating >= MAX_FLOATING || !url) return;
-    floating++;
-    var img = document.createElement('img');
-    img.className = 'floating-stamp';
-    img.src = url;
-    img.alt = '';
-    var h = floats.clientHeight || 300;
-    img.style.setProperty('--x', (5 + Math.random() * 85).toFixed(1) + '%');
-    img.style.setProperty('--drift', Math.round(Math.random() * 80 - 40) + 'px');
-    img.style.setProperty('--rise', Math.round(h * (0.7 + Math.random() * 0.35)) + 'px');
-    img.style.setProperty('--dur', (2.6 + Math.random() * 0.8).toFixed(2) + 's');
-    var done = false;
-    function remove() {
-      if (done) return;
-      done = true;
-      floating--;
-      img.remove();
-    }
-    img.addEventListener('animationend', remove);
-    setTimeout(remove, 4000); // in case the animation never runs
-    floats.appendChild(img);
-  }
+  var spawnStamp = Stampede.stampFloater(floats, MAX_FLOATING);
 
   function onReactions(f) {
     var windowMs = f.window_ms || 250;

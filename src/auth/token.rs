@@ -104,72 +104,29 @@ pub enum Need {
     AnyScope,
 }
 
+// Short names for the table below, so that each route stays on one line.
+const READ: Need = Need::Scope(Scope::Read);
+const CHAT: Need = Need::Scope(Scope::Chat);
+const MODERATE: Need = Need::Scope(Scope::Moderate);
+
 /// The scope each route needs from a token, by method and route pattern.
 /// Routes not listed (pages, login, logout, password, status) refuse tokens.
 const ROUTES: &[(&str, &str, Need)] = &[
-    (
-        "GET",
-        "/api/streams/{id}/messages",
-        Need::Scope(Scope::Read),
-    ),
-    ("GET", "/api/streams/{id}/search", Need::Scope(Scope::Read)),
-    ("GET", "/api/search", Need::Scope(Scope::Read)),
-    (
-        "GET",
-        "/api/streams/{id}/messages/{mid}/versions",
-        Need::Scope(Scope::Read),
-    ),
-    (
-        "GET",
-        "/api/streams/{id}/timeline",
-        Need::Scope(Scope::Read),
-    ),
-    (
-        "GET",
-        "/api/streams/{id}/reactions",
-        Need::Scope(Scope::Read),
-    ),
-    (
-        "GET",
-        "/api/streams/{id}/reactions.csv",
-        Need::Scope(Scope::Read),
-    ),
-    (
-        "GET",
-        "/api/streams/{id}/moderation/log",
-        Need::Scope(Scope::Read),
-    ),
-    (
-        "POST",
-        "/api/streams/{id}/messages",
-        Need::Scope(Scope::Chat),
-    ),
-    ("POST", "/api/streams", Need::Scope(Scope::Chat)),
-    (
-        "POST",
-        "/api/streams/{id}/moderation",
-        Need::Scope(Scope::Moderate),
-    ),
-    (
-        "GET",
-        "/api/streams/{id}/moderators",
-        Need::Scope(Scope::Moderate),
-    ),
-    (
-        "POST",
-        "/api/streams/{id}/moderators",
-        Need::Scope(Scope::Moderate),
-    ),
-    (
-        "GET",
-        "/api/streams/{id}/blocked_terms",
-        Need::Scope(Scope::Moderate),
-    ),
-    (
-        "POST",
-        "/api/streams/{id}/blocked_terms",
-        Need::Scope(Scope::Moderate),
-    ),
+    ("GET", "/api/streams/{id}/messages", READ),
+    ("GET", "/api/streams/{id}/search", READ),
+    ("GET", "/api/search", READ),
+    ("GET", "/api/streams/{id}/messages/{mid}/versions", READ),
+    ("GET", "/api/streams/{id}/timeline", READ),
+    ("GET", "/api/streams/{id}/reactions", READ),
+    ("GET", "/api/streams/{id}/reactions.csv", READ),
+    ("GET", "/api/streams/{id}/moderation/log", READ),
+    ("POST", "/api/streams/{id}/messages", CHAT),
+    ("POST", "/api/streams", CHAT),
+    ("POST", "/api/streams/{id}/moderation", MODERATE),
+    ("GET", "/api/streams/{id}/moderators", MODERATE),
+    ("POST", "/api/streams/{id}/moderators", MODERATE),
+    ("GET", "/api/streams/{id}/blocked_terms", MODERATE),
+    ("POST", "/api/streams/{id}/blocked_terms", MODERATE),
     ("GET", "/ws/chat/stream_{id}/", Need::AnyScope),
 ];
 

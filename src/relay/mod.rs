@@ -218,11 +218,7 @@ impl Relay {
             .recycle_timeout(Some(OP_TIMEOUT))
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()?;
-        let prefix = if settings.prefix.is_empty() {
-            "stampede".to_string()
-        } else {
-            settings.prefix.clone()
-        };
+        let prefix = settings.channel_prefix();
         let (publish, publish_rx) = mpsc::channel(100_000);
         let wanted = Arc::new(Wanted::default());
         let up = Arc::new(AtomicBool::new(false));
@@ -264,11 +260,7 @@ impl Relay {
         sink: mpsc::Sender<Incoming>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let prefix = if settings.prefix.is_empty() {
-            "stampede".to_string()
-        } else {
-            settings.prefix.clone()
-        };
+        let prefix = settings.channel_prefix();
         let (publish, publish_rx) = mpsc::channel(100_000);
         let wanted = Arc::new(Wanted::default());
         let cluster = sharded::Cluster::start(

@@ -108,6 +108,29 @@ impl SessionActor {
         self.outlet.send_text(frame);
     }
 
+    /// The text of a `message` or `edit` frame, from a logged-in user; else
+    /// the error is answered (with the frame's `client_id`) and `None` returned.
+    fn chat_text(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: &str,
+        client_id: Option<&str>,
+    ) -> Option<ChatText> {
+        if self.params.user.is_none() {
+            self.error(ctx, Code::NotAuthenticated, "Log in to chat.", client_id);
+            return None;
+        }
+        let (code, message) = match ChatText::parse(text) {
+            Ok(t) => return Some(t),
+            Err(ChatTextError::Empty) => (Code::Empty, "The message is empty."),
+            Err(ChatTextError::TooLong) => {
+                (Code::TooLong, "The message is longer than 500 characters.")
+            }
+        };
+        self.error(ctx, code, message, client_id);
+        None
+    }
+
     fn error(
         &mut self,
         ctx: &mut Context<Self>,
@@ -175,22 +198,8 @@ impl SessionActor {
             } => {
                 self.params.hub.metrics().messages_received.inc();
                 let cid = client_id.as_deref();
-                if self.params.user.is_none() {
-                    return self.error(ctx, Code::NotAuthenticated, "Log in to chat.", cid);
-                }
-                let text = match ChatText::parse(&text) {
-                    Ok(t) => t,
-                    Err(ChatTextError::Empty) => {
-                        return self.error(ctx, Code::Empty, "The message is empty.", cid)
-                    }
-                    Err(ChatTextError::TooLong) => {
-                        return self.error(
-                            ctx,
-                            Code::TooLong,
-                            "The message is longer than 500 characters.",
-                            cid,
-                        )
-                    }
+                let Some(text) = self.chat_text(ctx, &text, cid) else {
+                    return;
                 };
                 let Some(room) = &self.room else { return };
                 let chat = Chat {
@@ -221,22 +230,8 @@ impl SessionActor {
                 }
             }
             ClientFrame::Edit { message_id, text } => {
-                if self.params.user.is_none() {
-                    return self.error(ctx, Code::NotAuthenticated, "Log in to chat.", None);
-                }
-                let text = match ChatText::parse(&text) {
-                    Ok(t) => t,
-                    Err(ChatTextError::Empty) => {
-                        return self.error(ctx, Code::Empty, "The message is empty.", None)
-                    }
-                    Err(ChatTextError::TooLong) => {
-                        return self.error(
-                            ctx,
-                            Code::TooLong,
-                            "The message is longer than 500 characters.",
-                            None,
-                        )
-                    }
+                let Some(text) = self.chat_text(ctx, &text, None) else {
+                    return;
                 };
                 let Some(room) = &self.room else { return };
                 let edit = crate::rooms::Edit {

@@ -432,6 +432,24 @@ pub(crate) async fn insert_in(
     Ok(out)
 }
 
+/// A room's newest visible messages, newest first, `$1` the room and `$2` the
+/// limit: one more than wanted, for [`newest_page`].
+fn recent_sql(slug: &Slug) -> String {
+    format!(
+        "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
+        message_select(slug)
+    )
+}
+
+/// Rows read newest first with a limit of `limit + 1`: the newest `limit`
+/// messages, oldest first, and whether there was one more (older ones exist).
+fn newest_page(rows: &[tokio_postgres::Row], limit: i64) -> (Vec<StoredMessage>, bool) {
+    let more = rows.len() as i64 > limit;
+    let mut out: Vec<StoredMessage> = rows.iter().take(limit as usize).map(message_from).collect();
+    out.reverse();
+    (out, more)
+}
+
 impl Store {
     /// The newest `limit` visible messages of a room, oldest first, and whether older ones exist.
     pub async fn recent_messages(
@@ -442,19 +460,9 @@ impl Store {
     ) -> StoreResult<(Vec<StoredMessage>, bool)> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
-                    message_select(slug)
-                ),
-                &[&room_id, &(limit + 1)],
-            )
+            .query(&recent_sql(slug), &[&room_id, &(limit + 1)])
             .await?;
-        let more = rows.len() as i64 > limit;
-        let mut out: Vec<StoredMessage> =
-            rows.iter().take(limit as usize).map(message_from).collect();
-        out.reverse();
-        Ok((out, more))
+        Ok(newest_page(&rows, limit))
     }
 
     /// The newest `limit` visible messages of a room, oldest first, whether older
@@ -484,19 +492,10 @@ impl Store {
             .await?
             .map_or(0, |r| r.get(0));
         let rows = tx
-            .query(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
-                    message_select(slug)
-                ),
-                &[&room_id, &(limit + 1)],
-            )
+            .query(&recent_sql(slug), &[&room_id, &(limit + 1)])
             .await?;
         tx.commit().await?;
-        let more = rows.len() as i64 > limit;
-        let mut out: Vec<StoredMessage> =
-            rows.iter().take(limit as usize).map(message_from).collect();
-        out.reverse();
+        let (out, more) = newest_page(&rows, limit);
         Ok((out, more, last_seq))
     }
 
@@ -542,11 +541,7 @@ impl Store {
                 &[&room_id, &after, &(limit + 1)],
             )
             .await?;
-        let more = rows.len() as i64 > limit;
-        let mut out: Vec<StoredMessage> =
-            rows.iter().take(limit as usize).map(message_from).collect();
-        out.reverse();
-        Ok((out, more))
+        Ok(newest_page(&rows, limit))
     }
 
     /// Replay: visible messages before `before_id` (or the newest), newest first.

@@ -11,10 +11,9 @@ use crate::{
     domain::{Role, Username},
     error::{ApiError, Code},
     rooms::Hub,
-    sessions::outlet::codes,
     store::{accounts::User, Store},
     web::{
-        api::{hash_new_password, login_checked},
+        api::{end_session, hash_new_password, login_checked, renew_session},
         client_key,
         i18n::PageLang,
         pages::{error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome},
@@ -79,6 +78,40 @@ struct SignupPage {
     password_error: Option<&'static str>,
 }
 
+/// A login or sign-up page, as far as the answers both forms share touch it.
+trait AccountPage: Template {
+    /// The page's chrome and its form-wide error.
+    fn chrome_and_error(&mut self) -> (&mut Chrome, &mut Option<&'static str>);
+}
+
+impl AccountPage for LoginPage {
+    fn chrome_and_error(&mut self) -> (&mut Chrome, &mut Option<&'static str>) {
+        (&mut self.c, &mut self.form_error)
+    }
+}
+
+impl AccountPage for SignupPage {
+    fn chrome_and_error(&mut self) -> (&mut Chrome, &mut Option<&'static str>) {
+        (&mut self.c, &mut self.form_error)
+    }
+}
+
+/// A form posted with an expired CSRF token: 403 and the form again, on a
+/// session (started now if there was none) so that the next try can pass.
+async fn form_expired(
+    visitor: Visitor,
+    lang: &PageLang,
+    store: &Store,
+    auth: &AuthConfig,
+    mut page: impl AccountPage,
+) -> Result<HttpResponse, ApiError> {
+    let (visitor, cookie) = with_session(visitor, store, auth).await?;
+    let (c, form_error) = page.chrome_and_error();
+    *c = Chrome::new(&visitor, lang, "/");
+    *form_error = Some(lang.lang.strings().err_form_expired);
+    with_cookie(render_in(lang, StatusCode::FORBIDDEN, page)?, cookie)
+}
+
 /// Ends the visitor's current session (anonymous or not) and starts one for
 /// `user`; answers with a redirect to `next` carrying the new cookie.
 async fn sign_in(
@@ -88,14 +121,7 @@ async fn sign_in(
     user: User,
     next: &str,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(old) = &visitor.session {
-        store
-            .delete_session(&visitor.tenant.slug, &old.key_hash)
-            .await?;
-    }
-    let (_, cookie) = auth
-        .start_session(store, &visitor.tenant, Some(user))
-        .await?;
+    let (_, cookie) = renew_session(visitor, store, auth, user).await?;
     with_cookie(see_other(next), Some(cookie))
 }
 
@@ -149,10 +175,7 @@ async fn login_submit(
         password_error: None,
     };
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
-        let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-        page.c = Chrome::new(&visitor, &lang, "/");
-        page.form_error = Some(s.err_form_expired);
-        return with_cookie(render_in(&lang, StatusCode::FORBIDDEN, page)?, cookie);
+        return form_expired(visitor, &lang, &store, &auth, page).await;
     }
     if username.is_empty() || form.password.is_empty() {
         page.username_error = username.is_empty().then_some(s.err_required);
@@ -229,6 +252,8 @@ async fn signup_closed(
     )
 }
 
+/// The sign-up form (the extractors of [`login_submit`]: the checks and answers
+/// differ).
 async fn signup_submit(
     req: HttpRequest,
     visitor: Visitor,
@@ -252,10 +277,7 @@ async fn signup_submit(
         password_error: None,
     };
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
-        let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-        page.c = Chrome::new(&visitor, &lang, "/");
-        page.form_error = Some(s.err_form_expired);
-        return with_cookie(render_in(&lang, StatusCode::FORBIDDEN, page)?, cookie);
+        return form_expired(visitor, &lang, &store, &auth, page).await;
     }
     let name = Username::parse(&username);
     page.username_error = match (&name, username.is_empty()) {
@@ -328,14 +350,6 @@ async fn logout(
             s.err_form_expired,
         );
     }
-    store
-        .delete_session(&visitor.tenant.slug, &session.key_hash)
-        .await?;
-    // Its sockets on this node close with 4001, as with `POST /api/logout`.
-    hub.close_session(
-        &visitor.tenant.slug,
-        &session.key_hash,
-        codes::SESSION_ENDED,
-    );
+    end_session(&visitor, &store, &hub, session).await?;
     with_cookie(see_other("/"), Some(auth.removal_cookie()))
 }

@@ -14,7 +14,6 @@ use crate::{
     analytics::{chart_svg, csv, parse_time, series_range, SeriesRange},
     auth::Visitor,
     error::{ApiError, Code},
-    moderation::can_moderate,
     protocol::{timestamp, timestamp_seconds},
     store::{
         analytics::{Bucket, Point},
@@ -23,6 +22,7 @@ use crate::{
     },
     web::{
         i18n::PageLang,
+        moderation::moderated_stream,
         pages::{render_in, see_other, Chrome},
     },
 };
@@ -43,18 +43,8 @@ struct SeriesQuery {
 
 /// The stream, if the visitor may see its analytics.
 async fn allowed_stream(visitor: &Visitor, store: &Store, id: i64) -> Result<Stream, ApiError> {
-    let user = visitor.require_user()?;
-    let stream = store
-        .stream(&visitor.tenant.slug, id)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
-    if !can_moderate(store, &visitor.tenant.slug, user, &stream).await? {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            "Only the stream's owner, its moderators and admins can see its analytics.",
-        ));
-    }
-    Ok(stream)
+    let refusal = "Only the stream's owner, its moderators and admins can see its analytics.";
+    Ok(moderated_stream(visitor, store, id, refusal).await?.1)
 }
 
 struct Series {
@@ -148,6 +138,8 @@ async fn series_json(
     })))
 }
 
+/// The series of [`series_json`] as a CSV download (a handler per route: the
+/// signature and the load are the same, the answers are not).
 async fn series_csv(
     visitor: Visitor,
     path: web::Path<i64>,

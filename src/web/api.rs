@@ -1,7 +1,7 @@
 //! The JSON API of PROTOCOL.md: accounts (`/api/login`, `/api/session`,
 //! `/api/logout`), message replay and stream status.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{cookie::Cookie, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
     rooms::{Hub, RoomKey},
     sessions::outlet::codes,
     store::{
-        accounts::User,
+        accounts::{SessionRecord, User},
         streams::{Stream, StreamStatus},
         Store,
     },
@@ -124,6 +124,40 @@ pub async fn hash_new_password(auth: &AuthConfig, password: String) -> Result<St
         .map_err(ApiError::Unexpected)
 }
 
+/// Ends the visitor's current session (anonymous or another user's) and
+/// starts one for `user`: a login always issues a new key.
+pub async fn renew_session(
+    visitor: &Visitor,
+    store: &Store,
+    auth: &AuthConfig,
+    user: User,
+) -> Result<(SessionRecord, Cookie<'static>), ApiError> {
+    if let Some(old) = &visitor.session {
+        store
+            .delete_session(&visitor.tenant.slug, &old.key_hash)
+            .await?;
+    }
+    auth.start_session(store, &visitor.tenant, Some(user)).await
+}
+
+/// Logs out: deletes `session`, and its sockets on this node close with 4001.
+pub async fn end_session(
+    visitor: &Visitor,
+    store: &Store,
+    hub: &Hub,
+    session: &SessionRecord,
+) -> Result<(), ApiError> {
+    store
+        .delete_session(&visitor.tenant.slug, &session.key_hash)
+        .await?;
+    hub.close_session(
+        &visitor.tenant.slug,
+        &session.key_hash,
+        codes::SESSION_ENDED,
+    );
+    Ok(())
+}
+
 async fn login(
     req: HttpRequest,
     visitor: Visitor,
@@ -142,15 +176,7 @@ async fn login(
         &body.password,
     )
     .await?;
-    // The old session (anonymous or another user's) ends; a new key is issued.
-    if let Some(old) = &visitor.session {
-        store
-            .delete_session(&visitor.tenant.slug, &old.key_hash)
-            .await?;
-    }
-    let (session, cookie) = auth
-        .start_session(&store, &visitor.tenant, Some(user))
-        .await?;
+    let (session, cookie) = renew_session(&visitor, &store, &auth, user).await?;
     let user = session.user.as_ref().expect("logged in");
     Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
         "username": user.username,
@@ -186,15 +212,7 @@ async fn logout(
 ) -> Result<HttpResponse, ApiError> {
     // Tokens are refused on this route (see auth::token): a session is there.
     let session = visitor.session.as_ref().expect("a cookie session");
-    store
-        .delete_session(&visitor.tenant.slug, &session.key_hash)
-        .await?;
-    // Its sockets on this node close with 4001.
-    hub.close_session(
-        &visitor.tenant.slug,
-        &session.key_hash,
-        codes::SESSION_ENDED,
-    );
+    end_session(&visitor, &store, &hub, session).await?;
     Ok(HttpResponse::Ok()
         .cookie(auth.removal_cookie())
         .json(serde_json::json!({ "ok": true })))

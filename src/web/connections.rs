@@ -284,7 +284,9 @@ mod tests {
         assert_eq!(w.read(b"{}"), Arm::Keep);
         w.write(b"HTTP/1.1 200 OK\r\n");
         w.write(b"more of the body");
-        // The next request on the connection: armed again, bare LFs end it too.
+        // The next request on the connection (a scenario read in order: the
+        // repeated reads are different moments, not a table): armed again,
+        // bare LFs end it too.
         assert_eq!(w.read(b"G"), Arm::Start);
         assert_eq!(w.read(b"ET / HTTP/1.1\nHost: a\n"), Arm::Keep);
         assert_eq!(w.read(b"\n"), Arm::Stop);

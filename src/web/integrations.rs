@@ -136,6 +136,14 @@ async fn add_webhook(
     Ok(HttpResponse::Ok().json(json!({"id": id, "secret": secret})))
 }
 
+/// `{"ok":true}` when the thing to remove was `found`, else the error `missing` makes.
+fn done_if(found: bool, missing: impl FnOnce() -> ApiError) -> Result<HttpResponse, ApiError> {
+    if !found {
+        return Err(missing());
+    }
+    Ok(HttpResponse::Ok().json(json!({"ok": true})))
+}
+
 fn no_webhook() -> ApiError {
     ApiError::new(Code::NotFound, "No such webhook.")
 }
@@ -146,13 +154,10 @@ async fn remove_webhook(
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&visitor)?;
-    if !store
+    let found = store
         .remove_webhook(&visitor.tenant.slug, path.into_inner())
-        .await?
-    {
-        return Err(no_webhook());
-    }
-    Ok(HttpResponse::Ok().json(json!({"ok": true})))
+        .await?;
+    done_if(found, no_webhook)
 }
 
 async fn test_webhook(
@@ -271,17 +276,18 @@ async fn create_token(
     })))
 }
 
+/// Revokes a token (the same steps as [`remove_webhook`], on another table:
+/// each route has its handler).
 async fn revoke_token(
     visitor: Acting,
     path: web::Path<i64>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&visitor)?;
-    if !store
+    let found = store
         .revoke_token(&visitor.tenant.slug, path.into_inner())
-        .await?
-    {
-        return Err(ApiError::new(Code::NotFound, "No such active token."));
-    }
-    Ok(HttpResponse::Ok().json(json!({"ok": true})))
+        .await?;
+    done_if(found, || {
+        ApiError::new(Code::NotFound, "No such active token.")
+    })
 }

@@ -43,20 +43,45 @@ async fn authorize<'a>(
     id: i64,
     need: Need,
 ) -> Result<(&'a User, Stream), ApiError> {
+    const REFUSAL: &str = "You may not do that on this stream.";
+    match need {
+        Need::Moderator => moderated_stream(visitor, store, id, REFUSAL).await,
+        Need::Owner => {
+            let (user, stream) = user_and_stream(visitor, store, id).await?;
+            if user.role != Role::Admin && stream.owner_id != user.id {
+                return Err(ApiError::new(Code::Forbidden, REFUSAL));
+            }
+            Ok((user, stream))
+        }
+    }
+}
+
+/// The visitor's user and the stream `id`: 401 without a user, 404 without
+/// the stream.
+async fn user_and_stream<'a>(
+    visitor: &'a Visitor,
+    store: &Store,
+    id: i64,
+) -> Result<(&'a User, Stream), ApiError> {
     let user = visitor.require_user()?;
     let stream = store
         .stream(&visitor.tenant.slug, id)
         .await?
         .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
-    let allowed = match need {
-        Need::Owner => user.role == Role::Admin || stream.owner_id == user.id,
-        Need::Moderator => can_moderate(store, &visitor.tenant.slug, user, &stream).await?,
-    };
-    if !allowed {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            "You may not do that on this stream.",
-        ));
+    Ok((user, stream))
+}
+
+/// The visitor's user and the stream `id`, when the user moderates it (its
+/// owner, its moderators, admins); 403 with `refusal` otherwise.
+pub(super) async fn moderated_stream<'a>(
+    visitor: &'a Visitor,
+    store: &Store,
+    id: i64,
+    refusal: &'static str,
+) -> Result<(&'a User, Stream), ApiError> {
+    let (user, stream) = user_and_stream(visitor, store, id).await?;
+    if !can_moderate(store, &visitor.tenant.slug, user, &stream).await? {
+        return Err(ApiError::new(Code::Forbidden, refusal));
     }
     Ok((user, stream))
 }

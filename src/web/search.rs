@@ -12,14 +12,16 @@ use crate::{
     auth::Visitor,
     domain::Role,
     error::{ApiError, Code},
-    moderation::can_moderate,
     protocol::{message_frame, timestamp},
     store::{
         search::{fold, SearchQuery, MIN_QUERY_CHARS},
-        streams::Stream,
         Store,
     },
+    web::moderation::moderated_stream,
 };
+
+/// Why a visitor who does not moderate the stream is refused.
+const NOT_MODERATOR: &str = "Only the stream's owner, its moderators and admins can do that.";
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -115,7 +117,7 @@ async fn stream_search(
     params: web::Query<SearchParams>,
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let stream = moderated_stream(&visitor, &store, path.into_inner()).await?;
+    let (_, stream) = moderated_stream(&visitor, &store, path.into_inner(), NOT_MODERATOR).await?;
     let query = params.query(Some(stream.room_id))?;
     run_search(&visitor, &store, query).await
 }
@@ -136,22 +138,6 @@ async fn tenant_search(
     run_search(&visitor, &store, query).await
 }
 
-/// The stream, if the visitor moderates it (owner, its moderators, admins).
-async fn moderated_stream(visitor: &Visitor, store: &Store, id: i64) -> Result<Stream, ApiError> {
-    let user = visitor.require_user()?;
-    let stream = store
-        .stream(&visitor.tenant.slug, id)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
-    if !can_moderate(store, &visitor.tenant.slug, user, &stream).await? {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            "Only the stream's owner, its moderators and admins can do that.",
-        ));
-    }
-    Ok(stream)
-}
-
 /// `{"message_id":N,"versions":[{"message","mentions","set_at","replaced_at"}]}`,
 /// oldest first; the current text is last, with `replaced_at` null.
 async fn versions(
@@ -160,7 +146,7 @@ async fn versions(
     store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
     let (stream_id, message_id) = path.into_inner();
-    let stream = moderated_stream(&visitor, &store, stream_id).await?;
+    let (_, stream) = moderated_stream(&visitor, &store, stream_id, NOT_MODERATOR).await?;
     let versions = store
         .message_versions(&visitor.tenant.slug, stream.room_id, message_id)
         .await?

@@ -173,7 +173,7 @@ async fn the_watch_page_renders_the_last_50_messages_escaped() {
     // No inline code: scripts are files, data is JSON.
     assert!(b.contains("<script type=\"application/json\" id=\"i18n\">"));
     assert!(b.contains("<script src=\"/static/watch.js\" defer></script>"));
-    assert_eq!(b.matches("<script").count(), 2);
+    assert_eq!(b.matches("<script").count(), 3, "i18n, common.js, watch.js");
     assert!(!b.contains("style=\"") && !b.contains(" onclick="));
 
     // The stream's owner moderates: flag and controls.

@@ -41,19 +41,7 @@ impl RoomActor {
         hidden_author: Option<Option<i64>>,
     ) {
         if let Some(author) = hidden_author {
-            let owner = self.stream.owner_id;
-            let appointed = &self.appointed;
-            let closed = self.members.broadcast_where(&frame, None, |u| {
-                u.is_some_and(|u| {
-                    Some(u.id) == author
-                        || matches!(u.role, Role::Admin | Role::Moderator)
-                        || u.id == owner
-                        || appointed.contains(&u.id)
-                })
-            });
-            if closed > 0 {
-                self.report_viewers();
-            }
+            self.broadcast_hidden(&frame, None, author);
             return;
         }
         self.ring.replace(message_id, message.clone());
@@ -108,6 +96,8 @@ impl Handler<Edit> for RoomActor {
             self.hub
                 .mentions()
                 .resolve(&self.key.slug, edit.text.as_str(), Instant::now());
+        // Owned for the future, like every store call of the room (the calls
+        // and what is done with their answers differ).
         let store = self.store.clone();
         let slug = self.key.slug.clone();
         let room_id = self.stream.room_id;

@@ -162,6 +162,12 @@ pub struct RoomActor {
     chat_queue: replies::ChatQueue,
 }
 
+/// The room's rule for who moderates it: staff, the stream's owner and the
+/// moderators appointed on it.
+fn moderates(u: &RoomUser, owner: i64, appointed: &HashSet<i64>) -> bool {
+    matches!(u.role, Role::Admin | Role::Moderator) || u.id == owner || appointed.contains(&u.id)
+}
+
 impl RoomActor {
     /// A room for `stream` (not started).
     pub fn new(
@@ -258,9 +264,7 @@ impl RoomActor {
     /// The room's current view of a user's rights (slow mode exemption, held
     /// queues); moderation actions are checked against the database.
     fn may_moderate(&self, u: &RoomUser) -> bool {
-        matches!(u.role, Role::Admin | Role::Moderator)
-            || u.id == self.stream.owner_id
-            || self.appointed.contains(&u.id)
+        moderates(u, self.stream.owner_id, &self.appointed)
     }
 
     fn viewers(&self) -> u64 {
@@ -302,11 +306,21 @@ impl RoomActor {
     fn notify_moderators(&mut self, frame: &ByteString) {
         let owner = self.stream.owner_id;
         let appointed = &self.appointed;
-        self.members.send_where(frame, |u| {
-            matches!(u.role, Role::Admin | Role::Moderator)
-                || u.id == owner
-                || appointed.contains(&u.id)
+        self.members
+            .send_where(frame, |u| moderates(u, owner, appointed));
+    }
+
+    /// [`Self::broadcast`] of a hidden user's message (or its edit): only its
+    /// `author` and the members who may moderate the stream get it.
+    fn broadcast_hidden(&mut self, frame: &ByteString, id: Option<i64>, author: Option<i64>) {
+        let owner = self.stream.owner_id;
+        let appointed = &self.appointed;
+        let closed = self.members.broadcast_where(frame, id, |u| {
+            u.is_some_and(|u| Some(u.id) == author || moderates(u, owner, appointed))
         });
+        if closed > 0 {
+            self.report_viewers();
+        }
     }
 
     /// A message is held for review: moderators here see it at once, and in
@@ -502,29 +516,8 @@ impl Actor for RoomActor {
                 let elsewhere = relay.presence_total(&key).await;
                 let held = store.held_queue(&slug, room_id).await;
                 let hidden = store.hidden_users(&slug, stream_id).await;
-                (
-                    stamps,
-                    snapshot,
-                    pinned,
-                    restrictions,
-                    terms,
-                    appointed,
-                    (elsewhere, held, hidden),
-                )
-            }
-            .into_actor(self)
-            .map(
-                |(
-                    stamps,
-                    snapshot,
-                    pinned,
-                    restrictions,
-                    terms,
-                    appointed,
-                    (elsewhere, held, hidden),
-                ),
-                 room,
-                 _| {
+                // Applied on the room once everything is read.
+                move |room: &mut RoomActor| {
                     if let Ok(rows) = hidden {
                         room.hidden = Hidden::from_rows(rows);
                     }
@@ -559,8 +552,10 @@ impl Actor for RoomActor {
                             tracing::warn!(error = %e, "room started without history");
                         }
                     }
-                },
-            ),
+                }
+            }
+            .into_actor(self)
+            .map(|apply, room, _| apply(room)),
         );
         // Forget old client_ids, expired bans and idle limiter keys every minute.
         ctx.run_interval(Duration::from_secs(60), |room, _| {

@@ -34,9 +34,7 @@ impl RoomActor {
                         let owner = room.stream.owner_id;
                         let appointed = room.appointed.clone();
                         for u in room.members.users_mut() {
-                            u.can_moderate = matches!(u.role, Role::Admin | Role::Moderator)
-                                || u.id == owner
-                                || appointed.contains(&u.id);
+                            u.can_moderate = moderates(u, owner, &appointed);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "moderators not loaded"),

@@ -37,20 +37,7 @@ impl RoomActor {
             self.last_chat.insert(u, Instant::now());
         }
         if d.hidden {
-            let owner = self.stream.owner_id;
-            let appointed = &self.appointed;
-            let author = d.user_id;
-            let closed = self.members.broadcast_where(&d.frame, Some(d.id), |u| {
-                u.is_some_and(|u| {
-                    Some(u.id) == author
-                        || matches!(u.role, Role::Admin | Role::Moderator)
-                        || u.id == owner
-                        || appointed.contains(&u.id)
-                })
-            });
-            if closed > 0 {
-                self.report_viewers();
-            }
+            self.broadcast_hidden(&d.frame, Some(d.id), d.user_id);
             return;
         }
         self.ring.push(RingEntry {
