@@ -7,12 +7,13 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::{
     domain::Role,
     metrics::Metrics,
-    sessions::outlet::{codes, Outbound, Outlet},
+    sessions::outlet::{codes, encode_text, Outbound, Outlet},
 };
 
 /// A logged-in member's identity as the room needs it.
@@ -201,6 +202,8 @@ impl Members {
         self.metrics.broadcasts.inc();
         let mut gone = Vec::new();
         let mut delivered = 0u64;
+        // Encoded once, on the first socket that takes it.
+        let mut encoded: Option<Bytes> = None;
         for (conn_id, m) in self.map.iter_mut() {
             if m.poster || id.is_some_and(|id| id <= m.after) || !which(m.user.as_ref()) {
                 continue;
@@ -210,7 +213,8 @@ impl Members {
                     if let Some(id) = id {
                         m.after = id;
                     }
-                    if m.outlet.send_text(frame) {
+                    let bytes = encoded.get_or_insert_with(|| encode_text(frame));
+                    if m.outlet.send_encoded(bytes) {
                         delivered += 1;
                     } else {
                         gone.push(*conn_id);
@@ -358,7 +362,8 @@ mod tests {
         members.send_to(2, &ByteString::from("yours"));
         assert!(matches!(poster_rx.try_recv(), Some(Outbound::Text(t)) if t == "yours"));
         assert!(poster_rx.try_recv().is_none());
-        assert!(matches!(viewer_rx.try_recv(), Some(Outbound::Text(t)) if t == "all"));
+        let all = encode_text(&ByteString::from("all"));
+        assert!(matches!(viewer_rx.try_recv(), Some(Outbound::Encoded(b)) if b == all));
         assert_eq!(metrics.broadcasts.get(), 1);
         assert_eq!(
             metrics.deliveries.get(),

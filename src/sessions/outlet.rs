@@ -42,6 +42,9 @@ pub mod codes {
 pub enum Outbound {
     /// A text frame (shared bytes).
     Text(ByteString),
+    /// A whole server frame, encoded once for every socket of a broadcast
+    /// (server frames are not masked, so every socket sends the same bytes).
+    Encoded(Bytes),
     /// A ping.
     Ping(Bytes),
     /// A pong answering the client's ping.
@@ -190,7 +193,16 @@ impl Outlet {
     /// Queues a text frame; a full queue closes the socket as a slow consumer.
     /// Returns false when the socket is (now) gone.
     pub fn send_text(&self, frame: &ByteString) -> bool {
-        match self.push(Outbound::Text(frame.clone())) {
+        self.send(Outbound::Text(frame.clone()))
+    }
+
+    /// Queues a frame [`encode_text`] made, like [`Outlet::send_text`].
+    pub fn send_encoded(&self, frame: &Bytes) -> bool {
+        self.send(Outbound::Encoded(frame.clone()))
+    }
+
+    fn send(&self, item: Outbound) -> bool {
+        match self.push(item) {
             Ok(()) => true,
             Err(PushError::Full) => {
                 self.shared.metrics.slow_consumers.inc();
@@ -272,6 +284,15 @@ pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (Outlet, Answers) {
 /// (hello + a 50-message history) leaves no grown buffer behind an idle socket.
 pub const CHUNK: usize = 4 * 1024;
 
+/// A text frame encoded as the server sends it, for [`Outlet::send_encoded`]:
+/// a broadcast encodes once instead of once per socket.
+pub fn encode_text(text: &ByteString) -> Bytes {
+    let mut buf = BytesMut::with_capacity(text.len() + 10);
+    // Encoding a server frame into a buffer cannot fail.
+    let _ = Codec::new().encode(Message::Text(text.clone()), &mut buf);
+    buf.freeze()
+}
+
 /// The socket's response body: drains the outlet's queue.
 pub struct OutletBody {
     shared: Arc<Shared>,
@@ -332,6 +353,13 @@ impl Stream for OutletBody {
             while this.buf.len() < CHUNK {
                 match this.shared.poll_pop(cx) {
                     Poll::Ready(Some(Outbound::Text(t))) => this.encode(Message::Text(t)),
+                    Poll::Ready(Some(Outbound::Encoded(b))) if this.buf.is_empty() => {
+                        // Handed over as it is: no copy, no buffer.
+                        this.pending = b;
+                        let n = this.pending.len().min(CHUNK);
+                        return Poll::Ready(Some(Ok(this.pending.split_to(n))));
+                    }
+                    Poll::Ready(Some(Outbound::Encoded(b))) => this.buf.extend_from_slice(&b),
                     Poll::Ready(Some(Outbound::Ping(b))) => this.encode(Message::Ping(b)),
                     Poll::Ready(Some(Outbound::Pong(b))) => this.encode(Message::Pong(b)),
                     Poll::Ready(Some(Outbound::Close(code, description))) => {
@@ -371,5 +399,40 @@ impl Drop for OutletBody {
         if let Some(f) = self.on_done.take() {
             f();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+
+    /// Everything the body hands over before it would wait.
+    fn drain(body: &mut OutletBody) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(Some(Ok(chunk))) = body.next().now_or_never() {
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn a_broadcast_frame_goes_out_as_the_text_frame_would() {
+        let metrics = Arc::new(Metrics::default());
+        let (outlet, mut body) = channel(8, metrics, || {});
+        let text = ByteString::from("{\"type\":\"message\"}");
+        let shared = encode_text(&text);
+
+        // Alone: handed over as it is, the very same bytes.
+        assert!(outlet.send_encoded(&shared));
+        let alone = body.next().now_or_never().unwrap().unwrap().unwrap();
+        assert_eq!(alone.as_ptr(), shared.as_ptr(), "no copy");
+
+        // After a text frame: one write with both, each encoded alike.
+        assert!(outlet.send_text(&text));
+        assert!(outlet.send_encoded(&shared));
+        let both = drain(&mut body);
+        assert_eq!(both, [&shared[..], &shared[..]].concat());
     }
 }
