@@ -4,22 +4,19 @@
 use crate::helpers::*;
 use stampede::domain::Slug;
 
-async fn schema_exists(name: &str) -> bool {
+/// Whether `sql` (`SELECT 1 … WHERE … = $1`) finds a row for `name`.
+async fn row_exists(sql: &str, name: &str) -> bool {
     let store = store_for(&database_url(), 1);
     let c = store.client().await.unwrap();
-    c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&name])
-        .await
-        .unwrap()
-        .is_some()
+    c.query_opt(sql, &[&name]).await.unwrap().is_some()
+}
+
+async fn schema_exists(name: &str) -> bool {
+    row_exists("SELECT 1 FROM pg_namespace WHERE nspname = $1", name).await
 }
 
 async fn tenant_row_exists(slug: &str) -> bool {
-    let store = store_for(&database_url(), 1);
-    let c = store.client().await.unwrap();
-    c.query_opt("SELECT 1 FROM public.tenants WHERE slug = $1", &[&slug])
-        .await
-        .unwrap()
-        .is_some()
+    row_exists("SELECT 1 FROM public.tenants WHERE slug = $1", slug).await
 }
 
 /// `stampede tenant create <slug> --domain <a fresh domain>`, then `more`.

@@ -570,6 +570,13 @@ impl TestUser<'_> {
             .await
     }
 
+    /// [`TestUser::post`] that must answer 200 (the body is shown if not).
+    pub async fn post_ok(&self, path: &str, body: Value) -> Reply {
+        let r = self.post(path, body).await;
+        assert_eq!(r.status, 200, "POST {path}: {}", r.body);
+        r
+    }
+
     /// POST JSON with the cookie but no CSRF token.
     pub async fn post_without_csrf(&self, path: &str, body: Value) -> Reply {
         self.app

@@ -478,8 +478,7 @@ async fn creating_streams_is_for_streamers_and_admins() {
         assert_eq!(r.status, 422, "{bad}: {}", r.body);
         assert_eq!(r.json()["error"]["code"], "invalid");
     }
-    let r = streamer.post("/api/streams", body.clone()).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = streamer.post_ok("/api/streams", body.clone()).await;
     let id = r.json()["id"].as_i64().unwrap();
     let s = app
         .store
@@ -605,8 +604,7 @@ async fn markdown_preview_is_cleaned_and_needs_a_session_and_csrf() {
         .post_without_csrf("/api/markdown/preview", body.clone())
         .await;
     assert_eq!(r.status, 403);
-    let r = sam.post("/api/markdown/preview", body.clone()).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = sam.post_ok("/api/markdown/preview", body.clone()).await;
     let html = r.json()["html"].as_str().unwrap().to_string();
     assert!(html.contains("<strong>hi</strong>"), "{html}");
     assert!(

@@ -14,14 +14,9 @@ async fn error(c: &mut WsClient) -> Value {
 }
 
 async fn set_moderator(app: &TestApp, stream: i64, owner: &TestUser<'_>, who: &str, action: &str) {
-    let r = owner
-        .on(app)
-        .post(
-            &format!("/api/streams/{stream}/moderators"),
-            json!({"username":who,"action":action}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let path = format!("/api/streams/{stream}/moderators");
+    let body = json!({"username":who,"action":action});
+    owner.on(app).post_ok(&path, body).await;
 }
 
 #[actix_web::test]

@@ -6,21 +6,9 @@ use stampede::domain::{Role, Username};
 #[actix_web::test]
 async fn host_selects_tenant_port_and_case_ignored() {
     let app = spawn_app().await;
-    let r = app
-        .get_on(
-            &format!("{}:8000", app.tenant.host.to_uppercase()),
-            "/healthz",
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    let r = app
-        .get_on(
-            &format!("{}:8000", app.tenant.host.to_uppercase()),
-            "/api/session",
-            None,
-        )
-        .await;
+    let host = format!("{}:8000", app.tenant.host.to_uppercase());
+    assert_eq!(app.get_on(&host, "/healthz", None).await.status, 200);
+    let r = app.get_on(&host, "/api/session", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["user"].is_null());
 }
