@@ -109,11 +109,9 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
         let r = app.try_login("greeter", password).await;
         assert_error(&r, 401, "not_authenticated");
     }
-    let form = app.get("/login", None).await;
-    let anon = form.session_cookie().expect("form session");
-    let csrf = &form_token(&form.body);
+    let (_, anon, csrf) = app.form_page("/login").await;
     let r = app
-        .post_login_form("greeter", "!bot", &[("csrf_token", csrf)], Some(&anon))
+        .post_login_form("greeter", "!bot", &[("csrf_token", &csrf)], Some(&anon))
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.session_cookie().is_none() || r.status != 303);

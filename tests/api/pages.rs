@@ -27,6 +27,18 @@ impl TestApp {
         self.post_form_with(path, form, cookie, &[]).await
     }
 
+    /// GETs a form page, which must answer 200: the page, the anonymous
+    /// session it comes with and its form's CSRF token.
+    pub async fn form_page(&self, path: &str) -> (Reply, String, String) {
+        let page = self.get(path, None).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let anon = page
+            .session_cookie()
+            .unwrap_or_else(|| panic!("{path}: an anonymous session for the token"));
+        let token = form_token(&page.body);
+        (page, anon, token)
+    }
+
     /// POSTs the login form: `username`, `password`, then the fields in
     /// `more` (`csrf_token`, `next`).
     pub async fn post_login_form(
@@ -280,12 +292,7 @@ async fn anonymous_pages_carry_a_usable_csrf_token() {
 async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     let app = spawn_app().await;
     app.create_user("carol", "password-123", Role::Viewer).await;
-    let form = app.get("/login?next=/streams/5", None).await;
-    assert_eq!(form.status, 200);
-    let anon = form
-        .session_cookie()
-        .expect("an anonymous session for the token");
-    let token = form_token(&form.body);
+    let (form, anon, token) = app.form_page("/login?next=/streams/5").await;
     assert!(form
         .body
         .contains("<label for=\"username\">Username</label>"));
@@ -332,9 +339,7 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     assert!(app.get("/api/session", Some(&anon)).await.json()["user"].is_null());
 
     // Only local redirects are followed.
-    let c2 = app.get("/login", None).await;
-    let anon2 = c2.session_cookie().unwrap();
-    let t2 = form_token(&c2.body);
+    let (_, anon2, t2) = app.form_page("/login").await;
     let r = app
         .post_login_form(
             "carol",
@@ -366,9 +371,7 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
 async fn the_login_form_is_rate_limited() {
     let app = spawn_app_with(|s| s.limits.logins_per_minute_per_user = 2).await;
     app.create_user("dave", "password-123", Role::Viewer).await;
-    let form = app.get("/login", None).await;
-    let anon = form.session_cookie().unwrap();
-    let token = form_token(&form.body);
+    let (_, anon, token) = app.form_page("/login").await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let r = app
@@ -386,10 +389,7 @@ async fn the_login_form_is_rate_limited() {
 async fn signup_creates_a_viewer_and_can_be_turned_off() {
     let app = spawn_app().await;
     app.create_user("taken", "password-123", Role::Viewer).await;
-    let form = app.get("/signup", None).await;
-    assert_eq!(form.status, 200);
-    let anon = form.session_cookie().unwrap();
-    let token = form_token(&form.body);
+    let (_, anon, token) = app.form_page("/signup").await;
     let post = |u: &'static str, p: &'static str| {
         let token = token.clone();
         let anon = anon.clone();

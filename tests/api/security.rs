@@ -491,9 +491,7 @@ async fn usernames_are_one_name_in_any_case_and_reserved_names_are_refused() {
     let app = spawn_app().await;
     app.create_user("alice", "correct horse", Role::Streamer)
         .await;
-    let form = app.get("/signup", None).await;
-    let anon = form.session_cookie().unwrap();
-    let token = form_token(&form.body);
+    let (_, anon, token) = app.form_page("/signup").await;
     for (name, status) in [
         ("Alice", 409),
         ("ALICE", 409),
