@@ -9,14 +9,7 @@ async fn login_good_and_bad() {
     let app = spawn_app().await;
     app.create_user("alice", "correct horse", Role::Streamer)
         .await;
-    let r = app
-        .post_json(
-            "/api/login",
-            &json!({"username":"alice","password":"correct horse"}),
-            None,
-            None,
-        )
-        .await;
+    let r = app.try_login("alice", "correct horse").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
     assert_eq!(body["username"], "alice");
@@ -24,20 +17,13 @@ async fn login_good_and_bad() {
     assert_eq!(body["csrf_token"].as_str().unwrap().len(), 64);
 
     for (user, pw) in [("alice", "wrong"), ("nobody", "correct horse")] {
-        let r = app
-            .post_json(
-                "/api/login",
-                &json!({"username":user,"password":pw}),
-                None,
-                None,
-            )
-            .await;
+        let r = app.try_login(user, pw).await;
         assert_eq!(r.status, 401);
         assert_eq!(r.json()["error"]["code"], "not_authenticated");
         assert!(r.session_cookie().is_none());
     }
     let r = app
-        .post_json("/api/login", &json!({"username":"alice"}), None, None)
+        .post_anonymous("/api/login", json!({"username":"alice"}))
         .await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"]["code"], "invalid");
@@ -48,14 +34,7 @@ async fn cookie_flags() {
     let app = spawn_app().await;
     app.create_user("alice", "correct horse", Role::Viewer)
         .await;
-    let r = app
-        .post_json(
-            "/api/login",
-            &json!({"username":"alice","password":"correct horse"}),
-            None,
-            None,
-        )
-        .await;
+    let r = app.try_login("alice", "correct horse").await;
     let c = r.set_cookies().join("\n");
     assert!(c.contains("HttpOnly"), "{c}");
     assert!(c.contains("SameSite=Lax"), "{c}");
@@ -67,14 +46,7 @@ async fn cookie_flags() {
     secure
         .create_user("bob", "correct horse", Role::Viewer)
         .await;
-    let r = secure
-        .post_json(
-            "/api/login",
-            &json!({"username":"bob","password":"correct horse"}),
-            None,
-            None,
-        )
-        .await;
+    let r = secure.try_login("bob", "correct horse").await;
     assert!(r.set_cookies().join("\n").contains("Secure"));
 }
 
@@ -87,27 +59,25 @@ async fn session_endpoint_anonymous_and_logged_in() {
     assert_eq!(r.json()["csrf_token"].as_str().unwrap().len(), 64);
     assert!(r.session_cookie().is_some());
 
-    app.create_user("alice", "correct horse", Role::Moderator)
-        .await;
-    let (cookie, csrf) = app.login("alice", "correct horse").await;
-    let r = app.get("/api/session", Some(&cookie)).await;
+    let alice = app.user("alice", Role::Moderator).await;
+    let r = alice.get("/api/session").await;
     assert_eq!(r.json()["user"]["username"], "alice");
     assert_eq!(r.json()["user"]["role"], "moderator");
-    assert_eq!(r.json()["csrf_token"], csrf.as_str());
+    assert_eq!(r.json()["csrf_token"], alice.csrf.as_str());
 }
 
 #[actix_web::test]
 async fn cookie_of_one_tenant_is_unknown_on_another() {
     let app = spawn_app().await;
     let other = create_tenant(&app.store).await;
-    app.create_user("alice", "correct horse", Role::Viewer)
-        .await;
-    let (cookie, _) = app.login("alice", "correct horse").await;
+    let alice = app.user("alice", Role::Viewer).await;
     assert_eq!(
-        app.get("/api/session", Some(&cookie)).await.json()["user"]["username"],
+        alice.get("/api/session").await.json()["user"]["username"],
         "alice"
     );
-    let r = app.get_on(&other.host, "/api/session", Some(&cookie)).await;
+    let r = app
+        .get_on(&other.host, "/api/session", Some(&alice.cookie))
+        .await;
     assert_eq!(r.status, 200);
     assert!(
         r.json()["user"].is_null(),
@@ -149,35 +119,28 @@ async fn login_issues_a_new_session_id() {
 #[actix_web::test]
 async fn logout_needs_csrf_and_ends_the_session() {
     let app = spawn_app().await;
-    app.create_user("alice", "correct horse", Role::Viewer)
-        .await;
-    let (cookie, csrf) = app.login("alice", "correct horse").await;
+    let alice = app.user("alice", Role::Viewer).await;
 
-    let r = app.post_json("/api/logout", &json!({}), None, None).await;
+    let r = app.post_anonymous("/api/logout", json!({})).await;
     assert_eq!(r.status, 401, "authentication is checked before CSRF");
-    let r = app
-        .post_json("/api/logout", &json!({}), Some(&cookie), None)
-        .await;
+    let r = alice.post_without_csrf("/api/logout", json!({})).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"]["code"], "csrf");
     let foreign = app.get("/api/session", None).await.json()["csrf_token"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = app
-        .post_json("/api/logout", &json!({}), Some(&cookie), Some(&foreign))
+    let r = alice
+        .post_with_csrf("/api/logout", json!({}), &foreign)
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(
-        app.get("/api/session", Some(&cookie)).await.json()["user"]["username"],
+        alice.get("/api/session").await.json()["user"]["username"],
         "alice"
     );
 
-    let r = app
-        .post_json("/api/logout", &json!({}), Some(&cookie), Some(&csrf))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert!(app.get("/api/session", Some(&cookie)).await.json()["user"].is_null());
+    alice.post_ok("/api/logout", json!({})).await;
+    assert!(alice.get("/api/session").await.json()["user"].is_null());
 }
 
 #[actix_web::test]
@@ -186,33 +149,12 @@ async fn login_attempts_are_rate_limited() {
     app.create_user("alice", "correct horse", Role::Viewer)
         .await;
     for _ in 0..3 {
-        let r = app
-            .post_json(
-                "/api/login",
-                &json!({"username":"alice","password":"nope"}),
-                None,
-                None,
-            )
-            .await;
+        let r = app.try_login("alice", "nope").await;
         assert_eq!(r.status, 401);
     }
-    let r = app
-        .post_json(
-            "/api/login",
-            &json!({"username":"alice","password":"correct horse"}),
-            None,
-            None,
-        )
-        .await;
+    let r = app.try_login("alice", "correct horse").await;
     assert_eq!(r.status, 429);
     assert_eq!(r.json()["error"]["code"], "rate_limited");
-    let retry: u64 = r
-        .headers
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = r.retry_after();
     assert!((1..=60).contains(&retry), "{retry}");
 }

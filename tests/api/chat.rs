@@ -106,7 +106,9 @@ async fn duplicate_client_id_survives_room_restart() {
         .await;
     let first = a.expect("ack").await["id"].as_i64().unwrap();
     drop(a);
-    tokio::time::sleep(Duration::from_millis(2500)).await; // the empty room stops
+    // The behaviour under test: the empty room stops (after its presence
+    // timer, 2 s, and `room_idle_secs` 0). Nothing outside the node shows it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let (mut a, _, history) = app.ws_ready(stream, Some(&alice.cookie)).await;
     assert_eq!(history["messages"][0]["id"], first);
     a.send(json!({"type":"message","message":"x","client_id":"k-9"}))
@@ -201,29 +203,13 @@ async fn anonymous_viewers_read_only_or_refused() {
     assert_eq!(anon.expect("message").await["message"], "visible to all");
     assert_eq!(app.stored_ids(stream).await.len(), 1);
 
-    app.store
-        .configure_tenant(
-            &app.tenant.slug,
-            stampede::store::tenants::TenantConfig {
-                anonymous_viewers: Some(false),
-                signup: None,
-            },
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await; // the host cache expires
-    let r = connect(&app.address, &app.tenant.host, stream, None, None, "").await;
-    assert_eq!(r.err().map(|e| e.0), Some(401));
-    assert!(connect(
-        &app.address,
-        &app.tenant.host,
-        stream,
-        Some(&alice.cookie),
-        None,
-        ""
-    )
-    .await
-    .is_ok());
+    app.configure_tenant(Some(false), None).await;
+    // Until the host cache expires an anonymous socket still opens.
+    eventually("anonymous sockets are refused with 401", WAIT, || async {
+        (app.ws_refusal(stream, None).await == Some(401)).then_some(())
+    })
+    .await;
+    assert_eq!(app.ws_refusal(stream, Some(&alice.cookie)).await, None);
 }
 
 #[actix_web::test]
@@ -349,13 +335,7 @@ async fn history_is_the_last_fifty_visible_messages() {
     a.say_many("n", 60).await;
     let ids = app.stored_ids(stream).await;
     let (_, _, history) = app.ws_ready(stream, None).await;
-    let got: Vec<i64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(got, ids[10..].to_vec());
+    assert_eq!(message_ids(&history), ids[10..].to_vec());
     assert_eq!(history["truncated"], true);
     assert_eq!(history["messages"][49]["message"], "n59");
 }
@@ -389,30 +369,23 @@ async fn resume_misses_nothing_under_concurrent_sends() {
                     .send(json!({"type":"message","message":format!("s{i}"),"client_id":format!("s{i}")}))
                     .await;
                 if i % 10 == 0 {
+                    // Pacing: the sends must overlap the reader's resumes.
                     tokio::time::sleep(Duration::from_millis(15)).await;
                 }
             }
-            let mut acks = 0;
-            while acks < total {
-                if sender.recv().await["type"] == "ack" {
-                    acks += 1;
-                }
+            for _ in 0..total {
+                sender.expect("ack").await;
             }
         });
         let mut seen: Vec<i64> = Vec::new();
         let mut last_id: Option<i64> = None;
-        for round in 0..6 {
+        let resume = |last_id: Option<i64>| {
             let query = last_id.map(|l| format!("?last_id={l}")).unwrap_or_default();
-            let mut c = connect(
-                &app.address,
-                &app.tenant.host,
-                stream,
-                Some(&bob.cookie),
-                None,
-                &query,
-            )
-            .await
-            .unwrap();
+            let (app, cookie) = (&app, &bob.cookie);
+            async move { app.try_ws(stream, Some(cookie), &query).await.unwrap() }
+        };
+        for round in 0..6 {
+            let mut c = resume(last_id).await;
             assert_eq!(c.recv().await["type"], "hello");
             let history = c.recv().await;
             assert_eq!(history["type"], "history");
@@ -449,20 +422,9 @@ async fn resume_misses_nothing_under_concurrent_sends() {
         }
         send.await.unwrap();
         // A final resume collects the rest.
-        let query = last_id.map(|l| format!("?last_id={l}")).unwrap_or_default();
-        let mut c = connect(
-            &app.address,
-            &app.tenant.host,
-            stream,
-            Some(&bob.cookie),
-            None,
-            &query,
-        )
-        .await
-        .unwrap();
+        let mut c = resume(last_id).await;
         c.recv().await;
-        for m in c.recv().await["messages"].as_array().unwrap() {
-            let id = m["id"].as_i64().unwrap();
+        for id in message_ids(&c.recv().await) {
             if !seen.contains(&id) {
                 seen.push(id);
             }
@@ -575,13 +537,7 @@ async fn replay_api_pages_back() {
         .await;
     assert_eq!(r.status, 200);
     let page = r.json();
-    let got: Vec<i64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(got, vec![ids[6], ids[5], ids[4]]);
+    assert_eq!(message_ids(&page), vec![ids[6], ids[5], ids[4]]);
     assert_eq!(page["messages"][0]["username"], "alice");
     let next = page["next_before_id"].as_i64().unwrap();
     let r = app
@@ -590,13 +546,7 @@ async fn replay_api_pages_back() {
             None,
         )
         .await;
-    let got: Vec<i64> = r.json()["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(got, vec![ids[3], ids[2], ids[1], ids[0]]);
+    assert_eq!(message_ids(&r.json()), vec![ids[3], ids[2], ids[1], ids[0]]);
     assert_eq!(r.json()["next_before_id"], Value::Null);
     let r = app
         .get(&format!("/api/streams/{stream}/messages?limit=0"), None)
@@ -612,8 +562,7 @@ async fn replay_api_pages_back() {
 #[actix_web::test]
 async fn ending_a_stream_closes_chat() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let alice = app.user("alice", Role::Viewer).await;
     let mut a = alice.ws(stream).await;
     let path = format!("/api/streams/{stream}/status");
@@ -624,8 +573,7 @@ async fn ending_a_stream_closes_chat() {
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"]["code"], "csrf");
-    let r = owner.post(&path, json!({"status":"live"})).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = owner.post_ok(&path, json!({"status":"live"})).await;
     assert_eq!(r.json()["status"], "live");
     let notice = a.expect("message").await;
     assert_eq!(notice["message_type"], "system");

@@ -70,23 +70,19 @@ async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
         .get(&format!("/api/streams/{stream}/messages"), None)
         .await;
     let replay = r.json();
-    let m = replay["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == reply)
-        .unwrap()
-        .clone();
+    let replayed = |id: i64| {
+        replay["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let m = replayed(reply);
     assert_eq!(m["reply_to"]["username"], "alice");
     assert_eq!(m["mentions"], json!(["alice"]));
-    let first_replayed = replay["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == first)
-        .unwrap()
-        .clone();
-    assert_eq!(first_replayed["mentions"], json!(["Bob"]));
+    assert_eq!(replayed(first)["mentions"], json!(["Bob"]));
 }
 
 #[actix_web::test]
@@ -96,8 +92,10 @@ async fn a_user_created_after_the_room_started_is_mentioned() {
     let alice = app.user("alice", Role::Viewer).await;
     let mut ca = alice.ws(stream).await;
     app.create_user("carol", "password-123", Role::Viewer).await;
-    // (The cache refreshes at most every 0.5 s: the room's first load was just now.)
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The cache refreshes at most every `REFRESH_EVERY` (a constant) and the
+    // room's first load was just now: waiting it out is part of the test.
+    let refresh = stampede::rooms::mentions::REFRESH_EVERY;
+    tokio::time::sleep(refresh + Duration::from_millis(100)).await;
     // The room loaded its usernames before carol existed: the miss refreshes
     // the cache, and the message waits for it (and the next one behind it).
     ca.send(json!({"message":"hey @carol", "client_id":"c1"}))
@@ -229,20 +227,18 @@ async fn edits_reach_every_node_and_every_history() {
 #[actix_web::test]
 async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let alice = app.user("alice", Role::Viewer).await;
     let bob = app.user("bob", Role::Viewer).await;
     let mut co = owner.ws(stream).await;
     let mut ca = alice.ws(stream).await;
     let mut cb = bob.ws(stream).await;
-    let r = owner
-        .post(
+    owner
+        .post_ok(
             &format!("/api/streams/{stream}/blocked_terms"),
             json!({"term":"spam","action":"add"}),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.body);
 
     let id = ca.say_json(json!({"message":"original"})).await;
     // Someone else's message.
@@ -261,16 +257,11 @@ async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
         .await;
     assert_eq!(refused(&mut ca).await, "not_found");
     // Past the 120 s window (the message's time set back in PostgreSQL).
-    let c = app.store.client().await.unwrap();
-    c.execute(
-        &format!(
-            "UPDATE {}.chat_chatmessage SET created_at = now() - interval '121 seconds' WHERE id = $1",
-            app.tenant.slug.schema()
-        ),
+    app.tenant_sql(
+        "UPDATE {s}.chat_chatmessage SET created_at = now() - interval '121 seconds' WHERE id = $1",
         &[&id],
     )
-    .await
-    .unwrap();
+    .await;
     ca.send(json!({"type":"edit","message_id": id, "message":"too late"}))
         .await;
     assert_eq!(refused(&mut ca).await, "edit_window");
@@ -297,16 +288,6 @@ async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
     anon.send(json!({"type":"edit","message_id": id, "message":"x"}))
         .await;
     assert_eq!(refused(&mut anon).await, "not_authenticated");
-}
-
-/// The ids of a search answer's messages.
-fn ids(v: &Value) -> Vec<i64> {
-    v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
 }
 
 #[actix_web::test]
@@ -340,16 +321,20 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
     let search = |q: &str| format!("/api/streams/{stream}/search?{q}");
     let r = owner.get(&search("q=%E3%81%AB%E3%81%A1")).await; // にち
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(ids(&r.json()), vec![jp]);
+    assert_eq!(message_ids(&r.json()), vec![jp]);
     // Katakana and hiragana as one, newest first; the edited text is searched.
     let r = owner.get(&search("q=%E3%83%A9%E3%82%A4%E3%83%96")).await; // ライブ
-    assert_eq!(ids(&r.json()), vec![edited, live]);
+    assert_eq!(message_ids(&r.json()), vec![edited, live]);
     let r = owner.get(&search("q=typo")).await;
-    assert_eq!(ids(&r.json()), Vec::<i64>::new(), "old text not found");
+    assert_eq!(
+        message_ids(&r.json()),
+        Vec::<i64>::new(),
+        "old text not found"
+    );
     // Case folded; deleted messages included and flagged; other streams not.
     let r = owner.get(&search("q=hello")).await;
     let v = r.json();
-    assert_eq!(ids(&v), vec![gone, hello]);
+    assert_eq!(message_ids(&v), vec![gone, hello]);
     assert_eq!(v["messages"][0]["is_deleted"], true);
     assert_eq!(v["messages"][0]["hidden"], false);
     assert_eq!(v["messages"][1]["is_deleted"], false);
@@ -358,17 +343,17 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
     // By user, with and without text; paging.
     let r = owner.get(&search("user=ALICE&limit=2")).await;
     let v = r.json();
-    assert_eq!(ids(&v), vec![edited, gone]);
+    assert_eq!(message_ids(&v), vec![edited, gone]);
     assert_eq!(v["next_before_id"], gone);
     let r = owner
         .get(&search(&format!("user=alice&limit=2&before_id={gone}")))
         .await;
-    assert_eq!(ids(&r.json()), vec![live, jp]);
+    assert_eq!(message_ids(&r.json()), vec![live, jp]);
     let r = owner.get(&search("user=owner&q=HELLO")).await;
-    assert_eq!(ids(&r.json()), vec![hello]);
+    assert_eq!(message_ids(&r.json()), vec![hello]);
     // Wildcards are literal.
     let r = owner.get(&search("q=%25%25")).await;
-    assert_eq!(ids(&r.json()), Vec::<i64>::new());
+    assert_eq!(message_ids(&r.json()), Vec::<i64>::new());
     // Refusals: viewers 403, anonymous 401, bad queries 422.
     assert_eq!(alice.get(&search("q=hello")).await.status, 403);
     assert_eq!(app.get(&search("q=hello"), None).await.status, 401);
@@ -379,7 +364,7 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
     let r = admin.get("/api/search?q=hello").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
-    assert_eq!(ids(&v), vec![elsewhere, gone, hello]);
+    assert_eq!(message_ids(&v), vec![elsewhere, gone, hello]);
     assert_eq!(v["messages"][0]["stream_id"], other);
     assert_eq!(owner.get("/api/search?q=hello").await.status, 403);
     assert_eq!(app.get("/api/search?q=hello", None).await.status, 401);
@@ -388,8 +373,7 @@ async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted(
 #[actix_web::test]
 async fn search_pages_through_a_long_history_with_every_plan() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let s = app.tenant.slug.schema();
     let c = app.store.client().await.unwrap();
     // 12,001 messages: an old needle, then filler with a term every 400th.
@@ -438,7 +422,7 @@ async fn search_pages_through_a_long_history_with_every_plan() {
             ))
             .await
             .json();
-        got.extend(ids(&v));
+        got.extend(message_ids(&v));
         match v["next_before_id"].as_i64() {
             Some(n) => before = format!("&before_id={n}"),
             None => break,
@@ -449,7 +433,7 @@ async fn search_pages_through_a_long_history_with_every_plan() {
         .get(&format!("/api/streams/{stream}/search?q=MEDIUM+term"))
         .await
         .json();
-    assert_eq!(ids(&v), expected);
+    assert_eq!(message_ids(&v), expected);
     assert_eq!(v["next_before_id"], Value::Null);
 }
 
@@ -576,16 +560,15 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
 #[actix_web::test]
 async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let alice = app.user("alice", Role::Viewer).await;
     let troll = app.user("troll", Role::Viewer).await;
     let mut co = owner.ws(stream).await;
     let mut ca = alice.ws(stream).await;
     let mut ct = troll.ws(stream).await;
     co.send(json!({"type":"hide","username":"troll"})).await;
+    // The room applies the hide before it tells the moderators.
     co.expect("moderation").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let id = ct.say_json(json!({"message":"hidden text"})).await;
     assert_eq!(message_with_id(&mut co, id).await["hidden"], true);
@@ -603,7 +586,7 @@ async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
         .get(&format!("/api/streams/{stream}/search?q=edited"))
         .await
         .json();
-    assert_eq!(ids(&v), vec![id]);
+    assert_eq!(message_ids(&v), vec![id]);
     assert_eq!(v["messages"][0]["hidden"], true);
     assert_eq!(v["messages"][0]["is_deleted"], false);
 }

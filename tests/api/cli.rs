@@ -4,22 +4,27 @@
 use crate::helpers::*;
 use stampede::domain::Slug;
 
-async fn schema_exists(name: &str) -> bool {
+/// Whether `sql` (`SELECT 1 … WHERE … = $1`) finds a row for `name`.
+async fn row_exists(sql: &str, name: &str) -> bool {
     let store = store_for(&database_url(), 1);
     let c = store.client().await.unwrap();
-    c.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&name])
-        .await
-        .unwrap()
-        .is_some()
+    c.query_opt(sql, &[&name]).await.unwrap().is_some()
+}
+
+async fn schema_exists(name: &str) -> bool {
+    row_exists("SELECT 1 FROM pg_namespace WHERE nspname = $1", name).await
 }
 
 async fn tenant_row_exists(slug: &str) -> bool {
-    let store = store_for(&database_url(), 1);
-    let c = store.client().await.unwrap();
-    c.query_opt("SELECT 1 FROM public.tenants WHERE slug = $1", &[&slug])
-        .await
-        .unwrap()
-        .is_some()
+    row_exists("SELECT 1 FROM public.tenants WHERE slug = $1", slug).await
+}
+
+/// `stampede tenant create <slug> --domain <a fresh domain>`, then `more`.
+fn tenant_create(slug: &str, more: &[&str]) -> std::process::Output {
+    let domain = format!("{}.test", random_hex(10));
+    let mut args = vec!["tenant", "create", slug, "--domain", &domain];
+    args.extend_from_slice(more);
+    cli(&args, &[])
 }
 
 fn assert_one_line_error(o: &std::process::Output, needle: &str) {
@@ -101,16 +106,7 @@ async fn bad_slugs_are_refused_and_create_nothing() {
     for bad in [
         "Acme", "a;drop", "pg_x", &long, "äcme", "public", "1abc", "a b",
     ] {
-        let o = cli(
-            &[
-                "tenant",
-                "create",
-                bad,
-                "--domain",
-                &format!("{}.test", random_hex(8)),
-            ],
-            &[],
-        );
+        let o = tenant_create(bad, &[]);
         assert_one_line_error(&o, "invalid slug");
         assert!(!tenant_row_exists(bad).await, "{bad}");
         if bad != "public" {
@@ -128,32 +124,12 @@ async fn duplicate_tenant_and_domain_are_refused_whole() {
     assert!(cli(&["tenant", "create", &slug, "--domain", &host], &[])
         .status
         .success());
-    let o = cli(
-        &[
-            "tenant",
-            "create",
-            &slug,
-            "--domain",
-            &format!("{}.test", random_hex(10)),
-        ],
-        &[],
-    );
+    let o = tenant_create(&slug, &[]);
     assert_one_line_error(&o, &format!("tenant \"{slug}\" already exists"));
 
     // A second tenant asking for a taken domain: nothing of it is created.
     let other = unique_slug();
-    let o = cli(
-        &[
-            "tenant",
-            "create",
-            &other,
-            "--domain",
-            &format!("{}.test", random_hex(10)),
-            "--domain",
-            &host,
-        ],
-        &[],
-    );
+    let o = tenant_create(&other, &["--domain", &host]);
     assert_one_line_error(&o, "already belongs to a tenant");
     assert!(!tenant_row_exists(&other).await);
     assert!(!schema_exists(&other).await);
@@ -169,18 +145,7 @@ async fn duplicate_tenant_and_domain_are_refused_whole() {
     );
     assert_one_line_error(&o, "does not exist");
     let second = unique_slug();
-    assert!(cli(
-        &[
-            "tenant",
-            "create",
-            &second,
-            "--domain",
-            &format!("{}.test", random_hex(10))
-        ],
-        &[]
-    )
-    .status
-    .success());
+    assert!(tenant_create(&second, &[]).status.success());
     let o = cli(
         &["tenant", "add-domain", &second, &host.to_uppercase()],
         &[],
@@ -193,18 +158,7 @@ async fn duplicate_tenant_and_domain_are_refused_whole() {
 #[actix_web::test]
 async fn users_and_streams() {
     let slug = unique_slug();
-    assert!(cli(
-        &[
-            "tenant",
-            "create",
-            &slug,
-            "--domain",
-            &format!("{}.test", random_hex(10))
-        ],
-        &[]
-    )
-    .status
-    .success());
+    assert!(tenant_create(&slug, &[]).status.success());
     // No password given and no terminal: refused.
     let o = cli(
         &[
@@ -232,26 +186,18 @@ async fn users_and_streams() {
         &[("STAMPEDE_PASSWORD", "long enough")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = cli(
-        &[
-            "user", "create", "--tenant", &slug, "sam", "--role", "viewer",
-        ],
-        &[("STAMPEDE_PASSWORD", "long enough")],
-    );
-    assert_one_line_error(&o, "already exists");
-    let o = cli(
-        &[
-            "user",
-            "create",
-            "--tenant",
-            "t_nope_nope",
-            "sam",
-            "--role",
-            "viewer",
-        ],
-        &[("STAMPEDE_PASSWORD", "long enough")],
-    );
-    assert_one_line_error(&o, "does not exist");
+    for (tenant, error) in [
+        (slug.as_str(), "already exists"),
+        ("t_nope_nope", "does not exist"),
+    ] {
+        let o = cli(
+            &[
+                "user", "create", "--tenant", tenant, "sam", "--role", "viewer",
+            ],
+            &[("STAMPEDE_PASSWORD", "long enough")],
+        );
+        assert_one_line_error(&o, error);
+    }
 
     let o = cli(
         &[

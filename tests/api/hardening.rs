@@ -29,10 +29,7 @@ async fn malformed_frames_close_only_their_socket() {
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     let node = Node::start(free_port(), &[]).await;
-    let remote = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
+    let remote = app.on_node(&node);
     let alice = remote.logged_in("alice").await;
     let (mut bystander, _, _) = remote.ws_ready(stream, None).await;
     let mut sender = alice.ws(stream).await;
@@ -68,14 +65,10 @@ async fn malformed_frames_close_only_their_socket() {
     // The others are unaffected.
     sender.send(json!({"message":"still fine"})).await;
     assert_eq!(bystander.expect("message").await["message"], "still fine");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while open_connections(&remote).await != baseline {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "connections did not return to baseline"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("connections return to baseline", WAIT, || async {
+        (open_connections(&remote).await == baseline).then_some(())
+    })
+    .await;
 }
 
 /// One series of a node's `/metrics`, by its exact name.
@@ -114,30 +107,12 @@ async fn per_user_connection_cap() {
     let alice = app.user("alice", Role::Viewer).await;
     let _a = app.ws(stream, Some(&alice.cookie)).await;
     let _b = app.ws(stream, Some(&alice.cookie)).await;
-    let r = connect(
-        &app.address,
-        &app.tenant.host,
-        stream,
-        Some(&alice.cookie),
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(r.err().map(|e| e.0), Some(429));
+    assert_eq!(app.ws_refusal(stream, Some(&alice.cookie)).await, Some(429));
     // Anonymous sockets and other users are not affected.
     let _c = app.ws(stream, None).await;
     drop(_a);
     eventually("the user's slot is given back", WAIT, || async {
-        connect(
-            &app.address,
-            &app.tenant.host,
-            stream,
-            Some(&alice.cookie),
-            None,
-            "",
-        )
-        .await
-        .ok()
+        app.try_ws(stream, Some(&alice.cookie), "").await.ok()
     })
     .await;
 }
@@ -206,17 +181,11 @@ async fn ended_sessions_close_their_sockets() {
     let stream = app.create_stream("owner").await;
     let alice = app.user("alice", Role::Viewer).await;
     let mut a = alice.ws(stream).await;
-    let c = app.store.client().await.unwrap();
-    c.execute(
-        &format!(
-            "UPDATE {}.accounts_session SET expires_at = now() - interval '1 second'",
-            app.tenant.slug.schema()
-        ),
+    app.tenant_sql(
+        "UPDATE {s}.accounts_session SET expires_at = now() - interval '1 second'",
         &[],
     )
-    .await
-    .unwrap();
-    drop(c);
+    .await;
     assert_eq!(a.closed().await, Some(4001));
 
     app.create_user("bob", "password-123", Role::Viewer).await;
@@ -224,26 +193,13 @@ async fn ended_sessions_close_their_sockets() {
     let phone = app.logged_in("bob").await;
     let mut on_laptop = laptop.ws(stream).await;
     let mut on_phone = phone.ws(stream).await;
-    let r = laptop
-        .post(
-            "/api/password",
-            json!({"current_password":"wrong","new_password":"new-password-1"}),
-        )
-        .await;
-    assert_eq!(r.status, 403);
-    let r = laptop
-        .post(
-            "/api/password",
-            json!({"current_password":"password-123","new_password":"short"}),
-        )
-        .await;
-    assert_eq!(r.status, 422);
-    let r = laptop
-        .post(
-            "/api/password",
-            json!({"current_password":"password-123","new_password":"new-password-1"}),
-        )
-        .await;
+    let change = |current: &str, new: &str| {
+        let body = json!({"current_password":current,"new_password":new});
+        laptop.post("/api/password", body)
+    };
+    assert_eq!(change("wrong", "new-password-1").await.status, 403);
+    assert_eq!(change("password-123", "short").await.status, 422);
+    let r = change("password-123", "new-password-1").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let fresh = r.session_cookie().expect("a new session for this client");
     assert_eq!(on_laptop.closed().await, Some(4001));
@@ -254,14 +210,7 @@ async fn ended_sessions_close_their_sockets() {
         app.get("/api/session", Some(&fresh)).await.json()["user"]["username"],
         "bob"
     );
-    let r = app
-        .post_json(
-            "/api/login",
-            &json!({"username":"bob","password":"password-123"}),
-            None,
-            None,
-        )
-        .await;
+    let r = app.try_login("bob", "password-123").await;
     assert_eq!(r.status, 401, "the old password no longer works");
 }
 
@@ -298,22 +247,10 @@ async fn security_headers() {
         .to_str()
         .unwrap()
         .contains("max-age="));
-    assert!(tls
-        .post_json(
-            "/api/login",
-            &json!({"username":"x","password":"y"}),
-            None,
-            None
-        )
-        .await
-        .set_cookies()
-        .is_empty());
+    assert!(tls.try_login("x", "y").await.set_cookies().is_empty());
     // Oversized JSON bodies are refused.
     let big = json!({"username": "x".repeat(20_000), "password": "y"});
-    assert_eq!(
-        app.post_json("/api/login", &big, None, None).await.status,
-        422
-    );
+    assert_eq!(app.post_anonymous("/api/login", big).await.status, 422);
 }
 
 /// 1,000 sockets that connect and never read: memory stays bounded, the room
@@ -331,10 +268,7 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
     ];
     let node = Node::start(free_port(), &env).await;
     let pid = node.child.id();
-    let remote = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
+    let remote = app.on_node(&node);
     let alice = remote.logged_in("alice").await;
     let path = format!("/ws/chat/stream_{stream}/");
     let mut idle = Vec::new();

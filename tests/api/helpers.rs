@@ -17,6 +17,7 @@ use stampede::{
     startup::Application,
     store::{migrations, Store},
 };
+use tokio_postgres::types::ToSql;
 
 /// Random lower-case hex.
 pub fn random_hex(n: usize) -> String {
@@ -259,6 +260,17 @@ impl Reply {
             .collect()
     }
 
+    /// The `Retry-After` header in seconds; panics when it is missing.
+    pub fn retry_after(&self) -> u64 {
+        self.headers
+            .get("retry-after")
+            .expect("a Retry-After header")
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     /// The value of the session cookie set by this response, if any.
     pub fn session_cookie(&self) -> Option<String> {
         self.set_cookies().iter().find_map(|c| {
@@ -269,7 +281,8 @@ impl Reply {
     }
 }
 
-async fn read<S>(mut res: ClientResponse<S>) -> Reply
+/// Reads a response whole.
+pub async fn read_reply<S>(mut res: ClientResponse<S>) -> Reply
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
 {
@@ -296,21 +309,47 @@ impl TestApp {
         }
     }
 
+    /// The same tenant and store on the `stampede serve` process `node`.
+    pub fn on_node(&self, node: &Node) -> TestApp {
+        TestApp {
+            address: node.address.clone(),
+            ..self.clone_handle()
+        }
+    }
+
     /// GET with this tenant's Host and an optional session cookie.
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
         self.get_on(&self.tenant.host, path, cookie).await
     }
 
+    /// A request to `path` of this node with `Host: host` and an optional
+    /// session cookie.
+    fn request(
+        &self,
+        method: awc::http::Method,
+        host: &str,
+        path: &str,
+        cookie: Option<&str>,
+    ) -> awc::ClientRequest {
+        let req = self
+            .client
+            .request(method, format!("{}{path}", self.address))
+            .insert_header((header::HOST, host.to_string()));
+        match cookie {
+            Some(c) => req.insert_header((header::COOKIE, format!("stampede_session={c}"))),
+            None => req,
+        }
+    }
+
     /// GET with any Host.
     pub async fn get_on(&self, host: &str, path: &str, cookie: Option<&str>) -> Reply {
-        let mut req = self
-            .client
-            .get(format!("{}{path}", self.address))
-            .insert_header((header::HOST, host.to_string()));
-        if let Some(c) = cookie {
-            req = req.insert_header((header::COOKIE, format!("stampede_session={c}")));
-        }
-        read(req.send().await.expect("request")).await
+        let req = self.request(awc::http::Method::GET, host, path, cookie);
+        read_reply(req.send().await.expect("request")).await
+    }
+
+    /// POST JSON with this tenant's Host, no cookie and no CSRF token.
+    pub async fn post_anonymous(&self, path: &str, body: Value) -> Reply {
+        self.post_json(path, &body, None, None).await
     }
 
     /// POST JSON with this tenant's Host, an optional cookie and CSRF token.
@@ -334,17 +373,11 @@ impl TestApp {
         cookie: Option<&str>,
         csrf: Option<&str>,
     ) -> Reply {
-        let mut req = self
-            .client
-            .post(format!("{}{path}", self.address))
-            .insert_header((header::HOST, host.to_string()));
-        if let Some(c) = cookie {
-            req = req.insert_header((header::COOKIE, format!("stampede_session={c}")));
-        }
+        let mut req = self.request(awc::http::Method::POST, host, path, cookie);
         if let Some(t) = csrf {
             req = req.insert_header(("X-CSRF-Token", t.to_string()));
         }
-        read(req.send_json(body).await.expect("request")).await
+        read_reply(req.send_json(body).await.expect("request")).await
     }
 
     /// Creates a user on the test tenant; returns its id.
@@ -391,6 +424,12 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A stream of user `owner` (a streamer), and `owner` logged in.
+    pub async fn stream_with_owner(&self) -> (i64, TestUser<'_>) {
+        let stream = self.create_stream("owner").await;
+        (stream, self.logged_in("owner").await)
+    }
+
     /// Every stored message id of a stream, ascending.
     pub async fn stored_ids(&self, stream_id: i64) -> Vec<i64> {
         let c = self.store.client().await.unwrap();
@@ -407,6 +446,35 @@ impl TestApp {
         .iter()
         .map(|r| r.get(0))
         .collect()
+    }
+
+    /// Runs one statement on the test tenant's tables (`{s}` in `sql` stands
+    /// for its schema); returns the rows it gives.
+    pub async fn tenant_sql(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Vec<tokio_postgres::Row> {
+        let sql = sql.replace("{s}", &self.tenant.slug.schema());
+        let c = self.store.client().await.unwrap();
+        c.query(&sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The first column, a `bigint`, of the first row a query on the test
+    /// tenant's tables gives (`{s}` as in [`TestApp::tenant_sql`]).
+    pub async fn tenant_number(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> i64 {
+        self.tenant_sql(sql, params).await[0].get(0)
+    }
+
+    /// How many reactions to a stream are stored (one row each).
+    pub async fn stored_reactions(&self, stream_id: i64) -> i64 {
+        self.tenant_number(
+            "SELECT count(*) FROM {s}.streaming_streamreaction WHERE stream_id = $1",
+            &[&stream_id],
+        )
+        .await
     }
 
     /// Every stored message of a stream (deleted ones included), ascending by id.
@@ -431,16 +499,33 @@ impl TestApp {
         .collect()
     }
 
+    /// `POST /api/login` without a session: the reply, whatever it says.
+    pub async fn try_login(&self, name: &str, password: &str) -> Reply {
+        self.post_anonymous(
+            "/api/login",
+            serde_json::json!({"username": name, "password": password}),
+        )
+        .await
+    }
+
+    /// Sets the tenant's `anonymous_viewers` and `signup` (`None` keeps one).
+    /// Nodes see the change within [`stampede::tenants::CACHE_TTL`]: poll.
+    pub async fn configure_tenant(&self, anonymous_viewers: Option<bool>, signup: Option<bool>) {
+        self.store
+            .configure_tenant(
+                &self.tenant.slug,
+                stampede::store::tenants::TenantConfig {
+                    anonymous_viewers,
+                    signup,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
     /// Logs in; returns (session cookie, csrf token).
     pub async fn login(&self, name: &str, password: &str) -> (String, String) {
-        let r = self
-            .post_json(
-                "/api/login",
-                &serde_json::json!({"username": name, "password": password}),
-                None,
-                None,
-            )
-            .await;
+        let r = self.try_login(name, password).await;
         assert_eq!(r.status, 200, "login failed: {}", r.body);
         let cookie = r.session_cookie().expect("session cookie");
         (cookie, r.json()["csrf_token"].as_str().unwrap().to_string())
@@ -485,11 +570,34 @@ impl TestUser<'_> {
             .await
     }
 
+    /// [`TestUser::post`] that must answer 200 (the body is shown if not).
+    pub async fn post_ok(&self, path: &str, body: Value) -> Reply {
+        let r = self.post(path, body).await;
+        assert_eq!(r.status, 200, "POST {path}: {}", r.body);
+        r
+    }
+
     /// POST JSON with the cookie but no CSRF token.
     pub async fn post_without_csrf(&self, path: &str, body: Value) -> Reply {
         self.app
             .post_json(path, &body, Some(&self.cookie), None)
             .await
+    }
+
+    /// POST JSON with the cookie and another CSRF token.
+    pub async fn post_with_csrf(&self, path: &str, body: Value, csrf: &str) -> Reply {
+        self.app
+            .post_json(path, &body, Some(&self.cookie), Some(csrf))
+            .await
+    }
+
+    /// Sets a stream's status (`live`, `ended`) as this user.
+    pub async fn set_status(&self, stream: i64, status: &str) -> Reply {
+        self.post(
+            &format!("/api/streams/{stream}/status"),
+            serde_json::json!({ "status": status }),
+        )
+        .await
     }
 
     /// GET with the cookie.
@@ -511,6 +619,38 @@ impl TestUser<'_> {
             csrf: self.csrf.clone(),
         }
     }
+}
+
+/// The quoted value that follows `marker` in a page; panics naming `what`
+/// when the page has none.
+fn value_after(html: &str, marker: &str, what: &str) -> String {
+    let at = html.find(marker).expect(what);
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// The `csrf_token` hidden field of a form page.
+pub fn form_token(html: &str) -> String {
+    value_after(html, "name=\"csrf_token\" value=\"", "csrf_token field")
+}
+
+/// The `content` of a page's `<meta name="csrf-token">`.
+pub fn meta_token(html: &str) -> String {
+    value_after(
+        html,
+        "<meta name=\"csrf-token\" content=\"",
+        "csrf-token meta",
+    )
+}
+
+/// The ids of the `messages` of a history, search or replay answer.
+pub fn message_ids(v: &Value) -> Vec<i64> {
+    v["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages: {v}"))
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect()
 }
 
 /// How long a test waits for something that should happen at once.
@@ -686,9 +826,46 @@ pub struct PrivatePg {
     listen: &'static str,
 }
 
+/// Hands `dir` to the `postgres` user when the tests run as root (the
+/// server programs refuse to run as root).
+fn chown_to_postgres(dir: &Path) {
+    if stampede_devenv::is_root() {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .unwrap();
+    }
+}
+
+/// Creates database `stampede` over a fresh connection (`conn`, its driver,
+/// runs in the background).
+async fn create_stampede_database(
+    client: tokio_postgres::Client,
+    conn: impl std::future::Future + 'static,
+) {
+    actix_rt::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+        .batch_execute("CREATE DATABASE stampede")
+        .await
+        .unwrap();
+}
+
 impl PrivatePg {
     fn pg_command(&self, tool: &str) -> Command {
         stampede_devenv::as_pg_user(&self.bin.join(tool), stampede_devenv::is_root())
+    }
+
+    /// Runs `cmd` and panics with its stderr, naming `what`, when it fails.
+    fn run(what: &str, mut cmd: Command) {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Creates a cluster (trust auth) in a fresh directory; not started.
@@ -697,13 +874,7 @@ impl PrivatePg {
             .unwrap_or_else(|e| panic!("these tests need PostgreSQL's server programs: {e:#}"));
         let dir = std::env::temp_dir().join(format!("stampede-pg-{}", random_hex(10)));
         std::fs::create_dir_all(&dir).unwrap();
-        if stampede_devenv::is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap();
-        }
+        chown_to_postgres(&dir);
         let pg = PrivatePg {
             dir,
             bin,
@@ -711,17 +882,11 @@ impl PrivatePg {
             options: String::new(),
             listen: "127.0.0.1",
         };
-        let out = pg
-            .pg_command("initdb")
+        let mut initdb = pg.pg_command("initdb");
+        initdb
             .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
-            .arg(&pg.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(&pg.dir);
+        Self::run("initdb", initdb);
         pg
     }
 
@@ -733,13 +898,7 @@ impl PrivatePg {
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .unwrap();
-        actix_rt::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-            .batch_execute("CREATE DATABASE stampede")
-            .await
-            .unwrap();
+        create_stampede_database(client, conn).await;
         pg
     }
 
@@ -755,13 +914,7 @@ impl PrivatePg {
             "local all all trust\nhostssl all all 127.0.0.0/8 trust\n",
         )
         .unwrap();
-        if stampede_devenv::is_root() {
-            Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&pg.dir)
-                .status()
-                .unwrap();
-        }
+        chown_to_postgres(&pg.dir);
         // PostgreSQL refuses a key others can read.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
@@ -781,13 +934,7 @@ impl PrivatePg {
             .connect(tokio_postgres::NoTls)
             .await
             .unwrap();
-        actix_rt::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-            .batch_execute("CREATE DATABASE stampede")
-            .await
-            .unwrap();
+        create_stampede_database(client, conn).await;
         pg
     }
 
@@ -798,8 +945,8 @@ impl PrivatePg {
 
     /// Starts the server (after `stop`).
     pub fn start_server(&self) {
-        let out = self
-            .pg_command("pg_ctl")
+        let mut start = self.pg_command("pg_ctl");
+        start
             .args(["start", "-w", "-D"])
             .arg(&self.dir)
             .arg("-l")
@@ -811,29 +958,15 @@ impl PrivatePg {
                 self.listen,
                 self.dir.display(),
                 self.options
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            ));
+        Self::run("pg_ctl start", start);
     }
 
     /// Stops the server (fast: connections are cut).
     pub fn stop(&self) {
-        let out = self
-            .pg_command("pg_ctl")
-            .args(["stop", "-w", "-m", "fast", "-D"])
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut stop = self.pg_command("pg_ctl");
+        stop.args(["stop", "-w", "-m", "fast", "-D"]).arg(&self.dir);
+        Self::run("pg_ctl stop", stop);
     }
 }
 

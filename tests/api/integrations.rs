@@ -11,20 +11,12 @@ use crate::{helpers::*, ws::*};
 
 /// GET with `Authorization: Bearer` on `host`.
 async fn bearer_get_on(app: &TestApp, host: &str, path: &str, token: &str) -> Reply {
-    let mut res = app
+    let req = app
         .client
         .get(format!("{}{path}", app.address))
         .insert_header(("Host", host.to_string()))
-        .insert_header(("Authorization", format!("Bearer {token}")))
-        .send()
-        .await
-        .expect("request");
-    let body = res.body().limit(4 << 20).await.expect("body");
-    Reply {
-        status: res.status().as_u16(),
-        headers: res.headers().clone(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+        .insert_header(("Authorization", format!("Bearer {token}")));
+    read_reply(req.send().await.expect("request")).await
 }
 
 async fn bearer_get(app: &TestApp, path: &str, token: &str) -> Reply {
@@ -33,20 +25,20 @@ async fn bearer_get(app: &TestApp, path: &str, token: &str) -> Reply {
 
 /// POST JSON with `Authorization: Bearer` (no cookie, no CSRF token).
 async fn bearer_post(app: &TestApp, path: &str, body: &Value, token: &str) -> Reply {
-    let mut res = app
+    let req = app
         .client
         .post(format!("{}{path}", app.address))
         .insert_header(("Host", app.tenant.host.clone()))
-        .insert_header(("Authorization", format!("Bearer {token}")))
-        .send_json(body)
-        .await
-        .expect("request");
-    let body = res.body().limit(4 << 20).await.expect("body");
-    Reply {
-        status: res.status().as_u16(),
-        headers: res.headers().clone(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+        .insert_header(("Authorization", format!("Bearer {token}")));
+    read_reply(req.send_json(body).await.expect("request")).await
+}
+
+/// A socket opened with a bearer token, after `hello` and `history`.
+async fn bearer_ws(app: &TestApp, stream: i64, token: &str) -> WsClient {
+    let mut c = connect_bearer(app, stream, token).await.expect("socket");
+    c.expect("hello").await;
+    c.expect("history").await;
+    c
 }
 
 /// `stampede token create`; returns the token printed.
@@ -87,8 +79,24 @@ fn create_bot(app: &TestApp, name: &str) {
     assert!(out.status.success(), "bot create: {}", stderr(&out));
 }
 
+/// Makes bot `name` and a token of `scopes` for it.
+fn bot_token(app: &TestApp, name: &str, scopes: &str) -> String {
+    create_bot(app, name);
+    create_token(app, name, scopes)
+}
+
 fn error_code(r: &Reply) -> String {
     r.json()["error"]["code"].as_str().unwrap_or("").to_string()
+}
+
+/// The reply has `status` and the error `code`.
+fn assert_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(
+        (r.status, error_code(r).as_str()),
+        (status, code),
+        "{}",
+        r.body
+    );
 }
 
 #[actix_web::test]
@@ -98,32 +106,12 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
     create_bot(&app, "greeter");
     // No password login, whatever is tried, on the API and on the form.
     for password in ["", "!bot", "password-123"] {
-        let r = app
-            .post_json(
-                "/api/login",
-                &json!({"username":"greeter","password":password}),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 401, "{}", r.body);
-        assert_eq!(error_code(&r), "not_authenticated");
+        let r = app.try_login("greeter", password).await;
+        assert_error(&r, 401, "not_authenticated");
     }
-    let form = app.get("/login", None).await;
-    let anon = form.session_cookie().expect("form session");
-    let at = form.body.find("name=\"csrf_token\" value=\"").unwrap();
-    let rest = &form.body[at + "name=\"csrf_token\" value=\"".len()..];
-    let csrf = &rest[..rest.find('"').unwrap()];
+    let (_, anon, csrf) = app.form_page("/login").await;
     let r = app
-        .post_form(
-            "/login",
-            &[
-                ("username", "greeter"),
-                ("password", "!bot"),
-                ("csrf_token", csrf),
-            ],
-            Some(&anon),
-        )
+        .post_login_form("greeter", "!bot", &[("csrf_token", &csrf)], Some(&anon))
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.session_cookie().is_none() || r.status != 303);
@@ -177,16 +165,14 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
-    let mut listed = String::new();
-    for _ in 0..50 {
+    // The last use is written behind the request: poll the listing.
+    let listed = eventually("the token's last use is listed", WAIT, || async {
         let out = cli(&["token", "list", "--tenant", slug], &[]);
         assert!(out.status.success(), "{}", stderr(&out));
-        listed = stdout(&out);
-        if !listed.lines().nth(1).unwrap_or("").contains("\tnever\t") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let listed = stdout(&out);
+        (!listed.lines().nth(1).unwrap_or("").contains("\tnever\t")).then_some(listed)
+    })
+    .await;
     assert!(!listed.contains(&token), "the token is never listed");
     assert!(!listed.contains(&token[4..]), "nor any of its secret");
     let row: Vec<&str> = listed.lines().nth(1).expect("a row").split('\t').collect();
@@ -201,8 +187,7 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     let out = cli(&["token", "revoke", "--tenant", slug, &id], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
-    assert_eq!(r.status, 401, "{}", r.body);
-    assert_eq!(error_code(&r), "not_authenticated");
+    assert_error(&r, 401, "not_authenticated");
     let listed = stdout(&cli(&["token", "list", "--tenant", slug], &[]));
     assert!(
         listed.lines().nth(1).unwrap().ends_with("\trevoked"),
@@ -254,8 +239,7 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
 async fn bearer_tokens_are_scoped_and_tenant_bound() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    create_bot(&app, "helper");
-    let read = create_token(&app, "helper", "read");
+    let read = bot_token(&app, "helper", "read");
     let chat = create_token(&app, "helper", "chat");
     let replay = format!("/api/streams/{stream}/messages");
 
@@ -264,18 +248,12 @@ async fn bearer_tokens_are_scoped_and_tenant_bound() {
     assert_eq!(r.status, 200, "{}", r.body);
     // Outside the token's scopes: 403.
     let r = bearer_get(&app, &replay, &chat).await;
-    assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(error_code(&r), "forbidden");
+    assert_error(&r, 403, "forbidden");
     let r = bearer_post(&app, &replay, &json!({"message":"hi"}), &read).await;
-    assert_eq!(r.status, 403, "{}", r.body);
-    assert_eq!(error_code(&r), "forbidden");
-    let r = bearer_post(
-        &app,
-        &format!("/api/streams/{stream}/moderation"),
-        &json!({"action":"slow_mode","seconds":5}),
-        &chat,
-    )
-    .await;
+    assert_error(&r, 403, "forbidden");
+    let moderation = format!("/api/streams/{stream}/moderation");
+    let slow = json!({"action":"slow_mode","seconds":5});
+    let r = bearer_post(&app, &moderation, &slow, &chat).await;
     assert_eq!(r.status, 403, "{}", r.body);
     // Routes not declared for tokens refuse them (password, logout).
     let r = bearer_post(&app, "/api/logout", &json!({}), &chat).await;
@@ -310,22 +288,16 @@ async fn bearer_tokens_are_scoped_and_tenant_bound() {
         .create_stream(&other.slug, other_owner.id, "Other", "", None)
         .await
         .unwrap();
-    let r = bearer_get_on(
-        &app,
-        &other.host,
-        &format!("/api/streams/{other_stream}/messages"),
-        &read,
-    )
-    .await;
-    assert_eq!(r.status, 401, "{}", r.body);
+    let elsewhere = format!("/api/streams/{other_stream}/messages");
+    let r = bearer_get_on(&app, &other.host, &elsewhere, &read).await;
+    assert_error(&r, 401, "not_authenticated");
 }
 
 #[actix_web::test]
 async fn a_bearer_token_opens_a_websocket() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    create_bot(&app, "echo");
-    let token = create_token(&app, "echo", "read,chat");
+    let token = bot_token(&app, "echo", "read,chat");
     let mut bot = connect_bearer(&app, stream, &token)
         .await
         .expect("socket with a token");
@@ -341,9 +313,7 @@ async fn a_bearer_token_opens_a_websocket() {
 
     // A read-only token reads but does not chat.
     let read = create_token(&app, "echo", "read");
-    let mut reader = connect_bearer(&app, stream, &read).await.expect("socket");
-    reader.expect("hello").await;
-    reader.expect("history").await;
+    let mut reader = bearer_ws(&app, stream, &read).await;
     reader
         .send(json!({"type":"message","message":"boop","client_id":"r1"}))
         .await;
@@ -361,8 +331,7 @@ async fn a_bearer_token_opens_a_websocket() {
 async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    create_bot(&app, "poster");
-    let token = create_token(&app, "poster", "chat");
+    let token = bot_token(&app, "poster", "chat");
     let alice = app.user("alice", Role::Viewer).await;
     let mut a = alice.ws(stream).await;
     let path = format!("/api/streams/{stream}/messages");
@@ -384,9 +353,9 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
 
     // Cleaning and validation are the socket's.
     let r = bearer_post(&app, &path, &json!({"message":"   "}), &token).await;
-    assert_eq!((r.status, error_code(&r).as_str()), (422, "empty"));
+    assert_error(&r, 422, "empty");
     let r = bearer_post(&app, &path, &json!({"message":"x".repeat(501)}), &token).await;
-    assert_eq!((r.status, error_code(&r).as_str()), (422, "too_long"));
+    assert_error(&r, 422, "too_long");
     let r = bearer_post(
         &app,
         &path,
@@ -409,15 +378,12 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
         .post_without_csrf(&path, json!({"message":"from alice"}))
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = alice.post(&path, json!({"message":"from alice"})).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    alice.post_ok(&path, json!({"message":"from alice"})).await;
     let m = a.expect("message").await;
     assert_eq!(m["username"], "alice");
     assert_eq!(m["role"], "viewer");
     // Anonymous: 401.
-    let r = app
-        .post_json(&path, &json!({"message":"anon"}), None, None)
-        .await;
+    let r = app.post_anonymous(&path, json!({"message":"anon"})).await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
 
@@ -425,10 +391,8 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
 async fn http_posts_are_refused_by_the_rooms_rules() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    create_bot(&app, "spammer");
-    create_bot(&app, "pest");
-    let spam = create_token(&app, "spammer", "chat");
-    let pest = create_token(&app, "pest", "chat");
+    let spam = bot_token(&app, "spammer", "chat");
+    let pest = bot_token(&app, "pest", "chat");
     let path = format!("/api/streams/{stream}/messages");
 
     // Rate limited like a socket (5 per 10 s by default), with Retry-After.
@@ -441,20 +405,8 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
         }
     }
     let r = limited.expect("rate limited");
-    assert_eq!(
-        (r.status, error_code(&r).as_str()),
-        (429, "rate_limited"),
-        "{}",
-        r.body
-    );
-    let retry: u64 = r
-        .headers
-        .get("retry-after")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert_error(&r, 429, "rate_limited");
+    let retry = r.retry_after();
     assert!((1..=10).contains(&retry), "{retry}");
 
     // Banned by a moderator on a socket: 403 banned.
@@ -463,31 +415,15 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
     o.send(json!({"type":"ban","username":"pest"})).await;
     o.expect("moderation").await;
     let r = bearer_post(&app, &path, &json!({"message":"let me in"}), &pest).await;
-    assert_eq!(
-        (r.status, error_code(&r).as_str()),
-        (403, "banned"),
-        "{}",
-        r.body
-    );
+    assert_error(&r, 403, "banned");
 
     // Chat closed when the stream ended: 409.
-    let r = owner
-        .post(
-            &format!("/api/streams/{stream}/status"),
-            json!({"status":"ended"}),
-        )
-        .await;
+    let r = owner.set_status(stream, "ended").await;
     assert_eq!(r.status, 200, "{}", r.body);
     o.expect("message").await; // "Stream ended"
-    create_bot(&app, "late");
-    let late = create_token(&app, "late", "chat");
+    let late = bot_token(&app, "late", "chat");
     let r = bearer_post(&app, &path, &json!({"message":"too late"}), &late).await;
-    assert_eq!(
-        (r.status, error_code(&r).as_str()),
-        (409, "chat_closed"),
-        "{}",
-        r.body
-    );
+    assert_error(&r, 409, "chat_closed");
 }
 
 #[actix_web::test]
@@ -496,10 +432,8 @@ async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
     let stream = app.create_stream("owner").await;
     let owner_mod = create_token(&app, "owner", "moderate");
     let owner_read = create_token(&app, "owner", "read");
-    create_bot(&app, "seller");
-    create_bot(&app, "chatty");
-    let seller = create_token(&app, "seller", "chat");
-    let chatty = create_token(&app, "chatty", "chat");
+    let seller = bot_token(&app, "seller", "chat");
+    let chatty = bot_token(&app, "chatty", "chat");
     let path = format!("/api/streams/{stream}/messages");
 
     // A hold term set with the owner's `moderate` token: the bot's message is held.
@@ -523,23 +457,14 @@ async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
     assert!(app.stored_ids(stream).await.is_empty(), "held, not stored");
 
     // Slow mode set over HTTP with the token: the second message waits.
-    let r = bearer_post(
-        &app,
-        &format!("/api/streams/{stream}/moderation"),
-        &json!({"type":"slow_mode","seconds":30}),
-        &owner_mod,
-    )
-    .await;
+    let moderation = format!("/api/streams/{stream}/moderation");
+    let slow = json!({"type":"slow_mode","seconds":30});
+    let r = bearer_post(&app, &moderation, &slow, &owner_mod).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = bearer_post(&app, &path, &json!({"message":"one"}), &chatty).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = bearer_post(&app, &path, &json!({"message":"two"}), &chatty).await;
-    assert_eq!(
-        (r.status, error_code(&r).as_str()),
-        (429, "slow_mode"),
-        "{}",
-        r.body
-    );
+    assert_error(&r, 429, "slow_mode");
     assert!(r.headers.get("retry-after").is_some());
 
     // The log with `read`; not with `moderate` alone.
@@ -552,15 +477,10 @@ async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
 async fn revoking_a_token_closes_its_sockets() {
     let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
     let stream = app.create_stream("owner").await;
-    create_bot(&app, "watcher");
-    let token = create_token(&app, "watcher", "read");
+    let token = bot_token(&app, "watcher", "read");
     let other = create_token(&app, "watcher", "read");
-    let mut revoked = connect_bearer(&app, stream, &token).await.expect("socket");
-    revoked.expect("hello").await;
-    revoked.expect("history").await;
-    let mut kept = connect_bearer(&app, stream, &other).await.expect("socket");
-    kept.expect("hello").await;
-    kept.expect("history").await;
+    let mut revoked = bearer_ws(&app, stream, &token).await;
+    let mut kept = bearer_ws(&app, stream, &other).await;
     let listed = stdout(&cli(
         &["token", "list", "--tenant", app.tenant.slug.as_str()],
         &[],

@@ -133,6 +133,7 @@ async fn migrate_resumes_after_being_killed_and_tolerates_concurrency() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // The moment of the kill is what the test varies.
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();

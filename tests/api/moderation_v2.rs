@@ -9,26 +9,11 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, ws::*};
 
-/// Sends a chat message; returns the `ack` or the `error` it got.
-async fn send(c: &mut WsClient, text: &str) -> Value {
-    let cid = random_hex(12);
-    c.send(json!({"type":"message","message":text,"client_id":cid}))
-        .await;
-    loop {
-        let v = c.recv().await;
-        if v["client_id"] == cid.as_str() && v["type"] != "message" {
-            return v;
-        }
-    }
-}
-
 /// The error code a message gets, or "ack".
 async fn outcome(c: &mut WsClient, text: &str) -> String {
-    let v = send(c, text).await;
-    if v["type"] == "ack" {
-        "ack".into()
-    } else {
-        v["code"].as_str().unwrap().to_string()
+    match c.try_say(text).await {
+        Ok(_) => "ack".into(),
+        Err(v) => v["code"].as_str().unwrap().to_string(),
     }
 }
 
@@ -46,28 +31,25 @@ async fn set_modes(m: &mut WsClient, modes: Value) -> Value {
     }
 }
 
+/// The actions of the last 50 entries of a stream's moderation log.
+async fn log_actions(app: &TestApp, stream: i64) -> Vec<String> {
+    let log = app.store.moderation_log(&app.tenant.slug, stream, 50);
+    log.await.unwrap().into_iter().map(|e| e.action).collect()
+}
+
 /// Makes an account look `minutes` old.
 async fn age_account(app: &TestApp, username: &str, minutes: i32) {
-    app.store
-        .client()
-        .await
-        .unwrap()
-        .execute(
-            &format!(
-                "UPDATE {}.accounts_user SET created_at = now() - make_interval(mins => $1) WHERE username = $2",
-                app.tenant.slug.schema()
-            ),
-            &[&minutes, &username],
-        )
-        .await
-        .unwrap();
+    app.tenant_sql(
+        "UPDATE {s}.accounts_user SET created_at = now() - make_interval(mins => $1) WHERE username = $2",
+        &[&minutes, &username],
+    )
+    .await;
 }
 
 #[actix_web::test]
 async fn modes_refuse_viewers_and_spare_the_owner() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let bob = app.user("bob", Role::Viewer).await;
     let carol = app.user("carol", Role::Viewer).await;
     let (mut o, hello, _) = app.ws_ready(stream, Some(&owner.cookie)).await;
@@ -101,7 +83,7 @@ async fn modes_refuse_viewers_and_spare_the_owner() {
     )
     .await;
     age_account(&app, "carol", 24 * 60).await;
-    let refused = send(&mut b, "hi").await;
+    let refused = b.try_say("hi").await.unwrap_err();
     assert_eq!(refused["code"], "too_new");
     let wait = refused["retry_after_ms"].as_u64().unwrap();
     assert!(wait > 9 * 60_000 && wait <= 10 * 60_000, "{wait}");
@@ -119,22 +101,14 @@ async fn modes_refuse_viewers_and_spare_the_owner() {
     assert_eq!(outcome(&mut o, "gg wp").await, "ack", "the owner is exempt");
 
     // Every change is in the moderation log.
-    let log: Vec<String> = app
-        .store
-        .moderation_log(&app.tenant.slug, stream, 50)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let log = log_actions(&app, stream).await;
     assert_eq!(log.iter().filter(|a| *a == "modes").count(), 3);
 }
 
 #[actix_web::test]
 async fn the_shield_restores_exactly_what_was_there() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let mut o = owner.ws(stream).await;
     o.send(json!({"type":"slow_mode","seconds":5})).await;
     o.expect("moderation").await;
@@ -189,17 +163,15 @@ async fn modes_set_on_one_node_hold_on_the_other() {
 #[actix_web::test]
 async fn disguised_terms_are_blocked() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let bob = app.user("bob", Role::Viewer).await;
     for term in ["spam", "ばか"] {
-        let r = owner
-            .post(
+        owner
+            .post_ok(
                 &format!("/api/streams/{stream}/blocked_terms"),
                 json!({"term":term,"action":"add"}),
             )
             .await;
-        assert_eq!(r.status, 200, "{}", r.body);
     }
     let mut b = bob.ws(stream).await;
     for disguised in [
@@ -223,14 +195,21 @@ async fn disguised_terms_are_blocked() {
 
 /// Adds a term to a stream's lists in `mode` (`block` or `hold`).
 async fn add_term(app: &TestApp, stream: i64, owner: &TestUser<'_>, term: &str, mode: &str) {
-    let r = owner
-        .on(app)
-        .post(
-            &format!("/api/streams/{stream}/blocked_terms"),
-            json!({"term":term,"action":"add","mode":mode}),
-        )
+    let path = format!("/api/streams/{stream}/blocked_terms");
+    let body = json!({"term":term,"action":"add","mode":mode});
+    owner.on(app).post_ok(&path, body).await;
+}
+
+/// The two-node set-up: a stream of `owner`, users `bob` (a viewer) and
+/// `mod` (a moderator), and two `stampede serve` nodes with handles.
+async fn bob_and_mod_on_two_nodes() -> (TestApp, i64, (Node, TestApp, Node, TestApp)) {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("bob", "password-123", Role::Viewer).await;
+    app.create_user("mod", "password-123", Role::Moderator)
         .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let nodes = two_nodes(&app, &[]).await;
+    (app, stream, nodes)
 }
 
 /// Reads until a frame of `kind` arrives, failing on any `message` frame
@@ -251,12 +230,7 @@ async fn expect_without_messages(c: &mut WsClient, kind: &str) -> Value {
 /// shield mode. Terms list their mode.
 #[actix_web::test]
 async fn held_messages_are_reviewed_across_nodes() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
-    let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
+    let (app, stream, (_a, ha, _b, hb)) = bob_and_mod_on_two_nodes().await;
     let owner = ha.logged_in("owner").await;
     add_term(&ha, stream, &owner, "cheap", "hold").await;
     let r = owner
@@ -352,14 +326,7 @@ async fn held_messages_are_reviewed_across_nodes() {
     let item = m.expect("held").await;
     assert_eq!(item["reason"], "link");
 
-    let actions: Vec<String> = app
-        .store
-        .moderation_log(&app.tenant.slug, stream, 50)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.action)
-        .collect();
+    let actions = log_actions(&app, stream).await;
     assert!(actions.contains(&"approve".to_string()), "{actions:?}");
     assert!(actions.contains(&"deny".to_string()), "{actions:?}");
 }
@@ -373,10 +340,7 @@ async fn held_messages_survive_a_restart_and_expire() {
     app.create_user("bob", "password-123", Role::Viewer).await;
     let port = free_port();
     let node = Node::start(port, &[]).await;
-    let h = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
+    let h = app.on_node(&node);
     let owner = h.logged_in("owner").await;
     add_term(&h, stream, &owner, "cheap", "hold").await;
     let bob = h.logged_in("bob").await;
@@ -407,19 +371,11 @@ async fn held_messages_survive_a_restart_and_expire() {
     assert_eq!(o.expect("message").await["message"], "cheap one");
 
     // The other one waited too long: it is denied by itself.
-    app.store
-        .client()
-        .await
-        .unwrap()
-        .execute(
-            &format!(
-                "UPDATE {}.chat_heldmessage SET created_at = now() - interval '11 minutes' WHERE id = $1",
-                app.tenant.slug.schema()
-            ),
-            &[&held_ids[1]],
-        )
-        .await
-        .unwrap();
+    app.tenant_sql(
+        "UPDATE {s}.chat_heldmessage SET created_at = now() - interval '11 minutes' WHERE id = $1",
+        &[&held_ids[1]],
+    )
+    .await;
     let bob = h.logged_in("bob").await;
     let mut author = bob.ws(stream).await;
     // The sweep runs every 15 s: wait for it without the client's usual limit.
@@ -446,12 +402,7 @@ async fn held_messages_survive_a_restart_and_expire() {
 /// or in replay; bob is not told. Unhidden, he is seen again.
 #[actix_web::test]
 async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
-    let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
+    let (app, stream, (_a, ha, _b, hb)) = bob_and_mod_on_two_nodes().await;
     let owner = ha.logged_in("owner").await;
     let bob = hb.logged_in("bob").await;
     let mut o = owner.ws(stream).await;

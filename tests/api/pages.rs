@@ -8,24 +8,6 @@ use stampede::domain::Role;
 
 use crate::helpers::*;
 
-/// The `csrf_token` hidden field of a form page.
-fn form_token(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf_token\" value=\"")
-        .expect("csrf_token field");
-    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-/// The `content` of a page's `<meta name="csrf-token">`.
-fn meta_token(html: &str) -> String {
-    let at = html
-        .find("<meta name=\"csrf-token\" content=\"")
-        .expect("csrf-token meta");
-    let rest = &html[at + "<meta name=\"csrf-token\" content=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
 /// A client that reports redirects instead of following them.
 fn client() -> awc::Client {
     awc::Client::builder()
@@ -45,6 +27,53 @@ impl TestApp {
         self.post_form_with(path, form, cookie, &[]).await
     }
 
+    /// GETs a form page, which must answer 200: the page, the anonymous
+    /// session it comes with and its form's CSRF token.
+    pub async fn form_page(&self, path: &str) -> (Reply, String, String) {
+        let page = self.get(path, None).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        let anon = page
+            .session_cookie()
+            .unwrap_or_else(|| panic!("{path}: an anonymous session for the token"));
+        let token = form_token(&page.body);
+        (page, anon, token)
+    }
+
+    /// POSTs the login form: `username`, `password`, then the fields in
+    /// `more` (`csrf_token`, `next`).
+    pub async fn post_login_form(
+        &self,
+        username: &str,
+        password: &str,
+        more: &[(&str, &str)],
+        cookie: Option<&str>,
+    ) -> Reply {
+        let mut form = vec![("username", username), ("password", password)];
+        form.extend_from_slice(more);
+        self.post_form("/login", &form, cookie).await
+    }
+
+    /// A request to `path` of the test tenant that reports redirects instead
+    /// of following them, with a raw `Cookie` header and extra headers.
+    fn page_request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        cookie: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> awc::ClientRequest {
+        let mut req = client()
+            .request(method, format!("{}{path}", self.address))
+            .insert_header(("Host", self.tenant.host.clone()));
+        if let Some(c) = cookie {
+            req = req.insert_header(("Cookie", c));
+        }
+        for (k, v) in headers {
+            req = req.insert_header((*k, *v));
+        }
+        req
+    }
+
     /// POSTs a urlencoded form with extra headers.
     pub async fn post_form_with(
         &self,
@@ -53,22 +82,9 @@ impl TestApp {
         cookie: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = client()
-            .post(format!("{}{path}", self.address))
-            .insert_header(("Host", self.tenant.host.clone()));
-        if let Some(c) = cookie {
-            req = req.insert_header(("Cookie", format!("stampede_session={c}")));
-        }
-        for (k, v) in headers {
-            req = req.insert_header((*k, *v));
-        }
-        let mut res = req.send_form(&form).await.expect("request");
-        let body = res.body().limit(4 << 20).await.expect("body");
-        Reply {
-            status: res.status().as_u16(),
-            headers: res.headers().clone(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        let cookie = cookie.map(|c| format!("stampede_session={c}"));
+        let req = self.page_request(awc::http::Method::POST, path, cookie, headers);
+        read_reply(req.send_form(&form).await.expect("request")).await
     }
 
     /// GET with a raw `Cookie` header and extra headers (redirects not followed).
@@ -78,22 +94,9 @@ impl TestApp {
         cookie: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let mut req = client()
-            .get(format!("{}{path}", self.address))
-            .insert_header(("Host", self.tenant.host.clone()));
-        if let Some(c) = cookie {
-            req = req.insert_header(("Cookie", c.to_string()));
-        }
-        for (k, v) in headers {
-            req = req.insert_header((*k, *v));
-        }
-        let mut res = req.send().await.expect("request");
-        let body = res.body().limit(4 << 20).await.expect("body");
-        Reply {
-            status: res.status().as_u16(),
-            headers: res.headers().clone(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        let cookie = cookie.map(str::to_string);
+        let req = self.page_request(awc::http::Method::GET, path, cookie, headers);
+        read_reply(req.send().await.expect("request")).await
     }
 }
 
@@ -110,12 +113,7 @@ async fn the_front_page_lists_live_streams_first_with_viewer_counts() {
     let first = app.create_stream("owner").await;
     let second = app.create_stream("owner").await;
     let owner = app.logged_in("owner").await;
-    let r = owner
-        .post(
-            &format!("/api/streams/{first}/status"),
-            json!({"status":"live"}),
-        )
-        .await;
+    let r = owner.set_status(first, "live").await;
     assert_eq!(r.status, 200);
     let _a = app.ws_ready(first, None).await;
     let _b = app.ws_ready(first, None).await;
@@ -211,12 +209,7 @@ async fn an_ended_stream_closes_the_box_and_shows_its_video() {
         .body
         .contains("<video class=\"video\" src=\"https://cdn.example.com/v.mp4\""));
     for status in ["live", "ended"] {
-        streamer
-            .post(
-                &format!("/api/streams/{id}/status"),
-                json!({"status": status}),
-            )
-            .await;
+        streamer.set_status(id, status).await;
     }
     let page = streamer.get(&format!("/streams/{id}")).await;
     assert!(page.body.contains("Chat is closed"));
@@ -233,19 +226,13 @@ async fn an_ended_stream_closes_the_box_and_shows_its_video() {
 async fn private_tenants_send_anonymous_visitors_to_log_in() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    app.store
-        .configure_tenant(
-            &app.tenant.slug,
-            stampede::store::tenants::TenantConfig {
-                anonymous_viewers: Some(false),
-                signup: None,
-            },
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(stampede::tenants::CACHE_TTL).await;
-    let r = app.get_with(&format!("/streams/{stream}"), None, &[]).await;
-    assert_eq!(r.status, 303);
+    app.configure_tenant(Some(false), None).await;
+    // Nodes cache the tenant's settings for a moment.
+    let r = eventually("the watch page sends visitors to log in", WAIT, || async {
+        let r = app.get_with(&format!("/streams/{stream}"), None, &[]).await;
+        (r.status == 303).then_some(r)
+    })
+    .await;
     assert_eq!(
         header(&r, "location"),
         format!("/login?next=/streams/{stream}")
@@ -284,14 +271,10 @@ async fn anonymous_pages_carry_a_usable_csrf_token() {
         assert!(again.session_cookie().is_none(), "{path}");
 
         let r = app
-            .post_form(
-                "/login",
-                &[
-                    ("username", "erin"),
-                    ("password", "password-123"),
-                    ("csrf_token", &token),
-                    ("next", &path),
-                ],
+            .post_login_form(
+                "erin",
+                "password-123",
+                &[("csrf_token", &token), ("next", &path)],
                 Some(&anon),
             )
             .await;
@@ -309,12 +292,7 @@ async fn anonymous_pages_carry_a_usable_csrf_token() {
 async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     let app = spawn_app().await;
     app.create_user("carol", "password-123", Role::Viewer).await;
-    let form = app.get("/login?next=/streams/5", None).await;
-    assert_eq!(form.status, 200);
-    let anon = form
-        .session_cookie()
-        .expect("an anonymous session for the token");
-    let token = form_token(&form.body);
+    let (form, anon, token) = app.form_page("/login?next=/streams/5").await;
     assert!(form
         .body
         .contains("<label for=\"username\">Username</label>"));
@@ -326,40 +304,20 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
 
     // No token, or another session's token: refused, with a fresh form.
     let r = app
-        .post_form(
-            "/login",
-            &[("username", "carol"), ("password", "password-123")],
-            Some(&anon),
-        )
+        .post_login_form("carol", "password-123", &[], Some(&anon))
         .await;
     assert_eq!(r.status, 403);
     assert!(r.body.contains("The form expired"));
     let r = app
-        .post_form(
-            "/login",
-            &[
-                ("username", "carol"),
-                ("password", "password-123"),
-                ("csrf_token", &token),
-            ],
-            None,
-        )
+        .post_login_form("carol", "password-123", &[("csrf_token", &token)], None)
         .await;
     assert_eq!(r.status, 403);
     assert!(r.session_cookie().is_some(), "a session for the new form");
 
     // Wrong password: the error sits next to the password field.
+    let to_stream = [("csrf_token", token.as_str()), ("next", "/streams/5")];
     let r = app
-        .post_form(
-            "/login",
-            &[
-                ("username", "carol"),
-                ("password", "nope"),
-                ("csrf_token", &token),
-                ("next", "/streams/5"),
-            ],
-            Some(&anon),
-        )
+        .post_login_form("carol", "nope", &to_stream, Some(&anon))
         .await;
     assert_eq!(r.status, 401);
     assert!(r.body.contains(
@@ -368,16 +326,7 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     assert!(r.body.contains("value=\"carol\""));
 
     let r = app
-        .post_form(
-            "/login",
-            &[
-                ("username", "carol"),
-                ("password", "password-123"),
-                ("csrf_token", &token),
-                ("next", "/streams/5"),
-            ],
-            Some(&anon),
-        )
+        .post_login_form("carol", "password-123", &to_stream, Some(&anon))
         .await;
     assert_eq!(r.status, 303);
     assert_eq!(header(&r, "location"), "/streams/5");
@@ -390,18 +339,12 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     assert!(app.get("/api/session", Some(&anon)).await.json()["user"].is_null());
 
     // Only local redirects are followed.
-    let c2 = app.get("/login", None).await;
-    let anon2 = c2.session_cookie().unwrap();
-    let t2 = form_token(&c2.body);
+    let (_, anon2, t2) = app.form_page("/login").await;
     let r = app
-        .post_form(
-            "/login",
-            &[
-                ("username", "carol"),
-                ("password", "password-123"),
-                ("csrf_token", &t2),
-                ("next", "//evil.example/x"),
-            ],
+        .post_login_form(
+            "carol",
+            "password-123",
+            &[("csrf_token", &t2), ("next", "//evil.example/x")],
             Some(&anon2),
         )
         .await;
@@ -428,21 +371,11 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
 async fn the_login_form_is_rate_limited() {
     let app = spawn_app_with(|s| s.limits.logins_per_minute_per_user = 2).await;
     app.create_user("dave", "password-123", Role::Viewer).await;
-    let form = app.get("/login", None).await;
-    let anon = form.session_cookie().unwrap();
-    let token = form_token(&form.body);
+    let (_, anon, token) = app.form_page("/login").await;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let r = app
-            .post_form(
-                "/login",
-                &[
-                    ("username", "dave"),
-                    ("password", "bad"),
-                    ("csrf_token", &token),
-                ],
-                Some(&anon),
-            )
+            .post_login_form("dave", "bad", &[("csrf_token", &token)], Some(&anon))
             .await;
         statuses.push(r.status);
         if r.status == 429 {
@@ -456,10 +389,7 @@ async fn the_login_form_is_rate_limited() {
 async fn signup_creates_a_viewer_and_can_be_turned_off() {
     let app = spawn_app().await;
     app.create_user("taken", "password-123", Role::Viewer).await;
-    let form = app.get("/signup", None).await;
-    assert_eq!(form.status, 200);
-    let anon = form.session_cookie().unwrap();
-    let token = form_token(&form.body);
+    let (_, anon, token) = app.form_page("/signup").await;
     let post = |u: &'static str, p: &'static str| {
         let token = token.clone();
         let anon = anon.clone();
@@ -490,19 +420,13 @@ async fn signup_creates_a_viewer_and_can_be_turned_off() {
     let me = app.get("/api/session", Some(&cookie)).await.json();
     assert_eq!(me["user"], json!({"username":"newbie","role":"viewer"}));
 
-    app.store
-        .configure_tenant(
-            &app.tenant.slug,
-            stampede::store::tenants::TenantConfig {
-                anonymous_viewers: None,
-                signup: Some(false),
-            },
-        )
-        .await
-        .unwrap();
-    tokio::time::sleep(stampede::tenants::CACHE_TTL).await;
-    let closed = app.get("/signup", None).await;
-    assert_eq!(closed.status, 404);
+    app.configure_tenant(None, Some(false)).await;
+    // Nodes cache the tenant's settings for a moment.
+    let closed = eventually("the sign-up form is gone", WAIT, || async {
+        let page = app.get("/signup", None).await;
+        (page.status == 404).then_some(page)
+    })
+    .await;
     assert!(
         !meta_token(&closed.body).is_empty(),
         "a token on every page"
@@ -526,7 +450,7 @@ async fn signup_creates_a_viewer_and_can_be_turned_off() {
 async fn creating_streams_is_for_streamers_and_admins() {
     let app = spawn_app().await;
     let body = json!({"title":"  Show  ","description":"about it","video_url":""});
-    let r = app.post_json("/api/streams", &body, None, None).await;
+    let r = app.post_anonymous("/api/streams", body.clone()).await;
     assert_eq!(r.status, 401);
     let viewer = app.user("vic", Role::Viewer).await;
     let streamer = app.user("sam", Role::Streamer).await;
@@ -554,8 +478,7 @@ async fn creating_streams_is_for_streamers_and_admins() {
         assert_eq!(r.status, 422, "{bad}: {}", r.body);
         assert_eq!(r.json()["error"]["code"], "invalid");
     }
-    let r = streamer.post("/api/streams", body.clone()).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = streamer.post_ok("/api/streams", body.clone()).await;
     let id = r.json()["id"].as_i64().unwrap();
     let s = app
         .store
@@ -674,15 +597,14 @@ async fn markdown_preview_is_cleaned_and_needs_a_session_and_csrf() {
     let body =
         serde_json::json!({"markdown":"**hi** [x](javascript:alert(1)) <script>alert(1)</script>"});
     let r = app
-        .post_json("/api/markdown/preview", &body, None, None)
+        .post_anonymous("/api/markdown/preview", body.clone())
         .await;
     assert_eq!(r.status, 401);
     let r = sam
         .post_without_csrf("/api/markdown/preview", body.clone())
         .await;
     assert_eq!(r.status, 403);
-    let r = sam.post("/api/markdown/preview", body.clone()).await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = sam.post_ok("/api/markdown/preview", body.clone()).await;
     let html = r.json()["html"].as_str().unwrap().to_string();
     assert!(html.contains("<strong>hi</strong>"), "{html}");
     assert!(

@@ -40,35 +40,22 @@ async fn collect(c: &mut WsClient, expected: u64) -> (BTreeMap<i64, u64>, usize)
 }
 
 async fn table_counts(app: &TestApp, stream: i64) -> (i64, i64) {
-    let c = app.store.client().await.unwrap();
-    let s = app.tenant.slug.schema();
-    let raw: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM {s}.streaming_streamreaction WHERE stream_id = $1"),
+    let raw = app.stored_reactions(stream).await;
+    let rollup = app
+        .tenant_number(
+            "SELECT COALESCE(sum(count), 0)::bigint FROM {s}.streaming_reaction_minute WHERE stream_id = $1",
             &[&stream],
         )
-        .await
-        .unwrap()
-        .get(0);
-    let rollup: i64 = c
-        .query_one(
-            &format!("SELECT COALESCE(sum(count), 0)::bigint FROM {s}.streaming_reaction_minute WHERE stream_id = $1"),
-            &[&stream],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     (raw, rollup)
 }
 
 /// Waits until the writer has stored `n` rows (it flushes every ~50 ms).
 async fn wait_for_rows(app: &TestApp, stream: i64, n: i64) {
-    for _ in 0..100 {
-        if table_counts(app, stream).await.0 >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(&format!("{n} reaction rows stored"), WAIT, || async {
+        (app.stored_reactions(stream).await >= n).then_some(())
+    })
+    .await
 }
 
 #[actix_web::test]
@@ -79,8 +66,8 @@ async fn counts_are_exact_and_frames_coalesced() {
     assert_eq!(hello["stamps"][0]["stamp_name"], ":smile:");
     let mut senders = Vec::new();
     for u in 0..5 {
-        let (cookie, _) = app.user_session(&format!("fan{u}"), Role::Viewer).await;
-        senders.push(app.ws_ready(stream, Some(&cookie)).await.0);
+        let fan = app.user(&format!("fan{u}"), Role::Viewer).await;
+        senders.push(fan.ws(stream).await);
     }
     let started = std::time::Instant::now();
     let mut sent: BTreeMap<i64, u64> = BTreeMap::new();
@@ -109,23 +96,17 @@ async fn counts_are_exact_and_frames_coalesced() {
     assert_eq!(raw, 500);
     assert_eq!(rollup, 500);
     // The rollup agrees with the raw rows per stamp and minute.
-    let c = app.store.client().await.unwrap();
-    let s = app.tenant.slug.schema();
-    let mismatches: i64 = c
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM ( \
-                   SELECT stamp_id, date_trunc('minute', created_at) AS minute, count(*) AS n \
-                   FROM {s}.streaming_streamreaction WHERE stream_id = $1 GROUP BY 1, 2) r \
-                 FULL JOIN (SELECT stamp_id, minute, count AS n FROM {s}.streaming_reaction_minute WHERE stream_id = $1) m \
-                   USING (stamp_id, minute) \
-                 WHERE r.n IS DISTINCT FROM m.n"
-            ),
+    let mismatches = app
+        .tenant_number(
+            "SELECT count(*) FROM ( \
+               SELECT stamp_id, date_trunc('minute', created_at) AS minute, count(*) AS n \
+               FROM {s}.streaming_streamreaction WHERE stream_id = $1 GROUP BY 1, 2) r \
+             FULL JOIN (SELECT stamp_id, minute, count AS n FROM {s}.streaming_reaction_minute WHERE stream_id = $1) m \
+               USING (stamp_id, minute) \
+             WHERE r.n IS DISTINCT FROM m.n",
             &[&stream],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert_eq!(mismatches, 0);
     let frames_in_history = app.ws_ready(stream, None).await.2;
     assert_eq!(
@@ -169,8 +150,7 @@ async fn unknown_stamp_and_rate_limit() {
 #[actix_web::test]
 async fn analytics_api_csv_and_page() {
     let app = spawn_app_with(generous).await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let viewer = app.user("viewer", Role::Viewer).await;
     let modr = app.user("mod", Role::Moderator).await;
     let mut a = viewer.ws(stream).await;
@@ -178,16 +158,7 @@ async fn analytics_api_csv_and_page() {
         a.send(json!({"type":"reaction","stamp_id": i % 3 + 1}))
             .await;
     }
-    let mut watcher_total = 0;
-    while watcher_total < 30 {
-        let f = a.expect("reactions").await;
-        watcher_total += f["stamps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["count"].as_u64().unwrap())
-            .sum::<u64>();
-    }
+    a.reactions_until(30).await;
     wait_for_rows(&app, stream, 30).await;
 
     for bucket in ["10s", "1m", "1h"] {
@@ -319,8 +290,7 @@ async fn a_range_outside_the_stream_is_empty() {
     let iso = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap().format(&Rfc3339).unwrap();
 
     let app = spawn_app_with(generous).await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let viewer = app.user("viewer", Role::Viewer).await;
     let mut a = viewer.ws(stream).await;
     for i in 0..6 {
@@ -386,10 +356,7 @@ async fn graceful_shutdown_loses_no_reaction() {
         ("STAMPEDE_LIMITS_REACTIONS_BURST", "100000"),
     ];
     let node = Node::start(port, &env).await;
-    let remote = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
+    let remote = app.on_node(&node);
     let cookie = remote.logged_in("alice").await;
     let mut a = cookie.ws(stream).await;
     for i in 0..300 {

@@ -7,7 +7,7 @@
 
 use proptest::{
     prelude::*,
-    test_runner::{Config, TestCaseError, TestRunner},
+    test_runner::{Config, RngSeed, TestCaseError, TestRunner},
 };
 use stampede::{
     domain::{Role, Slug, Username},
@@ -226,15 +226,23 @@ fn restrictions_model_matches_the_store() {
         .build()
         .unwrap();
     let world = rt.block_on(World::new());
-    let mut runner = TestRunner::new(Config {
+    let mut config = Config {
         cases: 24,
         failure_persistence: None,
         ..Config::default()
-    });
+    };
+    // PROPTEST_RNG_SEED, or a fresh seed; printed so a failing run can be replayed.
+    let seed = match config.rng_seed {
+        RngSeed::Fixed(seed) => seed,
+        RngSeed::Random => rand::random(),
+    };
+    config.rng_seed = RngSeed::Fixed(seed);
+    eprintln!("restrictions_model: PROPTEST_RNG_SEED={seed}");
+    let mut runner = TestRunner::new(config);
     let result = runner.run(&proptest::collection::vec(action(), 1..=25), |actions| {
         rt.block_on(world.check(&actions))
     });
     if let Err(e) = result {
-        panic!("{e}");
+        panic!("{e} (replay with PROPTEST_RNG_SEED={seed})");
     }
 }

@@ -14,21 +14,15 @@ async fn error(c: &mut WsClient) -> Value {
 }
 
 async fn set_moderator(app: &TestApp, stream: i64, owner: &TestUser<'_>, who: &str, action: &str) {
-    let r = owner
-        .on(app)
-        .post(
-            &format!("/api/streams/{stream}/moderators"),
-            json!({"username":who,"action":action}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    let path = format!("/api/streams/{stream}/moderators");
+    let body = json!({"username":who,"action":action});
+    owner.on(app).post_ok(&path, body).await;
 }
 
 #[actix_web::test]
 async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let helper = app.user("helper", Role::Viewer).await;
     let bob = app.user("bob", Role::Viewer).await;
     set_moderator(&app, stream, &owner, "helper", "add").await;
@@ -65,16 +59,11 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     m.send(json!({"type":"pin","message_id":first})).await;
     assert_eq!(b.expect("moderation").await["action"], "pin");
 
-    let c = app.store.client().await.unwrap();
-    c.execute(
-        &format!(
-            "UPDATE {}.accounts_user SET role = 'viewer' WHERE username = 'mod'",
-            app.tenant.slug.schema()
-        ),
+    app.tenant_sql(
+        "UPDATE {s}.accounts_user SET role = 'viewer' WHERE username = 'mod'",
         &[],
     )
-    .await
-    .unwrap();
+    .await;
     m.send(json!({"type":"unpin"})).await;
     assert_eq!(error(&mut m).await["code"], "forbidden");
     m.send(json!({"type":"ban","username":"bob"})).await;
@@ -86,8 +75,7 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
 #[actix_web::test]
 async fn muted_users_and_ended_streams_take_no_reactions() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let bob = app.user("bob", Role::Viewer).await;
     let carol = app.user("carol", Role::Viewer).await;
     let mut o = owner.ws(stream).await;
@@ -110,32 +98,16 @@ async fn muted_users_and_ended_streams_take_no_reactions() {
     assert_eq!(c.closed().await, Some(4003));
 
     // Once the stream has ended, nobody reacts.
-    let r = owner
-        .post(
-            &format!("/api/streams/{stream}/status"),
-            json!({"status":"ended"}),
-        )
-        .await;
+    let r = owner.set_status(stream, "ended").await;
     assert_eq!(r.status, 200, "{}", r.body);
     o.send(json!({"type":"reaction","stamp_id":1})).await;
     assert_eq!(error(&mut o).await["code"], "chat_closed");
 
-    let stored: i64 = app
-        .store
-        .client()
-        .await
-        .unwrap()
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {}.streaming_streamreaction WHERE stream_id = $1",
-                app.tenant.slug.schema()
-            ),
-            &[&stream],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 1, "only carol's reaction before her ban counts");
+    assert_eq!(
+        app.stored_reactions(stream).await,
+        1,
+        "only carol's reaction before her ban counts"
+    );
 }
 
 #[actix_web::test]
@@ -194,27 +166,10 @@ async fn rights_changed_on_one_node_hold_on_the_other() {
     set_moderator(&ha, stream, &owner, "helper", "add").await;
     // PROTOCOL.md's bound is 1 s; the test allows a loaded machine 5 s (it
     // checks the change arrives by relay, not how fast this box is).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let cid = random_hex(8);
-        h.send(json!({"type":"message","message":"now?","client_id":cid}))
-            .await;
-        let v = loop {
-            let v = h.recv().await;
-            if v["client_id"] == cid.as_str() && v["type"] != "message" {
-                break v;
-            }
-        };
-        if v["type"] == "ack" {
-            break;
-        }
-        assert_eq!(v["code"], "slow_mode");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "appointment did not reach node B within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.say_when_allowed("now?", Duration::from_secs(5), |v| {
+        assert_eq!(v["code"], "slow_mode", "{v}")
+    })
+    .await;
     // Removed on A: forbidden on B at once.
     set_moderator(&ha, stream, &owner, "helper", "remove").await;
     h.send(json!({"type":"clear"})).await;

@@ -228,13 +228,15 @@ async fn http_connections_per_address_are_capped() {
 
     drop(held.pop());
     // The slot comes back once the server sees the close.
+    // Until then a new connection is refused (closed or reset): poll again.
     eventually("a slot given back is served again", WAIT, || async {
         let mut again = tcp_from(&app, "127.0.0.2").await;
         again.write_all(HEALTHZ).await.ok()?;
-        read_response(&mut again)
+        let mut status = [0u8; 12];
+        tokio::io::AsyncReadExt::read_exact(&mut again, &mut status)
             .await
-            .starts_with("HTTP/1.1 200")
-            .then_some(())
+            .ok()?;
+        (&status == b"HTTP/1.1 200").then_some(())
     })
     .await;
 }
@@ -424,42 +426,19 @@ async fn ipv6_clients_are_limited_by_their_64() {
     // Sockets: two from one /64, the third (another address of it) is refused.
     let stream = app.create_stream("owner").await;
     let path = format!("/ws/chat/stream_{stream}/");
-    let _a = crate::ws::RawWs::connect_with(
-        &app,
-        &path,
-        None,
-        None,
-        "X-Forwarded-For: 2001:db8:0:9::1\r\n",
-    )
-    .await;
-    let _b = crate::ws::RawWs::connect_with(
-        &app,
-        &path,
-        None,
-        None,
-        "X-Forwarded-For: 2001:db8:0:9::2\r\n",
-    )
-    .await;
-    let third = crate::ws::RawWs::try_connect(
-        &app,
-        &path,
-        None,
-        None,
-        "X-Forwarded-For: 2001:db8:0:9:ffff::3\r\n",
-    )
-    .await;
+    let from = |xff: &str| {
+        let extra = format!("X-Forwarded-For: {xff}\r\n");
+        let (app, path) = (&app, &path);
+        async move { crate::ws::RawWs::try_connect(app, path, None, None, &extra).await }
+    };
+    let _a = from("2001:db8:0:9::1").await.expect("the first socket");
+    let _b = from("2001:db8:0:9::2").await.expect("the second socket");
+    let third = from("2001:db8:0:9:ffff::3").await;
     assert!(
         third.err().is_some_and(|e| e.contains("429")),
         "a third socket from one /64 was admitted"
     );
-    let _c = crate::ws::RawWs::connect_with(
-        &app,
-        &path,
-        None,
-        None,
-        "X-Forwarded-For: 2001:db8:0:a::1\r\n",
-    )
-    .await;
+    let _c = from("2001:db8:0:a::1").await.expect("another /64");
 }
 
 /// Item 7: `server.trusted_proxies` used to drop anything but a plain IP
@@ -505,15 +484,6 @@ async fn trusted_proxies_take_ranges_and_refuse_what_they_cannot_parse() {
     }
 }
 
-/// The `csrf_token` hidden field of a form page.
-fn form_token(html: &str) -> String {
-    let at = html
-        .find("name=\"csrf_token\" value=\"")
-        .expect("csrf_token field");
-    let rest = &html[at + "name=\"csrf_token\" value=\"".len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
 /// Item 9: `Alice` could sign up next to `alice`, and anyone could be
 /// `system`, the author the UI shows on notices.
 #[actix_web::test]
@@ -521,9 +491,7 @@ async fn usernames_are_one_name_in_any_case_and_reserved_names_are_refused() {
     let app = spawn_app().await;
     app.create_user("alice", "correct horse", Role::Streamer)
         .await;
-    let form = app.get("/signup", None).await;
-    let anon = form.session_cookie().unwrap();
-    let token = form_token(&form.body);
+    let (_, anon, token) = app.form_page("/signup").await;
     for (name, status) in [
         ("Alice", 409),
         ("ALICE", 409),
@@ -574,14 +542,7 @@ async fn a_secure_session_cookie_takes_the_host_prefix() {
     let app = spawn_app_with(|s| s.server.secure_cookies = true).await;
     app.create_user("alice", "correct horse", Role::Viewer)
         .await;
-    let r = app
-        .post_json(
-            "/api/login",
-            &json!({"username":"alice","password":"correct horse"}),
-            None,
-            None,
-        )
-        .await;
+    let r = app.try_login("alice", "correct horse").await;
     assert_eq!(r.status, 200);
     let set = r.set_cookies().join("\n");
     let value = set
@@ -593,26 +554,19 @@ async fn a_secure_session_cookie_takes_the_host_prefix() {
         .to_string();
     assert!(set.contains("Secure") && set.contains("Path=/"), "{set}");
     assert!(!set.to_lowercase().contains("domain="), "{set}");
-    let mut res = app
-        .client
-        .get(format!("{}/api/session", app.address))
-        .insert_header((header::HOST, app.tenant.host.clone()))
-        .insert_header((header::COOKIE, format!("__Host-stampede_session={value}")))
-        .send()
-        .await
-        .unwrap();
-    let me: Value = res.json().await.unwrap();
+    // `GET /api/session` with the session id under the cookie name `name`.
+    let session_as = |name: &str| {
+        let req = app
+            .client
+            .get(format!("{}/api/session", app.address))
+            .insert_header((header::HOST, app.tenant.host.clone()))
+            .insert_header((header::COOKIE, format!("{name}={value}")));
+        async move { read_reply(req.send().await.unwrap()).await.json() }
+    };
+    let me = session_as("__Host-stampede_session").await;
     assert_eq!(me["user"]["username"], "alice");
     // The unprefixed name is not read on a secure node.
-    let mut res = app
-        .client
-        .get(format!("{}/api/session", app.address))
-        .insert_header((header::HOST, app.tenant.host.clone()))
-        .insert_header((header::COOKIE, format!("stampede_session={value}")))
-        .send()
-        .await
-        .unwrap();
-    let me: Value = res.json().await.unwrap();
+    let me = session_as("stampede_session").await;
     assert!(me["user"].is_null());
 }
 
@@ -721,25 +675,10 @@ async fn analyst_grant_refuses_the_servers_role_and_grants_only_the_analytics_ta
 #[actix_web::test]
 async fn a_private_tenant_shows_anonymous_visitors_nothing() {
     let app = spawn_app().await;
-    app.store
-        .configure_tenant(
-            &app.tenant.slug,
-            stampede::store::tenants::TenantConfig {
-                anonymous_viewers: Some(false),
-                signup: None,
-            },
-        )
-        .await
-        .unwrap();
-    app.create_user("zed_owner", "password-123", Role::Streamer)
-        .await;
+    app.configure_tenant(Some(false), None).await;
     let owner_id = app
-        .store
-        .user_by_name(&app.tenant.slug, "zed_owner")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
+        .create_user("zed_owner", "password-123", Role::Streamer)
+        .await;
     let stream = app
         .store
         .create_stream(&app.tenant.slug, owner_id, "Secret launch", "", None)
@@ -907,6 +846,7 @@ async fn dev_refuses_a_database_with_tenants_it_did_not_make() {
             exited = Some(status);
             break;
         }
+        // Polling by hand: a child that never exits is killed, not waited on.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if exited.is_none() {
@@ -1064,11 +1004,10 @@ async fn every_changing_route_needs_the_csrf_token() {
     assert_eq!(after.len(), before.len());
     assert_eq!(after[0].status, before[0].status);
     // And with the token, the same request works (the check is not a blanket refusal).
-    let r = admin
-        .post(
+    admin
+        .post_ok(
             &format!("/api/streams/{stream}/moderators"),
             json!({"username":"bob","action":"add"}),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -6,21 +6,9 @@ use stampede::domain::{Role, Username};
 #[actix_web::test]
 async fn host_selects_tenant_port_and_case_ignored() {
     let app = spawn_app().await;
-    let r = app
-        .get_on(
-            &format!("{}:8000", app.tenant.host.to_uppercase()),
-            "/healthz",
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    let r = app
-        .get_on(
-            &format!("{}:8000", app.tenant.host.to_uppercase()),
-            "/api/session",
-            None,
-        )
-        .await;
+    let host = format!("{}:8000", app.tenant.host.to_uppercase());
+    assert_eq!(app.get_on(&host, "/healthz", None).await.status, 200);
+    let r = app.get_on(&host, "/api/session", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["user"].is_null());
 }
@@ -48,29 +36,21 @@ async fn added_and_deleted_domains_reach_a_running_node() {
         .add_domain(&app.tenant.slug, &extra)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
-    loop {
-        if app.get_on(&extra, "/api/session", None).await.status == 200 {
-            break;
+    let limit = std::time::Duration::from_secs(6);
+    let answers = |status: u16| {
+        let (app, extra) = (&app, &extra);
+        move || async move {
+            (app.get_on(extra, "/api/session", None).await.status == status).then_some(())
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "new domain never resolved"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    };
+    eventually("the new domain resolves", limit, answers(200)).await;
     app.store.delete_tenant(&app.tenant.slug).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
-    loop {
-        if app.get_on(&extra, "/api/session", None).await.status == 404 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deleted tenant still served"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    eventually(
+        "the deleted tenant is no longer served",
+        limit,
+        answers(404),
+    )
+    .await;
 }
 
 /// Interleaved queries for two tenants through a pool of ONE connection never
@@ -89,26 +69,15 @@ async fn pool_of_one_never_mixes_tenants() {
             .unwrap();
     }
     for round in 0..5 {
-        assert!(store
-            .user_by_name(&a.slug, "only_in_a")
-            .await
-            .unwrap()
-            .is_some());
-        assert!(store
-            .user_by_name(&a.slug, "only_in_b")
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store
-            .user_by_name(&b.slug, "only_in_b")
-            .await
-            .unwrap()
-            .is_some());
-        assert!(store
-            .user_by_name(&b.slug, "only_in_a")
-            .await
-            .unwrap()
-            .is_none());
+        for (t, name, there) in [
+            (&a, "only_in_a", true),
+            (&a, "only_in_b", false),
+            (&b, "only_in_b", true),
+            (&b, "only_in_a", false),
+        ] {
+            let found = store.user_by_name(&t.slug, name).await.unwrap();
+            assert_eq!(found.is_some(), there, "{name} in {}", t.slug.as_str());
+        }
         // A transaction on tenant A that sets its path and then fails halfway.
         {
             let mut client = store.client().await.unwrap();

@@ -2,7 +2,7 @@
 //! in 1 s buckets, deleted messages left out, ranges, and who may read it.
 
 use serde_json::{json, Value};
-use stampede::{domain::Role, store::tenants::TenantConfig};
+use stampede::domain::Role;
 use time::{macros::datetime, Duration, OffsetDateTime};
 
 use crate::helpers::*;
@@ -211,16 +211,7 @@ async fn long_ranges_page_without_gaps_or_repeats() {
 async fn readable_by_whoever_may_watch() {
     let app = spawn_app().await;
     // A private tenant, before any request reads its settings.
-    app.store
-        .configure_tenant(
-            &app.tenant.slug,
-            TenantConfig {
-                anonymous_viewers: Some(false),
-                signup: None,
-            },
-        )
-        .await
-        .unwrap();
+    app.configure_tenant(Some(false), None).await;
     let (stream, _) = recorded_stream(&app).await;
     let r = app
         .get(&format!("/api/streams/{stream}/timeline"), None)

@@ -38,6 +38,40 @@ pub enum Next {
     Closed,
 }
 
+/// The handshake request for `/ws/chat/stream_{id}/{query}` of the node at
+/// `base` with `Host: host`, giving up after `wait`.
+fn ws_request(
+    base: &str,
+    host: &str,
+    stream_id: i64,
+    query: &str,
+    wait: Duration,
+) -> awc::ws::WebsocketsRequest {
+    let url = format!(
+        "{}/ws/chat/stream_{stream_id}/{query}",
+        base.replace("http://", "ws://")
+    );
+    awc::Client::builder()
+        .timeout(wait)
+        .finish()
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .set_header("Host", host)
+}
+
+/// Completes a handshake: the client, or the status of a refusal; panics
+/// on any other failure.
+async fn handshake(req: awc::ws::WebsocketsRequest) -> Result<WsClient, Refused> {
+    match req.connect().await {
+        Ok((_, framed)) => Ok(WsClient {
+            framed,
+            last_close: None,
+        }),
+        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(Refused(s.as_u16())),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
 /// Like [`connect`], for clients that expect the node to be down at times:
 /// any failure (refused, reset, no answer within `wait`) is an `Err` saying what.
 pub async fn try_connect(
@@ -48,16 +82,7 @@ pub async fn try_connect(
     query: &str,
     wait: Duration,
 ) -> Result<WsClient, String> {
-    let url = format!(
-        "{}/ws/chat/stream_{stream_id}/{query}",
-        base.replace("http://", "ws://")
-    );
-    let mut req = awc::Client::builder()
-        .timeout(wait)
-        .finish()
-        .ws(url)
-        .max_frame_size(1 << 20)
-        .set_header("Host", host);
+    let mut req = ws_request(base, host, stream_id, query, wait);
     if let Some(c) = cookie {
         req = req.set_header("Cookie", format!("stampede_session={c}"));
     }
@@ -81,30 +106,14 @@ pub async fn connect(
     origin: Option<&str>,
     query: &str,
 ) -> Result<WsClient, Refused> {
-    let url = format!(
-        "{}/ws/chat/stream_{stream_id}/{query}",
-        base.replace("http://", "ws://")
-    );
-    let mut req = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish()
-        .ws(url)
-        .max_frame_size(1 << 20)
-        .set_header("Host", host);
+    let mut req = ws_request(base, host, stream_id, query, WAIT);
     if let Some(o) = origin {
         req = req.origin(o);
     }
     if let Some(c) = cookie {
         req = req.set_header("Cookie", format!("stampede_session={c}"));
     }
-    match req.connect().await {
-        Ok((_, framed)) => Ok(WsClient {
-            framed,
-            last_close: None,
-        }),
-        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(Refused(s.as_u16())),
-        Err(e) => panic!("websocket connect failed: {e}"),
-    }
+    handshake(req).await
 }
 
 /// Connects to a stream of `app`'s tenant with `Authorization: Bearer <token>`.
@@ -113,40 +122,42 @@ pub async fn connect_bearer(
     stream_id: i64,
     token: &str,
 ) -> Result<WsClient, Refused> {
-    let url = format!(
-        "{}/ws/chat/stream_{stream_id}/",
-        app.address.replace("http://", "ws://")
-    );
-    let req = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish()
-        .ws(url)
-        .max_frame_size(1 << 20)
-        .set_header("Host", app.tenant.host.as_str())
+    let req = ws_request(&app.address, &app.tenant.host, stream_id, "", WAIT)
         .set_header("Authorization", format!("Bearer {token}"));
-    match req.connect().await {
-        Ok((_, framed)) => Ok(WsClient {
-            framed,
-            last_close: None,
-        }),
-        Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(Refused(s.as_u16())),
-        Err(e) => panic!("websocket connect failed: {e}"),
-    }
+    handshake(req).await
 }
 
 impl TestApp {
     /// Connects a socket to a stream of the test tenant (no Origin).
     pub async fn ws(&self, stream_id: i64, cookie: Option<&str>) -> WsClient {
+        self.try_ws(stream_id, cookie, "")
+            .await
+            .expect("socket refused")
+    }
+
+    /// Connects a socket to a stream of the test tenant (no Origin) with a
+    /// query (`"?last_id=5"`, or `""`): the client, or the refusal's status.
+    pub async fn try_ws(
+        &self,
+        stream_id: i64,
+        cookie: Option<&str>,
+        query: &str,
+    ) -> Result<WsClient, Refused> {
         connect(
             &self.address,
             &self.tenant.host,
             stream_id,
             cookie,
             None,
-            "",
+            query,
         )
         .await
-        .expect("socket refused")
+    }
+
+    /// The status with which the handshake to `stream_id` is refused
+    /// (`None` when the socket opens).
+    pub async fn ws_refusal(&self, stream_id: i64, cookie: Option<&str>) -> Option<u16> {
+        self.try_ws(stream_id, cookie, "").await.err().map(|e| e.0)
     }
 
     /// Connects and reads `hello` and `history`; returns them too.
@@ -278,6 +289,45 @@ impl WsClient {
                 _ => {}
             }
         }
+    }
+
+    /// Sends a chat message (a fresh `client_id`): `Ok(id)` when it is acked,
+    /// `Err(frame)` with the other answer that names it (an `error`) when not.
+    pub async fn try_say(&mut self, text: &str) -> Result<i64, Value> {
+        let cid = crate::helpers::random_hex(12);
+        self.send(json!({"type":"message","message":text,"client_id":cid}))
+            .await;
+        loop {
+            let v = self.recv().await;
+            if v["client_id"] == cid.as_str() && v["type"] != "message" {
+                return match v["type"].as_str() {
+                    Some("ack") => Ok(v["id"].as_i64().unwrap()),
+                    _ => Err(v),
+                };
+            }
+        }
+    }
+
+    /// Sends `text` again and again until it is acked, for at most `limit`
+    /// (for changes a room applies on its own time); each refusal on the way
+    /// is handed to `check`. The acked id.
+    pub async fn say_when_allowed(
+        &mut self,
+        text: &str,
+        limit: Duration,
+        check: impl Fn(&Value),
+    ) -> i64 {
+        let me = tokio::sync::Mutex::new(self);
+        crate::helpers::eventually(&format!("{text:?} accepted"), limit, || async {
+            match me.lock().await.try_say(text).await {
+                Ok(id) => Some(id),
+                Err(refusal) => {
+                    check(&refusal);
+                    None
+                }
+            }
+        })
+        .await
     }
 
     /// Sends every frame, then reads until each has its ack; returns the

@@ -214,37 +214,29 @@ impl Browser {
         }
     }
 
+    /// Calls a browser-level DevTools method; returns the string `field` of
+    /// its answer.
+    async fn call_for(&self, method: &str, params: Value, field: &str) -> String {
+        let answer = self.conn.call(None, method, params).await;
+        answer[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method}: no {field} in {answer}"))
+            .to_string()
+    }
+
     /// A new tab in a new browser context (its own cookies).
     pub async fn tab(&self) -> Tab {
         let ctx = self
-            .conn
-            .call(None, "Target.createBrowserContext", json!({}))
-            .await["browserContextId"]
-            .as_str()
-            .unwrap()
-            .to_string();
+            .call_for("Target.createBrowserContext", json!({}), "browserContextId")
+            .await;
+        let blank = json!({"url": "about:blank", "browserContextId": ctx});
         let target = self
-            .conn
-            .call(
-                None,
-                "Target.createTarget",
-                json!({"url": "about:blank", "browserContextId": ctx}),
-            )
-            .await["targetId"]
-            .as_str()
-            .unwrap()
-            .to_string();
+            .call_for("Target.createTarget", blank, "targetId")
+            .await;
+        let attach = json!({"targetId": target, "flatten": true});
         let session = self
-            .conn
-            .call(
-                None,
-                "Target.attachToTarget",
-                json!({"targetId": target, "flatten": true}),
-            )
-            .await["sessionId"]
-            .as_str()
-            .unwrap()
-            .to_string();
+            .call_for("Target.attachToTarget", attach, "sessionId")
+            .await;
         let tab = Tab {
             conn: self.conn.clone(),
             session,
