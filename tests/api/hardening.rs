@@ -10,17 +10,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{helpers::*, ws::*};
 
-/// The `stampede_connections` gauge of a node.
-async fn open_connections(app: &TestApp) -> i64 {
-    let text = app.get("/metrics", None).await.body;
-    text.lines()
-        .find_map(|l| l.strip_prefix("stampede_connections "))
-        .expect("gauge")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Malformed frames close that socket with the right code; others are
 /// unaffected and the open-connection count returns to its baseline.
 #[actix_web::test]
@@ -33,7 +22,7 @@ async fn malformed_frames_close_only_their_socket() {
     let alice = remote.logged_in("alice").await;
     let (mut bystander, _, _) = remote.ws_ready(stream, None).await;
     let mut sender = alice.ws(stream).await;
-    let baseline = open_connections(&remote).await;
+    let baseline = remote.metric("stampede_connections").await;
     assert_eq!(baseline, 2);
     let path = format!("/ws/chat/stream_{stream}/");
 
@@ -66,20 +55,9 @@ async fn malformed_frames_close_only_their_socket() {
     sender.send(json!({"message":"still fine"})).await;
     assert_eq!(bystander.expect("message").await["message"], "still fine");
     eventually("connections return to baseline", WAIT, || async {
-        (open_connections(&remote).await == baseline).then_some(())
+        (remote.metric("stampede_connections").await == baseline).then_some(())
     })
     .await;
-}
-
-/// One series of a node's `/metrics`, by its exact name.
-async fn series(app: &TestApp, name: &str) -> u64 {
-    let text = app.get("/metrics", None).await.body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Two apps in one process keep their own metrics: what one counts, the
@@ -95,8 +73,8 @@ async fn each_app_has_its_own_metrics() {
         "stampede_messages_received_total",
         "stampede_messages_stored_total",
     ] {
-        assert_eq!(series(&one, name).await, 1, "{name} of the app used");
-        assert_eq!(series(&other, name).await, 0, "{name} of the other app");
+        assert_eq!(one.metric(name).await, 1, "{name} of the app used");
+        assert_eq!(other.metric(name).await, 0, "{name} of the other app");
     }
 }
 
@@ -308,7 +286,7 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
     );
     // The idle sockets' backlog sits in bounded queues and kernel buffers, not
     // in the server's memory; the reader was served all along.
-    assert!(open_connections(&remote).await <= 1002);
+    assert!(remote.metric("stampede_connections").await <= 1002);
     drop(idle);
 }
 

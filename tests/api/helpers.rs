@@ -295,6 +295,17 @@ where
 }
 
 impl TestApp {
+    /// One series of this app's `/metrics`, by its exact name.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.get("/metrics", None).await.body;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// The same tenant and store, for talking to another node.
     pub fn clone_handle(&self) -> TestApp {
         TestApp {
