@@ -621,6 +621,24 @@ impl TestUser<'_> {
         self.app.ws_ready(stream, Some(&self.cookie)).await.0
     }
 
+    /// A socket on `stream` with this user's cookie and `query` (`?last_id=…`
+    /// or empty), before `hello`; `Err` with the status when it is refused.
+    pub async fn ws_with(
+        &self,
+        stream: i64,
+        query: &str,
+    ) -> Result<crate::ws::WsClient, crate::ws::Refused> {
+        crate::ws::connect(
+            &self.app.address,
+            &self.app.tenant.host,
+            stream,
+            Some(&self.cookie),
+            None,
+            query,
+        )
+        .await
+    }
+
     /// The same user on another node (same tenant and store).
     pub fn on<'b>(&self, app: &'b TestApp) -> TestUser<'b> {
         TestUser {
@@ -686,6 +704,42 @@ where
         );
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
+}
+
+impl TestApp {
+    /// Waits until the nodes' presence counts of `stream` in Redis (each
+    /// node's, as nodes share them every refresh) sum to `n`, instead of
+    /// sleeping for a refresh.
+    pub async fn await_presence(&self, stream: i64, n: u64) {
+        let relay = self.relay.as_ref().expect("a handle from two_nodes");
+        let base = format!("{}:presence:{}:{stream}", relay.prefix, self.tenant.slug);
+        let client = redis::Client::open(relay.url.as_str()).expect("a Redis URL");
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the test Redis answers");
+        eventually(&format!("presence {n} at {base}"), WAIT, || {
+            let (mut conn, base) = (conn.clone(), base.clone());
+            async move {
+                let nodes: Vec<String> = redis::cmd("SMEMBERS")
+                    .arg(&base)
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                let mut total = 0;
+                for node in nodes {
+                    let count: Option<u64> = redis::cmd("GET")
+                        .arg(format!("{base}:{node}"))
+                        .query_async(&mut conn)
+                        .await
+                        .ok()?;
+                    total += count.unwrap_or(0);
+                }
+                (total == n).then_some(())
+            }
+        })
+        .await
     }
 }
 

@@ -31,6 +31,7 @@ mod ws;
 mod slow {
     mod chaos;
     mod cluster;
+    mod common;
     mod faults;
     mod memory;
     mod moderation_browser;

@@ -369,6 +369,14 @@ impl WsClient {
         .await
     }
 
+    /// Sends `n` reactions, cycling through stamps 1 to 6.
+    pub async fn react_many(&mut self, n: usize) {
+        for i in 0..n {
+            self.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
+                .await;
+        }
+    }
+
     /// Reads `reactions` frames until at least `n` reactions are counted;
     /// returns the count (more than `n` means reactions nobody sent).
     pub async fn reactions_until(&mut self, n: u64) -> u64 {

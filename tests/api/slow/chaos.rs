@@ -502,8 +502,7 @@ async fn chaos_every_socket_gets_every_message_once_in_order() {
     let mut specs = Vec::new();
     for i in 0..SENDERS {
         let name = format!("s{i}");
-        app.create_user(&name, "password-123", Role::Viewer).await;
-        let (cookie, _) = app.login(&name, "password-123").await;
+        let cookie = app.user(&name, Role::Viewer).await.cookie;
         specs.push(Spec {
             name,
             cookie: Some(cookie),
@@ -514,8 +513,7 @@ async fn chaos_every_socket_gets_every_message_once_in_order() {
     for i in 0..VIEWERS {
         let name = format!("v{i}");
         let cookie = if i % 2 == 1 {
-            app.create_user(&name, "password-123", Role::Viewer).await;
-            Some(app.login(&name, "password-123").await.0)
+            Some(app.user(&name, Role::Viewer).await.cookie)
         } else {
             None
         };
@@ -593,6 +591,8 @@ async fn chaos_every_socket_gets_every_message_once_in_order() {
     // until acked, then the clients catch up.
     ctl.chaos.set(false);
     ctl.sending.set(false);
+    // Polls that do not panic: what is not done by their deadlines is
+    // reported below, with the run's statistics.
     let deadline = Instant::now() + FLUSH_WAIT;
     while Instant::now() < deadline && logs.iter().any(|l| !l.borrow().pending.is_empty()) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -614,6 +614,8 @@ async fn chaos_every_socket_gets_every_message_once_in_order() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // A wait, not a poll: a repeated or out-of-order frame late after the
+    // catch-up would show in this time.
     tokio::time::sleep(QUIET).await;
     ctl.stop.set(true);
     let mut crashed = Vec::new();

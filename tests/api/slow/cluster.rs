@@ -9,7 +9,7 @@ use std::{
 use serde_json::json;
 use stampede::domain::Role;
 
-use crate::{helpers::*, ws::*};
+use crate::{helpers::*, slow::common::*, ws::*};
 
 #[actix_web::test]
 async fn messages_reactions_and_presence_cross_nodes() {
@@ -48,18 +48,7 @@ async fn messages_reactions_and_presence_cross_nodes() {
         "stored once, by the accepting node"
     );
 
-    // Reactions: 150 on A and 100 on B; each side sees all 250, exactly.
-    for i in 0..150 {
-        ca.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
-            .await;
-    }
-    for i in 0..100 {
-        cb.send(json!({"type":"reaction","stamp_id": i % 6 + 1}))
-            .await;
-    }
-    assert_eq!(cb.reactions_until(250).await, 250);
-    assert_eq!(ca.reactions_until(250).await, 250);
-    ca.assert_silent(Duration::from_millis(700)).await;
+    reactions_cross_nodes(&mut ca, &mut cb).await;
 
     // Presence sums both nodes: 1 + 1, then a second socket on B.
     let (_c2, hello, _) = hb.ws_ready(stream, None).await;
@@ -110,16 +99,8 @@ async fn ban_and_delete_on_one_node_act_on_the_other() {
     // A ban on A closes bob's socket on B.
     o.send(json!({"type":"ban","username":"bob"})).await;
     assert_eq!(b.closed().await, Some(4003));
-    let r = connect(
-        &hb.address,
-        &hb.tenant.host,
-        stream,
-        Some(&bob.cookie),
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(r.err().map(|e| e.0), Some(403));
+    let refused = bob.ws_with(stream, "").await.err().map(|e| e.0);
+    assert_eq!(refused, Some(403));
 }
 
 #[actix_web::test]
@@ -145,31 +126,17 @@ async fn tenants_with_the_same_stream_id_never_cross() {
     let s2 = other.create_stream("owner").await;
     assert_eq!(s1, s2);
     app.create_user("alice", "password-123", Role::Viewer).await;
-    let prefix = format!("t{}", random_hex(10));
-    let redis = redis_url();
-    let env = [
-        ("STAMPEDE_REDIS_URL", redis.as_str()),
-        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
-    ];
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
+    let (_a, ha, b, hb_same) = two_nodes(&app, &[]).await;
     let hb_other = TestApp {
-        address: b.address.clone(),
-        ..other.clone_handle()
-    };
-    let hb_same = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
+        relay: hb_same.relay.clone(),
+        ..other.on_node(&b)
     };
     let alice = ha.logged_in("alice").await;
     let mut sender = alice.ws(s1).await;
     let (mut foreign, _, _) = hb_other.ws_ready(s2, None).await;
     let (mut same, _, _) = hb_same.ws_ready(s1, None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    hb_same.await_subscribers(s1, 2).await;
+    hb_other.await_subscribers(s2, 1).await;
     sender
         .send(json!({"type":"message","message":"only for tenant one"}))
         .await;
@@ -224,13 +191,12 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
     assert_eq!(app.stored_ids(stream).await.len(), 3);
     // A moderator on A deletes "before" while B cannot hear it.
     let owner = ha.logged_in("owner").await;
-    let r = owner
-        .post(
-            &format!("/api/streams/{stream}/moderation"),
-            json!({"type":"delete","message_id":before}),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    moderate(
+        &owner,
+        stream,
+        &[json!({"type":"delete","message_id":before})],
+    )
+    .await;
 
     redis.start_again();
     // B's client gets A's message from the outage and the delete it missed
@@ -249,12 +215,7 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
         }
     }
     let (_, _, history) = hb.ws_ready(stream, None).await;
-    let ids: Vec<i64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let ids = message_ids(&history);
     assert!(
         !ids.contains(&before),
         "a message deleted during the outage came back: {ids:?}"
@@ -359,16 +320,11 @@ async fn killed_node_clients_resume_on_the_other() {
             .await;
         sender.expect("ack").await;
     }
-    let mut resumed = connect(
-        &hb.address,
-        &hb.tenant.host,
-        stream,
-        Some(&alice.cookie),
-        None,
-        &format!("?last_id={last_id}"),
-    )
-    .await
-    .unwrap();
+    let mut resumed = alice
+        .on(&hb)
+        .ws_with(stream, &format!("?last_id={last_id}"))
+        .await
+        .unwrap();
     assert_eq!(resumed.recv().await["type"], "hello");
     let history = resumed.recv().await;
     let got: Vec<String> = history["messages"]
@@ -403,13 +359,7 @@ async fn status_notices_reach_other_nodes_once() {
     let (mut viewer, _, _) = hb.ws_ready(stream, None).await;
     hb.await_subscribers(stream, 1).await;
     let owner = ha.logged_in("owner").await;
-    let r = owner
-        .post(
-            &format!("/api/streams/{stream}/status"),
-            json!({"status":"live"}),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    set_status(&owner, stream, "live").await;
     let m = viewer.expect("message").await;
     assert_eq!(m["message_type"], "system");
     assert_eq!(m["message"], "Stream started");
@@ -542,10 +492,10 @@ async fn hello_counts_other_nodes_viewers_in_a_room_new_on_this_node() {
     let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
     let (_on_b, hello_b, _) = hb.ws_ready(stream, None).await;
     assert_eq!(hello_b["viewers"], 1, "{hello_b}");
-    // Long enough for B to have shared its count (nodes refresh presence every
-    // 2 s); no socket may be opened on A before the one under test, as that
-    // would create A's room, so this is a wait, not a poll.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // B has shared its count (nodes refresh presence every 2 s); read in
+    // Redis, as a socket opened on A before the one under test would create
+    // A's room.
+    hb.await_presence(stream, 1).await;
     let (_on_a, hello_a, _) = ha.ws_ready(stream, None).await;
     assert_eq!(
         hello_a["viewers"], 2,

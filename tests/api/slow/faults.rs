@@ -21,12 +21,7 @@ async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
         ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
     ];
     let node = Node::start(port, &limits).await;
-    let login = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
-    let cookie = login.logged_in("alice").await;
-    let mut c = cookie.ws(stream).await;
+    let mut c = app.on_node(&node).logged_in("alice").await.ws(stream).await;
     let mut acked = Vec::new();
     // Some messages are surely accepted before the signal, more are in flight with it.
     for i in 0..40 {
@@ -49,17 +44,8 @@ async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
     assert!(status.success(), "{status:?}");
 
     let node = Node::start(port, &limits).await;
-    let login = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
-    let (_, _, history) = login.ws_ready(stream, None).await;
-    let ids: Vec<i64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let (_, _, history) = app.on_node(&node).ws_ready(stream, None).await;
+    let ids = message_ids(&history);
     for id in &acked {
         assert!(ids.contains(id), "acked message {id} missing after restart");
     }
@@ -98,24 +84,27 @@ async fn postgres_down_gives_unavailable_and_recovers() {
     assert_eq!(app.get("/readyz", None).await.status, 503);
 
     pg.start_server();
-    // The same client_id again: stored once, broadcast once.
-    let mut acked = None;
-    for _ in 0..20 {
-        a.send(json!({"type":"message","message":"during","client_id":"d-1"}))
-            .await;
-        let v = loop {
-            let v = a.recv().await;
-            if v["type"] == "ack" || v["type"] == "error" {
-                break v;
+    // The same client_id again, until the pool has a connection again:
+    // stored once, broadcast once.
+    let a = tokio::sync::Mutex::new(a);
+    let id = eventually(
+        "sending works again after PostgreSQL returns",
+        WAIT,
+        || async {
+            let mut a = a.lock().await;
+            a.send(json!({"type":"message","message":"during","client_id":"d-1"}))
+                .await;
+            loop {
+                let v = a.recv().await;
+                match v["type"].as_str() {
+                    Some("ack") => return v["id"].as_i64(),
+                    Some("error") => return None,
+                    _ => {}
+                }
             }
-        };
-        if v["type"] == "ack" {
-            acked = v["id"].as_i64();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let id = acked.expect("sending works again after PostgreSQL returns");
+        },
+    )
+    .await;
     let m = watcher.expect("message").await;
     assert_eq!(m["id"], id);
     assert_eq!(m["message"], "during");

@@ -29,43 +29,28 @@ impl TestCerts {
         };
         std::fs::create_dir_all(&certs.dir).unwrap();
         for ca in ["ca", "other-ca"] {
-            certs.openssl(&[
-                "req",
+            certs.new_key(
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.crt"),
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=Stampede test {ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ]);
+                ca,
+                &[
+                    "-out",
+                    &format!("{ca}.crt"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=Stampede test {ca}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            );
         }
-        certs.openssl(&[
-            "req",
+        certs.new_key(
             "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
+            "server",
+            &["-out", "server.csr", "-subj", "/CN=localhost"],
+        );
         std::fs::write(
             certs.dir.join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
@@ -92,6 +77,24 @@ impl TestCerts {
             "server.ext",
         ]);
         certs
+    }
+
+    /// `openssl req <mode>` with a new P-256 key in `<name>.key`, then `rest`.
+    fn new_key(&self, mode: &str, name: &str, rest: &[&str]) {
+        let key = format!("{name}.key");
+        let mut args = vec![
+            "req",
+            mode,
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+        ];
+        args.extend_from_slice(rest);
+        self.openssl(&args);
     }
 
     fn openssl(&self, args: &[&str]) {
@@ -238,6 +241,28 @@ fn error_line(stderr: &str) -> String {
     lines[0].to_string()
 }
 
+/// `stampede serve` with `envs` does not start, with one `error:` line
+/// holding each of `wants`.
+fn start_up_fails_with(envs: &[(&str, &str)], wants: &[&str]) {
+    let (status, err) = serve_must_fail(envs);
+    assert!(!status.success());
+    let line = error_line(&err);
+    for want in wants {
+        assert!(line.contains(want), "{line}");
+    }
+}
+
+/// `stampede migrate` on the database `url` fails with one `error:` line
+/// holding each of `wants`.
+fn migrate_fails_with(url: &str, wants: &[&str]) {
+    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", url)]);
+    assert!(!out.status.success());
+    let line = error_line(&stderr(&out));
+    for want in wants {
+        assert!(line.contains(want), "{line}");
+    }
+}
+
 /// Whether the connection of `client` is encrypted, as the server sees it.
 async fn encrypted(client: &tokio_postgres::Client) -> bool {
     client
@@ -270,8 +295,7 @@ async fn postgres_verify_full_carries_a_whole_chat() {
 
     let app = spawn_app_with(|s| s.database.url = url.clone()).await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
-    let (mut ws, _, _) = app.ws_ready(stream, Some(&alice)).await;
+    let mut ws = app.user("alice", Role::Viewer).await.ws(stream).await;
     ws.send(json!({"type":"message","message":"sealed","client_id":"s-1"}))
         .await;
     let id = ws.expect("ack").await["id"].as_i64().unwrap();
@@ -304,27 +328,26 @@ async fn postgres_untrusted_ca_or_wrong_host_stops_start_up_with_the_reason() {
         "127.0.0.1",
         &format!("sslmode=verify-full&sslrootcert={}", certs.other_ca()),
     );
-    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &wrong_ca)]);
-    assert!(!out.status.success());
-    let line = error_line(&stderr(&out));
-    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
-    assert!(line.contains("sslmode=verify-full"), "{line}");
-    assert!(line.contains("not signed by a trusted CA"), "{line}");
-
-    let (status, err) = serve_must_fail(&[("STAMPEDE_DATABASE_URL", &wrong_ca)]);
-    assert!(!status.success());
-    let line = error_line(&err);
-    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
-    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    migrate_fails_with(
+        &wrong_ca,
+        &[
+            "PostgreSQL TLS failed",
+            "sslmode=verify-full",
+            "not signed by a trusted CA",
+        ],
+    );
+    start_up_fails_with(
+        &[("STAMPEDE_DATABASE_URL", &wrong_ca)],
+        &["PostgreSQL TLS failed", "not signed by a trusted CA"],
+    );
 
     // The right CA, but the certificate names 127.0.0.1 and localhost, not 127.0.0.2.
     let query = format!("sslrootcert={}", certs.ca());
     let other_host = pg_url(&pg, "127.0.0.2", &format!("sslmode=verify-full&{query}"));
-    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &other_host)]);
-    assert!(!out.status.success());
-    let line = error_line(&stderr(&out));
-    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
-    assert!(line.contains("does not name the host"), "{line}");
+    migrate_fails_with(
+        &other_host,
+        &["PostgreSQL TLS failed", "does not name the host"],
+    );
 
     // verify-ca checks the chain only: the same host is fine.
     let chain_only = pg_url(&pg, "127.0.0.2", &format!("sslmode=verify-ca&{query}"));
@@ -332,12 +355,10 @@ async fn postgres_untrusted_ca_or_wrong_host_stops_start_up_with_the_reason() {
     assert!(out.status.success(), "{}", stderr(&out));
     // ...and still refuses a chain to an untrusted CA.
     let other = format!("sslmode=verify-ca&sslrootcert={}", certs.other_ca());
-    let out = cli(
-        &["migrate"],
-        &[("STAMPEDE_DATABASE_URL", &pg_url(&pg, "127.0.0.2", &other))],
+    migrate_fails_with(
+        &pg_url(&pg, "127.0.0.2", &other),
+        &["not signed by a trusted CA"],
     );
-    assert!(!out.status.success());
-    assert!(error_line(&stderr(&out)).contains("not signed by a trusted CA"));
 
     // A CA file that is not there is named.
     let missing = pg_url(
@@ -345,24 +366,21 @@ async fn postgres_untrusted_ca_or_wrong_host_stops_start_up_with_the_reason() {
         "127.0.0.1",
         "sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
     );
-    let out = cli(&["migrate"], &[("STAMPEDE_DATABASE_URL", &missing)]);
-    assert!(!out.status.success());
-    assert!(error_line(&stderr(&out)).contains("/nonexistent/ca.crt"));
+    migrate_fails_with(&missing, &["/nonexistent/ca.crt"]);
 }
 
 #[actix_web::test]
 async fn postgres_without_tls_is_refused_by_require_and_taken_plain_by_prefer() {
     let pg = PrivatePg::start().await;
     let url = |query: &str| format!("{}?{query}", pg.url());
-    let out = cli(
-        &["migrate"],
-        &[("STAMPEDE_DATABASE_URL", &url("sslmode=require"))],
+    migrate_fails_with(
+        &url("sslmode=require"),
+        &[
+            "PostgreSQL TLS failed",
+            "sslmode=require",
+            "does not support TLS",
+        ],
     );
-    assert!(!out.status.success());
-    let line = error_line(&stderr(&out));
-    assert!(line.contains("PostgreSQL TLS failed"), "{line}");
-    assert!(line.contains("sslmode=require"), "{line}");
-    assert!(line.contains("does not support TLS"), "{line}");
     for query in ["sslmode=prefer", "sslmode=disable"] {
         let target = PgTarget::parse(&url(query)).unwrap();
         let client = target.connect().await.unwrap();
@@ -390,55 +408,39 @@ async fn rediss_relays_between_nodes_and_an_untrusted_ca_stops_start_up() {
     let certs = TestCerts::make();
     let redis = TlsRedis::start(&certs);
     let url = format!("rediss://127.0.0.1:{}", redis.port);
-    let prefix = format!("t{}", random_hex(10));
     let ca = certs.ca();
 
     // Trusting another CA: the node does not start, and says why.
     let other_ca = certs.other_ca();
-    let (status, err) = serve_must_fail(&[
-        ("STAMPEDE_REDIS_URL", &url),
-        ("STAMPEDE_REDIS_CA_FILE", &other_ca),
-    ]);
-    assert!(!status.success());
-    let line = error_line(&err);
-    assert!(line.contains("Redis TLS failed"), "{line}");
-    assert!(line.contains("not signed by a trusted CA"), "{line}");
+    start_up_fails_with(
+        &[
+            ("STAMPEDE_REDIS_URL", &url),
+            ("STAMPEDE_REDIS_CA_FILE", &other_ca),
+        ],
+        &["Redis TLS failed", "not signed by a trusted CA"],
+    );
     // The system's roots do not hold the test CA either.
-    let (status, err) = serve_must_fail(&[("STAMPEDE_REDIS_URL", &url)]);
-    assert!(!status.success());
-    assert!(error_line(&err).contains("Redis TLS failed"), "{err}");
+    start_up_fails_with(&[("STAMPEDE_REDIS_URL", &url)], &["Redis TLS failed"]);
     // The right CA, but a host the certificate does not name.
     let other_host = format!("rediss://127.0.0.2:{}", redis.port);
-    let (status, err) = serve_must_fail(&[
-        ("STAMPEDE_REDIS_URL", &other_host),
-        ("STAMPEDE_REDIS_CA_FILE", &ca),
-    ]);
-    assert!(!status.success());
-    let line = error_line(&err);
-    assert!(line.contains("Redis TLS failed"), "{line}");
-    assert!(line.contains("does not name the host"), "{line}");
+    start_up_fails_with(
+        &[
+            ("STAMPEDE_REDIS_URL", &other_host),
+            ("STAMPEDE_REDIS_CA_FILE", &ca),
+        ],
+        &["Redis TLS failed", "does not name the host"],
+    );
 
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let (alice, _) = app.user_session("alice", Role::Viewer).await;
+    app.create_user("alice", "password-123", Role::Viewer).await;
     let env = [
-        ("STAMPEDE_REDIS_URL", url.as_str()),
-        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
         ("STAMPEDE_REDIS_CA_FILE", ca.as_str()),
         ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
         ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
     ];
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
-    let ha = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let hb = TestApp {
-        address: b.address.clone(),
-        ..app.clone_handle()
-    };
-    let (mut on_a, _, _) = ha.ws_ready(stream, Some(&alice)).await;
+    let (a, ha, b, hb) = two_nodes_on(&app, &url, &env).await;
+    let mut on_a = ha.logged_in("alice").await.ws(stream).await;
     let (mut on_b, _, _) = hb.ws_ready(stream, None).await;
     // Sent until node B relays one: its subscription may still be on its way.
     let mut relayed = None;
