@@ -391,6 +391,29 @@ impl TestApp {
         read_reply(req.send_json(body).await.expect("request")).await
     }
 
+    /// `stampede token create` for `user` with `scopes` (and a `--name`);
+    /// returns the token printed.
+    pub fn cli_token(&self, user: &str, scopes: &str, name: Option<&str>) -> String {
+        let mut args = vec![
+            "token",
+            "create",
+            "--tenant",
+            self.tenant.slug.as_str(),
+            "--user",
+            user,
+            "--scopes",
+            scopes,
+        ];
+        if let Some(n) = name {
+            args.extend(["--name", n]);
+        }
+        let out = cli(&args, &[]);
+        assert!(out.status.success(), "token create: {}", stderr(&out));
+        let token = stdout(&out);
+        assert_eq!(token.lines().count(), 1, "{token}");
+        token.trim().to_string()
+    }
+
     /// Creates a user on the test tenant; returns its id.
     pub async fn create_user(&self, name: &str, password: &str, role: Role) -> i64 {
         let hash = stampede::auth::hash_password(password.into())
@@ -407,12 +430,6 @@ impl TestApp {
             .unwrap()
             .expect("new user")
             .id
-    }
-
-    /// Creates a user and logs them in: (cookie, csrf token).
-    pub async fn user_session(&self, name: &str, role: Role) -> (String, String) {
-        self.create_user(name, "password-123", role).await;
-        self.login(name, "password-123").await
     }
 
     /// Creates a stream owned by `owner` (created as a streamer if missing); returns its id.

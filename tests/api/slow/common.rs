@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{helpers::TestUser, ws::WsClient};
 
@@ -20,6 +20,13 @@ pub async fn moderate(user: &TestUser<'_>, stream: i64, frames: &[Value]) {
         let r = user.post(&path, frame.clone()).await;
         assert_eq!(r.status, 200, "{frame}: {}", r.body);
     }
+}
+
+/// Adds `term` to the blocked terms of `stream`, holding matches for review.
+pub async fn hold_term(user: &TestUser<'_>, stream: i64, term: &str) {
+    let path = format!("/api/streams/{stream}/blocked_terms");
+    let body = json!({"term": term, "action": "add", "mode": "hold"});
+    user.post_ok(&path, body).await;
 }
 
 /// Reactions: 150 from `a` and 100 from `b`, sockets of one room on two

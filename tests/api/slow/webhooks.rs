@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -19,7 +19,7 @@ use sha2::Sha256;
 use stampede::domain::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::*;
+use crate::{helpers::*, slow::common::*};
 
 /// One request the receiver accepted as correctly signed.
 #[derive(Debug, Clone)]
@@ -221,13 +221,9 @@ impl Receiver {
     }
 }
 
-/// Polls `check` every 50 ms until it holds; panics after `limit`.
+/// [`eventually`] for a check of what the receiver holds.
 pub async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(what, limit, || std::future::ready(check().then_some(()))).await
 }
 
 /// Webhook tests run one at a time: each turns delivery on in its nodes, and
@@ -285,41 +281,27 @@ const FAST_ENV: &[(&str, &str)] = &[
 ];
 
 /// Posts a chat message over HTTP; returns its id.
-async fn say(app: &TestApp, stream: i64, session: &(String, String), text: &str) -> i64 {
-    let r = app
-        .post_json(
+async fn say(user: &TestUser<'_>, stream: i64, text: &str) -> i64 {
+    let r = user
+        .post(
             &format!("/api/streams/{stream}/messages"),
-            &json!({ "message": text }),
-            Some(&session.0),
-            Some(&session.1),
+            json!({ "message": text }),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()["id"].as_i64().unwrap()
 }
 
-async fn moderate(app: &TestApp, stream: i64, session: &(String, String), frame: Value) {
-    let r = app
-        .post_json(
-            &format!("/api/streams/{stream}/moderation"),
-            &frame,
-            Some(&session.0),
-            Some(&session.1),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{frame}: {}", r.body);
-}
-
-async fn set_status(app: &TestApp, stream: i64, session: &(String, String), status: &str) {
-    let r = app
-        .post_json(
-            &format!("/api/streams/{stream}/status"),
-            &json!({ "status": status }),
-            Some(&session.0),
-            Some(&session.1),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+/// A webhook test's start: [`SERIAL`] held, a node with `settings`, a
+/// receiver listening, and a stream of `owner` (a streamer).
+async fn hooked(
+    settings: impl FnOnce(&mut stampede::config::Settings),
+) -> (tokio::sync::MutexGuard<'static, ()>, TestApp, Receiver, i64) {
+    let serial = SERIAL.lock().await;
+    let app = spawn_app_with(settings).await;
+    let rx = Receiver::up().await;
+    let stream = app.create_stream("owner").await;
+    (serial, app, rx, stream)
 }
 
 /// Rows still queued in the tenant's outbox, and endpoints leased now.
@@ -343,11 +325,10 @@ async fn outbox_idle(app: &TestApp) -> bool {
 }
 
 async fn wait_idle(app: &TestApp) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while !outbox_idle(app).await {
-        assert!(Instant::now() < end, "outbox never drained");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the outbox drained", Duration::from_secs(60), || async {
+        outbox_idle(app).await.then_some(())
+    })
+    .await
 }
 
 /// Message ids of the acknowledged `message.created` events of chat messages.
@@ -362,62 +343,39 @@ fn created_ids(rx: &Receiver) -> Vec<i64> {
 
 #[actix_web::test]
 async fn every_event_type_arrives_signed_and_in_order() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let bob = app.user_session("bob", Role::Viewer).await;
-    let stream = app.create_stream("owner").await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
     let (id, _) = add_webhook(&app, &rx, None);
 
-    set_status(&app, stream, &owner, "live").await;
-    let first = say(&app, stream, &owner, "first").await;
-    let r = app
-        .post_json(
+    set_status(&owner, stream, "live").await;
+    let first = say(&owner, stream, "first").await;
+    let r = owner
+        .post(
             &format!("/api/streams/{stream}/messages"),
-            &json!({"message":"a reply @bob","reply_to": first}),
-            Some(&owner.0),
-            Some(&owner.1),
+            json!({"message":"a reply @bob","reply_to": first}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let second = r.json()["id"].as_i64().unwrap();
-    let (mut ws, _, _) = app.ws_ready(stream, Some(&owner.0)).await;
+    let mut ws = owner.ws(stream).await;
     ws.send(json!({"type":"edit","message_id": first, "message":"first, edited"}))
         .await;
     ws.expect("edit").await;
-    moderate(
-        &app,
-        stream,
-        &owner,
+    let frames = [
         json!({"type":"pin","message_id": second}),
-    )
-    .await;
-    moderate(
-        &app,
-        stream,
-        &owner,
         json!({"type":"delete","message_id": second}),
-    )
-    .await;
-    moderate(
-        &app,
-        stream,
-        &owner,
         json!({"type":"hide","username":"bob"}),
-    )
-    .await;
-    let hidden = say(&app, stream, &bob, "nobody sees this").await;
-    let third = say(&app, stream, &owner, "after the hidden one").await;
-    moderate(
-        &app,
-        stream,
-        &owner,
+    ];
+    moderate(&owner, stream, &frames).await;
+    let hidden = say(&bob, stream, "nobody sees this").await;
+    let third = say(&owner, stream, "after the hidden one").await;
+    let frames = [
         json!({"type":"slow_mode","seconds": 5}),
-    )
-    .await;
-    moderate(&app, stream, &owner, json!({"type":"clear"})).await;
-    set_status(&app, stream, &owner, "ended").await;
+        json!({"type":"clear"}),
+    ];
+    moderate(&owner, stream, &frames).await;
+    set_status(&owner, stream, "ended").await;
 
     // A closed minute of reactions, as the reaction writer rolls it up.
     let c = app.store.client().await.unwrap();
@@ -574,15 +532,12 @@ async fn every_event_type_arrives_signed_and_in_order() {
 
 #[actix_web::test]
 async fn a_filter_sends_only_the_events_asked_for() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let stream = app.create_stream("owner").await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
+    let owner = app.logged_in("owner").await;
     add_webhook(&app, &rx, Some("stream.status"));
-    set_status(&app, stream, &owner, "live").await;
-    say(&app, stream, &owner, "not wanted").await;
-    set_status(&app, stream, &owner, "ended").await;
+    set_status(&owner, stream, "live").await;
+    say(&owner, stream, "not wanted").await;
+    set_status(&owner, stream, "ended").await;
     until("two status events", Duration::from_secs(30), || {
         rx.acked().len() >= 2
     })
@@ -595,15 +550,12 @@ async fn a_filter_sends_only_the_events_asked_for() {
 
 #[actix_web::test]
 async fn a_receiver_failing_three_times_gets_the_same_event_on_the_fourth_try() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let stream = app.create_stream("owner").await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
+    let owner = app.logged_in("owner").await;
     let (id, _) = add_webhook(&app, &rx, Some("message.created"));
     rx.fail_next(3);
-    let m = say(&app, stream, &owner, "retry me").await;
-    let after = say(&app, stream, &owner, "then me").await;
+    let m = say(&owner, stream, "retry me").await;
+    let after = say(&owner, stream, "then me").await;
     until("the fourth attempt", Duration::from_secs(30), || {
         created_ids(&rx).len() == 2
     })
@@ -666,32 +618,22 @@ async fn events_committed_before_a_sigkill_reach_a_receiver_that_was_down() {
     let rx = Receiver::down();
     add_webhook(&app, &rx, Some("message.created"));
     let a = Node::start(free_port(), FAST_ENV).await;
-    let on_a = TestApp {
-        address: a.address.clone(),
-        ..app.clone_handle()
-    };
-    let owner = on_a.user_session("owner", Role::Streamer).await;
+    let on_a = app.on_node(&a);
+    let owner = on_a.user("owner", Role::Streamer).await;
     let stream = on_a.create_stream("owner").await;
     let mut committed = Vec::new();
     for i in 0..20 {
-        committed.push(say(&on_a, stream, &owner, &format!("m{i}")).await);
+        committed.push(say(&owner, stream, &format!("m{i}")).await);
     }
     // Node a is retrying against the closed port when it is killed.
     let c = app.store.client().await.unwrap();
     let s = app.tenant.slug.schema();
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let failures: i64 = c
-            .query_one(&format!("SELECT count(*) FROM {s}.webhook_delivery"), &[])
-            .await
-            .unwrap()
-            .get(0);
-        if failures >= 2 {
-            break;
-        }
-        assert!(Instant::now() < end, "node a never tried");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let attempts = format!("SELECT count(*) FROM {s}.webhook_delivery");
+    eventually("node a trying twice", Duration::from_secs(30), || async {
+        let failures: i64 = c.query_one(&attempts, &[]).await.unwrap().get(0);
+        (failures >= 2).then_some(())
+    })
+    .await;
     a.signal("-KILL");
     a.wait(Duration::from_secs(10));
 
@@ -723,12 +665,12 @@ async fn two_nodes_deliver_each_event_once() {
     let rx = Receiver::up().await;
     add_webhook(&app, &rx, Some("message.created"));
     let (_a, on_a, _b, on_b) = two_nodes(&app, FAST_ENV).await;
-    let owner = on_a.user_session("owner", Role::Streamer).await;
+    let owner = on_a.user("owner", Role::Streamer).await;
+    let on_both = [owner.on(&on_a), owner.on(&on_b)];
     let stream = on_a.create_stream("owner").await;
     let mut committed = Vec::new();
     for i in 0..40 {
-        let node = if i % 2 == 0 { &on_a } else { &on_b };
-        committed.push(say(node, stream, &owner, &format!("m{i}")).await);
+        committed.push(say(&on_both[i % 2], stream, &format!("m{i}")).await);
     }
     until("every message", Duration::from_secs(60), || {
         created_ids(&rx).len() >= committed.len()
@@ -742,41 +684,33 @@ async fn two_nodes_deliver_each_event_once() {
 
 #[actix_web::test]
 async fn an_endpoint_failing_for_the_whole_window_is_disabled_and_reported() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(|s| {
+    let (_serial, app, rx, stream) = hooked(|s| {
         fast(s);
         s.webhooks.give_up_secs = 1;
         s.webhooks.disable_after_secs = 2;
     })
     .await;
-    let rx = Receiver::up().await;
     rx.fail_next(u32::MAX);
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let stream = app.create_stream("owner").await;
+    let owner = app.logged_in("owner").await;
     let (id, _) = add_webhook(&app, &rx, None);
     let slug = app.tenant.slug.as_str().to_string();
     // Events keep coming; each is given up after a second, and after two
     // seconds without a success the endpoint is disabled.
-    let mut state = String::new();
-    let end = Instant::now() + Duration::from_secs(60);
-    while state != "disabled" {
-        assert!(Instant::now() < end, "never disabled");
-        say(&app, stream, &owner, "anyone?").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the endpoint disabled", Duration::from_secs(60), || async {
+        say(&owner, stream, "anyone?").await;
         let out = cli(&["webhook", "list", "--tenant", &slug], &[]);
-        state = stdout(&out)
-            .lines()
-            .nth(1)
-            .map(|l| l.split('\t').nth(3).unwrap_or("").to_string())
-            .unwrap_or_default();
-    }
+        let listed = stdout(&out);
+        let state = listed.lines().nth(1)?.split('\t').nth(3)?;
+        (state == "disabled").then_some(())
+    })
+    .await;
     let metrics = app.get("/metrics", None).await.body;
     assert!(!metrics.contains("stampede_webhook_deliveries_total{outcome=\"disabled\"} 0"));
     assert!(!metrics.contains("stampede_webhook_deliveries_total{outcome=\"gave_up\"} 0"));
     // Nothing more is queued for it, and nothing more is sent.
     wait_idle(&app).await;
     let before = rx.got().len();
-    say(&app, stream, &owner, "after").await;
+    say(&owner, stream, "after").await;
     wait_idle(&app).await;
     assert_eq!(rx.got().len(), before);
     assert!(rx.got().iter().all(|g| g.answered == 500));
@@ -788,14 +722,11 @@ async fn an_endpoint_failing_for_the_whole_window_is_disabled_and_reported() {
 /// claimed, so housekeeping drops it (it used to stay queued for ever).
 #[actix_web::test]
 async fn a_row_queued_for_a_disabled_endpoint_is_dropped() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
     rx.fail_next(u32::MAX);
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let stream = app.create_stream("owner").await;
+    let owner = app.logged_in("owner").await;
     let (id, _) = add_webhook(&app, &rx, None);
-    say(&app, stream, &owner, "queued").await;
+    say(&owner, stream, "queued").await;
     // The race's outcome, made directly: disabled, with a row still queued.
     let c = app.store.client().await.unwrap();
     let s = app.tenant.slug.schema();
@@ -883,10 +814,11 @@ async fn bad_webhook_input_is_one_line_and_changes_nothing() {
 }
 
 /// Credentials of a request: a session (cookie and CSRF token) or a bearer token.
+#[derive(Clone, Copy)]
 enum As<'a> {
     Nobody,
-    Session(&'a (String, String)),
-    SessionNoCsrf(&'a (String, String)),
+    Session(&'a TestUser<'a>),
+    SessionNoCsrf(&'a TestUser<'a>),
     Bearer(&'a str),
 }
 
@@ -908,13 +840,13 @@ async fn call(
     .insert_header(("Host", app.tenant.host.clone()));
     match who {
         As::Nobody => {}
-        As::Session((cookie, csrf)) => {
+        As::Session(user) => {
             req = req
-                .insert_header(("Cookie", format!("stampede_session={cookie}")))
-                .insert_header(("X-CSRF-Token", csrf.clone()));
+                .insert_header(("Cookie", format!("stampede_session={}", user.cookie)))
+                .insert_header(("X-CSRF-Token", user.csrf.clone()));
         }
-        As::SessionNoCsrf((cookie, _)) => {
-            req = req.insert_header(("Cookie", format!("stampede_session={cookie}")));
+        As::SessionNoCsrf(user) => {
+            req = req.insert_header(("Cookie", format!("stampede_session={}", user.cookie)));
         }
         As::Bearer(t) => {
             req = req.insert_header(("Authorization", format!("Bearer {t}")));
@@ -930,33 +862,50 @@ async fn call(
     (res.status().as_u16(), value)
 }
 
+/// JSON API calls to a node with one set of credentials.
+struct Api<'a>(&'a TestApp, As<'a>);
+
+impl Api<'_> {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(self.0, method, path, body, self.1).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call("DELETE", path, None).await
+    }
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 
 #[actix_web::test]
 async fn admins_manage_webhooks_and_tokens_over_http() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
-    let admin = app.user_session("root", Role::Admin).await;
-    let owner = app.user_session("owner", Role::Streamer).await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
+    let admin = app.user("root", Role::Admin).await;
+    let as_admin = Api(&app, As::Session(&admin));
+    let owner = app.logged_in("owner").await;
     app.create_user("helper", "password-123", Role::Bot).await;
-    let stream = app.create_stream("owner").await;
 
-    let (s, v) = call(
-        &app,
-        "POST",
-        "/api/webhooks",
-        Some(json!({"url": rx.url(), "events": ["stream.status", "ping"]})),
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin
+        .post(
+            "/api/webhooks",
+            json!({"url": rx.url(), "events": ["stream.status", "ping"]}),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     let id = v["id"].as_i64().unwrap();
     let secret = v["secret"].as_str().unwrap();
     rx.set_secret(secret);
-    set_status(&app, stream, &owner, "live").await;
+    set_status(&owner, stream, "live").await;
     until("the status event", Duration::from_secs(30), || {
         !rx.acked().is_empty()
     })
@@ -964,7 +913,7 @@ async fn admins_manage_webhooks_and_tokens_over_http() {
     rx.assert_all_signed();
     assert_eq!(rx.acked()[0].body["type"], "stream.status");
 
-    let (s, v) = call(&app, "GET", "/api/webhooks", None, As::Session(&admin)).await;
+    let (s, v) = as_admin.get("/api/webhooks").await;
     assert_eq!(s, 200, "{v}");
     let hooks = v["webhooks"].as_array().unwrap();
     assert_eq!(hooks.len(), 1);
@@ -974,25 +923,15 @@ async fn admins_manage_webhooks_and_tokens_over_http() {
     assert_eq!(hooks[0]["state"], "active");
     assert!(!v.to_string().contains(secret), "the secret is shown once");
 
-    let (s, v) = call(
-        &app,
-        "POST",
-        &format!("/api/webhooks/{id}/test"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin
+        .call("POST", &format!("/api/webhooks/{id}/test"), None)
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["ok"], true);
     assert_eq!(v["status_code"], 200);
-    let (s, v) = call(
-        &app,
-        "GET",
-        &format!("/api/webhooks/{id}/deliveries"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin
+        .get(&format!("/api/webhooks/{id}/deliveries"))
+        .await;
     assert_eq!(s, 200, "{v}");
     let list = v["deliveries"].as_array().unwrap();
     assert_eq!(list[0]["type"], "ping");
@@ -1003,28 +942,24 @@ async fn admins_manage_webhooks_and_tokens_over_http() {
     assert_eq!(list[1]["event_id"], rx.acked()[0].event_id);
 
     // Tokens: shown once, listed without the secret, revoked at once.
-    let (s, v) = call(
-        &app,
-        "POST",
-        "/api/tokens",
-        Some(json!({"username":"helper","scopes":["chat"],"name":"greeter"})),
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin
+        .post(
+            "/api/tokens",
+            json!({"username":"helper","scopes":["chat"],"name":"greeter"}),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     let token = v["token"].as_str().unwrap().to_string();
     let token_id = v["id"].as_i64().unwrap();
     assert!(token.starts_with("stp_"));
-    let (s, v) = call(
-        &app,
-        "POST",
-        &format!("/api/streams/{stream}/messages"),
-        Some(json!({"message":"hello from a bot"})),
-        As::Bearer(&token),
-    )
-    .await;
+    let (s, v) = Api(&app, As::Bearer(&token))
+        .post(
+            &format!("/api/streams/{stream}/messages"),
+            json!({"message":"hello from a bot"}),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(&app, "GET", "/api/tokens", None, As::Session(&admin)).await;
+    let (s, v) = as_admin.get("/api/tokens").await;
     assert_eq!(s, 200, "{v}");
     assert!(!v.to_string().contains(&token[4..]), "never the token: {v}");
     let t = &v["tokens"][0];
@@ -1033,54 +968,24 @@ async fn admins_manage_webhooks_and_tokens_over_http() {
     assert_eq!(t["scopes"], json!(["chat"]));
     assert_eq!(t["label"], "greeter");
     assert_eq!(t["state"], "active");
-    let (s, v) = call(
-        &app,
-        "DELETE",
-        &format!("/api/tokens/{token_id}"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin.delete(&format!("/api/tokens/{token_id}")).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = call(
-        &app,
-        "POST",
-        &format!("/api/streams/{stream}/messages"),
-        Some(json!({"message":"still here?"})),
-        As::Bearer(&token),
-    )
-    .await;
+    let (s, v) = Api(&app, As::Bearer(&token))
+        .post(
+            &format!("/api/streams/{stream}/messages"),
+            json!({"message":"still here?"}),
+        )
+        .await;
     assert_eq!((s, code(&v)), (401, "not_authenticated"), "{v}");
-    let (s, _) = call(
-        &app,
-        "DELETE",
-        &format!("/api/tokens/{token_id}"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
+    let (s, _) = as_admin.delete(&format!("/api/tokens/{token_id}")).await;
     assert_eq!(s, 404);
 
     // Removed: gone from the list, and a second removal is a 404.
-    let (s, _) = call(
-        &app,
-        "DELETE",
-        &format!("/api/webhooks/{id}"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
+    let (s, _) = as_admin.delete(&format!("/api/webhooks/{id}")).await;
     assert_eq!(s, 200);
-    let (_, v) = call(&app, "GET", "/api/webhooks", None, As::Session(&admin)).await;
+    let (_, v) = as_admin.get("/api/webhooks").await;
     assert_eq!(v["webhooks"], json!([]));
-    let (s, v) = call(
-        &app,
-        "DELETE",
-        &format!("/api/webhooks/{id}"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin.delete(&format!("/api/webhooks/{id}")).await;
     assert_eq!((s, code(&v)), (404, "not_found"));
 }
 
@@ -1089,24 +994,11 @@ async fn integration_routes_are_for_admin_sessions_only_and_check_input() {
     let _serial = SERIAL.lock().await;
     // Default settings: plain http:// endpoints are refused.
     let app = spawn_app().await;
-    let admin = app.user_session("root", Role::Admin).await;
-    let streamer = app.user_session("owner", Role::Streamer).await;
-    let viewer = app.user_session("vic", Role::Viewer).await;
-    let out = cli(
-        &[
-            "token",
-            "create",
-            "--tenant",
-            app.tenant.slug.as_str(),
-            "--user",
-            "root",
-            "--scopes",
-            "read,chat,moderate",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let admin_token = stdout(&out).trim().to_string();
+    let admin = app.user("root", Role::Admin).await;
+    let as_admin = Api(&app, As::Session(&admin));
+    let streamer = app.user("owner", Role::Streamer).await;
+    let viewer = app.user("vic", Role::Viewer).await;
+    let admin_token = app.cli_token("root", "read,chat,moderate", None);
     let good = json!({"url":"https://example.com/hook"});
     let routes: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", "/api/webhooks".into(), None),
@@ -1154,14 +1046,7 @@ async fn integration_routes_are_for_admin_sessions_only_and_check_input() {
         (json!("https://example.com/h"), "invalid"),
     ];
     for (body, want) in bad {
-        let (s, v) = call(
-            &app,
-            "POST",
-            "/api/webhooks",
-            Some(body.clone()),
-            As::Session(&admin),
-        )
-        .await;
+        let (s, v) = as_admin.post("/api/webhooks", body.clone()).await;
         assert_eq!((s, code(&v)), (422, "invalid"), "{body}: {v}");
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.contains(want), "{body}: {msg}");
@@ -1172,34 +1057,20 @@ async fn integration_routes_are_for_admin_sessions_only_and_check_input() {
         json!({"username":"nobody","scopes":["read"]}),
         json!({"username":"vic"}),
     ] {
-        let (s, v) = call(
-            &app,
-            "POST",
-            "/api/tokens",
-            Some(body.clone()),
-            As::Session(&admin),
-        )
-        .await;
+        let (s, v) = as_admin.post("/api/tokens", body.clone()).await;
         assert_eq!((s, code(&v)), (422, "invalid"), "{body}: {v}");
     }
     // Nothing was made.
-    let (_, v) = call(&app, "GET", "/api/webhooks", None, As::Session(&admin)).await;
+    let (_, v) = as_admin.get("/api/webhooks").await;
     assert_eq!(v["webhooks"], json!([]));
-    let (_, v) = call(&app, "GET", "/api/tokens", None, As::Session(&admin)).await;
+    let (_, v) = as_admin.get("/api/tokens").await;
     assert_eq!(
         v["tokens"].as_array().unwrap().len(),
         1,
         "only the CLI's: {v}"
     );
     // And the good request works.
-    let (s, v) = call(
-        &app,
-        "POST",
-        "/api/webhooks",
-        Some(good),
-        As::Session(&admin),
-    )
-    .await;
+    let (s, v) = as_admin.post("/api/webhooks", good).await;
     assert_eq!(s, 200, "{v}");
 }
 
@@ -1229,80 +1100,46 @@ async fn tokens_and_secrets_never_appear_in_logs() {
         child: cmd.spawn().expect("start"),
         address: format!("http://127.0.0.1:{port}"),
     };
-    let on = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
-    let end = Instant::now() + Duration::from_secs(20);
-    while on
-        .client
-        .get(format!("{}/healthz", on.address))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < end, "node did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let admin = on.user_session("root", Role::Admin).await;
-    let owner = on.user_session("owner", Role::Streamer).await;
-    let stream = on.create_stream("owner").await;
-    let (_, v) = call(
-        &on,
-        "POST",
-        "/api/webhooks",
-        Some(json!({"url": rx.url()})),
-        As::Session(&admin),
-    )
+    let on = app.on_node(&node);
+    eventually("the node started", Duration::from_secs(20), || async {
+        let health = on.client.get(format!("{}/healthz", on.address)).send();
+        health.await.ok().map(drop)
+    })
     .await;
+    let admin = on.user("root", Role::Admin).await;
+    let as_admin = Api(&on, As::Session(&admin));
+    let owner = on.user("owner", Role::Streamer).await;
+    let stream = on.create_stream("owner").await;
+    let (_, v) = as_admin
+        .post("/api/webhooks", json!({"url": rx.url()}))
+        .await;
     let secret = v["secret"].as_str().expect("secret").to_string();
     rx.set_secret(&secret);
-    let (_, v) = call(
-        &on,
-        "POST",
-        "/api/tokens",
-        Some(json!({"username":"owner","scopes":["chat","read"]})),
-        As::Session(&admin),
-    )
-    .await;
+    let (_, v) = as_admin
+        .post(
+            "/api/tokens",
+            json!({"username":"owner","scopes":["chat","read"]}),
+        )
+        .await;
     let token = v["token"].as_str().expect("token").to_string();
     let token_id = v["id"].as_i64().unwrap();
-    let (s, _) = call(
-        &on,
-        "POST",
-        &format!("/api/streams/{stream}/messages"),
-        Some(json!({"message":"logged?"})),
-        As::Bearer(&token),
-    )
-    .await;
+    let (s, _) = Api(&on, As::Bearer(&token))
+        .post(
+            &format!("/api/streams/{stream}/messages"),
+            json!({"message":"logged?"}),
+        )
+        .await;
     assert_eq!(s, 200);
-    set_status(&on, stream, &owner, "live").await;
+    set_status(&owner, stream, "live").await;
     let wrong = format!("stp_{}", random_hex(32).repeat(2));
-    let (s, _) = call(
-        &on,
-        "GET",
-        &format!("/api/streams/{stream}/messages"),
-        None,
-        As::Bearer(&wrong),
-    )
-    .await;
+    let (s, _) = Api(&on, As::Bearer(&wrong))
+        .get(&format!("/api/streams/{stream}/messages"))
+        .await;
     assert_eq!(s, 401);
-    call(
-        &on,
-        "DELETE",
-        &format!("/api/tokens/{token_id}"),
-        None,
-        As::Session(&admin),
-    )
-    .await;
-    let (s, _) = call(
-        &on,
-        "GET",
-        &format!("/api/streams/{stream}/messages"),
-        None,
-        As::Bearer(&token),
-    )
-    .await;
+    as_admin.delete(&format!("/api/tokens/{token_id}")).await;
+    let (s, _) = Api(&on, As::Bearer(&token))
+        .get(&format!("/api/streams/{stream}/messages"))
+        .await;
     assert_eq!(s, 401);
     until("deliveries", Duration::from_secs(30), || {
         rx.acked().len() >= 2
@@ -1318,8 +1155,8 @@ async fn tokens_and_secrets_never_appear_in_logs() {
         ("the token", &token[4..]),
         ("an unknown token", &wrong[4..]),
         ("the webhook secret", &secret["whsec_".len()..]),
-        ("the session key", admin.0.as_str()),
-        ("the CSRF token", admin.1.as_str()),
+        ("the session key", admin.cookie.as_str()),
+        ("the CSRF token", admin.csrf.as_str()),
     ] {
         let line = log.lines().find(|l| l.contains(secret));
         assert!(
@@ -1332,38 +1169,19 @@ async fn tokens_and_secrets_never_appear_in_logs() {
 
 #[actix_web::test]
 async fn the_admins_studio_lists_webhooks_deliveries_and_tokens_escaped() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
-    let admin = app.user_session("root", Role::Admin).await;
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let stream = app.create_stream("owner").await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
+    let admin = app.user("root", Role::Admin).await;
+    let owner = app.logged_in("owner").await;
     let (id, secret) = add_webhook(&app, &rx, Some("stream.status"));
-    set_status(&app, stream, &owner, "live").await;
+    set_status(&owner, stream, "live").await;
     until("a delivery", Duration::from_secs(30), || {
         !rx.acked().is_empty()
     })
     .await;
     wait_idle(&app).await;
-    let out = cli(
-        &[
-            "token",
-            "create",
-            "--tenant",
-            app.tenant.slug.as_str(),
-            "--user",
-            "owner",
-            "--scopes",
-            "read",
-            "--name",
-            "<script>alert(1)</script>",
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let token = stdout(&out).trim().to_string();
+    let token = app.cli_token("owner", "read", Some("<script>alert(1)</script>"));
 
-    let page = app.get("/studio", Some(&admin.0)).await;
+    let page = admin.get("/studio").await;
     assert_eq!(page.status, 200);
     let html = &page.body;
     assert!(html.contains("id=\"integrations\""), "the section is there");
@@ -1390,7 +1208,7 @@ async fn the_admins_studio_lists_webhooks_deliveries_and_tokens_escaped() {
     assert!(!js.body.contains("innerHTML"), "secrets are shown as text");
 
     // Streamers get their studio without it.
-    let page = app.get("/studio", Some(&owner.0)).await;
+    let page = owner.get("/studio").await;
     assert_eq!(page.status, 200);
     assert!(!page.body.contains("id=\"integrations\""));
     assert!(!page.body.contains(&rx.url()));
@@ -1398,42 +1216,21 @@ async fn the_admins_studio_lists_webhooks_deliveries_and_tokens_escaped() {
 
 #[actix_web::test]
 async fn held_messages_are_sent_only_once_approved() {
-    let _serial = SERIAL.lock().await;
-    let app = spawn_app_with(fast).await;
-    let rx = Receiver::up().await;
-    let owner = app.user_session("owner", Role::Streamer).await;
-    let bob = app.user_session("bob", Role::Viewer).await;
-    let stream = app.create_stream("owner").await;
+    let (_serial, app, rx, stream) = hooked(fast).await;
+    let owner = app.logged_in("owner").await;
+    let bob = app.user("bob", Role::Viewer).await;
     add_webhook(&app, &rx, Some("message.created,moderation.action"));
-    let r = app
-        .post_json(
-            &format!("/api/streams/{stream}/blocked_terms"),
-            &json!({"term":"cheap","action":"add","mode":"hold"}),
-            Some(&owner.0),
-            Some(&owner.1),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    hold_term(&owner, stream, "cheap").await;
     let path = format!("/api/streams/{stream}/messages");
-    let approved = app
-        .post_json(
-            &path,
-            &json!({"message":"cheap followers, approved"}),
-            Some(&bob.0),
-            Some(&bob.1),
-        )
+    let approved = bob
+        .post(&path, json!({"message":"cheap followers, approved"}))
         .await;
     assert_eq!(approved.status, 202, "{}", approved.body);
-    let denied = app
-        .post_json(
-            &path,
-            &json!({"message":"cheap followers, denied"}),
-            Some(&bob.0),
-            Some(&bob.1),
-        )
+    let denied = bob
+        .post(&path, json!({"message":"cheap followers, denied"}))
         .await;
     assert_eq!(denied.status, 202, "{}", denied.body);
-    let marker = say(&app, stream, &owner, "while they wait").await;
+    let marker = say(&owner, stream, "while they wait").await;
     until("the owner's message", Duration::from_secs(30), || {
         created_ids(&rx).contains(&marker)
     })
@@ -1441,20 +1238,11 @@ async fn held_messages_are_sent_only_once_approved() {
     assert_eq!(created_ids(&rx), vec![marker], "nothing held was sent");
 
     let held = |r: &Reply| r.json()["held_id"].as_i64().unwrap();
-    moderate(
-        &app,
-        stream,
-        &owner,
+    let frames = [
         json!({"type":"approve","held_id": held(&approved)}),
-    )
-    .await;
-    moderate(
-        &app,
-        stream,
-        &owner,
         json!({"type":"deny","held_id": held(&denied)}),
-    )
-    .await;
+    ];
+    moderate(&owner, stream, &frames).await;
     until("the approval", Duration::from_secs(30), || {
         rx.acked()
             .iter()
