@@ -476,6 +476,48 @@ impl Tab {
     }
 }
 
+/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
+pub fn site(app: &crate::helpers::TestApp) -> String {
+    let port = app.address.rsplit(':').next().unwrap();
+    format!("http://{}:{port}", app.tenant.host)
+}
+
+impl Tab {
+    /// Opens the watch page of `stream` and waits until its socket is live.
+    pub async fn watch(&self, app: &crate::helpers::TestApp, stream: i64) {
+        self.goto(&format!("{}/streams/{stream}", site(app))).await;
+        self.wait_for("$('#conn').dataset.state === 'live'").await;
+    }
+
+    /// Types a message in the box labelled "Message" and presses "Send".
+    pub async fn say(&self, text: &str) {
+        self.type_into("field('Message')", text).await;
+        self.click("button('Send')").await;
+    }
+}
+
+impl Browser {
+    /// One tab a user, each logged in (password `password-123`) and
+    /// watching `stream`.
+    pub async fn watching<const N: usize>(
+        &self,
+        app: &crate::helpers::TestApp,
+        stream: i64,
+        users: [&str; N],
+    ) -> [Tab; N] {
+        let mut tabs = Vec::new();
+        for user in users {
+            let tab = self.tab().await;
+            tab.log_in(&site(app), user, "password-123").await;
+            tabs.push(tab);
+        }
+        for tab in &tabs {
+            tab.watch(app, stream).await;
+        }
+        tabs.try_into().unwrap_or_else(|_| unreachable!())
+    }
+}
+
 /// `test-artifacts/<name>` at the crate's root (git-ignored).
 pub fn artifact(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

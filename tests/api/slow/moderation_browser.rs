@@ -6,35 +6,22 @@ use serde_json::{json, Value};
 use stampede::domain::Role;
 
 use crate::{
-    browser::{Browser, Tab},
+    browser::{site, Browser, Tab},
     helpers::*,
+    slow::common::{hold_term, moderate},
 };
 
-/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
-fn site(app: &TestApp) -> String {
-    let port = app.address.rsplit(':').next().unwrap();
-    format!("http://{}:{port}", app.tenant.host)
-}
-
-/// Opens the watch page and waits until its socket is live.
-async fn watch(tab: &Tab, app: &TestApp, stream: i64) {
-    tab.goto(&format!("{}/streams/{stream}", site(app))).await;
-    tab.wait_for("$('#conn').dataset.state === 'live'").await;
-}
-
-/// Types a message in the box labelled "Message" and presses the "Send" button.
-async fn say(tab: &Tab, text: &str) {
-    tab.type_into("field('Message')", text).await;
-    tab.click("button('Send')").await;
-}
-
-/// Posts a moderation frame for `stream` as its owner.
-async fn moderate(app: &TestApp, stream: i64, frame: Value) {
-    let owner = app.logged_in("owner").await;
-    let r = owner
-        .post(&format!("/api/streams/{stream}/moderation"), frame)
+/// A moderator `mod` and viewers `bob` and `carol`, each watching `stream`
+/// in a tab of the browser returned.
+async fn mod_bob_and_carol(app: &TestApp, stream: i64) -> (Browser, [Tab; 3]) {
+    app.create_user("mod", "password-123", Role::Moderator)
         .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    for viewer in ["bob", "carol"] {
+        app.create_user(viewer, "password-123", Role::Viewer).await;
+    }
+    let browser = Browser::start().await;
+    let tabs = browser.watching(app, stream, ["mod", "bob", "carol"]).await;
+    (browser, tabs)
 }
 
 /// The modes a fresh socket's `hello` reports.
@@ -48,27 +35,8 @@ async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     let owner = app.logged_in("owner").await;
-    let r = owner
-        .post(
-            &format!("/api/streams/{stream}/blocked_terms"),
-            json!({"term":"cheap","action":"add","mode":"hold"}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("carol", "password-123", Role::Viewer).await;
-    let browser = Browser::start().await;
-    let moderator = browser.tab().await;
-    let bob = browser.tab().await;
-    let carol = browser.tab().await;
-    moderator.log_in(&site(&app), "mod", "password-123").await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    carol.log_in(&site(&app), "carol", "password-123").await;
-    for tab in [&moderator, &bob, &carol] {
-        watch(tab, &app, stream).await;
-    }
+    hold_term(&owner, stream, "cheap").await;
+    let (_browser, [moderator, bob, carol]) = mod_bob_and_carol(&app, stream).await;
     // Viewers have no review panel; the moderator's starts empty.
     assert_eq!(carol.eval("!!$('#held')").await, false);
     assert_eq!(
@@ -79,7 +47,7 @@ async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
     );
 
     // Held: the sender sees it marked, the moderator sees it in the panel.
-    say(&bob, "cheap followers here").await;
+    bob.say("cheap followers here").await;
     bob.wait_for(
         "$('.msg.held .state') && $('.msg.held .state').textContent === 'Held for review'",
     )
@@ -117,7 +85,7 @@ async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
     assert_eq!(carol.eval("texts()").await, json!(["cheap followers here"]));
 
     // Denied with the keyboard: the sender is told, nobody else sees anything.
-    say(&bob, "so cheap").await;
+    bob.say("so cheap").await;
     let item = "$$('.held-item').find((i) => $('.text', i).textContent === 'so cheap')";
     moderator.wait_for(item).await;
     moderator
@@ -147,21 +115,8 @@ async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
 async fn a_hidden_user_is_marked_for_moderators_only() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("carol", "password-123", Role::Viewer).await;
-    let browser = Browser::start().await;
-    let moderator = browser.tab().await;
-    let bob = browser.tab().await;
-    let carol = browser.tab().await;
-    moderator.log_in(&site(&app), "mod", "password-123").await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    carol.log_in(&site(&app), "carol", "password-123").await;
-    for tab in [&moderator, &bob, &carol] {
-        watch(tab, &app, stream).await;
-    }
-    say(&bob, "first").await;
+    let (_browser, [moderator, bob, carol]) = mod_bob_and_carol(&app, stream).await;
+    bob.say("first").await;
     moderator.wait_for("messageWith('first')").await;
     assert_eq!(
         moderator
@@ -176,7 +131,7 @@ async fn a_hidden_user_is_marked_for_moderators_only() {
         .wait_for("!!button('Unhide', messageWith('first'))")
         .await;
 
-    say(&bob, "nobody hears me").await;
+    bob.say("nobody hears me").await;
     moderator
         .wait_for("messageWith('nobody hears me') && messageWith('nobody hears me').classList.contains('hidden-msg')")
         .await;
@@ -188,7 +143,7 @@ async fn a_hidden_user_is_marked_for_moderators_only() {
         json!([false, false]),
         "the hidden user is not told"
     );
-    say(&carol, "after").await;
+    carol.say("after").await;
     moderator.wait_for("messageWith('after')").await;
     assert_eq!(carol.eval("texts()").await, json!(["first", "after"]));
 
@@ -207,21 +162,23 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
     let stream = app.create_stream("owner").await;
     app.create_user("bob", "password-123", Role::Viewer).await;
     app.create_user("kei", "password-123", Role::Viewer).await;
-    moderate(&app, stream, json!({"type":"modes","stamps_only":true})).await;
+    let owner = app.logged_in("owner").await;
+    let modes = json!({"type":"modes","stamps_only":true});
+    moderate(&owner, stream, &[modes]).await;
     let browser = Browser::start().await;
     let bob = browser.tab().await;
     let kei = browser.tab().await;
     bob.log_in(&site(&app), "bob", "password-123").await;
     kei.log_in(&site(&app), "kei", "password-123").await;
     kei.accept_language("ja-JP,ja;q=0.9").await;
-    watch(&bob, &app, stream).await;
-    watch(&kei, &app, stream).await;
+    bob.watch(&app, stream).await;
+    kei.watch(&app, stream).await;
     assert_eq!(
         bob.eval("$('#modes-note').textContent").await,
         "Chat modes: stamps only"
     );
 
-    say(&bob, "hello?").await;
+    bob.say("hello?").await;
     bob.wait_for(
         "$('[role=alert]').textContent === 'Stamps only right now: chat messages are off, stamps still work.'",
     )
@@ -234,45 +191,43 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
         .await;
 
     // Accounts younger than 30 minutes: told how long to wait.
-    moderate(
-        &app,
-        stream,
-        json!({"type":"modes","stamps_only":false,"established_minutes":30}),
-    )
-    .await;
+    let modes = json!({"type":"modes","stamps_only":false,"established_minutes":30});
+    moderate(&owner, stream, &[modes]).await;
     bob.wait_for("$('#modes-note').textContent === 'Chat modes: accounts older than 30 min'")
         .await;
-    bob.eval("(() => { const b = field('Message'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
-        .await;
-    say(&bob, "now?").await;
+    clear_box(&bob, "Message").await;
+    bob.say("now?").await;
     bob.wait_for("$('[role=alert]').textContent === 'Your account is too new to chat here. Try again in 30 min.'")
         .await;
     kei.wait_for("$('#modes-note').textContent === 'チャットモード: 作成30分以上のアカウントのみ'")
         .await;
-    kei.eval("(() => { const b = field('メッセージ'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
-        .await;
+    clear_box(&kei, "メッセージ").await;
     say_ja(&kei, "まだ？").await;
     kei.wait_for("$('[role=alert]').textContent === 'アカウント作成から間もないため、まだチャットできません。30分後にもう一度お試しください。'")
         .await;
 
     // Unique chat: the same text twice within 30 s.
-    moderate(
-        &app,
-        stream,
-        json!({"type":"modes","established_minutes":0,"unique_chat":true}),
-    )
-    .await;
+    let modes = json!({"type":"modes","established_minutes":0,"unique_chat":true});
+    moderate(&owner, stream, &[modes]).await;
     bob.wait_for("$('#modes-note').textContent === 'Chat modes: unique chat'")
         .await;
-    bob.eval("(() => { const b = field('Message'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
-        .await;
-    say(&bob, "same again").await;
+    clear_box(&bob, "Message").await;
+    bob.say("same again").await;
     bob.wait_for("messageWith('same again') && !$('.pending')")
         .await;
-    say(&bob, "same again").await;
+    bob.say("same again").await;
     bob.wait_for(
         "$('[role=alert]').textContent === 'That message was just sent. Write something new.'",
     )
+    .await;
+}
+
+/// Empties the text box labelled `label` (as typing would).
+async fn clear_box(tab: &Tab, label: &str) {
+    tab.eval(&format!(
+        "(() => {{ const b = field({}); b.value = ''; b.dispatchEvent(new Event('input')); return true; }})()",
+        json!(label)
+    ))
     .await;
 }
 
@@ -290,12 +245,7 @@ async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
         .await;
     app.create_user("bob", "password-123", Role::Viewer).await;
     let browser = Browser::start().await;
-    let moderator = browser.tab().await;
-    let bob = browser.tab().await;
-    moderator.log_in(&site(&app), "mod", "password-123").await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    watch(&moderator, &app, stream).await;
-    watch(&bob, &app, stream).await;
+    let [moderator, bob] = browser.watching(&app, stream, ["mod", "bob"]).await;
     assert_eq!(bob.eval("!!$('#modes-panel')").await, false);
 
     moderator.click("$('#modes-panel summary')").await;
@@ -362,14 +312,11 @@ async fn the_studio_sets_chat_modes_per_stream() {
     tab.click("button('Set', $('[data-form=modes]'))").await;
     tab.wait_for("$('.saved-note').textContent === 'Chat modes updated.' && field('Accounts older than (minutes, 0 = off)').value === '5'")
         .await;
-    let mut modes = modes_of(&app, stream).await;
-    for _ in 0..50 {
-        if modes["established_minutes"] == 5 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        modes = modes_of(&app, stream).await;
-    }
+    let modes = eventually("the new minutes in hello", WAIT, || async {
+        let modes = modes_of(&app, stream).await;
+        (modes["established_minutes"] == 5).then_some(modes)
+    })
+    .await;
     assert_eq!(
         modes,
         json!({"stamps_only":false,"established_minutes":5,"unique_chat":true,"hold_links":false,"shield":false})

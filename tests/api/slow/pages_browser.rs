@@ -10,27 +10,10 @@ use serde_json::{json, Value};
 use stampede::domain::Role;
 
 use crate::{
-    browser::{artifact, Browser, Tab},
+    browser::{artifact, site, Browser, Tab},
     helpers::*,
+    slow::common::set_status,
 };
-
-/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
-fn site(app: &TestApp) -> String {
-    let port = app.address.rsplit(':').next().unwrap();
-    format!("http://{}:{port}", app.tenant.host)
-}
-
-/// Opens the watch page and waits until its socket is live.
-async fn watch(tab: &Tab, app: &TestApp, stream: i64) {
-    tab.goto(&format!("{}/streams/{stream}", site(app))).await;
-    tab.wait_for("$('#conn').dataset.state === 'live'").await;
-}
-
-/// Types a message in the box labelled "Message" and presses the "Send" button.
-async fn say(tab: &Tab, text: &str) {
-    tab.type_into("field('Message')", text).await;
-    tab.click("button('Send')").await;
-}
 
 /// How many confirmed messages in the tab have exactly this text.
 async fn count_of(tab: &Tab, text: &str) -> i64 {
@@ -47,23 +30,11 @@ async fn count_of(tab: &Tab, text: &str) -> i64 {
 async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
-    let live = owner
-        .post(
-            &format!("/api/streams/{stream}/status"),
-            json!({"status": "live"}),
-        )
-        .await;
-    assert_eq!(live.status, 200);
+    set_status(&app.logged_in("owner").await, stream, "live").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
     let browser = Browser::start().await;
-    let alice = browser.tab().await;
-    let bob = browser.tab().await;
-    alice.log_in(&site(&app), "alice", "password-123").await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    watch(&alice, &app, stream).await;
-    watch(&bob, &app, stream).await;
+    let [alice, bob] = browser.watching(&app, stream, ["alice", "bob"]).await;
 
     // Both sockets count, in both pages (alice learns it from a presence frame).
     for tab in [&alice, &bob] {
@@ -119,14 +90,17 @@ async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
         .await;
 
     // Screenshots of the watch page at desktop and phone widths, stamps in flight.
-    say(&bob, "What a goal!").await;
+    bob.say("What a goal!").await;
     alice.wait_for("messageWith('What a goal!')").await;
     alice.viewport(1280, 800, false).await;
     for name in [":love:", ":surprise:", ":smile:", ":love:", ":scream:"] {
         alice.click(&format!("button({})", json!(name))).await;
     }
     alice.wait_for("$$('.floating-stamp').length >= 4").await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Well on their way up (or already gone on a slow machine).
+    alice
+        .wait_for("!$('.floating-stamp') || $$('.floating-stamp').some((e) => e.getAnimations().some((a) => a.currentTime >= 900))")
+        .await;
     let layout = alice
         .eval("(() => { const v = $('.video-box').getBoundingClientRect(); const c = $('.chat').getBoundingClientRect(); return [v.right, c.left, document.documentElement.scrollWidth]; })()")
         .await;
@@ -164,7 +138,7 @@ async fn anonymous_viewers_read_along_but_cannot_chat() {
 
     let browser = Browser::start().await;
     let tab = browser.tab().await;
-    watch(&tab, &app, stream).await;
+    tab.watch(&app, stream).await;
     assert_eq!(tab.eval("texts()").await, json!(["before you came"]));
     assert_eq!(tab.eval("field('Message').disabled").await, true);
     assert_eq!(tab.eval("button('Send').disabled").await, true);
@@ -192,12 +166,7 @@ async fn chat_text_is_shown_as_text_and_runs_nothing() {
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
     let browser = Browser::start().await;
-    let alice = browser.tab().await;
-    let bob = browser.tab().await;
-    alice.log_in(&site(&app), "alice", "password-123").await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    watch(&alice, &app, stream).await;
-    watch(&bob, &app, stream).await;
+    let [alice, bob] = browser.watching(&app, stream, ["alice", "bob"]).await;
 
     let payloads = [
         "<img src=x onerror=\"window.__xss = 1\">",
@@ -205,7 +174,7 @@ async fn chat_text_is_shown_as_text_and_runs_nothing() {
         "\"><svg onload=window.__xss=3>",
     ];
     for p in payloads {
-        say(&alice, p).await;
+        alice.say(p).await;
         bob.wait_for(&format!("messageWith({})", json!(p))).await;
     }
     let check =
@@ -277,15 +246,12 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
     app.create_user("bob", "password-123", Role::Viewer).await;
     let port = free_port();
     let node = Node::start(port, &[]).await;
-    let on_node = TestApp {
-        address: node.address.clone(),
-        ..app.clone_handle()
-    };
+    let on_node = app.on_node(&node);
     let browser = Browser::start().await;
     let tab = browser.tab().await;
     tab.log_in(&site(&on_node), "alice", "password-123").await;
-    watch(&tab, &on_node, stream).await;
-    say(&tab, "before the restart").await;
+    tab.watch(&on_node, stream).await;
+    tab.say("before the restart").await;
     tab.wait_for("messageWith('before the restart') && !$('.pending')")
         .await;
 
@@ -299,7 +265,7 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
         "a visible reconnecting state"
     );
     // Typed while the server is away: kept as pending, not lost.
-    say(&tab, "typed while down").await;
+    tab.say("typed while down").await;
     tab.wait_for("$('.msg.pending') && $('.msg.pending .text').textContent === 'typed while down'")
         .await;
 
@@ -315,6 +281,7 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
         "messageWith('sent meanwhile') && messageWith('typed while down') && !$('.pending')",
     )
     .await;
+    // A while for a repeat to show: what is asserted is that none comes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for text in ["before the restart", "sent meanwhile", "typed while down"] {
         assert_eq!(count_of(&tab, text).await, 1, "{text} shown once");
@@ -345,9 +312,7 @@ async fn a_closed_session_does_not_reconnect() {
     let stream = app.create_stream("owner").await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "alice", "password-123").await;
-    watch(&tab, &app, stream).await;
+    let [tab] = browser.watching(&app, stream, ["alice"]).await;
     // Log out from elsewhere (the API, as another tab would): the socket closes 4001.
     let status = tab
         .eval("fetch('/api/logout', {method: 'POST', headers: {'X-CSRF-Token': $('meta[name=csrf-token]').content}}).then((r) => r.status)")
@@ -356,6 +321,8 @@ async fn a_closed_session_does_not_reconnect() {
     tab.wait_for("$('#conn').dataset.state === 'stopped'").await;
     let alert = tab.eval("$('[role=alert]').textContent").await;
     assert!(alert.as_str().unwrap().contains("session ended"), "{alert}");
+    // Longer than the page's first reconnect delay: what is asserted is
+    // that no reconnect happens.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         tab.eval("$('#conn').dataset.state").await,
@@ -473,9 +440,7 @@ async fn moderators_get_controls_on_each_message() {
     v.send(json!({"message":"rendered by the server"})).await;
     v.expect("ack").await;
     let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "mod", "password-123").await;
-    watch(&tab, &app, stream).await;
+    let [tab] = browser.watching(&app, stream, ["mod"]).await;
     assert_eq!(tab.eval("$('#watch').dataset.canModerate").await, "true");
     v.send(json!({"message":"arrived live"})).await;
     tab.wait_for("messageWith('arrived live')").await;
@@ -503,14 +468,9 @@ async fn a_moderator_deletes_a_message_from_every_page() {
     app.create_user("viewer", "password-123", Role::Viewer)
         .await;
     let browser = Browser::start().await;
-    let moderator = browser.tab().await;
-    let viewer = browser.tab().await;
-    moderator.log_in(&site(&app), "mod", "password-123").await;
-    viewer.log_in(&site(&app), "viewer", "password-123").await;
-    watch(&moderator, &app, stream).await;
-    watch(&viewer, &app, stream).await;
-    say(&viewer, "spam spam spam").await;
-    say(&viewer, "a fine message").await;
+    let [moderator, viewer] = browser.watching(&app, stream, ["mod", "viewer"]).await;
+    viewer.say("spam spam spam").await;
+    viewer.say("a fine message").await;
     moderator.wait_for("messageWith('a fine message')").await;
     moderator
         .click("button('Delete', messageWith('spam spam spam'))")
@@ -536,7 +496,7 @@ async fn japanese_from_accept_language_with_a_switch_back() {
     let browser = Browser::start().await;
     let tab = browser.tab().await;
     tab.accept_language("ja-JP,ja;q=0.9").await;
-    watch(&tab, &app, stream).await;
+    tab.watch(&app, stream).await;
     assert_eq!(tab.eval("document.documentElement.lang").await, "ja");
     assert_eq!(tab.eval("!!field('メッセージ')").await, true);
     assert_eq!(tab.eval("!!button('送信')").await, true);

@@ -17,17 +17,13 @@ use stampede::{demo, domain::Role};
 use time::{Duration as Span, OffsetDateTime};
 
 use crate::{
-    browser::{artifact, Browser, Tab},
+    browser::{artifact, site, Browser, Tab},
     helpers::*,
+    slow::common::set_status,
 };
 
 /// Length of the test clip, in seconds.
 const CLIP: i64 = 30;
-
-fn site(app: &TestApp) -> String {
-    let port = app.address.rsplit(':').next().unwrap();
-    format!("http://{}:{port}", app.tenant.host)
-}
 
 /// The test's HLS clip (made once per test process with ffmpeg).
 fn clip_dir() -> PathBuf {
@@ -129,7 +125,8 @@ async fn description_payloads_are_dead_on_the_watch_page() {
     let tab = browser.tab().await;
     tab.goto(&format!("{}/streams/{stream}", site(&app))).await;
     tab.wait_for("$('#description')").await;
-    // Give anything that could run a chance to.
+    // Give anything that could run a chance to: what is asserted is that
+    // nothing does, so there is nothing to poll for.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let report = tab
         .eval(
@@ -180,13 +177,7 @@ async fn an_hls_stream_plays_in_chromium() {
     let url = serve_clip(&clip_dir());
     let owner = app.user("owner", Role::Streamer).await;
     let stream = create_stream_via_api(&owner, json!({"title": "HLS", "video_url": url})).await;
-    let r = owner
-        .post(
-            &format!("/api/streams/{stream}/status"),
-            json!({"status": "live"}),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    set_status(&owner, stream, "live").await;
     let browser = Browser::start().await;
     let tab = browser.tab().await;
     tab.goto(&format!("{}/streams/{stream}", site(&app))).await;

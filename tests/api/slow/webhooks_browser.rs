@@ -7,16 +7,10 @@ use std::time::Duration;
 use stampede::domain::Role;
 
 use crate::{
-    browser::Browser,
+    browser::{site, Browser, Tab},
     helpers::*,
     slow::webhooks::{fast, until, Receiver, SERIAL},
 };
-
-/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
-fn site(app: &TestApp) -> String {
-    let port = app.address.rsplit(':').next().unwrap();
-    format!("http://{}:{port}", app.tenant.host)
-}
 
 /// A GET with a bearer token; its status.
 async fn bearer_status(app: &TestApp, path: &str, token: &str) -> u16 {
@@ -29,6 +23,18 @@ async fn bearer_status(app: &TestApp, path: &str, token: &str) -> u16 {
         .expect("request")
         .status()
         .as_u16()
+}
+
+/// The word starting with `prefix` in the status line shown once (a new
+/// secret or token).
+async fn shown_once(tab: &Tab, prefix: &str) -> String {
+    let shown = tab
+        .wait_for("$('#integrations-status .once') && $('#integrations-status .once').textContent")
+        .await;
+    let shown = shown.as_str().unwrap();
+    let word = shown.split_whitespace().find(|w| w.starts_with(prefix));
+    word.unwrap_or_else(|| panic!("no {prefix}… shown: {shown}"))
+        .to_string()
 }
 
 #[actix_web::test]
@@ -59,21 +65,14 @@ async fn an_admin_manages_webhooks_and_tokens_in_the_studio() {
     )
     .await;
     tab.click("button('Add webhook')").await;
-    let shown = tab
-        .wait_for("$('#integrations-status .once') && $('#integrations-status .once').textContent")
-        .await;
-    let shown = shown.as_str().unwrap().to_string();
-    let secret = shown
-        .split_whitespace()
-        .find(|w| w.starts_with("whsec_"))
-        .expect("the secret is shown once");
-    rx.set_secret(secret);
+    let secret = shown_once(&tab, "whsec_").await;
+    rx.set_secret(&secret);
 
     // Listed after a reload, never with its secret; a test reaches the receiver.
     tab.goto(&format!("{}/studio", site(&app))).await;
     tab.wait_for("$('[data-webhook-id]') !== null").await;
     let html = tab.eval("document.documentElement.outerHTML").await;
-    assert!(!html.as_str().unwrap().contains(secret));
+    assert!(!html.as_str().unwrap().contains(&secret));
     tab.click("button('Send test')").await;
     tab.wait_for(
         "$('[data-webhook-id] [data-role=result]').textContent.startsWith('Answered 200')",
@@ -93,15 +92,7 @@ async fn an_admin_manages_webhooks_and_tokens_in_the_studio() {
     // A token for the bot, shown once, works, and is revoked from the table.
     tab.type_into("field('User')", "helper").await;
     tab.click("button('Create token')").await;
-    let shown = tab
-        .wait_for("$('#integrations-status .once') && $('#integrations-status .once').textContent")
-        .await;
-    let shown = shown.as_str().unwrap().to_string();
-    let token = shown
-        .split_whitespace()
-        .find(|w| w.starts_with("stp_"))
-        .expect("the token is shown once")
-        .to_string();
+    let token = shown_once(&tab, "stp_").await;
     let path = format!("/api/streams/{stream}/messages");
     assert_eq!(bearer_status(&app, &path, &token).await, 200);
     tab.goto(&format!("{}/studio", site(&app))).await;
