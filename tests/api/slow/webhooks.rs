@@ -306,22 +306,16 @@ async fn hooked(
 
 /// Rows still queued in the tenant's outbox, and endpoints leased now.
 async fn outbox_idle(app: &TestApp) -> bool {
-    let c = app.store.client().await.unwrap();
-    let s = app.tenant.slug.schema();
-    let queued: i64 = c
-        .query_one(&format!("SELECT count(*) FROM {s}.webhook_outbox"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    let leased: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM {s}.webhook_endpoint WHERE leased_by IS NOT NULL"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let queued = count(app, "webhook_outbox").await;
+    let leased = count(app, "webhook_endpoint WHERE leased_by IS NOT NULL").await;
     queued == 0 && leased == 0
+}
+
+/// `SELECT count(*) FROM <the tenant's schema>.<from>`.
+async fn count(app: &TestApp, from: &str) -> i64 {
+    let c = app.store.client().await.unwrap();
+    let sql = format!("SELECT count(*) FROM {}.{from}", app.tenant.slug.schema());
+    c.query_one(&sql, &[]).await.unwrap().get(0)
 }
 
 async fn wait_idle(app: &TestApp) {
@@ -483,14 +477,7 @@ async fn every_event_type_arrives_signed_and_in_order() {
     assert_eq!(minute.body["data"]["counts"][1]["count"], 4);
     // Once per stream and minute, however often the deliverer looks.
     wait_idle(&app).await;
-    let minutes: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM {s}.webhook_event WHERE type = 'reactions.minute'"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let minutes = count(&app, "webhook_event WHERE type = 'reactions.minute'").await;
     assert_eq!(minutes, 1);
 
     // `webhook test` sends a ping now and prints the answer.
@@ -626,12 +613,8 @@ async fn events_committed_before_a_sigkill_reach_a_receiver_that_was_down() {
         committed.push(say(&owner, stream, &format!("m{i}")).await);
     }
     // Node a is retrying against the closed port when it is killed.
-    let c = app.store.client().await.unwrap();
-    let s = app.tenant.slug.schema();
-    let attempts = format!("SELECT count(*) FROM {s}.webhook_delivery");
     eventually("node a trying twice", Duration::from_secs(30), || async {
-        let failures: i64 = c.query_one(&attempts, &[]).await.unwrap().get(0);
-        (failures >= 2).then_some(())
+        (count(&app, "webhook_delivery").await >= 2).then_some(())
     })
     .await;
     a.signal("-KILL");
@@ -736,14 +719,7 @@ async fn a_row_queued_for_a_disabled_endpoint_is_dropped() {
     )
     .await
     .unwrap();
-    let queued: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM {s}.webhook_outbox WHERE endpoint_id = $1"),
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let queued = count(&app, &format!("webhook_outbox WHERE endpoint_id = {id}")).await;
     assert!(queued > 0, "the test needs a queued row");
     wait_idle(&app).await;
 }
