@@ -11,18 +11,32 @@ use stampede::domain::Role;
 
 use crate::{helpers::*, slow::common::*, ws::*};
 
-#[actix_web::test]
-async fn messages_reactions_and_presence_cross_nodes() {
+/// A tenant with a stream of `owner` and the viewers `users`, and two nodes
+/// on the Redis at `redis` with chat limits out of the way and `extra`
+/// environment.
+async fn room_on_two_nodes(
+    redis: &str,
+    users: &[&str],
+    extra: &[(&str, &str)],
+) -> (TestApp, i64, (Node, TestApp, Node, TestApp)) {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
+    for user in users {
+        app.create_user(user, "password-123", Role::Viewer).await;
+    }
+    let env = [RAISED_LIMITS_ENV, extra].concat();
+    let nodes = two_nodes_on(&app, redis, &env).await;
+    (app, stream, nodes)
+}
+
+#[actix_web::test]
+async fn messages_reactions_and_presence_cross_nodes() {
     let generous = [
         ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "10000"),
         ("STAMPEDE_LIMITS_REACTIONS_BURST", "10000"),
     ];
-    let (_a, ha, _b, hb) =
-        two_nodes_on(&app, &redis_url(), &[RAISED_LIMITS_ENV, &generous].concat()).await;
+    let (app, stream, (_a, ha, _b, hb)) =
+        room_on_two_nodes(&redis_url(), &["alice", "bob"], &generous).await;
     let alice = ha.logged_in("alice").await;
     // A session cookie from node A works on node B.
     let r = hb.get("/api/session", Some(&alice.cookie)).await;
@@ -65,10 +79,7 @@ async fn messages_reactions_and_presence_cross_nodes() {
 
 #[actix_web::test]
 async fn ban_and_delete_on_one_node_act_on_the_other() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let (_app, stream, (_a, ha, _b, hb)) = room_on_two_nodes(&redis_url(), &["bob"], &[]).await;
     let owner = ha.logged_in("owner").await;
     let bob = hb.logged_in("bob").await;
     let mut o = owner.ws(stream).await;
@@ -105,10 +116,7 @@ async fn ban_and_delete_on_one_node_act_on_the_other() {
 
 #[actix_web::test]
 async fn logout_on_one_node_closes_sockets_on_the_other() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let (_app, stream, (_a, ha, _b, hb)) = room_on_two_nodes(&redis_url(), &["alice"], &[]).await;
     let alice = ha.logged_in("alice").await;
     let (mut on_b, _, _) = hb.ws_ready(stream, Some(&alice.cookie)).await;
     hb.await_subscribers(stream, 1).await;
@@ -154,12 +162,8 @@ async fn tenants_with_the_same_stream_id_never_cross() {
 #[actix_web::test]
 async fn redis_outage_keeps_local_rooms_and_recovers() {
     let mut redis = PrivateRedis::start();
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    let url = redis.url();
-    let (_a, ha, _b, hb) = two_nodes_on(&app, &url, RAISED_LIMITS_ENV).await;
+    let (app, stream, (_a, ha, _b, hb)) =
+        room_on_two_nodes(&redis.url(), &["alice", "bob"], &[]).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("bob").await;
     let mut ca = alice.ws(stream).await;
@@ -258,10 +262,7 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
 #[actix_web::test]
 async fn frozen_redis_does_not_stall_local_rooms() {
     let redis = PrivateRedis::start();
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, _hb) = two_nodes_on(&app, &redis.url(), RAISED_LIMITS_ENV).await;
+    let (_app, stream, (_a, ha, _b, _hb)) = room_on_two_nodes(&redis.url(), &["alice"], &[]).await;
     let alice = ha.logged_in("alice").await;
     let mut ca = alice.ws(stream).await;
     let (mut wa, _, _) = ha.ws_ready(stream, None).await;
@@ -281,11 +282,8 @@ async fn frozen_redis_does_not_stall_local_rooms() {
 /// missing nothing; A's viewers vanish from B's count within the TTL.
 #[actix_web::test]
 async fn killed_node_clients_resume_on_the_other() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    let (mut a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let (_app, stream, (mut a, ha, _b, hb)) =
+        room_on_two_nodes(&redis_url(), &["alice", "bob"], &[]).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("bob").await;
     let mut on_a = alice.ws(stream).await;
@@ -353,9 +351,7 @@ async fn killed_node_clients_resume_on_the_other() {
 /// viewers on the other node, once.
 #[actix_web::test]
 async fn status_notices_reach_other_nodes_once() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let (app, stream, (_a, ha, _b, hb)) = room_on_two_nodes(&redis_url(), &[], &[]).await;
     let (mut viewer, _, _) = hb.ws_ready(stream, None).await;
     hb.await_subscribers(stream, 1).await;
     let owner = ha.logged_in("owner").await;
@@ -401,13 +397,10 @@ async fn read_frame(c: &mut WsClient, got: &mut Vec<i64>, until: Instant) -> boo
 async fn busy_room_with_a_small_ring_sends_each_message_once() {
     const COUNT: usize = 60;
     const AFTERWARDS: Duration = Duration::from_secs(12);
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = two_nodes_on(
-        &app,
+    let (_app, stream, (_a, ha, _b, hb)) = room_on_two_nodes(
         &redis_url(),
-        &[RAISED_LIMITS_ENV, &[("STAMPEDE_CHAT_RING_SIZE", "20")]].concat(),
+        &["alice"],
+        &[("STAMPEDE_CHAT_RING_SIZE", "20")],
     )
     .await;
     let alice = ha.logged_in("alice").await;
@@ -487,9 +480,7 @@ async fn busy_room_with_a_small_ring_sends_each_message_once() {
 /// node had no room for the stream yet.
 #[actix_web::test]
 async fn hello_counts_other_nodes_viewers_in_a_room_new_on_this_node() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let (_a, ha, _b, hb) = two_nodes_on(&app, &redis_url(), RAISED_LIMITS_ENV).await;
+    let (_app, stream, (_a, ha, _b, hb)) = room_on_two_nodes(&redis_url(), &[], &[]).await;
     let (_on_b, hello_b, _) = hb.ws_ready(stream, None).await;
     assert_eq!(hello_b["viewers"], 1, "{hello_b}");
     // B has shared its count (nodes refresh presence every 2 s); read in
