@@ -122,6 +122,15 @@ impl Receiver {
             .collect()
     }
 
+    /// `data.<field>` of each acknowledged event of type `kind`, in arrival order.
+    pub fn acked_texts(&self, kind: &str, field: &str) -> Vec<String> {
+        self.acked()
+            .iter()
+            .filter(|g| g.body["type"] == kind)
+            .map(|g| g.body["data"][field].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Starts listening (again) on its port.
     pub async fn listen(&self) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
@@ -1227,18 +1236,12 @@ async fn held_messages_are_sent_only_once_approved() {
     .await;
     wait_idle(&app).await;
     rx.assert_all_signed();
-    let texts: Vec<String> = rx
-        .acked()
-        .iter()
-        .filter(|g| g.body["type"] == "message.created")
-        .map(|g| g.body["data"]["message"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(texts, vec!["while they wait", "cheap followers, approved"]);
-    let actions: Vec<String> = rx
-        .acked()
-        .iter()
-        .filter(|g| g.body["type"] == "moderation.action")
-        .map(|g| g.body["data"]["action"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(actions, vec!["approve", "deny"]);
+    assert_eq!(
+        rx.acked_texts("message.created", "message"),
+        vec!["while they wait", "cheap followers, approved"]
+    );
+    assert_eq!(
+        rx.acked_texts("moderation.action", "action"),
+        vec!["approve", "deny"]
+    );
 }
