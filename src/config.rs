@@ -156,7 +156,10 @@ pub struct ChatSettings {
     pub ring_size: usize,
     /// Seconds an empty room actor lingers before it stops.
     pub room_idle_secs: u64,
-    /// Milliseconds the message writer waits to fill a batch.
+    /// Milliseconds the message writer waits to fill a batch. 0 (the
+    /// default): no wait; a batch is what queued while the previous one was
+    /// being written, so batches grow with the load and a lone message is
+    /// written at once.
     pub batch_delay_ms: u64,
     /// Most messages in one write.
     pub batch_max: usize,
@@ -168,7 +171,7 @@ impl Default for ChatSettings {
             announce_joins: false,
             ring_size: 500,
             room_idle_secs: 30,
-            batch_delay_ms: 2,
+            batch_delay_ms: 0,
             batch_max: 256,
         }
     }

@@ -33,7 +33,9 @@ pub mod writer;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, QueueMode, RecyclingMethod, Runtime,
+};
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::Slug;
@@ -106,8 +108,13 @@ impl Store {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Last in, first out: the connection used last is used next, so a
+        // quiet node keeps reusing one warm backend (its prepared statements
+        // and generic plans, its catalog caches) instead of cycling through
+        // every pooled connection cold.
         let pool = Pool::builder(manager)
             .max_size(size.max(1))
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(timeout))
             .create_timeout(Some(timeout))

@@ -1,6 +1,7 @@
 //! The message batch writer: one task per node that gathers chat messages from
-//! every room, writes them in batches (one transaction per tenant per batch,
-//! flushed after `chat.batch_delay_ms` or when `chat.batch_max` are waiting), and
+//! every room, writes them in batches (one transaction per tenant per batch:
+//! what queued while the previous batch was written, up to `chat.batch_max`,
+//! after waiting `chat.batch_delay_ms` for more when that is set), and
 //! reports each room's outcomes back to it, in order, after commit. A room never
 //! awaits the database: it hands a job over with `try_send` and gets a
 //! [`Written`] message later.
