@@ -156,6 +156,9 @@ impl RoomActor {
         let room_id = self.stream.room_id;
         let stream_id = self.key.stream_id;
         let ring_size = self.hub.settings().chat.ring_size as i64;
+        // Delivered after commit: every id up to here is in the snapshot
+        // unless deleted. What the room delivers meanwhile may not be.
+        let covered = self.newest_id;
         ctx.spawn(
             async move {
                 let visible = store.room_snapshot(&slug, room_id, ring_size).await;
@@ -168,7 +171,7 @@ impl RoomActor {
             }
             .into_actor(self)
             .map(
-                |(visible, restrictions, stream, (pinned, held, hidden)), room, _| {
+                move |(visible, restrictions, stream, (pinned, held, hidden)), room, _| {
                     if let Ok(rows) = hidden {
                         room.hidden = crate::rooms::hidden::Hidden::from_rows(rows);
                     }
@@ -176,7 +179,7 @@ impl RoomActor {
                         room.load_held(&held);
                     }
                     if let Ok((messages, has_older, _)) = visible {
-                        room.drop_deleted(&messages, has_older);
+                        room.drop_deleted(&messages, has_older, covered);
                     }
                     if let Ok(list) = restrictions {
                         room.restrictions = Restrictions::from_rows(list);
@@ -196,13 +199,20 @@ impl RoomActor {
 
     /// Removes from the ring, and tells members to delete, every message the
     /// ring holds that PostgreSQL no longer shows (deleted on another node
-    /// while the relay was away). `visible` is the newest visible messages.
-    pub(super) fn drop_deleted(&mut self, visible: &[StoredMessage], has_older: bool) {
+    /// while the relay was away). `visible` is the newest visible messages,
+    /// read after the room had delivered every id up to `covered`: a message
+    /// delivered later is newer than the snapshot, not deleted.
+    pub(super) fn drop_deleted(
+        &mut self,
+        visible: &[StoredMessage],
+        has_older: bool,
+        covered: i64,
+    ) {
         let oldest = visible.first().map_or(i64::MAX, |m| m.id);
         let fresh: HashSet<i64> = visible.iter().map(|m| m.id).collect();
         for id in self.ring.ids() {
             // Without older messages in the database, the snapshot covers everything.
-            if !fresh.contains(&id) && (!has_older || id >= oldest) {
+            if id <= covered && !fresh.contains(&id) && (!has_older || id >= oldest) {
                 self.ring.remove(id);
                 self.broadcast(&ModEvent::Delete { message_id: id }.frame(), None);
             }

@@ -115,6 +115,41 @@ struct Socket {
     ids: HashSet<i64>,
 }
 
+/// What one socket got, for the report of a client that missed a message.
+struct Trail {
+    no: usize,
+    node: usize,
+    floor: Option<i64>,
+    /// The history's ids, then each live id, in arrival order.
+    history: Vec<i64>,
+    live: Vec<i64>,
+}
+
+impl Trail {
+    /// One line: where it connected, what its history held and the live ids
+    /// around `near`.
+    fn describe(&self, near: i64) -> String {
+        let around: Vec<i64> = self
+            .live
+            .iter()
+            .copied()
+            .filter(|id| (id - near).abs() <= 3)
+            .collect();
+        format!(
+            "#{} node {} last_id {:?}: history {} ids ({:?}..{:?}), live {} ids ({:?}..{:?}), live near {near}: {around:?}",
+            self.no,
+            self.node,
+            self.floor,
+            self.history.len(),
+            self.history.first(),
+            self.history.last(),
+            self.live.len(),
+            self.live.first(),
+            self.live.last(),
+        )
+    }
+}
+
 /// Everything one client saw and did.
 #[derive(Default)]
 struct ClientLog {
@@ -136,6 +171,7 @@ struct ClientLog {
     /// Ranges (exclusive) that a resume answered `truncated` legitimately skipped.
     gaps: Vec<(i64, i64)>,
     sockets: usize,
+    trails: Vec<Trail>,
     failed_connects: usize,
     frames: usize,
     // Ordering violations: (socket number, id, what it came after).
@@ -152,8 +188,15 @@ impl ClientLog {
         self.origin.map(|_| self.max_seen.unwrap_or(0))
     }
 
-    fn open_socket(&mut self, floor: Option<i64>) -> Socket {
+    fn open_socket(&mut self, floor: Option<i64>, node: usize) -> Socket {
         self.sockets += 1;
+        self.trails.push(Trail {
+            no: self.sockets,
+            node,
+            floor,
+            history: Vec::new(),
+            live: Vec::new(),
+        });
         Socket {
             no: self.sockets,
             floor,
@@ -195,6 +238,9 @@ impl ClientLog {
         for &id in &ids {
             self.message(s, id);
         }
+        if let Some(t) = self.trails.last_mut() {
+            t.history.clone_from(&ids);
+        }
         let truncated = v["truncated"] == true;
         if self.origin.is_none() {
             self.origin = Some(if truncated {
@@ -213,7 +259,12 @@ impl ClientLog {
     fn frame(&mut self, s: &mut Socket, v: &Value) {
         match v["type"].as_str().unwrap_or("") {
             "message" => match v["id"].as_i64() {
-                Some(id) => self.message(s, id),
+                Some(id) => {
+                    self.message(s, id);
+                    if let Some(t) = self.trails.last_mut() {
+                        t.live.push(id);
+                    }
+                }
                 None => self
                     .bad_frames
                     .push((s.no, format!("message without id: {v}"))),
@@ -330,7 +381,7 @@ async fn client(
         )
         .await
         {
-            Ok(mut c) => socket(&mut c, &spec, floor, &ctl, &log, &mut rng).await,
+            Ok(mut c) => socket(&mut c, &spec, floor, node, &ctl, &log, &mut rng).await,
             Err(_) => log.borrow_mut().failed_connects += 1,
         }
         node = 1 - node;
@@ -346,11 +397,12 @@ async fn socket(
     c: &mut WsClient,
     spec: &Spec,
     floor: Option<i64>,
+    node: usize,
     ctl: &Control,
     log: &RefCell<ClientLog>,
     rng: &mut StdRng,
 ) {
-    let mut s = log.borrow_mut().open_socket(floor);
+    let mut s = log.borrow_mut().open_socket(floor, node);
     for want in ["hello", "history"] {
         match c.next_frame(FIRST_FRAMES_WAIT).await {
             Next::Text(v) if v["type"] == want => {
@@ -710,10 +762,12 @@ async fn chaos_every_socket_gets_every_message_once_in_order() {
         let top = l.max_seen.unwrap_or(i64::MIN);
         let (holes, tail): (Vec<i64>, Vec<i64>) = missing.iter().partition(|&&id| id < top);
         if !holes.is_empty() {
+            let trail: Vec<String> = l.trails.iter().map(|t| t.describe(holes[0])).collect();
             v.push(format!(
-                "{n} never got {} visible messages below the highest id it saw ({top}): {}",
+                "{n} never got {} visible messages below the highest id it saw ({top}): {}\n    {}",
                 holes.len(),
-                ranges(&holes)
+                ranges(&holes),
+                trail.join("\n    ")
             ));
         }
         if !tail.is_empty() {
