@@ -256,6 +256,10 @@ pub enum ModEvent {
     Modes {
         modes: crate::rooms::modes::Modes,
         slow_mode_seconds: i32,
+        /// Orders the changes of one stream: two changes made at once may
+        /// reach a room in either order, and the later one must win.
+        #[serde(default)]
+        version: i64,
     },
     /// A user's new messages are hidden (`hide` true) or shown again.
     Hide {
@@ -319,6 +323,7 @@ impl ModEvent {
             ModEvent::Modes {
                 modes,
                 slow_mode_seconds,
+                ..
             } => serde_json::json!({
                 "type":"moderation","action":"modes","modes":modes,
                 "slow_mode_seconds":slow_mode_seconds,
@@ -501,13 +506,14 @@ pub async fn execute(
             }
         }
         Command::Modes(change) => {
-            let (state, slow_mode_seconds) = store
+            let (state, slow_mode_seconds, version) = store
                 .change_modes(slug, stream.id, &change, log("modes"))
                 .await?
                 .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
             Ok(ModEvent::Modes {
                 modes: state.modes,
                 slow_mode_seconds,
+                version,
             })
         }
         Command::SlowMode { seconds } => {

@@ -73,17 +73,18 @@ pub(super) async fn log_in(
     tx: &deadpool_postgres::Transaction<'_>,
     slug: &Slug,
     e: &NewLogEntry<'_>,
-) -> StoreResult<()> {
-    tx.execute(
-        &format!(
-            "INSERT INTO {}.moderation_log (stream_id, moderator_id, action, target_user_id, message_id, reason, seconds) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            slug.schema()
-        ),
-        &[&e.stream_id, &e.moderator_id, &e.action, &e.target_user_id, &e.message_id, &e.reason, &e.seconds],
-    )
-    .await?;
-    Ok(())
+) -> StoreResult<i64> {
+    let row = tx
+        .query_one(
+            &format!(
+                "INSERT INTO {}.moderation_log (stream_id, moderator_id, action, target_user_id, message_id, reason, seconds) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                slug.schema()
+            ),
+            &[&e.stream_id, &e.moderator_id, &e.action, &e.target_user_id, &e.message_id, &e.reason, &e.seconds],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 impl Store {
@@ -466,14 +467,16 @@ impl Store {
 
     /// Changes a stream's chat modes (and slow mode, which the shield sets and
     /// restores) from what is stored now, and logs it, in one transaction.
-    /// Returns the new state and slow mode; `None` when the stream is gone.
+    /// Returns the new state, slow mode and the log entry's id (changes of one
+    /// stream are serialised on its row, so a later change has a larger id);
+    /// `None` when the stream is gone.
     pub async fn change_modes(
         &self,
         slug: &Slug,
         stream_id: i64,
         change: &crate::rooms::modes::ModesChange,
         log: NewLogEntry<'_>,
-    ) -> StoreResult<Option<(crate::rooms::modes::ModeState, i32)>> {
+    ) -> StoreResult<Option<(crate::rooms::modes::ModeState, i32, i64)>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let s = slug.schema();
@@ -497,7 +500,7 @@ impl Store {
             &[&stream_id, &json, &slow],
         )
         .await?;
-        log_in(
+        let version = log_in(
             &tx,
             slug,
             &NewLogEntry {
@@ -507,7 +510,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some((state, slow)))
+        Ok(Some((state, slow, version)))
     }
 
     /// Ids of the users appointed moderator of a stream.

@@ -456,3 +456,72 @@ async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
     assert_eq!(shown.get("hidden"), None);
     assert_eq!(viewer_b.expect("message").await["message"], "hello all");
 }
+
+/// Two changes of chat modes made at once may reach a room in either order
+/// (from two nodes, or two requests): a change that arrives after a newer one
+/// neither undoes it nor tells viewers the old state.
+#[actix_web::test]
+async fn a_late_modes_change_does_not_undo_a_newer_one() {
+    use stampede::{moderation::ModEvent, relay::RelayEvent, rooms::modes::Modes};
+
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (_a, one, _b, _two) = two_nodes(&app, &[]).await;
+    let (mut viewer, _, _) = one.ws_ready(stream, None).await;
+    one.await_subscribers(stream, 1).await;
+    let owner = one.logged_in("owner").await;
+    let path = format!("/api/streams/{stream}/moderation");
+    let r = owner
+        .post(&path, json!({"type":"modes","unique_chat":true}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        viewer.expect("moderation").await["modes"]["unique_chat"],
+        true
+    );
+
+    // What another node publishes for a change it made before that one, late,
+    // then a probe on the same channel: once the probe is here, the late
+    // change has been handled.
+    let relay = one.relay.as_ref().unwrap();
+    let channel = format!("{}:room:{}:{stream}", relay.prefix, app.tenant.slug);
+    let mut redis = redis::Client::open(relay.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let late = RelayEvent::Moderation {
+        event: ModEvent::Modes {
+            modes: Modes::default(),
+            slow_mode_seconds: 0,
+            version: 0,
+        },
+    };
+    let probe = RelayEvent::Announce {
+        frame: json!({"type":"probe"}).to_string(),
+    };
+    for event in [late, probe] {
+        let envelope = json!({
+            "sent_ms": 0, "node": "late-node", "slug": app.tenant.slug.as_str(),
+            "stream": stream, "event": event,
+        });
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(envelope.to_string())
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    loop {
+        let f = viewer.recv().await;
+        if f["type"] == "probe" {
+            break;
+        }
+        assert_ne!(
+            f["type"], "moderation",
+            "the late change was broadcast: {f}"
+        );
+    }
+    let (_c, hello, _) = one.ws_ready(stream, None).await;
+    assert_eq!(hello["modes"]["unique_chat"], true, "{hello}");
+}

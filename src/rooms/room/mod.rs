@@ -146,6 +146,8 @@ pub struct RoomActor {
     appointed: HashSet<i64>,
     /// Chat modes (and what the shield saved).
     modes: ModeState,
+    /// The newest modes change applied (see `ModEvent::Modes`).
+    modes_version: i64,
     /// Texts of the last 30 s, for `unique_chat`.
     recent: RecentTexts,
     /// Hidden users (shadow ban).
@@ -221,6 +223,7 @@ impl RoomActor {
             hold_terms: Vec::new(),
             appointed: HashSet::new(),
             modes: stream.modes,
+            modes_version: 0,
             recent: RecentTexts::default(),
             held: BTreeMap::new(),
             hidden: Hidden::default(),

@@ -73,7 +73,14 @@ impl RoomActor {
             ModEvent::Modes {
                 modes,
                 slow_mode_seconds,
+                version,
             } => {
+                if *version < self.modes_version {
+                    // An earlier change arriving late: the room (and its
+                    // viewers) already have what came after it.
+                    return;
+                }
+                self.modes_version = *version;
                 self.modes.modes = *modes;
                 self.slow_mode_seconds = *slow_mode_seconds;
             }

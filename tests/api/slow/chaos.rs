@@ -127,7 +127,7 @@ struct Trail {
 
 impl Trail {
     /// One line: where it connected, what its history held and the live ids
-    /// around `near`.
+    /// around `near` (laid out like the clients' summary lines, fields apart).
     fn describe(&self, near: i64) -> String {
         let around: Vec<i64> = self
             .live
