@@ -76,7 +76,7 @@ proptest! {
         if let Ok(ClientFrame::Message { client_id, .. }) = parse_client_frame(&text) {
             prop_assert!(client_id.is_none_or(|c| c.chars().count() <= 64));
         }
-        let _ = Command::parse(&v);
+        let _ = Command::parse_json(&text);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
-use serde_json::{value::RawValue, Value};
+use serde_json::value::RawValue;
 use time::{format_description::FormatItem, macros::format_description, OffsetDateTime};
 
 use crate::{domain::Role, error::Code, store::messages::StoredMessage};
@@ -74,7 +74,7 @@ struct Fields<'a> {
 }
 
 /// A raw JSON string's text, or `None` when it is another kind of value.
-fn string(raw: &RawValue) -> Option<String> {
+pub(crate) fn string(raw: &RawValue) -> Option<String> {
     raw.get()
         .starts_with('"')
         .then(|| serde_json::from_str(raw.get()).ok())
@@ -82,8 +82,17 @@ fn string(raw: &RawValue) -> Option<String> {
 }
 
 /// A raw JSON integer that fits an `i64`, or `None`.
-fn integer(raw: &RawValue) -> Option<i64> {
+pub(crate) fn integer(raw: &RawValue) -> Option<i64> {
     serde_json::from_str(raw.get()).ok()
+}
+
+/// A raw JSON `true` or `false`, or `None`.
+pub(crate) fn boolean(raw: &RawValue) -> Option<bool> {
+    match raw.get() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
 }
 
 /// Parses one text frame.
@@ -151,11 +160,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             None => Err(err(Code::Invalid, "\"stamp_id\" must be an integer.")),
         },
         kind if crate::moderation::Command::is_moderation_type(kind) => {
-            // Moderation frames are rare and have many fields: the command
-            // parser shared with the HTTP route reads them from a JSON value.
-            let value: Value = serde_json::from_str(text)
-                .map_err(|_| err(Code::InvalidJson, "The frame is not valid JSON."))?;
-            crate::moderation::Command::parse(&value)
+            // Moderation frames are rare and have fields of their own: the
+            // command parser shared with the HTTP route reads the text again
+            // into its own borrowed fields.
+            crate::moderation::Command::parse_json(text)
                 .map(ClientFrame::Moderation)
                 .map_err(|(code, message)| err(code, message))
         }
@@ -514,7 +522,7 @@ mod tests {
     fn history_concatenates() {
         let a = ByteString::from_static("{\"id\":1}");
         let f = history_frame([a.clone(), a].iter(), true);
-        let v: Value = serde_json::from_str(&f).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
         assert_eq!(v["messages"].as_array().unwrap().len(), 2);
         assert_eq!(v["truncated"], true);
     }

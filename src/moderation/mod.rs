@@ -7,7 +7,8 @@
 pub mod blocked;
 pub mod fold;
 
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{value::RawValue, Value};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
@@ -79,6 +80,50 @@ pub enum Command {
     Deny { held_id: i64 },
 }
 
+/// The fields a moderation command may carry, borrowed from the frame's or the
+/// request's JSON text as raw JSON: other fields are skipped without being
+/// built, and each is read as the command needs it. `null` and a missing field
+/// are the same (`None`).
+#[derive(Debug, Default, Deserialize)]
+pub struct CommandFields<'a> {
+    /// `type`: which command.
+    #[serde(rename = "type", borrow, default)]
+    pub kind: Option<&'a RawValue>,
+    /// The message deleted or pinned.
+    #[serde(borrow, default)]
+    pub message_id: Option<&'a RawValue>,
+    /// The user banned, timed out, hidden, ...
+    #[serde(borrow, default)]
+    pub username: Option<&'a RawValue>,
+    /// Why, for the log.
+    #[serde(borrow, default)]
+    pub reason: Option<&'a RawValue>,
+    /// `"stream"` (default) or `"tenant"`.
+    #[serde(borrow, default)]
+    pub scope: Option<&'a RawValue>,
+    /// Timeout or slow-mode seconds.
+    #[serde(borrow, default)]
+    pub seconds: Option<&'a RawValue>,
+    /// The held message approved or denied.
+    #[serde(borrow, default)]
+    pub held_id: Option<&'a RawValue>,
+    /// Chat modes (`modes`).
+    #[serde(borrow, default)]
+    pub stamps_only: Option<&'a RawValue>,
+    /// Chat modes (`modes`).
+    #[serde(borrow, default)]
+    pub established_minutes: Option<&'a RawValue>,
+    /// Chat modes (`modes`).
+    #[serde(borrow, default)]
+    pub unique_chat: Option<&'a RawValue>,
+    /// Chat modes (`modes`).
+    #[serde(borrow, default)]
+    pub hold_links: Option<&'a RawValue>,
+    /// Chat modes (`modes`).
+    #[serde(borrow, default)]
+    pub shield: Option<&'a RawValue>,
+}
+
 impl Command {
     /// True for the frame types this module handles.
     pub fn is_moderation_type(kind: &str) -> bool {
@@ -101,41 +146,53 @@ impl Command {
     }
 
     /// Parses a moderation frame or request body (`{"type":"ban",...}`).
-    pub fn parse(v: &Value) -> Result<Command, (Code, &'static str)> {
-        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
-        let int = |k: &str| v.get(k).and_then(Value::as_i64);
-        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    /// `Invalid` for a body that is not a JSON object.
+    pub fn parse_json(text: &str) -> Result<Command, (Code, &'static str)> {
+        let fields: CommandFields = serde_json::from_str(text)
+            .map_err(|_| (Code::Invalid, "The command must be a JSON object."))?;
+        Command::parse(&fields)
+    }
+
+    /// Parses the fields of a moderation frame or request body.
+    pub fn parse(v: &CommandFields<'_>) -> Result<Command, (Code, &'static str)> {
+        use crate::protocol::{integer, string};
+        let kind = v.kind.and_then(string).unwrap_or_default();
+        let kind = kind.as_str();
+        let int = |f: Option<&RawValue>| f.and_then(integer);
         let username = || {
-            text("username")
+            v.username
+                .and_then(string)
                 .filter(|u| !u.is_empty() && u.len() <= 64)
                 .ok_or((Code::Invalid, "\"username\" is required."))
         };
         let reason = || -> Result<Option<String>, (Code, &'static str)> {
-            match v.get("reason") {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(r)) if r.chars().count() <= MAX_REASON_CHARS => {
-                    Ok(Some(r.trim().to_string()).filter(|r| !r.is_empty()))
-                }
-                _ => Err((
-                    Code::Invalid,
-                    "\"reason\" must be text of at most 500 characters.",
-                )),
+            match v.reason {
+                None => Ok(None),
+                Some(raw) => match string(raw) {
+                    Some(r) if r.chars().count() <= MAX_REASON_CHARS => {
+                        Ok(Some(r.trim().to_string()).filter(|r| !r.is_empty()))
+                    }
+                    _ => Err((
+                        Code::Invalid,
+                        "\"reason\" must be text of at most 500 characters.",
+                    )),
+                },
             }
         };
-        let tenant = match v.get("scope") {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) if s == "tenant" => true,
-            Some(Value::String(s)) if s == "stream" => false,
+        let tenant = match v.scope.map(string) {
+            None => false,
+            Some(Some(s)) if s == "tenant" => true,
+            Some(Some(s)) if s == "stream" => false,
             _ => return Err((Code::Invalid, "\"scope\" must be \"tenant\" or \"stream\".")),
         };
-        let scoped = v.get("scope").is_some_and(|s| !s.is_null());
+        let scoped = v.scope.is_some();
         let cmd = match kind {
             "delete" => Command::Delete {
-                message_id: int("message_id")
+                message_id: int(v.message_id)
                     .ok_or((Code::Invalid, "\"message_id\" is required."))?,
             },
             "pin" => Command::Pin {
-                message_id: int("message_id")
+                message_id: int(v.message_id)
                     .ok_or((Code::Invalid, "\"message_id\" is required."))?,
             },
             "unpin" => Command::Unpin,
@@ -145,7 +202,7 @@ impl Command {
                 tenant,
             },
             "timeout" => {
-                let seconds = int("seconds").ok_or((Code::Invalid, "\"seconds\" is required."))?;
+                let seconds = int(v.seconds).ok_or((Code::Invalid, "\"seconds\" is required."))?;
                 if !(1..=MAX_TIMEOUT_SECS).contains(&seconds) {
                     return Err((Code::Invalid, "\"seconds\" must be between 1 and 604800."));
                 }
@@ -161,7 +218,7 @@ impl Command {
                 tenant,
             },
             "slow_mode" => {
-                let seconds = int("seconds").ok_or((Code::Invalid, "\"seconds\" is required."))?;
+                let seconds = int(v.seconds).ok_or((Code::Invalid, "\"seconds\" is required."))?;
                 if !(0..=MAX_SLOW_MODE_SECS).contains(&seconds) {
                     return Err((Code::Invalid, "\"seconds\" must be between 0 and 3600."));
                 }
@@ -180,10 +237,10 @@ impl Command {
                 tenant,
             },
             "approve" => Command::Approve {
-                held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
+                held_id: int(v.held_id).ok_or((Code::Invalid, "\"held_id\" is required."))?,
             },
             "deny" => Command::Deny {
-                held_id: int("held_id").ok_or((Code::Invalid, "\"held_id\" is required."))?,
+                held_id: int(v.held_id).ok_or((Code::Invalid, "\"held_id\" is required."))?,
             },
             _ => return Err((Code::UnknownType, "Unknown frame type.")),
         };
@@ -642,12 +699,13 @@ mod tests {
     #[test]
     fn parses_commands() {
         assert_eq!(
-            Command::parse(&json!({"type":"delete","message_id":5})).unwrap(),
+            Command::parse_json(&json!({"type":"delete","message_id":5}).to_string()).unwrap(),
             Command::Delete { message_id: 5 }
         );
         assert_eq!(
-            Command::parse(
+            Command::parse_json(
                 &json!({"type":"timeout","username":"bob","seconds":600,"reason":"calm down"})
+                    .to_string()
             )
             .unwrap(),
             Command::Timeout {
@@ -658,7 +716,10 @@ mod tests {
             }
         );
         assert_eq!(
-            Command::parse(&json!({"type":"ban","username":"bob","scope":"tenant"})).unwrap(),
+            Command::parse_json(
+                &json!({"type":"ban","username":"bob","scope":"tenant"}).to_string()
+            )
+            .unwrap(),
             Command::Ban {
                 username: "bob".into(),
                 reason: None,
@@ -666,7 +727,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Command::parse(&json!({"type":"slow_mode","seconds":0})).unwrap(),
+            Command::parse_json(&json!({"type":"slow_mode","seconds":0}).to_string()).unwrap(),
             Command::SlowMode { seconds: 0 }
         );
         for bad in [
@@ -676,9 +737,41 @@ mod tests {
             json!({"type":"ban"}),
             json!({"type":"ban","username":"bob","scope":"galaxy"}),
             json!({"type":"clear","scope":"tenant"}),
+            json!({"type":"delete","message_id":"5"}),
+            json!({"type":"ban","username":7}),
+            json!({"type":"ban","username":"bob","reason":["spam"]}),
+            json!({"type":"ban","username":"bob","scope":7}),
+            json!({"type":"modes","shield":"yes"}),
         ] {
-            assert_eq!(Command::parse(&bad).unwrap_err().0, Code::Invalid, "{bad}");
+            assert_eq!(
+                Command::parse_json(&bad.to_string()).unwrap_err().0,
+                Code::Invalid,
+                "{bad}"
+            );
         }
+    }
+
+    #[test]
+    fn null_is_missing_and_other_fields_are_ignored() {
+        assert_eq!(
+            Command::parse_json(
+                r#"{"type":"ban","username":"bob","reason":null,"scope":null,"extra":{"a":[1]}}"#
+            )
+            .unwrap(),
+            Command::Ban {
+                username: "bob".into(),
+                reason: None,
+                tenant: false
+            }
+        );
+        assert_eq!(
+            Command::parse_json(r#"{"type":"galaxy"}"#).unwrap_err().0,
+            Code::UnknownType
+        );
+        assert_eq!(
+            Command::parse_json(r#"{"message_id":5}"#).unwrap_err().0,
+            Code::UnknownType
+        );
     }
 
     #[test]

@@ -74,27 +74,29 @@ pub struct ModesChange {
 
 impl ModesChange {
     /// Parses the keys of a `modes` frame; `Err` names what is wrong.
-    pub fn parse(v: &serde_json::Value) -> Result<Self, &'static str> {
-        let flag = |k: &str| match v.get(k) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err("Chat modes are true or false, and established_minutes a number."),
+    pub fn parse(v: &crate::moderation::CommandFields<'_>) -> Result<Self, &'static str> {
+        use crate::protocol::{boolean, integer};
+        let flag = |f: Option<&serde_json::value::RawValue>| match f {
+            None => Ok(None),
+            Some(raw) => boolean(raw)
+                .map(Some)
+                .ok_or("Chat modes are true or false, and established_minutes a number."),
         };
-        let established_minutes = match v.get("established_minutes") {
-            None | Some(serde_json::Value::Null) => None,
+        let established_minutes = match v.established_minutes {
+            None => None,
             Some(n) => Some(
-                n.as_u64()
-                    .filter(|n| *n <= u64::from(MAX_ESTABLISHED))
-                    .ok_or("\"established_minutes\" must be between 0 and 525600.")?
-                    as u32,
+                integer(n)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .filter(|n| *n <= MAX_ESTABLISHED)
+                    .ok_or("\"established_minutes\" must be between 0 and 525600.")?,
             ),
         };
         let change = Self {
-            stamps_only: flag("stamps_only")?,
+            stamps_only: flag(v.stamps_only)?,
             established_minutes,
-            unique_chat: flag("unique_chat")?,
-            hold_links: flag("hold_links")?,
-            shield: flag("shield")?,
+            unique_chat: flag(v.unique_chat)?,
+            hold_links: flag(v.hold_links)?,
+            shield: flag(v.shield)?,
         };
         if change == Self::default() {
             return Err("Name at least one mode to change.");
@@ -258,9 +260,11 @@ mod tests {
 
     #[test]
     fn parses_frames() {
-        let c =
-            ModesChange::parse(&json!({"type":"modes","stamps_only":true,"established_minutes":5}))
-                .unwrap();
+        let parse = |v: serde_json::Value| {
+            let text = v.to_string();
+            ModesChange::parse(&serde_json::from_str(&text).unwrap())
+        };
+        let c = parse(json!({"type":"modes","stamps_only":true,"established_minutes":5})).unwrap();
         assert_eq!(c.stamps_only, Some(true));
         assert_eq!(c.established_minutes, Some(5));
         assert_eq!(c.shield, None);
@@ -270,7 +274,7 @@ mod tests {
             json!({"type":"modes","established_minutes":-1}),
             json!({"type":"modes","established_minutes":600000}),
         ] {
-            assert!(ModesChange::parse(&bad).is_err(), "{bad}");
+            assert!(parse(bad.clone()).is_err(), "{bad}");
         }
     }
 

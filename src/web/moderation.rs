@@ -89,12 +89,13 @@ pub(super) async fn moderated_stream<'a>(
 async fn moderate(
     visitor: Acting,
     path: web::Path<i64>,
-    body: web::Json<serde_json::Value>,
+    body: web::Json<Box<serde_json::value::RawValue>>,
     store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
-    let command = Command::parse(&body).map_err(|(code, message)| ApiError::new(code, message))?;
+    let command =
+        Command::parse_json(body.get()).map_err(|(code, message)| ApiError::new(code, message))?;
     let event = execute(&store, &visitor.tenant.slug, &stream, user, command).await?;
     hub.apply(
         &RoomKey {
