@@ -196,8 +196,9 @@ impl Relay {
         Self { inner: None }
     }
 
-    /// Connects to Redis lazily and starts the publisher, subscriber and presence
-    /// tasks. Incoming events go to `sink`; what is relayed is counted in `metrics`.
+    /// Connects to Redis (one server, or a Redis Cluster with `redis.cluster`)
+    /// lazily and starts the publisher, subscriber and presence tasks. Incoming
+    /// events go to `sink`; what is relayed is counted in `metrics`.
     pub fn redis(
         settings: &RedisSettings,
         node: String,
@@ -205,82 +206,59 @@ impl Relay {
         sink: mpsc::Sender<Incoming>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        if settings.cluster {
-            return Self::redis_cluster(settings, node, counts, sink, metrics);
-        }
-        let client = client(settings)?;
-        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
-            .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
-        let pool = deadpool_redis::Pool::builder(manager)
-            .max_size(8)
-            .wait_timeout(Some(OP_TIMEOUT))
-            .create_timeout(Some(OP_TIMEOUT))
-            .recycle_timeout(Some(OP_TIMEOUT))
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()?;
         let prefix = settings.channel_prefix();
         let (publish, publish_rx) = mpsc::channel(100_000);
         let wanted = Arc::new(Wanted::default());
         let up = Arc::new(AtomicBool::new(false));
-        actix_rt::spawn(publisher(pool.clone(), publish_rx, metrics.clone()));
-        actix_rt::spawn(subscriber(
-            client,
-            format!("{prefix}:tenant:*"),
-            wanted.clone(),
-            sink.clone(),
-            node.clone(),
-            up.clone(),
-            metrics.clone(),
-        ));
-        actix_rt::spawn(presence(
-            pool.clone(),
-            prefix.clone(),
-            node.clone(),
-            counts,
-            sink,
-        ));
+        let backend = if settings.cluster {
+            Backend::Cluster(sharded::Cluster::start(
+                &settings.url,
+                prefix.clone(),
+                node.clone(),
+                counts,
+                sink,
+                wanted.clone(),
+                publish_rx,
+                metrics.clone(),
+            )?)
+        } else {
+            let client = client(settings)?;
+            let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+                .map_err(|e| anyhow::anyhow!("redis.url: {e}"))?;
+            let pool = deadpool_redis::Pool::builder(manager)
+                .max_size(8)
+                .wait_timeout(Some(OP_TIMEOUT))
+                .create_timeout(Some(OP_TIMEOUT))
+                .recycle_timeout(Some(OP_TIMEOUT))
+                .runtime(deadpool_redis::Runtime::Tokio1)
+                .build()?;
+            actix_rt::spawn(publisher(pool.clone(), publish_rx, metrics.clone()));
+            actix_rt::spawn(subscriber(
+                client,
+                format!("{prefix}:tenant:*"),
+                wanted.clone(),
+                sink.clone(),
+                node.clone(),
+                up.clone(),
+                metrics.clone(),
+            ));
+            actix_rt::spawn(presence(
+                pool.clone(),
+                prefix.clone(),
+                node.clone(),
+                counts,
+                sink,
+            ));
+            Backend::Single { pool }
+        };
         Ok(Self {
             inner: Some(Arc::new(RedisRelay {
                 node,
                 prefix,
-                backend: Backend::Single { pool },
+                backend,
                 publish,
                 wanted,
                 up,
-                metrics,
-            })),
-        })
-    }
-
-    /// Like [`Relay::redis`] on a Redis Cluster (`redis.cluster`).
-    fn redis_cluster(
-        settings: &RedisSettings,
-        node: String,
-        counts: LocalCounts,
-        sink: mpsc::Sender<Incoming>,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
-        let prefix = settings.channel_prefix();
-        let (publish, publish_rx) = mpsc::channel(100_000);
-        let wanted = Arc::new(Wanted::default());
-        let cluster = sharded::Cluster::start(
-            &settings.url,
-            prefix.clone(),
-            node.clone(),
-            counts,
-            sink,
-            wanted.clone(),
-            publish_rx,
-            metrics.clone(),
-        )?;
-        Ok(Self {
-            inner: Some(Arc::new(RedisRelay {
-                node,
-                prefix,
-                backend: Backend::Cluster(cluster),
-                publish,
-                wanted,
-                up: Arc::new(AtomicBool::new(false)),
                 metrics,
             })),
         })

@@ -83,19 +83,23 @@ impl RoomActor {
         client_id: Option<String>,
         reason: &'static str,
     ) {
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let room_id = self.stream.room_id;
         let user_id = user.id;
-        ctx.spawn(
-            async move {
-                store
-                    .hold_message(&slug, room_id, user_id, &text, client_id.as_deref(), reason)
+        self.with_store(
+            ctx,
+            |db| async move {
+                db.store
+                    .hold_message(
+                        &db.slug,
+                        db.room_id,
+                        user_id,
+                        &text,
+                        client_id.as_deref(),
+                        reason,
+                    )
                     .await
                     .map_err(|e| (e, client_id))
-            }
-            .into_actor(self)
-            .map(move |r, room, _| match r {
+            },
+            move |r, room, _| match r {
                 Ok(held) => {
                     room.members.send_to(
                         conn_id,
@@ -123,7 +127,7 @@ impl RoomActor {
                         ),
                     );
                 }
-            }),
+            },
         );
     }
 }

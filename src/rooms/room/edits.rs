@@ -96,18 +96,14 @@ impl Handler<Edit> for RoomActor {
             self.hub
                 .mentions()
                 .resolve(&self.key.slug, edit.text.as_str(), Instant::now());
-        // Owned for the future, like every store call of the room (the calls
-        // and what is done with their answers differ).
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let room_id = self.stream.room_id;
         let message_id = edit.message_id;
-        ctx.spawn(
-            async move {
-                store
+        self.with_store(
+            ctx,
+            |db| async move {
+                db.store
                     .edit_message(
-                        &slug,
-                        room_id,
+                        &db.slug,
+                        db.room_id,
                         message_id,
                         user.id,
                         edit.text.as_str(),
@@ -115,9 +111,8 @@ impl Handler<Edit> for RoomActor {
                         EDIT_WINDOW_SECS,
                     )
                     .await
-            }
-            .into_actor(self)
-            .map(move |r, room, _| {
+            },
+            move |r, room, _| {
                 let (code, text) = match r {
                     Ok(EditOutcome::Edited(m)) => {
                         let frame = protocol::edit_frame(&m);
@@ -153,7 +148,7 @@ impl Handler<Edit> for RoomActor {
                     }
                 };
                 room.error_to(conn_id, code, text);
-            }),
+            },
         );
     }
 }

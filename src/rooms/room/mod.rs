@@ -103,6 +103,15 @@ impl EarlyDeletes {
     }
 }
 
+/// What a store call of the room needs, owned, so that the call runs while the
+/// room goes on (see [`RoomActor::with_store`]).
+pub(super) struct Db {
+    pub store: Store,
+    pub slug: crate::store::Slug,
+    pub room_id: i64,
+    pub stream_id: i64,
+}
+
 /// The actor of one (tenant, stream) on this node.
 pub struct RoomActor {
     hub: Hub,
@@ -171,6 +180,28 @@ fn moderates(u: &RoomUser, owner: i64, appointed: &HashSet<i64>) -> bool {
 }
 
 impl RoomActor {
+    /// Runs a store call (`call` gets the store and the room's ids) while the
+    /// room goes on with other work, then hands the answer to `then` on the
+    /// room. Every store call of the room goes this way: the room's thread
+    /// never waits for PostgreSQL.
+    pub(super) fn with_store<T, F>(
+        &self,
+        ctx: &mut Context<Self>,
+        call: impl FnOnce(Db) -> F,
+        then: impl FnOnce(T, &mut Self, &mut Context<Self>) + 'static,
+    ) where
+        T: 'static,
+        F: std::future::Future<Output = T> + 'static,
+    {
+        let db = Db {
+            store: self.store.clone(),
+            slug: self.key.slug.clone(),
+            room_id: self.stream.room_id,
+            stream_id: self.key.stream_id,
+        };
+        ctx.spawn(call(db).into_actor(self).map(then));
+    }
+
     /// A room for `stream` (not started).
     pub fn new(
         hub: Hub,
@@ -347,28 +378,28 @@ impl RoomActor {
         if self.held.is_empty() {
             return;
         }
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let stream_id = self.key.stream_id;
-        let room_id = self.stream.room_id;
-        ctx.spawn(
-            async move { store.expire_held(&slug, stream_id, room_id).await }
-                .into_actor(self)
-                .map(|r, room, _| match r {
-                    Ok(expired) => {
-                        for h in expired {
-                            room.hub.apply(
-                                &room.key,
-                                ModEvent::Deny {
-                                    held_id: h.id,
-                                    user_id: h.user_id,
-                                    client_id: h.client_id,
-                                },
-                            );
-                        }
+        self.with_store(
+            ctx,
+            |db| async move {
+                db.store
+                    .expire_held(&db.slug, db.stream_id, db.room_id)
+                    .await
+            },
+            |r, room, _| match r {
+                Ok(expired) => {
+                    for h in expired {
+                        room.hub.apply(
+                            &room.key,
+                            ModEvent::Deny {
+                                held_id: h.id,
+                                user_id: h.user_id,
+                                client_id: h.client_id,
+                            },
+                        );
                     }
-                    Err(e) => tracing::warn!(error = %e, "held messages not expired"),
-                }),
+                }
+                Err(e) => tracing::warn!(error = %e, "held messages not expired"),
+            },
         );
     }
 
@@ -624,23 +655,24 @@ impl Handler<Join> for RoomActor {
             None => {
                 self.members
                     .insert(conn_id, join.outlet, join.user, resume_point, true);
-                let store = self.store.clone();
-                let slug = self.key.slug.clone();
-                let room_id = self.stream.room_id;
                 let last_id = join.last_id;
-                ctx.spawn(
-                    async move {
+                self.with_store(
+                    ctx,
+                    |db| async move {
                         match last_id {
-                            None => store.recent_messages(&slug, room_id, HISTORY as i64).await,
+                            None => {
+                                db.store
+                                    .recent_messages(&db.slug, db.room_id, HISTORY as i64)
+                                    .await
+                            }
                             Some(after) => {
-                                store
-                                    .messages_after(&slug, room_id, after, RESUME_MAX as i64)
+                                db.store
+                                    .messages_after(&db.slug, db.room_id, after, RESUME_MAX as i64)
                                     .await
                             }
                         }
-                    }
-                    .into_actor(self)
-                    .map(move |r, room, _| {
+                    },
+                    move |r, room, _| {
                         let (messages, truncated) = r.unwrap_or_else(|e| {
                             tracing::warn!(error = %e, "history unavailable");
                             (Vec::new(), true)
@@ -664,7 +696,7 @@ impl Handler<Join> for RoomActor {
                             newest,
                             queue.as_ref(),
                         );
-                    }),
+                    },
                 );
             }
         }

@@ -6,39 +6,33 @@ use super::*;
 
 impl RoomActor {
     pub(super) fn load_terms(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let stream_id = self.key.stream_id;
-        ctx.spawn(
-            async move { store.blocked_terms(&slug, stream_id).await }
-                .into_actor(self)
-                .map(|r, room, _| match r {
-                    Ok(terms) => (room.terms, room.hold_terms) = compile_terms(&terms),
-                    Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
-                }),
+        self.with_store(
+            ctx,
+            |db| async move { db.store.blocked_terms(&db.slug, db.stream_id).await },
+            |r, room, _| match r {
+                Ok(terms) => (room.terms, room.hold_terms) = compile_terms(&terms),
+                Err(e) => tracing::warn!(error = %e, "blocked terms not loaded"),
+            },
         );
     }
 
     /// Reads the stream's appointed moderators again and refreshes members'
     /// rights.
     pub(super) fn load_rights(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let stream_id = self.key.stream_id;
-        ctx.spawn(
-            async move { store.stream_moderator_ids(&slug, stream_id).await }
-                .into_actor(self)
-                .map(|r, room, _| match r {
-                    Ok(ids) => {
-                        room.appointed = ids.into_iter().collect();
-                        let owner = room.stream.owner_id;
-                        let appointed = room.appointed.clone();
-                        for u in room.members.users_mut() {
-                            u.can_moderate = moderates(u, owner, &appointed);
-                        }
+        self.with_store(
+            ctx,
+            |db| async move { db.store.stream_moderator_ids(&db.slug, db.stream_id).await },
+            |r, room, _| match r {
+                Ok(ids) => {
+                    room.appointed = ids.into_iter().collect();
+                    let owner = room.stream.owner_id;
+                    let appointed = room.appointed.clone();
+                    for u in room.members.users_mut() {
+                        u.can_moderate = moderates(u, owner, &appointed);
                     }
-                    Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
-                }),
+                }
+                Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
+            },
         );
     }
 
@@ -168,12 +162,10 @@ impl Handler<Moderate> for RoomActor {
             self.error_to(conn_id, Code::NotAuthenticated, "Log in first.");
             return;
         };
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
         let stream = self.stream.clone();
-        let hub = self.hub.clone();
-        ctx.spawn(
-            async move {
+        self.with_store(
+            ctx,
+            |Db { store, slug, .. }| async move {
                 // Rights as they are now in the database, not at connect.
                 let forbidden = || ApiError::new(Code::Forbidden, "Only moderators can do that.");
                 let fresh = store
@@ -185,17 +177,16 @@ impl Handler<Moderate> for RoomActor {
                     return Err(forbidden());
                 }
                 execute(&store, &slug, &stream, &fresh, msg.command).await
-            }
-            .into_actor(self)
-            .map(move |r, room, _| match r {
-                Ok(event) => hub.apply(&room.key, event),
+            },
+            move |r, room, _| match r {
+                Ok(event) => room.hub.apply(&room.key, event),
                 Err(e) => {
                     if e.code() == Code::Unavailable {
                         tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = ?e, "moderation not stored");
                     }
                     room.error_to(conn_id, e.code(), &e.to_string());
                 }
-            }),
+            },
         );
     }
 }

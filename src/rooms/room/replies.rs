@@ -92,16 +92,14 @@ impl RoomActor {
                     item.refreshed = true;
                     self.chat_queue.queue.push_front(item);
                     self.chat_queue.busy = true;
-                    let store = self.store.clone();
-                    let slug = self.key.slug.clone();
-                    ctx.spawn(
-                        async move { store.usernames_after(&slug, after).await }
-                            .into_actor(self)
-                            .map(|r, room, ctx| {
-                                room.finish_mentions(r);
-                                room.chat_queue.busy = false;
-                                room.drain_chat(ctx);
-                            }),
+                    self.with_store(
+                        ctx,
+                        |db| async move { db.store.usernames_after(&db.slug, after).await },
+                        |r, room, ctx| {
+                            room.finish_mentions(r);
+                            room.chat_queue.busy = false;
+                            room.drain_chat(ctx);
+                        },
                     );
                     return;
                 }
@@ -118,32 +116,29 @@ impl RoomActor {
             }
             // Not among the recent messages: PostgreSQL decides.
             self.chat_queue.busy = true;
-            let store = self.store.clone();
-            let slug = self.key.slug.clone();
-            let room_id = self.stream.room_id;
             let mut pending = item.pending;
-            ctx.spawn(
-                async move { store.reply_target(&slug, room_id, target).await }
-                    .into_actor(self)
-                    .map(move |r, room, ctx| {
-                        room.chat_queue.busy = false;
-                        match r {
-                            Ok(Some(r)) if !room.early_deletes.contains(&r.id) => {
-                                pending.reply_to = Some(r);
-                                room.submit_or_refuse(ctx, pending);
-                            }
-                            Ok(_) => room.refuse_pending(
-                                &pending,
-                                Code::NotFound,
-                                "The message replied to does not exist.",
-                            ),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "reply target not read");
-                                room.refuse_pending(&pending, Code::Unavailable, UNAVAILABLE);
-                            }
+            self.with_store(
+                ctx,
+                |db| async move { db.store.reply_target(&db.slug, db.room_id, target).await },
+                move |r, room, ctx| {
+                    room.chat_queue.busy = false;
+                    match r {
+                        Ok(Some(r)) if !room.early_deletes.contains(&r.id) => {
+                            pending.reply_to = Some(r);
+                            room.submit_or_refuse(ctx, pending);
                         }
-                        room.drain_chat(ctx);
-                    }),
+                        Ok(_) => room.refuse_pending(
+                            &pending,
+                            Code::NotFound,
+                            "The message replied to does not exist.",
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reply target not read");
+                            room.refuse_pending(&pending, Code::Unavailable, UNAVAILABLE);
+                        }
+                    }
+                    room.drain_chat(ctx);
+                },
             );
             return;
         }

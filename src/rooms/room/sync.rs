@@ -71,36 +71,37 @@ impl RoomActor {
             return;
         }
         self.catching_up = true;
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let room_id = self.stream.room_id;
         if !self.order.is_known() {
             // The room never learnt its position: take it from a snapshot.
             let ring_size = self.hub.settings().chat.ring_size as i64;
-            ctx.spawn(
-                async move { store.room_snapshot(&slug, room_id, ring_size).await }
-                    .into_actor(self)
-                    .map(|r, room, _| {
-                        room.catching_up = false;
-                        if let Ok((messages, has_older, last_seq)) = r {
-                            room.load_ring(&messages, has_older);
-                            for d in room.order.learn(last_seq) {
-                                room.emit(d);
-                            }
+            self.with_store(
+                ctx,
+                |db| async move {
+                    db.store
+                        .room_snapshot(&db.slug, db.room_id, ring_size)
+                        .await
+                },
+                |r, room, _| {
+                    room.catching_up = false;
+                    if let Ok((messages, has_older, last_seq)) = r {
+                        room.load_ring(&messages, has_older);
+                        for d in room.order.learn(last_seq) {
+                            room.emit(d);
                         }
-                    }),
+                    }
+                },
             );
             return;
         }
         let after = self.order.delivered();
-        ctx.spawn(
-            async move {
-                store
-                    .messages_after_seq(&slug, room_id, after, CATCH_UP_MAX)
+        self.with_store(
+            ctx,
+            |db| async move {
+                db.store
+                    .messages_after_seq(&db.slug, db.room_id, after, CATCH_UP_MAX)
                     .await
-            }
-            .into_actor(self)
-            .map(|r, room, ctx| {
+            },
+            |r, room, ctx| {
                 room.catching_up = false;
                 match r {
                     Ok(rows) => {
@@ -128,7 +129,7 @@ impl RoomActor {
                         tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, error = %e, "catch-up failed")
                     }
                 }
-            }),
+            },
         );
     }
 
@@ -151,16 +152,18 @@ impl RoomActor {
         self.catch_up(ctx);
         self.load_terms(ctx);
         self.load_rights(ctx);
-        let store = self.store.clone();
-        let slug = self.key.slug.clone();
-        let room_id = self.stream.room_id;
-        let stream_id = self.key.stream_id;
         let ring_size = self.hub.settings().chat.ring_size as i64;
         // Delivered after commit: every id up to here is in the snapshot
         // unless deleted. What the room delivers meanwhile may not be.
         let covered = self.newest_id;
-        ctx.spawn(
-            async move {
+        self.with_store(
+            ctx,
+            |Db {
+                 store,
+                 slug,
+                 room_id,
+                 stream_id,
+             }| async move {
                 let visible = store.room_snapshot(&slug, room_id, ring_size).await;
                 let restrictions = store.restrictions(&slug, stream_id, None).await;
                 let stream = store.stream(&slug, stream_id).await;
@@ -168,32 +171,29 @@ impl RoomActor {
                 let held = store.held_queue(&slug, room_id).await;
                 let hidden = store.hidden_users(&slug, stream_id).await;
                 (visible, restrictions, stream, (pinned, held, hidden))
-            }
-            .into_actor(self)
-            .map(
-                move |(visible, restrictions, stream, (pinned, held, hidden)), room, _| {
-                    if let Ok(rows) = hidden {
-                        room.hidden = crate::rooms::hidden::Hidden::from_rows(rows);
-                    }
-                    if let Ok(held) = held {
-                        room.load_held(&held);
-                    }
-                    if let Ok((messages, has_older, _)) = visible {
-                        room.drop_deleted(&messages, has_older, covered);
-                    }
-                    if let Ok(list) = restrictions {
-                        room.restrictions = Restrictions::from_rows(list);
-                    }
-                    if let Ok(Some(s)) = stream {
-                        room.status = s.status;
-                        room.slow_mode_seconds = s.slow_mode_seconds;
-                        room.modes = s.modes;
-                    }
-                    if let Ok(p) = pinned {
-                        room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
-                    }
-                },
-            ),
+            },
+            move |(visible, restrictions, stream, (pinned, held, hidden)), room, _| {
+                if let Ok(rows) = hidden {
+                    room.hidden = crate::rooms::hidden::Hidden::from_rows(rows);
+                }
+                if let Ok(held) = held {
+                    room.load_held(&held);
+                }
+                if let Ok((messages, has_older, _)) = visible {
+                    room.drop_deleted(&messages, has_older, covered);
+                }
+                if let Ok(list) = restrictions {
+                    room.restrictions = Restrictions::from_rows(list);
+                }
+                if let Ok(Some(s)) = stream {
+                    room.status = s.status;
+                    room.slow_mode_seconds = s.slow_mode_seconds;
+                    room.modes = s.modes;
+                }
+                if let Ok(p) = pinned {
+                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
+                }
+            },
         );
     }
 
