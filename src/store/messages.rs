@@ -6,7 +6,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Slug, Store, StoreResult};
+use super::{Slug, Store, StoreError, StoreResult};
 use crate::domain::Role;
 
 /// Kind of a stored message.
@@ -182,54 +182,42 @@ fn room_lock_sql(slug: &Slug) -> String {
     )
 }
 
-/// Takes the next `seq` of each message's room, in order (`rooms[i]` is the room
-/// of message i). Runs under the rooms' advisory lock; the row update keeps the
-/// counter and the messages in one transaction.
-async fn next_seqs(
-    tx: &deadpool_postgres::Transaction<'_>,
-    slug: &Slug,
-    rooms: &[i64],
-) -> StoreResult<Vec<i64>> {
-    let mut counts: Vec<(i64, i64)> = Vec::new();
-    for r in rooms {
-        match counts.iter_mut().find(|(id, _)| id == r) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((*r, 1)),
-        }
-    }
-    let ids: Vec<i64> = counts.iter().map(|(r, _)| *r).collect();
-    let ns: Vec<i64> = counts.iter().map(|(_, n)| *n).collect();
-    let update = tx
-        .prepare_cached(&format!(
-            "UPDATE {}.chat_chatroom r SET last_seq = r.last_seq + k.n \
-             FROM unnest($1::bigint[], $2::bigint[]) AS k(id, n) WHERE r.id = k.id \
-             RETURNING r.id, r.last_seq",
-            slug.schema()
-        ))
-        .await?;
-    let rows = tx.query(&update, &[&ids, &ns]).await?;
-    // Next free seq per room: the new last_seq minus what this batch takes.
-    let mut next: Vec<(i64, i64)> = rows
-        .iter()
-        .map(|row| {
-            let id: i64 = row.get(0);
-            let last: i64 = row.get(1);
-            let n = counts.iter().find(|(r, _)| *r == id).map_or(0, |(_, n)| *n);
-            (id, last - n + 1)
-        })
-        .collect();
-    let mut out = Vec::with_capacity(rooms.len());
-    for r in rooms {
-        // A missing room has no counter: its insert fails on the foreign key.
-        match next.iter_mut().find(|(id, _)| id == r) {
-            Some(slot) => {
-                out.push(slot.1);
-                slot.1 += 1;
-            }
-            None => out.push(0),
-        }
-    }
-    Ok(out)
+/// Earlier copies (within 10 minutes) of keyed messages: `$1` rooms, `$2`
+/// users, `$3` client ids, one entry per keyed message.
+fn earlier_copies_sql(slug: &Slug) -> String {
+    format!(
+        "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
+         FROM {}.chat_chatmessage m \
+         JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(room_id, user_id, client_id) \
+           ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_id = k.client_id \
+         WHERE m.created_at > now() - interval '10 minutes' \
+         GROUP BY 1, 2, 3",
+        slug.schema()
+    )
+}
+
+/// Stores a batch of messages (one array per column, `$1` their ids) with
+/// their seqs: each room's `last_seq` moves by its number of messages, and the
+/// messages take the seqs after the old value in batch order. A room without
+/// a counter row has no room row either: its insert fails on the foreign key.
+/// Returns `(id, seq, created_at)` per message.
+fn insert_sql(slug: &Slug) -> String {
+    format!(
+        "WITH b AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], \
+           $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::text[], $10::text[]) \
+           WITH ORDINALITY AS b(i, r, u, c, t, k, h, p, x, f, o)), \
+         n AS (SELECT r, count(*) AS n FROM b GROUP BY r), \
+         s AS (UPDATE {s}.chat_chatroom room SET last_seq = room.last_seq + n.n FROM n \
+           WHERE room.id = n.r RETURNING room.id, room.last_seq - n.n AS base) \
+         INSERT INTO {s}.chat_chatmessage (id, room_id, user_id, content, message_type, \
+           client_id, seq, is_hidden, reply_to_id, mentions, search_text) \
+         SELECT b.i, b.r, b.u, b.c, b.t, b.k, \
+           COALESCE(s.base, 0) + row_number() OVER (PARTITION BY b.r ORDER BY b.o), \
+           b.h, b.p, b.x::text[], b.f \
+         FROM b LEFT JOIN s ON s.id = b.r \
+         RETURNING id, seq, created_at",
+        s = slug.schema()
+    )
 }
 
 /// A PostgreSQL array literal of `items` (`{"a","b"}`), quoted and escaped.
@@ -279,40 +267,49 @@ pub(crate) async fn insert_in(
     let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
     rooms.sort_unstable();
     rooms.dedup();
-    // Serialises inserts per room across nodes: commit order = id order.
-    let lock = tx.prepare_cached(&room_lock_sql(slug)).await?;
-    tx.execute(&lock, &[&rooms]).await?;
-
-    // Earlier copies of keyed messages.
     let keyed: Vec<&NewMessage> = batch
         .iter()
         .filter(|m| m.client_id.is_some() && m.user_id.is_some())
         .collect();
-    let mut earlier: Vec<(i64, i64, String, i64)> = Vec::new();
-    if !keyed.is_empty() {
-        let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
-        let u: Vec<i64> = keyed.iter().map(|m| m.user_id.unwrap()).collect();
-        let c: Vec<&str> = keyed
-            .iter()
-            .map(|m| m.client_id.as_deref().unwrap())
-            .collect();
-        let select = tx
-            .prepare_cached(&format!(
-                "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
-                 FROM {}.chat_chatmessage m \
-                 JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(room_id, user_id, client_id) \
-                   ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_id = k.client_id \
-                 WHERE m.created_at > now() - interval '10 minutes' \
-                 GROUP BY 1, 2, 3",
-                slug.schema()
-            ))
-            .await?;
-        let rows = tx.query(&select, &[&r, &u, &c]).await?;
-        earlier = rows
-            .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
-            .collect();
-    }
+    let (lock, select, nextval, insert) = futures_util::future::try_join4(
+        tx.prepare_cached(&room_lock_sql(slug)),
+        tx.prepare_cached(&earlier_copies_sql(slug)),
+        tx.prepare_cached(&format!(
+            "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
+            slug.as_str()
+        )),
+        tx.prepare_cached(&insert_sql(slug)),
+    )
+    .await?;
+
+    // One round trip: the rooms' lock (it serialises inserts per room across
+    // nodes: commit order = id order), then, under it, the earlier copies of
+    // keyed messages and an id for every message. The statements are sent
+    // together and PostgreSQL runs them in the order sent; an id a duplicate
+    // does not use is a gap in the id sequence, as a rollback leaves.
+    let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
+    let u: Vec<i64> = keyed.iter().filter_map(|m| m.user_id).collect();
+    let c: Vec<&str> = keyed
+        .iter()
+        .filter_map(|m| m.client_id.as_deref())
+        .collect();
+    let n = batch.len() as i32;
+    let (_, earlier, ids) = futures_util::future::try_join3(
+        tx.execute(&lock, &[&rooms]),
+        async {
+            if keyed.is_empty() {
+                Ok(Vec::new())
+            } else {
+                tx.query(&select, &[&r, &u, &c]).await
+            }
+        },
+        tx.query(&nextval, &[&n]),
+    )
+    .await?;
+    let earlier: Vec<(i64, i64, String, i64)> = earlier
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
 
     // Decide per message: duplicate of an earlier one, or new.
     enum Slot {
@@ -350,23 +347,12 @@ pub(crate) async fn insert_in(
         slots.push(slot);
     }
 
+    // One more round trip: the rooms' seq counters move and the new messages
+    // are stored with their seqs, in one statement.
     let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
     if !fresh.is_empty() {
-        let n = fresh.len() as i32;
-        let nextval = tx
-            .prepare_cached(&format!(
-                "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
-                slug.as_str()
-            ))
-            .await?;
-        let ids: Vec<i64> = tx
-            .query(&nextval, &[&n])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let ids: Vec<i64> = ids.iter().take(fresh.len()).map(|r| r.get(0)).collect();
         let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
-        let seqs = next_seqs(tx, slug, &room_ids).await?;
         let hidden: Vec<bool> = fresh.iter().map(|m| m.hidden).collect();
         let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
         let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
@@ -383,33 +369,24 @@ pub(crate) async fn insert_in(
             .iter()
             .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
             .collect();
-        let insert = tx
-            .prepare_cached(&format!(
-                        "WITH ins AS (INSERT INTO {}.chat_chatmessage \
-                           (id, room_id, user_id, content, message_type, client_id, seq, is_hidden, \
-                            reply_to_id, mentions, search_text) \
-                         SELECT i, r, u, c, t, k, s, h, p, x::text[], f FROM unnest($1::bigint[], $2::bigint[], \
-                           $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bool[], \
-                           $9::bigint[], $10::text[], $11::text[]) AS b(i, r, u, c, t, k, s, h, p, x, f) \
-                         RETURNING created_at) SELECT max(created_at) FROM ins",
-                        slug.schema()
-                    ))
-            .await?;
-        let at: OffsetDateTime = tx
-            .query_one(
+        let rows = tx
+            .query(
                 &insert,
                 &[
-                    &ids, &room_ids, &user_ids, &contents, &types, &cids, &seqs, &hidden, &replies,
+                    &ids, &room_ids, &user_ids, &contents, &types, &cids, &hidden, &replies,
                     &mentions, &folded,
                 ],
             )
-            .await?
-            .get(0);
+            .await?;
         stored = ids
-            .into_iter()
-            .zip(seqs)
-            .map(|(id, seq)| (id, seq, at))
-            .collect();
+            .iter()
+            .map(|id| {
+                rows.iter()
+                    .find(|row| row.get::<_, i64>(0) == *id)
+                    .map(|row| (*id, row.get(1), row.get(2)))
+                    .ok_or(StoreError::Unexpected("a stored message was not returned"))
+            })
+            .collect::<StoreResult<_>>()?;
     }
 
     let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());

@@ -53,6 +53,10 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
+    /// A statement answered something it cannot (a bug, or a schema changed
+    /// under the node).
+    #[error("unexpected database answer: {0}")]
+    Unexpected(&'static str),
 }
 
 impl StoreError {

@@ -21,6 +21,7 @@ mod reactions;
 mod restrictions_model;
 mod room_core;
 mod security;
+mod store_batches;
 mod tenancy;
 mod timeline;
 mod ws;

@@ -1,0 +1,132 @@
+//! The message writer's batch insert against a real PostgreSQL: what one batch
+//! of several rooms, with repeated `client_id`s, stores — ids in batch order,
+//! each room's `seq` dense and in batch order, duplicates answered with the
+//! first copy — and that a batch naming a room that does not exist stores
+//! nothing.
+
+use stampede::{
+    domain::Role,
+    store::messages::{InsertOutcome, MessageType, NewMessage},
+};
+
+use crate::helpers::*;
+
+fn message(room_id: i64, user_id: i64, content: &str, client_id: Option<&str>) -> NewMessage {
+    NewMessage {
+        room_id,
+        user_id: Some(user_id),
+        content: content.into(),
+        message_type: MessageType::Message,
+        client_id: client_id.map(str::to_string),
+        reply_to_id: None,
+        mentions: Vec::new(),
+        hidden: false,
+    }
+}
+
+/// `(id, seq)` of a stored outcome; panics on a duplicate.
+fn stored(o: &InsertOutcome) -> (i64, i64) {
+    match o {
+        InsertOutcome::Stored { id, seq, .. } => (*id, *seq),
+        InsertOutcome::Duplicate { id } => panic!("{id} taken for a duplicate"),
+    }
+}
+
+async fn room_of(app: &TestApp, stream: i64) -> i64 {
+    let s = app.store.stream(&app.tenant.slug, stream).await.unwrap();
+    s.expect("the stream exists").room_id
+}
+
+#[actix_web::test]
+async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
+    let app = spawn_app().await;
+    let (a, b) = (
+        app.create_stream("owner").await,
+        app.create_stream("owner").await,
+    );
+    let (ra, rb) = (room_of(&app, a).await, room_of(&app, b).await);
+    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    let slug = &app.tenant.slug;
+
+    // One message in room a first: the batch continues after its seq.
+    let first = app
+        .store
+        .insert_messages(slug, &[message(ra, alice, "before", Some("k0"))])
+        .await
+        .unwrap();
+    assert_eq!(stored(&first[0]).1, 1);
+
+    let batch = [
+        message(ra, alice, "a1", None),
+        message(rb, alice, "b1", Some("k1")),
+        message(ra, alice, "again", Some("k0")), // stored before this batch
+        message(ra, alice, "a2", Some("k1")),    // same key, other room: new
+        message(rb, alice, "b1 again", Some("k1")), // earlier in this batch
+        message(rb, alice, "b2", None),
+        message(ra, alice, "a3", None),
+    ];
+    let out = app.store.insert_messages(slug, &batch).await.unwrap();
+    assert_eq!(out.len(), batch.len());
+    assert_eq!(
+        out[2],
+        InsertOutcome::Duplicate {
+            id: stored(&first[0]).0
+        }
+    );
+    assert_eq!(
+        out[4],
+        InsertOutcome::Duplicate {
+            id: stored(&out[1]).0
+        }
+    );
+
+    let new: Vec<(i64, i64)> = [0, 1, 3, 5, 6].iter().map(|&i| stored(&out[i])).collect();
+    let ids: Vec<i64> = new.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in batch order: {ids:?}"
+    );
+    assert!(ids[0] > stored(&first[0]).0);
+    let seqs: Vec<i64> = new.iter().map(|(_, seq)| *seq).collect();
+    // Room a: before = 1, then a1, a2, a3; room b: b1, b2.
+    assert_eq!(seqs, vec![2, 1, 3, 2, 4]);
+
+    // What PostgreSQL holds agrees: both rooms' counters and rows.
+    let client = app.store.client().await.unwrap();
+    for (room, last, count) in [(ra, 4i64, 4i64), (rb, 2, 2)] {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT r.last_seq, (SELECT count(*) FROM {0}.chat_chatmessage m \
+                     WHERE m.room_id = r.id), (SELECT array_agg(m.seq ORDER BY m.id) \
+                     FROM {0}.chat_chatmessage m WHERE m.room_id = r.id) \
+                     FROM {0}.chat_chatroom r WHERE r.id = $1",
+                    slug.schema()
+                ),
+                &[&room],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), last);
+        assert_eq!(row.get::<_, i64>(1), count);
+        let stored_seqs: Vec<i64> = row.get(2);
+        assert_eq!(stored_seqs, (1..=count).collect::<Vec<_>>(), "room {room}");
+    }
+}
+
+#[actix_web::test]
+async fn a_batch_naming_a_missing_room_stores_nothing() {
+    let app = spawn_app().await;
+    let a = app.create_stream("owner").await;
+    let ra = room_of(&app, a).await;
+    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    let slug = &app.tenant.slug;
+    let batch = [
+        message(ra, alice, "fine", None),
+        message(ra + 1_000_000, alice, "nowhere", None),
+    ];
+    assert!(app.store.insert_messages(slug, &batch).await.is_err());
+    assert!(app.stored_ids(a).await.is_empty());
+    let ok = app.store.insert_messages(slug, &batch[..1]).await.unwrap();
+    assert_eq!(stored(&ok[0]).1, 1, "the failed batch took no seq");
+}
