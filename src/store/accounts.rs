@@ -3,7 +3,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Slug, Store, StoreError, StoreResult};
+use super::{Slug, Store, StoreResult};
 use crate::domain::{Role, Username};
 
 /// A user of a tenant.
@@ -27,9 +27,10 @@ pub struct Credentials {
     pub password_hash: String,
 }
 
-/// SQL for the stored form of a cookie key: its SHA-256, hex. The key itself is
-/// never stored, so a copy of the table does not hand out sessions.
-const KEY_HASH: &str =
+/// SQL for the stored form of a secret in `$1` (a cookie key, an API token):
+/// its SHA-256, hex. The secret itself is never stored, so a copy of the
+/// table does not hand out sessions or access.
+pub(super) const SECRET_HASH: &str =
     "pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), 'hex')";
 
 /// How a socket opened with an API token is registered among sessions:
@@ -49,7 +50,12 @@ pub struct SessionRecord {
     pub expires_at: OffsetDateTime,
 }
 
-fn user_from(row: &tokio_postgres::Row, at: usize) -> User {
+/// The columns [`user_from`] reads, of `accounts_user` (aliased `u` where a
+/// statement joins it).
+const USER_COLUMNS: &str = "id, username, role, is_active";
+
+/// The [`User`] in the four columns of [`USER_COLUMNS`] from column `at` on.
+pub(super) fn user_from(row: &tokio_postgres::Row, at: usize) -> User {
     User {
         id: row.get(at),
         username: row.get(at + 1),
@@ -67,53 +73,47 @@ impl Store {
         password_hash: &str,
         role: Role,
     ) -> StoreResult<Option<User>> {
-        let client = self.client().await?;
-        let res = client
-            .query_one(
+        let res = self
+            .query_one_in(
+                slug,
                 &format!(
-                    "INSERT INTO {}.accounts_user (username, password_hash, role) \
-                     VALUES ($1, $2, $3) RETURNING id, username, role, is_active",
-                    slug.schema()
+                    "INSERT INTO {{schema}}.accounts_user (username, password_hash, role) \
+                     VALUES ($1, $2, $3) RETURNING {USER_COLUMNS}"
                 ),
                 &[&username.as_str(), &password_hash, &role.as_str()],
+                |r| user_from(r, 0),
             )
             .await;
         match res {
-            Ok(row) => Ok(Some(user_from(&row, 0))),
-            Err(e) if super::is_unique_violation(&e) => Ok(None),
-            Err(e) => Err(StoreError::Db(e)),
+            Ok(user) => Ok(Some(user)),
+            Err(e) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// A user by username (in any case).
     pub async fn user_by_name(&self, slug: &Slug, username: &str) -> StoreResult<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT id, username, role, is_active FROM {}.accounts_user \
-                     WHERE pg_catalog.lower(username) = pg_catalog.lower($1)",
-                    slug.schema()
-                ),
-                &[&username],
-            )
-            .await?;
-        Ok(row.map(|r| user_from(&r, 0)))
+        self.query_opt_in(
+            slug,
+            &format!(
+                "SELECT {USER_COLUMNS} FROM {{schema}}.accounts_user \
+                 WHERE pg_catalog.lower(username) = pg_catalog.lower($1)"
+            ),
+            &[&username],
+            |r| user_from(r, 0),
+        )
+        .await
     }
 
     /// A user by id (role and active flag as they are now).
     pub async fn user_by_id(&self, slug: &Slug, id: i64) -> StoreResult<Option<User>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT id, username, role, is_active FROM {}.accounts_user WHERE id = $1",
-                    slug.schema()
-                ),
-                &[&id],
-            )
-            .await?;
-        Ok(row.map(|r| user_from(&r, 0)))
+        self.query_opt_in(
+            slug,
+            &format!("SELECT {USER_COLUMNS} FROM {{schema}}.accounts_user WHERE id = $1"),
+            &[&id],
+            |r| user_from(r, 0),
+        )
+        .await
     }
 
     /// When a user's account was made.
@@ -122,17 +122,13 @@ impl Store {
         slug: &Slug,
         id: i64,
     ) -> StoreResult<Option<OffsetDateTime>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT created_at FROM {}.accounts_user WHERE id = $1",
-                    slug.schema()
-                ),
-                &[&id],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+        self.query_opt_in(
+            slug,
+            "SELECT created_at FROM {schema}.accounts_user WHERE id = $1",
+            &[&id],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// A user with the password hash, for login.
@@ -141,21 +137,19 @@ impl Store {
         slug: &Slug,
         username: &str,
     ) -> StoreResult<Option<Credentials>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT id, username, role, is_active, password_hash FROM {}.accounts_user \
-                     WHERE pg_catalog.lower(username) = pg_catalog.lower($1)",
-                    slug.schema()
-                ),
-                &[&username],
-            )
-            .await?;
-        Ok(row.map(|r| Credentials {
-            user: user_from(&r, 0),
-            password_hash: r.get(4),
-        }))
+        self.query_opt_in(
+            slug,
+            &format!(
+                "SELECT {USER_COLUMNS}, password_hash FROM {{schema}}.accounts_user \
+                 WHERE pg_catalog.lower(username) = pg_catalog.lower($1)"
+            ),
+            &[&username],
+            |r| Credentials {
+                user: user_from(r, 0),
+                password_hash: r.get(4),
+            },
+        )
+        .await
     }
 
     /// Stores a new session (the caller made the key and token); returns its key hash.
@@ -167,64 +161,55 @@ impl Store {
         csrf_token: &str,
         expires_at: OffsetDateTime,
     ) -> StoreResult<String> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "INSERT INTO {}.accounts_session (key_hash, user_id, csrf_token, expires_at) \
-                     VALUES ({KEY_HASH}, $2, $3, $4) RETURNING key_hash",
-                    slug.schema()
-                ),
-                &[&key, &user_id, &csrf_token, &expires_at],
-            )
-            .await?;
-        Ok(row.get(0))
+        self.query_one_in(
+            slug,
+            &format!(
+                "INSERT INTO {{schema}}.accounts_session (key_hash, user_id, csrf_token, expires_at) \
+                 VALUES ({SECRET_HASH}, $2, $3, $4) RETURNING key_hash"
+            ),
+            &[&key, &user_id, &csrf_token, &expires_at],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// The unexpired session of this cookie key, with its active user.
     pub async fn session(&self, slug: &Slug, key: &str) -> StoreResult<Option<SessionRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let session = self
+            .query_opt_in(
+                slug,
                 &format!(
                     "SELECT s.key_hash, s.csrf_token, s.expires_at, s.user_id, \
                             u.id, u.username, u.role, u.is_active \
-                     FROM {0}.accounts_session s LEFT JOIN {0}.accounts_user u ON u.id = s.user_id \
-                     WHERE s.key_hash = {KEY_HASH} AND s.expires_at > pg_catalog.now()",
-                    slug.schema()
+                     FROM {{schema}}.accounts_session s \
+                     LEFT JOIN {{schema}}.accounts_user u ON u.id = s.user_id \
+                     WHERE s.key_hash = {SECRET_HASH} AND s.expires_at > pg_catalog.now()"
                 ),
                 &[&key],
+                |row| {
+                    let user = row.get::<_, Option<i64>>(3).map(|_| user_from(row, 4));
+                    // A deactivated user's session is no session.
+                    if user.as_ref().is_some_and(|u| !u.is_active) {
+                        return None;
+                    }
+                    Some(SessionRecord {
+                        key_hash: row.get(0),
+                        csrf_token: row.get(1),
+                        expires_at: row.get(2),
+                        user,
+                    })
+                },
             )
             .await?;
-        let Some(row) = row else { return Ok(None) };
-        let user_id: Option<i64> = row.get(3);
-        let user = match user_id {
-            None => None,
-            Some(_) => {
-                let user = user_from(&row, 4);
-                if !user.is_active {
-                    return Ok(None);
-                }
-                Some(user)
-            }
-        };
-        Ok(Some(SessionRecord {
-            key_hash: row.get(0),
-            csrf_token: row.get(1),
-            expires_at: row.get(2),
-            user,
-        }))
+        Ok(session.flatten())
     }
 
     /// Ends one session. Returns whether it existed.
     pub async fn delete_session(&self, slug: &Slug, key_hash: &str) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &format!(
-                    "DELETE FROM {}.accounts_session WHERE key_hash = $1",
-                    slug.schema()
-                ),
+        let n = self
+            .execute_in(
+                slug,
+                "DELETE FROM {schema}.accounts_session WHERE key_hash = $1",
                 &[&key_hash],
             )
             .await?;
@@ -235,19 +220,16 @@ impl Store {
     pub async fn set_password(&self, slug: &Slug, user_id: i64, hash: &str) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let s = slug.schema();
         tx.execute(
             &format!(
-                "UPDATE {}.accounts_user SET password_hash = $2, password_changed_at = pg_catalog.now() WHERE id = $1",
-                slug.schema()
+                "UPDATE {s}.accounts_user SET password_hash = $2, password_changed_at = pg_catalog.now() WHERE id = $1"
             ),
             &[&user_id, &hash],
         )
         .await?;
         tx.execute(
-            &format!(
-                "DELETE FROM {}.accounts_session WHERE user_id = $1",
-                slug.schema()
-            ),
+            &format!("DELETE FROM {s}.accounts_session WHERE user_id = $1"),
             &[&user_id],
         )
         .await?;
@@ -257,16 +239,12 @@ impl Store {
 
     /// Deletes expired sessions; returns how many.
     pub async fn purge_expired_sessions(&self, slug: &Slug) -> StoreResult<u64> {
-        let client = self.client().await?;
-        Ok(client
-            .execute(
-                &format!(
-                    "DELETE FROM {}.accounts_session WHERE expires_at <= pg_catalog.now()",
-                    slug.schema()
-                ),
-                &[],
-            )
-            .await?)
+        self.execute_in(
+            slug,
+            "DELETE FROM {schema}.accounts_session WHERE expires_at <= pg_catalog.now()",
+            &[],
+        )
+        .await
     }
 
     /// Which of these session key hashes are still valid (unexpired, active user).
@@ -281,12 +259,12 @@ impl Store {
             .iter()
             .filter_map(|h| h[TOKEN_KEY.len()..].parse().ok())
             .collect();
+        let schema = slug.schema();
         let rows = client
             .query(
                 &format!(
-                    "SELECT s.key_hash FROM {0}.accounts_session s JOIN {0}.accounts_user u ON u.id = s.user_id \
-                     WHERE s.key_hash = ANY($1) AND s.expires_at > pg_catalog.now() AND u.is_active",
-                    slug.schema()
+                    "SELECT s.key_hash FROM {schema}.accounts_session s JOIN {schema}.accounts_user u ON u.id = s.user_id \
+                     WHERE s.key_hash = ANY($1) AND s.expires_at > pg_catalog.now() AND u.is_active"
                 ),
                 &[&sessions],
             )
@@ -296,9 +274,8 @@ impl Store {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT t.id FROM {0}.accounts_api_token t JOIN {0}.accounts_user u ON u.id = t.user_id \
-                         WHERE t.id = ANY($1) AND t.revoked_at IS NULL AND u.is_active",
-                        slug.schema()
+                        "SELECT t.id FROM {schema}.accounts_api_token t JOIN {schema}.accounts_user u ON u.id = t.user_id \
+                         WHERE t.id = ANY($1) AND t.revoked_at IS NULL AND u.is_active"
                     ),
                     &[&token_ids],
                 )

@@ -71,39 +71,34 @@ impl Store {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> StoreResult<Vec<Point>> {
-        let s = slug.schema();
         let sql = match bucket {
-            Bucket::TenSeconds => format!(
+            Bucket::TenSeconds => {
                 "SELECT pg_catalog.date_bin('10 seconds', r.created_at, TIMESTAMPTZ 'epoch') AS b, r.stamp_id, st.name, pg_catalog.count(*)::bigint \
-                 FROM {s}.streaming_streamreaction r JOIN {s}.chat_chatstamp st ON st.id = r.stamp_id \
+                 FROM {schema}.streaming_streamreaction r JOIN {schema}.chat_chatstamp st ON st.id = r.stamp_id \
                  WHERE r.stream_id = $1 AND r.created_at >= pg_catalog.date_bin('10 seconds', $2::timestamptz, TIMESTAMPTZ 'epoch') \
                    AND r.created_at < $3 \
                  GROUP BY 1, 2, 3 ORDER BY 1, 2"
-            ),
-            Bucket::Minute => format!(
+            }
+            Bucket::Minute => {
                 "SELECT m.minute, m.stamp_id, st.name, m.count \
-                 FROM {s}.streaming_reaction_minute m JOIN {s}.chat_chatstamp st ON st.id = m.stamp_id \
+                 FROM {schema}.streaming_reaction_minute m JOIN {schema}.chat_chatstamp st ON st.id = m.stamp_id \
                  WHERE m.stream_id = $1 AND m.minute >= pg_catalog.date_trunc('minute', $2::timestamptz) AND m.minute < $3 \
                  ORDER BY 1, 2"
-            ),
-            Bucket::Hour => format!(
+            }
+            Bucket::Hour => {
                 "SELECT pg_catalog.date_trunc('hour', m.minute) AS b, m.stamp_id, st.name, pg_catalog.sum(m.count)::bigint \
-                 FROM {s}.streaming_reaction_minute m JOIN {s}.chat_chatstamp st ON st.id = m.stamp_id \
+                 FROM {schema}.streaming_reaction_minute m JOIN {schema}.chat_chatstamp st ON st.id = m.stamp_id \
                  WHERE m.stream_id = $1 AND m.minute >= pg_catalog.date_trunc('hour', $2::timestamptz) AND m.minute < $3 \
                  GROUP BY 1, 2, 3 ORDER BY 1, 2"
-            ),
+            }
         };
-        let client = self.client().await?;
-        let rows = client.query(&sql, &[&stream_id, &from, &to]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| Point {
-                start: r.get(0),
-                stamp_id: r.get(1),
-                stamp_name: r.get(2),
-                count: r.get(3),
-            })
-            .collect())
+        self.query_in(slug, sql, &[&stream_id, &from, &to], |r| Point {
+            start: r.get(0),
+            stamp_id: r.get(1),
+            stamp_name: r.get(2),
+            count: r.get(3),
+        })
+        .await
     }
 
     /// The `n` busiest minutes of a stream: (minute, reactions), busiest first.
@@ -113,17 +108,13 @@ impl Store {
         stream_id: i64,
         n: i64,
     ) -> StoreResult<Vec<(OffsetDateTime, i64)>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT minute, pg_catalog.sum(count)::bigint AS total FROM {}.streaming_reaction_minute \
-                     WHERE stream_id = $1 GROUP BY minute ORDER BY total DESC, minute LIMIT $2",
-                    slug.schema()
-                ),
-                &[&stream_id, &n],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        self.query_in(
+            slug,
+            "SELECT minute, pg_catalog.sum(count)::bigint AS total FROM {schema}.streaming_reaction_minute \
+             WHERE stream_id = $1 GROUP BY minute ORDER BY total DESC, minute LIMIT $2",
+            &[&stream_id, &n],
+            |r| (r.get(0), r.get(1)),
+        )
+        .await
     }
 }

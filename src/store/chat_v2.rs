@@ -4,8 +4,8 @@
 use time::OffsetDateTime;
 
 use super::{
-    messages::{message_from, message_select, ReplyRef, StoredMessage},
-    Slug, Store, StoreResult,
+    messages::{message_from, message_sql, ReplyRef, StoredMessage},
+    tenant_sql, Slug, Store, StoreResult,
 };
 
 impl Store {
@@ -15,17 +15,13 @@ impl Store {
         slug: &Slug,
         after: i64,
     ) -> StoreResult<Vec<(i64, String)>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT id, username FROM {}.accounts_user WHERE id > $1 ORDER BY id",
-                    slug.schema()
-                ),
-                &[&after],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        self.query_in(
+            slug,
+            "SELECT id, username FROM {schema}.accounts_user WHERE id > $1 ORDER BY id",
+            &[&after],
+            |r| (r.get(0), r.get(1)),
+        )
+        .await
     }
 
     /// The message `id` as a reply shows it, when it is a visible message of
@@ -36,19 +32,15 @@ impl Store {
         room_id: i64,
         id: i64,
     ) -> StoreResult<Option<ReplyRef>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT m.id, u.username, m.content FROM {0}.chat_chatmessage m \
-                     LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
-                     WHERE m.id = $1 AND m.room_id = $2 AND NOT m.is_deleted AND NOT m.is_hidden",
-                    slug.schema()
-                ),
-                &[&id, &room_id],
-            )
-            .await?;
-        Ok(row.map(|r| ReplyRef::new(r.get(0), r.get(1), r.get(2), false)))
+        self.query_opt_in(
+            slug,
+            "SELECT m.id, u.username, m.content FROM {schema}.chat_chatmessage m \
+             LEFT JOIN {schema}.accounts_user u ON u.id = m.user_id \
+             WHERE m.id = $1 AND m.room_id = $2 AND NOT m.is_deleted AND NOT m.is_hidden",
+            &[&id, &room_id],
+            |r| ReplyRef::new(r.get(0), r.get(1), r.get(2), false),
+        )
+        .await
     }
 }
 
@@ -76,6 +68,19 @@ pub struct Version {
     pub set_at: OffsetDateTime,
     /// When an edit replaced it (`None` for the current text).
     pub replaced_at: Option<OffsetDateTime>,
+}
+
+impl Version {
+    /// A version from a row whose first three columns are its content,
+    /// mentions (NULL for none) and when it was set.
+    fn from_row(row: &tokio_postgres::Row, replaced_at: Option<OffsetDateTime>) -> Self {
+        Self {
+            content: row.get(0),
+            mentions: row.get::<_, Option<Vec<String>>>(1).unwrap_or_default(),
+            set_at: row.get(2),
+            replaced_at,
+        }
+    }
 }
 
 impl Store {
@@ -149,7 +154,7 @@ impl Store {
         .await?;
         let row = tx
             .query_one(
-                &format!("{} WHERE m.id = $1", message_select(slug)),
+                &tenant_sql(slug, &message_sql("WHERE m.id = $1")),
                 &[&message_id],
             )
             .await?;
@@ -191,19 +196,9 @@ impl Store {
             .await?;
         let mut out: Vec<Version> = rows
             .iter()
-            .map(|r| Version {
-                content: r.get(0),
-                mentions: r.get::<_, Option<Vec<String>>>(1).unwrap_or_default(),
-                set_at: r.get(2),
-                replaced_at: Some(r.get(3)),
-            })
+            .map(|r| Version::from_row(r, Some(r.get(3))))
             .collect();
-        out.push(Version {
-            content: current.get(0),
-            mentions: current.get::<_, Option<Vec<String>>>(1).unwrap_or_default(),
-            set_at: current.get(2),
-            replaced_at: None,
-        });
+        out.push(Version::from_row(&current, None));
         Ok(Some(out))
     }
 }

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::{
     messages::{insert_in, InsertOutcome, MessageType, NewMessage},
     moderation::{log_in, NewLogEntry},
-    Slug, Store, StoreResult,
+    tenant_sql, Slug, Store, StoreResult,
 };
 use crate::domain::Role;
 
@@ -44,11 +44,13 @@ pub struct Resolved {
     pub stored: Option<(i64, i64, OffsetDateTime)>,
 }
 
-fn held_select(slug: &Slug) -> String {
+/// A statement template (see [`super::tenant_sql`]) reading held messages for
+/// [`held_from`]: the rows `h` of `source` (the table, or a `WITH h AS (...)`
+/// that changed them) with their authors.
+fn held_sql(source: &str) -> String {
     format!(
         "SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
-         FROM {0}.chat_heldmessage h JOIN {0}.accounts_user u ON u.id = h.user_id",
-        slug.schema()
+         FROM {source} JOIN {{schema}}.accounts_user u ON u.id = h.user_id"
     )
 }
 
@@ -76,35 +78,31 @@ impl Store {
         client_id: Option<&str>,
         reason: &str,
     ) -> StoreResult<Held> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "WITH h AS (INSERT INTO {0}.chat_heldmessage (room_id, user_id, content, client_id, reason) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING *) \
-                     SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
-                     FROM h JOIN {0}.accounts_user u ON u.id = h.user_id",
-                    slug.schema()
-                ),
-                &[&room_id, &user_id, &content, &client_id, &reason],
-            )
-            .await?;
-        Ok(held_from(&row))
+        self.query_one_in(
+            slug,
+            &format!(
+                "WITH h AS (INSERT INTO {{schema}}.chat_heldmessage (room_id, user_id, content, client_id, reason) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *) {}",
+                held_sql("h")
+            ),
+            &[&room_id, &user_id, &content, &client_id, &reason],
+            held_from,
+        )
+        .await
     }
 
     /// Messages of a room waiting for review, oldest first.
     pub async fn held_queue(&self, slug: &Slug, room_id: i64) -> StoreResult<Vec<Held>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{} WHERE h.room_id = $1 AND h.state = 'held' ORDER BY h.id",
-                    held_select(slug)
-                ),
-                &[&room_id],
-            )
-            .await?;
-        Ok(rows.iter().map(held_from).collect())
+        self.query_in(
+            slug,
+            &format!(
+                "{} WHERE h.room_id = $1 AND h.state = 'held' ORDER BY h.id",
+                held_sql("{schema}.chat_heldmessage h")
+            ),
+            &[&room_id],
+            held_from,
+        )
+        .await
     }
 
     /// Approves (storing it as a chat message, in the same transaction) or
@@ -120,15 +118,17 @@ impl Store {
     ) -> StoreResult<Option<Resolved>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let s = slug.schema();
         let state = if approve { "approved" } else { "denied" };
         let Some(row) = tx
             .query_opt(
-                &format!(
-                    "WITH h AS (UPDATE {s}.chat_heldmessage SET state = $3, resolved_by = $4, resolved_at = now() \
-                     WHERE id = $1 AND room_id = $2 AND state = 'held' RETURNING *) \
-                     SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
-                     FROM h JOIN {s}.accounts_user u ON u.id = h.user_id"
+                &tenant_sql(
+                    slug,
+                    &format!(
+                        "WITH h AS (UPDATE {{schema}}.chat_heldmessage \
+                           SET state = $3, resolved_by = $4, resolved_at = now() \
+                         WHERE id = $1 AND room_id = $2 AND state = 'held' RETURNING *) {}",
+                        held_sql("h")
+                    ),
                 ),
                 &[&held_id, &room_id, &state, &log.moderator_id],
             )
@@ -156,7 +156,10 @@ impl Store {
             .await?;
             if let Some(InsertOutcome::Stored { id, seq, at }) = out.first().copied() {
                 tx.execute(
-                    &format!("UPDATE {s}.chat_heldmessage SET message_id = $2 WHERE id = $1"),
+                    &tenant_sql(
+                        slug,
+                        "UPDATE {schema}.chat_heldmessage SET message_id = $2 WHERE id = $1",
+                    ),
                     &[&held_id, &id],
                 )
                 .await?;
@@ -191,11 +194,14 @@ impl Store {
         let s = slug.schema();
         let rows = tx
             .query(
-                &format!(
-                    "WITH h AS (UPDATE {s}.chat_heldmessage SET state = 'denied', resolved_at = now() \
-                     WHERE room_id = $1 AND state = 'held' AND created_at < now() - $2::bigint * interval '1 second' RETURNING *) \
-                     SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
-                     FROM h JOIN {s}.accounts_user u ON u.id = h.user_id"
+                &tenant_sql(
+                    slug,
+                    &format!(
+                        "WITH h AS (UPDATE {{schema}}.chat_heldmessage SET state = 'denied', resolved_at = now() \
+                         WHERE room_id = $1 AND state = 'held' \
+                           AND created_at < now() - $2::bigint * interval '1 second' RETURNING *) {}",
+                        held_sql("h")
+                    ),
                 ),
                 &[&room_id, &HOLD_FOR.whole_seconds()],
             )

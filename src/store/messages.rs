@@ -6,7 +6,7 @@
 
 use time::OffsetDateTime;
 
-use super::{Slug, Store, StoreError, StoreResult};
+use super::{tenant_sql, Slug, Store, StoreError, StoreResult};
 use crate::domain::Role;
 
 /// Kind of a stored message.
@@ -134,16 +134,20 @@ pub enum InsertOutcome {
     Duplicate { id: i64 },
 }
 
-pub(super) fn message_select(slug: &Slug) -> String {
-    format!(
-        "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, m.client_id, m.created_at, \
-         m.seq, m.is_deleted, m.is_hidden, m.reply_to_id, pu.username, p.content, p.is_deleted, \
-         m.mentions, m.edited_at \
-         FROM {0}.chat_chatmessage m LEFT JOIN {0}.accounts_user u ON u.id = m.user_id \
-         LEFT JOIN {0}.chat_chatmessage p ON p.id = m.reply_to_id \
-         LEFT JOIN {0}.accounts_user pu ON pu.id = p.user_id",
-        slug.schema()
-    )
+/// The columns [`message_from`] reads: a message `m` with its author `u`, and
+/// the message `p` it replies to with that one's author `pu`.
+const MESSAGE_SELECT: &str =
+    "SELECT m.id, m.user_id, u.username, u.role, m.content, m.message_type, \
+     m.client_id, m.created_at, m.seq, m.is_deleted, m.is_hidden, m.reply_to_id, pu.username, \
+     p.content, p.is_deleted, m.mentions, m.edited_at \
+     FROM {schema}.chat_chatmessage m LEFT JOIN {schema}.accounts_user u ON u.id = m.user_id \
+     LEFT JOIN {schema}.chat_chatmessage p ON p.id = m.reply_to_id \
+     LEFT JOIN {schema}.accounts_user pu ON pu.id = p.user_id";
+
+/// A statement template (see [`super::tenant_sql`]) reading messages for
+/// [`message_from`], narrowed and ordered by `clause` (`WHERE m.id = $1`).
+pub(super) fn message_sql(clause: &str) -> String {
+    format!("{MESSAGE_SELECT} {clause}")
 }
 
 pub(super) fn message_from(row: &tokio_postgres::Row) -> StoredMessage {
@@ -185,14 +189,14 @@ fn room_lock_sql(slug: &Slug) -> String {
 /// Earlier copies (within 10 minutes) of keyed messages: `$1` rooms, `$2`
 /// users, `$3` client ids, one entry per keyed message.
 fn earlier_copies_sql(slug: &Slug) -> String {
-    format!(
+    tenant_sql(
+        slug,
         "SELECT m.room_id, m.user_id, m.client_id, min(m.id) \
-         FROM {}.chat_chatmessage m \
+         FROM {schema}.chat_chatmessage m \
          JOIN unnest($1::bigint[], $2::bigint[], $3::text[]) AS k(room_id, user_id, client_id) \
            ON m.room_id = k.room_id AND m.user_id = k.user_id AND m.client_id = k.client_id \
          WHERE m.created_at > now() - interval '10 minutes' \
          GROUP BY 1, 2, 3",
-        slug.schema()
     )
 }
 
@@ -202,21 +206,21 @@ fn earlier_copies_sql(slug: &Slug) -> String {
 /// a counter row has no room row either: its insert fails on the foreign key.
 /// Returns `(id, seq, created_at)` per message.
 fn insert_sql(slug: &Slug) -> String {
-    format!(
+    tenant_sql(
+        slug,
         "WITH b AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], \
            $5::text[], $6::text[], $7::bool[], $8::bigint[], $9::text[], $10::text[]) \
            WITH ORDINALITY AS b(i, r, u, c, t, k, h, p, x, f, o)), \
          n AS (SELECT r, count(*) AS n FROM b GROUP BY r), \
-         s AS (UPDATE {s}.chat_chatroom room SET last_seq = room.last_seq + n.n FROM n \
+         s AS (UPDATE {schema}.chat_chatroom room SET last_seq = room.last_seq + n.n FROM n \
            WHERE room.id = n.r RETURNING room.id, room.last_seq - n.n AS base) \
-         INSERT INTO {s}.chat_chatmessage (id, room_id, user_id, content, message_type, \
+         INSERT INTO {schema}.chat_chatmessage (id, room_id, user_id, content, message_type, \
            client_id, seq, is_hidden, reply_to_id, mentions, search_text) \
          SELECT b.i, b.r, b.u, b.c, b.t, b.k, \
            COALESCE(s.base, 0) + row_number() OVER (PARTITION BY b.r ORDER BY b.o), \
            b.h, b.p, b.x::text[], b.f \
          FROM b LEFT JOIN s ON s.id = b.r \
          RETURNING id, seq, created_at",
-        s = slug.schema()
     )
 }
 
@@ -411,20 +415,19 @@ pub(crate) async fn insert_in(
 
 /// A room's newest visible messages, newest first, `$1` the room and `$2` the
 /// limit: one more than wanted, for [`newest_page`].
-fn recent_sql(slug: &Slug) -> String {
-    format!(
-        "{} WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
-        message_select(slug)
+fn recent_sql() -> String {
+    message_sql(
+        "WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
     )
 }
 
-/// Rows read newest first with a limit of `limit + 1`: the newest `limit`
-/// messages, oldest first, and whether there was one more (older ones exist).
-fn newest_page(rows: &[tokio_postgres::Row], limit: i64) -> (Vec<StoredMessage>, bool) {
-    let more = rows.len() as i64 > limit;
-    let mut out: Vec<StoredMessage> = rows.iter().take(limit as usize).map(message_from).collect();
-    out.reverse();
-    (out, more)
+/// Messages read newest first with a limit of `limit + 1`: the newest `limit`,
+/// oldest first, and whether there was one more (older ones exist).
+fn newest_page(mut messages: Vec<StoredMessage>, limit: i64) -> (Vec<StoredMessage>, bool) {
+    let more = messages.len() as i64 > limit;
+    messages.truncate(limit as usize);
+    messages.reverse();
+    (messages, more)
 }
 
 impl Store {
@@ -435,11 +438,10 @@ impl Store {
         room_id: i64,
         limit: i64,
     ) -> StoreResult<(Vec<StoredMessage>, bool)> {
-        let client = self.client().await?;
-        let rows = client
-            .query(&recent_sql(slug), &[&room_id, &(limit + 1)])
+        let messages = self
+            .query_in(slug, &recent_sql(), &[&room_id, &(limit + 1)], message_from)
             .await?;
-        Ok(newest_page(&rows, limit))
+        Ok(newest_page(messages, limit))
     }
 
     /// The newest `limit` visible messages of a room, oldest first, whether older
@@ -460,19 +462,19 @@ impl Store {
             .await?;
         let last_seq: i64 = tx
             .query_opt(
-                &format!(
-                    "SELECT last_seq FROM {}.chat_chatroom WHERE id = $1",
-                    slug.schema()
+                &tenant_sql(
+                    slug,
+                    "SELECT last_seq FROM {schema}.chat_chatroom WHERE id = $1",
                 ),
                 &[&room_id],
             )
             .await?
             .map_or(0, |r| r.get(0));
         let rows = tx
-            .query(&recent_sql(slug), &[&room_id, &(limit + 1)])
+            .query(&tenant_sql(slug, &recent_sql()), &[&room_id, &(limit + 1)])
             .await?;
         tx.commit().await?;
-        let (out, more) = newest_page(&rows, limit);
+        let (out, more) = newest_page(rows.iter().map(message_from).collect(), limit);
         Ok((out, more, last_seq))
     }
 
@@ -486,17 +488,13 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<(StoredMessage, bool)>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3",
-                    message_select(slug)
-                ),
-                &[&room_id, &after_seq, &limit],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (message_from(r), r.get(9))).collect())
+        self.query_in(
+            slug,
+            &message_sql("WHERE m.room_id = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3"),
+            &[&room_id, &after_seq, &limit],
+            |r| (message_from(r), r.get(9)),
+        )
+        .await
     }
 
     /// Visible messages with id > `after`, oldest first; at most `limit` (the newest
@@ -508,17 +506,18 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<(Vec<StoredMessage>, bool)> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $3",
-                    message_select(slug)
+        let messages = self
+            .query_in(
+                slug,
+                &message_sql(
+                    "WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted AND NOT m.is_hidden \
+                     ORDER BY m.id DESC LIMIT $3",
                 ),
                 &[&room_id, &after, &(limit + 1)],
+                message_from,
             )
             .await?;
-        Ok(newest_page(&rows, limit))
+        Ok(newest_page(messages, limit))
     }
 
     /// Replay: visible messages before `before_id` (or the newest), newest first.
@@ -529,18 +528,17 @@ impl Store {
         before_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<StoredMessage>> {
-        let client = self.client().await?;
         let before = before_id.unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $3",
-                    message_select(slug)
-                ),
-                &[&room_id, &before, &limit],
-            )
-            .await?;
-        Ok(rows.iter().map(message_from).collect())
+        self.query_in(
+            slug,
+            &message_sql(
+                "WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted AND NOT m.is_hidden \
+                 ORDER BY m.id DESC LIMIT $3",
+            ),
+            &[&room_id, &before, &limit],
+            message_from,
+        )
+        .await
     }
 
     /// Visible chat of a room in [from, to), oldest first, at most `limit`.
@@ -552,27 +550,22 @@ impl Store {
         to: OffsetDateTime,
         limit: i64,
     ) -> StoreResult<Vec<StoredMessage>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 AND NOT m.is_deleted AND NOT m.is_hidden \
-                     ORDER BY m.id LIMIT $4",
-                    message_select(slug)
-                ),
-                &[&room_id, &from, &to, &limit],
-            )
-            .await?;
-        Ok(rows.iter().map(message_from).collect())
+        self.query_in(
+            slug,
+            &message_sql(
+                "WHERE m.room_id = $1 AND m.created_at >= $2 AND m.created_at < $3 \
+                 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id LIMIT $4",
+            ),
+            &[&room_id, &from, &to, &limit],
+            message_from,
+        )
+        .await
     }
 
     /// One message by id (deleted or not).
     pub async fn message(&self, slug: &Slug, id: i64) -> StoreResult<Option<StoredMessage>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("{} WHERE m.id = $1", message_select(slug)), &[&id])
-            .await?;
-        Ok(row.as_ref().map(message_from))
+        self.query_opt_in(slug, &message_sql("WHERE m.id = $1"), &[&id], message_from)
+            .await
     }
 
     /// The pinned visible message of a room, if any.
@@ -581,16 +574,15 @@ impl Store {
         slug: &Slug,
         room_id: i64,
     ) -> StoreResult<Option<StoredMessage>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "{} WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT 1",
-                    message_select(slug)
-                ),
-                &[&room_id],
-            )
-            .await?;
-        Ok(row.as_ref().map(message_from))
+        self.query_opt_in(
+            slug,
+            &message_sql(
+                "WHERE m.room_id = $1 AND m.is_pinned AND NOT m.is_deleted AND NOT m.is_hidden \
+                 ORDER BY m.id DESC LIMIT 1",
+            ),
+            &[&room_id],
+            message_from,
+        )
+        .await
     }
 }

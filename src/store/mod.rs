@@ -2,10 +2,11 @@
 //! group. All SQL of the server lives under this module.
 //!
 //! Tenant isolation rule: every statement on a tenant table names its schema
-//! through [`Slug::schema`], a validated, quoted identifier. No statement relies
-//! on `search_path` outside [`migrations`], which sets it with `SET LOCAL` inside
-//! the migration's own transaction, so a pooled connection never carries one
-//! tenant's path into another tenant's query.
+//! through [`Slug::schema`], a validated, quoted identifier (most statements
+//! write `{schema}`, which `tenant_sql` and the `Store::*_in` helpers replace
+//! with it). No statement relies on `search_path` outside [`migrations`], which
+//! sets it with `SET LOCAL` inside the migration's own transaction, so a pooled
+//! connection never carries one tenant's path into another tenant's query.
 //!
 //! Search-path rule: every pooled connection starts with `search_path =
 //! pg_catalog`, built-in functions are called as `pg_catalog.name(...)`, and the
@@ -36,6 +37,7 @@ use std::time::Duration;
 use deadpool_postgres::{
     Manager, ManagerConfig, Pool, PoolError, QueueMode, RecyclingMethod, Runtime,
 };
+use tokio_postgres::{types::ToSql, Row};
 
 use crate::config::DatabaseSettings;
 pub use crate::domain::Slug;
@@ -73,6 +75,17 @@ pub fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The bind parameters of a statement, `$1` first.
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// A statement of a tenant's schema: `template` with every `{schema}` replaced
+/// by [`Slug::schema`], the validated, quoted identifier. That is the only text
+/// spliced in; every value is a bind parameter (`$1`, `$2`, ...). A template
+/// built with `format!` (to splice a column list) writes it `{{schema}}`.
+fn tenant_sql(slug: &Slug, template: &str) -> String {
+    template.replace("{schema}", &slug.schema())
+}
 
 /// The connection pool shared by every part of a node.
 #[derive(Clone)]
@@ -146,6 +159,62 @@ impl Store {
     /// A pooled connection.
     pub async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// Runs one statement of a tenant's schema (`{schema}` in `template`, see
+    /// [`tenant_sql`]) on a pooled connection; returns how many rows it changed.
+    async fn execute_in(
+        &self,
+        slug: &Slug,
+        template: &str,
+        params: &Params<'_>,
+    ) -> StoreResult<u64> {
+        let client = self.client().await?;
+        Ok(client.execute(&tenant_sql(slug, template), params).await?)
+    }
+
+    /// Like [`Store::execute_in`], for a statement that returns rows: each of
+    /// them, read by `from_row`, in order.
+    async fn query_in<T>(
+        &self,
+        slug: &Slug,
+        template: &str,
+        params: &Params<'_>,
+        from_row: impl Fn(&Row) -> T,
+    ) -> StoreResult<Vec<T>> {
+        let client = self.client().await?;
+        let rows = client.query(&tenant_sql(slug, template), params).await?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Like [`Store::query_in`], for a statement that returns at most one row.
+    async fn query_opt_in<T>(
+        &self,
+        slug: &Slug,
+        template: &str,
+        params: &Params<'_>,
+        from_row: impl FnOnce(&Row) -> T,
+    ) -> StoreResult<Option<T>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&tenant_sql(slug, template), params)
+            .await?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// Like [`Store::query_in`], for a statement that returns exactly one row.
+    async fn query_one_in<T>(
+        &self,
+        slug: &Slug,
+        template: &str,
+        params: &Params<'_>,
+        from_row: impl FnOnce(&Row) -> T,
+    ) -> StoreResult<T> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(&tenant_sql(slug, template), params)
+            .await?;
+        Ok(from_row(&row))
     }
 
     /// True when PostgreSQL answers a trivial query.

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 
-use super::{messages::StoredMessage, Slug, Store, StoreResult};
+use super::{messages::StoredMessage, tenant_sql, Params, Slug, Store, StoreResult};
 
 /// A ban or timeout in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,13 +161,14 @@ impl Store {
 
     /// Unpins every message of a room and logs it.
     pub async fn unpin(&self, slug: &Slug, room_id: i64, log: NewLogEntry<'_>) -> StoreResult<()> {
-        let sql = format!(
-            "UPDATE {}.chat_chatmessage SET is_pinned = false WHERE room_id = $1 AND is_pinned",
-            slug.schema()
-        );
-        self.execute_logged(slug, &sql, &[&room_id], log)
-            .await
-            .map(drop)
+        self.execute_logged(
+            slug,
+            "UPDATE {schema}.chat_chatmessage SET is_pinned = false WHERE room_id = $1 AND is_pinned",
+            &[&room_id],
+            log,
+        )
+        .await
+        .map(drop)
     }
 
     /// Hides every visible message of a room and logs it.
@@ -177,12 +178,14 @@ impl Store {
         room_id: i64,
         log: NewLogEntry<'_>,
     ) -> StoreResult<u64> {
-        let sql = format!(
-            "UPDATE {}.chat_chatmessage SET is_deleted = true, is_pinned = false \
+        self.execute_logged(
+            slug,
+            "UPDATE {schema}.chat_chatmessage SET is_deleted = true, is_pinned = false \
              WHERE room_id = $1 AND NOT is_deleted",
-            slug.schema()
-        );
-        self.execute_logged(slug, &sql, &[&room_id], log).await
+            &[&room_id],
+            log,
+        )
+        .await
     }
 
     /// Sets slow mode and logs it.
@@ -193,13 +196,14 @@ impl Store {
         seconds: i32,
         log: NewLogEntry<'_>,
     ) -> StoreResult<()> {
-        let sql = format!(
-            "UPDATE {}.streaming_stream SET slow_mode_seconds = $2 WHERE id = $1",
-            slug.schema()
-        );
-        self.execute_logged(slug, &sql, &[&stream_id, &seconds], log)
-            .await
-            .map(drop)
+        self.execute_logged(
+            slug,
+            "UPDATE {schema}.streaming_stream SET slow_mode_seconds = $2 WHERE id = $1",
+            &[&stream_id, &seconds],
+            log,
+        )
+        .await
+        .map(drop)
     }
 
     /// Bans or times out a user (replacing an earlier one of the same kind and
@@ -253,26 +257,28 @@ impl Store {
         log: NewLogEntry<'_>,
     ) -> StoreResult<()> {
         let scope = (!tenant_wide).then_some(stream_id);
-        let sql = format!(
-            "DELETE FROM {}.moderation_ban WHERE user_id = $1 AND stream_id IS NOT DISTINCT FROM $2",
-            slug.schema()
-        );
-        self.execute_logged(slug, &sql, &[&user_id, &scope], log)
-            .await
-            .map(drop)
+        self.execute_logged(
+            slug,
+            "DELETE FROM {schema}.moderation_ban WHERE user_id = $1 AND stream_id IS NOT DISTINCT FROM $2",
+            &[&user_id, &scope],
+            log,
+        )
+        .await
+        .map(drop)
     }
 
-    /// Runs one statement and writes its log entry, in one transaction.
+    /// Runs one statement of the tenant's schema (`{schema}` in `template`,
+    /// see [`tenant_sql`]) and writes its log entry, in one transaction.
     async fn execute_logged(
         &self,
         slug: &Slug,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        template: &str,
+        params: &Params<'_>,
         log: NewLogEntry<'_>,
     ) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let n = tx.execute(sql, params).await?;
+        let n = tx.execute(&tenant_sql(slug, template), params).await?;
         log_in(&tx, slug, &log).await?;
         tx.commit().await?;
         Ok(n)
@@ -285,50 +291,36 @@ impl Store {
         stream_id: i64,
         user_id: Option<i64>,
     ) -> StoreResult<Vec<Restriction>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT user_id, kind = 'ban', until, stream_id IS NULL FROM {}.moderation_ban \
-                     WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > pg_catalog.now()) \
-                       AND ($2::bigint IS NULL OR user_id = $2)",
-                    slug.schema()
-                ),
-                &[&stream_id, &user_id],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Restriction {
-                user_id: r.get(0),
-                is_ban: r.get(1),
-                until: r.get(2),
-                tenant_wide: r.get(3),
-            })
-            .collect())
+        self.query_in(
+            slug,
+            "SELECT user_id, kind = 'ban', until, stream_id IS NULL FROM {schema}.moderation_ban \
+             WHERE (stream_id = $1 OR stream_id IS NULL) AND (until IS NULL OR until > pg_catalog.now()) \
+               AND ($2::bigint IS NULL OR user_id = $2)",
+            &[&stream_id, &user_id],
+            |r| Restriction {
+            user_id: r.get(0),
+            is_ban: r.get(1),
+            until: r.get(2),
+            tenant_wide: r.get(3),
+        },
+        )
+        .await
     }
 
     /// Blocked and held terms of a stream (its own and tenant-wide).
     pub async fn blocked_terms(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<TermRow>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT term, stream_id IS NULL, mode = 'hold' FROM {}.moderation_blockedterm \
-                     WHERE stream_id = $1 OR stream_id IS NULL ORDER BY term",
-                    slug.schema()
-                ),
-                &[&stream_id],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TermRow {
+        self.query_in(
+            slug,
+            "SELECT term, stream_id IS NULL, mode = 'hold' FROM {schema}.moderation_blockedterm \
+             WHERE stream_id = $1 OR stream_id IS NULL ORDER BY term",
+            &[&stream_id],
+            |r| TermRow {
                 term: r.get(0),
                 tenant_wide: r.get(1),
                 hold: r.get(2),
-            })
-            .collect())
+            },
+        )
+        .await
     }
 
     /// Adds (or, with `add` false, removes) a term; `stream_id` None:
@@ -341,28 +333,22 @@ impl Store {
         add: bool,
         hold: bool,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        let s = slug.schema();
         let mode = if hold { "hold" } else { "block" };
         if add {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {s}.moderation_blockedterm (stream_id, term, mode) VALUES ($1, $2, $3) \
-                         ON CONFLICT (COALESCE(stream_id, 0), term) DO UPDATE SET mode = EXCLUDED.mode"
-                    ),
-                    &[&stream_id, &term, &mode],
-                )
-                .await?;
+            self.execute_in(
+                slug,
+                "INSERT INTO {schema}.moderation_blockedterm (stream_id, term, mode) VALUES ($1, $2, $3) \
+                 ON CONFLICT (COALESCE(stream_id, 0), term) DO UPDATE SET mode = EXCLUDED.mode",
+                &[&stream_id, &term, &mode],
+            )
+            .await?;
         } else {
-            client
-                .execute(
-                    &format!(
-                        "DELETE FROM {s}.moderation_blockedterm WHERE term = $2 AND stream_id IS NOT DISTINCT FROM $1"
-                    ),
-                    &[&stream_id, &term],
-                )
-                .await?;
+            self.execute_in(
+                slug,
+                "DELETE FROM {schema}.moderation_blockedterm WHERE term = $2 AND stream_id IS NOT DISTINCT FROM $1",
+                &[&stream_id, &term],
+            )
+            .await?;
         }
         Ok(())
     }
@@ -374,49 +360,38 @@ impl Store {
         stream_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<LogEntry>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT l.id, l.action, m.username, t.username, l.message_id, l.reason, l.seconds, l.created_at \
-                     FROM {0}.moderation_log l \
-                     LEFT JOIN {0}.accounts_user m ON m.id = l.moderator_id \
-                     LEFT JOIN {0}.accounts_user t ON t.id = l.target_user_id \
-                     WHERE l.stream_id = $1 ORDER BY l.id DESC LIMIT $2",
-                    slug.schema()
-                ),
-                &[&stream_id, &limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogEntry {
-                id: r.get(0),
-                action: r.get(1),
-                moderator: r.get(2),
-                target: r.get(3),
-                message_id: r.get(4),
-                reason: r.get(5),
-                seconds: r.get(6),
-                created_at: crate::protocol::timestamp(r.get(7)),
-            })
-            .collect())
+        self.query_in(
+            slug,
+            "SELECT l.id, l.action, m.username, t.username, l.message_id, l.reason, l.seconds, l.created_at \
+             FROM {schema}.moderation_log l \
+             LEFT JOIN {schema}.accounts_user m ON m.id = l.moderator_id \
+             LEFT JOIN {schema}.accounts_user t ON t.id = l.target_user_id \
+             WHERE l.stream_id = $1 ORDER BY l.id DESC LIMIT $2",
+            &[&stream_id, &limit],
+            |r| LogEntry {
+            id: r.get(0),
+            action: r.get(1),
+            moderator: r.get(2),
+            target: r.get(3),
+            message_id: r.get(4),
+            reason: r.get(5),
+            seconds: r.get(6),
+            created_at: crate::protocol::timestamp(r.get(7)),
+        },
+        )
+        .await
     }
 
     /// Usernames appointed moderator of a stream.
     pub async fn stream_moderators(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<String>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT u.username FROM {0}.streaming_stream_moderators m \
-                     JOIN {0}.accounts_user u ON u.id = m.user_id WHERE m.stream_id = $1 ORDER BY u.username",
-                    slug.schema()
-                ),
-                &[&stream_id],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.query_in(
+            slug,
+            "SELECT u.username FROM {schema}.streaming_stream_moderators m \
+             JOIN {schema}.accounts_user u ON u.id = m.user_id WHERE m.stream_id = $1 ORDER BY u.username",
+            &[&stream_id],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// Hides (or, with `hide` false, unhides) a user in one scope (`stream_id`
@@ -429,40 +404,39 @@ impl Store {
         hide: bool,
         log: NewLogEntry<'_>,
     ) -> StoreResult<()> {
-        let s = slug.schema();
         let moderator = log.moderator_id;
         if hide {
-            let sql = format!(
-                "INSERT INTO {s}.moderation_hide (stream_id, user_id, created_by) VALUES ($1, $2, $3) \
-                 ON CONFLICT (COALESCE(stream_id, 0), user_id) DO NOTHING"
-            );
-            self.execute_logged(slug, &sql, &[&stream_id, &user_id, &moderator], log)
-                .await
-                .map(drop)
+            self.execute_logged(
+                slug,
+                "INSERT INTO {schema}.moderation_hide (stream_id, user_id, created_by) VALUES ($1, $2, $3) \
+                 ON CONFLICT (COALESCE(stream_id, 0), user_id) DO NOTHING",
+                &[&stream_id, &user_id, &moderator],
+                log,
+            )
+            .await
+            .map(drop)
         } else {
-            let sql = format!(
-                "DELETE FROM {s}.moderation_hide WHERE stream_id IS NOT DISTINCT FROM $1 AND user_id = $2"
-            );
-            self.execute_logged(slug, &sql, &[&stream_id, &user_id], log)
-                .await
-                .map(drop)
+            self.execute_logged(
+                slug,
+                "DELETE FROM {schema}.moderation_hide WHERE stream_id IS NOT DISTINCT FROM $1 AND user_id = $2",
+                &[&stream_id, &user_id],
+                log,
+            )
+            .await
+            .map(drop)
         }
     }
 
     /// Users hidden on a stream: (user id, tenant-wide).
     pub async fn hidden_users(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<(i64, bool)>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT user_id, stream_id IS NULL FROM {}.moderation_hide \
-                     WHERE stream_id = $1 OR stream_id IS NULL",
-                    slug.schema()
-                ),
-                &[&stream_id],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        self.query_in(
+            slug,
+            "SELECT user_id, stream_id IS NULL FROM {schema}.moderation_hide \
+             WHERE stream_id = $1 OR stream_id IS NULL",
+            &[&stream_id],
+            |r| (r.get(0), r.get(1)),
+        )
+        .await
     }
 
     /// Changes a stream's chat modes (and slow mode, which the shield sets and
@@ -515,17 +489,13 @@ impl Store {
 
     /// Ids of the users appointed moderator of a stream.
     pub async fn stream_moderator_ids(&self, slug: &Slug, stream_id: i64) -> StoreResult<Vec<i64>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT user_id FROM {}.streaming_stream_moderators WHERE stream_id = $1",
-                    slug.schema()
-                ),
-                &[&stream_id],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.query_in(
+            slug,
+            "SELECT user_id FROM {schema}.streaming_stream_moderators WHERE stream_id = $1",
+            &[&stream_id],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// Appoints (or removes) a stream moderator.
@@ -536,25 +506,13 @@ impl Store {
         user_id: i64,
         add: bool,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        let s = slug.schema();
-        if add {
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {s}.streaming_stream_moderators (stream_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
-                    ),
-                    &[&stream_id, &user_id],
-                )
-                .await?;
+        let sql = if add {
+            "INSERT INTO {schema}.streaming_stream_moderators (stream_id, user_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING"
         } else {
-            client
-                .execute(
-                    &format!("DELETE FROM {s}.streaming_stream_moderators WHERE stream_id = $1 AND user_id = $2"),
-                    &[&stream_id, &user_id],
-                )
-                .await?;
-        }
+            "DELETE FROM {schema}.streaming_stream_moderators WHERE stream_id = $1 AND user_id = $2"
+        };
+        self.execute_in(slug, sql, &[&stream_id, &user_id]).await?;
         Ok(())
     }
 }

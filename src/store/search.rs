@@ -20,8 +20,8 @@
 use tokio_postgres::types::ToSql;
 
 use super::{
-    messages::{message_from, message_select, StoredMessage},
-    Slug, Store, StoreResult,
+    messages::{message_from, message_sql, StoredMessage},
+    tenant_sql, Slug, Store, StoreResult,
 };
 
 /// Shortest query, in characters after folding.
@@ -165,9 +165,13 @@ impl Store {
         let schema = slug.schema();
         let rows = client
             .query(
-                &format!(
-                    "{} WHERE m.id = ANY($1) ORDER BY m.id DESC",
-                    message_select(slug).replacen(" FROM ", ", m.room_id FROM ", 1)
+                &tenant_sql(
+                    slug,
+                    &message_sql("WHERE m.id = ANY($1) ORDER BY m.id DESC").replacen(
+                        " FROM ",
+                        ", m.room_id FROM ",
+                        1,
+                    ),
                 ),
                 &[&ids],
             )

@@ -69,16 +69,17 @@ pub struct Stream {
     pub modes: ModeState,
 }
 
-fn stream_select(slug: &Slug) -> String {
-    format!(
-        "SELECT s.id, r.id, s.owner_id, u.username, s.title, s.description, s.video_url, \
-                s.status, s.slow_mode_seconds, s.created_at, s.started_at, s.ended_at, s.modes \
-         FROM {0}.streaming_stream s \
-         JOIN {0}.chat_chatroom r ON r.stream_id = s.id \
-         JOIN {0}.accounts_user u ON u.id = s.owner_id",
-        slug.schema()
-    )
-}
+/// The columns [`stream_from`] reads: a stream `s` with its room `r` and owner `u`.
+const STREAM_SELECT: &str = "SELECT s.id, r.id, s.owner_id, u.username, s.title, s.description, \
+        s.video_url, s.status, s.slow_mode_seconds, s.created_at, s.started_at, s.ended_at, s.modes \
+     FROM {schema}.streaming_stream s \
+     JOIN {schema}.chat_chatroom r ON r.stream_id = s.id \
+     JOIN {schema}.accounts_user u ON u.id = s.owner_id";
+
+/// How stream listings are ordered: live first, then scheduled, then ended,
+/// newest first; at most 200.
+const STREAM_LIST_ORDER: &str =
+    "ORDER BY CASE s.status WHEN 'live' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END, s.id DESC LIMIT 200";
 
 fn stream_from(row: &tokio_postgres::Row) -> Stream {
     Stream {
@@ -110,22 +111,19 @@ impl Store {
     ) -> StoreResult<i64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let s = slug.schema();
         let id: i64 = tx
             .query_one(
                 &format!(
-                    "INSERT INTO {}.streaming_stream (owner_id, title, description, video_url) \
-                     VALUES ($1, $2, $3, $4) RETURNING id",
-                    slug.schema()
+                    "INSERT INTO {s}.streaming_stream (owner_id, title, description, video_url) \
+                     VALUES ($1, $2, $3, $4) RETURNING id"
                 ),
                 &[&owner_id, &title, &description, &video_url],
             )
             .await?
             .get(0);
         tx.execute(
-            &format!(
-                "INSERT INTO {}.chat_chatroom (name, stream_id) VALUES ($1, $2)",
-                slug.schema()
-            ),
+            &format!("INSERT INTO {s}.chat_chatroom (name, stream_id) VALUES ($1, $2)"),
             &[&format!("stream_{id}"), &id],
         )
         .await?;
@@ -135,43 +133,35 @@ impl Store {
 
     /// One stream.
     pub async fn stream(&self, slug: &Slug, id: i64) -> StoreResult<Option<Stream>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(&format!("{} WHERE s.id = $1", stream_select(slug)), &[&id])
-            .await?;
-        Ok(row.as_ref().map(stream_from))
+        self.query_opt_in(
+            slug,
+            &format!("{STREAM_SELECT} WHERE s.id = $1"),
+            &[&id],
+            stream_from,
+        )
+        .await
     }
 
     /// Every stream of the tenant: live first, then scheduled, then ended, newest first.
     pub async fn list_streams(&self, slug: &Slug) -> StoreResult<Vec<Stream>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{} ORDER BY CASE s.status WHEN 'live' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END, \
-                     s.id DESC LIMIT 200",
-                    stream_select(slug)
-                ),
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(stream_from).collect())
+        self.query_in(
+            slug,
+            &format!("{STREAM_SELECT} {STREAM_LIST_ORDER}"),
+            &[],
+            stream_from,
+        )
+        .await
     }
 
     /// The streams of one owner: live first, then scheduled, then ended, newest first.
     pub async fn streams_owned_by(&self, slug: &Slug, owner_id: i64) -> StoreResult<Vec<Stream>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{} WHERE s.owner_id = $1 ORDER BY CASE s.status WHEN 'live' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END, \
-                     s.id DESC LIMIT 200",
-                    stream_select(slug)
-                ),
-                &[&owner_id],
-            )
-            .await?;
-        Ok(rows.iter().map(stream_from).collect())
+        self.query_in(
+            slug,
+            &format!("{STREAM_SELECT} WHERE s.owner_id = $1 {STREAM_LIST_ORDER}"),
+            &[&owner_id],
+            stream_from,
+        )
+        .await
     }
 
     /// Sets a stream's status (and its start or end time).
@@ -181,19 +171,15 @@ impl Store {
         id: i64,
         status: StreamStatus,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE {}.streaming_stream SET status = $2, \
-                     started_at = CASE WHEN $2 = 'live' THEN COALESCE(started_at, pg_catalog.now()) ELSE started_at END, \
-                     ended_at = CASE WHEN $2 = 'ended' THEN pg_catalog.now() ELSE ended_at END \
-                     WHERE id = $1",
-                    slug.schema()
-                ),
-                &[&id, &status.as_str()],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            "UPDATE {schema}.streaming_stream SET status = $2, \
+             started_at = CASE WHEN $2 = 'live' THEN COALESCE(started_at, pg_catalog.now()) ELSE started_at END, \
+             ended_at = CASE WHEN $2 = 'ended' THEN pg_catalog.now() ELSE ended_at END \
+             WHERE id = $1",
+            &[&id, &status.as_str()],
+        )
+        .await?;
         Ok(())
     }
 }
@@ -201,24 +187,17 @@ impl Store {
 impl Store {
     /// The tenant's stamps, by id.
     pub async fn stamps(&self, slug: &Slug) -> StoreResult<Vec<crate::protocol::StampView>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT id, name, image_url FROM {}.chat_chatstamp ORDER BY id",
-                    slug.schema()
-                ),
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| crate::protocol::StampView {
+        self.query_in(
+            slug,
+            "SELECT id, name, image_url FROM {schema}.chat_chatstamp ORDER BY id",
+            &[],
+            |r| crate::protocol::StampView {
                 stamp_id: r.get(0),
                 stamp_name: r.get(1),
                 stamp_image_url: r.get(2),
-            })
-            .collect())
+            },
+        )
+        .await
     }
 }
 
@@ -230,14 +209,12 @@ impl Store {
         stream_id: i64,
         user_id: i64,
     ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        Ok(client
-            .query_opt(
-                &format!(
-                    "SELECT 1 FROM {}.streaming_stream_moderators WHERE stream_id = $1 AND user_id = $2",
-                    slug.schema()
-                ),
+        Ok(self
+            .query_opt_in(
+                slug,
+                "SELECT 1 FROM {schema}.streaming_stream_moderators WHERE stream_id = $1 AND user_id = $2",
                 &[&stream_id, &user_id],
+                |_| (),
             )
             .await?
             .is_some())

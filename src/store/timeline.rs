@@ -51,28 +51,21 @@ impl Store {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> StoreResult<Vec<ReactionBucket>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT floor(extract(epoch FROM (created_at - $2)))::bigint AS sec, \
-                            stamp_id, count(*) \
-                     FROM {}.streaming_streamreaction \
-                     WHERE stream_id = $1 AND created_at >= $3 AND created_at < $4 \
-                     GROUP BY 1, 2 ORDER BY 1, 2",
-                    slug.schema()
-                ),
-                &[&stream_id, &start, &from, &to],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ReactionBucket {
+        self.query_in(
+            slug,
+            "SELECT floor(extract(epoch FROM (created_at - $2)))::bigint AS sec, \
+                    stamp_id, count(*) \
+             FROM {schema}.streaming_streamreaction \
+             WHERE stream_id = $1 AND created_at >= $3 AND created_at < $4 \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            &[&stream_id, &start, &from, &to],
+            |r| ReactionBucket {
                 offset_ms: r.get::<_, i64>(0) * 1000,
                 stamp_id: r.get(1),
                 count: r.get(2),
-            })
-            .collect())
+            },
+        )
+        .await
     }
 
     /// Stores a chat message as if sent at `at` (for seeding a replay: the
@@ -86,21 +79,17 @@ impl Store {
         content: &str,
         at: OffsetDateTime,
     ) -> StoreResult<i64> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "WITH r AS (UPDATE {0}.chat_chatroom SET last_seq = last_seq + 1 \
-                                WHERE stream_id = $1 RETURNING id, last_seq) \
-                     INSERT INTO {0}.chat_chatmessage (room_id, user_id, content, message_type, created_at, seq) \
-                     SELECT id, $2, $3, CASE WHEN $2::bigint IS NULL THEN 'system' ELSE 'message' END, $4, last_seq \
-                     FROM r RETURNING id",
-                    slug.schema()
-                ),
-                &[&stream_id, &user_id, &content, &at],
-            )
-            .await?;
-        Ok(row.get(0))
+        self.query_one_in(
+            slug,
+            "WITH r AS (UPDATE {schema}.chat_chatroom SET last_seq = last_seq + 1 \
+                        WHERE stream_id = $1 RETURNING id, last_seq) \
+             INSERT INTO {schema}.chat_chatmessage (room_id, user_id, content, message_type, created_at, seq) \
+             SELECT id, $2, $3, CASE WHEN $2::bigint IS NULL THEN 'system' ELSE 'message' END, $4, last_seq \
+             FROM r RETURNING id",
+            &[&stream_id, &user_id, &content, &at],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// Stores `count` reactions as if tapped at `at` (for seeding a replay),
@@ -116,22 +105,21 @@ impl Store {
     ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        let s = slug.schema();
         tx.execute(
             &format!(
-                "INSERT INTO {}.streaming_streamreaction (stream_id, user_id, stamp_id, created_at) \
-                 SELECT $1, $2, $3, $4 FROM generate_series(1::bigint, $5::bigint)",
-                slug.schema()
+                "INSERT INTO {s}.streaming_streamreaction (stream_id, user_id, stamp_id, created_at) \
+                 SELECT $1, $2, $3, $4 FROM generate_series(1::bigint, $5::bigint)"
             ),
             &[&stream_id, &user_id, &stamp_id, &at, &count],
         )
         .await?;
         tx.execute(
             &format!(
-                "INSERT INTO {}.streaming_reaction_minute (stream_id, stamp_id, minute, count) \
+                "INSERT INTO {s}.streaming_reaction_minute (stream_id, stamp_id, minute, count) \
                  VALUES ($1, $2, date_trunc('minute', $3::timestamptz), $4::bigint) \
                  ON CONFLICT (stream_id, minute, stamp_id) \
-                 DO UPDATE SET count = streaming_reaction_minute.count + EXCLUDED.count",
-                slug.schema()
+                 DO UPDATE SET count = streaming_reaction_minute.count + EXCLUDED.count"
             ),
             &[&stream_id, &stamp_id, &at, &count],
         )
@@ -148,18 +136,14 @@ impl Store {
         started_at: OffsetDateTime,
         ended_at: Option<OffsetDateTime>,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE {}.streaming_stream SET started_at = $2, ended_at = $3, \
-                     status = CASE WHEN $3::timestamptz IS NULL THEN 'live' ELSE 'ended' END \
-                     WHERE id = $1",
-                    slug.schema()
-                ),
-                &[&stream_id, &started_at, &ended_at],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            "UPDATE {schema}.streaming_stream SET started_at = $2, ended_at = $3, \
+             status = CASE WHEN $3::timestamptz IS NULL THEN 'live' ELSE 'ended' END \
+             WHERE id = $1",
+            &[&stream_id, &started_at, &ended_at],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -4,12 +4,10 @@
 
 use time::OffsetDateTime;
 
-use super::{accounts::User, Slug, Store, StoreResult};
-use crate::domain::Role;
-
-/// SQL for the stored form of a token: its SHA-256, hex.
-const TOKEN_HASH: &str =
-    "pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to($1, 'UTF8')), 'hex')";
+use super::{
+    accounts::{user_from, User, SECRET_HASH},
+    Slug, Store, StoreResult,
+};
 
 /// A live token found from its secret, with its active user.
 #[derive(Debug, Clone)]
@@ -53,83 +51,63 @@ impl Store {
         scopes: &[&str],
         label: &str,
     ) -> StoreResult<i64> {
-        let client = self.client().await?;
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
-        let row = client
-            .query_one(
-                &format!(
-                    "INSERT INTO {}.accounts_api_token (token_hash, user_id, scopes, label) \
-                     VALUES ({TOKEN_HASH}, $2, $3, $4) RETURNING id",
-                    slug.schema()
-                ),
-                &[&secret, &user_id, &scopes, &label],
-            )
-            .await?;
-        Ok(row.get(0))
+        self.query_one_in(
+            slug,
+            &format!(
+                "INSERT INTO {{schema}}.accounts_api_token (token_hash, user_id, scopes, label) \
+                 VALUES ({SECRET_HASH}, $2, $3, $4) RETURNING id"
+            ),
+            &[&secret, &user_id, &scopes, &label],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// The unrevoked token of this secret whose user is active.
     pub async fn token(&self, slug: &Slug, secret: &str) -> StoreResult<Option<TokenRecord>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT t.id, t.scopes, t.last_used_at, u.id, u.username, u.role \
-                     FROM {0}.accounts_api_token t JOIN {0}.accounts_user u ON u.id = t.user_id \
-                     WHERE t.token_hash = {TOKEN_HASH} AND t.revoked_at IS NULL AND u.is_active",
-                    slug.schema()
-                ),
-                &[&secret],
-            )
-            .await?;
-        Ok(row.map(|r| TokenRecord {
-            id: r.get(0),
-            scopes: r.get(1),
-            last_used_at: r.get(2),
-            user: User {
-                id: r.get(3),
-                username: r.get(4),
-                role: Role::parse(r.get(5)).unwrap_or(Role::Viewer),
-                is_active: true,
+        self.query_opt_in(
+            slug,
+            &format!(
+                "SELECT t.id, t.scopes, t.last_used_at, u.id, u.username, u.role, u.is_active \
+                 FROM {{schema}}.accounts_api_token t \
+                 JOIN {{schema}}.accounts_user u ON u.id = t.user_id \
+                 WHERE t.token_hash = {SECRET_HASH} AND t.revoked_at IS NULL AND u.is_active"
+            ),
+            &[&secret],
+            |r| TokenRecord {
+                id: r.get(0),
+                scopes: r.get(1),
+                last_used_at: r.get(2),
+                user: user_from(r, 3),
             },
-        }))
+        )
+        .await
     }
 
     /// Records a use of a token (at most one write a minute per token).
     pub async fn touch_token(&self, slug: &Slug, id: i64) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE {}.accounts_api_token SET last_used_at = pg_catalog.now() \
-                     WHERE id = $1 AND (last_used_at IS NULL \
-                       OR last_used_at < pg_catalog.now() - interval '1 minute')",
-                    slug.schema()
-                ),
-                &[&id],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            "UPDATE {schema}.accounts_api_token SET last_used_at = pg_catalog.now() \
+             WHERE id = $1 AND (last_used_at IS NULL \
+               OR last_used_at < pg_catalog.now() - interval '1 minute')",
+            &[&id],
+        )
+        .await?;
         Ok(())
     }
 
     /// Every token of the tenant, oldest first.
     pub async fn list_tokens(&self, slug: &Slug) -> StoreResult<Vec<TokenListing>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT t.id, u.username, t.scopes, t.label, t.created_at, t.last_used_at, \
-                            t.revoked_at \
-                     FROM {0}.accounts_api_token t JOIN {0}.accounts_user u ON u.id = t.user_id \
-                     ORDER BY t.id",
-                    slug.schema()
-                ),
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TokenListing {
+        self.query_in(
+            slug,
+            "SELECT t.id, u.username, t.scopes, t.label, t.created_at, t.last_used_at, \
+                    t.revoked_at \
+             FROM {schema}.accounts_api_token t JOIN {schema}.accounts_user u ON u.id = t.user_id \
+             ORDER BY t.id",
+            &[],
+            |r| TokenListing {
                 id: r.get(0),
                 username: r.get(1),
                 scopes: r.get(2),
@@ -137,20 +115,18 @@ impl Store {
                 created_at: r.get(4),
                 last_used_at: r.get(5),
                 revoked_at: r.get(6),
-            })
-            .collect())
+            },
+        )
+        .await
     }
 
     /// Revokes a token; false when no live token has this id.
     pub async fn revoke_token(&self, slug: &Slug, id: i64) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &format!(
-                    "UPDATE {}.accounts_api_token SET revoked_at = pg_catalog.now() \
-                     WHERE id = $1 AND revoked_at IS NULL",
-                    slug.schema()
-                ),
+        let n = self
+            .execute_in(
+                slug,
+                "UPDATE {schema}.accounts_api_token SET revoked_at = pg_catalog.now() \
+                 WHERE id = $1 AND revoked_at IS NULL",
                 &[&id],
             )
             .await?;

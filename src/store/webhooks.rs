@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{Slug, Store, StoreResult};
+use super::{tenant_sql, Slug, Store, StoreResult};
 
 /// An endpoint as listings show it (never its secret).
 #[derive(Debug, Clone)]
@@ -111,6 +111,11 @@ pub struct Attempt<'a> {
     pub latency_ms: i32,
 }
 
+/// The columns [`endpoint_from`] reads, of an endpoint `e` (with the count of
+/// its queued events).
+const ENDPOINT_COLUMNS: &str = "e.id, e.url, e.events, e.state, e.created_at, e.last_success_at, \
+     e.last_failure_at, (SELECT count(*) FROM {schema}.webhook_outbox o WHERE o.endpoint_id = e.id)";
+
 fn endpoint_from(r: &tokio_postgres::Row) -> Endpoint {
     Endpoint {
         id: r.get(0),
@@ -123,6 +128,13 @@ fn endpoint_from(r: &tokio_postgres::Row) -> Endpoint {
         pending: r.get(7),
     }
 }
+
+/// A statement template (see [`super::tenant_sql`]) logging one attempt:
+/// `$1` endpoint, `$2` event id (a UUID as text), `$3` event type, `$4`
+/// attempt number, `$5` status code, `$6` error, `$7` latency in milliseconds.
+const LOG_ATTEMPT: &str = "INSERT INTO {schema}.webhook_delivery \
+     (endpoint_id, event_id, event_type, attempt, status_code, error, latency_ms) \
+     VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7)";
 
 /// Interval literal for a duration, bound as a parameter (`$n::interval`).
 fn interval(d: Duration) -> String {
@@ -164,47 +176,34 @@ impl Store {
 
     /// Every endpoint of the tenant, oldest first.
     pub async fn list_webhooks(&self, slug: &Slug) -> StoreResult<Vec<Endpoint>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT e.id, e.url, e.events, e.state, e.created_at, e.last_success_at, \
-                     e.last_failure_at, (SELECT count(*) FROM {0}.webhook_outbox o WHERE o.endpoint_id = e.id) \
-                     FROM {0}.webhook_endpoint e ORDER BY e.id",
-                    slug.schema()
-                ),
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(endpoint_from).collect())
+        self.query_in(
+            slug,
+            &format!("SELECT {ENDPOINT_COLUMNS} FROM {{schema}}.webhook_endpoint e ORDER BY e.id"),
+            &[],
+            endpoint_from,
+        )
+        .await
     }
 
     /// One endpoint with its secret.
     pub async fn webhook(&self, slug: &Slug, id: i64) -> StoreResult<Option<(Endpoint, String)>> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT e.id, e.url, e.events, e.state, e.created_at, e.last_success_at, \
-                     e.last_failure_at, (SELECT count(*) FROM {0}.webhook_outbox o WHERE o.endpoint_id = e.id), \
-                     e.secret FROM {0}.webhook_endpoint e WHERE e.id = $1",
-                    slug.schema()
-                ),
-                &[&id],
-            )
-            .await?;
-        Ok(row.map(|r| (endpoint_from(&r), r.get(8))))
+        self.query_opt_in(
+            slug,
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS}, e.secret FROM {{schema}}.webhook_endpoint e WHERE e.id = $1"
+            ),
+            &[&id],
+            |r| (endpoint_from(r), r.get(8)),
+        )
+        .await
     }
 
     /// Removes an endpoint, its queue and its log; false when there is none.
     pub async fn remove_webhook(&self, slug: &Slug, id: i64) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &format!(
-                    "DELETE FROM {}.webhook_endpoint WHERE id = $1",
-                    slug.schema()
-                ),
+        let n = self
+            .execute_in(
+                slug,
+                "DELETE FROM {schema}.webhook_endpoint WHERE id = $1",
                 &[&id],
             )
             .await?;
@@ -218,29 +217,22 @@ impl Store {
         endpoint_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<DeliveryRow>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT event_id::text, event_type, attempt, status_code, error, latency_ms, created_at \
-                     FROM {}.webhook_delivery WHERE endpoint_id = $1 ORDER BY id DESC LIMIT $2",
-                    slug.schema()
-                ),
-                &[&endpoint_id, &limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeliveryRow {
-                event_id: r.get(0),
-                event_type: r.get(1),
-                attempt: r.get(2),
-                status_code: r.get(3),
-                error: r.get(4),
-                latency_ms: r.get(5),
-                created_at: r.get(6),
-            })
-            .collect())
+        self.query_in(
+            slug,
+            "SELECT event_id::text, event_type, attempt, status_code, error, latency_ms, created_at \
+             FROM {schema}.webhook_delivery WHERE endpoint_id = $1 ORDER BY id DESC LIMIT $2",
+            &[&endpoint_id, &limit],
+            |r| DeliveryRow {
+            event_id: r.get(0),
+            event_type: r.get(1),
+            attempt: r.get(2),
+            status_code: r.get(3),
+            error: r.get(4),
+            latency_ms: r.get(5),
+            created_at: r.get(6),
+        },
+        )
+        .await
     }
 
     /// Writes one attempt to the log outside any queue (a `ping`).
@@ -252,25 +244,20 @@ impl Store {
         event_type: &str,
         attempt: &Attempt<'_>,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {}.webhook_delivery \
-                     (endpoint_id, event_id, event_type, attempt, status_code, error, latency_ms) \
-                     VALUES ($1, $2::text::uuid, $3, 1, $4, $5, $6)",
-                    slug.schema()
-                ),
-                &[
-                    &endpoint_id,
-                    &event_id,
-                    &event_type,
-                    &attempt.status_code,
-                    &attempt.error,
-                    &attempt.latency_ms,
-                ],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            LOG_ATTEMPT,
+            &[
+                &endpoint_id,
+                &event_id,
+                &event_type,
+                &1_i32,
+                &attempt.status_code,
+                &attempt.error,
+                &attempt.latency_ms,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -309,30 +296,23 @@ impl Store {
         lease: Duration,
         limit: i64,
     ) -> StoreResult<Vec<Claimed>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "UPDATE {0}.webhook_endpoint e SET leased_by = $1, lease_until = now() + $2::text::interval \
-                     WHERE e.id IN (SELECT c.id FROM {0}.webhook_endpoint c \
-                       WHERE c.state = 'active' AND (c.lease_until IS NULL OR c.lease_until < now()) \
-                       AND (SELECT o.next_attempt_at FROM {0}.webhook_outbox o WHERE o.endpoint_id = c.id \
-                            ORDER BY o.event_seq LIMIT 1) <= now() \
-                       ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING e.id, e.url, e.secret",
-                    slug.schema()
-                ),
-                &[&node, &interval(lease), &limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Claimed {
-                id: r.get(0),
-                url: r.get(1),
-                secret: r.get(2),
-            })
-            .collect())
+        self.query_in(
+            slug,
+            "UPDATE {schema}.webhook_endpoint e SET leased_by = $1, lease_until = now() + $2::text::interval \
+             WHERE e.id IN (SELECT c.id FROM {schema}.webhook_endpoint c \
+               WHERE c.state = 'active' AND (c.lease_until IS NULL OR c.lease_until < now()) \
+               AND (SELECT o.next_attempt_at FROM {schema}.webhook_outbox o WHERE o.endpoint_id = c.id \
+                    ORDER BY o.event_seq LIMIT 1) <= now() \
+               ORDER BY c.id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING e.id, e.url, e.secret",
+            &[&node, &interval(lease), &limit],
+            |r| Claimed {
+            id: r.get(0),
+            url: r.get(1),
+            secret: r.get(2),
+        },
+        )
+        .await
     }
 
     /// Gives an endpoint's lease back.
@@ -342,17 +322,13 @@ impl Store {
         endpoint_id: i64,
         node: &str,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE {}.webhook_endpoint SET leased_by = NULL, lease_until = NULL \
-                     WHERE id = $1 AND leased_by = $2",
-                    slug.schema()
-                ),
-                &[&endpoint_id, &node],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            "UPDATE {schema}.webhook_endpoint SET leased_by = NULL, lease_until = NULL \
+             WHERE id = $1 AND leased_by = $2",
+            &[&endpoint_id, &node],
+        )
+        .await?;
         Ok(())
     }
 
@@ -365,14 +341,11 @@ impl Store {
         node: &str,
         lease: Duration,
     ) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                &format!(
-                    "UPDATE {}.webhook_endpoint SET lease_until = now() + $3::text::interval \
-                     WHERE id = $1 AND leased_by = $2 AND state = 'active'",
-                    slug.schema()
-                ),
+        let n = self
+            .execute_in(
+                slug,
+                "UPDATE {schema}.webhook_endpoint SET lease_until = now() + $3::text::interval \
+                 WHERE id = $1 AND leased_by = $2 AND state = 'active'",
                 &[&endpoint_id, &node, &interval(lease)],
             )
             .await?;
@@ -391,35 +364,32 @@ impl Store {
         lease: Duration,
         limit: i64,
     ) -> StoreResult<Vec<QueuedEvent>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "WITH lease AS (UPDATE {0}.webhook_endpoint SET lease_until = now() + $3::text::interval \
-                       WHERE id = $1 AND leased_by = $2 AND state = 'active' RETURNING id) \
-                     SELECT ev.seq, ev.id::text, ev.type, ev.stream_id, ev.data, ev.created_at, o.attempts, \
-                     o.next_attempt_at <= now() \
-                     FROM lease JOIN {0}.webhook_outbox o ON o.endpoint_id = lease.id \
-                     JOIN {0}.webhook_event ev ON ev.seq = o.event_seq \
-                     ORDER BY o.event_seq LIMIT $4",
-                    slug.schema()
-                ),
+        let events = self
+            .query_in(
+                slug,
+                "WITH lease AS (UPDATE {schema}.webhook_endpoint SET lease_until = now() + $3::text::interval \
+                   WHERE id = $1 AND leased_by = $2 AND state = 'active' RETURNING id) \
+                 SELECT ev.seq, ev.id::text, ev.type, ev.stream_id, ev.data, ev.created_at, o.attempts, \
+                 o.next_attempt_at <= now() \
+                 FROM lease JOIN {schema}.webhook_outbox o ON o.endpoint_id = lease.id \
+                 JOIN {schema}.webhook_event ev ON ev.seq = o.event_seq \
+                 ORDER BY o.event_seq LIMIT $4",
                 &[&endpoint_id, &node, &interval(lease), &limit],
+                |r| {
+                    r.get::<_, bool>(7).then(|| QueuedEvent {
+                        seq: r.get(0),
+                        id: r.get(1),
+                        event_type: r.get(2),
+                        stream_id: r.get(3),
+                        data: r.get(4),
+                        created_at: r.get(5),
+                        attempts: r.get(6),
+                    })
+                },
             )
             .await?;
-        Ok(rows
-            .iter()
-            .take_while(|r| r.get::<_, bool>(7))
-            .map(|r| QueuedEvent {
-                seq: r.get(0),
-                id: r.get(1),
-                event_type: r.get(2),
-                stream_id: r.get(3),
-                data: r.get(4),
-                created_at: r.get(5),
-                attempts: r.get(6),
-            })
-            .collect())
+        // In queue order, up to the first event not due yet.
+        Ok(events.into_iter().map_while(|due| due).collect())
     }
 
     /// Acknowledged deliveries (in the order sent): logged, dequeued, the
@@ -439,32 +409,28 @@ impl Store {
         let attempts: Vec<i32> = acked.iter().map(|(e, _)| e.attempts + 1).collect();
         let codes: Vec<Option<i32>> = acked.iter().map(|(_, a)| a.status_code).collect();
         let latencies: Vec<i32> = acked.iter().map(|(_, a)| a.latency_ms).collect();
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "WITH done AS (DELETE FROM {0}.webhook_outbox \
-                       WHERE endpoint_id = $1 AND event_seq = ANY ($2::bigint[])), \
-                     logged AS (INSERT INTO {0}.webhook_delivery \
-                       (endpoint_id, event_id, event_type, attempt, status_code, latency_ms) \
-                       SELECT $1, x.e::uuid, x.t, x.a, x.c, x.l \
-                       FROM unnest($3::text[], $4::text[], $5::int[], $6::int[], $7::int[]) \
-                         WITH ORDINALITY AS x(e, t, a, c, l, n) ORDER BY x.n) \
-                     UPDATE {0}.webhook_endpoint SET last_success_at = now(), failing_since = NULL \
-                     WHERE id = $1",
-                    slug.schema()
-                ),
-                &[
-                    &endpoint_id,
-                    &seqs,
-                    &ids,
-                    &types,
-                    &attempts,
-                    &codes,
-                    &latencies,
-                ],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            "WITH done AS (DELETE FROM {schema}.webhook_outbox \
+               WHERE endpoint_id = $1 AND event_seq = ANY ($2::bigint[])), \
+             logged AS (INSERT INTO {schema}.webhook_delivery \
+               (endpoint_id, event_id, event_type, attempt, status_code, latency_ms) \
+               SELECT $1, x.e::uuid, x.t, x.a, x.c, x.l \
+               FROM unnest($3::text[], $4::text[], $5::int[], $6::int[], $7::int[]) \
+                 WITH ORDINALITY AS x(e, t, a, c, l, n) ORDER BY x.n) \
+             UPDATE {schema}.webhook_endpoint SET last_success_at = now(), failing_since = NULL \
+             WHERE id = $1",
+            &[
+                &endpoint_id,
+                &seqs,
+                &ids,
+                &types,
+                &attempts,
+                &codes,
+                &latencies,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -551,30 +517,28 @@ impl Store {
     /// and minute) makes this idempotent: several nodes running it at once
     /// record each minute once.
     pub async fn record_reaction_minutes(&self, slug: &Slug, settle: Duration) -> StoreResult<u64> {
-        let client = self.client().await?;
-        let s = slug.schema();
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT count({s}.webhook_record('reactions.minute', g.stream_id, \
-                       jsonb_build_object('stream_id', g.stream_id, 'minute', {s}.webhook_ts(g.minute), \
-                         'counts', g.counts, 'total', g.total), \
-                       'reactions.minute:' || g.stream_id || ':' || extract(epoch FROM g.minute)::bigint)) \
-                     FROM (SELECT r.stream_id, r.minute, sum(r.count)::bigint AS total, \
-                             jsonb_agg(jsonb_build_object('stamp_id', r.stamp_id, 'stamp_name', st.name, \
-                               'count', r.count) ORDER BY r.stamp_id) AS counts \
-                           FROM {s}.streaming_reaction_minute r \
-                           LEFT JOIN {s}.chat_chatstamp st ON st.id = r.stamp_id \
-                           WHERE r.minute >= now() - interval '10 minutes' \
-                             AND r.minute + interval '1 minute' <= now() - $1::text::interval \
-                             AND NOT EXISTS (SELECT 1 FROM {s}.webhook_event e WHERE e.dedup_key = \
-                               'reactions.minute:' || r.stream_id || ':' || extract(epoch FROM r.minute)::bigint) \
-                           GROUP BY r.stream_id, r.minute ORDER BY r.minute, r.stream_id) g"
-                ),
+        let recorded = self
+            .query_one_in(
+                slug,
+                "SELECT count({schema}.webhook_record('reactions.minute', g.stream_id, \
+                   jsonb_build_object('stream_id', g.stream_id, 'minute', {schema}.webhook_ts(g.minute), \
+                     'counts', g.counts, 'total', g.total), \
+                   'reactions.minute:' || g.stream_id || ':' || extract(epoch FROM g.minute)::bigint)) \
+                 FROM (SELECT r.stream_id, r.minute, sum(r.count)::bigint AS total, \
+                         jsonb_agg(jsonb_build_object('stamp_id', r.stamp_id, 'stamp_name', st.name, \
+                           'count', r.count) ORDER BY r.stamp_id) AS counts \
+                       FROM {schema}.streaming_reaction_minute r \
+                       LEFT JOIN {schema}.chat_chatstamp st ON st.id = r.stamp_id \
+                       WHERE r.minute >= now() - interval '10 minutes' \
+                         AND r.minute + interval '1 minute' <= now() - $1::text::interval \
+                         AND NOT EXISTS (SELECT 1 FROM {schema}.webhook_event e WHERE e.dedup_key = \
+                           'reactions.minute:' || r.stream_id || ':' || extract(epoch FROM r.minute)::bigint) \
+                       GROUP BY r.stream_id, r.minute ORDER BY r.minute, r.stream_id) g",
                 &[&interval(settle)],
+                |r| r.get::<_, i64>(0),
             )
             .await?;
-        Ok(row.get::<_, i64>(0) as u64)
+        Ok(recorded as u64)
     }
 
     /// Drops what is still queued for disabled endpoints. Disabling drops the
@@ -583,56 +547,42 @@ impl Store {
     /// that row would never be claimed (only active endpoints are), so the
     /// housekeeping round removes it. Returns the rows dropped.
     pub async fn drop_disabled_queues(&self, slug: &Slug) -> StoreResult<u64> {
-        let client = self.client().await?;
-        Ok(client
-            .execute(
-                &format!(
-                    "DELETE FROM {0}.webhook_outbox o USING {0}.webhook_endpoint e \
-                     WHERE o.endpoint_id = e.id AND e.state = 'disabled'",
-                    slug.schema()
-                ),
-                &[],
-            )
-            .await?)
+        self.execute_in(
+            slug,
+            "DELETE FROM {schema}.webhook_outbox o USING {schema}.webhook_endpoint e \
+             WHERE o.endpoint_id = e.id AND e.state = 'disabled'",
+            &[],
+        )
+        .await
     }
 
     /// Events waiting in a tenant's outbox, and the age of the oldest, seconds.
     pub async fn webhook_backlog(&self, slug: &Slug) -> StoreResult<(i64, f64)> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(extract(epoch FROM now() - min(ev.created_at))::float8, 0) \
-                     FROM {0}.webhook_outbox o JOIN {0}.webhook_event ev ON ev.seq = o.event_seq",
-                    slug.schema()
-                ),
-                &[],
-            )
-            .await?;
-        Ok((row.get(0), row.get(1)))
+        self.query_one_in(
+            slug,
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(ev.created_at))::float8, 0) \
+             FROM {schema}.webhook_outbox o JOIN {schema}.webhook_event ev ON ev.seq = o.event_seq",
+            &[],
+            |r| (r.get(0), r.get(1)),
+        )
+        .await
     }
 
     /// Deletes delivered events older than a day and log rows older than a week.
     pub async fn prune_webhooks(&self, slug: &Slug) -> StoreResult<()> {
-        let client = self.client().await?;
-        let s = slug.schema();
-        client
-            .execute(
-                &format!(
-                    "DELETE FROM {s}.webhook_event e WHERE e.created_at < now() - interval '1 day' \
-                     AND NOT EXISTS (SELECT 1 FROM {s}.webhook_outbox o WHERE o.event_seq = e.seq)"
-                ),
-                &[],
-            )
-            .await?;
-        client
-            .execute(
-                &format!(
-                    "DELETE FROM {s}.webhook_delivery WHERE created_at < now() - interval '7 days'"
-                ),
-                &[],
-            )
-            .await?;
+        self.execute_in(
+            slug,
+            "DELETE FROM {schema}.webhook_event e WHERE e.created_at < now() - interval '1 day' \
+             AND NOT EXISTS (SELECT 1 FROM {schema}.webhook_outbox o WHERE o.event_seq = e.seq)",
+            &[],
+        )
+        .await?;
+        self.execute_in(
+            slug,
+            "DELETE FROM {schema}.webhook_delivery WHERE created_at < now() - interval '7 days'",
+            &[],
+        )
+        .await?;
         Ok(())
     }
 }
@@ -645,12 +595,7 @@ async fn log_attempt(
     attempt: &Attempt<'_>,
 ) -> StoreResult<()> {
     tx.execute(
-        &format!(
-            "INSERT INTO {}.webhook_delivery \
-             (endpoint_id, event_id, event_type, attempt, status_code, error, latency_ms) \
-             VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7)",
-            slug.schema()
-        ),
+        &tenant_sql(slug, LOG_ATTEMPT),
         &[
             &endpoint_id,
             &event.id,
