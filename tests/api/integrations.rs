@@ -41,21 +41,17 @@ async fn bearer_ws(app: &TestApp, stream: i64, token: &str) -> WsClient {
     c
 }
 
+/// The arguments of `stampede token create` on tenant `slug` for `user`
+/// with `scopes`.
+fn token_create<'a>(slug: &'a str, user: &'a str, scopes: &'a str) -> Vec<&'a str> {
+    vec![
+        "token", "create", "--tenant", slug, "--user", user, "--scopes", scopes,
+    ]
+}
+
 /// `stampede token create`; returns the token printed.
 fn create_token(app: &TestApp, user: &str, scopes: &str) -> String {
-    let out = cli(
-        &[
-            "token",
-            "create",
-            "--tenant",
-            app.tenant.slug.as_str(),
-            "--user",
-            user,
-            "--scopes",
-            scopes,
-        ],
-        &[],
-    );
+    let out = cli(&token_create(app.tenant.slug.as_str(), user, scopes), &[]);
     assert!(out.status.success(), "token create: {}", stderr(&out));
     let token = stdout(&out);
     assert_eq!(token.lines().count(), 1, "{token}");
@@ -85,6 +81,13 @@ fn bot_token(app: &TestApp, name: &str, scopes: &str) -> String {
     create_token(app, name, scopes)
 }
 
+/// A node and a stream of `owner` on it, where every test here starts.
+async fn app_with_stream() -> (TestApp, i64) {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    (app, stream)
+}
+
 fn error_code(r: &Reply) -> String {
     r.json()["error"]["code"].as_str().unwrap_or("").to_string()
 }
@@ -101,8 +104,7 @@ fn assert_error(r: &Reply, status: u16, code: &str) {
 
 #[actix_web::test]
 async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     create_bot(&app, "greeter");
     // No password login, whatever is tried, on the API and on the form.
     for password in ["", "!bot", "password-123"] {
@@ -137,25 +139,12 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
 
 #[actix_web::test]
 async fn tokens_are_created_listed_and_revoked_by_the_cli() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     create_bot(&app, "archiver");
     let slug = app.tenant.slug.as_str();
-    let out = cli(
-        &[
-            "token",
-            "create",
-            "--tenant",
-            slug,
-            "--user",
-            "archiver",
-            "--scopes",
-            "read",
-            "--name",
-            "nightly archive",
-        ],
-        &[],
-    );
+    let mut args = token_create(slug, "archiver", "read");
+    args.extend(["--name", "nightly archive"]);
+    let out = cli(&args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let token = stdout(&out).trim().to_string();
     assert!(token.starts_with("stp_") && token.len() > 40, "{token}");
@@ -198,29 +187,9 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     for args in [
         vec!["token", "revoke", "--tenant", slug, &id],
         vec!["token", "revoke", "--tenant", slug, "999999"],
-        vec![
-            "token",
-            "create",
-            "--tenant",
-            slug,
-            "--user",
-            "archiver",
-            "--scopes",
-            "read,admin",
-        ],
-        vec![
-            "token", "create", "--tenant", slug, "--user", "nobody", "--scopes", "read",
-        ],
-        vec![
-            "token",
-            "create",
-            "--tenant",
-            "no_such_tenant",
-            "--user",
-            "archiver",
-            "--scopes",
-            "read",
-        ],
+        token_create(slug, "archiver", "read,admin"),
+        token_create(slug, "nobody", "read"),
+        token_create("no_such_tenant", "archiver", "read"),
         vec!["token", "list", "--tenant", "no_such_tenant"],
     ] {
         let out = cli(&args, &[]);
@@ -237,8 +206,7 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
 
 #[actix_web::test]
 async fn bearer_tokens_are_scoped_and_tenant_bound() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let read = bot_token(&app, "helper", "read");
     let chat = create_token(&app, "helper", "chat");
     let replay = format!("/api/streams/{stream}/messages");
@@ -295,8 +263,7 @@ async fn bearer_tokens_are_scoped_and_tenant_bound() {
 
 #[actix_web::test]
 async fn a_bearer_token_opens_a_websocket() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let token = bot_token(&app, "echo", "read,chat");
     let mut bot = connect_bearer(&app, stream, &token)
         .await
@@ -329,8 +296,7 @@ async fn a_bearer_token_opens_a_websocket() {
 
 #[actix_web::test]
 async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let token = bot_token(&app, "poster", "chat");
     let alice = app.user("alice", Role::Viewer).await;
     let mut a = alice.ws(stream).await;
@@ -389,8 +355,7 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
 
 #[actix_web::test]
 async fn http_posts_are_refused_by_the_rooms_rules() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let spam = bot_token(&app, "spammer", "chat");
     let pest = bot_token(&app, "pest", "chat");
     let path = format!("/api/streams/{stream}/messages");
@@ -428,8 +393,7 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
 
 #[actix_web::test]
 async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let owner_mod = create_token(&app, "owner", "moderate");
     let owner_read = create_token(&app, "owner", "read");
     let seller = bot_token(&app, "seller", "chat");
