@@ -81,6 +81,11 @@ fn bot_token(app: &TestApp, name: &str, scopes: &str) -> String {
     create_token(app, name, scopes)
 }
 
+/// The messages route of `stream`: its replay on GET, a new message on POST.
+fn messages_path(stream: i64) -> String {
+    format!("/api/streams/{stream}/messages")
+}
+
 /// A node and a stream of `owner` on it, where every test here starts.
 async fn app_with_stream() -> (TestApp, i64) {
     let app = spawn_app().await;
@@ -124,7 +129,7 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
     let mut a = alice.ws(stream).await;
     let r = bearer_post(
         &app,
-        &format!("/api/streams/{stream}/messages"),
+        &messages_path(stream),
         &json!({"message":"Welcome!"}),
         &token,
     )
@@ -151,7 +156,7 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     assert_eq!(stdout(&out), format!("{token}\n"));
 
     // Used once: the last use is recorded.
-    let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
+    let r = bearer_get(&app, &messages_path(stream), &token).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // The last use is written behind the request: poll the listing.
@@ -175,7 +180,7 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     // Revoked: refused at once.
     let out = cli(&["token", "revoke", "--tenant", slug, &id], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
+    let r = bearer_get(&app, &messages_path(stream), &token).await;
     assert_error(&r, 401, "not_authenticated");
     let listed = stdout(&cli(&["token", "list", "--tenant", slug], &[]));
     assert!(
@@ -209,7 +214,7 @@ async fn bearer_tokens_are_scoped_and_tenant_bound() {
     let (app, stream) = app_with_stream().await;
     let read = bot_token(&app, "helper", "read");
     let chat = create_token(&app, "helper", "chat");
-    let replay = format!("/api/streams/{stream}/messages");
+    let replay = messages_path(stream);
 
     // Replay with `read`, no cookie, no CSRF.
     let r = bearer_get(&app, &replay, &read).await;
@@ -300,7 +305,7 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
     let token = bot_token(&app, "poster", "chat");
     let alice = app.user("alice", Role::Viewer).await;
     let mut a = alice.ws(stream).await;
-    let path = format!("/api/streams/{stream}/messages");
+    let path = messages_path(stream);
 
     let body = json!({"message":"  hello  there  ","client_id":"c-1"});
     let first = bearer_post(&app, &path, &body, &token).await;
@@ -358,7 +363,7 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
     let (app, stream) = app_with_stream().await;
     let spam = bot_token(&app, "spammer", "chat");
     let pest = bot_token(&app, "pest", "chat");
-    let path = format!("/api/streams/{stream}/messages");
+    let path = messages_path(stream);
 
     // Rate limited like a socket (5 per 10 s by default), with Retry-After.
     let mut limited = None;
@@ -398,7 +403,7 @@ async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
     let owner_read = create_token(&app, "owner", "read");
     let seller = bot_token(&app, "seller", "chat");
     let chatty = bot_token(&app, "chatty", "chat");
-    let path = format!("/api/streams/{stream}/messages");
+    let path = messages_path(stream);
 
     // A hold term set with the owner's `moderate` token: the bot's message is held.
     let r = bearer_post(
