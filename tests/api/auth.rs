@@ -4,12 +4,17 @@ use crate::helpers::*;
 use serde_json::json;
 use stampede::domain::Role;
 
+/// Creates `name` with `role` and the password `correct horse`, and logs
+/// in with it: the reply.
+async fn new_user_logs_in(app: &TestApp, name: &str, role: Role) -> Reply {
+    app.create_user(name, "correct horse", role).await;
+    app.try_login(name, "correct horse").await
+}
+
 #[actix_web::test]
 async fn login_good_and_bad() {
     let app = spawn_app().await;
-    app.create_user("alice", "correct horse", Role::Streamer)
-        .await;
-    let r = app.try_login("alice", "correct horse").await;
+    let r = new_user_logs_in(&app, "alice", Role::Streamer).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let body = r.json();
     assert_eq!(body["username"], "alice");
@@ -32,9 +37,7 @@ async fn login_good_and_bad() {
 #[actix_web::test]
 async fn cookie_flags() {
     let app = spawn_app().await;
-    app.create_user("alice", "correct horse", Role::Viewer)
-        .await;
-    let r = app.try_login("alice", "correct horse").await;
+    let r = new_user_logs_in(&app, "alice", Role::Viewer).await;
     let c = r.set_cookies().join("\n");
     assert!(c.contains("HttpOnly"), "{c}");
     assert!(c.contains("SameSite=Lax"), "{c}");
@@ -43,10 +46,7 @@ async fn cookie_flags() {
     assert!(!c.contains("Secure"), "{c}");
 
     let secure = spawn_app_with(|s| s.server.secure_cookies = true).await;
-    secure
-        .create_user("bob", "correct horse", Role::Viewer)
-        .await;
-    let r = secure.try_login("bob", "correct horse").await;
+    let r = new_user_logs_in(&secure, "bob", Role::Viewer).await;
     assert!(r.set_cookies().join("\n").contains("Secure"));
 }
 

@@ -14,8 +14,7 @@ use crate::{helpers::*, ws::*};
 async fn two_clients_see_each_others_messages_with_ids() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let bob = app.user("bob", Role::Viewer).await;
+    let [alice, bob] = app.viewers(["alice", "bob"]).await;
     let (mut a, hello, history) = app.ws_ready(stream, Some(&alice.cookie)).await;
     assert_eq!(hello["stream_id"], stream);
     assert_eq!(hello["user"]["username"], "alice");
@@ -70,9 +69,7 @@ async fn seed_protocol_client_works_unchanged() {
 #[actix_web::test]
 async fn duplicate_client_id_is_acked_stored_and_broadcast_once() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, alice, mut a) = app.stream_with_viewer("alice").await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     // Twice back to back (the second may arrive while the first is in flight),
     // then again on a new socket after the room has it.
@@ -99,9 +96,7 @@ async fn duplicate_client_id_is_acked_stored_and_broadcast_once() {
 #[actix_web::test]
 async fn duplicate_client_id_survives_room_restart() {
     let app = spawn_app_with(|s| s.chat.room_idle_secs = 0).await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, alice, mut a) = app.stream_with_viewer("alice").await;
     a.send(json!({"type":"message","message":"x","client_id":"k-9"}))
         .await;
     let first = a.expect("ack").await["id"].as_i64().unwrap();
@@ -122,9 +117,7 @@ async fn duplicate_client_id_survives_room_restart() {
 #[actix_web::test]
 async fn every_validation_error_has_its_code() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
     let cases = [
         (json!({"message":" \t\r\n "}).to_string(), "empty"),
         (json!({"message": "あ".repeat(501)}).to_string(), "too_long"),
@@ -158,9 +151,7 @@ async fn every_validation_error_has_its_code() {
 #[actix_web::test]
 async fn chat_rate_limit_per_user() {
     let app = spawn_app().await; // 5 per 10 s, burst 5
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
     for i in 0..6 {
         a.send(json!({"type":"message","message":format!("m{i}"),"client_id":format!("r{i}")}))
             .await;
@@ -328,14 +319,20 @@ async fn protocol_violations_close_with_the_right_codes() {
     assert_eq!(c.expect("message").await["message"], "still here");
 }
 
+/// A node with raised chat limits and a stream on which viewer `alice` has
+/// said `n` messages `"{prefix}{i}"`: the node, the stream, her socket (still
+/// open) and the stored message ids, ascending.
+async fn alice_said(prefix: &str, n: usize) -> (TestApp, i64, WsClient, Vec<i64>) {
+    let app = AppBuilder::new().raised_limits().spawn().await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
+    a.say_many(prefix, n).await;
+    let ids = app.stored_ids(stream).await;
+    (app, stream, a, ids)
+}
+
 #[actix_web::test]
 async fn history_is_the_last_fifty_visible_messages() {
-    let app = AppBuilder::new().raised_limits().spawn().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
-    a.say_many("n", 60).await;
-    let ids = app.stored_ids(stream).await;
+    let (app, stream, _alice_ws, ids) = alice_said("n", 60).await;
     let (_, _, history) = app.ws_ready(stream, None).await;
     assert_eq!(message_ids(&history), ids[10..].to_vec());
     assert_eq!(history["truncated"], true);
@@ -356,8 +353,7 @@ async fn resume_misses_nothing_under_concurrent_sends() {
             .spawn()
             .await;
         let stream = app.create_stream("owner").await;
-        let alice = app.user("alice", Role::Viewer).await;
-        let bob = app.user("bob", Role::Viewer).await;
+        let [alice, bob] = app.viewers(["alice", "bob"]).await;
         let total = 120;
         let mut sender = alice.ws(stream).await;
         // Sending starts once bob's first history is in: what came before it
@@ -513,9 +509,7 @@ async fn presence_counts_sockets_and_changes_are_sent() {
 #[actix_web::test]
 async fn logout_closes_the_sessions_sockets_with_4001() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, alice, mut a) = app.stream_with_viewer("alice").await;
     let (mut other, _, _) = app.ws_ready(stream, None).await;
     let r = alice.post("/api/logout", json!({})).await;
     assert_eq!(r.status, 200);
@@ -525,12 +519,7 @@ async fn logout_closes_the_sessions_sockets_with_4001() {
 
 #[actix_web::test]
 async fn replay_api_pages_back() {
-    let app = AppBuilder::new().raised_limits().spawn().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
-    a.say_many("p", 7).await;
-    let ids = app.stored_ids(stream).await;
+    let (app, stream, _alice_ws, ids) = alice_said("p", 7).await;
     let r = app
         .get(&format!("/api/streams/{stream}/messages?limit=3"), None)
         .await;

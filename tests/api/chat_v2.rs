@@ -26,14 +26,13 @@ async fn message_with_id(c: &mut WsClient, id: i64) -> Value {
 #[actix_web::test]
 async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("Bob", "password-123", Role::Viewer).await;
+    let stream = app
+        .stream_with_accounts(&[("alice", Role::Viewer), ("Bob", Role::Viewer)])
+        .await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("Bob").await;
-    let mut ca = alice.ws(stream).await;
-    let mut cb = bob.ws(stream).await;
+    let [mut ca, mut cb] = sockets(stream, [&alice, &bob]).await;
     hb.await_subscribers(stream, 2).await;
 
     let long = "x".repeat(100);
@@ -88,9 +87,7 @@ async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
 #[actix_web::test]
 async fn a_user_created_after_the_room_started_is_mentioned() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut ca = alice.ws(stream).await;
+    let (_, _alice, mut ca) = app.stream_with_viewer("alice").await;
     app.create_user("carol", "password-123", Role::Viewer).await;
     // The cache refreshes at most every `REFRESH_EVERY` (a constant) and the
     // room's first load was just now: waiting it out is part of the test.
@@ -114,9 +111,8 @@ async fn a_user_created_after_the_room_started_is_mentioned() {
 #[actix_web::test]
 async fn replies_to_deleted_or_foreign_messages_are_refused() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let other = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
     let alice = app.user("alice", Role::Viewer).await;
     let mut co = owner.ws(stream).await;
     let mut cx = owner.ws(other).await;
@@ -163,15 +159,14 @@ async fn resumed(app: &TestApp, stream: i64, last_id: i64) -> Vec<Value> {
 #[actix_web::test]
 async fn edits_reach_every_node_and_every_history() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
+    let stream = app
+        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
+        .await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("bob").await;
     let owner = app.logged_in("owner").await;
-    let mut ca = alice.ws(stream).await;
-    let mut cb = bob.ws(stream).await;
+    let [mut ca, mut cb] = sockets(stream, [&alice, &bob]).await;
     hb.await_subscribers(stream, 2).await;
 
     let before = cb.say_json(json!({"message":"before"})).await;
@@ -228,11 +223,8 @@ async fn edits_reach_every_node_and_every_history() {
 async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let bob = app.user("bob", Role::Viewer).await;
-    let mut co = owner.ws(stream).await;
-    let mut ca = alice.ws(stream).await;
-    let mut cb = bob.ws(stream).await;
+    let [alice, bob] = app.viewers(["alice", "bob"]).await;
+    let [mut co, mut ca, mut cb] = sockets(stream, [&owner, &alice, &bob]).await;
     owner
         .post_ok(
             &format!("/api/streams/{stream}/blocked_terms"),
@@ -293,13 +285,12 @@ async fn edits_are_refused_when_late_foreign_deleted_or_blocked() {
 #[actix_web::test]
 async fn search_finds_japanese_substrings_folds_case_and_kana_and_flags_deleted() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let other = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let admin = app.user("root", Role::Admin).await;
-    let mut co = owner.ws(stream).await;
-    let mut ca = alice.ws(stream).await;
+    let [alice, admin] = app
+        .users([("alice", Role::Viewer), ("root", Role::Admin)])
+        .await;
+    let [mut co, mut ca] = sockets(stream, [&owner, &alice]).await;
     let mut cx = alice.ws(other).await;
 
     let jp = ca.say_json(json!({"message":"こんにちは、みなさん"})).await;
@@ -447,9 +438,9 @@ fn site(app: &TestApp) -> String {
 async fn the_watch_page_replies_edits_highlights_and_searches() {
     use crate::browser::Browser;
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
+    let stream = app
+        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
+        .await;
     let bob_cookie = app.logged_in("bob").await;
     let mut cb = bob_cookie.ws(stream).await;
     // Rendered by the server, then upgraded by the socket's history.
@@ -561,11 +552,8 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
 async fn hidden_users_replies_edits_and_search_stay_with_moderators() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let troll = app.user("troll", Role::Viewer).await;
-    let mut co = owner.ws(stream).await;
-    let mut ca = alice.ws(stream).await;
-    let mut ct = troll.ws(stream).await;
+    let [alice, troll] = app.viewers(["alice", "troll"]).await;
+    let [mut co, mut ca, mut ct] = sockets(stream, [&owner, &alice, &troll]).await;
     co.send(json!({"type":"hide","username":"troll"})).await;
     // The room applies the hide before it tells the moderators.
     co.expect("moderation").await;

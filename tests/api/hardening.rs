@@ -15,10 +15,8 @@ use crate::{helpers::*, ws::*};
 #[actix_web::test]
 async fn malformed_frames_close_only_their_socket() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    let node = Node::start(free_port(), &[]).await;
-    let remote = app.on_node(&node);
+    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
+    let (_node, remote) = app.start_node(free_port(), &[]).await;
     let alice = remote.logged_in("alice").await;
     let (mut bystander, _, _) = remote.ws_ready(stream, None).await;
     let mut sender = alice.ws(stream).await;
@@ -156,9 +154,7 @@ async fn slow_handshakes_are_dropped() {
 #[actix_web::test]
 async fn ended_sessions_close_their_sockets() {
     let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
     app.tenant_sql(
         "UPDATE {s}.accounts_session SET expires_at = now() - interval '1 second'",
         &[],
@@ -169,8 +165,7 @@ async fn ended_sessions_close_their_sockets() {
     app.create_user("bob", "password-123", Role::Viewer).await;
     let laptop = app.logged_in("bob").await;
     let phone = app.logged_in("bob").await;
-    let mut on_laptop = laptop.ws(stream).await;
-    let mut on_phone = phone.ws(stream).await;
+    let [mut on_laptop, mut on_phone] = sockets(stream, [&laptop, &phone]).await;
     let change = |current: &str, new: &str| {
         let body = json!({"current_password":current,"new_password":new});
         laptop.post("/api/password", body)
@@ -236,17 +231,15 @@ async fn security_headers() {
 #[actix_web::test]
 async fn memory_stays_bounded_with_sockets_that_never_read() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
+    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
     let env = [
         ("STAMPEDE_LIMITS_MAX_CONNECTIONS_PER_IP", "0"),
         ("STAMPEDE_LIMITS_CHAT_MESSAGES", "100000"),
         ("STAMPEDE_LIMITS_CHAT_BURST", "100000"),
         ("STAMPEDE_LIMITS_SOCKET_QUEUE", "64"),
     ];
-    let node = Node::start(free_port(), &env).await;
+    let (node, remote) = app.start_node(free_port(), &env).await;
     let pid = node.child.id();
-    let remote = app.on_node(&node);
     let alice = remote.logged_in("alice").await;
     let path = format!("/ws/chat/stream_{stream}/");
     let mut idle = Vec::new();

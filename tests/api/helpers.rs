@@ -15,9 +15,11 @@ use stampede::{
     config::Settings,
     domain::{Role, Slug, Username},
     startup::Application,
-    store::{migrations, Store},
+    store::{accounts::User, migrations, streams::Stream, Store},
 };
 use tokio_postgres::types::ToSql;
+
+use crate::ws::WsClient;
 
 /// Random lower-case hex.
 pub fn random_hex(n: usize) -> String {
@@ -328,6 +330,14 @@ impl TestApp {
         }
     }
 
+    /// Starts `stampede serve` on `port` with extra environment (as
+    /// [`Node::start`]): the process, and the same tenant and store on it.
+    pub async fn start_node(&self, port: u16, envs: &[(&str, &str)]) -> (Node, TestApp) {
+        let node = Node::start(port, envs).await;
+        let on_node = self.on_node(&node);
+        (node, on_node)
+    }
+
     /// GET with this tenant's Host and an optional session cookie.
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Reply {
         self.get_on(&self.tenant.host, path, cookie).await
@@ -434,12 +444,7 @@ impl TestApp {
 
     /// Creates a stream owned by `owner` (created as a streamer if missing); returns its id.
     pub async fn create_stream(&self, owner: &str) -> i64 {
-        let owner_id = match self
-            .store
-            .user_by_name(&self.tenant.slug, owner)
-            .await
-            .unwrap()
-        {
+        let owner_id = match self.stored_user(owner).await {
             Some(u) => u.id,
             None => {
                 self.create_user(owner, "password-123", Role::Streamer)
@@ -456,6 +461,43 @@ impl TestApp {
     pub async fn stream_with_owner(&self) -> (i64, TestUser<'_>) {
         let stream = self.create_stream("owner").await;
         (stream, self.logged_in("owner").await)
+    }
+
+    /// The stored account `name` of the test tenant, if there is one.
+    pub async fn stored_user(&self, name: &str) -> Option<User> {
+        self.store
+            .user_by_name(&self.tenant.slug, name)
+            .await
+            .unwrap()
+    }
+
+    /// The stored row of stream `id`; panics when there is none.
+    pub async fn stored_stream(&self, id: i64) -> Stream {
+        self.store
+            .stream(&self.tenant.slug, id)
+            .await
+            .unwrap()
+            .expect("stored stream")
+    }
+
+    /// A stream of user `owner`, then each `(name, role)` created (password
+    /// `password-123`) but not logged in, for tests that log them in
+    /// elsewhere (another node, a browser); returns the stream's id.
+    pub async fn stream_with_accounts(&self, who: &[(&str, Role)]) -> i64 {
+        let stream = self.create_stream("owner").await;
+        for &(name, role) in who {
+            self.create_user(name, "password-123", role).await;
+        }
+        stream
+    }
+
+    /// A stream of user `owner`, and viewer `name` logged in with a socket
+    /// on it (after `hello` and `history`).
+    pub async fn stream_with_viewer(&self, name: &str) -> (i64, TestUser<'_>, WsClient) {
+        let stream = self.create_stream("owner").await;
+        let viewer = self.user(name, Role::Viewer).await;
+        let socket = viewer.ws(stream).await;
+        (stream, viewer, socket)
     }
 
     /// Every stored message id of a stream, ascending.
@@ -578,6 +620,23 @@ impl TestApp {
         self.logged_in(name).await
     }
 
+    /// [`TestApp::user`] for each `(name, role)`, in order.
+    pub async fn users<const N: usize>(&self, who: [(&str, Role); N]) -> [TestUser<'_>; N] {
+        let mut users = Vec::with_capacity(N);
+        for (name, role) in who {
+            users.push(self.user(name, role).await);
+        }
+        let Ok(users) = users.try_into() else {
+            unreachable!("one user per name")
+        };
+        users
+    }
+
+    /// [`TestApp::users`] with every one a viewer.
+    pub async fn viewers<const N: usize>(&self, names: [&str; N]) -> [TestUser<'_>; N] {
+        self.users(names.map(|name| (name, Role::Viewer))).await
+    }
+
     /// Logs in a user that exists (password `password-123`).
     pub async fn logged_in(&self, name: &str) -> TestUser<'_> {
         let (cookie, csrf) = self.login(name, "password-123").await;
@@ -665,6 +724,19 @@ impl TestUser<'_> {
             csrf: self.csrf.clone(),
         }
     }
+}
+
+/// A socket on `stream` for each user (after `hello` and `history`),
+/// opened in order.
+pub async fn sockets<const N: usize>(stream: i64, users: [&TestUser<'_>; N]) -> [WsClient; N] {
+    let mut sockets = Vec::with_capacity(N);
+    for user in users {
+        sockets.push(user.ws(stream).await);
+    }
+    let Ok(sockets) = sockets.try_into() else {
+        unreachable!("one socket per user")
+    };
+    sockets
 }
 
 /// The quoted value that follows `marker` in a page; panics naming `what`
@@ -787,13 +859,20 @@ pub struct StoredRow {
     pub deleted: bool,
 }
 
-/// Runs the `stampede` binary with this run's database.
-pub fn cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
+/// A command that runs the `stampede` binary with `args` on the database
+/// at `url`, in the temporary directory.
+pub fn stampede_on(url: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
     cmd.args(args)
-        .env("STAMPEDE_DATABASE_URL", database_url())
-        .env_remove("STAMPEDE_PASSWORD")
+        .env("STAMPEDE_DATABASE_URL", url)
         .current_dir(std::env::temp_dir());
+    cmd
+}
+
+/// Runs the `stampede` binary with this run's database.
+pub fn cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = stampede_on(&database_url(), args);
+    cmd.env_remove("STAMPEDE_PASSWORD");
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -41,21 +41,17 @@ async fn bearer_ws(app: &TestApp, stream: i64, token: &str) -> WsClient {
     c
 }
 
+/// The arguments of `stampede token create` on tenant `slug` for `user`
+/// with `scopes`.
+fn token_create<'a>(slug: &'a str, user: &'a str, scopes: &'a str) -> Vec<&'a str> {
+    vec![
+        "token", "create", "--tenant", slug, "--user", user, "--scopes", scopes,
+    ]
+}
+
 /// `stampede token create`; returns the token printed.
 fn create_token(app: &TestApp, user: &str, scopes: &str) -> String {
-    let out = cli(
-        &[
-            "token",
-            "create",
-            "--tenant",
-            app.tenant.slug.as_str(),
-            "--user",
-            user,
-            "--scopes",
-            scopes,
-        ],
-        &[],
-    );
+    let out = cli(&token_create(app.tenant.slug.as_str(), user, scopes), &[]);
     assert!(out.status.success(), "token create: {}", stderr(&out));
     let token = stdout(&out);
     assert_eq!(token.lines().count(), 1, "{token}");
@@ -85,6 +81,18 @@ fn bot_token(app: &TestApp, name: &str, scopes: &str) -> String {
     create_token(app, name, scopes)
 }
 
+/// The messages route of `stream`: its replay on GET, a new message on POST.
+fn messages_path(stream: i64) -> String {
+    format!("/api/streams/{stream}/messages")
+}
+
+/// A node and a stream of `owner` on it, where every test here starts.
+async fn app_with_stream() -> (TestApp, i64) {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    (app, stream)
+}
+
 fn error_code(r: &Reply) -> String {
     r.json()["error"]["code"].as_str().unwrap_or("").to_string()
 }
@@ -101,8 +109,7 @@ fn assert_error(r: &Reply, status: u16, code: &str) {
 
 #[actix_web::test]
 async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     create_bot(&app, "greeter");
     // No password login, whatever is tried, on the API and on the form.
     for password in ["", "!bot", "password-123"] {
@@ -122,7 +129,7 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
     let mut a = alice.ws(stream).await;
     let r = bearer_post(
         &app,
-        &format!("/api/streams/{stream}/messages"),
+        &messages_path(stream),
         &json!({"message":"Welcome!"}),
         &token,
     )
@@ -137,32 +144,19 @@ async fn a_bot_cannot_log_in_and_posts_as_a_bot() {
 
 #[actix_web::test]
 async fn tokens_are_created_listed_and_revoked_by_the_cli() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     create_bot(&app, "archiver");
     let slug = app.tenant.slug.as_str();
-    let out = cli(
-        &[
-            "token",
-            "create",
-            "--tenant",
-            slug,
-            "--user",
-            "archiver",
-            "--scopes",
-            "read",
-            "--name",
-            "nightly archive",
-        ],
-        &[],
-    );
+    let mut args = token_create(slug, "archiver", "read");
+    args.extend(["--name", "nightly archive"]);
+    let out = cli(&args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let token = stdout(&out).trim().to_string();
     assert!(token.starts_with("stp_") && token.len() > 40, "{token}");
     assert_eq!(stdout(&out), format!("{token}\n"));
 
     // Used once: the last use is recorded.
-    let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
+    let r = bearer_get(&app, &messages_path(stream), &token).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
     // The last use is written behind the request: poll the listing.
@@ -186,7 +180,7 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     // Revoked: refused at once.
     let out = cli(&["token", "revoke", "--tenant", slug, &id], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let r = bearer_get(&app, &format!("/api/streams/{stream}/messages"), &token).await;
+    let r = bearer_get(&app, &messages_path(stream), &token).await;
     assert_error(&r, 401, "not_authenticated");
     let listed = stdout(&cli(&["token", "list", "--tenant", slug], &[]));
     assert!(
@@ -198,29 +192,9 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
     for args in [
         vec!["token", "revoke", "--tenant", slug, &id],
         vec!["token", "revoke", "--tenant", slug, "999999"],
-        vec![
-            "token",
-            "create",
-            "--tenant",
-            slug,
-            "--user",
-            "archiver",
-            "--scopes",
-            "read,admin",
-        ],
-        vec![
-            "token", "create", "--tenant", slug, "--user", "nobody", "--scopes", "read",
-        ],
-        vec![
-            "token",
-            "create",
-            "--tenant",
-            "no_such_tenant",
-            "--user",
-            "archiver",
-            "--scopes",
-            "read",
-        ],
+        token_create(slug, "archiver", "read,admin"),
+        token_create(slug, "nobody", "read"),
+        token_create("no_such_tenant", "archiver", "read"),
         vec!["token", "list", "--tenant", "no_such_tenant"],
     ] {
         let out = cli(&args, &[]);
@@ -237,11 +211,10 @@ async fn tokens_are_created_listed_and_revoked_by_the_cli() {
 
 #[actix_web::test]
 async fn bearer_tokens_are_scoped_and_tenant_bound() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let read = bot_token(&app, "helper", "read");
     let chat = create_token(&app, "helper", "chat");
-    let replay = format!("/api/streams/{stream}/messages");
+    let replay = messages_path(stream);
 
     // Replay with `read`, no cookie, no CSRF.
     let r = bearer_get(&app, &replay, &read).await;
@@ -295,8 +268,7 @@ async fn bearer_tokens_are_scoped_and_tenant_bound() {
 
 #[actix_web::test]
 async fn a_bearer_token_opens_a_websocket() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let token = bot_token(&app, "echo", "read,chat");
     let mut bot = connect_bearer(&app, stream, &token)
         .await
@@ -329,12 +301,11 @@ async fn a_bearer_token_opens_a_websocket() {
 
 #[actix_web::test]
 async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let token = bot_token(&app, "poster", "chat");
     let alice = app.user("alice", Role::Viewer).await;
     let mut a = alice.ws(stream).await;
-    let path = format!("/api/streams/{stream}/messages");
+    let path = messages_path(stream);
 
     let body = json!({"message":"  hello  there  ","client_id":"c-1"});
     let first = bearer_post(&app, &path, &body, &token).await;
@@ -389,11 +360,10 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
 
 #[actix_web::test]
 async fn http_posts_are_refused_by_the_rooms_rules() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let spam = bot_token(&app, "spammer", "chat");
     let pest = bot_token(&app, "pest", "chat");
-    let path = format!("/api/streams/{stream}/messages");
+    let path = messages_path(stream);
 
     // Rate limited like a socket (5 per 10 s by default), with Retry-After.
     let mut limited = None;
@@ -428,13 +398,12 @@ async fn http_posts_are_refused_by_the_rooms_rules() {
 
 #[actix_web::test]
 async fn a_moderate_token_moderates_and_posts_follow_its_rules() {
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (app, stream) = app_with_stream().await;
     let owner_mod = create_token(&app, "owner", "moderate");
     let owner_read = create_token(&app, "owner", "read");
     let seller = bot_token(&app, "seller", "chat");
     let chatty = bot_token(&app, "chatty", "chat");
-    let path = format!("/api/streams/{stream}/messages");
+    let path = messages_path(stream);
 
     // A hold term set with the owner's `moderate` token: the bot's message is held.
     let r = bearer_post(

@@ -2,7 +2,7 @@
 //! kill, safe when run twice at once, strict about changed files; `serve`
 //! refuses to start while migrations are pending.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use crate::helpers::*;
 
@@ -29,12 +29,7 @@ async fn fresh_database() -> String {
 }
 
 fn run(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(args)
-        .env("STAMPEDE_DATABASE_URL", url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap()
+    stampede_on(url, args).output().unwrap()
 }
 
 async fn applied_count(url: &str) -> i64 {
@@ -125,10 +120,7 @@ async fn migrate_resumes_after_being_killed_and_tolerates_concurrency() {
             .unwrap();
     }
     for delay_ms in [5u64, 30, 60, 120] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stampede"))
-            .arg("migrate")
-            .env("STAMPEDE_DATABASE_URL", &url)
-            .current_dir(std::env::temp_dir())
+        let mut child = stampede_on(&url, &["migrate"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -21,8 +21,7 @@ async fn delete_over_socket_and_http_hides_everywhere() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let viewer = app.user("viewer", Role::Viewer).await;
-    let mut o = owner.ws(stream).await;
-    let mut v = viewer.ws(stream).await;
+    let [mut o, mut v] = sockets(stream, [&owner, &viewer]).await;
     let first = v.say("first").await;
     let second = v.say("second").await;
     let third = v.say("third").await;
@@ -95,8 +94,9 @@ async fn delete_over_socket_and_http_hides_everywhere() {
 async fn a_streamer_cannot_moderate_another_streamers_stream() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let other = app.user("other", Role::Streamer).await;
-    let viewer = app.user("viewer", Role::Viewer).await;
+    let [other, viewer] = app
+        .users([("other", Role::Streamer), ("viewer", Role::Viewer)])
+        .await;
     let mut v = viewer.ws(stream).await;
     let id = v.say("hello").await;
     let mut s = other.ws(stream).await;
@@ -149,8 +149,7 @@ async fn timeout_blocks_chat_until_it_ends() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let bob = app.user("bob", Role::Viewer).await;
-    let mut o = owner.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [mut o, mut b] = sockets(stream, [&owner, &bob]).await;
     o.send(json!({"type":"timeout","username":"bob","seconds":2,"reason":"calm down"}))
         .await;
     let t = b.expect("moderation").await;
@@ -184,12 +183,10 @@ async fn timeout_blocks_chat_until_it_ends() {
 #[actix_web::test]
 async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
+    let (stream, owner) = app.stream_with_owner().await;
     let other_stream = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
     let bob = app.user("bob", Role::Viewer).await;
-    let mut o = owner.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [mut o, mut b] = sockets(stream, [&owner, &bob]).await;
     let mut b_other = bob.ws(other_stream).await;
     o.send(json!({"type":"ban","username":"bob","reason":"spam"}))
         .await;
@@ -238,18 +235,11 @@ async fn tenant_unban_keeps_a_stream_timeout() {
     // PROTOCOL.md: lifting a tenant-wide restriction never lifts a stream-scope one.
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let bob = app.user("bob", Role::Viewer).await;
-    let admin = app.user("root", Role::Admin).await;
-    let bob_id = app
-        .store
-        .user_by_name(&app.tenant.slug, "bob")
-        .await
-        .unwrap()
-        .unwrap()
-        .id;
-    let mut o = owner.ws(stream).await;
-    let mut a = admin.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [bob, admin] = app
+        .users([("bob", Role::Viewer), ("root", Role::Admin)])
+        .await;
+    let bob_id = app.stored_user("bob").await.expect("bob").id;
+    let [mut o, mut a, mut b] = sockets(stream, [&owner, &admin, &bob]).await;
     o.send(json!({"type":"timeout","username":"bob","seconds":600}))
         .await;
     assert_eq!(b.expect("moderation").await["action"], "timeout");
@@ -284,11 +274,10 @@ async fn tenant_unban_keeps_a_stream_timeout() {
 async fn slow_mode_with_exemptions() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let modr = app.user("modr", Role::Moderator).await;
-    let bob = app.user("bob", Role::Viewer).await;
-    let mut o = owner.ws(stream).await;
-    let mut m = modr.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [modr, bob] = app
+        .users([("modr", Role::Moderator), ("bob", Role::Viewer)])
+        .await;
+    let [mut o, mut m, mut b] = sockets(stream, [&owner, &modr, &bob]).await;
     o.send(json!({"type":"slow_mode","seconds":2})).await;
     assert_eq!(
         b.expect("moderation").await,
@@ -374,8 +363,7 @@ async fn clear_and_the_log_in_order() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let bob = app.user("bob", Role::Viewer).await;
-    let mut o = owner.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [mut o, mut b] = sockets(stream, [&owner, &bob]).await;
     let id = b.say("hi").await;
     b.say("hello").await;
     o.send(json!({"type":"pin","message_id":id})).await;
@@ -418,8 +406,7 @@ async fn clear_and_the_log_in_order() {
 async fn owners_appoint_moderators() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let helper = app.user("helper", Role::Viewer).await;
-    let bob = app.user("bob", Role::Viewer).await;
+    let [helper, bob] = app.viewers(["helper", "bob"]).await;
     let path = format!("/api/streams/{stream}/moderators");
     let r = helper
         .post(&path, json!({"username":"helper","action":"add"}))
@@ -455,12 +442,11 @@ async fn owners_appoint_moderators() {
 #[actix_web::test]
 async fn moderation_state_survives_a_restart() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("carol", "password-123", Role::Viewer).await;
+    let stream = app
+        .stream_with_accounts(&[("bob", Role::Viewer), ("carol", Role::Viewer)])
+        .await;
     let port = free_port();
-    let node = Node::start(port, &[]).await;
-    let remote = app.on_node(&node);
+    let (node, remote) = app.start_node(port, &[]).await;
     let owner = remote.logged_in("owner").await;
     let carol = remote.logged_in("carol").await;
     let bob = remote.logged_in("bob").await;
@@ -479,8 +465,7 @@ async fn moderation_state_survives_a_restart() {
     node.signal("-TERM");
     assert!(node.wait(Duration::from_secs(30)).success());
 
-    let node = Node::start(port, &[]).await;
-    let remote = app.on_node(&node);
+    let (node, remote) = app.start_node(port, &[]).await;
     assert_eq!(
         remote.ws_refusal(stream, Some(&bob.cookie)).await,
         Some(403)

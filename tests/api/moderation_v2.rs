@@ -50,8 +50,7 @@ async fn age_account(app: &TestApp, username: &str, minutes: i32) {
 async fn modes_refuse_viewers_and_spare_the_owner() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let bob = app.user("bob", Role::Viewer).await;
-    let carol = app.user("carol", Role::Viewer).await;
+    let [bob, carol] = app.viewers(["bob", "carol"]).await;
     let (mut o, hello, _) = app.ws_ready(stream, Some(&owner.cookie)).await;
     assert_eq!(
         hello["modes"],
@@ -131,12 +130,7 @@ async fn the_shield_restores_exactly_what_was_there() {
         json!({"stamps_only":false,"established_minutes":3,"unique_chat":true,"hold_links":false,"shield":false})
     );
     // Persisted: the stream row holds the same.
-    let stream_row = app
-        .store
-        .stream(&app.tenant.slug, stream)
-        .await
-        .unwrap()
-        .unwrap();
+    let stream_row = app.stored_stream(stream).await;
     assert_eq!(stream_row.slow_mode_seconds, 5);
     assert_eq!(stream_row.modes.modes.established_minutes, 3);
     assert!(stream_row.modes.saved.is_none());
@@ -145,13 +139,11 @@ async fn the_shield_restores_exactly_what_was_there() {
 #[actix_web::test]
 async fn modes_set_on_one_node_hold_on_the_other() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
+    let stream = app.stream_with_accounts(&[("bob", Role::Viewer)]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let owner = ha.logged_in("owner").await;
     let bob = hb.logged_in("bob").await;
-    let mut o = owner.ws(stream).await;
-    let mut viewer = bob.ws(stream).await;
+    let [mut o, mut viewer] = sockets(stream, [&owner, &bob]).await;
     set_modes(&mut o, json!({"stamps_only":true})).await;
     let notice = tokio::time::timeout(Duration::from_secs(5), viewer.expect("moderation"))
         .await
@@ -204,9 +196,8 @@ async fn add_term(app: &TestApp, stream: i64, owner: &TestUser<'_>, term: &str, 
 /// `mod` (a moderator), and two `stampede serve` nodes with handles.
 async fn bob_and_mod_on_two_nodes() -> (TestApp, i64, (Node, TestApp, Node, TestApp)) {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("mod", "password-123", Role::Moderator)
+    let stream = app
+        .stream_with_accounts(&[("bob", Role::Viewer), ("mod", Role::Moderator)])
         .await;
     let nodes = two_nodes(&app, &[]).await;
     (app, stream, nodes)
@@ -336,11 +327,9 @@ async fn held_messages_are_reviewed_across_nodes() {
 #[actix_web::test]
 async fn held_messages_survive_a_restart_and_expire() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
+    let stream = app.stream_with_accounts(&[("bob", Role::Viewer)]).await;
     let port = free_port();
-    let node = Node::start(port, &[]).await;
-    let h = app.on_node(&node);
+    let (node, h) = app.start_node(port, &[]).await;
     let owner = h.logged_in("owner").await;
     add_term(&h, stream, &owner, "cheap", "hold").await;
     let bob = h.logged_in("bob").await;

@@ -110,9 +110,8 @@ fn header<'a>(r: &'a Reply, name: &str) -> &'a str {
 #[actix_web::test]
 async fn the_front_page_lists_live_streams_first_with_viewer_counts() {
     let app = spawn_app().await;
-    let first = app.create_stream("owner").await;
+    let (first, owner) = app.stream_with_owner().await;
     let second = app.create_stream("owner").await;
-    let owner = app.logged_in("owner").await;
     let r = owner.set_status(first, "live").await;
     assert_eq!(r.status, 200);
     let _a = app.ws_ready(first, None).await;
@@ -136,9 +135,7 @@ async fn the_watch_page_renders_the_last_50_messages_escaped() {
         s.limits.chat_burst = 1000;
     })
     .await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, alice, mut a) = app.stream_with_viewer("alice").await;
     for i in 0..54 {
         a.send(json!({"type":"message","message":format!("m{i:02}"),"client_id":format!("k{i}")}))
             .await;
@@ -293,12 +290,7 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
     let app = spawn_app().await;
     app.create_user("carol", "password-123", Role::Viewer).await;
     let (form, anon, token) = app.form_page("/login?next=/streams/5").await;
-    assert!(form
-        .body
-        .contains("<label for=\"username\">Username</label>"));
-    assert!(form
-        .body
-        .contains("<label for=\"password\">Password</label>"));
+    assert_login_labels(&form.body, "Username", "Password");
     assert!(form.body.contains(">Log in</button>"));
     assert!(form.body.contains("name=\"next\" value=\"/streams/5\""));
 
@@ -433,12 +425,7 @@ async fn signup_creates_a_viewer_and_can_be_turned_off() {
     );
     let r = post("another", "password-123").await;
     assert_eq!(r.status, 404);
-    assert!(app
-        .store
-        .user_by_name(&app.tenant.slug, "another")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(app.stored_user("another").await.is_none());
     assert!(!app
         .get("/login", None)
         .await
@@ -452,9 +439,13 @@ async fn creating_streams_is_for_streamers_and_admins() {
     let body = json!({"title":"  Show  ","description":"about it","video_url":""});
     let r = app.post_anonymous("/api/streams", body.clone()).await;
     assert_eq!(r.status, 401);
-    let viewer = app.user("vic", Role::Viewer).await;
-    let streamer = app.user("sam", Role::Streamer).await;
-    let admin = app.user("ada", Role::Admin).await;
+    let [viewer, streamer, admin] = app
+        .users([
+            ("vic", Role::Viewer),
+            ("sam", Role::Streamer),
+            ("ada", Role::Admin),
+        ])
+        .await;
     assert_eq!(
         streamer
             .post_without_csrf("/api/streams", body.clone())
@@ -480,12 +471,7 @@ async fn creating_streams_is_for_streamers_and_admins() {
     }
     let r = streamer.post_ok("/api/streams", body.clone()).await;
     let id = r.json()["id"].as_i64().unwrap();
-    let s = app
-        .store
-        .stream(&app.tenant.slug, id)
-        .await
-        .unwrap()
-        .unwrap();
+    let s = app.stored_stream(id).await;
     assert_eq!(
         (s.title.as_str(), s.owner.as_str(), s.video_url),
         ("Show", "sam", None)
@@ -566,12 +552,7 @@ async fn the_language_follows_accept_language_then_the_switch() {
         .await;
     assert!(remembered.body.contains("<html lang=\"en\">"));
     let login = app.get_with("/login?lang=ja", None, &[]).await;
-    assert!(login
-        .body
-        .contains("<label for=\"username\">ユーザー名</label>"));
-    assert!(login
-        .body
-        .contains("<label for=\"password\">パスワード</label>"));
+    assert_login_labels(&login.body, "ユーザー名", "パスワード");
 }
 
 #[actix_web::test]
@@ -611,4 +592,13 @@ async fn markdown_preview_is_cleaned_and_needs_a_session_and_csrf() {
         !html.contains("<script") && !html.contains("javascript:"),
         "{html}"
     );
+}
+
+/// The login form in `page` labels its fields `username` and `password`
+/// (in the page's language).
+fn assert_login_labels(page: &str, username: &str, password: &str) {
+    for (field, label) in [("username", username), ("password", password)] {
+        let tag = format!("<label for=\"{field}\">{label}</label>");
+        assert!(page.contains(&tag), "{tag}");
+    }
 }

@@ -119,9 +119,7 @@ async fn counts_are_exact_and_frames_coalesced() {
 #[actix_web::test]
 async fn unknown_stamp_and_rate_limit() {
     let app = spawn_app().await; // 20/s, burst 50
-    let stream = app.create_stream("owner").await;
-    let cookie = app.user("alice", Role::Viewer).await;
-    let mut a = cookie.ws(stream).await;
+    let (stream, _cookie, mut a) = app.stream_with_viewer("alice").await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     a.send(json!({"type":"reaction","stamp_id":99})).await;
     assert_eq!(a.expect("error").await["code"], "not_found");
@@ -151,8 +149,9 @@ async fn unknown_stamp_and_rate_limit() {
 async fn analytics_api_csv_and_page() {
     let app = spawn_app_with(generous).await;
     let (stream, owner) = app.stream_with_owner().await;
-    let viewer = app.user("viewer", Role::Viewer).await;
-    let modr = app.user("mod", Role::Moderator).await;
+    let [viewer, modr] = app
+        .users([("viewer", Role::Viewer), ("mod", Role::Moderator)])
+        .await;
     let mut a = viewer.ws(stream).await;
     for i in 0..30 {
         a.send(json!({"type":"reaction","stamp_id": i % 3 + 1}))
@@ -348,15 +347,13 @@ async fn a_range_outside_the_stream_is_empty() {
 #[actix_web::test]
 async fn graceful_shutdown_loses_no_reaction() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
+    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
     let port = free_port();
     let env = [
         ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "100000"),
         ("STAMPEDE_LIMITS_REACTIONS_BURST", "100000"),
     ];
-    let node = Node::start(port, &env).await;
-    let remote = app.on_node(&node);
+    let (node, remote) = app.start_node(port, &env).await;
     let cookie = remote.logged_in("alice").await;
     let mut a = cookie.ws(stream).await;
     for i in 0..300 {

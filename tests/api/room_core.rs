@@ -23,11 +23,9 @@ async fn set_moderator(app: &TestApp, stream: i64, owner: &TestUser<'_>, who: &s
 async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let helper = app.user("helper", Role::Viewer).await;
-    let bob = app.user("bob", Role::Viewer).await;
+    let [helper, bob] = app.viewers(["helper", "bob"]).await;
     set_moderator(&app, stream, &owner, "helper", "add").await;
-    let mut h = helper.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [mut h, mut b] = sockets(stream, [&helper, &bob]).await;
     let first = b.say("one").await;
     h.send(json!({"type":"delete","message_id":first})).await;
     assert_eq!(b.expect("moderation").await["message_id"], first);
@@ -51,10 +49,10 @@ async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
 async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let moderator = app.user("mod", Role::Moderator).await;
-    let bob = app.user("bob", Role::Viewer).await;
-    let mut m = moderator.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [moderator, bob] = app
+        .users([("mod", Role::Moderator), ("bob", Role::Viewer)])
+        .await;
+    let [mut m, mut b] = sockets(stream, [&moderator, &bob]).await;
     let first = b.say("one").await;
     m.send(json!({"type":"pin","message_id":first})).await;
     assert_eq!(b.expect("moderation").await["action"], "pin");
@@ -76,11 +74,8 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
 async fn muted_users_and_ended_streams_take_no_reactions() {
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
-    let bob = app.user("bob", Role::Viewer).await;
-    let carol = app.user("carol", Role::Viewer).await;
-    let mut o = owner.ws(stream).await;
-    let mut b = bob.ws(stream).await;
-    let mut c = carol.ws(stream).await;
+    let [bob, carol] = app.viewers(["bob", "carol"]).await;
+    let [mut o, mut b, mut c] = sockets(stream, [&owner, &bob, &carol]).await;
 
     o.send(json!({"type":"timeout","username":"bob","seconds":600}))
         .await;
@@ -114,8 +109,7 @@ async fn muted_users_and_ended_streams_take_no_reactions() {
 async fn announced_joins_and_leaves_are_sent_and_never_stored() {
     let app = spawn_app_with(|s| s.chat.announce_joins = true).await;
     let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let bob = app.user("bob", Role::Viewer).await;
+    let [alice, bob] = app.viewers(["alice", "bob"]).await;
     let mut a = alice.ws(stream).await;
     // Anonymous viewers come and go silently.
     let (anon, _, _) = app.ws_ready(stream, None).await;
@@ -145,14 +139,11 @@ async fn announced_joins_and_leaves_are_sent_and_never_stored() {
 #[actix_web::test]
 async fn rights_changed_on_one_node_hold_on_the_other() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("helper", "password-123", Role::Viewer)
-        .await;
+    let stream = app.stream_with_accounts(&[("helper", Role::Viewer)]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let owner = ha.logged_in("owner").await;
     let helper = hb.logged_in("helper").await;
-    let mut o = owner.ws(stream).await;
-    let mut h = helper.ws(stream).await;
+    let [mut o, mut h] = sockets(stream, [&owner, &helper]).await;
     o.send(json!({"type":"slow_mode","seconds":60})).await;
     assert_eq!(h.expect("moderation").await["action"], "slow_mode");
 

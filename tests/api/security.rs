@@ -832,10 +832,7 @@ async fn dev_refuses_a_database_with_tenants_it_did_not_make() {
     drop(store);
 
     let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
-        .args(["dev", "--bind", &format!("127.0.0.1:{port}")])
-        .env("STAMPEDE_DATABASE_URL", &url)
-        .current_dir(std::env::temp_dir())
+    let mut child = stampede_on(&url, &["dev", "--bind", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -285,19 +285,25 @@ impl Tab {
         self.conn.call(Some(&self.session), method, params).await
     }
 
+    /// Runs `body` as an async function with the helper prelude in scope
+    /// (its promise awaited, its value returned by value); the whole
+    /// `Runtime.evaluate` reply.
+    async fn evaluate(&self, body: &str) -> Value {
+        self.call(
+            "Runtime.evaluate",
+            json!({
+                "expression": format!("(async () => {{ {PRELUDE}\n{body} }})()"),
+                "awaitPromise": true,
+                "returnByValue": true,
+            }),
+        )
+        .await
+    }
+
     /// Evaluates `expr` (with the helper prelude in scope; promises awaited) and
     /// returns its value; panics on a JavaScript exception.
     pub async fn eval(&self, expr: &str) -> Value {
-        let r = self
-            .call(
-                "Runtime.evaluate",
-                json!({
-                    "expression": format!("(async () => {{ {PRELUDE}\nreturn ({expr}); }})()"),
-                    "awaitPromise": true,
-                    "returnByValue": true,
-                }),
-            )
-            .await;
+        let r = self.evaluate(&format!("return ({expr});")).await;
         if let Some(e) = r.get("exceptionDetails") {
             panic!("evaluating `{expr}` threw: {e}");
         }
@@ -315,14 +321,9 @@ impl Tab {
         let until = tokio::time::Instant::now() + limit;
         loop {
             let v = self
-                .call(
-                    "Runtime.evaluate",
-                    json!({
-                        "expression": format!("(async () => {{ {PRELUDE}\ntry {{ return ({expr}); }} catch (e) {{ return null; }} }})()"),
-                        "awaitPromise": true,
-                        "returnByValue": true,
-                    }),
-                )
+                .evaluate(&format!(
+                    "try {{ return ({expr}); }} catch (e) {{ return null; }}"
+                ))
                 .await["result"]
                 .get("value")
                 .cloned()
@@ -515,6 +516,21 @@ impl Browser {
             tab.watch(app, stream).await;
         }
         tabs.try_into().unwrap_or_else(|_| unreachable!())
+    }
+
+    /// A stream of user `owner` with each `(name, role)` created (password
+    /// `password-123`), and a new browser in which each of them watches it
+    /// in a tab of its own: the stream, the browser and the tabs in order.
+    pub async fn watching_new_stream<const N: usize>(
+        app: &crate::helpers::TestApp,
+        who: [(&str, stampede::domain::Role); N],
+    ) -> (i64, Browser, [Tab; N]) {
+        let stream = app.stream_with_accounts(&who).await;
+        let browser = Browser::start().await;
+        let tabs = browser
+            .watching(app, stream, who.map(|(name, _)| name))
+            .await;
+        (stream, browser, tabs)
     }
 }
 

@@ -42,8 +42,7 @@ async fn messages_reactions_and_presence_cross_nodes() {
     let r = hb.get("/api/session", Some(&alice.cookie)).await;
     assert_eq!(r.json()["user"]["username"], "alice");
     let bob = hb.logged_in("bob").await;
-    let mut ca = alice.ws(stream).await;
-    let mut cb = bob.ws(stream).await;
+    let [mut ca, mut cb] = sockets(stream, [&alice, &bob]).await;
     hb.await_subscribers(stream, 2).await;
 
     ca.send(json!({"type":"message","message":"from A","client_id":"a1"}))
@@ -82,8 +81,7 @@ async fn ban_and_delete_on_one_node_act_on_the_other() {
     let (_app, stream, (_a, ha, _b, hb)) = room_on_two_nodes(&redis_url(), &["bob"], &[]).await;
     let owner = ha.logged_in("owner").await;
     let bob = hb.logged_in("bob").await;
-    let mut o = owner.ws(stream).await;
-    let mut b = bob.ws(stream).await;
+    let [mut o, mut b] = sockets(stream, [&owner, &bob]).await;
     let (mut watcher, _, _) = hb.ws_ready(stream, None).await;
     hb.await_subscribers(stream, 2).await;
     b.send(json!({"type":"message","message":"oops","client_id":"x"}))
@@ -166,8 +164,7 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
         room_on_two_nodes(&redis.url(), &["alice", "bob"], &[]).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("bob").await;
-    let mut ca = alice.ws(stream).await;
-    let mut cb = bob.ws(stream).await;
+    let [mut ca, mut cb] = sockets(stream, [&alice, &bob]).await;
     let (mut wa, _, _) = ha.ws_ready(stream, None).await;
     hb.await_subscribers(stream, 2).await;
     ca.send(json!({"message":"before"})).await;

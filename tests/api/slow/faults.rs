@@ -13,8 +13,7 @@ use crate::helpers::*;
 async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
     // The tenant, users and stream are made on the shared test database.
     let app = AppBuilder::new().raised_limits().spawn().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
+    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
     let port = free_port();
     let limits = [
         ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
@@ -64,9 +63,7 @@ async fn postgres_down_gives_unavailable_and_recovers() {
         s.database.connect_timeout_secs = 1;
     })
     .await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     a.send(json!({"type":"message","message":"before","client_id":"b-1"}))
         .await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{stream, StreamExt};
 use serde_json::json;
 
-use crate::helpers::{eventually, free_port, spawn_app, Node, TestApp};
+use crate::helpers::{eventually, free_port, spawn_app, TestApp};
 use crate::ws::WsClient;
 use stampede::domain::Role;
 
@@ -44,17 +44,14 @@ async fn until_no_sockets(app: &TestApp) {
 #[actix_web::test]
 async fn idle_sockets_with_history_cost_little_and_give_it_back() {
     let app = spawn_app().await;
-    let stream_id = app.create_stream("owner").await;
-    app.create_user("talker", "password-123", Role::Viewer)
-        .await;
+    let stream_id = app.stream_with_accounts(&[("talker", Role::Viewer)]).await;
     let env = [
         ("STAMPEDE_LIMITS_MAX_CONNECTIONS_PER_IP", "0"),
         ("STAMPEDE_LIMITS_MAX_HTTP_CONNECTIONS_PER_IP", "0"),
         ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
         ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
     ];
-    let node = Node::start(free_port(), &env).await;
-    let on = app.on_node(&node);
+    let (node, on) = app.start_node(free_port(), &env).await;
     let pid = node.child.id();
 
     // A full history: 50 messages, as viewers of a running stream get.

@@ -114,8 +114,12 @@ async fn a_moderator_approves_and_denies_held_messages_from_the_panel() {
 #[actix_web::test]
 async fn a_hidden_user_is_marked_for_moderators_only() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let (_browser, [moderator, bob, carol]) = mod_bob_and_carol(&app, stream).await;
+    let who = [
+        ("mod", Role::Moderator),
+        ("bob", Role::Viewer),
+        ("carol", Role::Viewer),
+    ];
+    let (_, _browser, [moderator, bob, carol]) = Browser::watching_new_stream(&app, who).await;
     bob.say("first").await;
     moderator.wait_for("messageWith('first')").await;
     assert_eq!(
@@ -159,9 +163,9 @@ async fn a_hidden_user_is_marked_for_moderators_only() {
 #[actix_web::test]
 async fn mode_errors_are_explained_in_english_and_japanese() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    app.create_user("kei", "password-123", Role::Viewer).await;
+    let stream = app
+        .stream_with_accounts(&[("bob", Role::Viewer), ("kei", Role::Viewer)])
+        .await;
     let owner = app.logged_in("owner").await;
     let modes = json!({"type":"modes","stamps_only":true});
     moderate(&owner, stream, &[modes]).await;
@@ -240,12 +244,8 @@ async fn say_ja(tab: &Tab, text: &str) {
 #[actix_web::test]
 async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    let browser = Browser::start().await;
-    let [moderator, bob] = browser.watching(&app, stream, ["mod", "bob"]).await;
+    let who = [("mod", Role::Moderator), ("bob", Role::Viewer)];
+    let (stream, _browser, [moderator, bob]) = Browser::watching_new_stream(&app, who).await;
     assert_eq!(bob.eval("!!$('#modes-panel')").await, false);
 
     moderator.click("$('#modes-panel summary')").await;

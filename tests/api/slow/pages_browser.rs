@@ -129,9 +129,7 @@ async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
 #[actix_web::test]
 async fn anonymous_viewers_read_along_but_cannot_chat() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    let alice = app.user("alice", Role::Viewer).await;
-    let mut a = alice.ws(stream).await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
     a.send(json!({"type":"message","message":"before you came","client_id":"b-1"}))
         .await;
     a.expect("ack").await;
@@ -162,11 +160,8 @@ async fn anonymous_viewers_read_along_but_cannot_chat() {
 #[actix_web::test]
 async fn chat_text_is_shown_as_text_and_runs_nothing() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
-    let browser = Browser::start().await;
-    let [alice, bob] = browser.watching(&app, stream, ["alice", "bob"]).await;
+    let (stream, _browser, [alice, bob]) =
+        Browser::watching_new_stream(&app, [("alice", Role::Viewer), ("bob", Role::Viewer)]).await;
 
     let payloads = [
         "<img src=x onerror=\"window.__xss = 1\">",
@@ -241,12 +236,11 @@ async fn log_in_and_out_through_the_forms() {
 #[actix_web::test]
 async fn the_page_comes_back_by_itself_after_a_server_restart() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    app.create_user("bob", "password-123", Role::Viewer).await;
+    let stream = app
+        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
+        .await;
     let port = free_port();
-    let node = Node::start(port, &[]).await;
-    let on_node = app.on_node(&node);
+    let (node, on_node) = app.start_node(port, &[]).await;
     let browser = Browser::start().await;
     let tab = browser.tab().await;
     tab.log_in(&site(&on_node), "alice", "password-123").await;
@@ -309,10 +303,7 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
 #[actix_web::test]
 async fn a_closed_session_does_not_reconnect() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("alice", "password-123", Role::Viewer).await;
-    let browser = Browser::start().await;
-    let [tab] = browser.watching(&app, stream, ["alice"]).await;
+    let (_, _browser, [tab]) = Browser::watching_new_stream(&app, [("alice", Role::Viewer)]).await;
     // Log out from elsewhere (the API, as another tab would): the socket closes 4001.
     let status = tab
         .eval("fetch('/api/logout', {method: 'POST', headers: {'X-CSRF-Token': $('meta[name=csrf-token]').content}}).then((r) => r.status)")
@@ -349,12 +340,7 @@ async fn the_studio_creates_a_stream_and_starts_it() {
         "$('#ns-title-error').textContent !== '' && $('#ns-video-error').textContent !== ''",
     )
     .await;
-    let sam = app
-        .store
-        .user_by_name(&app.tenant.slug, "sam")
-        .await
-        .unwrap()
-        .unwrap();
+    let sam = app.stored_user("sam").await.expect("sam");
     assert!(app
         .store
         .streams_owned_by(&app.tenant.slug, sam.id)
@@ -432,9 +418,7 @@ async fn the_studio_creates_a_stream_and_starts_it() {
 #[actix_web::test]
 async fn moderators_get_controls_on_each_message() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
+    let stream = app.stream_with_accounts(&[("mod", Role::Moderator)]).await;
     let viewer = app.user("viewer", Role::Viewer).await;
     let mut v = viewer.ws(stream).await;
     v.send(json!({"message":"rendered by the server"})).await;
@@ -462,13 +446,8 @@ async fn moderators_get_controls_on_each_message() {
 #[actix_web::test]
 async fn a_moderator_deletes_a_message_from_every_page() {
     let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("mod", "password-123", Role::Moderator)
-        .await;
-    app.create_user("viewer", "password-123", Role::Viewer)
-        .await;
-    let browser = Browser::start().await;
-    let [moderator, viewer] = browser.watching(&app, stream, ["mod", "viewer"]).await;
+    let who = [("mod", Role::Moderator), ("viewer", Role::Viewer)];
+    let (stream, _browser, [moderator, viewer]) = Browser::watching_new_stream(&app, who).await;
     viewer.say("spam spam spam").await;
     viewer.say("a fine message").await;
     moderator.wait_for("messageWith('a fine message')").await;

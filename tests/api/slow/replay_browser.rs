@@ -113,12 +113,7 @@ async fn description_payloads_are_dead_on_the_watch_page() {
     let stream =
         create_stream_via_api(&owner, json!({"title": "XSS", "description": description})).await;
     // The JSON API keeps the Markdown text.
-    let stored = app
-        .store
-        .stream(&app.tenant.slug, stream)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.stored_stream(stream).await;
     assert_eq!(stored.description, description.trim());
 
     let browser = Browser::start().await;
