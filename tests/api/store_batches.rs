@@ -32,11 +32,6 @@ fn stored(o: &InsertOutcome) -> (i64, i64) {
     }
 }
 
-async fn room_of(app: &TestApp, stream: i64) -> i64 {
-    let s = app.store.stream(&app.tenant.slug, stream).await.unwrap();
-    s.expect("the stream exists").room_id
-}
-
 #[actix_web::test]
 async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
     let app = spawn_app().await;
@@ -44,7 +39,10 @@ async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
         app.create_stream("owner").await,
         app.create_stream("owner").await,
     );
-    let (ra, rb) = (room_of(&app, a).await, room_of(&app, b).await);
+    let (ra, rb) = (
+        app.stored_stream(a).await.room_id,
+        app.stored_stream(b).await.room_id,
+    );
     let alice = app.create_user("alice", "password-123", Role::Viewer).await;
     let slug = &app.tenant.slug;
 
@@ -118,7 +116,7 @@ async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
 async fn a_batch_naming_a_missing_room_stores_nothing() {
     let app = spawn_app().await;
     let a = app.create_stream("owner").await;
-    let ra = room_of(&app, a).await;
+    let ra = app.stored_stream(a).await.room_id;
     let alice = app.create_user("alice", "password-123", Role::Viewer).await;
     let slug = &app.tenant.slug;
     let batch = [
