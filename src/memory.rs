@@ -67,6 +67,36 @@ pub fn trim() {
     }
 }
 
+/// What the allocator holds: bytes the program has allocated and not freed,
+/// and bytes of the allocator's pages resident in memory (the difference is
+/// what freed memory the allocator keeps, plus its own metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    /// Live allocations.
+    pub allocated: u64,
+    /// Resident pages of the allocator.
+    pub resident: u64,
+}
+
+/// The allocator's figures now, when the process runs on jemalloc (the
+/// `jemalloc` feature, in the `stampede` binary); `None` elsewhere (the
+/// figures of a jemalloc the process does not allocate with are all zero).
+pub fn heap() -> Option<Heap> {
+    #[cfg(feature = "jemalloc")]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        epoch::advance().ok()?;
+        let allocated = stats::allocated::read().ok()? as u64;
+        let resident = stats::resident::read().ok()? as u64;
+        (allocated > 0).then_some(Heap {
+            allocated,
+            resident,
+        })
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

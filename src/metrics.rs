@@ -224,6 +224,22 @@ impl Metrics {
         for (name, help, g) in gauges {
             plain(&mut out, name, "gauge", help, g.get());
         }
+        if let Some(heap) = crate::memory::heap() {
+            plain(
+                &mut out,
+                "stampede_heap_allocated_bytes",
+                "gauge",
+                "Bytes allocated and not freed (jemalloc).",
+                heap.allocated,
+            );
+            plain(
+                &mut out,
+                "stampede_heap_resident_bytes",
+                "gauge",
+                "Resident bytes of the allocator's pages (jemalloc).",
+                heap.resident,
+            );
+        }
         let counters: [(&str, &str, &Counter); 13] = [
             (
                 "stampede_relay_published_total",
