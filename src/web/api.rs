@@ -9,7 +9,7 @@ use crate::{
     domain::Role,
     error::{ApiError, Code},
     protocol,
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     sessions::outlet::codes,
     store::{
         accounts::{SessionRecord, User},
@@ -17,7 +17,7 @@ use crate::{
         Store,
     },
     tenants::CurrentTenant,
-    web::client_key,
+    web::{client_key, extract::ById, room_key},
 };
 
 /// Registers the API routes.
@@ -242,20 +242,16 @@ struct ReplayQuery {
     limit: Option<i64>,
 }
 
-async fn replay(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    query: web::Query<ReplayQuery>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
+async fn replay(r: ById, query: web::Query<ReplayQuery>) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if limit < 1 {
         return Err(ApiError::new(Code::Invalid, "limit must be at least 1."));
     }
     let limit = limit.min(200);
-    let stream = watchable_stream(&visitor, &store, path.into_inner()).await?;
-    let messages = store
-        .messages_before(&visitor.tenant.slug, stream.room_id, query.before_id, limit)
+    let stream = r.watchable_stream().await?;
+    let messages = r
+        .store
+        .messages_before(&r.tenant.slug, stream.room_id, query.before_id, limit)
         .await?;
     let next = if messages.len() as i64 == limit {
         messages.last().map(|m| m.id)
@@ -286,23 +282,13 @@ struct StatusBody {
 }
 
 async fn set_status(
-    visitor: Acting,
-    path: web::Path<i64>,
+    r: ById<Acting>,
     body: web::Json<StatusBody>,
-    store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = visitor.user();
-    let stream = store
-        .stream(&visitor.tenant.slug, path.into_inner())
-        .await?
-        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
-    if stream.owner_id != user.id && user.role != Role::Admin {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            "Only the stream's owner or an admin can do that.",
-        ));
-    }
+    let (_, stream) = r
+        .owned_stream("Only the stream's owner or an admin can do that.")
+        .await?;
     let allowed = match (stream.status, body.status) {
         (a, b) if a == b => true,
         (StreamStatus::Scheduled, _) => true,
@@ -319,14 +305,10 @@ async fn set_status(
             ),
         ));
     }
-    store
-        .set_stream_status(&visitor.tenant.slug, stream.id, body.status)
+    r.store
+        .set_stream_status(&r.tenant.slug, stream.id, body.status)
         .await?;
-    let key = RoomKey {
-        slug: visitor.tenant.slug.clone(),
-        stream_id: stream.id,
-    };
-    hub.status_changed(&key, &stream, body.status);
+    hub.status_changed(&room_key(&r, stream.id), &stream, body.status);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }
 

@@ -17,7 +17,7 @@ use crate::{
     error::{ApiError, Code},
     moderation::can_moderate,
     protocol::{timestamp, StampView},
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     store::{
         messages::{MessageType, StoredMessage},
         streams::{Stream, StreamStatus},
@@ -26,6 +26,7 @@ use crate::{
     web::{
         api::watchable_stream,
         i18n::{Lang, PageLang, Strings},
+        room_key,
     },
 };
 
@@ -265,10 +266,7 @@ async fn index(
     let streams = listed
         .into_iter()
         .map(|stream| StreamRow {
-            viewers: hub.viewers(&RoomKey {
-                slug: visitor.tenant.slug.clone(),
-                stream_id: stream.id,
-            }),
+            viewers: hub.viewers(&room_key(&visitor, stream.id)),
             stream,
         })
         .collect();
@@ -402,10 +400,7 @@ async fn watch_response(
         lang,
         StatusCode::OK,
         WatchPage {
-            viewers: hub.viewers(&RoomKey {
-                slug: slug.clone(),
-                stream_id: stream.id,
-            }),
+            viewers: hub.viewers(&room_key(&visitor, stream.id)),
             stamps: store.stamps(slug).await?,
             messages: messages.into_iter().map(MessageView::from).collect(),
             signed_in,

@@ -12,11 +12,12 @@ use crate::{
     auth::{Acting, Visitor},
     domain::Role,
     error::{ApiError, Code},
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     store::{accounts::User, streams::Stream, Store},
     web::{
         i18n::PageLang,
         pages::{error_page, render_in, see_other, Chrome},
+        room_key,
     },
 };
 
@@ -220,10 +221,7 @@ async fn studio(
     let streams = streams
         .into_iter()
         .map(|stream| StudioStream {
-            viewers: hub.viewers(&RoomKey {
-                slug: slug.clone(),
-                stream_id: stream.id,
-            }),
+            viewers: hub.viewers(&room_key(&visitor, stream.id)),
             stream,
         })
         .collect();
