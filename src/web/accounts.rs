@@ -78,6 +78,46 @@ struct SignupPage {
     password_error: Option<&'static str>,
 }
 
+impl LoginPage {
+    /// The login form, without errors, for `username` and back to `next`.
+    fn new(c: Chrome, next: String, username: String) -> Self {
+        LoginPage {
+            c,
+            next,
+            username,
+            form_error: None,
+            username_error: None,
+            password_error: None,
+        }
+    }
+}
+
+impl SignupPage {
+    /// The sign-up form, without errors, for `username`.
+    fn new(c: Chrome, username: String) -> Self {
+        SignupPage {
+            c,
+            username,
+            form_error: None,
+            username_error: None,
+            password_error: None,
+        }
+    }
+}
+
+/// A posted login or sign-up form and what both handlers need: the request,
+/// the visitor, the page language, the form, the store, the auth settings and
+/// the failed-login limiter (a tuple: actix extracts it in this order).
+type AccountPost = (
+    HttpRequest,
+    Visitor,
+    PageLang,
+    web::Form<AccountForm>,
+    web::Data<Store>,
+    web::Data<AuthConfig>,
+    web::Data<LoginLimiter>,
+);
+
 /// A login or sign-up page, as far as the answers both forms share touch it.
 trait AccountPage: Template {
     /// The page's chrome and its form-wide error.
@@ -142,38 +182,19 @@ async fn login_form(
         return Ok(see_other(&next));
     }
     let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let page = LoginPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        next,
-        username: String::new(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
+    let page = LoginPage::new(Chrome::new(&visitor, &lang, "/"), next, String::new());
     with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
 }
 
 async fn login_submit(
-    req: HttpRequest,
-    visitor: Visitor,
-    lang: PageLang,
-    form: web::Form<AccountForm>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    (req, visitor, lang, form, store, auth, limiter): AccountPost,
 ) -> Result<HttpResponse, ApiError> {
     let form = form.into_inner();
     let s = lang.lang.strings();
     let next = local_path(&form.next).unwrap_or("/").to_string();
     let username = form.username.trim().to_string();
-    let mut page = LoginPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        next: next.clone(),
-        username: username.clone(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
+    let c = Chrome::new(&visitor, &lang, "/");
+    let mut page = LoginPage::new(c, next.clone(), username.clone());
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
         return form_expired(visitor, &lang, &store, &auth, page).await;
     }
@@ -226,13 +247,7 @@ async fn signup_form(
         return Ok(see_other("/"));
     }
     let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let page = SignupPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        username: String::new(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
+    let page = SignupPage::new(Chrome::new(&visitor, &lang, "/"), String::new());
     with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
 }
 
@@ -252,16 +267,8 @@ async fn signup_closed(
     )
 }
 
-/// The sign-up form (the extractors of [`login_submit`]: the checks and answers
-/// differ).
 async fn signup_submit(
-    req: HttpRequest,
-    visitor: Visitor,
-    lang: PageLang,
-    form: web::Form<AccountForm>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    (req, visitor, lang, form, store, auth, limiter): AccountPost,
 ) -> Result<HttpResponse, ApiError> {
     if !visitor.tenant.signup {
         return signup_closed(visitor, &lang, &store, &auth).await;
@@ -269,13 +276,7 @@ async fn signup_submit(
     let form = form.into_inner();
     let s = lang.lang.strings();
     let username = form.username.trim().to_string();
-    let mut page = SignupPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        username: username.clone(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
+    let mut page = SignupPage::new(Chrome::new(&visitor, &lang, "/"), username.clone());
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
         return form_expired(visitor, &lang, &store, &auth, page).await;
     }
