@@ -16,7 +16,9 @@ use crate::{
         api::{end_session, hash_new_password, login_checked, renew_session},
         client_key,
         i18n::PageLang,
-        pages::{error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome},
+        pages::{
+            error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome, Page,
+        },
     },
 };
 
@@ -165,25 +167,18 @@ async fn sign_in(
     with_cookie(see_other(next), Some(cookie))
 }
 
-async fn login_form(
-    visitor: Visitor,
-    lang: PageLang,
-    query: web::Query<NextQuery>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-) -> Result<HttpResponse, ApiError> {
+async fn login_form(page: Page, query: web::Query<NextQuery>) -> Result<HttpResponse, ApiError> {
     let next = query
         .next
         .as_deref()
         .and_then(local_path)
         .unwrap_or("/")
         .to_string();
-    if visitor.user().is_some() {
+    if page.visitor.user().is_some() {
         return Ok(see_other(&next));
     }
-    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let page = LoginPage::new(Chrome::new(&visitor, &lang, "/"), next, String::new());
-    with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
+    let form = LoginPage::new(page.chrome("/"), next, String::new());
+    page.render(StatusCode::OK, form)
 }
 
 async fn login_submit(
@@ -234,24 +229,26 @@ async fn login_submit(
     }
 }
 
-async fn signup_form(
-    visitor: Visitor,
-    lang: PageLang,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-) -> Result<HttpResponse, ApiError> {
-    if !visitor.tenant.signup {
-        return signup_closed(visitor, &lang, &store, &auth).await;
+async fn signup_form(page: Page) -> Result<HttpResponse, ApiError> {
+    if !page.visitor.tenant.signup {
+        return page.respond(signup_closed_page(page.chrome("/"), &page.lang)?);
     }
-    if visitor.user().is_some() {
+    if page.visitor.user().is_some() {
         return Ok(see_other("/"));
     }
-    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let page = SignupPage::new(Chrome::new(&visitor, &lang, "/"), String::new());
-    with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
+    page.render(
+        StatusCode::OK,
+        SignupPage::new(page.chrome("/"), String::new()),
+    )
 }
 
-/// The page of a tenant without sign-up (with a session, like every page).
+/// The page of a tenant without sign-up.
+fn signup_closed_page(c: Chrome, lang: &PageLang) -> Result<HttpResponse, ApiError> {
+    let s = c.s;
+    error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)
+}
+
+/// [`signup_closed_page`] for a posted form (with a session, like every page).
 async fn signup_closed(
     visitor: Visitor,
     lang: &PageLang,
@@ -259,10 +256,8 @@ async fn signup_closed(
     auth: &AuthConfig,
 ) -> Result<HttpResponse, ApiError> {
     let (visitor, cookie) = with_session(visitor, store, auth).await?;
-    let c = Chrome::new(&visitor, lang, "/");
-    let s = c.s;
     with_cookie(
-        error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)?,
+        signup_closed_page(Chrome::new(&visitor, lang, "/"), lang)?,
         cookie,
     )
 }
