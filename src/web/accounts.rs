@@ -2,22 +2,23 @@
 //! plain HTML forms carrying the session's CSRF token, with errors shown next
 //! to their field. Logging in or signing up always issues a new session.
 
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
 use crate::{
-    auth::{AuthConfig, LoginLimiter, Visitor},
+    auth::{AuthConfig, Visitor},
     domain::{Role, Username},
     error::{ApiError, Code},
     rooms::Hub,
     store::{accounts::User, Store},
     web::{
-        api::{end_session, hash_new_password, login_checked, renew_session},
+        api::{end_session, hash_new_password, renew_session, Logins},
         client_key,
         i18n::PageLang,
         pages::{
-            error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome, Page,
+            error_page, forbidden_page, local_path, render_in, see_other, with_cookie,
+            with_session, Chrome, Page,
         },
     },
 };
@@ -107,18 +108,10 @@ impl SignupPage {
     }
 }
 
-/// A posted login or sign-up form and what both handlers need: the request,
-/// the visitor, the page language, the form, the store, the auth settings and
-/// the failed-login limiter (a tuple: actix extracts it in this order).
-type AccountPost = (
-    HttpRequest,
-    Visitor,
-    PageLang,
-    web::Form<AccountForm>,
-    web::Data<Store>,
-    web::Data<AuthConfig>,
-    web::Data<LoginLimiter>,
-);
+/// A posted login or sign-up form and what both handlers need: the visitor,
+/// the page language, the form and the password check (a tuple: actix
+/// extracts it in this order).
+type AccountPost = (Visitor, PageLang, web::Form<AccountForm>, Logins);
 
 /// A login or sign-up page, as far as the answers both forms share touch it.
 trait AccountPage: Template {
@@ -182,8 +175,9 @@ async fn login_form(page: Page, query: web::Query<NextQuery>) -> Result<HttpResp
 }
 
 async fn login_submit(
-    (req, visitor, lang, form, store, auth, limiter): AccountPost,
+    (visitor, lang, form, logins): AccountPost,
 ) -> Result<HttpResponse, ApiError> {
+    let (store, auth) = (&logins.store, &logins.auth);
     let form = form.into_inner();
     let s = lang.lang.strings();
     let next = local_path(&form.next).unwrap_or("/").to_string();
@@ -191,25 +185,15 @@ async fn login_submit(
     let c = Chrome::new(&visitor, &lang, "/");
     let mut page = LoginPage::new(c, next.clone(), username.clone());
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
-        return form_expired(visitor, &lang, &store, &auth, page).await;
+        return form_expired(visitor, &lang, store, auth, page).await;
     }
     if username.is_empty() || form.password.is_empty() {
         page.username_error = username.is_empty().then_some(s.err_required);
         page.password_error = form.password.is_empty().then_some(s.err_required);
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
-    match login_checked(
-        &req,
-        &visitor,
-        &store,
-        &auth,
-        &limiter,
-        &username,
-        &form.password,
-    )
-    .await
-    {
-        Ok(user) => sign_in(&visitor, &store, &auth, user, &next).await,
+    match logins.check(&visitor, &username, &form.password).await {
+        Ok(user) => sign_in(&visitor, store, auth, user, &next).await,
         Err(e) if e.code() == Code::RateLimited => {
             page.form_error = Some(s.err_rate_limited);
             render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page)
@@ -263,17 +247,18 @@ async fn signup_closed(
 }
 
 async fn signup_submit(
-    (req, visitor, lang, form, store, auth, limiter): AccountPost,
+    (visitor, lang, form, logins): AccountPost,
 ) -> Result<HttpResponse, ApiError> {
+    let (store, auth) = (&logins.store, &logins.auth);
     if !visitor.tenant.signup {
-        return signup_closed(visitor, &lang, &store, &auth).await;
+        return signup_closed(visitor, &lang, store, auth).await;
     }
     let form = form.into_inner();
     let s = lang.lang.strings();
     let username = form.username.trim().to_string();
     let mut page = SignupPage::new(Chrome::new(&visitor, &lang, "/"), username.clone());
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
-        return form_expired(visitor, &lang, &store, &auth, page).await;
+        return form_expired(visitor, &lang, store, auth, page).await;
     }
     let name = Username::parse(&username);
     page.username_error = match (&name, username.is_empty()) {
@@ -296,14 +281,15 @@ async fn signup_submit(
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
     // Sign-ups count against the same per-address budget as failed logins.
-    if limiter
-        .charge_address(&client_key(&req).to_string())
+    if logins
+        .limiter
+        .charge_address(&client_key(&logins.req).to_string())
         .is_err()
     {
         page.form_error = Some(s.err_rate_limited);
         return render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page);
     }
-    let hash = match hash_new_password(&auth, form.password).await {
+    let hash = match hash_new_password(auth, form.password).await {
         Ok(hash) => hash,
         Err(ApiError::Client {
             code: Code::Unavailable,
@@ -321,7 +307,7 @@ async fn signup_submit(
         page.username_error = Some(s.err_username_taken);
         return render_in(&lang, StatusCode::CONFLICT, page);
     };
-    sign_in(&visitor, &store, &auth, user, "/").await
+    sign_in(&visitor, store, auth, user, "/").await
 }
 
 async fn logout(
@@ -337,14 +323,7 @@ async fn logout(
     };
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
         let c = Chrome::new(&visitor, &lang, "/");
-        let s = c.s;
-        return error_page(
-            c,
-            &lang,
-            StatusCode::FORBIDDEN,
-            s.forbidden,
-            s.err_form_expired,
-        );
+        return forbidden_page(c, &lang, |s| s.err_form_expired);
     }
     end_session(&visitor, &store, &hub, session).await?;
     with_cookie(see_other("/"), Some(auth.removal_cookie()))

@@ -1,7 +1,9 @@
 //! The JSON API of PROTOCOL.md: accounts (`/api/login`, `/api/session`,
 //! `/api/logout`), message replay and stream status.
 
-use actix_web::{cookie::Cookie, web, HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
+
+use actix_web::{cookie::Cookie, dev::Payload, web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -17,7 +19,7 @@ use crate::{
         Store,
     },
     tenants::CurrentTenant,
-    web::{client_key, extract::ById, room_key},
+    web::{client_key, extract::ById, json_text, room_key},
 };
 
 /// Registers the API routes.
@@ -81,37 +83,73 @@ pub async fn authenticate(
     }
 }
 
-/// Logs in with the failed-login limiter applied; returns the user on success.
-pub async fn login_checked(
-    req: &HttpRequest,
-    visitor: &Visitor,
-    store: &Store,
-    auth: &AuthConfig,
-    limiter: &LoginLimiter,
-    username: &str,
-    password: &str,
-) -> Result<User, ApiError> {
-    let attempt = limiter
-        .begin(
-            &client_key(req).to_string(),
-            visitor.tenant.slug.as_str(),
-            username,
-        )
-        .map_err(ApiError::rate_limited)?;
-    // Counted as a failure until the password proves right (or was never
-    // checked because the server was busy).
-    match authenticate(store, &auth.hashes, &visitor.tenant, username, password).await {
-        Ok(Some(user)) => {
-            limiter.succeeded(attempt);
-            Ok(user)
+/// What a password check needs: the request (its client's address), the
+/// store, the auth settings and the failed-login limiter. Its extraction never
+/// fails.
+pub struct Logins {
+    /// The request.
+    pub req: HttpRequest,
+    /// The store.
+    pub store: web::Data<Store>,
+    /// Cookie settings and the password-hash gate.
+    pub auth: web::Data<AuthConfig>,
+    /// The failed-login limiter.
+    pub limiter: web::Data<LoginLimiter>,
+}
+
+impl FromRequest for Logins {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        /// App data that startup always registers.
+        fn data<T: 'static>(req: &HttpRequest) -> web::Data<T> {
+            req.app_data::<web::Data<T>>()
+                .expect("registered at startup")
+                .clone()
         }
-        Ok(None) => Err(ApiError::new(
-            Code::NotAuthenticated,
-            "Wrong username or password.",
-        )),
-        Err(e) => {
-            limiter.succeeded(attempt);
-            Err(e)
+        ready(Ok(Logins {
+            req: req.clone(),
+            store: data(req),
+            auth: data(req),
+            limiter: data(req),
+        }))
+    }
+}
+
+impl Logins {
+    /// Logs `username` in on the visitor's tenant with the failed-login
+    /// limiter applied; returns the user on success.
+    pub async fn check(
+        &self,
+        visitor: &Visitor,
+        username: &str,
+        password: &str,
+    ) -> Result<User, ApiError> {
+        let limiter = &self.limiter;
+        let attempt = limiter
+            .begin(
+                &client_key(&self.req).to_string(),
+                visitor.tenant.slug.as_str(),
+                username,
+            )
+            .map_err(ApiError::rate_limited)?;
+        // Counted as a failure until the password proves right (or was never
+        // checked because the server was busy).
+        let hashes = &self.auth.hashes;
+        match authenticate(&self.store, hashes, &visitor.tenant, username, password).await {
+            Ok(Some(user)) => {
+                limiter.succeeded(attempt);
+                Ok(user)
+            }
+            Ok(None) => Err(ApiError::new(
+                Code::NotAuthenticated,
+                "Wrong username or password.",
+            )),
+            Err(e) => {
+                limiter.succeeded(attempt);
+                Err(e)
+            }
         }
     }
 }
@@ -159,24 +197,14 @@ pub async fn end_session(
 }
 
 async fn login(
-    req: HttpRequest,
     visitor: Visitor,
     body: web::Json<LoginBody>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    logins: Logins,
 ) -> Result<HttpResponse, ApiError> {
-    let user = login_checked(
-        &req,
-        &visitor,
-        &store,
-        &auth,
-        &limiter,
-        &body.username,
-        &body.password,
-    )
-    .await?;
-    let (session, cookie) = renew_session(&visitor, &store, &auth, user).await?;
+    let user = logins
+        .check(&visitor, &body.username, &body.password)
+        .await?;
+    let (session, cookie) = renew_session(&visitor, &logins.store, &logins.auth, user).await?;
     let user = session.user.as_ref().expect("logged in");
     Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
         "username": user.username,
@@ -271,9 +299,7 @@ async fn replay(r: ById, query: web::Query<ReplayQuery>) -> Result<HttpResponse,
     body.push_str("],\"next_before_id\":");
     body.push_str(&next.map_or("null".to_string(), |n| n.to_string()));
     body.push('}');
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_text(body))
 }
 
 #[derive(Deserialize)]
@@ -321,29 +347,22 @@ struct PasswordBody {
 /// Changes the password: every session of the user ends (their sockets close
 /// with 4001 on every node) and this client gets a new session.
 async fn change_password(
-    req: HttpRequest,
     visitor: Acting,
     body: web::Json<PasswordBody>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    logins: Logins,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let user = visitor.user().clone();
-    login_checked(
-        &req,
-        &visitor,
-        &store,
-        &auth,
-        &limiter,
-        &user.username,
-        &body.current_password,
-    )
-    .await
-    .map_err(|e| match e.code() {
-        Code::NotAuthenticated => ApiError::new(Code::Forbidden, "The current password is wrong."),
-        _ => e,
-    })?;
+    let (store, auth) = (&logins.store, &logins.auth);
+    logins
+        .check(&visitor, &user.username, &body.current_password)
+        .await
+        .map_err(|e| match e.code() {
+            Code::NotAuthenticated => {
+                ApiError::new(Code::Forbidden, "The current password is wrong.")
+            }
+            _ => e,
+        })?;
     let n = body.new_password.chars().count();
     if !(8..=256).contains(&n) {
         return Err(ApiError::new(
@@ -351,13 +370,13 @@ async fn change_password(
             "The new password must be 8 to 256 characters.",
         ));
     }
-    let hash = hash_new_password(&auth, body.new_password.clone()).await?;
+    let hash = hash_new_password(auth, body.new_password.clone()).await?;
     store
         .set_password(&visitor.tenant.slug, user.id, &hash)
         .await?;
     hub.close_user_sessions(&visitor.tenant.slug, user.id, codes::SESSION_ENDED);
     let (session, cookie) = auth
-        .start_session(&store, &visitor.tenant, Some(user))
+        .start_session(store, &visitor.tenant, Some(user))
         .await?;
     Ok(HttpResponse::Ok()
         .cookie(cookie)

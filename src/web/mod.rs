@@ -74,6 +74,14 @@ async fn not_found() -> actix_web::HttpResponse {
         .body("Not found")
 }
 
+/// A 200 response of JSON text written by hand (message frames are spliced in
+/// as the socket sends them).
+pub fn json_text(body: String) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
 /// The room of the stream `stream_id` on the visitor's tenant.
 pub fn room_key(visitor: &Visitor, stream_id: i64) -> RoomKey {
     RoomKey {

@@ -293,6 +293,16 @@ pub fn not_found_page(c: Chrome, lang: &PageLang) -> Result<HttpResponse, ApiErr
     )
 }
 
+/// The 403 page, saying `text` of the page's strings.
+pub fn forbidden_page(
+    c: Chrome,
+    lang: &PageLang,
+    text: fn(&Strings) -> &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let (heading, text) = (c.s.forbidden, text(c.s));
+    error_page(c, lang, StatusCode::FORBIDDEN, heading, text)
+}
+
 /// A stream in the list.
 struct StreamRow {
     stream: Stream,

@@ -16,7 +16,7 @@ use crate::{
     store::{accounts::User, streams::Stream, Store},
     web::{
         i18n::PageLang,
-        pages::{error_page, render_in, see_other, Chrome},
+        pages::{forbidden_page, render_in, see_other, Chrome},
         room_key,
     },
 };
@@ -202,14 +202,7 @@ async fn studio(
         return Ok(see_other(&c.login_href));
     };
     if !can_stream(user) {
-        let s = c.s;
-        return error_page(
-            c,
-            &lang,
-            StatusCode::FORBIDDEN,
-            s.forbidden,
-            s.studio_forbidden,
-        );
+        return forbidden_page(c, &lang, |s| s.studio_forbidden);
     }
     let slug = &visitor.tenant.slug;
     let is_admin = user.role == Role::Admin;

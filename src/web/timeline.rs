@@ -11,7 +11,7 @@ use crate::{
     error::{ApiError, Code},
     protocol::{self, timestamp},
     store::timeline::{at_offset, offset_of},
-    web::extract::ById,
+    web::{extract::ById, json_text},
 };
 
 /// Most messages in one answer; past it the answer says where to go on.
@@ -114,7 +114,5 @@ async fn timeline(r: ById, query: web::Query<TimelineQuery>) -> Result<HttpRespo
     body.push_str(",\"next_from_ms\":");
     body.push_str(&next_from_ms.map_or("null".to_string(), |n| n.to_string()));
     body.push('}');
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_text(body))
 }
