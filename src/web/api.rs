@@ -84,8 +84,8 @@ pub async fn authenticate(
 }
 
 /// What a password check needs: the request (its client's address), the
-/// store, the auth settings and the failed-login limiter. Its extraction never
-/// fails.
+/// store, the auth settings and the failed-login limiter, taken from the app
+/// data as `web::Data` extractors take them.
 pub struct Logins {
     /// The request.
     pub req: HttpRequest,
@@ -102,18 +102,16 @@ impl FromRequest for Logins {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        /// App data that startup always registers.
-        fn data<T: 'static>(req: &HttpRequest) -> web::Data<T> {
-            req.app_data::<web::Data<T>>()
-                .expect("registered at startup")
-                .clone()
-        }
-        ready(Ok(Logins {
-            req: req.clone(),
-            store: data(req),
-            auth: data(req),
-            limiter: data(req),
-        }))
+        // Each part as its own extractor would take it.
+        let parts = || -> Result<Self, Self::Error> {
+            Ok(Logins {
+                req: req.clone(),
+                store: web::Data::extract(req).into_inner()?,
+                auth: web::Data::extract(req).into_inner()?,
+                limiter: web::Data::extract(req).into_inner()?,
+            })
+        };
+        ready(parts())
     }
 }
 
