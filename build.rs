@@ -8,7 +8,10 @@
 //! where `rust-embed` reads from disk unless told otherwise. ETags are made
 //! from the bytes when served (`web::statics`), so nothing else is generated.
 
-use std::{env, fs, path::Path};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+};
 
 fn main() {
     let root = env::var("CARGO_MANIFEST_DIR").unwrap();
@@ -19,58 +22,59 @@ fn main() {
     ] {
         let dir = Path::new(&root).join(dir);
         println!("cargo:rerun-if-changed={}", dir.display());
-        let mut files: Vec<_> = fs::read_dir(&dir)
+        let files = fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "sql"))
             .collect();
-        files.sort();
-        out.push_str(&format!("pub static {name}: &[(&str, &str)] = &[\n"));
-        for f in files {
-            println!("cargo:rerun-if-changed={}", f.display());
-            out.push_str(&format!(
-                "    ({:?}, include_str!({:?})),\n",
-                f.file_name().unwrap().to_str().unwrap(),
-                f.display().to_string()
-            ));
-        }
-        out.push_str("];\n");
+        out.push_str(&table(name, "&str", "include_str", files, |f| {
+            f.file_name().unwrap().to_str().unwrap().to_string()
+        }));
     }
-    fs::write(
-        Path::new(&env::var("OUT_DIR").unwrap()).join("migrations.rs"),
-        out,
-    )
-    .unwrap();
+    write_out("migrations.rs", out);
 
     let static_dir = Path::new(&root).join("static");
     println!("cargo:rerun-if-changed={}", static_dir.display());
     let mut files = Vec::new();
     collect(&static_dir, &mut files);
+    let out = table("FILES", "&[u8]", "include_bytes", files, |f| {
+        let rel = f.strip_prefix(&static_dir).unwrap();
+        rel.to_str().unwrap().replace('\\', "/")
+    });
+    write_out("statics.rs", out);
+}
+
+/// `pub static {name}: &[(&str, {ty})]` of `files` in name order, each as its
+/// `key` and `{include}!(path)`; every file is watched for changes.
+fn table(
+    name: &str,
+    ty: &str,
+    include: &str,
+    mut files: Vec<PathBuf>,
+    key: impl Fn(&Path) -> String,
+) -> String {
     files.sort();
-    let mut out = String::from("pub static FILES: &[(&str, &[u8])] = &[\n");
+    let mut out = format!("pub static {name}: &[(&str, {ty})] = &[\n");
     for f in files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let rel = f
-            .strip_prefix(&static_dir)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .replace('\\', "/");
         out.push_str(&format!(
-            "    ({rel:?}, include_bytes!({:?})),\n",
+            "    ({:?}, {include}!({:?})),\n",
+            key(&f),
             f.display().to_string()
         ));
     }
     out.push_str("];\n");
-    fs::write(
-        Path::new(&env::var("OUT_DIR").unwrap()).join("statics.rs"),
-        out,
-    )
-    .unwrap();
+    out
 }
 
-fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+/// Writes `content` to the file `name` of `OUT_DIR`.
+fn write_out(name: &str, content: String) {
+    fs::write(Path::new(&env::var("OUT_DIR").unwrap()).join(name), content).unwrap();
+}
+
+/// Every file below `dir`, watching each directory.
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

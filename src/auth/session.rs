@@ -114,6 +114,14 @@ impl Visitor {
     }
 }
 
+/// Lets code that takes any requester ([`Visitor`] or [`Acting`]) read it as a
+/// `Visitor` (e.g. [`crate::web::extract::ById`]).
+impl AsRef<Visitor> for Visitor {
+    fn as_ref(&self) -> &Visitor {
+        self
+    }
+}
+
 impl FromRequest for Visitor {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
@@ -170,6 +178,12 @@ impl Acting {
 impl std::ops::Deref for Acting {
     type Target = Visitor;
     fn deref(&self) -> &Visitor {
+        &self.0
+    }
+}
+
+impl AsRef<Visitor> for Acting {
+    fn as_ref(&self) -> &Visitor {
         &self.0
     }
 }

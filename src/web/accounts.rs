@@ -2,21 +2,24 @@
 //! plain HTML forms carrying the session's CSRF token, with errors shown next
 //! to their field. Logging in or signing up always issues a new session.
 
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use actix_web::{http::StatusCode, web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
 use crate::{
-    auth::{AuthConfig, LoginLimiter, Visitor},
+    auth::{AuthConfig, Visitor},
     domain::{Role, Username},
     error::{ApiError, Code},
     rooms::Hub,
     store::{accounts::User, Store},
     web::{
-        api::{end_session, hash_new_password, login_checked, renew_session},
+        api::{end_session, hash_new_password, renew_session, Logins},
         client_key,
         i18n::PageLang,
-        pages::{error_page, local_path, render_in, see_other, with_cookie, with_session, Chrome},
+        pages::{
+            error_page, forbidden_page, local_path, render_in, see_other, with_cookie,
+            with_session, Chrome, Page,
+        },
     },
 };
 
@@ -78,6 +81,38 @@ struct SignupPage {
     password_error: Option<&'static str>,
 }
 
+impl LoginPage {
+    /// The login form, without errors, for `username` and back to `next`.
+    fn new(c: Chrome, next: String, username: String) -> Self {
+        LoginPage {
+            c,
+            next,
+            username,
+            form_error: None,
+            username_error: None,
+            password_error: None,
+        }
+    }
+}
+
+impl SignupPage {
+    /// The sign-up form, without errors, for `username`.
+    fn new(c: Chrome, username: String) -> Self {
+        SignupPage {
+            c,
+            username,
+            form_error: None,
+            username_error: None,
+            password_error: None,
+        }
+    }
+}
+
+/// A posted login or sign-up form and what both handlers need: the visitor,
+/// the page language, the form and the password check (a tuple: actix
+/// extracts it in this order).
+type AccountPost = (Visitor, PageLang, web::Form<AccountForm>, Logins);
+
 /// A login or sign-up page, as far as the answers both forms share touch it.
 trait AccountPage: Template {
     /// The page's chrome and its form-wide error.
@@ -125,75 +160,41 @@ async fn sign_in(
     with_cookie(see_other(next), Some(cookie))
 }
 
-async fn login_form(
-    visitor: Visitor,
-    lang: PageLang,
-    query: web::Query<NextQuery>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-) -> Result<HttpResponse, ApiError> {
+// The query first: a refused query is answered before `Page` starts a session.
+async fn login_form(query: web::Query<NextQuery>, page: Page) -> Result<HttpResponse, ApiError> {
     let next = query
         .next
         .as_deref()
         .and_then(local_path)
         .unwrap_or("/")
         .to_string();
-    if visitor.user().is_some() {
+    if page.visitor.user().is_some() {
         return Ok(see_other(&next));
     }
-    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let page = LoginPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        next,
-        username: String::new(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
-    with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
+    let form = LoginPage::new(page.chrome("/"), next, String::new());
+    page.render(StatusCode::OK, form)
 }
 
 async fn login_submit(
-    req: HttpRequest,
-    visitor: Visitor,
-    lang: PageLang,
-    form: web::Form<AccountForm>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    (visitor, lang, form, logins): AccountPost,
 ) -> Result<HttpResponse, ApiError> {
+    let (store, auth) = (&logins.store, &logins.auth);
     let form = form.into_inner();
     let s = lang.lang.strings();
     let next = local_path(&form.next).unwrap_or("/").to_string();
     let username = form.username.trim().to_string();
-    let mut page = LoginPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        next: next.clone(),
-        username: username.clone(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
+    let c = Chrome::new(&visitor, &lang, "/");
+    let mut page = LoginPage::new(c, next.clone(), username.clone());
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
-        return form_expired(visitor, &lang, &store, &auth, page).await;
+        return form_expired(visitor, &lang, store, auth, page).await;
     }
     if username.is_empty() || form.password.is_empty() {
         page.username_error = username.is_empty().then_some(s.err_required);
         page.password_error = form.password.is_empty().then_some(s.err_required);
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
-    match login_checked(
-        &req,
-        &visitor,
-        &store,
-        &auth,
-        &limiter,
-        &username,
-        &form.password,
-    )
-    .await
-    {
-        Ok(user) => sign_in(&visitor, &store, &auth, user, &next).await,
+    match logins.check(&visitor, &username, &form.password).await {
+        Ok(user) => sign_in(&visitor, store, auth, user, &next).await,
         Err(e) if e.code() == Code::RateLimited => {
             page.form_error = Some(s.err_rate_limited);
             render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page)
@@ -213,30 +214,26 @@ async fn login_submit(
     }
 }
 
-async fn signup_form(
-    visitor: Visitor,
-    lang: PageLang,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-) -> Result<HttpResponse, ApiError> {
-    if !visitor.tenant.signup {
-        return signup_closed(visitor, &lang, &store, &auth).await;
+async fn signup_form(page: Page) -> Result<HttpResponse, ApiError> {
+    if !page.visitor.tenant.signup {
+        return page.respond(signup_closed_page(page.chrome("/"), &page.lang)?);
     }
-    if visitor.user().is_some() {
+    if page.visitor.user().is_some() {
         return Ok(see_other("/"));
     }
-    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let page = SignupPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        username: String::new(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
-    with_cookie(render_in(&lang, StatusCode::OK, page)?, cookie)
+    page.render(
+        StatusCode::OK,
+        SignupPage::new(page.chrome("/"), String::new()),
+    )
 }
 
-/// The page of a tenant without sign-up (with a session, like every page).
+/// The page of a tenant without sign-up.
+fn signup_closed_page(c: Chrome, lang: &PageLang) -> Result<HttpResponse, ApiError> {
+    let s = c.s;
+    error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)
+}
+
+/// [`signup_closed_page`] for a posted form (with a session, like every page).
 async fn signup_closed(
     visitor: Visitor,
     lang: &PageLang,
@@ -244,40 +241,25 @@ async fn signup_closed(
     auth: &AuthConfig,
 ) -> Result<HttpResponse, ApiError> {
     let (visitor, cookie) = with_session(visitor, store, auth).await?;
-    let c = Chrome::new(&visitor, lang, "/");
-    let s = c.s;
     with_cookie(
-        error_page(c, lang, StatusCode::NOT_FOUND, s.sign_up, s.signup_closed)?,
+        signup_closed_page(Chrome::new(&visitor, lang, "/"), lang)?,
         cookie,
     )
 }
 
-/// The sign-up form (the extractors of [`login_submit`]: the checks and answers
-/// differ).
 async fn signup_submit(
-    req: HttpRequest,
-    visitor: Visitor,
-    lang: PageLang,
-    form: web::Form<AccountForm>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    (visitor, lang, form, logins): AccountPost,
 ) -> Result<HttpResponse, ApiError> {
+    let (store, auth) = (&logins.store, &logins.auth);
     if !visitor.tenant.signup {
-        return signup_closed(visitor, &lang, &store, &auth).await;
+        return signup_closed(visitor, &lang, store, auth).await;
     }
     let form = form.into_inner();
     let s = lang.lang.strings();
     let username = form.username.trim().to_string();
-    let mut page = SignupPage {
-        c: Chrome::new(&visitor, &lang, "/"),
-        username: username.clone(),
-        form_error: None,
-        username_error: None,
-        password_error: None,
-    };
+    let mut page = SignupPage::new(Chrome::new(&visitor, &lang, "/"), username.clone());
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
-        return form_expired(visitor, &lang, &store, &auth, page).await;
+        return form_expired(visitor, &lang, store, auth, page).await;
     }
     let name = Username::parse(&username);
     page.username_error = match (&name, username.is_empty()) {
@@ -300,14 +282,15 @@ async fn signup_submit(
         return render_in(&lang, StatusCode::UNPROCESSABLE_ENTITY, page);
     }
     // Sign-ups count against the same per-address budget as failed logins.
-    if limiter
-        .charge_address(&client_key(&req).to_string())
+    if logins
+        .limiter
+        .charge_address(&client_key(&logins.req).to_string())
         .is_err()
     {
         page.form_error = Some(s.err_rate_limited);
         return render_in(&lang, StatusCode::TOO_MANY_REQUESTS, page);
     }
-    let hash = match hash_new_password(&auth, form.password).await {
+    let hash = match hash_new_password(auth, form.password).await {
         Ok(hash) => hash,
         Err(ApiError::Client {
             code: Code::Unavailable,
@@ -325,7 +308,7 @@ async fn signup_submit(
         page.username_error = Some(s.err_username_taken);
         return render_in(&lang, StatusCode::CONFLICT, page);
     };
-    sign_in(&visitor, &store, &auth, user, "/").await
+    sign_in(&visitor, store, auth, user, "/").await
 }
 
 async fn logout(
@@ -341,14 +324,7 @@ async fn logout(
     };
     if visitor.check_csrf(Some(&form.csrf_token)).is_err() {
         let c = Chrome::new(&visitor, &lang, "/");
-        let s = c.s;
-        return error_page(
-            c,
-            &lang,
-            StatusCode::FORBIDDEN,
-            s.forbidden,
-            s.err_form_expired,
-        );
+        return forbidden_page(c, &lang, |s| s.err_form_expired);
     }
     end_session(&visitor, &store, &hub, session).await?;
     with_cookie(see_other("/"), Some(auth.removal_cookie()))

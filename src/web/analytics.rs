@@ -12,17 +12,15 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     analytics::{chart_svg, csv, parse_time, series_range, SeriesRange},
-    auth::Visitor,
     error::{ApiError, Code},
     protocol::{timestamp, timestamp_seconds},
     store::{
         analytics::{Bucket, Point},
         streams::Stream,
-        Store,
     },
     web::{
+        extract::ById,
         i18n::PageLang,
-        moderation::moderated_stream,
         pages::{render_in, see_other, Chrome},
     },
 };
@@ -41,11 +39,8 @@ struct SeriesQuery {
     to: Option<String>,
 }
 
-/// The stream, if the visitor may see its analytics.
-async fn allowed_stream(visitor: &Visitor, store: &Store, id: i64) -> Result<Stream, ApiError> {
-    let refusal = "Only the stream's owner, its moderators and admins can see its analytics.";
-    Ok(moderated_stream(visitor, store, id, refusal).await?.1)
-}
+/// Why a visitor who does not moderate the stream is refused.
+const REFUSAL: &str = "Only the stream's owner, its moderators and admins can see its analytics.";
 
 struct Series {
     bucket: Bucket,
@@ -54,13 +49,10 @@ struct Series {
     points: Vec<Point>,
 }
 
-async fn load(
-    visitor: &Visitor,
-    store: &Store,
-    id: i64,
-    q: &SeriesQuery,
-) -> Result<(Stream, Series), ApiError> {
-    let stream = allowed_stream(visitor, store, id).await?;
+/// The stream `{id}`, if the visitor may see its analytics, and its series
+/// as `q` asks.
+async fn load(r: &ById, q: &SeriesQuery) -> Result<(Stream, Series), ApiError> {
+    let (_, stream) = r.moderated_stream(REFUSAL).await?;
     let bucket = match q.bucket.as_deref() {
         None | Some("") => Bucket::Minute,
         Some(b) => Bucket::parse(b)
@@ -85,8 +77,8 @@ async fn load(
         SeriesRange::Span { from, to } => (
             from,
             to,
-            store
-                .reaction_series(&visitor.tenant.slug, stream.id, bucket, from, to)
+            r.store
+                .reaction_series(&r.tenant.slug, stream.id, bucket, from, to)
                 .await?,
         ),
         SeriesRange::Empty { at } => (at, at, Vec::new()),
@@ -110,13 +102,8 @@ struct PointView<'a> {
     count: i64,
 }
 
-async fn series_json(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    q: web::Query<SeriesQuery>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let (stream, s) = load(&visitor, &store, path.into_inner(), &q).await?;
+async fn series_json(r: ById, q: web::Query<SeriesQuery>) -> Result<HttpResponse, ApiError> {
+    let (stream, s) = load(&r, &q).await?;
     let series: Vec<PointView<'_>> = s
         .points
         .iter()
@@ -138,15 +125,9 @@ async fn series_json(
     })))
 }
 
-/// The series of [`series_json`] as a CSV download (a handler per route: the
-/// signature and the load are the same, the answers are not).
-async fn series_csv(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    q: web::Query<SeriesQuery>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let (stream, s) = load(&visitor, &store, path.into_inner(), &q).await?;
+/// The series of [`series_json`] as a CSV download.
+async fn series_csv(r: ById, q: web::Query<SeriesQuery>) -> Result<HttpResponse, ApiError> {
+    let (stream, s) = load(&r, &q).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
@@ -186,19 +167,12 @@ struct AnalyticsPage {
     moments: Vec<Moment>,
 }
 
-async fn page(
-    req: HttpRequest,
-    visitor: Visitor,
-    lang: PageLang,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    if visitor.user().is_none() {
-        let c = Chrome::new(&visitor, &lang, req.path());
+async fn page(req: HttpRequest, r: ById, lang: PageLang) -> Result<HttpResponse, ApiError> {
+    if r.user().is_none() {
+        let c = Chrome::new(&r, &lang, req.path());
         return Ok(see_other(&c.login_href));
     }
-    let stream = allowed_stream(&visitor, &store, id).await?;
+    let (_, stream) = r.moderated_stream(REFUSAL).await?;
     let end = stream.ended_at.unwrap_or_else(OffsetDateTime::now_utc);
     let life = end - stream.created_at;
     let bucket = if life > Duration::hours(12) {
@@ -213,8 +187,8 @@ async fn page(
         from: None,
         to: None,
     };
-    let (_, s) = load(&visitor, &store, id, &q).await?;
-    let slug = &visitor.tenant.slug;
+    let (_, s) = load(&r, &q).await?;
+    let (store, slug) = (&r.store, &r.tenant.slug);
     let mut totals: Vec<StampTotal> = Vec::new();
     for st in store.stamps(slug).await? {
         let total = s
@@ -254,7 +228,7 @@ async fn page(
         &lang,
         StatusCode::OK,
         AnalyticsPage {
-            c: Chrome::new(&visitor, &lang, req.path()),
+            c: Chrome::new(&r, &lang, req.path()),
             chart: chart_svg(&s.points, s.bucket),
             bucket: s.bucket.as_str(),
             stream,

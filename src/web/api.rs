@@ -1,7 +1,9 @@
 //! The JSON API of PROTOCOL.md: accounts (`/api/login`, `/api/session`,
 //! `/api/logout`), message replay and stream status.
 
-use actix_web::{cookie::Cookie, web, HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
+
+use actix_web::{cookie::Cookie, dev::Payload, web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -9,7 +11,7 @@ use crate::{
     domain::Role,
     error::{ApiError, Code},
     protocol,
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     sessions::outlet::codes,
     store::{
         accounts::{SessionRecord, User},
@@ -17,7 +19,7 @@ use crate::{
         Store,
     },
     tenants::CurrentTenant,
-    web::client_key,
+    web::{client_key, extract::ById, json_text, room_key},
 };
 
 /// Registers the API routes.
@@ -81,37 +83,71 @@ pub async fn authenticate(
     }
 }
 
-/// Logs in with the failed-login limiter applied; returns the user on success.
-pub async fn login_checked(
-    req: &HttpRequest,
-    visitor: &Visitor,
-    store: &Store,
-    auth: &AuthConfig,
-    limiter: &LoginLimiter,
-    username: &str,
-    password: &str,
-) -> Result<User, ApiError> {
-    let attempt = limiter
-        .begin(
-            &client_key(req).to_string(),
-            visitor.tenant.slug.as_str(),
-            username,
-        )
-        .map_err(ApiError::rate_limited)?;
-    // Counted as a failure until the password proves right (or was never
-    // checked because the server was busy).
-    match authenticate(store, &auth.hashes, &visitor.tenant, username, password).await {
-        Ok(Some(user)) => {
-            limiter.succeeded(attempt);
-            Ok(user)
-        }
-        Ok(None) => Err(ApiError::new(
-            Code::NotAuthenticated,
-            "Wrong username or password.",
-        )),
-        Err(e) => {
-            limiter.succeeded(attempt);
-            Err(e)
+/// What a password check needs: the request (its client's address), the
+/// store, the auth settings and the failed-login limiter, taken from the app
+/// data as `web::Data` extractors take them.
+pub struct Logins {
+    /// The request.
+    pub req: HttpRequest,
+    /// The store.
+    pub store: web::Data<Store>,
+    /// Cookie settings and the password-hash gate.
+    pub auth: web::Data<AuthConfig>,
+    /// The failed-login limiter.
+    pub limiter: web::Data<LoginLimiter>,
+}
+
+impl FromRequest for Logins {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Each part as its own extractor would take it.
+        let parts = || -> Result<Self, Self::Error> {
+            Ok(Logins {
+                req: req.clone(),
+                store: web::Data::extract(req).into_inner()?,
+                auth: web::Data::extract(req).into_inner()?,
+                limiter: web::Data::extract(req).into_inner()?,
+            })
+        };
+        ready(parts())
+    }
+}
+
+impl Logins {
+    /// Logs `username` in on the visitor's tenant with the failed-login
+    /// limiter applied; returns the user on success.
+    pub async fn check(
+        &self,
+        visitor: &Visitor,
+        username: &str,
+        password: &str,
+    ) -> Result<User, ApiError> {
+        let limiter = &self.limiter;
+        let attempt = limiter
+            .begin(
+                &client_key(&self.req).to_string(),
+                visitor.tenant.slug.as_str(),
+                username,
+            )
+            .map_err(ApiError::rate_limited)?;
+        // Counted as a failure until the password proves right (or was never
+        // checked because the server was busy).
+        let hashes = &self.auth.hashes;
+        match authenticate(&self.store, hashes, &visitor.tenant, username, password).await {
+            Ok(Some(user)) => {
+                limiter.succeeded(attempt);
+                Ok(user)
+            }
+            Ok(None) => Err(ApiError::new(
+                Code::NotAuthenticated,
+                "Wrong username or password.",
+            )),
+            Err(e) => {
+                limiter.succeeded(attempt);
+                Err(e)
+            }
         }
     }
 }
@@ -159,24 +195,14 @@ pub async fn end_session(
 }
 
 async fn login(
-    req: HttpRequest,
     visitor: Visitor,
     body: web::Json<LoginBody>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    logins: Logins,
 ) -> Result<HttpResponse, ApiError> {
-    let user = login_checked(
-        &req,
-        &visitor,
-        &store,
-        &auth,
-        &limiter,
-        &body.username,
-        &body.password,
-    )
-    .await?;
-    let (session, cookie) = renew_session(&visitor, &store, &auth, user).await?;
+    let user = logins
+        .check(&visitor, &body.username, &body.password)
+        .await?;
+    let (session, cookie) = renew_session(&visitor, &logins.store, &logins.auth, user).await?;
     let user = session.user.as_ref().expect("logged in");
     Ok(HttpResponse::Ok().cookie(cookie).json(serde_json::json!({
         "username": user.username,
@@ -242,20 +268,16 @@ struct ReplayQuery {
     limit: Option<i64>,
 }
 
-async fn replay(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    query: web::Query<ReplayQuery>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
+async fn replay(r: ById, query: web::Query<ReplayQuery>) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if limit < 1 {
         return Err(ApiError::new(Code::Invalid, "limit must be at least 1."));
     }
     let limit = limit.min(200);
-    let stream = watchable_stream(&visitor, &store, path.into_inner()).await?;
-    let messages = store
-        .messages_before(&visitor.tenant.slug, stream.room_id, query.before_id, limit)
+    let stream = r.watchable_stream().await?;
+    let messages = r
+        .store
+        .messages_before(&r.tenant.slug, stream.room_id, query.before_id, limit)
         .await?;
     let next = if messages.len() as i64 == limit {
         messages.last().map(|m| m.id)
@@ -275,9 +297,7 @@ async fn replay(
     body.push_str("],\"next_before_id\":");
     body.push_str(&next.map_or("null".to_string(), |n| n.to_string()));
     body.push('}');
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_text(body))
 }
 
 #[derive(Deserialize)]
@@ -286,23 +306,13 @@ struct StatusBody {
 }
 
 async fn set_status(
-    visitor: Acting,
-    path: web::Path<i64>,
+    r: ById<Acting>,
     body: web::Json<StatusBody>,
-    store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = visitor.user();
-    let stream = store
-        .stream(&visitor.tenant.slug, path.into_inner())
-        .await?
-        .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))?;
-    if stream.owner_id != user.id && user.role != Role::Admin {
-        return Err(ApiError::new(
-            Code::Forbidden,
-            "Only the stream's owner or an admin can do that.",
-        ));
-    }
+    let (_, stream) = r
+        .owned_stream("Only the stream's owner or an admin can do that.")
+        .await?;
     let allowed = match (stream.status, body.status) {
         (a, b) if a == b => true,
         (StreamStatus::Scheduled, _) => true,
@@ -319,14 +329,10 @@ async fn set_status(
             ),
         ));
     }
-    store
-        .set_stream_status(&visitor.tenant.slug, stream.id, body.status)
+    r.store
+        .set_stream_status(&r.tenant.slug, stream.id, body.status)
         .await?;
-    let key = RoomKey {
-        slug: visitor.tenant.slug.clone(),
-        stream_id: stream.id,
-    };
-    hub.status_changed(&key, &stream, body.status);
+    hub.status_changed(&room_key(&r, stream.id), &stream, body.status);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": body.status.as_str() })))
 }
 
@@ -339,29 +345,22 @@ struct PasswordBody {
 /// Changes the password: every session of the user ends (their sockets close
 /// with 4001 on every node) and this client gets a new session.
 async fn change_password(
-    req: HttpRequest,
     visitor: Acting,
     body: web::Json<PasswordBody>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    limiter: web::Data<LoginLimiter>,
+    logins: Logins,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let user = visitor.user().clone();
-    login_checked(
-        &req,
-        &visitor,
-        &store,
-        &auth,
-        &limiter,
-        &user.username,
-        &body.current_password,
-    )
-    .await
-    .map_err(|e| match e.code() {
-        Code::NotAuthenticated => ApiError::new(Code::Forbidden, "The current password is wrong."),
-        _ => e,
-    })?;
+    let (store, auth) = (&logins.store, &logins.auth);
+    logins
+        .check(&visitor, &user.username, &body.current_password)
+        .await
+        .map_err(|e| match e.code() {
+            Code::NotAuthenticated => {
+                ApiError::new(Code::Forbidden, "The current password is wrong.")
+            }
+            _ => e,
+        })?;
     let n = body.new_password.chars().count();
     if !(8..=256).contains(&n) {
         return Err(ApiError::new(
@@ -369,13 +368,13 @@ async fn change_password(
             "The new password must be 8 to 256 characters.",
         ));
     }
-    let hash = hash_new_password(&auth, body.new_password.clone()).await?;
+    let hash = hash_new_password(auth, body.new_password.clone()).await?;
     store
         .set_password(&visitor.tenant.slug, user.id, &hash)
         .await?;
     hub.close_user_sessions(&visitor.tenant.slug, user.id, codes::SESSION_ENDED);
     let (session, cookie) = auth
-        .start_session(&store, &visitor.tenant, Some(user))
+        .start_session(store, &visitor.tenant, Some(user))
         .await?;
     Ok(HttpResponse::Ok()
         .cookie(cookie)

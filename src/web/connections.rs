@@ -272,29 +272,45 @@ impl AsyncWrite for HeadDeadline {
 mod tests {
     use super::*;
 
+    /// One moment of a connection, as [`HeadWatch`] sees it.
+    enum Io {
+        /// Bytes read, and what the watch should do about the deadline.
+        Read(&'static [u8], Arm),
+        /// Bytes written.
+        Write(&'static [u8]),
+    }
+
     #[test]
     fn heads_arm_and_disarm_the_deadline() {
+        use Io::{Read, Write};
+        // One connection, in order.
+        let scenario = [
+            Read(b"GET / HTTP/1.1\r\nHost: a\r\n", Arm::Start),
+            Read(b"\r", Arm::Keep),
+            Read(b"\n", Arm::Stop),
+            // A body read before the response is not a head.
+            Read(b"{}", Arm::Keep),
+            Write(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            Read(b"{}", Arm::Keep),
+            Write(b"HTTP/1.1 200 OK\r\n"),
+            Write(b"more of the body"),
+            // The next request on the connection: armed again, bare LFs end it too.
+            Read(b"G", Arm::Start),
+            Read(b"ET / HTTP/1.1\nHost: a\n", Arm::Keep),
+            Read(b"\n", Arm::Stop),
+            Write(b"HTTP/1.1 101 Switching Protocols\r\n"),
+            // WebSocket frames are never heads.
+            Read(b"\x81\x85abcd", Arm::Keep),
+            Write(b"HTTP/1.1 200 OK\r\n"),
+            Read(b"GET", Arm::Keep),
+        ];
         let mut w = HeadWatch::new();
-        assert_eq!(w.read(b"GET / HTTP/1.1\r\nHost: a\r\n"), Arm::Start);
-        assert_eq!(w.read(b"\r"), Arm::Keep);
-        assert_eq!(w.read(b"\n"), Arm::Stop);
-        // A body read before the response is not a head.
-        assert_eq!(w.read(b"{}"), Arm::Keep);
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\n");
-        assert_eq!(w.read(b"{}"), Arm::Keep);
-        w.write(b"HTTP/1.1 200 OK\r\n");
-        w.write(b"more of the body");
-        // The next request on the connection (a scenario read in order: the
-        // repeated reads are different moments, not a table): armed again,
-        // bare LFs end it too.
-        assert_eq!(w.read(b"G"), Arm::Start);
-        assert_eq!(w.read(b"ET / HTTP/1.1\nHost: a\n"), Arm::Keep);
-        assert_eq!(w.read(b"\n"), Arm::Stop);
-        w.write(b"HTTP/1.1 101 Switching Protocols\r\n");
-        // WebSocket frames are never heads.
-        assert_eq!(w.read(b"\x81\x85abcd"), Arm::Keep);
-        w.write(b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(w.read(b"GET"), Arm::Keep);
+        for (step, io) in scenario.into_iter().enumerate() {
+            match io {
+                Read(bytes, want) => assert_eq!(w.read(bytes), want, "step {step}"),
+                Write(bytes) => w.write(bytes),
+            }
+        }
     }
 
     #[test]

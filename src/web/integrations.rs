@@ -20,6 +20,7 @@ use crate::{
     error::{ApiError, Code},
     protocol::timestamp,
     store::{webhooks::Endpoint, Store},
+    web::extract::ById,
     webhooks,
 };
 
@@ -148,27 +149,19 @@ fn no_webhook() -> ApiError {
     ApiError::new(Code::NotFound, "No such webhook.")
 }
 
-async fn remove_webhook(
-    visitor: Acting,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    admin(&visitor)?;
-    let found = store
-        .remove_webhook(&visitor.tenant.slug, path.into_inner())
-        .await?;
+async fn remove_webhook(r: ById<Acting>) -> Result<HttpResponse, ApiError> {
+    admin(&r)?;
+    let found = r.store.remove_webhook(&r.tenant.slug, r.id).await?;
     done_if(found, no_webhook)
 }
 
 async fn test_webhook(
-    visitor: Acting,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
+    r: ById<Acting>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&visitor)?;
+    admin(&r)?;
     let timeout = Duration::from_secs(settings.webhooks.timeout_secs.max(1));
-    let answer = webhooks::ping(&store, &visitor.tenant.slug, path.into_inner(), timeout)
+    let answer = webhooks::ping(&r.store, &r.tenant.slug, r.id, timeout)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "webhook ping failed");
@@ -183,14 +176,9 @@ async fn test_webhook(
     })))
 }
 
-async fn webhook_deliveries(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    admin(&visitor)?;
-    let id = path.into_inner();
-    let slug = &visitor.tenant.slug;
+async fn webhook_deliveries(r: ById) -> Result<HttpResponse, ApiError> {
+    admin(&r)?;
+    let (store, slug, id) = (&r.store, &r.tenant.slug, r.id);
     if store.webhook(slug, id).await?.is_none() {
         return Err(no_webhook());
     }
@@ -276,17 +264,9 @@ async fn create_token(
     })))
 }
 
-/// Revokes a token (the same steps as [`remove_webhook`], on another table:
-/// each route has its handler).
-async fn revoke_token(
-    visitor: Acting,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    admin(&visitor)?;
-    let found = store
-        .revoke_token(&visitor.tenant.slug, path.into_inner())
-        .await?;
+async fn revoke_token(r: ById<Acting>) -> Result<HttpResponse, ApiError> {
+    admin(&r)?;
+    let found = r.store.revoke_token(&r.tenant.slug, r.id).await?;
     done_if(found, || {
         ApiError::new(Code::NotFound, "No such active token.")
     })

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod analytics;
 pub mod api;
 pub mod connections;
+pub mod extract;
 pub mod i18n;
 pub mod integrations;
 pub mod markdown;
@@ -27,8 +28,10 @@ use std::net::IpAddr;
 use actix_web::{web, HttpRequest};
 
 use crate::{
+    auth::Visitor,
     config::IpRange,
     error::{ApiError, Code},
+    rooms::RoomKey,
 };
 
 /// Registers every route of the server.
@@ -69,6 +72,22 @@ async fn not_found() -> actix_web::HttpResponse {
     actix_web::HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
         .body("Not found")
+}
+
+/// A 200 response of JSON text written by hand (message frames are spliced in
+/// as the socket sends them).
+pub fn json_text(body: String) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
+/// The room of the stream `stream_id` on the visitor's tenant.
+pub fn room_key(visitor: &Visitor, stream_id: i64) -> RoomKey {
+    RoomKey {
+        slug: visitor.tenant.slug.clone(),
+        stream_id,
+    }
 }
 
 /// Peers whose `X-Forwarded-For` is believed (`server.trusted_proxies`).

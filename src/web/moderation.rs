@@ -10,8 +10,9 @@ use crate::{
     domain::Role,
     error::{ApiError, Code},
     moderation::{can_moderate, execute, Command},
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     store::{accounts::User, streams::Stream, Store},
+    web::{extract::ById, room_key},
 };
 
 /// Registers the moderation routes.
@@ -27,38 +28,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/streams/{id}/blocked_terms", web::post().to(set_term));
 }
 
-/// Who may do what to a stream.
-enum Need {
-    /// Moderators of the stream (and owner, admins).
-    Moderator,
-    /// The owner or an admin.
-    Owner,
-}
-
-/// Checks authentication, then the stream and the right. (`POST` handlers take
-/// an [`Acting`] visitor, whose extraction checked CSRF already.)
-async fn authorize<'a>(
-    visitor: &'a Visitor,
-    store: &Store,
-    id: i64,
-    need: Need,
-) -> Result<(&'a User, Stream), ApiError> {
-    const REFUSAL: &str = "You may not do that on this stream.";
-    match need {
-        Need::Moderator => moderated_stream(visitor, store, id, REFUSAL).await,
-        Need::Owner => {
-            let (user, stream) = user_and_stream(visitor, store, id).await?;
-            if user.role != Role::Admin && stream.owner_id != user.id {
-                return Err(ApiError::new(Code::Forbidden, REFUSAL));
-            }
-            Ok((user, stream))
-        }
-    }
-}
+/// Why a visitor without the right is refused.
+const REFUSAL: &str = "You may not do that on this stream.";
 
 /// The visitor's user and the stream `id`: 401 without a user, 404 without
 /// the stream.
-async fn user_and_stream<'a>(
+pub(super) async fn user_and_stream<'a>(
     visitor: &'a Visitor,
     store: &Store,
     id: i64,
@@ -87,47 +62,30 @@ pub(super) async fn moderated_stream<'a>(
 }
 
 async fn moderate(
-    visitor: Acting,
-    path: web::Path<i64>,
+    r: ById<Acting>,
     body: web::Json<Box<serde_json::value::RawValue>>,
-    store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
+    let (user, stream) = r.moderated_stream(REFUSAL).await?;
     let command =
         Command::parse_json(body.get()).map_err(|(code, message)| ApiError::new(code, message))?;
-    let event = execute(&store, &visitor.tenant.slug, &stream, user, command).await?;
-    hub.apply(
-        &RoomKey {
-            slug: visitor.tenant.slug.clone(),
-            stream_id: stream.id,
-        },
-        event,
-    );
+    let event = execute(&r.store, &r.tenant.slug, &stream, user, command).await?;
+    hub.apply(&room_key(&r, stream.id), event);
     Ok(HttpResponse::Ok().json(serde_json::json!({ "ok": true })))
 }
 
-async fn log(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
-    let entries = store
-        .moderation_log(&visitor.tenant.slug, stream.id, 500)
+async fn log(r: ById) -> Result<HttpResponse, ApiError> {
+    let (_, stream) = r.moderated_stream(REFUSAL).await?;
+    let entries = r
+        .store
+        .moderation_log(&r.tenant.slug, stream.id, 500)
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "entries": entries })))
 }
 
-async fn moderators(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
-    let list = store
-        .stream_moderators(&visitor.tenant.slug, stream.id)
-        .await?;
+async fn moderators(r: ById) -> Result<HttpResponse, ApiError> {
+    let (_, stream) = r.moderated_stream(REFUSAL).await?;
+    let list = r.store.stream_moderators(&r.tenant.slug, stream.id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "moderators": list })))
 }
 
@@ -145,14 +103,12 @@ struct ModeratorBody {
 }
 
 async fn set_moderator(
-    visitor: Acting,
-    path: web::Path<i64>,
+    r: ById<Acting>,
     body: web::Json<ModeratorBody>,
-    store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Owner).await?;
-    let slug = &visitor.tenant.slug;
+    let (_, stream) = r.owned_stream(REFUSAL).await?;
+    let (store, slug) = (&r.store, &r.tenant.slug);
     let target = store
         .user_by_name(slug, &body.username)
         .await?
@@ -165,21 +121,14 @@ async fn set_moderator(
             matches!(body.action, AddRemove::Add),
         )
         .await?;
-    hub.rights_changed(&RoomKey {
-        slug: slug.clone(),
-        stream_id: stream.id,
-    });
+    hub.rights_changed(&room_key(&r, stream.id));
     let list = store.stream_moderators(slug, stream.id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "moderators": list })))
 }
 
-async fn terms(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
-    let list = store.blocked_terms(&visitor.tenant.slug, stream.id).await?;
+async fn terms(r: ById) -> Result<HttpResponse, ApiError> {
+    let (_, stream) = r.moderated_stream(REFUSAL).await?;
+    let list = r.store.blocked_terms(&r.tenant.slug, stream.id).await?;
     Ok(HttpResponse::Ok().json(terms_json(&list)))
 }
 
@@ -208,13 +157,11 @@ struct TermBody {
 }
 
 async fn set_term(
-    visitor: Acting,
-    path: web::Path<i64>,
+    r: ById<Acting>,
     body: web::Json<TermBody>,
-    store: web::Data<Store>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (user, stream) = authorize(&visitor, &store, path.into_inner(), Need::Moderator).await?;
+    let (user, stream) = r.moderated_stream(REFUSAL).await?;
     let tenant_wide = match body.scope.as_deref() {
         None | Some("stream") => false,
         Some("tenant") if user.role == Role::Admin => true,
@@ -251,7 +198,7 @@ async fn set_term(
             "A term is 1 to 100 characters with at least one letter or digit.",
         ));
     }
-    let slug = &visitor.tenant.slug;
+    let (store, slug) = (&r.store, &r.tenant.slug);
     store
         .set_blocked_term(
             slug,
@@ -263,14 +210,7 @@ async fn set_term(
         .await?;
     let list = store.blocked_terms(slug, stream.id).await?;
     let body = terms_json(&list);
-    hub.terms_changed(
-        &RoomKey {
-            slug: slug.clone(),
-            stream_id: stream.id,
-        },
-        tenant_wide,
-        list,
-    )
-    .await;
+    hub.terms_changed(&room_key(&r, stream.id), tenant_wide, list)
+        .await;
     Ok(HttpResponse::Ok().json(body))
 }

@@ -6,10 +6,12 @@
 
 use actix_web::{
     cookie::Cookie,
+    dev::Payload,
     http::{header, StatusCode},
-    web, HttpRequest, HttpResponse,
+    web, FromRequest, HttpRequest, HttpResponse,
 };
 use askama::Template;
+use futures_util::future::LocalBoxFuture;
 
 use crate::{
     auth::{AuthConfig, Visitor},
@@ -17,7 +19,7 @@ use crate::{
     error::{ApiError, Code},
     moderation::can_moderate,
     protocol::{timestamp, StampView},
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     store::{
         messages::{MessageType, StoredMessage},
         streams::{Stream, StreamStatus},
@@ -26,6 +28,7 @@ use crate::{
     web::{
         api::watchable_stream,
         i18n::{Lang, PageLang, Strings},
+        room_key,
     },
 };
 
@@ -181,6 +184,64 @@ pub async fn with_session(
     ))
 }
 
+/// A page request: the visitor, given an anonymous session first if it had
+/// none ([`with_session`]), in the request's language, and the store. The
+/// answer goes out through [`Page::render`] or [`Page::respond`], which add
+/// the new session's cookie.
+///
+/// Extracted as `Visitor`, `PageLang`, `web::Data<Store>` and
+/// `web::Data<AuthConfig>`, in that order; the session is started once they
+/// are all there.
+pub struct Page {
+    /// The visitor, with a session.
+    pub visitor: Visitor,
+    /// The page's language.
+    pub lang: PageLang,
+    /// The store.
+    pub store: web::Data<Store>,
+    /// The cookie of a session started for this request.
+    cookie: Option<Cookie<'static>>,
+}
+
+impl FromRequest for Page {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let parts = <(Visitor, PageLang, web::Data<Store>, web::Data<AuthConfig>)>::from_request(
+            req, payload,
+        );
+        Box::pin(async move {
+            let (visitor, lang, store, auth) = parts.await?;
+            let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+            Ok(Page {
+                visitor,
+                lang,
+                store,
+                cookie,
+            })
+        })
+    }
+}
+
+impl Page {
+    /// The frame of this page, at `here` (a local path).
+    pub fn chrome(&self, here: &str) -> Chrome {
+        Chrome::new(&self.visitor, &self.lang, here)
+    }
+
+    /// `res`, with the cookie of the session started for this request.
+    pub fn respond(&self, res: HttpResponse) -> Result<HttpResponse, ApiError> {
+        with_cookie(res, self.cookie.clone())
+    }
+
+    /// Renders `t` in the page's language with `status` ([`render_in`]) and
+    /// the session's cookie.
+    pub fn render(&self, status: StatusCode, t: impl Template) -> Result<HttpResponse, ApiError> {
+        self.respond(render_in(&self.lang, status, t)?)
+    }
+}
+
 /// Adds a cookie to a response, if there is one.
 pub fn with_cookie(
     mut res: HttpResponse,
@@ -232,6 +293,16 @@ pub fn not_found_page(c: Chrome, lang: &PageLang) -> Result<HttpResponse, ApiErr
     )
 }
 
+/// The 403 page, saying `text` of the page's strings.
+pub fn forbidden_page(
+    c: Chrome,
+    lang: &PageLang,
+    text: fn(&Strings) -> &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let (heading, text) = (c.s.forbidden, text(c.s));
+    error_page(c, lang, StatusCode::FORBIDDEN, heading, text)
+}
+
 /// A stream in the list.
 struct StreamRow {
     stream: Stream,
@@ -247,14 +318,8 @@ struct IndexPage {
     login_required: bool,
 }
 
-async fn index(
-    visitor: Visitor,
-    lang: PageLang,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
-    hub: web::Data<Hub>,
-) -> Result<HttpResponse, ApiError> {
-    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
+async fn index(page: Page, hub: web::Data<Hub>) -> Result<HttpResponse, ApiError> {
+    let (visitor, store) = (&page.visitor, &page.store);
     // A private tenant shows anonymous visitors no titles, owners or counts.
     let login_required = visitor.user().is_none() && !visitor.tenant.anonymous_viewers;
     let listed = if login_required {
@@ -265,23 +330,18 @@ async fn index(
     let streams = listed
         .into_iter()
         .map(|stream| StreamRow {
-            viewers: hub.viewers(&RoomKey {
-                slug: visitor.tenant.slug.clone(),
-                stream_id: stream.id,
-            }),
+            viewers: hub.viewers(&room_key(visitor, stream.id)),
             stream,
         })
         .collect();
-    let res = render_in(
-        &lang,
+    page.render(
         StatusCode::OK,
         IndexPage {
-            c: Chrome::new(&visitor, &lang, "/"),
+            c: page.chrome("/"),
             streams,
             login_required,
         },
-    )?;
-    with_cookie(res, cookie)
+    )
 }
 
 /// A chat message as the watch page shows it (the same markup `watch.js` builds).
@@ -346,33 +406,26 @@ struct WatchPage {
 /// of the session it gave an anonymous visitor.
 async fn watch(
     req: HttpRequest,
-    visitor: Visitor,
-    lang: PageLang,
+    page: Page,
     path: web::Path<String>,
-    store: web::Data<Store>,
-    auth: web::Data<AuthConfig>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
-    let (visitor, cookie) = with_session(visitor, &store, &auth).await?;
-    let res = watch_response(&req, visitor, &lang, &path, &store, &hub).await?;
-    with_cookie(res, cookie)
+    page.respond(watch_response(&req, &page, &path, &hub).await?)
 }
 
 /// What `/streams/{id}` answers a visitor who already has a session.
 async fn watch_response(
     req: &HttpRequest,
-    visitor: Visitor,
-    lang: &PageLang,
+    page: &Page,
     path: &str,
-    store: &Store,
     hub: &Hub,
 ) -> Result<HttpResponse, ApiError> {
-    let here = req.path().to_string();
-    let c = Chrome::new(&visitor, lang, &here);
+    let (visitor, lang, store) = (&page.visitor, &page.lang, &page.store);
+    let c = page.chrome(req.path());
     let Ok(id) = path.parse::<i64>() else {
         return not_found_page(c, lang);
     };
-    let stream = match watchable_stream(&visitor, store, id).await {
+    let stream = match watchable_stream(visitor, store, id).await {
         Ok(s) => s,
         Err(e) if e.code() == Code::NotAuthenticated => return Ok(see_other(&c.login_href)),
         Err(e) if e.code() == Code::NotFound => return not_found_page(c, lang),
@@ -402,10 +455,7 @@ async fn watch_response(
         lang,
         StatusCode::OK,
         WatchPage {
-            viewers: hub.viewers(&RoomKey {
-                slug: slug.clone(),
-                stream_id: stream.id,
-            }),
+            viewers: hub.viewers(&room_key(visitor, stream.id)),
             stamps: store.stamps(slug).await?,
             messages: messages.into_iter().map(MessageView::from).collect(),
             signed_in,

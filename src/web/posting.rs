@@ -18,9 +18,9 @@ use crate::{
     domain::{ChatText, ChatTextError},
     error::{ApiError, Code},
     protocol::{self, ClientFrame},
-    rooms::{Hub, Post, RoomKey},
+    rooms::{Hub, Post},
     sessions::outlet,
-    web::{api::watchable_stream, ws::room_user},
+    web::{extract::ById, room_key, ws::room_user},
 };
 
 /// How long a request waits for the room's answer.
@@ -42,14 +42,13 @@ fn text_error(e: ChatTextError) -> ApiError {
 }
 
 async fn post_message(
-    visitor: Acting,
-    path: web::Path<i64>,
+    visitor: ById<Acting>,
     body: web::Json<Value>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, ApiError> {
     let user = visitor.user().clone();
-    let store = hub.store();
-    let stream = watchable_stream(&visitor, store, path.into_inner()).await?;
+    let store = &visitor.store;
+    let stream = visitor.watchable_stream().await?;
     // The socket's parser: the same fields, limits and errors.
     let mut body = body.into_inner();
     if let Value::Object(map) = &mut body {
@@ -83,10 +82,7 @@ async fn post_message(
         ));
     }
     let room_user = room_user(store, &visitor, &user, &stream).await?;
-    let key = RoomKey {
-        slug: visitor.tenant.slug.clone(),
-        stream_id: stream.id,
-    };
+    let key = room_key(&visitor, stream.id);
     let (outlet, answers) = outlet::detached(4, hub.metrics().clone());
     let post = Post {
         conn_id: hub.next_conn_id(),

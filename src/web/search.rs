@@ -17,7 +17,7 @@ use crate::{
         search::{fold, SearchQuery, MIN_QUERY_CHARS},
         Store,
     },
-    web::moderation::moderated_stream,
+    web::{extract::ById, moderation::moderated_stream},
 };
 
 /// Why a visitor who does not moderate the stream is refused.
@@ -112,14 +112,12 @@ async fn run_search(
 }
 
 async fn stream_search(
-    visitor: Visitor,
-    path: web::Path<i64>,
+    r: ById,
     params: web::Query<SearchParams>,
-    store: web::Data<Store>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, stream) = moderated_stream(&visitor, &store, path.into_inner(), NOT_MODERATOR).await?;
+    let (_, stream) = r.moderated_stream(NOT_MODERATOR).await?;
     let query = params.query(Some(stream.room_id))?;
-    run_search(&visitor, &store, query).await
+    run_search(&r, &r.store, query).await
 }
 
 async fn tenant_search(

@@ -12,11 +12,12 @@ use crate::{
     auth::{Acting, Visitor},
     domain::Role,
     error::{ApiError, Code},
-    rooms::{Hub, RoomKey},
+    rooms::Hub,
     store::{accounts::User, streams::Stream, Store},
     web::{
         i18n::PageLang,
-        pages::{error_page, render_in, see_other, Chrome},
+        pages::{forbidden_page, render_in, see_other, Chrome},
+        room_key,
     },
 };
 
@@ -201,14 +202,7 @@ async fn studio(
         return Ok(see_other(&c.login_href));
     };
     if !can_stream(user) {
-        let s = c.s;
-        return error_page(
-            c,
-            &lang,
-            StatusCode::FORBIDDEN,
-            s.forbidden,
-            s.studio_forbidden,
-        );
+        return forbidden_page(c, &lang, |s| s.studio_forbidden);
     }
     let slug = &visitor.tenant.slug;
     let is_admin = user.role == Role::Admin;
@@ -220,10 +214,7 @@ async fn studio(
     let streams = streams
         .into_iter()
         .map(|stream| StudioStream {
-            viewers: hub.viewers(&RoomKey {
-                slug: slug.clone(),
-                stream_id: stream.id,
-            }),
+            viewers: hub.viewers(&room_key(&visitor, stream.id)),
             stream,
         })
         .collect();

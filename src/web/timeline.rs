@@ -8,14 +8,10 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::{
-    auth::Visitor,
     error::{ApiError, Code},
     protocol::{self, timestamp},
-    store::{
-        timeline::{at_offset, offset_of},
-        Store,
-    },
-    web::api::watchable_stream,
+    store::timeline::{at_offset, offset_of},
+    web::{extract::ById, json_text},
 };
 
 /// Most messages in one answer; past it the answer says where to go on.
@@ -35,13 +31,8 @@ struct TimelineQuery {
 /// Largest offset accepted (about 10 years): keeps instant arithmetic in range.
 const MAX_OFFSET_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
 
-async fn timeline(
-    visitor: Visitor,
-    path: web::Path<i64>,
-    query: web::Query<TimelineQuery>,
-    store: web::Data<Store>,
-) -> Result<HttpResponse, ApiError> {
-    let stream = watchable_stream(&visitor, &store, path.into_inner()).await?;
+async fn timeline(r: ById, query: web::Query<TimelineQuery>) -> Result<HttpResponse, ApiError> {
+    let stream = r.watchable_stream().await?;
     // A stream that never went live is timed from its creation.
     let start = stream.started_at.unwrap_or(stream.created_at);
     let end = stream.ended_at.unwrap_or_else(OffsetDateTime::now_utc);
@@ -62,7 +53,7 @@ async fn timeline(
             "to_ms must not be less than from_ms.",
         ));
     }
-    let slug = &visitor.tenant.slug;
+    let (store, slug) = (&r.store, &r.tenant.slug);
     let (from, to) = (at_offset(start, from_ms), at_offset(start, to_ms));
     let mut messages = store
         .messages_between(slug, stream.room_id, from, to, MAX_MESSAGES as i64 + 1)
@@ -123,7 +114,5 @@ async fn timeline(
     body.push_str(",\"next_from_ms\":");
     body.push_str(&next_from_ms.map_or("null".to_string(), |n| n.to_string()));
     body.push('}');
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body))
+    Ok(json_text(body))
 }

@@ -602,3 +602,25 @@ fn assert_login_labels(page: &str, username: &str, password: &str) {
         assert!(page.contains(&tag), "{tag}");
     }
 }
+
+#[actix_web::test]
+async fn a_refused_login_query_starts_no_session() {
+    let app = spawn_app().await;
+    let sessions = || async {
+        let c = app.store.client().await.unwrap();
+        let sql = format!(
+            "SELECT count(*) FROM {}.accounts_session",
+            app.tenant.slug.schema()
+        );
+        c.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+    };
+    let before = sessions().await;
+    let r = app.get("/login?next=/a&next=/b", None).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("\"invalid\""), "{}", r.body);
+    assert!(r.headers.get("set-cookie").is_none());
+    assert_eq!(sessions().await, before);
+    // The same page with a good query does start one.
+    assert_eq!(app.get("/login?next=/a", None).await.status, 200);
+    assert_eq!(sessions().await, before + 1);
+}

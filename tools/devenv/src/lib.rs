@@ -54,6 +54,17 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Installs Debian's `package` with `apt-get` (as root), saying so on stderr.
+fn apt_install(package: &str) -> anyhow::Result<()> {
+    eprintln!("installing Debian's {package} package...");
+    run(Command::new("apt-get")
+        .arg("update")
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd
         .output()
@@ -77,13 +88,7 @@ pub fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
     if !is_root() {
         bail!("PostgreSQL is not installed: run `apt-get install postgresql` (as root), or set STAMPEDE_DATABASE_URL to a running server");
     }
-    eprintln!("installing Debian's postgresql package...");
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "postgresql"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    apt_install("postgresql")?;
     pg_bin_dir().context("postgresql was installed but no initdb was found")
 }
 
@@ -241,13 +246,7 @@ pub fn ensure_package(package: &str, works: impl Fn() -> bool) -> anyhow::Result
     if !is_root() {
         bail!("{package} is not installed: run `apt-get install {package}` as root");
     }
-    eprintln!("installing Debian's {package} package...");
-    run(Command::new("apt-get")
-        .arg("update")
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    apt_install(package)?;
     if !works() {
         bail!("{package} was installed but does not run");
     }
