@@ -182,8 +182,9 @@ fn moderates(u: &RoomUser, owner: i64, appointed: &HashSet<i64>) -> bool {
 impl RoomActor {
     /// Runs a store call (`call` gets the store and the room's ids) while the
     /// room goes on with other work, then hands the answer to `then` on the
-    /// room. Every store call of the room goes this way: the room's thread
-    /// never waits for PostgreSQL.
+    /// room. The room's store calls go this way, except the two that must
+    /// answer before the room handles anything else (its state at start, the
+    /// tenant's usernames for mentions), which use `ctx.wait`.
     pub(super) fn with_store<T, F>(
         &self,
         ctx: &mut Context<Self>,
