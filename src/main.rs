@@ -19,5 +19,7 @@ pub static malloc_conf: Option<&'static u8> =
     Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);
 
 fn main() -> std::process::ExitCode {
+    #[cfg(feature = "jemalloc")]
+    stampede::memory::running_on_jemalloc();
     stampede::cli::main()
 }

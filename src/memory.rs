@@ -78,10 +78,22 @@ pub struct Heap {
     pub resident: u64,
 }
 
-/// The allocator's figures now, when the process runs on jemalloc (the
-/// `jemalloc` feature, in the `stampede` binary); `None` elsewhere (the
-/// figures of a jemalloc the process does not allocate with are all zero).
+/// Set by the binary that makes jemalloc its global allocator.
+static ON_JEMALLOC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that this process allocates with jemalloc (the `stampede` binary with
+/// the `jemalloc` feature calls it first thing): [`heap`] reports from then on.
+pub fn running_on_jemalloc() {
+    ON_JEMALLOC.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The allocator's figures now, when the process runs on jemalloc (see
+/// [`running_on_jemalloc`]); `None` elsewhere, as in tests that link the
+/// library with another allocator.
 pub fn heap() -> Option<Heap> {
+    if !ON_JEMALLOC.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
     #[cfg(feature = "jemalloc")]
     {
         use tikv_jemalloc_ctl::{epoch, stats};

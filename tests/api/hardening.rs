@@ -58,6 +58,41 @@ async fn malformed_frames_close_only_their_socket() {
     .await;
 }
 
+/// The binary allocates with jemalloc: `/metrics` shows its live and resident
+/// bytes, and live bytes grow with open sockets (the in-process test apps run
+/// on the system allocator and show neither).
+#[actix_web::test]
+async fn the_binary_reports_its_heap() {
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    let (_node, remote) = app.start_node(free_port(), &[]).await;
+    let allocated = remote.metric("stampede_heap_allocated_bytes").await;
+    let resident = remote.metric("stampede_heap_resident_bytes").await;
+    assert!(
+        allocated > 0 && resident >= allocated,
+        "{allocated} / {resident}"
+    );
+    let mut sockets = Vec::new();
+    for _ in 0..50 {
+        sockets.push(remote.ws_ready(stream, None).await.0);
+    }
+    let more = remote.metric("stampede_heap_allocated_bytes").await;
+    assert!(
+        more > allocated + 50 * 4096,
+        "50 sockets add live bytes: {allocated} → {more}"
+    );
+    assert!(app
+        .get("/metrics", None)
+        .await
+        .body
+        .contains("stampede_connections"));
+    assert!(!app
+        .get("/metrics", None)
+        .await
+        .body
+        .contains("stampede_heap_allocated_bytes"));
+}
+
 /// Two apps in one process keep their own metrics: what one counts, the
 /// other does not show.
 #[actix_web::test]
