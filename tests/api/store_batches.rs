@@ -128,3 +128,45 @@ async fn a_batch_naming_a_missing_room_stores_nothing() {
     let ok = app.store.insert_messages(slug, &batch[..1]).await.unwrap();
     assert_eq!(stored(&ok[0]).1, 1, "the failed batch took no seq");
 }
+
+#[actix_web::test]
+async fn a_batch_dropped_half_way_leaves_no_open_transaction_in_the_pool() {
+    let app = spawn_app().await;
+    let a = app.create_stream("owner").await;
+    let ra = app.stored_stream(a).await.room_id;
+    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    let slug = &app.tenant.slug;
+    // A pool of two, so both of its connections can be checked after.
+    let store = store_for(&database_url(), 2);
+    for k in 0..150u64 {
+        // Dropped at every point of the batch: before BEGIN, under the lock,
+        // between the insert and COMMIT, after it.
+        let batch = [message(ra, alice, &format!("m{k}"), None)];
+        let insert = store.insert_messages(slug, &batch);
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(20 * k), insert).await;
+        let (one, two) = (store.client().await.unwrap(), store.client().await.unwrap());
+        for c in [&one, &two] {
+            // Outside a transaction each statement runs in one of its own; in
+            // a transaction left open, both run in that one.
+            let mut xids = Vec::new();
+            for _ in 0..2 {
+                let row = c
+                    .query_one("SELECT txid_current()", &[])
+                    .await
+                    .expect("a pooled connection is not in a failed transaction");
+                xids.push(row.get::<_, i64>(0));
+            }
+            assert_ne!(
+                xids[0], xids[1],
+                "dropped after {k} × 20 µs: a pooled connection is in a transaction"
+            );
+        }
+    }
+    // Whatever committed took dense seqs, and the room takes more.
+    let out = store
+        .insert_messages(slug, &[message(ra, alice, "after", None)])
+        .await
+        .unwrap();
+    let ids = app.stored_ids(a).await;
+    assert_eq!(stored(&out[0]).1, ids.len() as i64);
+}
