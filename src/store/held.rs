@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::{
-    messages::{insert_in, InsertOutcome, MessageType, NewMessage, Tx},
+    messages::{insert_in, InsertOutcome, MessageType, NewMessage},
     moderation::{log_in, NewLogEntry},
     tenant_sql, Slug, Store, StoreResult,
 };
@@ -152,7 +152,6 @@ impl Store {
                     reply_to_id: None,
                     mentions: Vec::new(),
                 }],
-                Tx::Callers,
             )
             .await?;
             if let Some(InsertOutcome::Stored { id, seq, at }) = out.first().copied() {

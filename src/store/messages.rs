@@ -6,8 +6,6 @@
 
 use time::OffsetDateTime;
 
-use deadpool_postgres::GenericClient;
-
 use super::{tenant_sql, Slug, Store, StoreError, StoreResult};
 use crate::domain::Role;
 
@@ -255,56 +253,21 @@ impl Store {
         slug: &Slug,
         batch: &[NewMessage],
     ) -> StoreResult<Vec<InsertOutcome>> {
-        let conn = OwnTransaction(Some(self.client().await?));
-        let client = conn.0.as_ref().expect("held until the end");
-        let out = insert_in(client, slug, batch, Tx::Own).await?;
-        conn.finish();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let out = insert_in(&tx, slug, batch).await?;
+        tx.commit().await?;
         Ok(out)
     }
 }
 
-/// A pooled connection running a transaction [`insert_in`] opens and commits
-/// itself (`BEGIN` and `COMMIT` travel with the statements around them). A
-/// connection whose transaction did not end in a commit (an error, or the
-/// future dropped half-way) is taken out of the pool when this is dropped: a
-/// connection in an open transaction never goes back to it.
-struct OwnTransaction(Option<deadpool_postgres::Object>);
-
-impl OwnTransaction {
-    /// The transaction committed: the connection goes back to the pool.
-    fn finish(mut self) {
-        self.0.take();
-    }
-}
-
-impl Drop for OwnTransaction {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(deadpool_postgres::Object::take(conn));
-        }
-    }
-}
-
-/// Whose transaction [`insert_in`] runs in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tx {
-    /// The caller's, which it commits (an approved held message is stored
-    /// with its approval).
-    Callers,
-    /// Its own: `BEGIN` goes with the first statements, `COMMIT` with the
-    /// insert (a `COMMIT` after a failed statement only rolls back).
-    Own,
-}
-
-/// Stores a batch (see [`Store::insert_messages`]) on `client`, in the
-/// transaction `tx` says.
-pub(crate) async fn insert_in<C: GenericClient>(
-    client: &C,
+/// [`Store::insert_messages`] inside a transaction the caller commits (an
+/// approved held message is stored with its approval).
+pub(crate) async fn insert_in(
+    tx: &deadpool_postgres::Transaction<'_>,
     slug: &Slug,
     batch: &[NewMessage],
-    tx: Tx,
 ) -> StoreResult<Vec<InsertOutcome>> {
-    let own = tx == Tx::Own;
     let mut rooms: Vec<i64> = batch.iter().map(|m| m.room_id).collect();
     rooms.sort_unstable();
     rooms.dedup();
@@ -313,22 +276,21 @@ pub(crate) async fn insert_in<C: GenericClient>(
         .filter(|m| m.client_id.is_some() && m.user_id.is_some())
         .collect();
     let (lock, select, nextval, insert) = futures_util::future::try_join4(
-        client.prepare_cached(&room_lock_sql(slug)),
-        client.prepare_cached(&earlier_copies_sql(slug)),
-        client.prepare_cached(&format!(
+        tx.prepare_cached(&room_lock_sql(slug)),
+        tx.prepare_cached(&earlier_copies_sql(slug)),
+        tx.prepare_cached(&format!(
             "SELECT nextval('{}.chat_chatmessage_id_seq') FROM generate_series(1, $1::int)",
             slug.as_str()
         )),
-        client.prepare_cached(&insert_sql(slug)),
+        tx.prepare_cached(&insert_sql(slug)),
     )
     .await?;
 
-    // One round trip: BEGIN (in a transaction of its own), the rooms' lock
-    // (it serialises inserts per room across nodes: commit order = id order),
-    // then, under it, the earlier copies of keyed messages and an id for
-    // every message. The statements are sent together and PostgreSQL runs
-    // them in the order sent; an id a duplicate does not use is a gap in the
-    // id sequence, as a rollback leaves.
+    // One round trip: the rooms' lock (it serialises inserts per room across
+    // nodes: commit order = id order), then, under it, the earlier copies of
+    // keyed messages and an id for every message. The statements are sent
+    // together and PostgreSQL runs them in the order sent; an id a duplicate
+    // does not use is a gap in the id sequence, as a rollback leaves.
     let r: Vec<i64> = keyed.iter().map(|m| m.room_id).collect();
     let u: Vec<i64> = keyed.iter().filter_map(|m| m.user_id).collect();
     let c: Vec<&str> = keyed
@@ -336,23 +298,16 @@ pub(crate) async fn insert_in<C: GenericClient>(
         .filter_map(|m| m.client_id.as_deref())
         .collect();
     let n = batch.len() as i32;
-    let (_, _, earlier, ids) = futures_util::future::try_join4(
-        async {
-            if own {
-                client.batch_execute("BEGIN").await
-            } else {
-                Ok(())
-            }
-        },
-        client.execute(&lock, &[&rooms]),
+    let (_, earlier, ids) = futures_util::future::try_join3(
+        tx.execute(&lock, &[&rooms]),
         async {
             if keyed.is_empty() {
                 Ok(Vec::new())
             } else {
-                client.query(&select, &[&r, &u, &c]).await
+                tx.query(&select, &[&r, &u, &c]).await
             }
         },
-        client.query(&nextval, &[&n]),
+        tx.query(&nextval, &[&n]),
     )
     .await?;
     let earlier: Vec<(i64, i64, String, i64)> = earlier
@@ -397,58 +352,46 @@ pub(crate) async fn insert_in<C: GenericClient>(
     }
 
     // One more round trip: the rooms' seq counters move and the new messages
-    // are stored with their seqs, in one statement; COMMIT goes with it.
-    let ids: Vec<i64> = ids.iter().take(fresh.len()).map(|r| r.get(0)).collect();
-    let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
-    let hidden: Vec<bool> = fresh.iter().map(|m| m.hidden).collect();
-    let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
-    let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
-    let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
-    let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
-    let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
-    let folded: Vec<String> = fresh
-        .iter()
-        .map(|m| super::search::fold(&m.content))
-        .collect();
-    // text[] of each message's mentions, NULL for none (one array literal each:
-    // unnest cannot take a ragged two-dimensional array).
-    let mentions: Vec<Option<String>> = fresh
-        .iter()
-        .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
-        .collect();
-    let (rows, ()) = futures_util::future::try_join(
-        async {
-            if fresh.is_empty() {
-                return Ok(Vec::new());
-            }
-            client
-                .query(
-                    &insert,
-                    &[
-                        &ids, &room_ids, &user_ids, &contents, &types, &cids, &hidden, &replies,
-                        &mentions, &folded,
-                    ],
-                )
-                .await
-        },
-        async {
-            if own {
-                client.batch_execute("COMMIT").await
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await?;
-    let stored: Vec<(i64, i64, OffsetDateTime)> = ids
-        .iter()
-        .map(|id| {
-            rows.iter()
-                .find(|row| row.get::<_, i64>(0) == *id)
-                .map(|row| (*id, row.get(1), row.get(2)))
-                .ok_or(StoreError::Unexpected("a stored message was not returned"))
-        })
-        .collect::<StoreResult<_>>()?;
+    // are stored with their seqs, in one statement.
+    let mut stored: Vec<(i64, i64, OffsetDateTime)> = Vec::new();
+    if !fresh.is_empty() {
+        let ids: Vec<i64> = ids.iter().take(fresh.len()).map(|r| r.get(0)).collect();
+        let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
+        let hidden: Vec<bool> = fresh.iter().map(|m| m.hidden).collect();
+        let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
+        let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
+        let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
+        let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+        let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
+        let folded: Vec<String> = fresh
+            .iter()
+            .map(|m| super::search::fold(&m.content))
+            .collect();
+        // text[] of each message's mentions, NULL for none (one array literal each:
+        // unnest cannot take a ragged two-dimensional array).
+        let mentions: Vec<Option<String>> = fresh
+            .iter()
+            .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
+            .collect();
+        let rows = tx
+            .query(
+                &insert,
+                &[
+                    &ids, &room_ids, &user_ids, &contents, &types, &cids, &hidden, &replies,
+                    &mentions, &folded,
+                ],
+            )
+            .await?;
+        stored = ids
+            .iter()
+            .map(|id| {
+                rows.iter()
+                    .find(|row| row.get::<_, i64>(0) == *id)
+                    .map(|row| (*id, row.get(1), row.get(2)))
+                    .ok_or(StoreError::Unexpected("a stored message was not returned"))
+            })
+            .collect::<StoreResult<_>>()?;
+    }
 
     let mut out: Vec<InsertOutcome> = Vec::with_capacity(batch.len());
     for slot in slots {
