@@ -24,6 +24,14 @@ fn message(room_id: i64, user_id: i64, content: &str, client_id: Option<&str>) -
     }
 }
 
+/// A stream of "owner" and its room's id, and the user id of "alice".
+async fn room_and_alice(app: &TestApp) -> (i64, i64, i64) {
+    let stream = app.create_stream("owner").await;
+    let room = app.stored_stream(stream).await.room_id;
+    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    (stream, room, alice)
+}
+
 /// `(id, seq)` of a stored outcome; panics on a duplicate.
 fn stored(o: &InsertOutcome) -> (i64, i64) {
     match o {
@@ -35,15 +43,9 @@ fn stored(o: &InsertOutcome) -> (i64, i64) {
 #[actix_web::test]
 async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
     let app = spawn_app().await;
-    let (a, b) = (
-        app.create_stream("owner").await,
-        app.create_stream("owner").await,
-    );
-    let (ra, rb) = (
-        app.stored_stream(a).await.room_id,
-        app.stored_stream(b).await.room_id,
-    );
-    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    let (a, ra, alice) = room_and_alice(&app).await;
+    let b = app.create_stream("owner").await;
+    let rb = app.stored_stream(b).await.room_id;
     let slug = &app.tenant.slug;
 
     // One message in room a first: the batch continues after its seq.
@@ -115,9 +117,7 @@ async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
 #[actix_web::test]
 async fn a_batch_naming_a_missing_room_stores_nothing() {
     let app = spawn_app().await;
-    let a = app.create_stream("owner").await;
-    let ra = app.stored_stream(a).await.room_id;
-    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    let (a, ra, alice) = room_and_alice(&app).await;
     let slug = &app.tenant.slug;
     let batch = [
         message(ra, alice, "fine", None),
@@ -132,9 +132,7 @@ async fn a_batch_naming_a_missing_room_stores_nothing() {
 #[actix_web::test]
 async fn a_batch_dropped_half_way_leaves_no_open_transaction_in_the_pool() {
     let app = spawn_app().await;
-    let a = app.create_stream("owner").await;
-    let ra = app.stored_stream(a).await.room_id;
-    let alice = app.create_user("alice", "password-123", Role::Viewer).await;
+    let (a, ra, alice) = room_and_alice(&app).await;
     let slug = &app.tenant.slug;
     // A pool of two, so both of its connections can be checked after.
     let store = store_for(&database_url(), 2);
