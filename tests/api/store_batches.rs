@@ -43,7 +43,7 @@ fn stored(o: &InsertOutcome) -> (i64, i64) {
 #[actix_web::test]
 async fn a_batch_of_two_rooms_takes_dense_seqs_per_room_in_batch_order() {
     let app = spawn_app().await;
-    let (a, ra, alice) = room_and_alice(&app).await;
+    let (_, ra, alice) = room_and_alice(&app).await;
     let b = app.create_stream("owner").await;
     let rb = app.stored_stream(b).await.room_id;
     let slug = &app.tenant.slug;
