@@ -141,13 +141,19 @@ impl Members {
         self.map.get(&conn_id).and_then(|m| m.user.as_ref())
     }
 
-    /// The room's keep-alive round: pings every socket, and closes (1001)
-    /// those that have not answered a ping for more than `timeout_secs`;
-    /// returns their connection ids, for the room to let them leave.
-    pub fn keep_alive(&self, timeout_secs: u32) -> Vec<u64> {
+    /// One step of the room's keep-alive round, which takes `steps` steps:
+    /// pings the sockets of step `step` (a connection id's remainder by
+    /// `steps`), and closes (1001) those of them that have not answered a
+    /// ping for more than `timeout_secs`; returns their connection ids, for
+    /// the room to let them leave. Over `steps` consecutive steps every
+    /// socket is pinged once: a round spread over the ping interval keeps a
+    /// room of 10,000 sockets from sending 10,000 pings, and reading 10,000
+    /// pongs, in one burst that would delay the messages around it.
+    pub fn keep_alive(&self, timeout_secs: u32, step: u64, steps: u64) -> Vec<u64> {
+        let steps = steps.max(1);
         let mut silent = Vec::new();
         for (id, m) in &self.map {
-            if m.poster {
+            if m.poster || id % steps != step % steps {
                 continue;
             }
             if m.outlet.silent_for() > timeout_secs {
@@ -375,5 +381,44 @@ mod tests {
         assert_eq!(members.len(), 1);
         members.remove(1);
         assert!(members.is_empty());
+    }
+
+    #[test]
+    fn a_keep_alive_round_pings_each_socket_once_spread_over_its_steps() {
+        let metrics = Arc::new(Metrics::default());
+        let mut members = Members::new(8, metrics.clone());
+        let mut queues = Vec::new();
+        for id in 1..=40u64 {
+            let (outlet, rx) = detached(8, metrics.clone());
+            members.insert(id, outlet, None, 0, false);
+            queues.push(rx);
+        }
+        let (poster, mut poster_rx) = detached(8, metrics.clone());
+        members.insert_poster(41, poster, user(41));
+        let pings = |queues: &mut Vec<_>| -> Vec<usize> {
+            queues
+                .iter_mut()
+                .map(|rx: &mut crate::sessions::outlet::Answers| {
+                    std::iter::from_fn(|| rx.try_recv())
+                        .filter(|o| matches!(o, Outbound::Ping(_)))
+                        .count()
+                })
+                .collect()
+        };
+        let mut per_step = Vec::new();
+        for step in 100..110 {
+            assert!(members.keep_alive(45, step, 10).is_empty());
+            per_step.push(pings(&mut queues).iter().sum::<usize>());
+        }
+        assert_eq!(per_step, vec![4; 10], "a tenth of the sockets each step");
+        // A second round pings each one once more, and only once.
+        for step in 110..120 {
+            members.keep_alive(45, step, 10);
+        }
+        assert!(pings(&mut queues).iter().all(|n| *n == 1));
+        assert!(poster_rx.try_recv().is_none(), "posters are not pinged");
+        // One step (the old behaviour) pings everyone at once.
+        members.keep_alive(45, 0, 1);
+        assert!(pings(&mut queues).iter().all(|n| *n == 1));
     }
 }

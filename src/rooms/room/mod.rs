@@ -519,10 +519,14 @@ impl Actor for RoomActor {
         // One keep-alive round for the whole room, not a timer per socket:
         // every socket is pinged, and one silent for too long is closed.
         let settings = self.hub.settings();
-        let ping_every = Duration::from_secs(settings.server.ping_interval_secs.max(1));
+        // The round is spread over the interval, one step a second (see
+        // `Members::keep_alive`).
+        let steps = settings.server.ping_interval_secs.max(1);
         let pong_timeout = settings.server.pong_timeout_secs.max(1) as u32;
-        ctx.run_interval(ping_every, move |room, ctx| {
-            for conn_id in room.members.keep_alive(pong_timeout) {
+        let mut step = 0u64;
+        ctx.run_interval(Duration::from_secs(1), move |room, ctx| {
+            step = step.wrapping_add(1);
+            for conn_id in room.members.keep_alive(pong_timeout, step, steps) {
                 room.leave(conn_id, ctx);
             }
         });
