@@ -66,6 +66,8 @@ const RESUME_MAX: usize = 500;
 /// With several nodes, how often a room asks PostgreSQL for messages newer
 /// than what it has delivered (a relay event may have been lost).
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Steps a second of the keep-alive round: each pings a slice of the sockets.
+const KEEP_ALIVE_STEPS_PER_SEC: u64 = 4;
 /// How long a gap in the sequence may wait for the relay before it is
 /// fetched from PostgreSQL.
 const GAP_WAIT: Duration = Duration::from_millis(250);
@@ -519,12 +521,13 @@ impl Actor for RoomActor {
         // One keep-alive round for the whole room, not a timer per socket:
         // every socket is pinged, and one silent for too long is closed.
         let settings = self.hub.settings();
-        // The round is spread over the interval, one step a second (see
+        // The round is spread over the interval, four steps a second (see
         // `Members::keep_alive`).
-        let steps = settings.server.ping_interval_secs.max(1);
+        let steps = settings.server.ping_interval_secs.max(1) * KEEP_ALIVE_STEPS_PER_SEC;
         let pong_timeout = settings.server.pong_timeout_secs.max(1) as u32;
         let mut step = 0u64;
-        ctx.run_interval(Duration::from_secs(1), move |room, ctx| {
+        let every = Duration::from_secs(1) / KEEP_ALIVE_STEPS_PER_SEC as u32;
+        ctx.run_interval(every, move |room, ctx| {
             step = step.wrapping_add(1);
             for conn_id in room.members.keep_alive(pong_timeout, step, steps) {
                 room.leave(conn_id, ctx);
