@@ -86,13 +86,19 @@ impl Application {
         // `/metrics` renders them (another app in the process has its own).
         let metrics = Arc::new(Metrics::default());
         let metrics_data = web::Data::from(metrics.clone());
+        // Each batch writer runs on a thread of its own with one connection
+        // of its own, so its round trips never wait behind the sockets of a
+        // broadcast (see `store::spawn_writer_thread`).
         let writer = MessageWriter::start(
-            store.clone(),
+            Store::for_writer(&settings.database, "messages")?,
             Duration::from_millis(settings.chat.batch_delay_ms),
             settings.chat.batch_max,
             metrics.clone(),
-        );
-        let reactions = ReactionWriter::start(store.clone(), metrics.clone());
+        )?;
+        let reactions = ReactionWriter::start(
+            Store::for_writer(&settings.database, "reactions")?,
+            metrics.clone(),
+        )?;
         let hub = Hub::new(
             store.clone(),
             writer,

@@ -87,6 +87,30 @@ fn tenant_sql(slug: &Slug, template: &str) -> String {
     template.replace("{schema}", &slug.schema())
 }
 
+/// Runs a background writer (`task`) on a thread of its own, named `name`,
+/// with a single-threaded runtime, until the task ends (when every handle to
+/// its queue is gone).
+///
+/// Give such a writer a pool of its own ([`Store::with_pool_size`]): a
+/// tokio-postgres connection's socket is read and written by a task on the
+/// runtime that opened the connection. The shared pool's connections are
+/// opened mostly by request handlers and rooms on the HTTP workers, whose run
+/// queues hold every socket write of a broadcast; a writer using one of them
+/// waited, at each round trip, for that worker to get through those writes.
+/// A writer's own connections are opened by the writer, on its own thread.
+pub fn spawn_writer_thread<F>(name: &str, task: F) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || runtime.block_on(task))?;
+    Ok(())
+}
+
 /// The connection pool shared by every part of a node.
 #[derive(Clone)]
 pub struct Store {
@@ -102,13 +126,30 @@ impl Store {
 
     /// Builds a pool of exactly `size` connections.
     pub fn with_pool_size(settings: &DatabaseSettings, size: usize) -> anyhow::Result<Self> {
+        Self::build(settings, size, None)
+    }
+
+    /// The pool of one batch writer (see [`spawn_writer_thread`]): one
+    /// connection, which PostgreSQL lists (`pg_stat_activity`) under the
+    /// node's application name followed by `-{writer}`.
+    pub fn for_writer(settings: &DatabaseSettings, writer: &str) -> anyhow::Result<Self> {
+        Self::build(settings, 1, Some(writer))
+    }
+
+    fn build(
+        settings: &DatabaseSettings,
+        size: usize,
+        writer: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut target = PgTarget::parse(&settings.url)?;
         let pg = target.config_mut();
         let timeout = Duration::from_secs(settings.connect_timeout_secs.max(1));
         pg.connect_timeout(timeout);
-        if pg.get_application_name().is_none() {
-            pg.application_name("stampede");
-        }
+        let name = pg.get_application_name().unwrap_or("stampede").to_string();
+        match writer {
+            Some(writer) => pg.application_name(format!("{name}-{writer}")),
+            None => pg.application_name(name),
+        };
         // Every connection resolves unqualified functions and operators in
         // pg_catalog only: nothing another role plants in `public` (or any
         // schema) can capture arguments (CVE-2018-1058). Sent in the startup

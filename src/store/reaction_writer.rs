@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{reactions::NewReaction, Slug, Store};
+use super::{reactions::NewReaction, spawn_writer_thread, Slug, Store};
 use crate::metrics::Metrics;
 
 /// Most reactions kept in memory while PostgreSQL is unreachable.
@@ -37,12 +37,13 @@ pub struct ReactionWriter {
 pub struct ReactionsFull;
 
 impl ReactionWriter {
-    /// Starts the writer task on the current runtime; it records its
-    /// batches in `metrics`.
-    pub fn start(store: Store, metrics: Arc<Metrics>) -> Self {
+    /// Starts the writer task on a thread of its own (see
+    /// [`spawn_writer_thread`]); `store` should be a pool only it uses. It
+    /// records its batches in `metrics`.
+    pub fn start(store: Store, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        actix_rt::spawn(run(store, rx, metrics));
-        Self { tx }
+        spawn_writer_thread("stampede-reactions", run(store, rx, metrics))?;
+        Ok(Self { tx })
     }
 
     /// Queues one reaction (never blocks); refused when the queue is full.

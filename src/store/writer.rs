@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::{
     messages::{InsertOutcome, NewMessage},
-    Slug, Store,
+    spawn_writer_thread, Slug, Store,
 };
 use crate::metrics::Metrics;
 
@@ -51,12 +51,21 @@ pub struct MessageWriter {
 pub struct WriterFull;
 
 impl MessageWriter {
-    /// Starts the writer task on the current runtime; it records its
-    /// batches in `metrics`.
-    pub fn start(store: Store, delay: Duration, max: usize, metrics: Arc<Metrics>) -> Self {
+    /// Starts the writer task on a thread of its own (see
+    /// [`spawn_writer_thread`]); `store` should be a pool only it uses. It
+    /// records its batches in `metrics`.
+    pub fn start(
+        store: Store,
+        delay: Duration,
+        max: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(65_536);
-        actix_rt::spawn(run(store, rx, delay, max.max(1), metrics));
-        Self { tx }
+        spawn_writer_thread(
+            "stampede-messages",
+            run(store, rx, delay, max.max(1), metrics),
+        )?;
+        Ok(Self { tx })
     }
 
     /// Queues a job without waiting; fails when the writer is overloaded or gone.

@@ -1,8 +1,8 @@
 //! The message writer's batch insert against a real PostgreSQL: what one batch
 //! of several rooms, with repeated `client_id`s, stores — ids in batch order,
 //! each room's `seq` dense and in batch order, duplicates answered with the
-//! first copy — and that a batch naming a room that does not exist stores
-//! nothing.
+//! first copy —, that a batch naming a room that does not exist stores
+//! nothing, and that each batch writer has a connection of its own.
 
 use stampede::{
     domain::Role,
@@ -167,4 +167,46 @@ async fn a_batch_dropped_half_way_leaves_no_open_transaction_in_the_pool() {
         .unwrap();
     let ids = app.stored_ids(a).await;
     assert_eq!(stored(&out[0]).1, ids.len() as i64);
+}
+
+/// Each batch writer writes through a connection of its own, opened on its
+/// own thread: a connection of the shared pool is driven by the HTTP worker
+/// that opened it, where the writer's round trips waited behind every socket
+/// write of a broadcast. PostgreSQL lists the writers' connections under the
+/// node's application name followed by the writer's.
+#[actix_web::test]
+async fn each_batch_writer_writes_through_a_connection_of_its_own() {
+    let name = format!("stampede_{}", random_hex(8));
+    let url_name = name.clone();
+    let app = AppBuilder::new()
+        .with(move |s| s.database.url = format!("{}?application_name={url_name}", s.database.url))
+        .spawn()
+        .await;
+    let (_, _alice, mut ws) = app.stream_with_viewer("alice").await;
+    ws.say("stored by the writer").await;
+    ws.react_many(1).await;
+    ws.reactions_until(1).await;
+
+    let client = app.store.client().await.unwrap();
+    let names = eventually("both writers' connections", WAIT, || async {
+        let rows = client
+            .query(
+                "SELECT DISTINCT application_name FROM pg_catalog.pg_stat_activity \
+                 WHERE application_name LIKE $1 ORDER BY 1",
+                &[&format!("{name}%")],
+            )
+            .await
+            .unwrap();
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    assert_eq!(
+        names,
+        [
+            name.clone(),
+            format!("{name}-messages"),
+            format!("{name}-reactions")
+        ]
+    );
 }
