@@ -9,7 +9,7 @@ use crate::{
     auth::{Acting, Visitor},
     domain::Role,
     error::{ApiError, Code},
-    moderation::{can_moderate, execute, Command},
+    moderation::{can_moderate, execute, user_named, Command},
     rooms::Hub,
     store::{accounts::User, streams::Stream, Store},
     web::{extract::ById, room_key},
@@ -109,10 +109,7 @@ async fn set_moderator(
 ) -> Result<HttpResponse, ApiError> {
     let (_, stream) = r.owned_stream(REFUSAL).await?;
     let (store, slug) = (&r.store, &r.tenant.slug);
-    let target = store
-        .user_by_name(slug, &body.username)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+    let target = user_named(store, slug, &body.username).await?;
     store
         .set_stream_moderator(
             slug,
