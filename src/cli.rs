@@ -343,9 +343,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A time for listings: RFC 3339, or `never`.
-/// Prints a header line and one line a row, the cells separated by tabs.
-fn print_table<const N: usize>(header: [&str; N], rows: impl IntoIterator<Item = [String; N]>) {
-    println!("{}", header.join("\t"));
+/// Prints a header line (tab-separated) and one line a row, the cells separated
+/// by tabs.
+fn print_table<const N: usize>(header: &str, rows: impl IntoIterator<Item = [String; N]>) {
+    println!("{header}");
     for row in rows {
         println!("{}", row.join("\t"));
     }
@@ -391,15 +392,7 @@ async fn token(store: &Store, cmd: TokenCommand) -> anyhow::Result<()> {
             let slug = existing_tenant(store, &tenant).await?.slug;
             let tokens = store.list_tokens(&slug).await?;
             print_table(
-                [
-                    "id",
-                    "user",
-                    "scopes",
-                    "label",
-                    "created",
-                    "last_used",
-                    "state",
-                ],
+                "id\tuser\tscopes\tlabel\tcreated\tlast_used\tstate",
                 tokens.into_iter().map(|t| {
                     [
                         t.id.to_string(),
@@ -452,15 +445,7 @@ async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> any
             let slug = existing_tenant(store, &tenant).await?.slug;
             let endpoints = store.list_webhooks(&slug).await?;
             print_table(
-                [
-                    "id",
-                    "url",
-                    "events",
-                    "state",
-                    "last_success",
-                    "last_failure",
-                    "pending",
-                ],
+                "id\turl\tevents\tstate\tlast_success\tlast_failure\tpending",
                 endpoints.into_iter().map(|e| {
                     [
                         e.id.to_string(),
@@ -514,14 +499,7 @@ async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> any
             }
             let deliveries = store.webhook_deliveries(&slug, id, 100).await?;
             print_table(
-                [
-                    "time",
-                    "event_id",
-                    "type",
-                    "attempt",
-                    "status",
-                    "latency_ms",
-                ],
+                "time\tevent_id\ttype\tattempt\tstatus\tlatency_ms",
                 deliveries.into_iter().map(|d| {
                     [
                         when(Some(d.created_at)),
