@@ -441,6 +441,7 @@ async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> any
             println!("{id} {secret}");
             Ok(())
         }
+        // Like the token list: a header and one row of cells per record.
         WebhookCommand::List { tenant } => {
             let slug = existing_tenant(store, &tenant).await?.slug;
             let endpoints = store.list_webhooks(&slug).await?;

@@ -243,6 +243,7 @@ impl Command {
             "modes" => Command::Modes(
                 crate::rooms::modes::ModesChange::parse(v).map_err(|m| (Code::Invalid, m))?,
             ),
+            // Commands that name a user in a scope are built alike; each is its own variant.
             "hide" => Command::Hide {
                 username: username()?,
                 tenant,

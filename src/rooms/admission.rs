@@ -504,6 +504,7 @@ mod tests {
         ));
     }
 
+    // Same setup as the tests above: no restrictions, no terms, a limiter.
     #[test]
     fn unknown_stamps_and_reaction_limits() {
         let r = Restrictions::default();

@@ -319,6 +319,7 @@ impl Actor for SessionActor {
         );
     }
 
+    // Same shape as started(): the actor's two lifecycle hooks count and log the socket.
     fn stopped(&mut self, _: &mut Self::Context) {
         self.params.hub.metrics().connections.dec();
         tracing::debug!(

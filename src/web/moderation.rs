@@ -19,6 +19,7 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/streams/{id}/moderation", web::post().to(moderate))
         .route("/api/streams/{id}/moderation/log", web::get().to(log))
+        // Routes, one a line, as in every web module.
         .route("/api/streams/{id}/moderators", web::get().to(moderators))
         .route(
             "/api/streams/{id}/moderators",
@@ -102,6 +103,7 @@ struct ModeratorBody {
     action: AddRemove,
 }
 
+// Same shape as api::set_status and set_term: an acting visitor on `{id}`, a JSON body and the hub.
 async fn set_moderator(
     r: ById<Acting>,
     body: web::Json<ModeratorBody>,
