@@ -343,6 +343,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A time for listings: RFC 3339, or `never`.
+/// Prints a header line (tab-separated) and one line a row, the cells separated
+/// by tabs.
+fn print_table<const N: usize>(header: &str, rows: impl IntoIterator<Item = [String; N]>) {
+    println!("{header}");
+    for row in rows {
+        println!("{}", row.join("\t"));
+    }
+}
+
 fn when(at: Option<time::OffsetDateTime>) -> String {
     at.and_then(|t| {
         t.format(&time::format_description::well_known::Rfc3339)
@@ -381,23 +390,26 @@ async fn token(store: &Store, cmd: TokenCommand) -> anyhow::Result<()> {
         }
         TokenCommand::List { tenant } => {
             let slug = existing_tenant(store, &tenant).await?.slug;
-            println!("id\tuser\tscopes\tlabel\tcreated\tlast_used\tstate");
-            for t in store.list_tokens(&slug).await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    t.id,
-                    t.username,
-                    t.scopes.join(","),
-                    t.label,
-                    when(Some(t.created_at)),
-                    when(t.last_used_at),
-                    if t.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    },
-                );
-            }
+            let tokens = store.list_tokens(&slug).await?;
+            print_table(
+                "id\tuser\tscopes\tlabel\tcreated\tlast_used\tstate",
+                tokens.into_iter().map(|t| {
+                    [
+                        t.id.to_string(),
+                        t.username,
+                        t.scopes.join(","),
+                        t.label,
+                        when(Some(t.created_at)),
+                        when(t.last_used_at),
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                        .to_string(),
+                    ]
+                }),
+            );
             Ok(())
         }
         TokenCommand::Revoke { tenant, id } => {
@@ -429,21 +441,24 @@ async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> any
             println!("{id} {secret}");
             Ok(())
         }
+        // Like the token list: a header and one row of cells per record.
         WebhookCommand::List { tenant } => {
             let slug = existing_tenant(store, &tenant).await?.slug;
-            println!("id\turl\tevents\tstate\tlast_success\tlast_failure\tpending");
-            for e in store.list_webhooks(&slug).await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    e.id,
-                    e.url,
-                    e.events.map_or_else(|| "all".to_string(), |v| v.join(",")),
-                    e.state,
-                    when(e.last_success_at),
-                    when(e.last_failure_at),
-                    e.pending,
-                );
-            }
+            let endpoints = store.list_webhooks(&slug).await?;
+            print_table(
+                "id\turl\tevents\tstate\tlast_success\tlast_failure\tpending",
+                endpoints.into_iter().map(|e| {
+                    [
+                        e.id.to_string(),
+                        e.url,
+                        e.events.map_or_else(|| "all".to_string(), |v| v.join(",")),
+                        e.state,
+                        when(e.last_success_at),
+                        when(e.last_failure_at),
+                        e.pending.to_string(),
+                    ]
+                }),
+            );
             Ok(())
         }
         WebhookCommand::Remove { tenant, id } => {
@@ -483,21 +498,23 @@ async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> any
             if store.webhook(&slug, id).await?.is_none() {
                 bail!("no webhook {id} on tenant {slug}");
             }
-            println!("time\tevent_id\ttype\tattempt\tstatus\tlatency_ms");
-            for d in store.webhook_deliveries(&slug, id, 100).await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
-                    when(Some(d.created_at)),
-                    d.event_id,
-                    d.event_type,
-                    d.attempt,
-                    d.status_code
-                        .map(|c| c.to_string())
-                        .or(d.error)
-                        .unwrap_or_default(),
-                    d.latency_ms,
-                );
-            }
+            let deliveries = store.webhook_deliveries(&slug, id, 100).await?;
+            print_table(
+                "time\tevent_id\ttype\tattempt\tstatus\tlatency_ms",
+                deliveries.into_iter().map(|d| {
+                    [
+                        when(Some(d.created_at)),
+                        d.event_id,
+                        d.event_type,
+                        d.attempt.to_string(),
+                        d.status_code
+                            .map(|c| c.to_string())
+                            .or(d.error)
+                            .unwrap_or_default(),
+                        d.latency_ms.to_string(),
+                    ]
+                }),
+            );
             Ok(())
         }
     }

@@ -211,31 +211,31 @@
 
     section.querySelector('[data-action=refresh-log]').addEventListener('click', loadLog);
 
-    section.querySelector('[data-form=moderator]').addEventListener('submit', function (e) {
-      e.preventDefault();
-      var input = e.target.elements.username;
-      var name = input.value.trim();
-      if (!name) return;
-      say(alertEl, '');
-      api('POST', base + '/moderators', { username: name, action: 'add' }).then(function (data) {
-        input.value = '';
-        showModerators(data);
-      }, fail);
-    });
+    // An "add" form: posts its trimmed `field` (skipped when empty), then
+    // clears it and shows the list the server answers with.
+    function onAdd(formName, field, post, show) {
+      section.querySelector('[data-form=' + formName + ']').addEventListener('submit', function (e) {
+        e.preventDefault();
+        var input = e.target.elements[field];
+        var value = input.value.trim();
+        if (!value) return;
+        say(alertEl, '');
+        post(value, e.target.elements).then(function (data) {
+          input.value = '';
+          show(data);
+        }, fail);
+      });
+    }
 
-    section.querySelector('[data-form=term]').addEventListener('submit', function (e) {
-      e.preventDefault();
-      var input = e.target.elements.term;
-      var term = input.value.trim();
-      if (!term) return;
-      say(alertEl, '');
-      var hold = e.target.elements.hold;
+    onAdd('moderator', 'username', function (name) {
+      return api('POST', base + '/moderators', { username: name, action: 'add' });
+    }, showModerators);
+
+    onAdd('term', 'term', function (term, fields) {
+      var hold = fields.hold;
       var body = { term: term, action: 'add', mode: hold && hold.checked ? 'hold' : 'block' };
-      api('POST', base + '/blocked_terms', body).then(function (data) {
-        input.value = '';
-        showTerms(data);
-      }, fail);
-    });
+      return api('POST', base + '/blocked_terms', body);
+    }, showTerms);
 
     // Chat modes: each change is a `modes` moderation frame. The shield moves
     // other settings too, so the form then reads the stream's state back

@@ -24,6 +24,7 @@
   var me = root.dataset.username || null;
   var lang = root.dataset.lang || 'en';
 
+  // As in replay.js: the page's elements, looked up once by id.
   var list = document.getElementById('messages');
   var box = document.getElementById('message-box');
   var sendButton = document.getElementById('send');

@@ -188,6 +188,7 @@ impl AsRef<Visitor> for Acting {
     }
 }
 
+// Same shape as Visitor's and CurrentTenant's impls: the trait's boxed future.
 impl FromRequest for Acting {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;

@@ -153,6 +153,7 @@ mod tests {
         }
     }
 
+    // Same shape as catches_disguises: a table of messages, checked the other way.
     #[test]
     fn no_false_positives() {
         let t = terms(&["ass", "spam", "hell"]);

@@ -27,6 +27,14 @@ pub const MAX_SLOW_MODE_SECS: i64 = 3600;
 /// Longest reason.
 const MAX_REASON_CHARS: usize = 500;
 
+/// The user a command or request names (`NotFound` when there is none).
+pub async fn user_named(store: &Store, slug: &Slug, username: &str) -> Result<User, ApiError> {
+    store
+        .user_by_name(slug, username)
+        .await?
+        .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))
+}
+
 /// True when `user` may moderate `stream` (and see its analytics and log).
 pub async fn can_moderate(
     store: &Store,
@@ -179,6 +187,16 @@ impl Command {
                 },
             }
         };
+        // `seconds`, required and within `range` (`out_of_range` says which).
+        let seconds = |range: std::ops::RangeInclusive<i64>, out_of_range: &'static str| {
+            let seconds = int(v.seconds).ok_or((Code::Invalid, "\"seconds\" is required."))?;
+            if range.contains(&seconds) {
+                Ok(seconds)
+            } else {
+                Err((Code::Invalid, out_of_range))
+            }
+        };
+        let message_id = || int(v.message_id).ok_or((Code::Invalid, "\"message_id\" is required."));
         let tenant = match v.scope.map(string) {
             None => false,
             Some(Some(s)) if s == "tenant" => true,
@@ -188,12 +206,10 @@ impl Command {
         let scoped = v.scope.is_some();
         let cmd = match kind {
             "delete" => Command::Delete {
-                message_id: int(v.message_id)
-                    .ok_or((Code::Invalid, "\"message_id\" is required."))?,
+                message_id: message_id()?,
             },
             "pin" => Command::Pin {
-                message_id: int(v.message_id)
-                    .ok_or((Code::Invalid, "\"message_id\" is required."))?,
+                message_id: message_id()?,
             },
             "unpin" => Command::Unpin,
             "ban" => Command::Ban {
@@ -202,10 +218,10 @@ impl Command {
                 tenant,
             },
             "timeout" => {
-                let seconds = int(v.seconds).ok_or((Code::Invalid, "\"seconds\" is required."))?;
-                if !(1..=MAX_TIMEOUT_SECS).contains(&seconds) {
-                    return Err((Code::Invalid, "\"seconds\" must be between 1 and 604800."));
-                }
+                let seconds = seconds(
+                    1..=MAX_TIMEOUT_SECS,
+                    "\"seconds\" must be between 1 and 604800.",
+                )?;
                 Command::Timeout {
                     username: username()?,
                     seconds,
@@ -217,17 +233,17 @@ impl Command {
                 username: username()?,
                 tenant,
             },
-            "slow_mode" => {
-                let seconds = int(v.seconds).ok_or((Code::Invalid, "\"seconds\" is required."))?;
-                if !(0..=MAX_SLOW_MODE_SECS).contains(&seconds) {
-                    return Err((Code::Invalid, "\"seconds\" must be between 0 and 3600."));
-                }
-                Command::SlowMode { seconds }
-            }
+            "slow_mode" => Command::SlowMode {
+                seconds: seconds(
+                    0..=MAX_SLOW_MODE_SECS,
+                    "\"seconds\" must be between 0 and 3600.",
+                )?,
+            },
             "clear" => Command::Clear,
             "modes" => Command::Modes(
                 crate::rooms::modes::ModesChange::parse(v).map_err(|m| (Code::Invalid, m))?,
             ),
+            // Commands that name a user in a scope are built alike; each is its own variant.
             "hide" => Command::Hide {
                 username: username()?,
                 tenant,
@@ -482,10 +498,7 @@ pub async fn execute(
             tenant,
         } => {
             let hide = matches!(cmd, Command::Hide { .. });
-            let target = store
-                .user_by_name(slug, username)
-                .await?
-                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            let target = user_named(store, slug, username).await?;
             if hide
                 && (target.id == moderator.id
                     || target.id == stream.owner_id
@@ -599,10 +612,7 @@ pub async fn execute(
             tenant,
             ..
         } => {
-            let target = store
-                .user_by_name(slug, username)
-                .await?
-                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            let target = user_named(store, slug, username).await?;
             if target.id == moderator.id
                 || target.id == stream.owner_id
                 || target.role == Role::Admin
@@ -666,10 +676,7 @@ pub async fn execute(
             }
         }
         Command::Unban { username, tenant } => {
-            let target = store
-                .user_by_name(slug, &username)
-                .await?
-                .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+            let target = user_named(store, slug, &username).await?;
             store
                 .unrestrict_user(
                     slug,

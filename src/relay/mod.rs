@@ -326,22 +326,21 @@ impl Relay {
     /// Subscribes to a room's channel (its room started on this node); on a
     /// cluster also to its tenant's channel (sharded pub/sub has no patterns).
     pub fn subscribe(&self, key: &RoomKey) {
-        if let Some(r) = &self.inner {
-            r.wanted.set(r.room_channel(key), true);
-            if let Backend::Cluster(_) = r.backend {
-                r.wanted
-                    .set(slots::tenant_channel(&r.prefix, &key.slug), true);
-            }
-        }
+        self.want(key, true);
     }
 
     /// Unsubscribes from a room's channel (its room stopped).
     pub fn unsubscribe(&self, key: &RoomKey) {
+        self.want(key, false);
+    }
+
+    /// Marks a room's channels (on a cluster with its tenant's) wanted or not.
+    fn want(&self, key: &RoomKey, on: bool) {
         if let Some(r) = &self.inner {
-            r.wanted.set(r.room_channel(key), false);
+            r.wanted.set(r.room_channel(key), on);
             if let Backend::Cluster(_) = r.backend {
                 r.wanted
-                    .set(slots::tenant_channel(&r.prefix, &key.slug), false);
+                    .set(slots::tenant_channel(&r.prefix, &key.slug), on);
             }
         }
     }
@@ -478,13 +477,7 @@ async fn publisher(
         let n = batch.len() as u64;
         let send = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            let mut pipe = redis::pipe();
-            for (channel, payload) in &batch {
-                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-            }
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())
+            publish_batch(&mut conn, "PUBLISH", &batch).await
         };
         match tokio::time::timeout(OP_TIMEOUT, send).await {
             Ok(Ok(())) => metrics.relay_published.add(n),
@@ -499,6 +492,22 @@ async fn publisher(
         }
         batch.clear();
     }
+}
+
+/// Sends `(channel, payload)` pairs with `command` (`PUBLISH` or `SPUBLISH`),
+/// one pipeline for the whole batch.
+pub(crate) async fn publish_batch(
+    conn: &mut impl redis::aio::ConnectionLike,
+    command: &str,
+    batch: &[(String, String)],
+) -> Result<(), String> {
+    let mut pipe = redis::pipe();
+    for (channel, payload) in batch {
+        pipe.cmd(command).arg(channel).arg(payload).ignore();
+    }
+    pipe.query_async::<()>(conn)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps ONE pub/sub connection subscribed to the wanted channels, reconnecting

@@ -577,13 +577,7 @@ impl Cluster {
             let n = batch.len() as u64;
             let send = async {
                 let mut conn = self.conn(&addr).await?;
-                let mut pipe = redis::pipe();
-                for (channel, payload) in &batch {
-                    pipe.cmd("SPUBLISH").arg(channel).arg(payload).ignore();
-                }
-                pipe.query_async::<()>(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())
+                super::publish_batch(&mut conn, "SPUBLISH", &batch).await
             };
             match tokio::time::timeout(OP_TIMEOUT, send).await {
                 Ok(Ok(())) => self.metrics.relay_published.add(n),

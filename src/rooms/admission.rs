@@ -370,6 +370,11 @@ mod tests {
         }
     }
 
+    /// Alice, an ordinary member, sends `text` now (a new message, not a repeat).
+    fn alice_says(rules: &Rules, text: &str, l: &KeyedLimiter<i64>) -> Result<Admit, Refusal> {
+        rules.admit_message(Some(&alice()), text, false, l, now())
+    }
+
     fn now() -> OffsetDateTime {
         OffsetDateTime::now_utc()
     }
@@ -436,10 +441,7 @@ mod tests {
             rules.admit_reaction(Some(&alice()), true, &l, now()),
             Err(Refusal::TimedOut(until))
         );
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Err(Refusal::TimedOut(until))
-        );
+        assert_eq!(alice_says(&rules, "hi", &l), Err(Refusal::TimedOut(until)));
         assert_eq!(
             rules.admit_reaction(Some(&bob), true, &l, now()),
             Err(Refusal::Banned)
@@ -481,10 +483,7 @@ mod tests {
             rules.admit_message(Some(&recent), "hi", true, &l, now()),
             Ok(Admit::Post)
         );
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Ok(Admit::Post)
-        );
+        assert_eq!(alice_says(&rules, "hi", &l), Ok(Admit::Post));
     }
 
     #[test]
@@ -494,20 +493,18 @@ mod tests {
         let rules = rules(&r, &terms);
         let l = limiter(1);
         assert_eq!(
-            rules.admit_message(Some(&alice()), "buy SPAM now", false, &l, now()),
+            alice_says(&rules, "buy SPAM now", &l),
             Err(Refusal::BlockedTerm)
         );
         // The refused message did not use the one message allowed.
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "hello", false, &l, now()),
-            Ok(Admit::Post)
-        );
+        assert_eq!(alice_says(&rules, "hello", &l), Ok(Admit::Post));
         assert!(matches!(
-            rules.admit_message(Some(&alice()), "again", false, &l, now()),
+            alice_says(&rules, "again", &l),
             Err(Refusal::RateLimited(ms)) if ms > 0
         ));
     }
 
+    // Same setup as the tests above: no restrictions, no terms, a limiter.
     #[test]
     fn unknown_stamps_and_reaction_limits() {
         let r = Restrictions::default();
@@ -561,10 +558,7 @@ mod tests {
             ..NO_MODES
         };
         rules.modes = &stamps_only;
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Err(Refusal::StampsOnly)
-        );
+        assert_eq!(alice_says(&rules, "hi", &l), Err(Refusal::StampsOnly));
         assert_eq!(
             rules.admit_reaction(Some(&alice()), true, &l, now()),
             Ok(())
@@ -587,10 +581,7 @@ mod tests {
             Err(Refusal::TooNew(ms)) => assert!(ms > 5 * 60_000 && ms <= 6 * 60_000, "{ms}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "hi", false, &l, now()),
-            Ok(Admit::Post)
-        );
+        assert_eq!(alice_says(&rules, "hi", &l), Ok(Admit::Post));
 
         let unique = Modes {
             unique_chat: true,
@@ -600,14 +591,8 @@ mod tests {
         recent.add(RecentTexts::key("GG  wp"), Instant::now());
         rules.modes = &unique;
         rules.recent = &recent;
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "gg wp", false, &l, now()),
-            Err(Refusal::Duplicate)
-        );
-        assert_eq!(
-            rules.admit_message(Some(&alice()), "gg wp!", false, &l, now()),
-            Ok(Admit::Post)
-        );
+        assert_eq!(alice_says(&rules, "gg wp", &l), Err(Refusal::Duplicate));
+        assert_eq!(alice_says(&rules, "gg wp!", &l), Ok(Admit::Post));
         assert_eq!(
             rules.admit_message(Some(&moderator), "gg wp", false, &l, now()),
             Ok(Admit::Post)

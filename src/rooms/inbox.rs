@@ -32,6 +32,7 @@ pub struct Leave {
     pub conn_id: u64,
 }
 
+// Each room message is its own type (actix dispatches on it): alike in shape only to other records.
 /// A chat message from a member (already cleaned and checked).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -69,6 +70,7 @@ pub struct Post {
     pub reply_to: Option<i64>,
 }
 
+// Each room message is its own type (actix dispatches on it): fields alike, messages distinct.
 /// A reaction from a member.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -208,33 +208,24 @@ mod tests {
         );
         assert_eq!(slow, 5);
         let before = s.modes;
-        let slow = s.apply(
-            &ModesChange {
-                shield: Some(true),
-                ..Default::default()
-            },
-            slow,
-        );
+        let shield = |s: &mut ModeState, on: bool, slow: i32| {
+            s.apply(
+                &ModesChange {
+                    shield: Some(on),
+                    ..Default::default()
+                },
+                slow,
+            )
+        };
+        let slow = shield(&mut s, true, slow);
         assert_eq!(slow, SHIELD_SLOW_MODE);
         assert!(s.modes.shield && s.modes.hold_links);
         assert_eq!(s.modes.established_minutes, SHIELD_ESTABLISHED);
         assert!(s.modes.unique_chat, "other modes stay");
         // Switching it on again changes nothing (nothing is saved twice).
-        let again = s.apply(
-            &ModesChange {
-                shield: Some(true),
-                ..Default::default()
-            },
-            slow,
-        );
+        let again = shield(&mut s, true, slow);
         assert_eq!(again, SHIELD_SLOW_MODE);
-        let slow = s.apply(
-            &ModesChange {
-                shield: Some(false),
-                ..Default::default()
-            },
-            again,
-        );
+        let slow = shield(&mut s, false, again);
         assert_eq!(slow, 5);
         assert_eq!(s.modes, before);
         assert_eq!(s.saved, None);

@@ -14,6 +14,7 @@ use crate::store::messages::{MessageType, ReplyRef};
 /// How long a `client_id` is remembered.
 pub const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
 
+// Shares fields with NewMessage (which tests build as it is): the room's view until the commit.
 /// A message handed to the writer, waiting for its commit.
 #[derive(Debug)]
 pub struct Pending {

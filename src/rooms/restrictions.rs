@@ -437,43 +437,49 @@ mod tests {
 
     #[test]
     fn changes_of_events() {
-        assert_eq!(
-            Change::of(&ModEvent::Ban {
-                user_id: BOB,
-                username: "bob".into(),
-                tenant: true,
-            }),
-            Some(ban(BOB, true))
-        );
-        assert_eq!(
-            Change::of(&ModEvent::Timeout {
-                user_id: BOB,
-                username: "bob".into(),
-                until: "2026-11-22T08:10:00Z".into(),
-                until_unix: (now() + Duration::seconds(600)).unix_timestamp(),
-                tenant: false,
-            }),
-            Some(timeout(BOB, 600, false))
-        );
-        assert_eq!(
-            Change::of(&ModEvent::Timeout {
-                user_id: BOB,
-                username: "bob".into(),
-                until: String::new(),
-                until_unix: i64::MAX,
-                tenant: false,
-            }),
-            None
-        );
-        assert_eq!(
-            Change::of(&ModEvent::Unban {
-                user_id: BOB,
-                username: "bob".into(),
-                tenant: false,
-            }),
-            Some(lift(BOB, false))
-        );
-        assert_eq!(Change::of(&ModEvent::Clear), None);
-        assert_eq!(Change::of(&ModEvent::SlowMode { seconds: 3 }), None);
+        let cases = [
+            (
+                ModEvent::Ban {
+                    user_id: BOB,
+                    username: "bob".into(),
+                    tenant: true,
+                },
+                Some(ban(BOB, true)),
+            ),
+            (
+                ModEvent::Timeout {
+                    user_id: BOB,
+                    username: "bob".into(),
+                    until: "2026-11-22T08:10:00Z".into(),
+                    until_unix: (now() + Duration::seconds(600)).unix_timestamp(),
+                    tenant: false,
+                },
+                Some(timeout(BOB, 600, false)),
+            ),
+            // A timeout whose end is not a valid time is not a change.
+            (
+                ModEvent::Timeout {
+                    user_id: BOB,
+                    username: "bob".into(),
+                    until: String::new(),
+                    until_unix: i64::MAX,
+                    tenant: false,
+                },
+                None,
+            ),
+            (
+                ModEvent::Unban {
+                    user_id: BOB,
+                    username: "bob".into(),
+                    tenant: false,
+                },
+                Some(lift(BOB, false)),
+            ),
+            (ModEvent::Clear, None),
+            (ModEvent::SlowMode { seconds: 3 }, None),
+        ];
+        for (event, change) in cases {
+            assert_eq!(Change::of(&event), change, "{event:?}");
+        }
     }
 }

@@ -108,6 +108,18 @@ impl SessionActor {
         self.outlet.send_text(frame);
     }
 
+    /// The room's mailbox is full: the frame was not taken, counted as rate
+    /// limited, and the client is told to retry in a second.
+    fn room_busy(&self, message: &str, client_id: Option<&str>) {
+        self.params.hub.metrics().rate_limited.inc();
+        self.send(&protocol::error_frame(
+            Code::RateLimited,
+            message,
+            Some(1000),
+            client_id,
+        ));
+    }
+
     /// The text of a `message` or `edit` frame, from a logged-in user; else
     /// the error is answered (with the frame's `client_id`) and `None` returned.
     fn chat_text(
@@ -209,13 +221,7 @@ impl SessionActor {
                     reply_to,
                 };
                 if room.try_send(chat).is_err() {
-                    self.params.hub.metrics().rate_limited.inc();
-                    self.send(&protocol::error_frame(
-                        Code::RateLimited,
-                        "The room is busy; send again shortly.",
-                        Some(1000),
-                        client_id.as_deref(),
-                    ));
+                    self.room_busy("The room is busy; send again shortly.", cid);
                 }
             }
             ClientFrame::Moderation(command) => {
@@ -258,13 +264,7 @@ impl SessionActor {
                     stamp_id,
                 };
                 if room.try_send(react).is_err() {
-                    self.params.hub.metrics().rate_limited.inc();
-                    self.send(&protocol::error_frame(
-                        Code::RateLimited,
-                        "The room is busy; react again shortly.",
-                        Some(1000),
-                        None,
-                    ));
+                    self.room_busy("The room is busy; react again shortly.", None);
                 }
             }
         }
@@ -319,6 +319,7 @@ impl Actor for SessionActor {
         );
     }
 
+    // Same shape as started(): the actor's two lifecycle hooks count and log the socket.
     fn stopped(&mut self, _: &mut Self::Context) {
         self.params.hub.metrics().connections.dec();
         tracing::debug!(

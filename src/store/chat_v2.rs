@@ -24,6 +24,7 @@ impl Store {
         .await
     }
 
+    // Same shape as the store's other one-statement methods (see `Store::query_in`).
     /// The message `id` as a reply shows it, when it is a visible message of
     /// the room (not deleted, not from a hidden user).
     pub async fn reply_target(

@@ -100,6 +100,7 @@ impl ReplyRef {
     }
 }
 
+// Part of StoredMessage's fields: what is written, not what is read back.
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -568,6 +569,7 @@ impl Store {
             .await
     }
 
+    // Same shape as the store's other one-statement methods (see `Store::query_in`).
     /// The pinned visible message of a room, if any.
     pub async fn pinned_message(
         &self,

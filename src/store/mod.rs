@@ -228,6 +228,8 @@ impl Store {
         Ok(rows.iter().map(from_row).collect())
     }
 
+    // Same shape as query_in and query_one_in: the three mirror tokio-postgres's
+    // query, query_opt and query_one, whose row-count checks differ.
     /// Like [`Store::query_in`], for a statement that returns at most one row.
     async fn query_opt_in<T>(
         &self,

@@ -30,6 +30,7 @@ pub struct TermRow {
     pub hold: bool,
 }
 
+// Documented fields, one a line, as every record here: alike in shape only.
 /// A moderation log entry as the API shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LogEntry {
@@ -124,6 +125,7 @@ impl Store {
         Ok(Some(author))
     }
 
+    // Same opening as resolve_held: a pooled client and one transaction.
     /// Pins one visible message of a room (unpinning any other) and logs it.
     /// `None` when no such visible message exists.
     pub async fn pin_message(
@@ -353,6 +355,7 @@ impl Store {
         Ok(())
     }
 
+    // Same shape as the store's other one-statement methods (see `Store::query_in`).
     /// The moderation log of a stream, newest first.
     pub async fn moderation_log(
         &self,
@@ -498,6 +501,7 @@ impl Store {
         .await
     }
 
+    // Same shape as the store's other one-statement methods (see `Store::query_in`).
     /// Appoints (or removes) a stream moderator.
     pub async fn set_stream_moderator(
         &self,

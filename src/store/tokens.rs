@@ -42,6 +42,7 @@ pub struct TokenListing {
 }
 
 impl Store {
+    // Same shape as Store::insert_session: each stores a secret's hash in its own table.
     /// Stores a new token (the caller made the secret); returns its id.
     pub async fn create_token(
         &self,

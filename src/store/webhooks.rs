@@ -30,6 +30,7 @@ pub struct Endpoint {
     pub pending: i64,
 }
 
+// Documented fields, one a line, as every record here: alike in shape only.
 /// One delivery attempt, as the deliveries log keeps it.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {

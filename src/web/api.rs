@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/streams/{id}/status", web::post().to(set_status));
 }
 
+// Route tables end, and request bodies begin, alike in every web module.
 #[derive(Deserialize)]
 struct LoginBody {
     username: String,

@@ -9,7 +9,7 @@ use crate::{
     auth::{Acting, Visitor},
     domain::Role,
     error::{ApiError, Code},
-    moderation::{can_moderate, execute, Command},
+    moderation::{can_moderate, execute, user_named, Command},
     rooms::Hub,
     store::{accounts::User, streams::Stream, Store},
     web::{extract::ById, room_key},
@@ -19,6 +19,7 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/streams/{id}/moderation", web::post().to(moderate))
         .route("/api/streams/{id}/moderation/log", web::get().to(log))
+        // Routes, one a line, as in every web module.
         .route("/api/streams/{id}/moderators", web::get().to(moderators))
         .route(
             "/api/streams/{id}/moderators",
@@ -102,6 +103,7 @@ struct ModeratorBody {
     action: AddRemove,
 }
 
+// Same shape as api::set_status and set_term: an acting visitor on `{id}`, a JSON body and the hub.
 async fn set_moderator(
     r: ById<Acting>,
     body: web::Json<ModeratorBody>,
@@ -109,10 +111,7 @@ async fn set_moderator(
 ) -> Result<HttpResponse, ApiError> {
     let (_, stream) = r.owned_stream(REFUSAL).await?;
     let (store, slug) = (&r.store, &r.tenant.slug);
-    let target = store
-        .user_by_name(slug, &body.username)
-        .await?
-        .ok_or_else(|| ApiError::new(Code::NotFound, "No such user."))?;
+    let target = user_named(store, slug, &body.username).await?;
     store
         .set_stream_moderator(
             slug,

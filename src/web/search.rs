@@ -33,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/search", web::get().to(tenant_search));
 }
 
+// Route tables end, and request bodies begin, alike in every web module.
 #[derive(Deserialize)]
 struct SearchParams {
     q: Option<String>,

@@ -190,6 +190,7 @@ struct StudioQuery {
     created: Option<i64>,
 }
 
+// Same parameter shape as accounts::logout: page handlers list the extractors they use, one a line.
 async fn studio(
     visitor: Visitor,
     lang: PageLang,

@@ -117,6 +117,7 @@ impl RoomActor {
                 self.notify_moderators(&event.frame());
                 return;
             }
+            // Like Approve: off the queue, moderators told; then only the author hears.
             ModEvent::Deny {
                 held_id,
                 user_id,

@@ -44,6 +44,7 @@ pub struct SocketSpec {
     pub user: Option<String>,
 }
 
+// Documented fields, one a line, as every record here: alike in shape only.
 /// What the coordinator asks of one worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerPlan {
