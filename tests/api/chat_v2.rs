@@ -26,9 +26,7 @@ async fn message_with_id(c: &mut WsClient, id: i64) -> Value {
 #[actix_web::test]
 async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("Bob", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["alice", "Bob"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("Bob").await;
@@ -159,9 +157,7 @@ async fn resumed(app: &TestApp, stream: i64, last_id: i64) -> Vec<Value> {
 #[actix_web::test]
 async fn edits_reach_every_node_and_every_history() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["alice", "bob"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("bob").await;
@@ -438,9 +434,7 @@ fn site(app: &TestApp) -> String {
 async fn the_watch_page_replies_edits_highlights_and_searches() {
     use crate::browser::Browser;
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["alice", "bob"]).await;
     let bob_cookie = app.logged_in("bob").await;
     let mut cb = bob_cookie.ws(stream).await;
     // Rendered by the server, then upgraded by the socket's history.

@@ -442,11 +442,7 @@ async fn owners_appoint_moderators() {
 #[actix_web::test]
 async fn moderation_state_survives_a_restart() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("bob", Role::Viewer), ("carol", Role::Viewer)])
-        .await;
-    let port = free_port();
-    let (node, remote) = app.start_node(port, &[]).await;
+    let (stream, node, remote) = app.stream_on_node(["bob", "carol"], &[]).await;
     let owner = remote.logged_in("owner").await;
     let carol = remote.logged_in("carol").await;
     let bob = remote.logged_in("bob").await;
@@ -462,8 +458,7 @@ async fn moderation_state_survives_a_restart() {
         o.expect("moderation").await;
     }
     drop(o);
-    node.signal("-TERM");
-    assert!(node.wait(Duration::from_secs(30)).success());
+    let port = node.shut_down();
 
     let (node, remote) = app.start_node(port, &[]).await;
     assert_eq!(

@@ -139,7 +139,7 @@ async fn announced_joins_and_leaves_are_sent_and_never_stored() {
 #[actix_web::test]
 async fn rights_changed_on_one_node_hold_on_the_other() {
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("helper", Role::Viewer)]).await;
+    let stream = app.stream_with_viewer_accounts(["helper"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let owner = ha.logged_in("owner").await;
     let helper = hb.logged_in("helper").await;

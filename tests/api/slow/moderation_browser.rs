@@ -163,9 +163,7 @@ async fn a_hidden_user_is_marked_for_moderators_only() {
 #[actix_web::test]
 async fn mode_errors_are_explained_in_english_and_japanese() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("bob", Role::Viewer), ("kei", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["bob", "kei"]).await;
     let owner = app.logged_in("owner").await;
     let modes = json!({"type":"modes","stamps_only":true});
     moderate(&owner, stream, &[modes]).await;

@@ -236,11 +236,7 @@ async fn log_in_and_out_through_the_forms() {
 #[actix_web::test]
 async fn the_page_comes_back_by_itself_after_a_server_restart() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
-        .await;
-    let port = free_port();
-    let (node, on_node) = app.start_node(port, &[]).await;
+    let (stream, node, on_node) = app.stream_on_node(["alice", "bob"], &[]).await;
     let browser = Browser::start().await;
     let tab = browser.tab().await;
     tab.log_in(&site(&on_node), "alice", "password-123").await;
@@ -249,8 +245,7 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
     tab.wait_for("messageWith('before the restart') && !$('.pending')")
         .await;
 
-    node.signal("-TERM");
-    assert!(node.wait(Duration::from_secs(30)).success());
+    let port = node.shut_down();
     tab.wait_for("$('#conn').dataset.state === 'reconnecting'")
         .await;
     assert_eq!(

@@ -1081,10 +1081,7 @@ async fn tokens_and_secrets_never_appear_in_logs() {
     for (k, v) in FAST_ENV {
         cmd.env(k, v);
     }
-    let node = Node {
-        child: cmd.spawn().expect("start"),
-        address: format!("http://127.0.0.1:{port}"),
-    };
+    let node = Node::spawn(&mut cmd, port);
     let on = app.on_node(&node);
     eventually("the node started", Duration::from_secs(20), || async {
         let health = on.client.get(format!("{}/healthz", on.address)).send();
