@@ -424,12 +424,6 @@ async fn search_pages_through_a_long_history_with_every_plan() {
     assert_eq!(v["next_before_id"], Value::Null);
 }
 
-/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
-fn site(app: &TestApp) -> String {
-    let port = app.address.rsplit(':').next().unwrap();
-    format!("http://{}:{port}", app.tenant.host)
-}
-
 #[actix_web::test]
 async fn the_watch_page_replies_edits_highlights_and_searches() {
     use crate::browser::Browser;
@@ -441,14 +435,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
     cb.say_json(json!({"message":"first from bob"})).await;
 
     let browser = Browser::start().await;
-    let alice = browser.tab().await;
-    let owner = browser.tab().await;
-    alice.log_in(&site(&app), "alice", "password-123").await;
-    owner.log_in(&site(&app), "owner", "password-123").await;
-    for tab in [&alice, &owner] {
-        tab.goto(&format!("{}/streams/{stream}", site(&app))).await;
-        tab.wait_for("$('#conn').dataset.state === 'live'").await;
-    }
+    let [alice, owner] = browser.watching(&app, stream, ["alice", "owner"]).await;
 
     // Reply: the bar names the message; the reply shows its quote everywhere.
     alice

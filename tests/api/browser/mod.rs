@@ -498,12 +498,11 @@ impl Tab {
 }
 
 impl Browser {
-    /// One tab a user, each logged in (password `password-123`) and
-    /// watching `stream`.
-    pub async fn watching<const N: usize>(
+    /// One tab a user, each logged in (password `password-123`) at `app`'s
+    /// site, in order.
+    pub async fn tabs_logged_in<const N: usize>(
         &self,
         app: &crate::helpers::TestApp,
-        stream: i64,
         users: [&str; N],
     ) -> [Tab; N] {
         let mut tabs = Vec::new();
@@ -512,10 +511,33 @@ impl Browser {
             tab.log_in(&site(app), user, "password-123").await;
             tabs.push(tab);
         }
+        tabs.try_into().unwrap_or_else(|_| unreachable!())
+    }
+
+    /// A new browser and its tabs, one a user, each logged in (password
+    /// `password-123`) at `app`'s site, in order.
+    pub async fn logged_in<const N: usize>(
+        app: &crate::helpers::TestApp,
+        users: [&str; N],
+    ) -> (Browser, [Tab; N]) {
+        let browser = Browser::start().await;
+        let tabs = browser.tabs_logged_in(app, users).await;
+        (browser, tabs)
+    }
+
+    /// One tab a user, each logged in (password `password-123`) and
+    /// watching `stream`.
+    pub async fn watching<const N: usize>(
+        &self,
+        app: &crate::helpers::TestApp,
+        stream: i64,
+        users: [&str; N],
+    ) -> [Tab; N] {
+        let tabs = self.tabs_logged_in(app, users).await;
         for tab in &tabs {
             tab.watch(app, stream).await;
         }
-        tabs.try_into().unwrap_or_else(|_| unreachable!())
+        tabs
     }
 
     /// A stream of user `owner` with each `(name, role)` created (password

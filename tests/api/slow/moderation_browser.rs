@@ -167,11 +167,7 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
     let owner = app.logged_in("owner").await;
     let modes = json!({"type":"modes","stamps_only":true});
     moderate(&owner, stream, &[modes]).await;
-    let browser = Browser::start().await;
-    let bob = browser.tab().await;
-    let kei = browser.tab().await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    kei.log_in(&site(&app), "kei", "password-123").await;
+    let (_browser, [bob, kei]) = Browser::logged_in(&app, ["bob", "kei"]).await;
     kei.accept_language("ja-JP,ja;q=0.9").await;
     bob.watch(&app, stream).await;
     kei.watch(&app, stream).await;
@@ -280,9 +276,7 @@ async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
 async fn the_studio_sets_chat_modes_per_stream() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "owner", "password-123").await;
+    let (_browser, [tab]) = Browser::logged_in(&app, ["owner"]).await;
     tab.goto(&format!("{}/studio#stream-{stream}", site(&app)))
         .await;
     tab.wait_for("$('[data-role=manage]').open").await;

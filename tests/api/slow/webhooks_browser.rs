@@ -45,9 +45,7 @@ async fn an_admin_manages_webhooks_and_tokens_in_the_studio() {
     app.create_user("root", "password-123", Role::Admin).await;
     app.create_user("helper", "password-123", Role::Bot).await;
     let stream = app.create_stream("owner").await;
-    let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "root", "password-123").await;
+    let (_browser, [tab]) = Browser::logged_in(&app, ["root"]).await;
     tab.goto(&format!("{}/studio", site(&app))).await;
     tab.wait_for("$('#integrations') !== null").await;
 
