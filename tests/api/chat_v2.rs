@@ -445,8 +445,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         .wait_for("$('.intent:not([hidden])') && $('.intent span').textContent")
         .await;
     assert_eq!(bar, "Replying to @bob: first from bob");
-    alice.type_into("field('Message')", "a reply to @bob").await;
-    alice.click("button('Send')").await;
+    alice.say("a reply to @bob").await;
     let quote = owner
         .wait_for("messageWith('a reply to @bob') && $('.reply-ref', messageWith('a reply to @bob')).textContent")
         .await;
@@ -472,9 +471,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         alice.eval("field('Message').value").await,
         "a reply to @bob"
     );
-    alice
-        .eval("(() => { const b = field('Message'); b.value = 'a reply, edited'; b.dispatchEvent(new Event('input')); return true; })()")
-        .await;
+    alice.fill("Message", "a reply, edited").await;
     alice.click("button('Send')").await;
     owner
         .wait_for(
@@ -503,9 +500,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         "{hit}"
     );
     // A result no longer in the live list opens its place in the replay.
-    owner
-        .eval("(() => { messageWith('a reply, edited').remove(); return true; })()")
-        .await;
+    owner.run("messageWith('a reply, edited').remove();").await;
     owner.click("$('.search-results a')").await;
     let context = owner
         .wait_for("$('.search-context .hit') && $('.search-context .hit').textContent")

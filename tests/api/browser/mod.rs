@@ -310,6 +310,13 @@ impl Tab {
         r["result"].get("value").cloned().unwrap_or(Value::Null)
     }
 
+    /// Runs JavaScript statements (with the helper prelude in scope), for
+    /// what a test does to the page rather than asks of it; panics on a
+    /// JavaScript exception.
+    pub async fn run(&self, statements: &str) {
+        self.eval(&format!("(() => {{ {statements} }})()")).await;
+    }
+
     /// Waits until `expr` is truthy; returns its value. Panics after `PAGE_WAIT`
     /// saying what was awaited and what the page showed.
     pub async fn wait_for(&self, expr: &str) -> Value {
@@ -404,6 +411,17 @@ impl Tab {
         ))
         .await;
         self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// Sets the field labelled `label` to `value`, replacing what it holds,
+    /// and fires `input` on it as typing would.
+    pub async fn fill(&self, label: &str, value: &str) {
+        self.run(&format!(
+            "const b = field({}); b.value = {}; b.dispatchEvent(new Event('input'));",
+            json!(label),
+            json!(value)
+        ))
+        .await;
     }
 
     /// Presses a key (`Enter`, `Tab`...) in the focused element.

@@ -193,13 +193,13 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
     moderate(&owner, stream, &[modes]).await;
     bob.wait_for("$('#modes-note').textContent === 'Chat modes: accounts older than 30 min'")
         .await;
-    clear_box(&bob, "Message").await;
+    bob.fill("Message", "").await;
     bob.say("now?").await;
     bob.wait_for("$('[role=alert]').textContent === 'Your account is too new to chat here. Try again in 30 min.'")
         .await;
     kei.wait_for("$('#modes-note').textContent === 'チャットモード: 作成30分以上のアカウントのみ'")
         .await;
-    clear_box(&kei, "メッセージ").await;
+    kei.fill("メッセージ", "").await;
     say_ja(&kei, "まだ？").await;
     kei.wait_for("$('[role=alert]').textContent === 'アカウント作成から間もないため、まだチャットできません。30分後にもう一度お試しください。'")
         .await;
@@ -209,7 +209,7 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
     moderate(&owner, stream, &[modes]).await;
     bob.wait_for("$('#modes-note').textContent === 'Chat modes: unique chat'")
         .await;
-    clear_box(&bob, "Message").await;
+    bob.fill("Message", "").await;
     bob.say("same again").await;
     bob.wait_for("messageWith('same again') && !$('.pending')")
         .await;
@@ -217,15 +217,6 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
     bob.wait_for(
         "$('[role=alert]').textContent === 'That message was just sent. Write something new.'",
     )
-    .await;
-}
-
-/// Empties the text box labelled `label` (as typing would).
-async fn clear_box(tab: &Tab, label: &str) {
-    tab.eval(&format!(
-        "(() => {{ const b = field({}); b.value = ''; b.dispatchEvent(new Event('input')); return true; }})()",
-        json!(label)
-    ))
     .await;
 }
 
@@ -297,10 +288,8 @@ async fn the_studio_sets_chat_modes_per_stream() {
         .await;
     tab.wait_for("$('.saved-note') && $('.saved-note').textContent === 'Chat modes updated.'")
         .await;
-    tab.eval(
-        "(() => { field('Accounts older than (minutes, 0 = off)').value = '5'; return true; })()",
-    )
-    .await;
+    tab.run("field('Accounts older than (minutes, 0 = off)').value = '5';")
+        .await;
     tab.click("button('Set', $('[data-form=modes]'))").await;
     tab.wait_for("$('.saved-note').textContent === 'Chat modes updated.' && field('Accounts older than (minutes, 0 = off)').value === '5'")
         .await;

@@ -81,12 +81,9 @@ async fn create_stream_via_api(owner: &TestUser<'_>, body: Value) -> i64 {
 
 /// Remembers in the page whether a floating stamp was ever added.
 async fn watch_for_stamps(tab: &Tab) {
-    tab.eval(
-        "(() => { window.__stamps = 0; new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => { \
+    tab.run("window.__stamps = 0; new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => { \
            if (n.classList && n.classList.contains('floating-stamp')) window.__stamps++; }))) \
-           .observe(document.body, {childList: true, subtree: true}); return true; })()",
-    )
-    .await;
+           .observe(document.body, {childList: true, subtree: true});").await;
 }
 
 #[actix_web::test]

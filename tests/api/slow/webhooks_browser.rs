@@ -54,8 +54,7 @@ async fn an_admin_manages_webhooks_and_tokens_in_the_studio() {
     tab.click("button('Add webhook')").await;
     tab.wait_for("$('#integrations-alert').textContent.includes('https://')")
         .await;
-    tab.eval("(() => { field('Endpoint URL').value = ''; return true; })()")
-        .await;
+    tab.run("field('Endpoint URL').value = '';").await;
     tab.type_into("field('Endpoint URL')", &rx.url()).await;
     tab.type_into(
         "field('Events (comma-separated; empty for all)')",
