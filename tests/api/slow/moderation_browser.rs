@@ -190,9 +190,8 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
 
     // Accounts younger than 30 minutes: told how long to wait.
     let modes = json!({"type":"modes","stamps_only":false,"established_minutes":30});
-    moderate(&owner, stream, &[modes]).await;
-    bob.wait_for("$('#modes-note').textContent === 'Chat modes: accounts older than 30 min'")
-        .await;
+    let note = "Chat modes: accounts older than 30 min";
+    change_modes(&owner, stream, modes, &bob, note).await;
     bob.fill("Message", "").await;
     bob.say("now?").await;
     bob.wait_for("$('[role=alert]').textContent === 'Your account is too new to chat here. Try again in 30 min.'")
@@ -206,9 +205,7 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
 
     // Unique chat: the same text twice within 30 s.
     let modes = json!({"type":"modes","established_minutes":0,"unique_chat":true});
-    moderate(&owner, stream, &[modes]).await;
-    bob.wait_for("$('#modes-note').textContent === 'Chat modes: unique chat'")
-        .await;
+    change_modes(&owner, stream, modes, &bob, "Chat modes: unique chat").await;
     bob.fill("Message", "").await;
     bob.say("same again").await;
     bob.wait_for("messageWith('same again') && !$('.pending')")
@@ -218,6 +215,14 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
         "$('[role=alert]').textContent === 'That message was just sent. Write something new.'",
     )
     .await;
+}
+
+/// `owner` sends the `modes` frame for `stream` over HTTP, and `tab`'s watch
+/// page notes the modes as `note`.
+async fn change_modes(owner: &TestUser<'_>, stream: i64, modes: Value, tab: &Tab, note: &str) {
+    moderate(owner, stream, &[modes]).await;
+    let shown = format!("$('#modes-note').textContent === {}", json!(note));
+    tab.wait_for(&shown).await;
 }
 
 /// Types in the Japanese page's message box and presses its send button.
