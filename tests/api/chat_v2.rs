@@ -108,6 +108,8 @@ async fn a_user_created_after_the_room_started_is_mentioned() {
 
 #[actix_web::test]
 async fn replies_to_deleted_or_foreign_messages_are_refused() {
+    // The opening of moderation's ban test (two streams, a viewer), a kit
+    // call a step; the rule tested differs.
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let other = app.create_stream("owner").await;
@@ -156,6 +158,8 @@ async fn resumed(app: &TestApp, stream: i64, last_id: i64) -> Vec<Value> {
 
 #[actix_web::test]
 async fn edits_reach_every_node_and_every_history() {
+    // The cross-node opening of the replies test, a kit call a step; the
+    // rule tested differs.
     let app = spawn_app().await;
     let stream = app.stream_with_viewer_accounts(["alice", "bob"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;

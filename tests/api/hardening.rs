@@ -312,6 +312,7 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
 /// A socket that answers no ping is closed with 1001 after the pong timeout.
 #[actix_web::test]
 async fn silent_sockets_time_out_with_1001() {
+    // Opens by setting the keep-alive it tests, as the limit tests set theirs.
     let app = spawn_app_with(|s| {
         s.server.ping_interval_secs = 1;
         s.server.pong_timeout_secs = 2;

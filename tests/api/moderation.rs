@@ -272,6 +272,8 @@ async fn tenant_unban_keeps_a_stream_timeout() {
 
 #[actix_web::test]
 async fn slow_mode_with_exemptions() {
+    // The opening of tenant_unban_keeps_a_stream_timeout, a kit call a step;
+    // the rule tested differs.
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let [modr, bob] = app

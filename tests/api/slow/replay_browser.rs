@@ -342,6 +342,7 @@ async fn a_past_stream_replays_in_step_with_its_video() {
         json!(json!([ids[0], ids[1]]).to_string())
     ))
     .await;
+    // Act, wait, check, like the studio steps in moderation_browser: other controls.
     tab.eval("$('#reaction-strip').focus()").await;
     tab.press("ArrowRight").await;
     tab.wait_for("Math.abs($('#video').currentTime - 10.5) < 0.3")
@@ -371,6 +372,7 @@ async fn a_past_stream_replays_in_step_with_its_video() {
         .wait_for("$('#watch').dataset.replayReady === 'true'")
         .await;
     assert_eq!(phone.eval("$('#conn').textContent").await, "リプレイ");
+    // Seek, wait, check as on the desktop tab above, with the phone's checks.
     phone.wait_for("$('#video').readyState >= 1").await;
     phone.eval("$('#video').currentTime = 21").await;
     phone.wait_for("messageWith('burst!')").await;
