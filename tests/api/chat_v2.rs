@@ -26,9 +26,7 @@ async fn message_with_id(c: &mut WsClient, id: i64) -> Value {
 #[actix_web::test]
 async fn replies_and_mentions_cross_nodes_and_stay_in_history() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("Bob", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["alice", "Bob"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("Bob").await;
@@ -110,6 +108,8 @@ async fn a_user_created_after_the_room_started_is_mentioned() {
 
 #[actix_web::test]
 async fn replies_to_deleted_or_foreign_messages_are_refused() {
+    // The opening of moderation's ban test (two streams, a viewer), a kit
+    // call a step; the rule tested differs.
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let other = app.create_stream("owner").await;
@@ -158,10 +158,10 @@ async fn resumed(app: &TestApp, stream: i64, last_id: i64) -> Vec<Value> {
 
 #[actix_web::test]
 async fn edits_reach_every_node_and_every_history() {
+    // The cross-node opening of the replies test, a kit call a step; the
+    // rule tested differs.
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["alice", "bob"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, RAISED_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     let bob = hb.logged_in("bob").await;
@@ -428,33 +428,18 @@ async fn search_pages_through_a_long_history_with_every_plan() {
     assert_eq!(v["next_before_id"], Value::Null);
 }
 
-/// `http://<tenant host>:<port>`: the address a browser uses for the test tenant.
-fn site(app: &TestApp) -> String {
-    let port = app.address.rsplit(':').next().unwrap();
-    format!("http://{}:{port}", app.tenant.host)
-}
-
 #[actix_web::test]
 async fn the_watch_page_replies_edits_highlights_and_searches() {
     use crate::browser::Browser;
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["alice", "bob"]).await;
     let bob_cookie = app.logged_in("bob").await;
     let mut cb = bob_cookie.ws(stream).await;
     // Rendered by the server, then upgraded by the socket's history.
     cb.say_json(json!({"message":"first from bob"})).await;
 
     let browser = Browser::start().await;
-    let alice = browser.tab().await;
-    let owner = browser.tab().await;
-    alice.log_in(&site(&app), "alice", "password-123").await;
-    owner.log_in(&site(&app), "owner", "password-123").await;
-    for tab in [&alice, &owner] {
-        tab.goto(&format!("{}/streams/{stream}", site(&app))).await;
-        tab.wait_for("$('#conn').dataset.state === 'live'").await;
-    }
+    let [alice, owner] = browser.watching(&app, stream, ["alice", "owner"]).await;
 
     // Reply: the bar names the message; the reply shows its quote everywhere.
     alice
@@ -464,8 +449,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         .wait_for("$('.intent:not([hidden])') && $('.intent span').textContent")
         .await;
     assert_eq!(bar, "Replying to @bob: first from bob");
-    alice.type_into("field('Message')", "a reply to @bob").await;
-    alice.click("button('Send')").await;
+    alice.say("a reply to @bob").await;
     let quote = owner
         .wait_for("messageWith('a reply to @bob') && $('.reply-ref', messageWith('a reply to @bob')).textContent")
         .await;
@@ -491,9 +475,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         alice.eval("field('Message').value").await,
         "a reply to @bob"
     );
-    alice
-        .eval("(() => { const b = field('Message'); b.value = 'a reply, edited'; b.dispatchEvent(new Event('input')); return true; })()")
-        .await;
+    alice.fill("Message", "a reply, edited").await;
     alice.click("button('Send')").await;
     owner
         .wait_for(
@@ -522,9 +504,7 @@ async fn the_watch_page_replies_edits_highlights_and_searches() {
         "{hit}"
     );
     // A result no longer in the live list opens its place in the replay.
-    owner
-        .eval("(() => { messageWith('a reply, edited').remove(); return true; })()")
-        .await;
+    owner.run("messageWith('a reply, edited').remove();").await;
     owner.click("$('.search-results a')").await;
     let context = owner
         .wait_for("$('.search-context .hit') && $('.search-context .hit').textContent")

@@ -15,8 +15,7 @@ use crate::{helpers::*, ws::*};
 #[actix_web::test]
 async fn malformed_frames_close_only_their_socket() {
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
-    let (_node, remote) = app.start_node(free_port(), &[]).await;
+    let (stream, _node, remote) = app.stream_on_node(["alice"], &[]).await;
     let alice = remote.logged_in("alice").await;
     let (mut bystander, _, _) = remote.ws_ready(stream, None).await;
     let mut sender = alice.ws(stream).await;
@@ -259,13 +258,12 @@ async fn security_headers() {
 #[actix_web::test]
 async fn memory_stays_bounded_with_sockets_that_never_read() {
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
-    let env = [
+    let stream = app.stream_with_viewer_accounts(["alice"]).await;
+    let only_here = [
         ("STAMPEDE_LIMITS_MAX_CONNECTIONS_PER_IP", "0"),
-        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "100000"),
-        ("STAMPEDE_LIMITS_CHAT_BURST", "100000"),
         ("STAMPEDE_LIMITS_SOCKET_QUEUE", "64"),
     ];
+    let env = [RAISED_LIMITS_ENV, &only_here].concat();
     let (node, remote) = app.start_node(free_port(), &env).await;
     let pid = node.child.id();
     let alice = remote.logged_in("alice").await;
@@ -314,6 +312,7 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
 /// A socket that answers no ping is closed with 1001 after the pong timeout.
 #[actix_web::test]
 async fn silent_sockets_time_out_with_1001() {
+    // Opens by setting the keep-alive it tests, as the limit tests set theirs.
     let app = spawn_app_with(|s| {
         s.server.ping_interval_secs = 1;
         s.server.pong_timeout_secs = 2;

@@ -491,6 +491,27 @@ impl TestApp {
         stream
     }
 
+    /// [`TestApp::stream_with_accounts`] with every one a viewer.
+    pub async fn stream_with_viewer_accounts<const N: usize>(&self, names: [&str; N]) -> i64 {
+        self.stream_with_accounts(&names.map(|name| (name, Role::Viewer)))
+            .await
+    }
+
+    /// A stream of user `owner` with the viewer accounts `names` (as
+    /// [`TestApp::stream_with_viewer_accounts`]), and `stampede serve`
+    /// started on a free port with extra environment `envs` (as
+    /// [`TestApp::start_node`]): the stream, the process, and the same tenant
+    /// and store on it.
+    pub async fn stream_on_node<const N: usize>(
+        &self,
+        names: [&str; N],
+        envs: &[(&str, &str)],
+    ) -> (i64, Node, TestApp) {
+        let stream = self.stream_with_viewer_accounts(names).await;
+        let (node, on_node) = self.start_node(free_port(), envs).await;
+        (stream, node, on_node)
+    }
+
     /// A stream of user `owner`, and viewer `name` logged in with a socket
     /// on it (after `hello` and `history`).
     pub async fn stream_with_viewer(&self, name: &str) -> (i64, TestUser<'_>, WsClient) {
@@ -904,6 +925,8 @@ pub struct Node {
     pub child: std::process::Child,
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// Its port, for a node started there again after this one stops.
+    pub port: u16,
 }
 
 impl Node {
@@ -924,11 +947,7 @@ impl Node {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        // Wrapped at once, so a failed start is killed and reaped by Drop.
-        let node = Node {
-            child: cmd.spawn().expect("start stampede serve"),
-            address: format!("http://127.0.0.1:{port}"),
-        };
+        let node = Node::spawn(&mut cmd, port);
         let client = Client::default();
         for _ in 0..200 {
             if let Ok(r) = client.get(format!("{}/healthz", node.address)).send().await {
@@ -941,6 +960,17 @@ impl Node {
         panic!("stampede serve did not come up on port {port}");
     }
 
+    /// Spawns `cmd`, a `stampede serve` set to bind 127.0.0.1:`port`,
+    /// without waiting for it to answer. Wrapped at once, so a failed start
+    /// is killed and reaped by Drop.
+    pub fn spawn(cmd: &mut Command, port: u16) -> Node {
+        Node {
+            child: cmd.spawn().expect("start stampede serve"),
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    }
+
     /// Sends a signal to the process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
@@ -949,6 +979,16 @@ impl Node {
             .unwrap()
             .success();
         assert!(ok, "kill {sig}");
+    }
+
+    /// Stops the process with SIGTERM and waits (at most 30 s) for it to
+    /// exit with success; returns its port, free for a node started again.
+    pub fn shut_down(self) -> u16 {
+        self.signal("-TERM");
+        let port = self.port;
+        let status = self.wait(std::time::Duration::from_secs(30));
+        assert!(status.success(), "shutdown on SIGTERM: {status:?}");
+        port
     }
 
     /// Waits for the process to exit; returns its status.
@@ -1265,6 +1305,13 @@ impl Drop for PrivateRedis {
 pub const RAISED_LIMITS_ENV: &[(&str, &str)] = &[
     ("STAMPEDE_LIMITS_CHAT_MESSAGES", "100000"),
     ("STAMPEDE_LIMITS_CHAT_BURST", "100000"),
+];
+
+/// Environment for `stampede serve` nodes: reaction limits out of the way,
+/// for tests that send hundreds of reactions from one socket.
+pub const RAISED_REACTION_LIMITS_ENV: &[(&str, &str)] = &[
+    ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "100000"),
+    ("STAMPEDE_LIMITS_REACTIONS_BURST", "100000"),
 ];
 
 /// Two `stampede serve` nodes on the shared Redis with a fresh channel

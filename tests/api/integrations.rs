@@ -360,6 +360,7 @@ async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
 
 #[actix_web::test]
 async fn http_posts_are_refused_by_the_rooms_rules() {
+    // Opens like the other token tests, each making the tokens it needs.
     let (app, stream) = app_with_stream().await;
     let spam = bot_token(&app, "spammer", "chat");
     let pest = bot_token(&app, "pest", "chat");

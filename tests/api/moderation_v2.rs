@@ -139,7 +139,7 @@ async fn the_shield_restores_exactly_what_was_there() {
 #[actix_web::test]
 async fn modes_set_on_one_node_hold_on_the_other() {
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("bob", Role::Viewer)]).await;
+    let stream = app.stream_with_viewer_accounts(["bob"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let owner = ha.logged_in("owner").await;
     let bob = hb.logged_in("bob").await;
@@ -327,9 +327,7 @@ async fn held_messages_are_reviewed_across_nodes() {
 #[actix_web::test]
 async fn held_messages_survive_a_restart_and_expire() {
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("bob", Role::Viewer)]).await;
-    let port = free_port();
-    let (node, h) = app.start_node(port, &[]).await;
+    let (stream, node, h) = app.stream_on_node(["bob"], &[]).await;
     let owner = h.logged_in("owner").await;
     add_term(&h, stream, &owner, "cheap", "hold").await;
     let bob = h.logged_in("bob").await;
@@ -343,6 +341,7 @@ async fn held_messages_survive_a_restart_and_expire() {
     }
     drop(sender);
     node.signal("-KILL");
+    let port = node.port;
     drop(node);
     let node = Node::start(port, &[]).await;
     let mut o = h.ws(stream, Some(&owner.cookie)).await;

@@ -130,11 +130,7 @@ async fn the_front_page_lists_live_streams_first_with_viewer_counts() {
 
 #[actix_web::test]
 async fn the_watch_page_renders_the_last_50_messages_escaped() {
-    let app = spawn_app_with(|s| {
-        s.limits.chat_messages = 1000;
-        s.limits.chat_burst = 1000;
-    })
-    .await;
+    let app = AppBuilder::new().raised_limits().spawn().await;
     let (stream, alice, mut a) = app.stream_with_viewer("alice").await;
     for i in 0..54 {
         a.send(json!({"type":"message","message":format!("m{i:02}"),"client_id":format!("k{i}")}))

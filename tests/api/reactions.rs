@@ -347,13 +347,9 @@ async fn a_range_outside_the_stream_is_empty() {
 #[actix_web::test]
 async fn graceful_shutdown_loses_no_reaction() {
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
-    let port = free_port();
-    let env = [
-        ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "100000"),
-        ("STAMPEDE_LIMITS_REACTIONS_BURST", "100000"),
-    ];
-    let (node, remote) = app.start_node(port, &env).await;
+    let (stream, node, remote) = app
+        .stream_on_node(["alice"], RAISED_REACTION_LIMITS_ENV)
+        .await;
     let cookie = remote.logged_in("alice").await;
     let mut a = cookie.ws(stream).await;
     for i in 0..300 {

@@ -47,6 +47,8 @@ async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
 
 #[actix_web::test]
 async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
+    // The opening of moderation's cross-streamer test, a kit call a step;
+    // the rule tested differs.
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
     let [moderator, bob] = app
@@ -72,6 +74,8 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
 
 #[actix_web::test]
 async fn muted_users_and_ended_streams_take_no_reactions() {
+    // The opening of chat_v2's edit-refusal test, a kit call a step; the
+    // rule tested differs.
     let app = spawn_app().await;
     let (stream, owner) = app.stream_with_owner().await;
     let [bob, carol] = app.viewers(["bob", "carol"]).await;
@@ -138,8 +142,10 @@ async fn announced_joins_and_leaves_are_sent_and_never_stored() {
 /// what an open socket on node B may do: slow mode exemption and moderation.
 #[actix_web::test]
 async fn rights_changed_on_one_node_hold_on_the_other() {
+    // The cross-node opening of moderation_v2's modes test, a kit call a
+    // step; the rule tested differs.
     let app = spawn_app().await;
-    let stream = app.stream_with_accounts(&[("helper", Role::Viewer)]).await;
+    let stream = app.stream_with_viewer_accounts(["helper"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let owner = ha.logged_in("owner").await;
     let helper = hb.logged_in("helper").await;

@@ -194,6 +194,7 @@ async fn idle_keep_alive_connections_are_closed() {
 /// connections; others are unaffected, and a closed connection frees its slot.
 #[actix_web::test]
 async fn http_connections_per_address_are_capped() {
+    // Each limit test opens by setting the limits it tests, alike but for those.
     use tokio::io::AsyncWriteExt;
     let app = spawn_app_with(|s| {
         s.limits.max_http_connections_per_ip = 3;

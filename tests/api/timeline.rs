@@ -46,6 +46,7 @@ async fn recorded_stream(app: &TestApp) -> (i64, Vec<i64>) {
     )
     .await
     .unwrap();
+    // This test's reactions (replay_browser seeds its clip with its own).
     for (ms, stamp, n) in [
         (2_000, 1, 1),
         (2_100, 1, 1),

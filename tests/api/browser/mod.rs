@@ -310,6 +310,13 @@ impl Tab {
         r["result"].get("value").cloned().unwrap_or(Value::Null)
     }
 
+    /// Runs JavaScript statements (with the helper prelude in scope), for
+    /// what a test does to the page rather than asks of it; panics on a
+    /// JavaScript exception.
+    pub async fn run(&self, statements: &str) {
+        self.eval(&format!("(() => {{ {statements} }})()")).await;
+    }
+
     /// Waits until `expr` is truthy; returns its value. Panics after `PAGE_WAIT`
     /// saying what was awaited and what the page showed.
     pub async fn wait_for(&self, expr: &str) -> Value {
@@ -406,6 +413,17 @@ impl Tab {
         self.call("Input.insertText", json!({"text": text})).await;
     }
 
+    /// Sets the field labelled `label` to `value`, replacing what it holds,
+    /// and fires `input` on it as typing would.
+    pub async fn fill(&self, label: &str, value: &str) {
+        self.run(&format!(
+            "const b = field({}); b.value = {}; b.dispatchEvent(new Event('input'));",
+            json!(label),
+            json!(value)
+        ))
+        .await;
+    }
+
     /// Presses a key (`Enter`, `Tab`...) in the focused element.
     pub async fn press(&self, key: &str) {
         let (code, text) = match key {
@@ -498,12 +516,11 @@ impl Tab {
 }
 
 impl Browser {
-    /// One tab a user, each logged in (password `password-123`) and
-    /// watching `stream`.
-    pub async fn watching<const N: usize>(
+    /// One tab a user, each logged in (password `password-123`) at `app`'s
+    /// site, in order.
+    pub async fn tabs_logged_in<const N: usize>(
         &self,
         app: &crate::helpers::TestApp,
-        stream: i64,
         users: [&str; N],
     ) -> [Tab; N] {
         let mut tabs = Vec::new();
@@ -512,10 +529,33 @@ impl Browser {
             tab.log_in(&site(app), user, "password-123").await;
             tabs.push(tab);
         }
+        tabs.try_into().unwrap_or_else(|_| unreachable!())
+    }
+
+    /// A new browser and its tabs, one a user, each logged in (password
+    /// `password-123`) at `app`'s site, in order.
+    pub async fn logged_in<const N: usize>(
+        app: &crate::helpers::TestApp,
+        users: [&str; N],
+    ) -> (Browser, [Tab; N]) {
+        let browser = Browser::start().await;
+        let tabs = browser.tabs_logged_in(app, users).await;
+        (browser, tabs)
+    }
+
+    /// One tab a user, each logged in (password `password-123`) and
+    /// watching `stream`.
+    pub async fn watching<const N: usize>(
+        &self,
+        app: &crate::helpers::TestApp,
+        stream: i64,
+        users: [&str; N],
+    ) -> [Tab; N] {
+        let tabs = self.tabs_logged_in(app, users).await;
         for tab in &tabs {
             tab.watch(app, stream).await;
         }
-        tabs.try_into().unwrap_or_else(|_| unreachable!())
+        tabs
     }
 
     /// A stream of user `owner` with each `(name, role)` created (password

@@ -135,6 +135,8 @@ impl Trail {
             .copied()
             .filter(|id| (id - near).abs() <= 3)
             .collect();
+        // A list of this record's fields, as the checker's summary line is
+        // of a client's: other records, nothing to share.
         format!(
             "#{} node {} last_id {:?}: history {} ids ({:?}..{:?}), live {} ids ({:?}..{:?}), live near {near}: {around:?}",
             self.no,

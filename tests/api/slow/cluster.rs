@@ -31,12 +31,8 @@ async fn room_on_two_nodes(
 
 #[actix_web::test]
 async fn messages_reactions_and_presence_cross_nodes() {
-    let generous = [
-        ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "10000"),
-        ("STAMPEDE_LIMITS_REACTIONS_BURST", "10000"),
-    ];
     let (app, stream, (_a, ha, _b, hb)) =
-        room_on_two_nodes(&redis_url(), &["alice", "bob"], &generous).await;
+        room_on_two_nodes(&redis_url(), &["alice", "bob"], RAISED_REACTION_LIMITS_ENV).await;
     let alice = ha.logged_in("alice").await;
     // A session cookie from node A works on node B.
     let r = hb.get("/api/session", Some(&alice.cookie)).await;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use stampede::{domain::Role, store::migrations};
+use stampede::store::migrations;
 
 use crate::helpers::*;
 
@@ -13,7 +13,7 @@ use crate::helpers::*;
 async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
     // The tenant, users and stream are made on the shared test database.
     let app = AppBuilder::new().raised_limits().spawn().await;
-    let stream = app.stream_with_accounts(&[("alice", Role::Viewer)]).await;
+    let stream = app.stream_with_viewer_accounts(["alice"]).await;
     let port = free_port();
     let limits = [
         ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),

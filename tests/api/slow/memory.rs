@@ -8,9 +8,8 @@ use std::time::Duration;
 use futures_util::{stream, StreamExt};
 use serde_json::json;
 
-use crate::helpers::{eventually, free_port, spawn_app, TestApp};
+use crate::helpers::{eventually, spawn_app, TestApp};
 use crate::ws::WsClient;
-use stampede::domain::Role;
 
 /// Idle sockets opened.
 const SOCKETS: usize = 2_000;
@@ -44,14 +43,13 @@ async fn until_no_sockets(app: &TestApp) {
 #[actix_web::test]
 async fn idle_sockets_with_history_cost_little_and_give_it_back() {
     let app = spawn_app().await;
-    let stream_id = app.stream_with_accounts(&[("talker", Role::Viewer)]).await;
     let env = [
         ("STAMPEDE_LIMITS_MAX_CONNECTIONS_PER_IP", "0"),
         ("STAMPEDE_LIMITS_MAX_HTTP_CONNECTIONS_PER_IP", "0"),
         ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
         ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
     ];
-    let (node, on) = app.start_node(free_port(), &env).await;
+    let (stream_id, node, on) = app.stream_on_node(["talker"], &env).await;
     let pid = node.child.id();
 
     // A full history: 50 messages, as viewers of a running stream get.

@@ -163,17 +163,11 @@ async fn a_hidden_user_is_marked_for_moderators_only() {
 #[actix_web::test]
 async fn mode_errors_are_explained_in_english_and_japanese() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("bob", Role::Viewer), ("kei", Role::Viewer)])
-        .await;
+    let stream = app.stream_with_viewer_accounts(["bob", "kei"]).await;
     let owner = app.logged_in("owner").await;
     let modes = json!({"type":"modes","stamps_only":true});
     moderate(&owner, stream, &[modes]).await;
-    let browser = Browser::start().await;
-    let bob = browser.tab().await;
-    let kei = browser.tab().await;
-    bob.log_in(&site(&app), "bob", "password-123").await;
-    kei.log_in(&site(&app), "kei", "password-123").await;
+    let (_browser, [bob, kei]) = Browser::logged_in(&app, ["bob", "kei"]).await;
     kei.accept_language("ja-JP,ja;q=0.9").await;
     bob.watch(&app, stream).await;
     kei.watch(&app, stream).await;
@@ -196,26 +190,23 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
 
     // Accounts younger than 30 minutes: told how long to wait.
     let modes = json!({"type":"modes","stamps_only":false,"established_minutes":30});
-    moderate(&owner, stream, &[modes]).await;
-    bob.wait_for("$('#modes-note').textContent === 'Chat modes: accounts older than 30 min'")
-        .await;
-    clear_box(&bob, "Message").await;
+    let note = "Chat modes: accounts older than 30 min";
+    change_modes(&owner, stream, modes, &bob, note).await;
+    bob.fill("Message", "").await;
     bob.say("now?").await;
     bob.wait_for("$('[role=alert]').textContent === 'Your account is too new to chat here. Try again in 30 min.'")
         .await;
     kei.wait_for("$('#modes-note').textContent === 'チャットモード: 作成30分以上のアカウントのみ'")
         .await;
-    clear_box(&kei, "メッセージ").await;
+    kei.fill("メッセージ", "").await;
     say_ja(&kei, "まだ？").await;
     kei.wait_for("$('[role=alert]').textContent === 'アカウント作成から間もないため、まだチャットできません。30分後にもう一度お試しください。'")
         .await;
 
     // Unique chat: the same text twice within 30 s.
     let modes = json!({"type":"modes","established_minutes":0,"unique_chat":true});
-    moderate(&owner, stream, &[modes]).await;
-    bob.wait_for("$('#modes-note').textContent === 'Chat modes: unique chat'")
-        .await;
-    clear_box(&bob, "Message").await;
+    change_modes(&owner, stream, modes, &bob, "Chat modes: unique chat").await;
+    bob.fill("Message", "").await;
     bob.say("same again").await;
     bob.wait_for("messageWith('same again') && !$('.pending')")
         .await;
@@ -226,13 +217,12 @@ async fn mode_errors_are_explained_in_english_and_japanese() {
     .await;
 }
 
-/// Empties the text box labelled `label` (as typing would).
-async fn clear_box(tab: &Tab, label: &str) {
-    tab.eval(&format!(
-        "(() => {{ const b = field({}); b.value = ''; b.dispatchEvent(new Event('input')); return true; }})()",
-        json!(label)
-    ))
-    .await;
+/// `owner` sends the `modes` frame for `stream` over HTTP, and `tab`'s watch
+/// page notes the modes as `note`.
+async fn change_modes(owner: &TestUser<'_>, stream: i64, modes: Value, tab: &Tab, note: &str) {
+    moderate(owner, stream, &[modes]).await;
+    let shown = format!("$('#modes-note').textContent === {}", json!(note));
+    tab.wait_for(&shown).await;
 }
 
 /// Types in the Japanese page's message box and presses its send button.
@@ -282,9 +272,7 @@ async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
 async fn the_studio_sets_chat_modes_per_stream() {
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
-    let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "owner", "password-123").await;
+    let (_browser, [tab]) = Browser::logged_in(&app, ["owner"]).await;
     tab.goto(&format!("{}/studio#stream-{stream}", site(&app)))
         .await;
     tab.wait_for("$('[data-role=manage]').open").await;
@@ -305,10 +293,8 @@ async fn the_studio_sets_chat_modes_per_stream() {
         .await;
     tab.wait_for("$('.saved-note') && $('.saved-note').textContent === 'Chat modes updated.'")
         .await;
-    tab.eval(
-        "(() => { field('Accounts older than (minutes, 0 = off)').value = '5'; return true; })()",
-    )
-    .await;
+    tab.run("field('Accounts older than (minutes, 0 = off)').value = '5';")
+        .await;
     tab.click("button('Set', $('[data-form=modes]'))").await;
     tab.wait_for("$('.saved-note').textContent === 'Chat modes updated.' && field('Accounts older than (minutes, 0 = off)').value === '5'")
         .await;

@@ -26,6 +26,29 @@ async fn count_of(tab: &Tab, text: &str) -> i64 {
     .unwrap()
 }
 
+/// Waits until the watch page's video box is at most `max_width` wide (the
+/// layout follows a viewport change), then checks that the chat box starts
+/// where the video box ends, or later, along one axis: the video's
+/// `video_edge` against the chat's `chat_edge` (`right` and `left`: beside
+/// it; `bottom` and `top`: below it), naming `arrangement` when it does not.
+/// Returns `[video edge, chat edge, page width]`.
+async fn chat_after_video(
+    tab: &Tab,
+    video_edge: &str,
+    chat_edge: &str,
+    max_width: u32,
+    arrangement: &str,
+) -> Value {
+    let layout = tab
+        .wait_for(&format!("(() => {{ const v = $('.video-box').getBoundingClientRect(); const c = $('.chat').getBoundingClientRect(); return v.width <= {max_width} ? [v.{video_edge}, c.{chat_edge}, document.documentElement.scrollWidth] : null; }})()"))
+        .await;
+    assert!(
+        layout[1].as_f64() >= layout[0].as_f64(),
+        "{arrangement}: {layout}"
+    );
+    layout
+}
+
 #[actix_web::test]
 async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
     let app = spawn_app().await;
@@ -76,9 +99,7 @@ async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
     alice.type_into("field('Message')", &"x".repeat(501)).await;
     assert_eq!(alice.eval("button('Send').disabled").await, true);
     assert_eq!(alice.eval("$('#counter').textContent").await, "501/500");
-    alice
-        .eval("(() => { const b = field('Message'); b.value = ''; b.dispatchEvent(new Event('input')); return true; })()")
-        .await;
+    alice.fill("Message", "").await;
 
     // A stamp clicked by alice floats in bob's page, and is gone after its animation.
     alice.click("button(':smile:')").await;
@@ -101,22 +122,12 @@ async fn two_people_chat_send_stamps_and_see_the_viewer_count() {
     alice
         .wait_for("!$('.floating-stamp') || $$('.floating-stamp').some((e) => e.getAnimations().some((a) => a.currentTime >= 900))")
         .await;
-    let layout = alice
-        .eval("(() => { const v = $('.video-box').getBoundingClientRect(); const c = $('.chat').getBoundingClientRect(); return [v.right, c.left, document.documentElement.scrollWidth]; })()")
-        .await;
-    assert!(
-        layout[1].as_f64() >= layout[0].as_f64(),
-        "chat beside the video on a desktop: {layout}"
-    );
+    let beside = "chat beside the video on a desktop";
+    chat_after_video(&alice, "right", "left", 1280, beside).await;
     alice.screenshot(&artifact("watch-desktop.png")).await;
     alice.viewport(375, 812, true).await;
-    let layout = alice
-        .wait_for("(() => { const v = $('.video-box').getBoundingClientRect(); const c = $('.chat').getBoundingClientRect(); return v.width <= 375 ? [v.bottom, c.top, document.documentElement.scrollWidth] : null; })()")
-        .await;
-    assert!(
-        layout[1].as_f64() >= layout[0].as_f64(),
-        "chat below the video on a phone: {layout}"
-    );
+    let below = "chat below the video on a phone";
+    let layout = chat_after_video(&alice, "bottom", "top", 375, below).await;
     assert!(
         layout[2].as_f64().unwrap() <= 375.0,
         "nothing wider than a phone: {layout}"
@@ -236,21 +247,14 @@ async fn log_in_and_out_through_the_forms() {
 #[actix_web::test]
 async fn the_page_comes_back_by_itself_after_a_server_restart() {
     let app = spawn_app().await;
-    let stream = app
-        .stream_with_accounts(&[("alice", Role::Viewer), ("bob", Role::Viewer)])
-        .await;
-    let port = free_port();
-    let (node, on_node) = app.start_node(port, &[]).await;
-    let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&on_node), "alice", "password-123").await;
+    let (stream, node, on_node) = app.stream_on_node(["alice", "bob"], &[]).await;
+    let (_browser, [tab]) = Browser::logged_in(&on_node, ["alice"]).await;
     tab.watch(&on_node, stream).await;
     tab.say("before the restart").await;
     tab.wait_for("messageWith('before the restart') && !$('.pending')")
         .await;
 
-    node.signal("-TERM");
-    assert!(node.wait(Duration::from_secs(30)).success());
+    let port = node.shut_down();
     tab.wait_for("$('#conn').dataset.state === 'reconnecting'")
         .await;
     assert_eq!(
@@ -327,9 +331,7 @@ async fn a_closed_session_does_not_reconnect() {
 async fn the_studio_creates_a_stream_and_starts_it() {
     let app = spawn_app().await;
     app.create_user("sam", "password-123", Role::Streamer).await;
-    let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "sam", "password-123").await;
+    let (_browser, [tab]) = Browser::logged_in(&app, ["sam"]).await;
     tab.click_and_wait("link('Studio')").await;
 
     // Bad input is reported next to its field, and nothing is created.
@@ -358,8 +360,7 @@ async fn the_studio_creates_a_stream_and_starts_it() {
     tab.wait_for("$('#ns-preview strong') && $('#ns-preview strong').textContent === 'chat'")
         .await;
     assert_eq!(tab.eval("$('#ns-preview img') === null").await, true);
-    tab.eval("(() => { field('Video URL').value = ''; return true; })()")
-        .await;
+    tab.run("field('Video URL').value = '';").await;
     tab.click_and_wait("button('Create stream')").await;
     let streams = app
         .store

@@ -268,16 +268,15 @@ impl Drop for RedisCluster {
     }
 }
 
-/// Two nodes on the cluster with a fresh prefix and generous chat limits,
-/// both ready (every shard connected).
+/// Two nodes on the cluster with a fresh prefix and chat and reaction
+/// limits out of the way, both ready (every shard connected).
 async fn cluster_nodes(app: &TestApp, cluster: &RedisCluster) -> (Node, TestApp, Node, TestApp) {
     let env = [
-        ("STAMPEDE_REDIS_CLUSTER", "true"),
-        ("STAMPEDE_LIMITS_CHAT_MESSAGES", "1000"),
-        ("STAMPEDE_LIMITS_CHAT_BURST", "1000"),
-        ("STAMPEDE_LIMITS_REACTIONS_PER_SECOND", "10000"),
-        ("STAMPEDE_LIMITS_REACTIONS_BURST", "10000"),
-    ];
+        &[("STAMPEDE_REDIS_CLUSTER", "true")],
+        RAISED_LIMITS_ENV,
+        RAISED_REACTION_LIMITS_ENV,
+    ]
+    .concat();
     let nodes = two_nodes_on(app, &cluster.url(), &env).await;
     wait_ready(&nodes.1).await;
     wait_ready(&nodes.3).await;

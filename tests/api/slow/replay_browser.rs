@@ -81,12 +81,9 @@ async fn create_stream_via_api(owner: &TestUser<'_>, body: Value) -> i64 {
 
 /// Remembers in the page whether a floating stamp was ever added.
 async fn watch_for_stamps(tab: &Tab) {
-    tab.eval(
-        "(() => { window.__stamps = 0; new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => { \
+    tab.run("window.__stamps = 0; new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => { \
            if (n.classList && n.classList.contains('floating-stamp')) window.__stamps++; }))) \
-           .observe(document.body, {childList: true, subtree: true}); return true; })()",
-    )
-    .await;
+           .observe(document.body, {childList: true, subtree: true});").await;
 }
 
 #[actix_web::test]
@@ -345,6 +342,7 @@ async fn a_past_stream_replays_in_step_with_its_video() {
         json!(json!([ids[0], ids[1]]).to_string())
     ))
     .await;
+    // Act, wait, check, like the studio steps in moderation_browser: other controls.
     tab.eval("$('#reaction-strip').focus()").await;
     tab.press("ArrowRight").await;
     tab.wait_for("Math.abs($('#video').currentTime - 10.5) < 0.3")
@@ -374,6 +372,7 @@ async fn a_past_stream_replays_in_step_with_its_video() {
         .wait_for("$('#watch').dataset.replayReady === 'true'")
         .await;
     assert_eq!(phone.eval("$('#conn').textContent").await, "リプレイ");
+    // Seek, wait, check as on the desktop tab above, with the phone's checks.
     phone.wait_for("$('#video').readyState >= 1").await;
     phone.eval("$('#video').currentTime = 21").await;
     phone.wait_for("messageWith('burst!')").await;

@@ -1081,10 +1081,7 @@ async fn tokens_and_secrets_never_appear_in_logs() {
     for (k, v) in FAST_ENV {
         cmd.env(k, v);
     }
-    let node = Node {
-        child: cmd.spawn().expect("start"),
-        address: format!("http://127.0.0.1:{port}"),
-    };
+    let node = Node::spawn(&mut cmd, port);
     let on = app.on_node(&node);
     eventually("the node started", Duration::from_secs(20), || async {
         let health = on.client.get(format!("{}/healthz", on.address)).send();
@@ -1207,14 +1204,13 @@ async fn held_messages_are_sent_only_once_approved() {
     add_webhook(&app, &rx, Some("message.created,moderation.action"));
     hold_term(&owner, stream, "cheap").await;
     let path = format!("/api/streams/{stream}/messages");
-    let approved = bob
-        .post(&path, json!({"message":"cheap followers, approved"}))
-        .await;
-    assert_eq!(approved.status, 202, "{}", approved.body);
-    let denied = bob
-        .post(&path, json!({"message":"cheap followers, denied"}))
-        .await;
-    assert_eq!(denied.status, 202, "{}", denied.body);
+    // Both are held (202): the first to be approved, the second denied.
+    let mut held = Vec::new();
+    for text in ["cheap followers, approved", "cheap followers, denied"] {
+        let r = bob.post(&path, json!({ "message": text })).await;
+        assert_eq!(r.status, 202, "{text}: {}", r.body);
+        held.push(r.json()["held_id"].as_i64().unwrap());
+    }
     let marker = say(&owner, stream, "while they wait").await;
     until("the owner's message", Duration::from_secs(30), || {
         created_ids(&rx).contains(&marker)
@@ -1222,10 +1218,9 @@ async fn held_messages_are_sent_only_once_approved() {
     .await;
     assert_eq!(created_ids(&rx), vec![marker], "nothing held was sent");
 
-    let held = |r: &Reply| r.json()["held_id"].as_i64().unwrap();
     let frames = [
-        json!({"type":"approve","held_id": held(&approved)}),
-        json!({"type":"deny","held_id": held(&denied)}),
+        json!({"type":"approve","held_id": held[0]}),
+        json!({"type":"deny","held_id": held[1]}),
     ];
     moderate(&owner, stream, &frames).await;
     until("the approval", Duration::from_secs(30), || {

@@ -45,9 +45,7 @@ async fn an_admin_manages_webhooks_and_tokens_in_the_studio() {
     app.create_user("root", "password-123", Role::Admin).await;
     app.create_user("helper", "password-123", Role::Bot).await;
     let stream = app.create_stream("owner").await;
-    let browser = Browser::start().await;
-    let tab = browser.tab().await;
-    tab.log_in(&site(&app), "root", "password-123").await;
+    let (_browser, [tab]) = Browser::logged_in(&app, ["root"]).await;
     tab.goto(&format!("{}/studio", site(&app))).await;
     tab.wait_for("$('#integrations') !== null").await;
 
@@ -56,8 +54,7 @@ async fn an_admin_manages_webhooks_and_tokens_in_the_studio() {
     tab.click("button('Add webhook')").await;
     tab.wait_for("$('#integrations-alert').textContent.includes('https://')")
         .await;
-    tab.eval("(() => { field('Endpoint URL').value = ''; return true; })()")
-        .await;
+    tab.run("field('Endpoint URL').value = '';").await;
     tab.type_into("field('Endpoint URL')", &rx.url()).await;
     tab.type_into(
         "field('Events (comma-separated; empty for all)')",
