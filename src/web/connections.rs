@@ -283,8 +283,7 @@ mod tests {
     #[test]
     fn heads_arm_and_disarm_the_deadline() {
         use Io::{Read, Write};
-        // One connection, in order.
-        // The steps of one connection as data: reads and writes alike by design.
+        // One connection's steps, in order, as data (reads and writes alike by design).
         let scenario = [
             Read(b"GET / HTTP/1.1\r\nHost: a\r\n", Arm::Start),
             Read(b"\r", Arm::Keep),

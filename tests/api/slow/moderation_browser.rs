@@ -315,4 +315,13 @@ async fn the_studio_sets_chat_modes_per_stream() {
     tab.click("button('Add', $('[data-form=term]'))").await;
     tab.wait_for("$('[data-role=terms] li span') && $('[data-role=terms] li span').textContent === 'cheap (held for review)'")
         .await;
+
+    // The same panel appoints a moderator: the list shows the server's answer
+    // and the box is cleared.
+    app.create_user("mia", "password-123", Role::Viewer).await;
+    tab.type_into("$('[data-form=moderator] input')", "mia")
+        .await;
+    tab.click("button('Add', $('[data-form=moderator]'))").await;
+    tab.wait_for("$('[data-role=moderators] li span') && $('[data-role=moderators] li span').textContent === 'mia' && $('[data-form=moderator] input').value === ''")
+        .await;
 }
