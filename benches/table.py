@@ -23,7 +23,9 @@ for line in open(sys.argv[1]):
     elif "soak" in r:
         soak.append(r["soak"])
     elif "db_reactions" in r:
-        extra[label]["db_reactions"] = r["db_reactions"]
+        for k in ("db_reactions", "reaction_frames", "reactions_accepted"):
+            if k in r:
+                extra[label][k] = r[k]
     elif "redis_cpu" in r:
         extra[label]["redis_cpu"] = r["redis_cpu"]
         extra[label]["wall_s"] = r["wall_s"]
@@ -165,9 +167,10 @@ if d99 is not None:
     fr = mean("stampede", "d", "reactions.frames_per_viewer_per_s")
     print(f"| (d) reaction frames per viewer per s | {f(fr, 2)} | | | | ≤5 |")
     for r in by.get(("stampede", "d"), []):
-        db = extra.get(r["label"], {}).get("db_reactions")
-        print(f"| (d) {r['label']}: reactions sent / logged / errors | {r['reactions']['sent']:,} / "
-              f"{f(db)} / {sum(r['errors'].values())} | | | | logged = sent |")
+        x = extra.get(r["label"], {})
+        print(f"| (d) {r['label']}: reactions sent / read by the server / taken by the room / logged / errors "
+              f"| {r['reactions']['sent']:,} / {f(x.get('reaction_frames'))} / {f(x.get('reactions_accepted'))} / "
+              f"{f(x.get('db_reactions'))} / {sum(r['errors'].values())} | | | | logged = sent |")
 key = "server.rss_delta_per_socket_kib"
 st = mean("stampede", "e", key)
 if st is not None:

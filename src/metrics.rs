@@ -123,6 +123,8 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Requests refused by a rate limit.
     pub rate_limited: Counter,
+    /// Reaction frames read from client sockets (before the room's rules).
+    pub reaction_frames: Counter,
     /// Reactions accepted from clients.
     pub reactions_received: Counter,
     /// Reactions committed to PostgreSQL.
@@ -240,7 +242,7 @@ impl Metrics {
                 heap.resident,
             );
         }
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "stampede_relay_published_total",
                 "Events published to Redis.",
@@ -260,6 +262,11 @@ impl Metrics {
                 "stampede_relay_connects_total",
                 "Relay subscriber (re)connections.",
                 &self.relay_connects,
+            ),
+            (
+                "stampede_reaction_frames_total",
+                "Reaction frames read from sockets.",
+                &self.reaction_frames,
             ),
             (
                 "stampede_reactions_received_total",

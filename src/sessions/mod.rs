@@ -255,6 +255,7 @@ impl SessionActor {
                 }
             }
             ClientFrame::Reaction { stamp_id } => {
+                self.params.hub.metrics().reaction_frames.inc();
                 if self.params.user.is_none() {
                     return self.error(ctx, Code::NotAuthenticated, "Log in to react.", None);
                 }

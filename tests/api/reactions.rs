@@ -143,6 +143,13 @@ async fn unknown_stamp_and_rate_limit() {
         table_counts(&app, stream).await,
         (accepted as i64, accepted as i64)
     );
+    // The node counts every frame it read and, apart, what the room took:
+    // a reaction that goes missing between the two shows on /metrics.
+    assert_eq!(app.metric("stampede_reaction_frames_total").await, 81);
+    assert_eq!(
+        app.metric("stampede_reactions_received_total").await,
+        accepted as u64
+    );
 }
 
 #[actix_web::test]
