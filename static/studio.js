@@ -261,8 +261,18 @@
         });
     }
 
+    // While a change is saved and read back the form is aria-busy: a change
+    // that lands meanwhile is not yet what the server holds.
+    var saving = 0;
+    function busy(delta) {
+      saving += delta;
+      if (saving > 0) modesForm.setAttribute('aria-busy', 'true');
+      else modesForm.removeAttribute('aria-busy');
+    }
+
     function postModes(change) {
       say(alertEl, '');
+      busy(1);
       var body = { type: 'modes' };
       Object.keys(change).forEach(function (k) { body[k] = change[k]; });
       return api('POST', base + '/moderation', body)
@@ -275,7 +285,8 @@
           if (loaded) loadLog();
         }, fail)
         .then(refreshModes)
-        .catch(fail);
+        .catch(fail)
+        .then(function () { busy(-1); });
     }
 
     modesForm.addEventListener('change', function (e) {

@@ -276,9 +276,11 @@ async fn the_studio_sets_chat_modes_per_stream() {
     tab.goto(&format!("{}/studio#stream-{stream}", site(&app)))
         .await;
     tab.wait_for("$('[data-role=manage]').open").await;
+    // Each change is saved, then read back: the form is aria-busy until both are done.
+    let settled = "!$('[data-form=modes]').hasAttribute('aria-busy')";
 
     tab.click("field('Raid shield')").await;
-    tab.wait_for("field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Seconds between messages (0 = off)').value === '10'")
+    tab.wait_for(&format!("{settled} && field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Seconds between messages (0 = off)').value === '10'"))
         .await;
     assert_eq!(
         modes_of(&app, stream).await,
@@ -286,17 +288,18 @@ async fn the_studio_sets_chat_modes_per_stream() {
     );
 
     tab.click("field('Raid shield')").await;
-    tab.wait_for("!field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && field('Seconds between messages (0 = off)').value === '0'")
+    tab.wait_for(&format!("{settled} && !field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && field('Seconds between messages (0 = off)').value === '0'"))
         .await;
 
+    // The note alone would not do: it already says so after the shield.
     tab.click("field('Unique chat (no repeats within 30 s)')")
         .await;
-    tab.wait_for("$('.saved-note') && $('.saved-note').textContent === 'Chat modes updated.'")
+    tab.wait_for(&format!("{settled} && field('Unique chat (no repeats within 30 s)').checked && $('.saved-note').textContent === 'Chat modes updated.'"))
         .await;
     tab.run("field('Accounts older than (minutes, 0 = off)').value = '5';")
         .await;
     tab.click("button('Set', $('[data-form=modes]'))").await;
-    tab.wait_for("$('.saved-note').textContent === 'Chat modes updated.' && field('Accounts older than (minutes, 0 = off)').value === '5'")
+    tab.wait_for(&format!("{settled} && $('.saved-note').textContent === 'Chat modes updated.' && field('Accounts older than (minutes, 0 = off)').value === '5'"))
         .await;
     let modes = eventually("the new minutes in hello", WAIT, || async {
         let modes = modes_of(&app, stream).await;
