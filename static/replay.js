@@ -177,7 +177,16 @@
   video.addEventListener('seeked', function () { lastMs = -1; sync(); });
   video.addEventListener('timeupdate', function () { if (!ticking) sync(); });
   video.addEventListener('loadedmetadata', function () { if (!durationMs) drawStrip(); });
-  video.addEventListener('error', function () { note.textContent = T.video_failed; });
+  // hls.js recovers from a media error by attaching the video afresh: once it
+  // plays or seeks again, the note says again what it said before.
+  var noteBefore = '';
+  video.addEventListener('error', function () {
+    if (note.textContent !== T.video_failed) noteBefore = note.textContent;
+    note.textContent = T.video_failed;
+  });
+  function recovered() { if (!video.error && note.textContent === T.video_failed) note.textContent = noteBefore; }
+  video.addEventListener('playing', recovered);
+  video.addEventListener('seeked', recovered);
 
   // ---------------------------------------------------------- strip
   function totalMs() {

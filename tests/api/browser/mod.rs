@@ -346,8 +346,11 @@ impl Tab {
                 return v;
             }
             if tokio::time::Instant::now() >= until {
+                // What the page shows, and why a video on it failed, if one did.
                 let page = self
-                    .eval("location.href + '\\n' + (document.body ? document.body.innerText.slice(0, 3000) : '')")
+                    .eval("location.href + '\\n' + (document.body ? document.body.innerText.slice(0, 3000) : '') \
+                           + Array.from(document.querySelectorAll('video')).filter((v) => v.error) \
+                               .map((v) => '\\nvideo error ' + v.error.code + ': ' + v.error.message + ' at ' + v.currentTime + ' s').join('')")
                     .await;
                 panic!(
                     "waited {limit:?} for `{expr}`; the page shows:\n{}",

@@ -286,6 +286,16 @@ async fn a_past_stream_replays_in_step_with_its_video() {
         .await;
     }
 
+    // A media error that hls.js recovers from does not stay on the page.
+    let note = || async { tab.eval("$('#replay-note').textContent").await };
+    let before = note().await;
+    tab.run("$('#video').dispatchEvent(new Event('error'));")
+        .await;
+    assert_eq!(note().await, "The video could not be played.");
+    tab.run("$('#video').dispatchEvent(new Event('seeked'));")
+        .await;
+    assert_eq!(note().await, before);
+
     // The strip's peak is at the burst, in the data and on screen.
     assert_eq!(
         tab.eval("$('#reaction-strip').dataset.peakMs").await,
