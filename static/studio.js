@@ -286,7 +286,11 @@
         }, fail)
         .then(refreshModes)
         .catch(fail)
-        .then(function () { busy(-1); });
+        .then(idle, idle);
+    }
+
+    function idle() {
+      busy(-1);
     }
 
     modesForm.addEventListener('change', function (e) {
