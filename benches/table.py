@@ -17,7 +17,9 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     label = r.get("label", "")
     if "note" in r:
-        notes[label].append(r["note"])
+        # --interleave visits a system once per rep: say each note once.
+        if r["note"] not in notes[label]:
+            notes[label].append(r["note"])
     elif "memory" in r:
         memory[label.split("/")[0]].append(r["memory"])
     elif "soak" in r:
