@@ -91,7 +91,7 @@ fn tenant_sql(slug: &Slug, template: &str) -> String {
 /// with a single-threaded runtime, until the task ends (when every handle to
 /// its queue is gone).
 ///
-/// Give such a writer a pool of its own ([`Store::with_pool_size`]): a
+/// Give such a writer a pool of its own ([`Store::for_writer`]): a
 /// tokio-postgres connection's socket is read and written by a task on the
 /// runtime that opened the connection. The shared pool's connections are
 /// opened mostly by request handlers and rooms on the HTTP workers, whose run
