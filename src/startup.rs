@@ -25,7 +25,7 @@ use crate::{
     web::{
         configure,
         connections::{ConnectionLimits, HeadDeadline},
-        TrustedProxies,
+        upgrade, TrustedProxies,
     },
 };
 
@@ -253,12 +253,21 @@ impl Application {
                     // As actix-web's `HttpServer`: a closing connection waits
                     // up to a second for the peer.
                     .client_disconnect_timeout(Duration::from_secs(1))
-                    // What a connection encodes before it writes: with the
-                    // outlet's chunks of the same size, the connection's 8 KiB
-                    // write buffer never has to grow (it would keep the grown
-                    // size while the socket idles).
-                    .h1_write_buffer_size(crate::sessions::outlet::CHUNK)
+                    // What a connection encodes before it writes: a page or
+                    // a file goes out in 4 KiB writes, so a keep-alive
+                    // connection's 8 KiB write buffer never has to grow (it
+                    // would keep the grown size while the connection idles).
+                    .h1_write_buffer_size(4 * 1024)
                     .local_addr(local)
+                    // WebSocket handshakes leave the dispatcher: the same
+                    // application answers them, and the socket is then served
+                    // without the dispatcher's per-connection buffers.
+                    .upgrade(upgrade::service(map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    )))
                     .h1(map_config(
                         app()
                             .into_factory()

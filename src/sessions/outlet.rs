@@ -277,11 +277,10 @@ pub fn detached(capacity: usize, metrics: Arc<Metrics>) -> (Outlet, Answers) {
     )
 }
 
-/// Most bytes handed to the connection at once. actix-http's connection keeps
-/// an 8 KiB write buffer for its whole life and grows it (for good) to fit
-/// what it is given: chunks of at most this size, with the server's
-/// `h1_write_buffer_size` set to it too, never make it grow, so a burst
-/// (hello + a 50-message history) leaves no grown buffer behind an idle socket.
+/// Most bytes handed to the connection at once: the connection
+/// (`web::upgrade`) writes each chunk straight from these bytes, and joins
+/// small ones up to this size, so a burst (hello + a 50-message history)
+/// goes out in a few writes and leaves no buffer behind an idle socket.
 pub const CHUNK: usize = 4 * 1024;
 
 /// A text frame encoded as the server sends it, for [`Outlet::send_encoded`]:
@@ -325,7 +324,28 @@ pub fn channel(
     (Outlet { shared }, body)
 }
 
+/// Tells whether a socket's close was requested, for the connection writing
+/// its body (`web::upgrade`): a write the peer no longer reads cannot make
+/// the connection outlive a closed socket.
+#[derive(Clone)]
+pub struct Closing(Arc<Shared>);
+
+impl Closing {
+    /// True once a close was requested (the body may not have got to it);
+    /// until then, the task is woken when one is (or a frame is queued).
+    /// For the task that polls the body, as the body's own waker is.
+    pub fn poll_requested(&self, cx: &mut Context<'_>) -> bool {
+        self.0.waker.register(cx.waker());
+        self.0.state.lock().unwrap().close.is_some()
+    }
+}
+
 impl OutletBody {
+    /// What the connection watches for a close the body cannot yet write.
+    pub fn closing(&self) -> Closing {
+        Closing(self.shared.clone())
+    }
+
     fn encode(&mut self, msg: Message) {
         // Encoding server frames into a buffer cannot fail.
         let _ = self.codec.encode(msg, &mut self.buf);

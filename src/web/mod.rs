@@ -21,6 +21,7 @@ pub mod search;
 pub mod statics;
 pub mod studio;
 pub mod timeline;
+pub mod upgrade;
 pub mod ws;
 
 use std::net::IpAddr;

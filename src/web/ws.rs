@@ -203,11 +203,13 @@ async fn connect(
         },
         msg_stream,
     );
-    Ok(response
-        .message_body(actix_web::body::MessageBody::boxed(
-            actix_web::body::BodyStream::new(outlet),
-        ))?
-        .into())
+    // The connection watches the socket's close (see `web::upgrade`).
+    let closing = outlet.closing();
+    let mut response = response.message_body(actix_web::body::MessageBody::boxed(
+        actix_web::body::BodyStream::new(outlet),
+    ))?;
+    response.extensions_mut().insert(closing);
+    Ok(response.into())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod security;
 mod store_batches;
 mod tenancy;
 mod timeline;
+mod upgrade;
 mod ws;
 
 /// The slow suites: pages in headless Chromium, faults, chaos, two-node

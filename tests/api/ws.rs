@@ -479,6 +479,19 @@ impl RawWs {
         rcvbuf: Option<u32>,
         extra: &str,
     ) -> Result<RawWs, String> {
+        Self::try_connect_sending(app, path, cookie, rcvbuf, extra, &[]).await
+    }
+
+    /// Like [`RawWs::try_connect`], with `first` (frames, say) written in the
+    /// same write as the handshake, before its answer is read.
+    pub async fn try_connect_sending(
+        app: &TestApp,
+        path: &str,
+        cookie: Option<&str>,
+        rcvbuf: Option<u32>,
+        extra: &str,
+        first: &[u8],
+    ) -> Result<RawWs, String> {
         let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         if let Some(size) = rcvbuf {
@@ -493,7 +506,10 @@ impl RawWs {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{cookie}{extra}\r\n",
             app.tenant.host
         );
-        stream.write_all(req.as_bytes()).await.unwrap();
+        stream
+            .write_all(&[req.as_bytes(), first].concat())
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let end = loop {
@@ -543,22 +559,35 @@ impl RawWs {
     /// Reads frames until a close frame; returns its code, or None when the
     /// connection ends without one.
     pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let (opcode, payload) = self.next_frame().await?;
+            if opcode == 8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+    }
+
+    /// The next frame the server sent, as (opcode, payload); `None` when the
+    /// connection ends first.
+    pub async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            while let Some((opcode, payload, used)) = parse_frame(&self.buf) {
+            if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
                 self.buf.drain(..used);
-                if opcode == 8 {
-                    return (payload.len() >= 2)
-                        .then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                }
+                return Some((opcode, payload));
             }
             let mut chunk = vec![0u8; 65536];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Err(_) => panic!("no close within {WAIT:?}"),
+                Err(_) => panic!("no frame within {WAIT:?}"),
                 Ok(Ok(0)) | Ok(Err(_)) => return None,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// The client's port, which names this connection on the server's side.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().unwrap().port()
     }
 }
 
