@@ -46,10 +46,21 @@ use crate::sessions::outlet::{Closing, CHUNK};
 /// Most bytes read from the peer at once (on the stack, never kept).
 const READ_SIZE: usize = 8 * 1024;
 
-/// How long a finished socket may take to write its last bytes (its close
-/// frame) before the connection is dropped: a peer that stopped reading
-/// cannot hold it open.
-const CLOSING_WRITE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a connection may take over its end.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    /// For a closing socket's last bytes (its close frame), before the
+    /// connection is dropped: a peer that stopped reading cannot hold it open.
+    closing_write: Duration,
+    /// For the peer's end once ours is shut down (as actix-http's
+    /// `client_disconnect_timeout` in the server's set-up).
+    linger: Duration,
+}
+
+const DEADLINES: Deadlines = Deadlines {
+    closing_write: Duration::from_secs(5),
+    linger: Duration::from_secs(1),
+};
 
 /// The upgrade service for actix-http's `HttpServiceBuilder::upgrade`: each
 /// upgrade request is answered by `app` (a service built once per worker),
@@ -152,18 +163,7 @@ where
     // From here on the dispatcher's two buffers are gone: `out` holds only
     // the head (a few hundred bytes, freed once written).
     drop(parts.read_buf);
-    Duplex {
-        io: parts.io,
-        body,
-        body_done: false,
-        out: out.freeze(),
-        inbox,
-        read_closed: false,
-        closing,
-        lingering: false,
-        deadline: None,
-    }
-    .await;
+    Duplex::new(parts.io, body, out.freeze(), inbox, closing, DEADLINES).await;
 }
 
 /// What the connection has read and the payload has not yet taken.
@@ -220,8 +220,8 @@ impl futures_util::Stream for InboxReader {
 
 /// An upgraded socket: reads into the payload and writes the body until the
 /// body ends (the socket closed) or the connection fails. Once the socket is
-/// closing, the last bytes get [`CLOSING_WRITE_DEADLINE`], then our side is
-/// shut down and the peer's end awaited for [`LINGER`] (dropping a connection
+/// closing, the last bytes get [`Deadlines::closing_write`], then our side is
+/// shut down and the peer's end awaited for [`Deadlines::linger`] (dropping a connection
 /// with unread bytes would reset it, and the peer could lose our close frame).
 struct Duplex<T> {
     io: T,
@@ -235,15 +235,35 @@ struct Duplex<T> {
     closing: Option<Closing>,
     /// Our side is shut down: waiting for the peer's end.
     lingering: bool,
-    /// Once the body has ended: when the connection is dropped regardless.
+    /// Once the socket is closing: when the connection is dropped regardless.
     deadline: Option<Pin<Box<Sleep>>>,
+    deadlines: Deadlines,
 }
 
-/// How long a connection whose side is shut down waits for the peer's end
-/// (as actix-http's `client_disconnect_timeout` in the server's set-up).
-const LINGER: Duration = Duration::from_secs(1);
-
 impl<T: AsyncRead + AsyncWrite + Unpin> Duplex<T> {
+    /// A socket on `io` whose first bytes to write are `out` (the head).
+    fn new(
+        io: T,
+        body: BoxBody,
+        out: Bytes,
+        inbox: Rc<RefCell<Inbox>>,
+        closing: Option<Closing>,
+        deadlines: Deadlines,
+    ) -> Self {
+        Self {
+            io,
+            body,
+            body_done: false,
+            out,
+            inbox,
+            read_closed: false,
+            closing,
+            lingering: false,
+            deadline: None,
+            deadlines,
+        }
+    }
+
     /// Reads while the payload has taken what was read before.
     fn poll_read_side(&mut self, cx: &mut Context<'_>) {
         while !self.read_closed {
@@ -335,13 +355,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Duplex<T> {
         let this = self.get_mut();
         this.poll_read_side(cx);
         if this.lingering {
-            if this.read_closed || this.deadline_passed(cx, LINGER) {
+            if this.read_closed || this.deadline_passed(cx, this.deadlines.linger) {
                 return Poll::Ready(());
             }
             return Poll::Pending;
         }
         loop {
-            if this.body_done && this.deadline_passed(cx, CLOSING_WRITE_DEADLINE) {
+            if this.body_done && this.deadline_passed(cx, this.deadlines.closing_write) {
                 return Poll::Ready(());
             }
             if this.out.is_empty() {
@@ -371,12 +391,110 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Duplex<T> {
                 Poll::Pending
                     if !this.body_done
                         && this.closing.as_ref().is_some_and(|c| c.poll_requested(cx))
-                        && this.deadline_passed(cx, CLOSING_WRITE_DEADLINE) =>
+                        && this.deadline_passed(cx, this.deadlines.closing_write) =>
                 {
                     return Poll::Ready(())
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use actix_web::body::BodyStream;
+    use bytestring::ByteString;
+    use futures_util::{FutureExt, StreamExt};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::{metrics::Metrics, sessions::outlet};
+
+    const SHORT: Deadlines = Deadlines {
+        closing_write: Duration::from_millis(100),
+        linger: Duration::from_millis(100),
+    };
+
+    /// A socket served on one end of an in-memory pipe of `capacity` bytes,
+    /// its outlet, its payload, and the peer's end.
+    fn socket(
+        capacity: usize,
+    ) -> (
+        actix_rt::task::JoinHandle<()>,
+        outlet::Outlet,
+        InboxReader,
+        DuplexStream,
+    ) {
+        let (ours, peer) = tokio::io::duplex(capacity);
+        let (outlet, body) = outlet::channel(64, Arc::new(Metrics::default()), || {});
+        let closing = body.closing();
+        let inbox = Rc::new(RefCell::new(Inbox::default()));
+        let reader = InboxReader(inbox.clone());
+        let duplex = Duplex::new(
+            ours,
+            BoxBody::new(BodyStream::new(body)),
+            Bytes::from_static(b"HEAD"),
+            inbox,
+            Some(closing),
+            SHORT,
+        );
+        (actix_rt::spawn(duplex), outlet, reader, peer)
+    }
+
+    #[actix_rt::test]
+    async fn what_the_peer_sends_reaches_the_payload_in_order_then_its_end() {
+        let (_conn, _outlet, mut payload, mut peer) = socket(1024);
+        peer.write_all(b"abc").await.unwrap();
+        assert_eq!(&payload.next().await.unwrap().unwrap()[..], b"abc");
+        peer.write_all(b"def").await.unwrap();
+        assert_eq!(&payload.next().await.unwrap().unwrap()[..], b"def");
+        drop(peer);
+        assert!(
+            payload.next().await.is_none(),
+            "the peer's end ends the payload"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn the_head_and_the_frames_are_written_then_the_peer_s_end_awaited() {
+        let (conn, outlet, _payload, mut peer) = socket(1024);
+        assert!(outlet.send_text(&ByteString::from_static("hi")));
+        outlet.close(1000, "");
+        drop(outlet);
+        let mut written = Vec::new();
+        peer.read_to_end(&mut written).await.unwrap();
+        // The head, then a close frame with code 1000 (the queued text was
+        // dropped by the immediate close, or went first).
+        assert!(written.starts_with(b"HEAD"), "{written:?}");
+        assert!(written.ends_with(&[0x88, 0x02, 0x03, 0xe8]), "{written:?}");
+        // Our side is shut down (the read above ended); the connection
+        // stays until the peer's end or the linger deadline.
+        drop(peer);
+        conn.await.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn a_closing_socket_whose_peer_reads_nothing_lets_its_connection_go() {
+        let (conn, outlet, _payload, _peer) = socket(64);
+        let frame = ByteString::from("x".repeat(1000));
+        for _ in 0..8 {
+            assert!(outlet.send_text(&frame));
+        }
+        // The pipe is full and the peer reads nothing: the connection waits.
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        let mut conn = conn;
+        assert!(
+            (&mut conn).now_or_never().is_none(),
+            "no close was asked for"
+        );
+        // Once the socket is closing, its write has the deadline.
+        outlet.close(4008, "slow consumer");
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection goes after the closing deadline")
+            .unwrap();
     }
 }
