@@ -25,7 +25,7 @@ for line in open(sys.argv[1]):
     elif "soak" in r:
         soak.append(r["soak"])
     elif "db_reactions" in r:
-        for k in ("db_reactions", "reaction_frames", "reactions_accepted"):
+        for k in ("db_reactions", "reaction_frames", "reactions_accepted", "chat_frames", "messages_stored"):
             if k in r:
                 extra[label][k] = r[k]
     elif "redis_cpu" in r:
@@ -163,6 +163,14 @@ for wl in ["m", "b"]:
           f"| {ratio(st, mean('django', wl, key))} | ≤1.25× floor |")
     loss = mean("stampede", wl, "chat.loss")
     print(f"| ({wl}) loss (messages) | {f(loss, 0)} | | | | 0 |")
+    for r in by.get(("stampede", wl), []):
+        x = extra.get(r["label"], {})
+        if r["chat"]["loss"] and "chat_frames" in x:
+            # Where the missing deliveries went: the node's own counts of the
+            # whole run (warm-up included) against what the load tool sent.
+            print(f"| ({wl}) {r['label']}: chat sent (whole run) / read by the node / stored / errors "
+                  f"| {r['chat']['sent']:,} / {f(x.get('chat_frames'))} / {f(x.get('messages_stored'))} / "
+                  f"{sum(r['errors'].values())} | | | | read = stored = sent |")
 d99, m99 = mean("stampede", "d", "chat.latency.p99_ms"), mean("stampede", "m", "chat.latency.p99_ms")
 if d99 is not None:
     print(f"| (d) chat p99 vs (m) | {f(d99)} ms | | | | {ratio(d99, m99)} of (m), target ≤1.25× |")

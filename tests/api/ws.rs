@@ -559,8 +559,9 @@ impl RawWs {
     /// Reads frames until a close frame; returns its code, or None when the
     /// connection ends without one.
     pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let (opcode, payload) = self.next_frame().await?;
+            let (opcode, payload) = self.next_frame_before(deadline).await?;
             if opcode == 8 {
                 return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             }
@@ -570,7 +571,11 @@ impl RawWs {
     /// The next frame the server sent, as (opcode, payload); `None` when the
     /// connection ends first.
     pub async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.next_frame_before(tokio::time::Instant::now() + WAIT)
+            .await
+    }
+
+    async fn next_frame_before(&mut self, deadline: tokio::time::Instant) -> Option<(u8, Vec<u8>)> {
         loop {
             if let Some((opcode, payload, used)) = parse_frame(&self.buf) {
                 self.buf.drain(..used);
@@ -578,7 +583,7 @@ impl RawWs {
             }
             let mut chunk = vec![0u8; 65536];
             match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
-                Err(_) => panic!("no frame within {WAIT:?}"),
+                Err(_) => panic!("no frame (or no close) within {WAIT:?}"),
                 Ok(Ok(0)) | Ok(Err(_)) => return None,
                 Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
             }
