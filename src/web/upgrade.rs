@@ -93,7 +93,12 @@ where
                 move |(req, framed): (Request, Framed<T, Codec>)| {
                     let app = app.clone();
                     async move {
-                        serve(&*app, req, framed).await;
+                        // The handshake's state (the application's call, the
+                        // request, the codec) lives in a box freed once it is
+                        // answered: the connection's task keeps only the socket.
+                        if let Some(socket) = Box::pin(answer(&*app, req, framed)).await {
+                            socket.await;
+                        }
                         Ok::<_, actix_http::Error>(())
                     }
                 },
@@ -102,9 +107,9 @@ where
     })
 }
 
-/// Answers one upgrade request on its connection, and serves the socket if
-/// the answer switched protocols.
-async fn serve<T, S, B>(app: &S, mut req: Request, framed: Framed<T, Codec>)
+/// Answers one upgrade request on its connection; the socket to serve if the
+/// answer switched protocols.
+async fn answer<T, S, B>(app: &S, mut req: Request, framed: Framed<T, Codec>) -> Option<Duplex<T>>
 where
     T: AsyncRead + AsyncWrite + Unpin,
     S: Service<Request>,
@@ -140,12 +145,12 @@ where
         .encode(Message::Item((head, body.size())), &mut out)
         .is_err()
     {
-        return;
+        return None;
     }
     if !upgraded {
         // The whole answer, then the connection closes.
         let Ok(bytes) = actix_http::body::to_bytes(body).await else {
-            return;
+            return None;
         };
         let encoded = parts
             .codec
@@ -154,7 +159,7 @@ where
         if encoded.is_ok() && parts.io.write_all(&out).await.is_ok() {
             let _ = parts.io.shutdown().await;
         }
-        return;
+        return None;
     }
     // Bytes that came after the head are the client's first frames.
     if !parts.read_buf.is_empty() {
@@ -163,7 +168,14 @@ where
     // From here on the dispatcher's two buffers are gone: `out` holds only
     // the head (a few hundred bytes, freed once written).
     drop(parts.read_buf);
-    Duplex::new(parts.io, body, out.freeze(), inbox, closing, DEADLINES).await;
+    Some(Duplex::new(
+        parts.io,
+        body,
+        out.freeze(),
+        inbox,
+        closing,
+        DEADLINES,
+    ))
 }
 
 /// What the connection has read and the payload has not yet taken.
