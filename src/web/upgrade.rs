@@ -156,8 +156,15 @@ where
             .codec
             .encode(Message::Chunk(Some(bytes)), &mut out)
             .and_then(|()| parts.codec.encode(Message::Chunk(None), &mut out));
-        if encoded.is_ok() && parts.io.write_all(&out).await.is_ok() {
-            let _ = parts.io.shutdown().await;
+        if encoded.is_ok() {
+            // Within the closing deadline: a client that reads nothing cannot
+            // hold the connection.
+            let io = &mut parts.io;
+            let write = async move {
+                io.write_all(&out).await?;
+                io.shutdown().await
+            };
+            let _ = tokio::time::timeout(DEADLINES.closing_write, write).await;
         }
         return None;
     }
