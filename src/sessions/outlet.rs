@@ -113,6 +113,11 @@ impl Shared {
         }
     }
 
+    /// True once a close was requested.
+    fn closing(&self) -> bool {
+        self.state.lock().unwrap().close.is_some()
+    }
+
     fn close_reason(&self) -> Option<CloseReason> {
         self.state.lock().unwrap().close.clone()
     }
@@ -228,7 +233,7 @@ impl Outlet {
 
     /// True once a close was requested.
     pub fn is_closing(&self) -> bool {
-        self.shared.state.lock().unwrap().close.is_some()
+        self.shared.closing()
     }
 
     /// Records that the client answered a ping.
@@ -336,7 +341,7 @@ impl Closing {
     /// For the task that polls the body, as the body's own waker is.
     pub fn poll_requested(&self, cx: &mut Context<'_>) -> bool {
         self.0.waker.register(cx.waker());
-        self.0.state.lock().unwrap().close.is_some()
+        self.0.closing()
     }
 }
 
