@@ -170,7 +170,9 @@ where
     }
     // Bytes that came after the head are the client's first frames.
     if !parts.read_buf.is_empty() {
-        inbox.borrow_mut().data = Some(Bytes::copy_from_slice(&parts.read_buf));
+        inbox
+            .borrow_mut()
+            .put(Bytes::copy_from_slice(&parts.read_buf));
     }
     // From here on the dispatcher's two buffers are gone: `out` holds only
     // the head (a few hundred bytes, freed once written).
@@ -198,6 +200,15 @@ struct Inbox {
     reader: Option<Waker>,
     /// The connection, waiting for the reader to take `data`.
     connection: Option<Waker>,
+}
+
+impl Inbox {
+    /// Hands one read's bytes to the payload and wakes its reader, which may
+    /// be waiting already (the session can poll before the head is written).
+    fn put(&mut self, data: Bytes) {
+        self.data = Some(data);
+        wake(&mut self.reader);
+    }
 }
 
 fn wake(waker: &mut Option<Waker>) {
@@ -308,7 +319,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Duplex<T> {
                     inbox.eof = true;
                     self.read_closed = true;
                 }
-                Ok(()) => inbox.data = Some(Bytes::copy_from_slice(read.filled())),
+                Ok(()) => inbox.put(Bytes::copy_from_slice(read.filled())),
                 Err(err) => {
                     inbox.error = Some(PayloadError::Io(err));
                     self.read_closed = true;
@@ -475,6 +486,33 @@ mod tests {
             payload.next().await.is_none(),
             "the peer's end ends the payload"
         );
+    }
+
+    #[actix_rt::test]
+    async fn a_reader_waiting_before_the_first_bytes_is_woken_by_them() {
+        // The session may poll its payload before the handshake's answer is
+        // written and the bytes read with the head are put in the inbox.
+        let inbox = Rc::new(RefCell::new(Inbox::default()));
+        let mut payload = InboxReader(inbox.clone());
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(Arc::new(Flag(woken.clone())));
+        let mut cx = Context::from_waker(&waker);
+        assert!(payload.poll_next_unpin(&mut cx).is_pending());
+        inbox.borrow_mut().put(Bytes::from_static(b"frame"));
+        assert!(
+            woken.load(std::sync::atomic::Ordering::SeqCst),
+            "the waiting reader is woken"
+        );
+        match payload.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(Ok(b))) => assert_eq!(&b[..], b"frame"),
+            other => panic!("expected the bytes, got {other:?}"),
+        }
     }
 
     #[actix_rt::test]
