@@ -171,6 +171,17 @@ for wl in ["m", "b"]:
             print(f"| ({wl}) {r['label']}: chat sent (whole run) / read by the node / stored / errors "
                   f"| {r['chat']['sent']:,} / {f(x.get('chat_frames'))} / {f(x.get('messages_stored'))} / "
                   f"{sum(r['errors'].values())} | | | | read = stored = sent |")
+    for r in by.get(("stampede", wl), []):
+        m = r["chat"].get("messages")
+        if r["chat"]["loss"] and m:
+            # Message by message: whole messages missing (never broadcast, or
+            # broadcast after the drain) or single viewers missing some; late
+            # (after the drain, before the report) or never.
+            short = "; ".join(f"{s['at_ms']:,.0f} ms: {s['in_time']:,} in time, {s['late']:,} late of {s['expected']:,}"
+                              for s in m["short"])
+            print(f"| ({wl}) {r['label']}: messages complete / partial / none in time; deliveries late / never "
+                  f"| {m['complete']:,} / {m['partial']:,} / {m['none_in_time']:,}; {m['late_deliveries']:,} / "
+                  f"{m['never_delivered']:,} (late max {f(r['chat'].get('late_max_ms'))} ms) | {short} | | | all complete |")
 d99, m99 = mean("stampede", "d", "chat.latency.p99_ms"), mean("stampede", "m", "chat.latency.p99_ms")
 if d99 is not None:
     print(f"| (d) chat p99 vs (m) | {f(d99)} ms | | | | {ratio(d99, m99)} of (m), target ≤1.25× |")

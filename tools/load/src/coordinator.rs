@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::{
     procfs,
     proto::Proto,
-    stats::{Latency, WorkerReport},
+    stats::{merge_counts, tally, Latency, WorkerReport},
     worker::{now_ns, Schedule, SocketSpec, WorkerPlan},
 };
 
@@ -52,9 +52,13 @@ pub struct RunArgs {
     /// Seconds measured.
     #[arg(long, default_value_t = 20.0)]
     pub duration: f64,
-    /// Seconds to wait after the window for late deliveries.
+    /// Seconds to wait after the window for deliveries still on their way.
     #[arg(long, default_value_t = 3.0)]
     pub drain: f64,
+    /// Seconds to go on listening after the drain: deliveries then are late
+    /// (still counted as lost, and counted apart, message by message).
+    #[arg(long, default_value_t = 5.0)]
+    pub late: f64,
     /// Senders log in as PREFIX0, PREFIX1, ... (`POST /api/login`).
     #[arg(long, default_value = "bench")]
     pub user_prefix: String,
@@ -233,7 +237,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
     let w0 = t0 + (args.warmup * 1e9) as u64;
     let w1 = w0 + (args.duration * 1e9) as u64;
     let stop = w1 + (args.drain * 1e9) as u64;
-    let schedule = Schedule { t0, w0, w1, stop };
+    let report = stop + (args.late * 1e9) as u64;
+    let schedule = Schedule {
+        t0,
+        w0,
+        w1,
+        stop,
+        report,
+    };
     for w in &mut workers {
         serde_json::to_writer(&mut w.stdin, &schedule)?;
         w.stdin.write_all(b"\n")?;
@@ -247,7 +258,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
 
     let reports = wait_line(
         "report",
-        Duration::from_secs_f64(args.drain + 60.0 + args.viewers as f64 / 1000.0),
+        Duration::from_secs_f64(args.drain + args.late + 60.0 + args.viewers as f64 / 1000.0),
     )?;
     for mut w in workers {
         let _ = w.child.wait();
@@ -275,6 +286,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
         for (k, v) in r.errors {
             *total.errors.entry(k).or_default() += v;
         }
+        total.sent_in_window.extend(r.sent_in_window);
+        merge_counts(&mut total.delivered_per_message, r.delivered_per_message);
+        merge_counts(&mut total.late_per_message, r.late_per_message);
+        total.late_max_us = total.late_max_us.max(r.late_max_us);
         total.closed_during_run += r.closed_during_run;
         total.chat_sent += r.chat_sent;
         total.chat_received_in_window += r.chat_received_in_window;
@@ -294,6 +309,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
         .map(|(room, n)| n * total.viewers_per_room.get(room).copied().unwrap_or(0))
         .sum();
     let received = total.chat_received_in_window;
+    let messages = tally(
+        &total.sent_in_window,
+        &total.viewers_per_room,
+        &total.delivered_per_message,
+        &total.late_per_message,
+        w0,
+    );
     let sent_in_window: u64 = total.chat_sent_in_window.values().sum();
     let cpu = s1.cpu_seconds - s0.cpu_seconds;
     let sockets = ready_opened.max(1);
@@ -317,6 +339,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
             "warmup_s": args.warmup,
             "duration_s": args.duration,
             "drain_s": args.drain,
+            "late_s": args.late,
             "workers": plans.len(),
         },
         "connections": {
@@ -334,6 +357,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
             "loss": expected.saturating_sub(received),
             "loss_pct": if expected > 0 { r3(100.0 * expected.saturating_sub(received) as f64 / expected as f64) } else { 0.0 },
             "received_outside_window": total.chat_received_outside,
+            "messages": messages,
+            "late_max_ms": r3(total.late_max_us as f64 / 1000.0),
             "deliveries_per_s": r3(received as f64 / args.duration),
             "latency": latency.percentiles(),
         },

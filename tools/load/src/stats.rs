@@ -116,6 +116,104 @@ pub struct WorkerReport {
     pub reaction_frames_in_window: u64,
     /// Error frames received by senders, by code.
     pub errors: BTreeMap<String, u64>,
+    /// Messages this worker sent in the window, as (room, send time in unix ns).
+    pub sent_in_window: Vec<(i64, u64)>,
+    /// Deliveries in time (before the drain ended) per message, by send time.
+    pub delivered_per_message: BTreeMap<u64, u64>,
+    /// Deliveries after the drain ended (before the report) per message.
+    pub late_per_message: BTreeMap<u64, u64>,
+    /// Largest latency of a late delivery, µs.
+    pub late_max_us: u64,
+}
+
+/// A message that did not reach every viewer of its room in time.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ShortMessage {
+    /// Send time, ms after the window opened.
+    pub at_ms: f64,
+    /// Stream id of its room.
+    pub room: i64,
+    /// Viewers of the room.
+    pub expected: u64,
+    /// Deliveries before the drain ended.
+    pub in_time: u64,
+    /// Deliveries after it (before the report).
+    pub late: u64,
+}
+
+/// Most short messages listed one by one.
+const SHORT_LISTED: usize = 10;
+
+/// The run's deliveries message by message: whether a loss is whole messages
+/// (never broadcast, or broadcast after the drain) or single viewers missing
+/// some, and how much of it came late rather than never.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct MessageTally {
+    /// Messages sent in the window.
+    pub messages: u64,
+    /// Messages that reached every viewer of their room in time.
+    pub complete: u64,
+    /// Messages that reached some of their room's viewers in time, not all.
+    pub partial: u64,
+    /// Messages that reached no viewer in time.
+    pub none_in_time: u64,
+    /// Deliveries that came after the drain: counted in the loss, but late,
+    /// not lost.
+    pub late_deliveries: u64,
+    /// Deliveries not seen at all, even late.
+    pub never_delivered: u64,
+    /// The first short messages, in send order.
+    pub short: Vec<ShortMessage>,
+}
+
+/// Tallies every message sent in the window against its room's viewers.
+/// `w0` is the window's start (unix ns), for the listed messages' times.
+pub fn tally(
+    sent: &[(i64, u64)],
+    viewers: &BTreeMap<i64, u64>,
+    in_time: &BTreeMap<u64, u64>,
+    late: &BTreeMap<u64, u64>,
+    w0: u64,
+) -> MessageTally {
+    let mut sent = sent.to_vec();
+    sent.sort_by_key(|&(_, t)| t);
+    let mut out = MessageTally {
+        messages: sent.len() as u64,
+        ..MessageTally::default()
+    };
+    for (room, t) in sent {
+        let expected = viewers.get(&room).copied().unwrap_or(0);
+        let got = in_time.get(&t).copied().unwrap_or(0);
+        let came_late = late.get(&t).copied().unwrap_or(0);
+        if got >= expected {
+            out.complete += 1;
+            continue;
+        }
+        if got == 0 {
+            out.none_in_time += 1;
+        } else {
+            out.partial += 1;
+        }
+        out.late_deliveries += came_late;
+        out.never_delivered += expected.saturating_sub(got + came_late);
+        if out.short.len() < SHORT_LISTED {
+            out.short.push(ShortMessage {
+                at_ms: t.saturating_sub(w0) as f64 / 1e6,
+                room,
+                expected,
+                in_time: got,
+                late: came_late,
+            });
+        }
+    }
+    out
+}
+
+/// Adds `from`'s counts into `into`.
+pub fn merge_counts(into: &mut BTreeMap<u64, u64>, from: BTreeMap<u64, u64>) {
+    for (k, v) in from {
+        *into.entry(k).or_default() += v;
+    }
 }
 
 #[cfg(test)]
@@ -154,5 +252,50 @@ mod tests {
         m.record_us(0);
         m.record_us(u64::MAX);
         assert_eq!(m.percentiles().count, 12);
+    }
+
+    #[test]
+    fn a_tally_tells_whole_messages_from_single_viewers_and_late_from_never() {
+        let w0 = 1_000_000_000;
+        let viewers = BTreeMap::from([(1, 3), (2, 2)]);
+        // Room 1: t=w0+1ms complete; +2 ms one viewer missed; +3 ms nobody in
+        // time, two came late. Room 2: +4 ms complete.
+        let sent = [
+            (1, w0 + 3_000_000),
+            (1, w0 + 1_000_000),
+            (1, w0 + 2_000_000),
+            (2, w0 + 4_000_000),
+        ];
+        let in_time = BTreeMap::from([
+            (w0 + 1_000_000, 3),
+            (w0 + 2_000_000, 2),
+            (w0 + 4_000_000, 2),
+        ]);
+        let late = BTreeMap::from([(w0 + 3_000_000, 2)]);
+        let t = tally(&sent, &viewers, &in_time, &late, w0);
+        assert_eq!(
+            (t.messages, t.complete, t.partial, t.none_in_time),
+            (4, 2, 1, 1)
+        );
+        assert_eq!((t.late_deliveries, t.never_delivered), (2, 2));
+        assert_eq!(
+            t.short,
+            vec![
+                ShortMessage {
+                    at_ms: 2.0,
+                    room: 1,
+                    expected: 3,
+                    in_time: 2,
+                    late: 0
+                },
+                ShortMessage {
+                    at_ms: 3.0,
+                    room: 1,
+                    expected: 3,
+                    in_time: 0,
+                    late: 2
+                },
+            ]
+        );
     }
 }

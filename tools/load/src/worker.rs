@@ -8,6 +8,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    collections::HashMap,
     future::poll_fn,
     io::{BufRead, Write},
     net::IpAddr,
@@ -83,8 +84,10 @@ pub struct Schedule {
     pub w0: u64,
     /// The measured window ends; senders stop.
     pub w1: u64,
-    /// The worker reports (after the drain).
+    /// The drain ends: deliveries after this are late.
     pub stop: u64,
+    /// The worker reports (late deliveries are counted until then).
+    pub report: u64,
 }
 
 /// `ready` line.
@@ -135,7 +138,13 @@ struct Shared {
     w0: Cell<u64>,
     w1: Cell<u64>,
     started: Cell<bool>,
+    /// The drain has ended: what arrives now is late.
+    stopped: Cell<bool>,
     latency: RefCell<Latency>,
+    /// In-window deliveries per message (send time), in time and late.
+    in_time: RefCell<HashMap<u64, u64>>,
+    late: RefCell<HashMap<u64, u64>>,
+    late_max_us: Cell<u64>,
     report: RefCell<WorkerReport>,
     viewer_reactions: RefCell<Vec<Rc<Cell<u64>>>>,
 }
@@ -143,6 +152,29 @@ struct Shared {
 impl Shared {
     fn in_window(&self, t: u64) -> bool {
         t >= self.w0.get() && t < self.w1.get()
+    }
+
+    /// Counts the delivery of a message sent at `t` (in the window), now.
+    fn delivered(&self, t: u64, now: u64) {
+        let us = now.saturating_sub(t) / 1000;
+        if self.stopped.get() {
+            *self.late.borrow_mut().entry(t).or_default() += 1;
+            self.late_max_us.set(self.late_max_us.get().max(us));
+            return;
+        }
+        self.report.borrow_mut().chat_received_in_window += 1;
+        self.latency.borrow_mut().record_us(us);
+        *self.in_time.borrow_mut().entry(t).or_default() += 1;
+    }
+
+    /// Counts a message sent at `t` to `room` (whether or not it was written).
+    fn sent(&self, room: i64, t: u64) {
+        let mut r = self.report.borrow_mut();
+        r.chat_sent += 1;
+        if self.in_window(t) {
+            *r.chat_sent_in_window.entry(room).or_default() += 1;
+            r.sent_in_window.push((room, t));
+        }
     }
 
     fn failure(&self, why: String) {
@@ -250,13 +282,8 @@ async fn viewer(shared: Rc<Shared>, proto: Proto, mut ws: Ws, reactions: Rc<Cell
                 for line in text_lines(proto, text) {
                     match proto::classify(line) {
                         Received::Chat(t) => {
-                            let now = now_ns();
                             if shared.in_window(t) {
-                                shared.report.borrow_mut().chat_received_in_window += 1;
-                                shared
-                                    .latency
-                                    .borrow_mut()
-                                    .record_us(now.saturating_sub(t) / 1000);
+                                shared.delivered(t, now_ns());
                             } else {
                                 shared.report.borrow_mut().chat_received_outside += 1;
                             }
@@ -311,13 +338,8 @@ async fn sender(
                     Cmd::Chat => {
                         let t = now_ns();
                         seq += 1;
-                        let f = proto::chat_frame(proto, room, &proto::chat_text(t, index, seq), cmd_id);
-                        let mut r = shared.report.borrow_mut();
-                        r.chat_sent += 1;
-                        if shared.in_window(t) {
-                            *r.chat_sent_in_window.entry(room).or_default() += 1;
-                        }
-                        f
+                        shared.sent(room, t);
+                        proto::chat_frame(proto, room, &proto::chat_text(t, index, seq), cmd_id)
                     }
                     Cmd::React(stamp) => {
                         shared.report.borrow_mut().reactions_sent += 1;
@@ -359,15 +381,13 @@ async fn sender(
     // so as lost), so a server that drops senders does not look lossless.
     while let Some(cmd) = rx.recv().await {
         if let Cmd::Chat = cmd {
-            let t = now_ns();
-            let mut r = shared.report.borrow_mut();
-            r.chat_sent += 1;
-            *r.errors
+            shared.sent(room, now_ns());
+            *shared
+                .report
+                .borrow_mut()
+                .errors
                 .entry("chat_unsent_socket_closed".into())
                 .or_default() += 1;
-            if shared.in_window(t) {
-                *r.chat_sent_in_window.entry(room).or_default() += 1;
-            }
         }
     }
 }
@@ -506,13 +526,16 @@ async fn drive(
         sender_txs,
         |k| Cmd::React((k % 6) as u32 + 1),
     ));
-    let stop_at = clock.0 + Duration::from_nanos(schedule.stop.saturating_sub(clock.1));
-    tokio::time::sleep_until(stop_at.into()).await;
+    let at = |unix: u64| clock.0 + Duration::from_nanos(unix.saturating_sub(clock.1));
+    tokio::time::sleep_until(at(schedule.stop).into()).await;
     chat.abort();
     react.abort();
 
+    // What came in time is fixed now; what comes until the report is late.
+    shared.stopped.set(true);
     let mut report = std::mem::take(&mut *shared.report.borrow_mut());
     report.latency_pairs = shared.latency.borrow().to_pairs();
+    report.delivered_per_message = shared.in_time.take().into_iter().collect();
     let per_viewer: Vec<u64> = shared
         .viewer_reactions
         .borrow()
@@ -522,5 +545,8 @@ async fn drive(
     report.reactions_received = per_viewer.iter().sum();
     report.reactions_received_min = per_viewer.iter().copied().min().unwrap_or(0);
     report.reactions_received_max = per_viewer.iter().copied().max().unwrap_or(0);
+    tokio::time::sleep_until(at(schedule.report).into()).await;
+    report.late_per_message = shared.late.take().into_iter().collect();
+    report.late_max_us = shared.late_max_us.get();
     Ok(report)
 }
