@@ -34,7 +34,7 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address the HTTP server listens on.
     pub bind: String,
-    /// Number of HTTP worker threads (0 = one per core).
+    /// Number of HTTP worker threads, and of room threads (0 = one per core).
     pub workers: usize,
     /// Whole origins (`https://app.example.com`) allowed on WebSocket handshakes
     /// in addition to each tenant's own domains.

@@ -4,7 +4,9 @@
 //! events to them.
 //!
 //! Shape: each socket has a `SessionActor` (see `sessions`) that parses frames
-//! and forwards commands to its room. The room decides every rule in one place
+//! and forwards commands to its room. Rooms run on threads of their own (as
+//! many as HTTP workers), apart from the workers that serve the sockets, so a
+//! room never waits behind the socket writes of a fan-out. The room decides every rule in one place
 //! without locks, serialises each event once and pushes the shared bytes into
 //! every member's bounded outlet with `try_send`; it never awaits a socket. A
 //! member whose outlet is full is a slow consumer and is closed with 4008 while
@@ -43,12 +45,12 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
 };
 
-use actix::{prelude::SendError, Addr, MailboxError};
+use actix::{dev::ArbiterHandle, prelude::SendError, Addr, Arbiter, MailboxError};
 use tokio::sync::oneshot;
 
 pub use inbox::{
@@ -106,6 +108,11 @@ struct HubInner {
     shutting_down: AtomicBool,
     /// Usernames per tenant, for mentions.
     mentions: mentions::MentionCache,
+    /// The threads rooms run on, apart from the sockets' (started with the
+    /// first room; see [`Hub::room`]).
+    room_threads: std::sync::OnceLock<Vec<ArbiterHandle>>,
+    /// The room thread the next new room takes (round robin).
+    next_room_thread: AtomicUsize,
 }
 
 impl Hub {
@@ -131,6 +138,8 @@ impl Hub {
                 next_conn: AtomicU64::new(1),
                 shutting_down: AtomicBool::new(false),
                 mentions: mentions::MentionCache::default(),
+                room_threads: std::sync::OnceLock::new(),
+                next_room_thread: AtomicUsize::new(0),
             }),
         }
     }
@@ -185,9 +194,26 @@ impl Hub {
             self.inner.store.clone(),
             self.inner.writer.clone(),
         )
-        .start_room();
+        .start_room_on(self.room_thread());
         rooms.insert(key.clone(), addr.clone());
         addr
+    }
+
+    /// The thread a new room runs on. Rooms run on threads of their own, one
+    /// per HTTP worker, not on the workers that serve the sockets: a room's
+    /// turn (a message to store, a stored one to fan out) never waits behind
+    /// the socket writes of the previous fan-out, which on a busy worker are
+    /// thousands of tasks long.
+    fn room_thread(&self) -> &ArbiterHandle {
+        let threads = self.inner.room_threads.get_or_init(|| {
+            let n = match self.inner.settings.server.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            (0..n).map(|_| Arbiter::new().handle()).collect()
+        });
+        let next = self.inner.next_room_thread.fetch_add(1, Ordering::Relaxed);
+        &threads[next % threads.len()]
     }
 
     /// The room of a stream if it runs on this node.

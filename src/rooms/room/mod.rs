@@ -268,9 +268,10 @@ impl RoomActor {
         }
     }
 
-    /// Starts the actor with a roomy mailbox.
-    pub fn start_room(self) -> Addr<Self> {
-        Self::create(|ctx| {
+    /// Starts the actor on `thread` (one of the hub's room threads) with a
+    /// roomy mailbox.
+    pub fn start_room_on(self, thread: &actix::dev::ArbiterHandle) -> Addr<Self> {
+        Self::start_in_arbiter(thread, move |ctx| {
             ctx.set_mailbox_capacity(4096);
             self
         })
