@@ -172,3 +172,36 @@ async fn rights_changed_on_one_node_hold_on_the_other() {
     h.send(json!({"type":"clear"})).await;
     assert_eq!(error(&mut h).await["code"], "forbidden");
 }
+
+/// Threads of the node's process named as actix arbiters (HTTP workers and
+/// room threads: "actix-rt|system:…", cut to 15 bytes by the kernel).
+fn arbiter_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the node's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("actix-rt|system"))
+        .count()
+}
+
+#[actix_web::test]
+async fn the_first_room_starts_as_many_room_threads_as_workers_and_later_rooms_share_them() {
+    let app = spawn_app().await;
+    let workers = [("STAMPEDE_SERVER_WORKERS", "3")];
+    let (stream, node, remote) = app.stream_on_node(["alice"], &workers).await;
+    let pid = node.child.id();
+    let before = arbiter_threads(pid);
+    let alice = remote.logged_in("alice").await;
+    let _first = alice.ws(stream).await;
+    eventually(
+        "three room threads besides the three workers",
+        Duration::from_secs(10),
+        || async { (arbiter_threads(pid) == before + 3).then_some(()) },
+    )
+    .await;
+    // Other rooms take the same threads in turn.
+    for _ in 0..4 {
+        let other = app.create_stream("owner").await;
+        let _socket = alice.ws(other).await;
+    }
+    assert_eq!(arbiter_threads(pid), before + 3);
+}
