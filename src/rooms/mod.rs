@@ -6,13 +6,13 @@
 //! Shape: each socket has a `SessionActor` (see `sessions`) that parses frames
 //! and forwards commands to its room. Rooms run on threads of their own (as
 //! many as HTTP workers), apart from the workers that serve the sockets, so a
-//! room never waits behind the socket writes of a fan-out. The room decides every rule in one place
-//! without locks, serialises each event once and pushes the shared bytes into
-//! every member's bounded outlet with `try_send`; it never awaits a socket. A
-//! member whose outlet is full is a slow consumer and is closed with 4008 while
-//! the room goes on. Messages reach the database through the node's batch
-//! writer and are broadcast only after commit, with their ids, in the room's
-//! sequence order on every socket.
+//! room never waits behind the socket writes of a fan-out. The room decides
+//! every rule in one place without locks, serialises each event once and
+//! pushes the shared bytes into every member's bounded outlet with
+//! `try_send`; it never awaits a socket. A member whose outlet is full is a
+//! slow consumer and is closed with 4008 while the room goes on. Messages
+//! reach the database through the node's batch writer and are broadcast only
+//! after commit, with their ids, in the room's sequence order on every socket.
 //!
 //! The room's rules are plain modules, without actix or I/O, each unit-tested:
 //! - [`admission`]: may this member send this message or reaction now;

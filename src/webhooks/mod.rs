@@ -338,9 +338,9 @@ impl From<&WebhookSettings> for Tuning {
 
 /// Starts this node's deliverer on a thread of its own (an arbiter):
 /// building, signing and sending events never takes time from the rooms or
-/// the sockets, which live on threads of their own. It stops with the system that started
-/// it (a test's runtime), not only with the process. Its queue and outcomes
-/// are recorded in `metrics`.
+/// the sockets, which live on threads of their own. It stops with the system
+/// that started it (a test's runtime), not only with the process. Its queue
+/// and outcomes are recorded in `metrics`.
 pub fn start(store: Store, settings: &WebhookSettings, metrics: Arc<Metrics>) {
     let tuning = Tuning::from(settings);
     let alive = Arc::new(());
