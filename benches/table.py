@@ -164,16 +164,17 @@ for wl in ["m", "b"]:
     loss = mean("stampede", wl, "chat.loss")
     print(f"| ({wl}) loss (messages) | {f(loss, 0)} | | | | 0 |")
     for r in by.get(("stampede", wl), []):
+        if not r["chat"]["loss"]:
+            continue
         x = extra.get(r["label"], {})
-        if r["chat"]["loss"] and "chat_frames" in x:
+        if "chat_frames" in x:
             # Where the missing deliveries went: the node's own counts of the
             # whole run (warm-up included) against what the load tool sent.
             print(f"| ({wl}) {r['label']}: chat sent (whole run) / read by the node / stored / errors "
                   f"| {r['chat']['sent']:,} / {f(x.get('chat_frames'))} / {f(x.get('messages_stored'))} / "
                   f"{sum(r['errors'].values())} | | | | read = stored = sent |")
-    for r in by.get(("stampede", wl), []):
         m = r["chat"].get("messages")
-        if r["chat"]["loss"] and m:
+        if m:
             # Message by message: whole messages missing (never broadcast, or
             # broadcast after the drain) or single viewers missing some; late
             # (after the drain, before the report) or never.

@@ -226,6 +226,16 @@ impl Application {
                 let connections = connections.clone();
                 let stopping = stopping.clone();
                 let metrics = metrics.clone();
+                // The application as an HTTP service (one for requests, one
+                // for WebSocket handshakes).
+                let service = || {
+                    map_config(
+                        app()
+                            .into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    )
+                };
                 let accept = fn_service(move |io: TcpStream| {
                     let connections = connections.clone();
                     let metrics = metrics.clone();
@@ -262,18 +272,8 @@ impl Application {
                     // WebSocket handshakes leave the dispatcher: the same
                     // application answers them, and the socket is then served
                     // without the dispatcher's per-connection buffers.
-                    .upgrade(upgrade::service(map_config(
-                        app()
-                            .into_factory()
-                            .map_err(|e: actix_web::Error| e.error_response()),
-                        |_| AppConfig::default(),
-                    )))
-                    .h1(map_config(
-                        app()
-                            .into_factory()
-                            .map_err(|e: actix_web::Error| e.error_response()),
-                        |_| AppConfig::default(),
-                    ));
+                    .upgrade(upgrade::service(service()))
+                    .h1(service());
                 accept.and_then(http)
             })?
             .run();

@@ -280,9 +280,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
         for (k, v) in r.viewers_per_room {
             *total.viewers_per_room.entry(k).or_default() += v;
         }
-        for (k, v) in r.chat_sent_in_window {
-            *total.chat_sent_in_window.entry(k).or_default() += v;
-        }
         for (k, v) in r.errors {
             *total.errors.entry(k).or_default() += v;
         }
@@ -304,9 +301,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
     }
     let viewers: u64 = total.viewers_per_room.values().sum();
     let expected: u64 = total
-        .chat_sent_in_window
+        .sent_in_window
         .iter()
-        .map(|(room, n)| n * total.viewers_per_room.get(room).copied().unwrap_or(0))
+        .map(|(room, _)| total.viewers_per_room.get(room).copied().unwrap_or(0))
         .sum();
     let received = total.chat_received_in_window;
     let messages = tally(
@@ -316,7 +313,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Value> {
         &total.late_per_message,
         w0,
     );
-    let sent_in_window: u64 = total.chat_sent_in_window.values().sum();
+    let sent_in_window = total.sent_in_window.len() as u64;
     let cpu = s1.cpu_seconds - s0.cpu_seconds;
     let sockets = ready_opened.max(1);
     let per_viewer_s = if viewers > 0 {

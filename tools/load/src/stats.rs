@@ -96,8 +96,6 @@ pub struct WorkerReport {
     pub closed_during_run: u64,
     /// Chat messages sent, in all.
     pub chat_sent: u64,
-    /// Chat messages whose send time is in the measured window, per room.
-    pub chat_sent_in_window: BTreeMap<i64, u64>,
     /// Deliveries of messages sent in the window (viewer sockets only).
     pub chat_received_in_window: u64,
     /// Deliveries of messages sent before or after the window.

@@ -172,7 +172,6 @@ impl Shared {
         let mut r = self.report.borrow_mut();
         r.chat_sent += 1;
         if self.in_window(t) {
-            *r.chat_sent_in_window.entry(room).or_default() += 1;
             r.sent_in_window.push((room, t));
         }
     }
