@@ -500,7 +500,7 @@ async fn presence_counts_sockets_and_changes_are_sent() {
     let (second, hello, _) = app.ws_ready(stream, None).await;
     assert_eq!(hello["viewers"], 2);
     // Changes are coalesced (at most one frame per 2 s): wait for the count to reach 2.
-    while first.expect("presence").await["viewers"] != 2 {}
+    first.await_viewers(2).await;
     drop(second);
     let p = first.expect("presence").await;
     assert_eq!(p["viewers"], 1);

@@ -22,6 +22,9 @@ pub use crate::helpers::WAIT;
 pub struct WsClient {
     framed: Framed<BoxedSocket, Codec>,
     last_close: Option<u16>,
+    /// The viewer count of the last `hello` or `presence` frame read,
+    /// skipped ones included.
+    viewers: Option<u64>,
 }
 
 /// What the handshake answered when it was refused.
@@ -66,6 +69,7 @@ async fn handshake(req: awc::ws::WebsocketsRequest) -> Result<WsClient, Refused>
         Ok((_, framed)) => Ok(WsClient {
             framed,
             last_close: None,
+            viewers: None,
         }),
         Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(Refused(s.as_u16())),
         Err(e) => panic!("websocket connect failed: {e}"),
@@ -90,6 +94,7 @@ pub async fn try_connect(
         Ok(Ok((_, framed))) => Ok(WsClient {
             framed,
             last_close: None,
+            viewers: None,
         }),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no handshake within {wait:?}")),
@@ -193,37 +198,30 @@ impl WsClient {
         self.framed.send(m).await.expect("send");
     }
 
-    /// The next text frame as JSON (pings answered, pongs skipped); panics on close or timeout.
+    /// The next text frame as JSON (pings answered, pongs skipped); panics on
+    /// close or when none comes within [`WAIT`], saying which.
     pub async fn recv(&mut self) -> Value {
-        match self.next_text(WAIT).await {
-            Some(v) => v,
-            None => panic!("socket closed while a frame was expected"),
+        match self.next_frame(WAIT).await {
+            Next::Text(v) => v,
+            Next::Idle => panic!("no frame within {WAIT:?} while one was expected"),
+            Next::Closed => panic!(
+                "socket closed (code {:?}) while a frame was expected",
+                self.last_close
+            ),
         }
     }
 
     /// The next text frame within `wait`, or `None` on close or timeout.
     pub async fn next_text(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.framed.next())
-                .await
-                .ok()??;
-            match frame.ok()? {
-                Frame::Text(b) => return Some(serde_json::from_slice(&b).expect("JSON frame")),
-                Frame::Ping(p) => {
-                    let _ = self.framed.send(ws::Message::Pong(p)).await;
-                }
-                Frame::Close(r) => {
-                    self.last_close = r.map(|r| u16::from(r.code));
-                    return None;
-                }
-                _ => {}
-            }
+        match self.next_frame(wait).await {
+            Next::Text(v) => Some(v),
+            Next::Idle | Next::Closed => None,
         }
     }
 
     /// The next text frame within `wait` (pings answered), telling a quiet
-    /// socket from a closed one.
+    /// socket from a closed one. Every read goes through here, so the last
+    /// `presence` count is kept even when a caller skips the frame.
     pub async fn next_frame(&mut self, wait: Duration) -> Next {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -233,8 +231,13 @@ impl WsClient {
                 Ok(Some(Ok(frame))) => frame,
             };
             match frame {
-                Frame::Text(b) => match serde_json::from_slice(&b) {
-                    Ok(v) => return Next::Text(v),
+                Frame::Text(b) => match serde_json::from_slice::<Value>(&b) {
+                    Ok(v) => {
+                        if v["type"] == "presence" || v["type"] == "hello" {
+                            self.viewers = v["viewers"].as_u64();
+                        }
+                        return Next::Text(v);
+                    }
                     Err(e) => panic!("a text frame that is not JSON ({e}): {b:?}"),
                 },
                 Frame::Ping(p) => {
@@ -246,6 +249,28 @@ impl WsClient {
                     return Next::Closed;
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Reads until the room's viewer count is `n`: at once when the last
+    /// `presence` frame read (by any call, skipped or not) already said so.
+    /// `presence` is sent only on a change, so a count reached while a test
+    /// was reading other frames would otherwise never be seen again.
+    pub async fn await_viewers(&mut self, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.viewers != Some(n) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_frame(left).await {
+                Next::Text(_) => {}
+                Next::Idle => panic!(
+                    "presence never reached {n} within {WAIT:?} (last {:?})",
+                    self.viewers
+                ),
+                Next::Closed => panic!(
+                    "socket closed (code {:?}) before presence reached {n}",
+                    self.last_close
+                ),
             }
         }
     }

@@ -60,16 +60,8 @@ async fn messages_reactions_and_presence_cross_nodes() {
     reactions_cross_nodes(&mut ca, &mut cb).await;
 
     // Presence sums both nodes: 1 + 1, then a second socket on B.
-    let (_c2, hello, _) = hb.ws_ready(stream, None).await;
-    let mut viewers = hello["viewers"].as_u64().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while viewers != 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "presence never reached 3 (at {viewers})"
-        );
-        viewers = ca.expect("presence").await["viewers"].as_u64().unwrap();
-    }
+    let (_c2, _, _) = hb.ws_ready(stream, None).await;
+    ca.await_viewers(3).await;
 }
 
 #[actix_web::test]
@@ -284,16 +276,7 @@ async fn killed_node_clients_resume_on_the_other() {
     let mut sender = bob.ws(stream).await;
     hb.await_subscribers(stream, 2).await;
     // Presence on B reaches 3 (2 on A + 1 on B).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "presence never summed the nodes"
-        );
-        if sender.expect("presence").await["viewers"] == 3 {
-            break;
-        }
-    }
+    sender.await_viewers(3).await;
     let mut last_id = 0;
     for i in 0..5 {
         sender
