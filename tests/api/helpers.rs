@@ -147,6 +147,19 @@ pub async fn create_tenant(store: &Store) -> TestTenant {
     TestTenant { slug, host }
 }
 
+/// The HTTP client of a [`TestApp`]. It keeps an idle connection for a
+/// second at most: a node closes one idle for `request_timeout_secs` (10 s by
+/// default), and a request sent on a connection the node is closing fails
+/// with `Connect(Disconnected)`. A client has to let go of its idle
+/// connections before the server does; on a loaded machine a test easily
+/// waits 10–15 s between two requests, awc's default keep-alive.
+fn http_client() -> Client {
+    Client::builder()
+        .connector(awc::Connector::new().conn_keep_alive(std::time::Duration::from_secs(1)))
+        .timeout(std::time::Duration::from_secs(30))
+        .finish()
+}
+
 /// A running node with its own tenant.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
@@ -231,9 +244,7 @@ async fn start_app(change: impl FnOnce(&mut Settings)) -> TestApp {
         address,
         store,
         tenant,
-        client: Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .finish(),
+        client: http_client(),
         relay: None,
     }
 }
