@@ -4,6 +4,12 @@
 //! remembers the highest message id it was sent, so no message reaches a socket
 //! twice or out of id order, whatever mix of ring, database history, resume
 //! point and live frames it got.
+//!
+//! A member leaves the map only by [`Members::remove`], which the room calls
+//! for the session's `Leave`: a member whose socket a send found gone (or a
+//! ban closed) is marked closed, no longer counts and gets nothing more, but
+//! stays until then, so the room handles every departure (presence, leave
+//! notice) in one place.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -33,11 +39,15 @@ pub struct RoomUser {
     pub created_at: time::OffsetDateTime,
 }
 
-/// While a member waits for its history from the database, what the room
-/// broadcasts meanwhile is buffered: (message id, frame).
+/// Where a member's socket stands.
 enum State {
     Ready,
+    /// Waiting for its history from the database: what the room broadcasts
+    /// meanwhile is buffered, (message id, frame).
     Loading(Vec<(Option<i64>, ByteString)>),
+    /// Gone or closing: it gets nothing more and is not counted, until its
+    /// `Leave` removes it.
+    Closed,
 }
 
 /// One socket in the room.
@@ -62,6 +72,8 @@ pub struct Members {
     queue: usize,
     /// How many members are posters.
     posters: usize,
+    /// How many members are closed and not yet removed.
+    closed: usize,
     /// The node's metrics (broadcasts and deliveries are counted there).
     metrics: Arc<Metrics>,
 }
@@ -73,7 +85,16 @@ impl Members {
             map: HashMap::new(),
             queue,
             posters: 0,
+            closed: 0,
             metrics,
+        }
+    }
+
+    /// Marks a member closed (once), so that it is no longer counted.
+    fn mark_closed(closed: &mut usize, m: &mut Member) {
+        if !m.is_closed() {
+            m.state = State::Closed;
+            *closed += 1;
         }
     }
 
@@ -92,7 +113,7 @@ impl Members {
         } else {
             State::Ready
         };
-        self.map.insert(
+        self.put(
             conn_id,
             Member {
                 outlet,
@@ -107,7 +128,7 @@ impl Members {
     /// Adds a one-shot poster: the answer to its one message reaches it
     /// through [`Members::send_to`]; nothing else does.
     pub fn insert_poster(&mut self, conn_id: u64, outlet: Outlet, user: RoomUser) {
-        let old = self.map.insert(
+        self.put(
             conn_id,
             Member {
                 outlet,
@@ -117,18 +138,27 @@ impl Members {
                 poster: true,
             },
         );
-        if !old.is_some_and(|m| m.poster) {
+    }
+
+    /// Adds (or replaces) a member, keeping the counts right.
+    fn put(&mut self, conn_id: u64, member: Member) {
+        self.remove(conn_id);
+        if member.poster {
             self.posters += 1;
         }
+        self.map.insert(conn_id, member);
     }
 
     /// Removes a member.
     pub fn remove(&mut self, conn_id: u64) -> Option<Member> {
-        let m = self.map.remove(&conn_id);
-        if m.as_ref().is_some_and(|m| m.poster) {
+        let m = self.map.remove(&conn_id)?;
+        if m.poster {
             self.posters -= 1;
         }
-        m
+        if m.is_closed() {
+            self.closed -= 1;
+        }
+        Some(m)
     }
 
     /// A member.
@@ -153,7 +183,7 @@ impl Members {
         let steps = steps.max(1);
         let mut silent = Vec::new();
         for (id, m) in &self.map {
-            if m.poster || id % steps != step % steps {
+            if !m.counts() || id % steps != step % steps {
                 continue;
             }
             if m.outlet.silent_for() > timeout_secs {
@@ -168,7 +198,7 @@ impl Members {
 
     /// Members (sockets) on this node; posters are not counted.
     pub fn len(&self) -> usize {
-        self.map.len() - self.posters
+        self.map.len() - self.posters - self.closed
     }
 
     /// True with no member (posters aside).
@@ -181,17 +211,17 @@ impl Members {
         self.map.values_mut().filter_map(|m| m.user.as_mut())
     }
 
-    /// Sockets of one user in the room.
+    /// Open sockets of one user in the room.
     pub fn sockets_of(&self, user_id: i64) -> usize {
         self.map
             .values()
-            .filter(|m| !m.poster && m.user.as_ref().is_some_and(|u| u.id == user_id))
+            .filter(|m| m.counts() && m.user.as_ref().is_some_and(|u| u.id == user_id))
             .count()
     }
 
     /// Sends one event to every member; `id` is the message id of a `message`
     /// frame (members that already have it skip it). Closes slow consumers;
-    /// returns how many were closed.
+    /// returns how many members it closed (slow, or their socket gone).
     pub fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) -> usize {
         self.broadcast_where(frame, id, |_| true)
     }
@@ -206,47 +236,47 @@ impl Members {
         which: impl Fn(Option<&RoomUser>) -> bool,
     ) -> usize {
         self.metrics.broadcasts.inc();
-        let mut gone = Vec::new();
+        let mut gone = 0;
         let mut delivered = 0u64;
         // Encoded once, on the first socket that takes it.
         let mut encoded: Option<Bytes> = None;
-        for (conn_id, m) in self.map.iter_mut() {
+        for m in self.map.values_mut() {
             if m.poster || id.is_some_and(|id| id <= m.after) || !which(m.user.as_ref()) {
                 continue;
             }
-            match &mut m.state {
+            let sent = match &mut m.state {
+                State::Closed => continue,
                 State::Ready => {
                     if let Some(id) = id {
                         m.after = id;
                     }
                     let bytes = encoded.get_or_insert_with(|| encode_text(frame));
-                    if m.outlet.send_encoded(bytes) {
-                        delivered += 1;
-                    } else {
-                        gone.push(*conn_id);
-                    }
+                    m.outlet.send_encoded(bytes)
+                }
+                State::Loading(buf) if buf.len() >= self.queue => {
+                    m.outlet.close(codes::SLOW_CONSUMER, "slow consumer");
+                    false
                 }
                 State::Loading(buf) => {
-                    if buf.len() >= self.queue {
-                        m.outlet.close(codes::SLOW_CONSUMER, "slow consumer");
-                        gone.push(*conn_id);
-                    } else {
-                        buf.push((id, frame.clone()));
-                    }
+                    buf.push((id, frame.clone()));
+                    continue;
                 }
+            };
+            if sent {
+                delivered += 1;
+            } else {
+                Self::mark_closed(&mut self.closed, m);
+                gone += 1;
             }
         }
         // One shared counter update per event, not per socket.
         self.metrics.deliveries.add(delivered);
-        for c in &gone {
-            self.map.remove(c);
-        }
-        gone.len()
+        gone
     }
 
-    /// Sends a frame to one member.
+    /// Sends a frame to one member (not to a closed one).
     pub fn send_to(&self, conn_id: u64, frame: &ByteString) {
-        if let Some(m) = self.map.get(&conn_id) {
+        if let Some(m) = self.map.get(&conn_id).filter(|m| !m.is_closed()) {
             m.outlet.send_text(frame);
         }
     }
@@ -254,7 +284,8 @@ impl Members {
     /// Queues `hello`, then a history, then what was buffered while it loaded,
     /// for a member whose history came from the database. `newest` is the id
     /// of the history's last message; `queue` (a moderator's `held_queue`)
-    /// goes right after the history. Returns false when the member is gone.
+    /// goes right after the history. Returns false when the member is gone
+    /// or closed (then or before).
     pub fn finish_loading(
         &mut self,
         conn_id: u64,
@@ -263,12 +294,12 @@ impl Members {
         newest: Option<i64>,
         queue: Option<&ByteString>,
     ) -> bool {
-        let Some(m) = self.map.get_mut(&conn_id) else {
+        let Some(m) = self.map.get_mut(&conn_id).filter(|m| !m.is_closed()) else {
             return false;
         };
         let buffered = match std::mem::replace(&mut m.state, State::Ready) {
             State::Loading(b) => b,
-            State::Ready => Vec::new(),
+            State::Ready | State::Closed => Vec::new(),
         };
         // The history may hold messages this room has not delivered yet (or
         // has buffered meanwhile): the member's mark moves past them.
@@ -289,7 +320,7 @@ impl Members {
             }
         }
         if !ok {
-            self.map.remove(&conn_id);
+            Self::mark_closed(&mut self.closed, m);
         }
         ok
     }
@@ -306,24 +337,22 @@ impl Members {
                     m.outlet.send_text(frame);
                 }
                 State::Loading(buf) => buf.push((None, frame.clone())),
+                State::Closed => {}
             }
         }
     }
 
-    /// Closes every socket of a user (banned: 4003); returns how many.
+    /// Closes every open socket of a user (banned: 4003); returns how many.
     pub fn close_user(&mut self, user_id: i64, code: u16, reason: &'static str) -> usize {
-        let ids: Vec<u64> = self
-            .map
-            .iter()
-            .filter(|(_, m)| !m.poster && m.user.as_ref().is_some_and(|u| u.id == user_id))
-            .map(|(c, _)| *c)
-            .collect();
-        for c in &ids {
-            if let Some(m) = self.map.remove(c) {
+        let mut n = 0;
+        for m in self.map.values_mut() {
+            if m.counts() && m.user.as_ref().is_some_and(|u| u.id == user_id) {
                 m.outlet.close_after_queue(code, reason);
+                Self::mark_closed(&mut self.closed, m);
+                n += 1;
             }
         }
-        ids.len()
+        n
     }
 
     /// Closes every socket (after what is queued) and forgets them.
@@ -333,13 +362,26 @@ impl Members {
         }
         self.map.clear();
         self.posters = 0;
+        self.closed = 0;
+    }
+}
+
+impl Member {
+    /// Closed: gone or closing, waiting for its `Leave`.
+    fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Counted as a viewer: an open socket, not a poster.
+    fn counts(&self) -> bool {
+        !self.poster && !self.is_closed()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sessions::outlet::{detached, Outbound};
+    use crate::sessions::outlet::{detached, Answers, Outbound};
 
     fn user(id: i64) -> RoomUser {
         RoomUser {
@@ -380,6 +422,63 @@ mod tests {
         assert!(members.remove(2).is_some_and(|m| m.poster));
         assert_eq!(members.len(), 1);
         members.remove(1);
+        assert!(members.is_empty());
+    }
+
+    /// Members (connection id, user id, loading) on outlets of 8 frames, and
+    /// each one's reading end.
+    fn room<const N: usize>(specs: [(u64, i64, bool); N]) -> (Members, Arc<Metrics>, [Answers; N]) {
+        let metrics = Arc::new(Metrics::default());
+        let mut members = Members::new(8, metrics.clone());
+        let readers = specs.map(|(conn_id, user_id, loading)| {
+            let (outlet, answers) = detached(8, metrics.clone());
+            members.insert(conn_id, outlet, Some(user(user_id)), 0, loading);
+            answers
+        });
+        (members, metrics, readers)
+    }
+
+    /// A socket a broadcast finds gone stops counting at once, and stays a
+    /// member until its `Leave`: the room's one place for departures
+    /// (presence, leave notice) sees every socket go. (A broadcast used to
+    /// forget it outright, so the `Leave` found nothing and the room's
+    /// presence kept counting it.)
+    #[test]
+    fn a_socket_found_gone_stops_counting_and_is_removed_by_its_leave() {
+        let (mut members, metrics, [mut stays_rx, goes_rx]) = room([(1, 1, false), (2, 2, false)]);
+        drop(goes_rx);
+
+        assert_eq!(members.broadcast(&ByteString::from("a"), Some(1)), 1);
+        assert_eq!(members.len(), 1);
+        assert_eq!(members.sockets_of(2), 0);
+        // Closed: nothing more is tried, nothing is counted twice.
+        assert_eq!(members.broadcast(&ByteString::from("b"), Some(2)), 0);
+        assert_eq!(members.close_user(2, 4003, "banned"), 0);
+        assert!(members.keep_alive(0, 0, 1).is_empty());
+        assert_eq!(metrics.deliveries.get(), 2, "the open socket's two");
+
+        let left = members.remove(2).expect("still a member until its leave");
+        assert_eq!(left.user.map(|u| u.id), Some(2));
+        assert_eq!(members.len(), 1);
+        assert!(members.remove(2).is_none(), "a second leave finds nothing");
+        assert!(matches!(stays_rx.try_recv(), Some(Outbound::Encoded(_))));
+    }
+
+    /// A ban closes a user's sockets: they stop counting at once and leave
+    /// like any other (a loading one gets no history afterwards).
+    #[test]
+    fn a_closed_user_s_sockets_leave_like_any_other() {
+        let (mut members, _, [mut a_rx, _b_rx, _other_rx]) =
+            room([(1, 7, false), (2, 7, true), (3, 8, false)]);
+
+        assert_eq!(members.close_user(7, 4003, "banned"), 2);
+        assert_eq!(members.len(), 1);
+        assert!(matches!(a_rx.try_recv(), Some(Outbound::Close(4003, _))));
+        let hello = ByteString::from("hello");
+        assert!(!members.finish_loading(2, &hello, &hello, None, None));
+        assert!(members.remove(1).is_some() && members.remove(2).is_some());
+        assert_eq!(members.len(), 1);
+        members.remove(3);
         assert!(members.is_empty());
     }
 

@@ -434,8 +434,8 @@ async fn resume_misses_nothing_under_concurrent_sends() {
     }
 }
 
-/// A client that stops reading is closed with 4008; another client in the
-/// same room keeps receiving.
+/// A client that stops reading is closed with 4008 and stops counting as a
+/// viewer; another client in the same room keeps receiving.
 #[actix_web::test]
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
     let app = AppBuilder::new()
@@ -456,6 +456,7 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
     .await;
     let (mut fast, _, _) = app.ws_ready(stream, None).await;
     let mut sender = alice.ws(stream).await;
+    fast.await_viewers(3).await;
     let big = "😀".repeat(500); // ~2 KB per frame
     let mut i = 0;
     // Send until the slow socket is dropped by the server, reading `fast` all along.
@@ -485,6 +486,9 @@ async fn slow_consumer_is_closed_and_others_keep_receiving() {
         .await
         .expect("prompt");
     assert_eq!(m["message"], "after");
+    // It no longer counts: presence says so. (The send that closed it used
+    // to forget it, so its leave changed nothing and presence stayed at 3.)
+    fast.await_viewers(2).await;
     // The slow one, when it reads at last, finds 4008 (or a dropped connection
     // if the close frame could not be written in time).
     let code = slow.close_code().await;

@@ -333,7 +333,9 @@ impl RoomActor {
         })
     }
 
-    /// Sends a frame to every member (`id` for `message` frames).
+    /// Sends a frame to every member (`id` for `message` frames). Members it
+    /// closes stop counting now; they leave, and presence follows, with their
+    /// session's `Leave`.
     fn broadcast(&mut self, frame: &ByteString, id: Option<i64>) {
         if self.members.broadcast(frame, id) > 0 {
             self.report_viewers();
