@@ -1,8 +1,8 @@
 //! The pages in a real browser (headless Chromium): two people chatting and
 //! sending stamps, viewer counts, anonymous read-only viewing, escaping,
 //! reconnecting across a server restart, accounts, the studio, moderation
-//! controls, the Japanese UI and the phone layout. Screenshots of the watch
-//! page go to `test-artifacts/`.
+//! controls, the Japanese UI, the phone layout, and replies, edits, mentions
+//! and search. Screenshots of the watch page go to `test-artifacts/`.
 
 use std::time::Duration;
 
@@ -491,4 +491,104 @@ async fn japanese_from_accept_language_with_a_switch_back() {
     tab.goto(&format!("{}/", site(&app))).await;
     assert_eq!(tab.eval("document.documentElement.lang").await, "en");
     assert_eq!(tab.eval("!!link('日本語')").await, true);
+}
+
+/// Replies, edits, mentions and the moderators' search on the watch page.
+#[actix_web::test]
+async fn the_watch_page_replies_edits_highlights_and_searches() {
+    let app = spawn_app().await;
+    let stream = app.stream_with_viewer_accounts(["alice", "bob"]).await;
+    let bob_cookie = app.logged_in("bob").await;
+    let mut cb = bob_cookie.ws(stream).await;
+    // Rendered by the server, then upgraded by the socket's history.
+    cb.say_json(json!({"message":"first from bob"})).await;
+
+    let browser = Browser::start().await;
+    let [alice, owner] = browser.watching(&app, stream, ["alice", "owner"]).await;
+
+    // Reply: the bar names the message; the reply shows its quote everywhere.
+    alice
+        .click("button('Reply', messageWith('first from bob'))")
+        .await;
+    let bar = alice
+        .wait_for("$('.intent:not([hidden])') && $('.intent span').textContent")
+        .await;
+    assert_eq!(bar, "Replying to @bob: first from bob");
+    alice.say("a reply to @bob").await;
+    let quote = owner
+        .wait_for("messageWith('a reply to @bob') && $('.reply-ref', messageWith('a reply to @bob')).textContent")
+        .await;
+    assert_eq!(quote, "\u{21aa} @bob: first from bob");
+    let f = cb.expect("message").await;
+    assert_eq!(f["mentions"], json!(["bob"]));
+    assert_eq!(alice.eval("$('.intent').hidden").await, true);
+
+    // Edit: own messages only; the new text and "(edited)" reach every page.
+    assert_eq!(
+        alice
+            .eval("!!button('Edit', messageWith('first from bob'))")
+            .await,
+        false
+    );
+    alice
+        .wait_for("messageWith('a reply to @bob') && !$('.pending')")
+        .await;
+    alice
+        .click("button('Edit', messageWith('a reply to @bob'))")
+        .await;
+    assert_eq!(
+        alice.eval("field('Message').value").await,
+        "a reply to @bob"
+    );
+    alice.fill("Message", "a reply, edited").await;
+    alice.click("button('Send')").await;
+    owner
+        .wait_for(
+            "messageWith('a reply, edited') && !!$('.edited', messageWith('a reply, edited'))",
+        )
+        .await;
+    let e = cb.expect("edit").await;
+    assert_eq!(e["message"], "a reply, edited");
+
+    // A mention of the viewer is highlighted in their page.
+    cb.say_json(json!({"message":"thanks @Alice"})).await;
+    alice
+        .wait_for("messageWith('thanks @Alice') && messageWith('thanks @Alice').classList.contains('mention')")
+        .await;
+
+    // Moderators search the stream's chat.
+    assert_eq!(alice.eval("!!$('.chat-search')").await, false);
+    owner.click("$('.chat-search summary')").await;
+    owner.type_into("$('.chat-search input')", "EDITED").await;
+    owner.click("button('Search', $('.chat-search'))").await;
+    let hit = owner
+        .wait_for("$('.search-results a') && $('.search-results a').textContent")
+        .await;
+    assert!(
+        hit.as_str().unwrap().ends_with("alice: a reply, edited"),
+        "{hit}"
+    );
+    // A result no longer in the live list opens its place in the replay.
+    owner.run("messageWith('a reply, edited').remove();").await;
+    owner.click("$('.search-results a')").await;
+    let context = owner
+        .wait_for("$('.search-context .hit') && $('.search-context .hit').textContent")
+        .await;
+    assert!(
+        context
+            .as_str()
+            .unwrap()
+            .ends_with("alice: a reply, edited"),
+        "{context}"
+    );
+    assert!(
+        owner
+            .eval("$$('.search-context li').some((li) => li.textContent.endsWith('bob: first from bob'))")
+            .await
+            == true,
+        "the messages before it are shown too"
+    );
+    for tab in [&alice, &owner] {
+        assert!(tab.incidents().is_empty(), "{:?}", tab.incidents());
+    }
 }
