@@ -471,8 +471,8 @@ async fn webhook(store: &Store, settings: &Settings, cmd: WebhookCommand) -> any
         }
         WebhookCommand::Test { tenant, id } => {
             let slug = existing_tenant(store, &tenant).await?.slug;
-            let timeout = std::time::Duration::from_secs(settings.webhooks.timeout_secs.max(1));
-            let answer = webhooks::ping(store, &slug, id, timeout)
+            let transport = webhooks::Transport::new(&settings.webhooks)?;
+            let answer = webhooks::ping(store, &slug, id, &transport)
                 .await?
                 .ok_or_else(|| anyhow!("no webhook {id} on tenant {slug}"))?;
             match answer.status {

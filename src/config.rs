@@ -269,7 +269,7 @@ impl Default for SessionSettings {
     }
 }
 
-/// `[webhooks]`. Only `allow_http` is meant for operators; the time keys exist
+/// `[webhooks]`. `allow_http` and `ca_file` are meant for operators; the time keys exist
 /// so tests can shrink the windows, and their defaults are the documented ones
 /// (PROTOCOL.md: backoff from about 1 s, capped at 10 min, for 24 h; a 10 s
 /// timeout; an endpoint without a success for 24 h is disabled).
@@ -278,6 +278,9 @@ impl Default for SessionSettings {
 pub struct WebhookSettings {
     /// Accept plain `http://` endpoint URLs (receivers on a private network).
     pub allow_http: bool,
+    /// PEM file of CA(s) trusted for `https://` receivers, beside the public
+    /// roots built in (receivers whose certificates a private CA signs).
+    pub ca_file: String,
     /// Run the deliverer on this node.
     pub deliver: bool,
     /// First retry delay, milliseconds (doubled on each failure, with jitter).
@@ -300,6 +303,7 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         Self {
             allow_http: false,
+            ca_file: String::new(),
             deliver: true,
             retry_first_ms: 1000,
             retry_max_secs: 600,

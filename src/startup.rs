@@ -133,9 +133,16 @@ impl Application {
             );
         }
         let hub_data = web::Data::new(hub.clone());
+        let transport = crate::webhooks::Transport::new(&settings.webhooks)?;
         if settings.webhooks.deliver {
-            crate::webhooks::start(store.clone(), &settings.webhooks, metrics.clone());
+            crate::webhooks::start(
+                store.clone(),
+                &settings.webhooks,
+                transport.clone(),
+                metrics.clone(),
+            );
         }
+        let transport_data = web::Data::new(transport);
 
         // After a wave of sockets has left, the memory they used goes back to
         // the system instead of staying at the peak.
@@ -204,6 +211,7 @@ impl Application {
                 .app_data(proxies.clone())
                 .app_data(settings_data.clone())
                 .app_data(hub_data.clone())
+                .app_data(transport_data.clone())
                 .app_data(metrics_data.clone())
                 .configure(configure)
         };

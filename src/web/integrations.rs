@@ -4,8 +4,6 @@
 //! tokens are refused here, whatever their scopes, so a token can never mint
 //! tokens or redirect the tenant's events.
 
-use std::time::Duration;
-
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -157,11 +155,10 @@ async fn remove_webhook(r: ById<Acting>) -> Result<HttpResponse, ApiError> {
 
 async fn test_webhook(
     r: ById<Acting>,
-    settings: web::Data<Settings>,
+    transport: web::Data<webhooks::Transport>,
 ) -> Result<HttpResponse, ApiError> {
     admin(&r)?;
-    let timeout = Duration::from_secs(settings.webhooks.timeout_secs.max(1));
-    let answer = webhooks::ping(&r.store, &r.tenant.slug, r.id, timeout)
+    let answer = webhooks::ping(&r.store, &r.tenant.slug, r.id, &transport)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "webhook ping failed");

@@ -1,5 +1,6 @@
 //! Webhooks: the event list, endpoint URL and filter checks, the body and its
-//! `Stampede-Signature`, HTTP delivery (awc over rustls with ring), and the
+//! `Stampede-Signature`, HTTP delivery (awc over rustls with ring, trusting
+//! the public roots and `webhooks.ca_file`: [`Transport`]), and the
 //! deliverer every node runs over the outboxes of every tenant with endpoints.
 //!
 //! Events are recorded by the database itself (triggers of migration 0012),
@@ -203,15 +204,52 @@ impl Answer {
     }
 }
 
-/// An HTTP client for deliveries: TLS with the webpki roots, no redirects
-/// followed, `timeout` for connecting and for the answer's head.
-pub fn http_client(timeout: Duration) -> awc::Client {
-    crate::tls::install_default_provider();
-    awc::Client::builder()
-        .connector(awc::Connector::new().timeout(timeout))
-        .timeout(timeout)
-        .disable_redirects()
-        .finish()
+/// Seconds a receiver has for connecting and answering (`webhooks.timeout_secs`).
+fn answer_timeout(s: &WebhookSettings) -> Duration {
+    Duration::from_secs(s.timeout_secs.max(1))
+}
+
+/// How this node reaches receivers: TLS that trusts the public roots built in
+/// (webpki-roots) and the CAs of `webhooks.ca_file`, checking chain and host
+/// name, and the time a receiver has to answer. Built once at start-up (and by
+/// the CLI), so an unreadable CA file stops the node there.
+#[derive(Clone)]
+pub struct Transport {
+    tls: Arc<rustls::ClientConfig>,
+    /// Longest wait for connecting, and for the answer's head.
+    pub timeout: Duration,
+}
+
+impl Transport {
+    /// The transport `settings` describe; an error names a bad `ca_file`.
+    pub fn new(settings: &WebhookSettings) -> anyhow::Result<Transport> {
+        let mut roots = if settings.ca_file.is_empty() {
+            rustls::RootCertStore::empty()
+        } else {
+            crate::tls::roots(Some(std::path::Path::new(&settings.ca_file)))
+                .map_err(|e| anyhow::anyhow!("webhooks.ca_file: {e:#}"))?
+        };
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let tls = crate::tls::client_config(crate::tls::Verify::Full, Some(roots))?;
+        Ok(Transport {
+            tls: Arc::new(tls),
+            timeout: answer_timeout(settings),
+        })
+    }
+
+    /// An HTTP client for deliveries: this transport's TLS, no redirects
+    /// followed, [`Transport::timeout`] for connecting and for the answer's head.
+    pub fn client(&self) -> awc::Client {
+        awc::Client::builder()
+            .connector(
+                awc::Connector::new()
+                    .rustls_0_23(self.tls.clone())
+                    .timeout(self.timeout),
+            )
+            .timeout(self.timeout)
+            .disable_redirects()
+            .finish()
+    }
 }
 
 /// Posts one signed event body; the whole exchange is bounded by `timeout`.
@@ -234,7 +272,7 @@ pub async fn post(
             .insert_header(("Stampede-Signature", signature))
             .send_body(body)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| send_error(&e))?;
         let status = res.status().as_u16();
         // The body is read (a little of it) so the connection can be reused.
         let text = match res.body().limit(1024).await {
@@ -267,6 +305,19 @@ pub async fn post(
     }
 }
 
+/// A failed send in words: a refused certificate says why, as the data
+/// stores' handshakes do. (awc's errors do not expose their causes, so the
+/// TLS error is read out of a failed connect's `io::Error`.)
+fn send_error(e: &awc::error::SendRequestError) -> String {
+    use awc::error::{ConnectError, SendRequestError};
+    if let SendRequestError::Connect(ConnectError::Io(io)) = e {
+        if let Some(tls) = crate::tls::rustls_error(io) {
+            return format!("TLS failed: {}", crate::tls::reason(tls));
+        }
+    }
+    e.to_string()
+}
+
 fn short(e: &str) -> String {
     let one_line = e.replace(['\n', '\r'], " ");
     one_line.chars().take(200).collect()
@@ -277,7 +328,7 @@ pub async fn ping(
     store: &Store,
     slug: &Slug,
     endpoint_id: i64,
-    timeout: Duration,
+    transport: &Transport,
 ) -> anyhow::Result<Option<Answer>> {
     let Some((endpoint, secret)) = store.webhook(slug, endpoint_id).await? else {
         return Ok(None);
@@ -285,8 +336,16 @@ pub async fn ping(
     let (id, at) = store.new_event_id().await?;
     let data = serde_json::json!({"endpoint_id": endpoint.id});
     let body = event_body(slug, &id, "ping", None, at, &data);
-    let client = http_client(timeout);
-    let answer = post(&client, &endpoint.url, &secret, &id, body, timeout).await;
+    let client = transport.client();
+    let answer = post(
+        &client,
+        &endpoint.url,
+        &secret,
+        &id,
+        body,
+        transport.timeout,
+    )
+    .await;
     store
         .log_webhook_attempt(slug, endpoint.id, &id, "ping", &answer.attempt())
         .await?;
@@ -320,7 +379,7 @@ struct Tuning {
 
 impl From<&WebhookSettings> for Tuning {
     fn from(s: &WebhookSettings) -> Self {
-        let timeout = Duration::from_secs(s.timeout_secs.max(1));
+        let timeout = answer_timeout(s);
         Self {
             first: Duration::from_millis(s.retry_first_ms.max(1)),
             max: Duration::from_secs(s.retry_max_secs.max(1)),
@@ -341,7 +400,12 @@ impl From<&WebhookSettings> for Tuning {
 /// the sockets, which live on threads of their own. It stops with the system
 /// that started it (a test's runtime), not only with the process. Its queue
 /// and outcomes are recorded in `metrics`.
-pub fn start(store: Store, settings: &WebhookSettings, metrics: Arc<Metrics>) {
+pub fn start(
+    store: Store,
+    settings: &WebhookSettings,
+    transport: Transport,
+    metrics: Arc<Metrics>,
+) {
     let tuning = Tuning::from(settings);
     let alive = Arc::new(());
     let watch = Arc::downgrade(&alive);
@@ -350,13 +414,19 @@ pub fn start(store: Store, settings: &WebhookSettings, metrics: Arc<Metrics>) {
         std::future::pending::<()>().await
     });
     actix_rt::Arbiter::new().spawn_fn(move || {
-        actix_rt::spawn(run(store, tuning, watch, metrics));
+        actix_rt::spawn(run(store, tuning, transport, watch, metrics));
     });
 }
 
-async fn run(store: Store, tuning: Tuning, alive: std::sync::Weak<()>, metrics: Arc<Metrics>) {
+async fn run(
+    store: Store,
+    tuning: Tuning,
+    transport: Transport,
+    alive: std::sync::Weak<()>,
+    metrics: Arc<Metrics>,
+) {
     let node = crate::auth::new_token()[..16].to_string();
-    let client = http_client(tuning.timeout);
+    let client = transport.client();
     let slots = Arc::new(Semaphore::new(tuning.concurrency));
     let mut tenants: Vec<Slug> = Vec::new();
     let mut listed = None::<Instant>;

@@ -911,6 +911,24 @@ pub fn cli(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("run stampede")
 }
 
+/// [`cli`] on a blocking thread, for a command that talks to something this
+/// test's runtime serves (a webhook receiver): the runtime keeps running.
+pub async fn cli_beside(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let owned = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let args = owned(args);
+    let envs: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        cli(&args, &envs)
+    })
+    .await
+    .expect("the CLI's thread")
+}
+
 /// stdout of a CLI run.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -1,6 +1,7 @@
-//! TLS to the data stores, against servers the tests start: a PostgreSQL that
-//! takes TCP connections over TLS only, and a redis-server with only a TLS
-//! port, both with certificates made here by a private CA (`openssl`).
+//! TLS to the data stores and to webhook receivers, against servers the tests
+//! start: a PostgreSQL that takes TCP connections over TLS only, a
+//! redis-server with only a TLS port, and an HTTPS webhook receiver, all with
+//! certificates made here by a private CA (`openssl`).
 //! Plain connections are refused by the servers, so whatever works here went
 //! over TLS; what must fail (an untrusted CA, a certificate for another host)
 //! fails with one line naming the store and the reason.
@@ -11,9 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
+use serde_json::{json, Value};
 use stampede::{domain::Role, store::connect::PgTarget};
 
+use super::webhooks;
 use crate::helpers::*;
 
 /// A private CA, a server certificate it signs for `localhost` and 127.0.0.1,
@@ -464,4 +466,91 @@ async fn rediss_relays_between_nodes_and_an_untrusted_ca_stops_start_up() {
     assert!(m["message"].as_str().unwrap().starts_with("over TLS "));
     assert_eq!(m["username"], "alice");
     drop((a, b));
+}
+
+/// Webhooks over HTTPS, the only scheme without `webhooks.allow_http`: a
+/// receiver whose certificate the private CA signs gets its events once
+/// `webhooks.ca_file` names that CA, from the deliverer and from both test
+/// pings (HTTP route and CLI); with the public roots alone the ping is
+/// refused and the reason logged; a CA file that cannot be read stops start-up.
+#[actix_web::test]
+async fn webhooks_reach_https_receivers_that_the_ca_file_trusts() {
+    let certs = TestCerts::make();
+    let ca = certs.ca();
+    start_up_fails_with(
+        &[("STAMPEDE_WEBHOOKS_CA_FILE", "/nonexistent/ca.pem")],
+        &["webhooks.ca_file", "/nonexistent/ca.pem"],
+    );
+
+    let _serial = webhooks::SERIAL.lock().await;
+    let trusted = ca.clone();
+    let app = spawn_app_with(move |s| {
+        webhooks::fast(s);
+        s.webhooks.allow_http = false;
+        s.webhooks.ca_file = trusted;
+    })
+    .await;
+    let rx = webhooks::Receiver::up_tls(&certs.path("server.crt"), &certs.path("server.key")).await;
+    assert!(rx.url().starts_with("https://"), "{}", rx.url());
+    let (id, _) = webhooks::add_webhook(&app, &rx, None);
+    let (stream, owner) = app.stream_with_owner().await;
+    let path = format!("/api/streams/{stream}/messages");
+    let r = owner.post(&path, json!({"message": "over TLS"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    webhooks::until(
+        "the message reached the HTTPS receiver",
+        Duration::from_secs(30),
+        || rx.acked_texts("message.created", "message") == ["over TLS"],
+    )
+    .await;
+
+    let admin = app.user("root", Role::Admin).await;
+    let r = admin
+        .post(&format!("/api/webhooks/{id}/test"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["ok"], true, "{}", r.body);
+
+    // The CLI's ping trusts what its own settings say.
+    let id_arg = id.to_string();
+    let ping = [
+        "webhook",
+        "test",
+        "--tenant",
+        app.tenant.slug.as_str(),
+        &id_arg,
+    ];
+    let out = cli_beside(&ping, &[]).await;
+    assert!(!out.status.success());
+    let line = error_line(&stderr(&out));
+    assert!(
+        line.contains("TLS failed: the server's certificate is not signed by a trusted CA"),
+        "{line}"
+    );
+    let out = cli_beside(&ping, &[("STAMPEDE_WEBHOOKS_CA_FILE", &ca)]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("200 in "), "{}", stdout(&out));
+
+    // Every attempt is in the deliveries log, the refused one with its reason.
+    let log_path = format!("/api/webhooks/{id}/deliveries");
+    let errors: Vec<Value> =
+        eventually("four attempts logged", Duration::from_secs(10), || async {
+            let log = admin.get(&log_path).await.json()["deliveries"].clone();
+            let log = log.as_array().cloned().unwrap_or_default();
+            (log.len() == 4).then(|| log.iter().map(|d| d["error"].clone()).collect())
+        })
+        .await;
+    assert_eq!(
+        errors.iter().filter(|e| e.is_null()).count(),
+        3,
+        "{errors:?}"
+    );
+    let refused = errors.iter().find_map(Value::as_str).unwrap_or_default();
+    assert!(refused.contains("not signed by a trusted CA"), "{errors:?}");
+    assert_eq!(
+        rx.got().len(),
+        3,
+        "one message and two pings reached the receiver"
+    );
+    rx.assert_all_signed();
 }

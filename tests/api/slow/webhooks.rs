@@ -1,5 +1,6 @@
 //! Webhooks (PROTOCOL.md, "Bots, tokens and webhooks"): a real HTTP receiver
-//! inside the test checks the signature of every request; events of every
+//! inside the test (over TLS where a test asks: `Receiver::up_tls`) checks
+//! the signature of every request; events of every
 //! type arrive in order, retries keep the event id, nothing committed is lost
 //! across a SIGKILL, two nodes deliver each event once, failing endpoints are
 //! disabled, and bad input changes nothing.
@@ -17,7 +18,14 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use stampede::domain::Role;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::{
+    rustls::{
+        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+        ServerConfig,
+    },
+    TlsAcceptor,
+};
 
 use crate::{helpers::*, slow::common::*};
 
@@ -38,6 +46,8 @@ pub struct Got {
 pub struct Receiver {
     /// Its port.
     pub port: u16,
+    /// The TLS it speaks, if any.
+    tls: Option<TlsAcceptor>,
     secret: Arc<Mutex<String>>,
     got: Arc<Mutex<Vec<Got>>>,
     bad: Arc<Mutex<Vec<String>>>,
@@ -79,6 +89,7 @@ impl Receiver {
     pub fn down() -> Receiver {
         Receiver {
             port: free_port(),
+            tls: None,
             secret: Arc::default(),
             got: Arc::default(),
             bad: Arc::default(),
@@ -94,9 +105,30 @@ impl Receiver {
         r
     }
 
-    /// `http://127.0.0.1:PORT/hook`.
+    /// A receiver listening on a free port over TLS only, with the PEM
+    /// certificate chain `cert` and its key `key`.
+    pub async fn up_tls(cert: &std::path::Path, key: &std::path::Path) -> Receiver {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .expect("certificate file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM certificates");
+        let key = PrivateKeyDer::from_pem_file(key).expect("PEM key");
+        let config = ServerConfig::builder_with_provider(stampede::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("certificate and key");
+        let mut r = Receiver::down();
+        r.tls = Some(TlsAcceptor::from(Arc::new(config)));
+        r.listen().await;
+        r
+    }
+
+    /// `http://127.0.0.1:PORT/hook`, or `https://` for a TLS receiver.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/hook", self.port)
     }
 
     /// The secret to check signatures with.
@@ -143,13 +175,23 @@ impl Receiver {
                     continue;
                 };
                 let me = me.clone();
-                actix_rt::spawn(async move { me.serve(sock).await });
+                actix_rt::spawn(async move {
+                    match &me.tls {
+                        None => me.serve(sock).await,
+                        // A client that refuses the certificate sends nothing.
+                        Some(tls) => {
+                            if let Ok(sock) = tls.accept(sock).await {
+                                me.serve(sock).await
+                            }
+                        }
+                    }
+                });
             }
         });
         *self.task.lock().unwrap() = Some(task);
     }
 
-    async fn serve(&self, mut sock: tokio::net::TcpStream) {
+    async fn serve(&self, mut sock: impl AsyncRead + AsyncWrite + Unpin) {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         let head_end = loop {
@@ -491,17 +533,7 @@ async fn every_event_type_arrives_signed_and_in_order() {
 
     // `webhook test` sends a ping now and prints the answer.
     let slug = app.tenant.slug.as_str();
-    // On another thread: the receiver answers from this test's runtime.
-    let args: Vec<String> = ["webhook", "test", "--tenant", slug, &id.to_string()]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        cli(&args, &[])
-    })
-    .await
-    .unwrap();
+    let out = cli_beside(&["webhook", "test", "--tenant", slug, &id.to_string()], &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("200 in "), "{}", stdout(&out));
     assert!(rx.acked().iter().any(|g| g.body["type"] == "ping"));
