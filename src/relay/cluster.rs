@@ -112,21 +112,37 @@ fn node_addr(node: &Value, asked_host: &str) -> Result<String, String> {
     Ok(format!("{host}:{port}"))
 }
 
-/// `info` (the configured URL: credentials, database) pointed at `addr`.
+/// `info` (the configured URL: credentials, database, TLS and its roots)
+/// pointed at `addr`.
 pub fn info_for(info: &ConnectionInfo, addr: &str) -> Result<ConnectionInfo, String> {
     let (host, port) = addr
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
         .ok_or_else(|| format!("bad node address {addr:?}"))?;
-    Ok(info.clone().set_addr(ConnectionAddr::Tcp(host, port)))
+    let addr = match info.addr() {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host, port),
+    };
+    Ok(info.clone().set_addr(addr))
 }
 
 /// `host:port` of the configured URL.
 pub fn seed_addr(info: &ConnectionInfo) -> Result<String, String> {
     match info.addr() {
-        ConnectionAddr::Tcp(host, port) => Ok(format!("{host}:{port}")),
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            Ok(format!("{host}:{port}"))
+        }
         other => Err(format!(
-            "redis.cluster needs a plain redis:// URL, not {other:?}"
+            "redis.cluster needs a redis:// or rediss:// URL, not {other:?}"
         )),
     }
 }
@@ -202,6 +218,23 @@ mod tests {
         assert_eq!(t.nodes().len(), 6);
         assert!(t.owner_of_any("127.0.0.1:7001"));
         assert!(!t.owner_of_any("127.0.0.1:7004"));
+    }
+
+    #[test]
+    fn every_node_is_reached_as_the_url_says() {
+        let url = |u: &str| redis::IntoConnectionInfo::into_connection_info(u).unwrap();
+        let tls = url("rediss://user:pw@redis.internal:7000/");
+        assert_eq!(seed_addr(&tls).unwrap(), "redis.internal:7000");
+        let shard = info_for(&tls, "10.0.0.2:7001").unwrap();
+        assert!(
+            matches!(shard.addr(), ConnectionAddr::TcpTls { host, port: 7001, insecure: false, .. } if host == "10.0.0.2"),
+            "{:?}",
+            shard.addr()
+        );
+        assert_eq!(shard.redis_settings().password(), Some("pw"));
+        let plain = info_for(&url("redis://10.0.0.1:7000"), "10.0.0.2:7001").unwrap();
+        assert_eq!(*plain.addr(), ConnectionAddr::Tcp("10.0.0.2".into(), 7001));
+        assert!(seed_addr(&url("unix:///tmp/redis.sock")).is_err());
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! With `redis.cluster` the same events go over a Redis Cluster with sharded
 //! pub/sub instead (`sharded`): channel names carry hash tags ([`slots`]),
 //! the topology is read and followed ([`cluster`]), and each shard has one
-//! subscriber connection speaking RESP itself (`resp`).
+//! subscriber connection speaking RESP itself (`resp`), over TLS with the same
+//! checks for a `rediss://` URL.
 
 pub mod cluster;
 mod resp;
@@ -212,7 +213,8 @@ impl Relay {
         let up = Arc::new(AtomicBool::new(false));
         let backend = if settings.cluster {
             Backend::Cluster(sharded::Cluster::start(
-                &settings.url,
+                client(settings)?.get_connection_info().clone(),
+                subscriber_tls(settings)?,
                 prefix.clone(),
                 node.clone(),
                 counts,
@@ -438,6 +440,19 @@ pub fn client(settings: &RedisSettings) -> anyhow::Result<redis::Client> {
         },
     )
     .map_err(|e| anyhow::anyhow!("redis.url / redis.ca_file: {e}"))
+}
+
+/// For a `rediss://` URL, the TLS of a connection the node makes itself (a
+/// cluster shard's subscriber): chain and host name checked against the roots
+/// of `redis.ca_file`, else the system's, as the redis crate's connections do.
+fn subscriber_tls(settings: &RedisSettings) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if !settings.url.starts_with("rediss://") {
+        return Ok(None);
+    }
+    let ca_file = (!settings.ca_file.is_empty()).then(|| std::path::Path::new(&settings.ca_file));
+    let roots = crate::tls::roots(ca_file).map_err(|e| anyhow::anyhow!("redis TLS: {e:#}"))?;
+    let config = crate::tls::client_config(crate::tls::Verify::Full, Some(roots))?;
+    Ok(Some(Arc::new(config)))
 }
 
 /// For a `rediss://` URL, one connection: a failed TLS handshake (untrusted

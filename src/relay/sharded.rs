@@ -24,14 +24,13 @@ use std::{
 };
 
 use redis::aio::MultiplexedConnection;
+use rustls::pki_types::ServerName;
 use tokio::{
-    io::{AsyncWriteExt, BufReader},
-    net::{
-        tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
-    },
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    net::TcpStream,
     sync::{mpsc, watch, Notify},
 };
+use tokio_rustls::TlsConnector;
 
 use super::{
     cluster::{self, Topology},
@@ -58,10 +57,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// node's count in each room it runs.
 type ShardPresence = (Vec<RoomKey>, Vec<(RoomKey, u64)>);
 
+/// The reading half of a subscriber connection (plain TCP or TLS).
+type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
+/// The writing half of a subscriber connection.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// The cluster relay's shared state.
 pub(super) struct Cluster {
-    /// The configured URL (credentials; its address is the first seed).
+    /// The configured URL (credentials, TLS; its address is the first seed).
     info: redis::ConnectionInfo,
+    /// TLS of the subscriber connections, for a `rediss://` URL (the command
+    /// connections take theirs from `info`).
+    tls: Option<TlsConnector>,
     /// `host:port` of the configured URL.
     seed: String,
     prefix: String,
@@ -84,7 +91,8 @@ impl Cluster {
     /// Starts the manager, publisher and presence tasks.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start(
-        url: &str,
+        info: redis::ConnectionInfo,
+        tls: Option<Arc<rustls::ClientConfig>>,
         prefix: String,
         node: String,
         counts: LocalCounts,
@@ -93,11 +101,10 @@ impl Cluster {
         publish_rx: mpsc::Receiver<(String, String)>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| anyhow::anyhow!("redis.url is not a valid Redis URL: {e}"))?;
         let seed = cluster::seed_addr(&info).map_err(|e| anyhow::anyhow!(e))?;
         let c = Arc::new(Self {
             info,
+            tls: tls.map(TlsConnector::from),
             seed,
             prefix,
             node,
@@ -309,15 +316,26 @@ impl Cluster {
         }
     }
 
-    /// Opens a subscriber connection to `addr` (authenticated when the URL has
-    /// credentials).
-    async fn subscriber_connection(
-        &self,
-        addr: &str,
-    ) -> std::io::Result<(BufReader<OwnedReadHalf>, OwnedWriteHalf)> {
+    /// Opens a subscriber connection to `addr`: over TLS for a `rediss://`
+    /// URL (the certificate must name `addr`'s host), authenticated when the
+    /// URL has credentials.
+    async fn subscriber_connection(&self, addr: &str) -> std::io::Result<(Reader, Writer)> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
+        let (read, mut write): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match &self.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(host.to_string())
+                    .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+                let (r, w) = tokio::io::split(tls.connect(name, stream).await?);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let mut read = BufReader::new(read);
         let settings = self.info.redis_settings();
         if let Some(password) = settings.password() {
@@ -399,7 +417,7 @@ impl Cluster {
         &self,
         addr: &str,
         frames: &mut mpsc::Receiver<std::io::Result<Resp>>,
-        write: &mut OwnedWriteHalf,
+        write: &mut Writer,
         placed: &mut watch::Receiver<BTreeSet<String>>,
         subscribed: &mut BTreeSet<String>,
     ) -> bool {
@@ -660,10 +678,7 @@ impl Cluster {
 
 /// Reads a subscriber connection's frames until it fails (the error is the
 /// last item) or the receiver is gone.
-async fn read_frames(
-    mut read: BufReader<OwnedReadHalf>,
-    frames: mpsc::Sender<std::io::Result<Resp>>,
-) {
+async fn read_frames(mut read: Reader, frames: mpsc::Sender<std::io::Result<Resp>>) {
     loop {
         let frame = resp::read(&mut read).await;
         let failed = frame.is_err();
@@ -686,7 +701,7 @@ fn refused_slot(error: &str) -> Option<u16> {
 /// commands for every added and removed channel in ONE write (a sharded
 /// subscribe takes one slot, so one channel, per command).
 async fn sync_subscriptions(
-    write: &mut OwnedWriteHalf,
+    write: &mut Writer,
     subscribed: &mut BTreeSet<String>,
     wanted: &BTreeSet<String>,
 ) -> bool {

@@ -2,10 +2,13 @@
 //! sharded pub/sub (`redis.cluster = true`). Each test starts its own cluster:
 //! six `redis-server --cluster-enabled yes` processes on free ports (three
 //! primaries, three replicas) in a temporary directory, joined with
-//! `redis-cli --cluster create`; the shared Redis is never touched.
+//! `redis-cli --cluster create`; the shared Redis is never touched. One test
+//! runs a cluster that speaks TLS only (three primaries, client ports and bus
+//! over TLS with a private CA's certificate), reached with `rediss://`.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -25,11 +28,19 @@ struct ClusterNode {
     child: Option<std::process::Child>,
 }
 
-/// A private six-node Redis Cluster (3 primaries, 3 replicas); killed and
-/// its directory removed on drop.
+/// A private Redis Cluster (six nodes: 3 primaries, 3 replicas; or three
+/// primaries over TLS); killed and its directory removed on drop.
 struct RedisCluster {
     dir: std::path::PathBuf,
     nodes: Vec<ClusterNode>,
+    tls: Option<ClusterTls>,
+}
+
+/// The certificate, key and CA of a cluster that speaks TLS only.
+struct ClusterTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 /// `redis-cli` (installed with Debian's redis-server, as `redis-tools`).
@@ -43,13 +54,19 @@ fn redis_cli_bin() -> String {
     bin.into()
 }
 
-/// Runs `redis-cli -p port args…`; its stdout.
+/// Runs `redis-cli -p port args…` on a plain cluster; its stdout.
 fn cli_on(port: u16, args: &[&str]) -> String {
-    let out = Command::new(redis_cli_bin())
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
+    redis_cli(None, port, args)
+}
+
+/// Runs `redis-cli -p port args…`, over TLS with `tls`; its stdout.
+fn redis_cli(tls: Option<&ClusterTls>, port: u16, args: &[&str]) -> String {
+    let mut cmd = Command::new(redis_cli_bin());
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(tls) = tls {
+        cmd.arg("--tls").arg("--cacert").arg(&tls.ca);
+    }
+    let out = cmd.args(args).output().expect("run redis-cli");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -57,6 +74,22 @@ impl RedisCluster {
     /// Starts six nodes and joins them; waits until every node reports
     /// `cluster_state:ok` and agrees on the primaries.
     fn start() -> RedisCluster {
+        Self::start_with(6, 1, None)
+    }
+
+    /// Three primaries speaking TLS only, with `certs`' server certificate
+    /// (the nodes' bus too); ready as [`RedisCluster::start`]'s.
+    fn start_tls(certs: &super::tls::TestCerts) -> RedisCluster {
+        let tls = ClusterTls {
+            cert: certs.path("server.crt"),
+            key: certs.path("server.key"),
+            ca: certs.path("ca.crt"),
+        };
+        Self::start_with(3, 0, Some(tls))
+    }
+
+    /// `count` nodes with `replicas` replicas per primary.
+    fn start_with(count: usize, replicas: usize, tls: Option<ClusterTls>) -> RedisCluster {
         let server = redis_server_bin();
         let version = Command::new(server)
             .arg("--version")
@@ -79,8 +112,9 @@ impl RedisCluster {
         let mut cluster = RedisCluster {
             dir,
             nodes: Vec::new(),
+            tls,
         };
-        for _ in 0..6 {
+        for _ in 0..count {
             let mut node = ClusterNode {
                 port: free_port(),
                 child: None,
@@ -90,7 +124,7 @@ impl RedisCluster {
         }
         for n in &cluster.nodes {
             let until = Instant::now() + Duration::from_secs(10);
-            while cli_on(n.port, &["PING"]).trim() != "PONG" {
+            while cluster.cli(n.port, &["PING"]).trim() != "PONG" {
                 assert!(
                     Instant::now() < until,
                     "redis-server did not come up on {}",
@@ -104,10 +138,14 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new(redis_cli_bin())
+        let mut create = Command::new(redis_cli_bin());
+        if let Some(tls) = &cluster.tls {
+            create.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        let out = create
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("redis-cli --cluster create");
@@ -121,40 +159,60 @@ impl RedisCluster {
         cluster
     }
 
+    /// `redis-cli` on the node `port` of this cluster; its stdout.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        redis_cli(self.tls.as_ref(), port, args)
+    }
+
     fn spawn(&self, port: u16) -> std::process::Child {
-        Command::new(redis_server_bin())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-            ])
-            .arg(self.dir.join(format!("nodes-{port}.conf")))
-            .args([
-                "--cluster-node-timeout",
-                "2000",
-                // Replicas in sync at once (a replica that never synced
-                // does not take over).
-                "--repl-diskless-sync-delay",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server")
+        let mut cmd = Command::new(redis_server_bin());
+        match &self.tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca),
+        };
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+        ])
+        .arg(self.dir.join(format!("nodes-{port}.conf")))
+        .args([
+            "--cluster-node-timeout",
+            "2000",
+            // Replicas in sync at once (a replica that never synced
+            // does not take over).
+            "--repl-diskless-sync-delay",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+        ])
+        .arg(&self.dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server")
     }
 
     /// The seed URL the nodes are given (the first node).
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.nodes[0].port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[0].port)
     }
 
     /// Ports of nodes still running.
@@ -167,9 +225,9 @@ impl RedisCluster {
     }
 
     /// Primaries serving slots as node `port` sees them: port → slot ranges.
-    fn primaries_seen_by(port: u16) -> BTreeMap<u16, Vec<(u16, u16)>> {
+    fn primaries_seen_by(&self, port: u16) -> BTreeMap<u16, Vec<(u16, u16)>> {
         let mut out = BTreeMap::new();
-        for line in cli_on(port, &["CLUSTER", "NODES"]).lines() {
+        for line in self.cli(port, &["CLUSTER", "NODES"]).lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 8 || !f[2].contains("master") || f[2].contains("fail") {
                 continue;
@@ -204,10 +262,11 @@ impl RedisCluster {
         let until = Instant::now() + limit;
         loop {
             let alive = self.alive();
-            let ok = alive
-                .iter()
-                .all(|p| cli_on(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
-            let views: Vec<_> = alive.iter().map(|p| Self::primaries_seen_by(*p)).collect();
+            let ok = alive.iter().all(|p| {
+                self.cli(*p, &["CLUSTER", "INFO"])
+                    .contains("cluster_state:ok")
+            });
+            let views: Vec<_> = alive.iter().map(|p| self.primaries_seen_by(*p)).collect();
             let covered = |v: &BTreeMap<u16, Vec<(u16, u16)>>| {
                 v.values()
                     .flatten()
@@ -217,7 +276,7 @@ impl RedisCluster {
             };
             // Every replica has synced with its primary.
             let synced = alive.iter().all(|p| {
-                let info = cli_on(*p, &["INFO", "replication"]);
+                let info = self.cli(*p, &["INFO", "replication"]);
                 !info.contains("role:slave") || info.contains("master_link_status:up")
             });
             if ok
@@ -271,10 +330,16 @@ impl Drop for RedisCluster {
 /// Two nodes on the cluster with a fresh prefix and chat and reaction
 /// limits out of the way, both ready (every shard connected).
 async fn cluster_nodes(app: &TestApp, cluster: &RedisCluster) -> (Node, TestApp, Node, TestApp) {
+    let ca = cluster.tls.as_ref().map(|t| t.ca.display().to_string());
+    let ca_env: Vec<(&str, &str)> = ca
+        .iter()
+        .map(|ca| ("STAMPEDE_REDIS_CA_FILE", ca.as_str()))
+        .collect();
     let env = [
         &[("STAMPEDE_REDIS_CLUSTER", "true")],
         RAISED_LIMITS_ENV,
         RAISED_REACTION_LIMITS_ENV,
+        &ca_env,
     ]
     .concat();
     let nodes = two_nodes_on(app, &cluster.url(), &env).await;
@@ -320,8 +385,8 @@ async fn wait_ready(app: &TestApp) {
 }
 
 /// Subscribers of a shard channel on the node `port` (`PUBSUB SHARDNUMSUB`).
-fn shard_subscribers(port: u16, channel: &str) -> u64 {
-    let out = cli_on(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+fn shard_subscribers(cluster: &RedisCluster, port: u16, channel: &str) -> u64 {
+    let out = cluster.cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
     out.lines()
         .nth(1)
         .and_then(|l| l.trim().parse().ok())
@@ -329,10 +394,10 @@ fn shard_subscribers(port: u16, channel: &str) -> u64 {
 }
 
 /// Waits until both nodes subscribed `channel` on its primary.
-async fn wait_subscribed(port: u16, channel: &str) {
+async fn wait_subscribed(cluster: &RedisCluster, port: u16, channel: &str) {
     let what = format!("both nodes subscribing {channel} on its primary {port}");
     eventually(&what, Duration::from_secs(15), || async {
-        (shard_subscribers(port, channel) >= 2).then_some(())
+        (shard_subscribers(cluster, port, channel) >= 2).then_some(())
     })
     .await
 }
@@ -341,6 +406,7 @@ async fn wait_subscribed(port: u16, channel: &str) {
 async fn wait_subscribed_on_owner(cluster: &RedisCluster, channel: &str) {
     let primaries = cluster.wait_healthy(3, Duration::from_secs(5));
     wait_subscribed(
+        cluster,
         RedisCluster::owner(&primaries, slots::key_slot(channel)),
         channel,
     )
@@ -356,16 +422,15 @@ async fn relay_received(app: &TestApp) -> u64 {
         .expect("stampede_relay_received_total in /metrics")
 }
 
-/// Rooms land on all three shards, and each relays messages between the
-/// nodes once, through sharded pub/sub on the primary owning its slot.
-#[actix_web::test]
-async fn rooms_on_every_shard_relay_messages_once() {
-    let cluster = RedisCluster::start();
+/// Nodes A and B on `cluster` and a room on each of its three shards, each
+/// relaying alice's message on A and bob's on B to the other once, through
+/// sharded pub/sub on the primary owning its slot. The nodes are kept.
+async fn relay_once_on_every_shard(cluster: &RedisCluster) -> ShardRooms {
     let primaries = cluster.wait_healthy(3, Duration::from_secs(30));
     let app = spawn_app().await;
     app.create_user("alice", "password-123", Role::Viewer).await;
     app.create_user("bob", "password-123", Role::Viewer).await;
-    let (_a, ha, _b, hb) = cluster_nodes(&app, &cluster).await;
+    let (a, ha, b, hb) = cluster_nodes(&app, cluster).await;
 
     // Streams until every primary owns at least one of their rooms.
     let mut rooms: BTreeMap<u16, (i64, String)> = BTreeMap::new();
@@ -374,7 +439,7 @@ async fn rooms_on_every_shard_relay_messages_once() {
         let ch = channel(prefix(&ha), &app.tenant.slug, stream);
         let slot = slots::key_slot(&ch);
         // Our slot is the cluster's.
-        let theirs = cli_on(cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &ch]);
+        let theirs = cluster.cli(cluster.nodes[0].port, &["CLUSTER", "KEYSLOT", &ch]);
         assert_eq!(theirs.trim(), slot.to_string(), "slot of {ch}");
         rooms
             .entry(RedisCluster::owner(&primaries, slot))
@@ -394,10 +459,10 @@ async fn rooms_on_every_shard_relay_messages_once() {
     for (port, (stream, ch)) in &rooms {
         let mut ca = alice.ws(*stream).await;
         let mut cb = bob.ws(*stream).await;
-        wait_subscribed(*port, ch).await;
+        wait_subscribed(cluster, *port, ch).await;
         for (other, _) in rooms.iter().filter(|(p, _)| *p != port) {
             assert_eq!(
-                shard_subscribers(*other, ch),
+                shard_subscribers(cluster, *other, ch),
                 0,
                 "{ch} is subscribed on {other}, not its owner {port}"
             );
@@ -428,10 +493,35 @@ async fn rooms_on_every_shard_relay_messages_once() {
         );
     }
 
+    ShardRooms {
+        rooms,
+        _app: app,
+        node_a: ha,
+        _nodes: (a, b, hb),
+    }
+}
+
+/// What [`relay_once_on_every_shard`] leaves running.
+struct ShardRooms {
+    /// Primary port → (stream, channel) of a room it owns.
+    rooms: BTreeMap<u16, (i64, String)>,
+    _app: TestApp,
+    node_a: TestApp,
+    _nodes: (Node, Node, TestApp),
+}
+
+/// Rooms land on all three shards, and each relays messages between the
+/// nodes once, through sharded pub/sub on the primary owning its slot.
+#[actix_web::test]
+async fn rooms_on_every_shard_relay_messages_once() {
+    let cluster = RedisCluster::start();
+    let shard = relay_once_on_every_shard(&cluster).await;
+    let (rooms, ha) = (&shard.rooms, &shard.node_a);
+
     // Readiness and per-shard metrics name all three primaries.
     let r = ha.get("/readyz", None).await;
     assert_eq!(r.json()["redis"], true, "{}", r.body);
-    for (port, (_, _)) in &rooms {
+    for (port, (_, _)) in rooms {
         let shard = &r.json()["redis_shards"][format!("127.0.0.1:{port}")];
         assert_eq!(shard["connected"], true, "{}", r.body);
         assert!(
@@ -441,12 +531,30 @@ async fn rooms_on_every_shard_relay_messages_once() {
         );
     }
     let metrics = ha.get("/metrics", None).await.body;
-    for (port, (_, _)) in &rooms {
+    for (port, (_, _)) in rooms {
         let line = format!("stampede_redis_shard_connected{{shard=\"127.0.0.1:{port}\"}} 1");
         assert!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
     }
     assert!(metrics.contains("stampede_redis_shard_subscriptions{"));
     assert!(metrics.contains("stampede_redis_shard_publish_errors_total{"));
+}
+
+/// A cluster that speaks TLS only, client ports and bus: nodes given its
+/// `rediss://` URL and `redis.ca_file` read its topology, publish and
+/// subscribe on every shard over TLS (the shard subscriber connections the
+/// node opens itself check chain and name as the redis crate's do), and a
+/// room on each of the three shards relays once.
+#[actix_web::test]
+async fn a_tls_only_cluster_relays_rooms_on_every_shard() {
+    let certs = super::tls::TestCerts::make();
+    let cluster = RedisCluster::start_tls(&certs);
+    assert!(cluster.url().starts_with("rediss://"));
+    let shard = relay_once_on_every_shard(&cluster).await;
+    let r = shard.node_a.get("/readyz", None).await;
+    for port in shard.rooms.keys() {
+        let on = &r.json()["redis_shards"][format!("127.0.0.1:{port}")];
+        assert_eq!(on["connected"], true, "{}", r.body);
+    }
 }
 
 /// The multi-node behaviours of one Redis hold on a cluster: sessions,
@@ -730,7 +838,7 @@ async fn primary_killed_while_chat_flows_loses_and_repeats_nothing() {
         "the killed primary still owns the room's slot"
     );
     // Both nodes resubscribed by themselves, on the promoted replica.
-    wait_subscribed(promoted, &ch).await;
+    wait_subscribed(&cluster, promoted, &ch).await;
     chat.crosses_again("the failover").await;
     chat.assert_exactly_once(&app, stream).await;
 
@@ -801,9 +909,9 @@ async fn slot_moved_while_chat_flows_is_followed() {
         (RedisCluster::owner(&owners, slot) == to).then_some(())
     })
     .await;
-    wait_subscribed(to, &ch).await;
+    wait_subscribed(&cluster, to, &ch).await;
     assert_eq!(
-        shard_subscribers(from, &ch),
+        shard_subscribers(&cluster, from, &ch),
         0,
         "{ch} still subscribed on its old primary"
     );

@@ -18,14 +18,15 @@ use stampede::{domain::Role, store::connect::PgTarget};
 use super::webhooks;
 use crate::helpers::*;
 
-/// A private CA, a server certificate it signs for `localhost` and 127.0.0.1,
-/// and a second CA that signs nothing. Removed on drop.
-struct TestCerts {
+/// A private CA, a server certificate it signs for `localhost` and 127.0.0.1
+/// (also good as a client certificate: a TLS Redis Cluster's nodes present it
+/// to each other), and a second CA that signs nothing. Removed on drop.
+pub(super) struct TestCerts {
     dir: PathBuf,
 }
 
 impl TestCerts {
-    fn make() -> TestCerts {
+    pub(super) fn make() -> TestCerts {
         let certs = TestCerts {
             dir: std::env::temp_dir().join(format!("stampede-tls-{}", random_hex(10))),
         };
@@ -58,7 +59,7 @@ impl TestCerts {
             "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
              basicConstraints=critical,CA:FALSE\n\
              keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth\n",
+             extendedKeyUsage=serverAuth,clientAuth\n",
         )
         .unwrap();
         certs.openssl(&[
@@ -114,11 +115,11 @@ impl TestCerts {
         );
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(super) fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 
-    fn ca(&self) -> String {
+    pub(super) fn ca(&self) -> String {
         self.path("ca.crt").display().to_string()
     }
 
