@@ -602,6 +602,8 @@ async fn a_receiver_failing_three_times_gets_the_same_event_on_the_fourth_try() 
     assert_eq!(got[4].body["data"]["id"], after);
     assert_ne!(&got[4].event_id, first_id);
 
+    // An attempt is logged with its outcome, after the receiver answered.
+    wait_idle(&app).await;
     let out = cli(
         &[
             "webhook",
@@ -927,6 +929,8 @@ async fn admins_manage_webhooks_and_tokens_over_http() {
         !rx.acked().is_empty()
     })
     .await;
+    // Logged once the receiver has answered: the deliveries list below has it.
+    wait_idle(&app).await;
     rx.assert_all_signed();
     assert_eq!(rx.acked()[0].body["type"], "stream.status");
 
