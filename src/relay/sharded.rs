@@ -358,6 +358,8 @@ impl Cluster {
     async fn shard(self: Arc<Self>, addr: String, mut placed: watch::Receiver<BTreeSet<String>>) {
         let stats = self.metrics.shard(&addr);
         let mut backoff = Duration::from_millis(100);
+        // A refused certificate is said once a streak of failures, at warn.
+        let mut told = false;
         loop {
             let (read, mut write) = match tokio::time::timeout(
                 OP_TIMEOUT,
@@ -369,7 +371,16 @@ impl Cluster {
                 other => {
                     stats.connected.store(false, Ordering::Relaxed);
                     if let Ok(Err(e)) = other {
-                        tracing::debug!(shard = %addr, error = %e, "cannot connect to redis shard");
+                        match crate::tls::rustls_error(&e) {
+                            Some(tls) if !told => {
+                                told = true;
+                                let reason = crate::tls::reason(tls);
+                                tracing::warn!(shard = %addr, %reason, "Redis TLS failed");
+                            }
+                            _ => {
+                                tracing::debug!(shard = %addr, error = %e, "cannot connect to redis shard")
+                            }
+                        }
                     }
                     self.refresh.notify_one();
                     tokio::select! {
@@ -385,6 +396,7 @@ impl Cluster {
             let ok = sync_subscriptions(&mut write, &mut subscribed, &wanted).await;
             if ok {
                 backoff = Duration::from_millis(100);
+                told = false;
                 stats.connected.store(true, Ordering::Relaxed);
                 self.metrics.relay_connects.inc();
                 tracing::info!(shard = %addr, channels = subscribed.len(), "redis shard subscribed");

@@ -962,6 +962,16 @@ impl Node {
     /// Starts `stampede serve` on `port` with extra environment, and waits until
     /// `/healthz` answers.
     pub async fn start(port: u16, envs: &[(&str, &str)]) -> Node {
+        Self::start_with(port, envs, None).await
+    }
+
+    /// [`Node::start`] with everything the node writes (its log, on stderr,
+    /// and stdout) in the file `log`; `RUST_LOG` in `envs` sets the level.
+    pub async fn start_with_log(port: u16, envs: &[(&str, &str)], log: &std::path::Path) -> Node {
+        Self::start_with(port, envs, Some(log)).await
+    }
+
+    async fn start_with(port: u16, envs: &[(&str, &str)], log: Option<&std::path::Path>) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stampede"));
         cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .env("STAMPEDE_DATABASE_URL", database_url())
@@ -973,6 +983,10 @@ impl Node {
             // Off unless `envs` turns it on (see `test_settings`).
             .env("STAMPEDE_WEBHOOKS_DELIVER", "false")
             .stdout(std::process::Stdio::null());
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).expect("the node's log file");
+            cmd.stdout(file.try_clone().unwrap()).stderr(file);
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -77,12 +77,12 @@ impl RedisCluster {
         Self::start_with(6, 1, None)
     }
 
-    /// Three primaries speaking TLS only, with `certs`' server certificate
+    /// Three primaries speaking TLS only, with `certs`' certificate `name`
     /// (the nodes' bus too); ready as [`RedisCluster::start`]'s.
-    fn start_tls(certs: &super::tls::TestCerts) -> RedisCluster {
+    fn start_tls(certs: &super::tls::TestCerts, name: &str) -> RedisCluster {
         let tls = ClusterTls {
-            cert: certs.path("server.crt"),
-            key: certs.path("server.key"),
+            cert: certs.path(&format!("{name}.crt")),
+            key: certs.path(&format!("{name}.key")),
             ca: certs.path("ca.crt"),
         };
         Self::start_with(3, 0, Some(tls))
@@ -547,7 +547,7 @@ async fn rooms_on_every_shard_relay_messages_once() {
 #[actix_web::test]
 async fn a_tls_only_cluster_relays_rooms_on_every_shard() {
     let certs = super::tls::TestCerts::make();
-    let cluster = RedisCluster::start_tls(&certs);
+    let cluster = RedisCluster::start_tls(&certs, "server");
     assert!(cluster.url().starts_with("rediss://"));
     let shard = relay_once_on_every_shard(&cluster).await;
     let r = shard.node_a.get("/readyz", None).await;
@@ -555,6 +555,50 @@ async fn a_tls_only_cluster_relays_rooms_on_every_shard() {
         let on = &r.json()["redis_shards"][format!("127.0.0.1:{port}")];
         assert_eq!(on["connected"], true, "{}", r.body);
     }
+}
+
+/// A shard whose certificate does not name the address `CLUSTER SLOTS`
+/// gives (here `localhost` only, while the cluster announces 127.0.0.1) is
+/// reached by name through the seed but refused on every shard: the node is
+/// not ready, and its log says why, at warn, once per shard.
+#[actix_web::test]
+async fn a_shard_certificate_without_its_address_is_refused_and_reported() {
+    let certs = super::tls::TestCerts::make();
+    certs.server_cert("localhost-only", "DNS:localhost");
+    let cluster = RedisCluster::start_tls(&certs, "localhost-only");
+    let seed = format!("rediss://localhost:{}", cluster.nodes[0].port);
+    let ca = certs.ca();
+    let prefix = format!("t{}", random_hex(8));
+    let env = [
+        ("STAMPEDE_REDIS_URL", seed.as_str()),
+        ("STAMPEDE_REDIS_CLUSTER", "true"),
+        ("STAMPEDE_REDIS_CA_FILE", ca.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let log = certs.path("node.log");
+    let node = Node::start_with_log(free_port(), &env, &log).await;
+    let app = spawn_app().await;
+    let on = app.on_node(&node);
+    let warned = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("Redis TLS failed"))
+            .filter(|l| l.contains("does not name the host"))
+            .count()
+    };
+    eventually(
+        "a warning for each shard",
+        Duration::from_secs(20),
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            (warned(&text) >= 3).then_some(())
+        },
+    )
+    .await;
+    let r = on.get("/readyz", None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["redis"], false, "{}", r.body);
+    // Said once per shard, not at every retry.
+    assert_eq!(warned(&std::fs::read_to_string(&log).unwrap()), 3);
 }
 
 /// The multi-node behaviours of one Redis hold on a cluster: sessions,

@@ -49,37 +49,45 @@ impl TestCerts {
                 ],
             );
         }
-        certs.new_key(
-            "-new",
-            "server",
-            &["-out", "server.csr", "-subj", "/CN=localhost"],
-        );
+        certs.server_cert("server", "DNS:localhost,IP:127.0.0.1");
+        certs
+    }
+
+    /// `<name>.crt` and `<name>.key`: a certificate the CA signs for the
+    /// subject alternative names `san` (`DNS:localhost,IP:127.0.0.1`), good
+    /// for servers and clients.
+    pub(super) fn server_cert(&self, name: &str, san: &str) {
+        let csr = format!("{name}.csr");
+        let ext = format!("{name}.ext");
+        let crt = format!("{name}.crt");
+        self.new_key("-new", name, &["-out", &csr, "-subj", "/CN=localhost"]);
         std::fs::write(
-            certs.dir.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
-             basicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=serverAuth,clientAuth\n",
+            self.dir.join(&ext),
+            format!(
+                "subjectAltName={san}\n\
+                 basicConstraints=critical,CA:FALSE\n\
+                 keyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth,clientAuth\n"
+            ),
         )
         .unwrap();
-        certs.openssl(&[
+        self.openssl(&[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.crt",
             "-CAkey",
             "ca.key",
             "-CAcreateserial",
             "-out",
-            "server.crt",
+            &crt,
             "-days",
             "2",
             "-extfile",
-            "server.ext",
+            &ext,
         ]);
-        certs
     }
 
     /// `openssl req <mode>` with a new P-256 key in `<name>.key`, then `rest`.

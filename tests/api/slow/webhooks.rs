@@ -1101,29 +1101,9 @@ async fn tokens_and_secrets_never_appear_in_logs() {
     let app = spawn_app().await;
     let rx = Receiver::up().await;
     let log_path = std::env::temp_dir().join(format!("stampede-log-{}.txt", random_hex(8)));
-    let port = free_port();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stampede"));
-    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .env("STAMPEDE_DATABASE_URL", database_url())
-        .env("RUST_LOG", "debug")
-        .current_dir(std::env::temp_dir())
-        .stdout(std::fs::File::create(&log_path).unwrap())
-        .stderr(
-            std::fs::File::options()
-                .append(true)
-                .open(&log_path)
-                .unwrap(),
-        );
-    for (k, v) in FAST_ENV {
-        cmd.env(k, v);
-    }
-    let node = Node::spawn(&mut cmd, port);
+    let env = [FAST_ENV, &[("RUST_LOG", "debug")]].concat();
+    let node = Node::start_with_log(free_port(), &env, &log_path).await;
     let on = app.on_node(&node);
-    eventually("the node started", Duration::from_secs(20), || async {
-        let health = on.client.get(format!("{}/healthz", on.address)).send();
-        health.await.ok().map(drop)
-    })
-    .await;
     let admin = on.user("root", Role::Admin).await;
     let as_admin = Api(&on, As::Session(&admin));
     let owner = on.user("owner", Role::Streamer).await;
