@@ -2,9 +2,9 @@
 //! sharded pub/sub (`redis.cluster = true`). Each test starts its own cluster:
 //! six `redis-server --cluster-enabled yes` processes on free ports (three
 //! primaries, three replicas) in a temporary directory, joined with
-//! `redis-cli --cluster create`; the shared Redis is never touched. One test
-//! runs a cluster that speaks TLS only (three primaries, client ports and bus
-//! over TLS with a private CA's certificate), reached with `rediss://`.
+//! `redis-cli --cluster create`; the shared Redis is never touched. The TLS
+//! tests run clusters that speak TLS only (three primaries, client ports and
+//! bus over TLS with a private CA's certificate), reached with `rediss://`.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
