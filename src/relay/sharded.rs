@@ -57,7 +57,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// node's count in each room it runs.
 type ShardPresence = (Vec<RoomKey>, Vec<(RoomKey, u64)>);
 
-/// The reading half of a subscriber connection (plain TCP or TLS).
+/// The reading half of a subscriber connection (plain TCP or TLS), buffered.
 type Reader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
 /// The writing half of a subscriber connection.
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
@@ -322,10 +322,10 @@ impl Cluster {
     async fn subscriber_connection(&self, addr: &str) -> std::io::Result<(Reader, Writer)> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (read, mut write): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match &self.tls {
+        let (mut read, mut write): (Reader, Writer) = match &self.tls {
             None => {
                 let (r, w) = stream.into_split();
-                (Box::new(r), Box::new(w))
+                (BufReader::new(Box::new(r)), Box::new(w))
             }
             Some(tls) => {
                 let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -333,10 +333,9 @@ impl Cluster {
                 let name = ServerName::try_from(host.to_string())
                     .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
                 let (r, w) = tokio::io::split(tls.connect(name, stream).await?);
-                (Box::new(r), Box::new(w))
+                (BufReader::new(Box::new(r)), Box::new(w))
             }
         };
-        let mut read = BufReader::new(read);
         let settings = self.info.redis_settings();
         if let Some(password) = settings.password() {
             let mut auth = redis::cmd("AUTH");
