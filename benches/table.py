@@ -5,7 +5,7 @@ import json
 import sys
 from collections import defaultdict
 
-SYSTEMS = ["stampede", "stampede2", "stampede3", "floor", "centrifuge", "django"]
+SYSTEMS = ["stampede", "stampede2", "stampede3", "stampede3tls", "floor", "centrifuge", "django"]
 WORKLOADS = ["s", "m", "b", "c", "d", "e", "r"]
 
 runs, notes, extra = [], defaultdict(list), defaultdict(dict)
@@ -232,6 +232,11 @@ if relay:
     shard = sum(share["stampede3"]) / len(share["stampede3"]) if share["stampede3"] else None
     print(f"\n- node efficiency, cluster vs one Redis: {ratio(three, one)} (target within 10 %)")
     print(f"- CPU of a cluster primary vs the one Redis: {ratio(shard, single)} (target ≈ 0.33×)")
+    tls = mean("stampede3tls", "r", "server.deliveries_per_cpu_s")
+    if tls is not None:
+        tls_shard = sum(share["stampede3tls"]) / len(share["stampede3tls"]) if share["stampede3tls"] else None
+        print(f"- node efficiency, cluster over TLS vs plain cluster: {ratio(tls, three)}")
+        print(f"- CPU of a primary, over TLS vs plain: {ratio(tls_shard, shard)}")
 hooks = by.get(("stampedewh", "w"), [])
 if hooks:
     rate = hooks[0]["config"]["chat_rate"]
