@@ -992,7 +992,11 @@ impl Node {
         }
         let node = Node::spawn(&mut cmd, port);
         let client = Client::default();
-        for _ in 0..200 {
+        // A deadline, not a count of tries: on a loaded machine (eight test
+        // threads on two cores) a start can take more than ten seconds.
+        let limit = std::time::Duration::from_secs(30);
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
             if let Ok(r) = client.get(format!("{}/healthz", node.address)).send().await {
                 if r.status().is_success() {
                     return node;
@@ -1000,7 +1004,7 @@ impl Node {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("stampede serve did not come up on port {port}");
+        panic!("stampede serve did not come up on port {port} within {limit:?}");
     }
 
     /// Spawns `cmd`, a `stampede serve` set to bind 127.0.0.1:`port`,
