@@ -86,9 +86,9 @@ impl Store {
                  ORDER BY 1, 2"
             }
             Bucket::Hour => {
-                "SELECT pg_catalog.date_trunc('hour', m.minute) AS b, m.stamp_id, st.name, pg_catalog.sum(m.count)::bigint \
+                "SELECT pg_catalog.date_trunc('hour', m.minute, 'UTC') AS b, m.stamp_id, st.name, pg_catalog.sum(m.count)::bigint \
                  FROM {schema}.streaming_reaction_minute m JOIN {schema}.chat_chatstamp st ON st.id = m.stamp_id \
-                 WHERE m.stream_id = $1 AND m.minute >= pg_catalog.date_trunc('hour', $2::timestamptz) AND m.minute < $3 \
+                 WHERE m.stream_id = $1 AND m.minute >= pg_catalog.date_trunc('hour', $2::timestamptz, 'UTC') AND m.minute < $3 \
                  GROUP BY 1, 2, 3 ORDER BY 1, 2"
             }
         };

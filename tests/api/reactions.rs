@@ -154,7 +154,21 @@ async fn unknown_stamp_and_rate_limit() {
 
 #[actix_web::test]
 async fn analytics_api_csv_and_page() {
-    let app = spawn_app_with(generous).await;
+    // The node's connections run in a zone half an hour off UTC: buckets
+    // still start on whole UTC hours (PROTOCOL.md).
+    let app = spawn_app_with(|s| {
+        generous(s);
+        let sep = if s.database.url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        s.database.url = format!(
+            "{}{sep}options=-c%20TimeZone%3DAsia%2FKolkata",
+            s.database.url
+        );
+    })
+    .await;
     let (stream, owner) = app.stream_with_owner().await;
     let [viewer, modr] = app
         .users([("viewer", Role::Viewer), ("mod", Role::Moderator)])
