@@ -139,17 +139,29 @@ async fn the_shield_restores_exactly_what_was_there() {
 #[actix_web::test]
 async fn modes_set_on_one_node_hold_on_the_other() {
     let app = spawn_app().await;
-    let stream = app.stream_with_viewer_accounts(["bob"]).await;
+    let stream = app.stream_with_viewer_accounts(["bob", "carol"]).await;
     let (_a, ha, _b, hb) = two_nodes(&app, &[]).await;
     let owner = ha.logged_in("owner").await;
     let bob = hb.logged_in("bob").await;
-    let [mut o, mut viewer] = sockets(stream, [&owner, &bob]).await;
+    let carol = ha.logged_in("carol").await;
+    let [mut o, mut viewer, mut carol_a] = sockets(stream, [&owner, &bob, &carol]).await;
     set_modes(&mut o, json!({"stamps_only":true})).await;
     let notice = tokio::time::timeout(Duration::from_secs(5), viewer.expect("moderation"))
         .await
         .expect("the modes notice reaches node B (PROTOCOL: within 1 s; 5 s allowed for a loaded machine)");
     assert_eq!(notice["modes"]["stamps_only"], true);
     assert_eq!(outcome(&mut viewer, "hello").await, "stamps_only");
+
+    // Unique chat compares with what was sent through either node.
+    set_modes(&mut o, json!({"stamps_only":false,"unique_chat":true})).await;
+    let notice = viewer.expect("moderation").await;
+    assert_eq!(notice["modes"]["unique_chat"], true);
+    carol_a.say("Buy now!!").await;
+    assert_eq!(viewer.expect("message").await["message"], "Buy now!!");
+    assert_eq!(outcome(&mut viewer, "buy   NOW!!").await, "duplicate");
+    assert_eq!(outcome(&mut viewer, "buy later").await, "ack");
+    assert_eq!(carol_a.expect("message").await["message"], "buy later");
+    assert_eq!(outcome(&mut carol_a, "BUY LATER").await, "duplicate");
 }
 
 #[actix_web::test]

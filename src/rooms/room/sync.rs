@@ -35,6 +35,12 @@ impl RoomActor {
         self.newest_id = self.newest_id.max(d.id);
         if let (Some(u), true) = (d.user_id, d.remote) {
             self.last_chat.insert(u, Instant::now());
+            // Sent through another node: unique chat compares with it too.
+            if self.modes.modes.unique_chat {
+                if let Some(text) = frame_text(&d.frame) {
+                    self.recent.add(RecentTexts::key(&text), Instant::now());
+                }
+            }
         }
         if d.hidden {
             self.broadcast_hidden(&d.frame, Some(d.id), d.user_id);
@@ -288,4 +294,15 @@ impl Handler<RelayState> for RoomActor {
         );
         self.resync(ctx);
     }
+}
+
+/// The text of a `message` frame (`None` for a frame that is not one).
+fn frame_text(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Text<'a> {
+        #[serde(borrow)]
+        message: std::borrow::Cow<'a, str>,
+    }
+    let t: Text<'_> = serde_json::from_str(frame).ok()?;
+    Some(t.message.into_owned())
 }
