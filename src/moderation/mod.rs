@@ -349,6 +349,10 @@ pub enum ModEvent {
         frame: String,
         id: i64,
         seq: i64,
+        /// From a hidden author: shown to them and moderators only. (Absent
+        /// from an older node's event, which never held hidden messages.)
+        #[serde(default)]
+        hidden: bool,
     },
     /// A held message was denied (by a moderator, or after ten minutes).
     Deny {
@@ -542,32 +546,15 @@ pub async fn execute(
                 .ok_or_else(|| ApiError::new(Code::NotFound, "No such held message waiting."))?;
             let h = r.held;
             match r.stored {
-                Some((id, seq, at)) => {
-                    let frame = crate::protocol::message_frame(&StoredMessage {
-                        id,
-                        seq,
-                        user_id: Some(h.user_id),
-                        username: Some(h.username),
-                        role: Some(h.role),
-                        content: h.content,
-                        message_type: crate::store::messages::MessageType::Message,
-                        client_id: h.client_id.clone(),
-                        created_at: at,
-                        hidden: false,
-                        // Held messages keep neither reply nor mentions.
-                        reply_to: None,
-                        mentions: Vec::new(),
-                        edited_at: None,
-                    });
-                    Ok(ModEvent::Approve {
-                        held_id,
-                        user_id: h.user_id,
-                        client_id: h.client_id,
-                        frame: frame.to_string(),
-                        id,
-                        seq,
-                    })
-                }
+                Some(m) => Ok(ModEvent::Approve {
+                    held_id,
+                    user_id: h.user_id,
+                    client_id: h.client_id,
+                    frame: crate::protocol::message_frame(&m).to_string(),
+                    id: m.id,
+                    seq: m.seq,
+                    hidden: m.hidden,
+                }),
                 None => Ok(ModEvent::Deny {
                     held_id,
                     user_id: h.user_id,

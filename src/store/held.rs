@@ -5,7 +5,9 @@
 use time::OffsetDateTime;
 
 use super::{
-    messages::{insert_in, InsertOutcome, MessageType, NewMessage},
+    messages::{
+        insert_in, message_from, message_sql, InsertOutcome, MessageType, NewMessage, StoredMessage,
+    },
     moderation::{log_in, NewLogEntry},
     tenant_sql, Slug, Store, StoreResult,
 };
@@ -33,6 +35,33 @@ pub struct Held {
     pub reason: String,
     /// When it was held.
     pub created_at: OffsetDateTime,
+    /// The message it replies to (checked when it was held).
+    pub reply_to_id: Option<i64>,
+    /// Users it mentions.
+    pub mentions: Vec<String>,
+    /// Its author was hidden when it was sent: approved, it stays hidden.
+    pub hidden: bool,
+}
+
+/// A message to hold: what the room resolved of it before holding it.
+#[derive(Debug, Clone)]
+pub struct NewHeld<'a> {
+    /// The chat room's row id.
+    pub room_id: i64,
+    /// Author.
+    pub user_id: i64,
+    /// The text (already cleaned).
+    pub content: &'a str,
+    /// The sender's idempotency key.
+    pub client_id: Option<&'a str>,
+    /// Why it is held (`term` or `link`).
+    pub reason: &'a str,
+    /// The message it replies to.
+    pub reply_to_id: Option<i64>,
+    /// Users it mentions.
+    pub mentions: &'a [String],
+    /// From a hidden user.
+    pub hidden: bool,
 }
 
 /// A held message that was resolved now.
@@ -40,8 +69,8 @@ pub struct Held {
 pub struct Resolved {
     /// The held message.
     pub held: Held,
-    /// For an approval: the stored message's id, seq and commit time.
-    pub stored: Option<(i64, i64, OffsetDateTime)>,
+    /// For an approval: the message as stored, as history will read it.
+    pub stored: Option<StoredMessage>,
 }
 
 /// A statement template (see [`super::tenant_sql`]) reading held messages for
@@ -49,7 +78,8 @@ pub struct Resolved {
 /// that changed them) with their authors.
 fn held_sql(source: &str) -> String {
     format!(
-        "SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at \
+        "SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at, \
+         h.reply_to_id, h.mentions, h.is_hidden \
          FROM {source} JOIN {{schema}}.accounts_user u ON u.id = h.user_id"
     )
 }
@@ -64,28 +94,40 @@ fn held_from(row: &tokio_postgres::Row) -> Held {
         client_id: row.get(5),
         reason: row.get(6),
         created_at: row.get(7),
+        reply_to_id: row.get(8),
+        mentions: row.get(9),
+        hidden: row.get(10),
     }
+}
+
+/// The condition of a message still waiting: neither resolved nor older than
+/// [`HOLD_FOR`] (`$n` binds `HOLD_FOR` in seconds). Past it, a message is as
+/// good as denied even before a room's sweep records the denial.
+fn waiting(n: usize) -> String {
+    format!("h.state = 'held' AND h.created_at >= now() - ${n}::bigint * interval '1 second'")
 }
 
 impl Store {
     /// Holds a message for review; returns it with its id.
-    pub async fn hold_message(
-        &self,
-        slug: &Slug,
-        room_id: i64,
-        user_id: i64,
-        content: &str,
-        client_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<Held> {
+    pub async fn hold_message(&self, slug: &Slug, m: &NewHeld<'_>) -> StoreResult<Held> {
         self.query_one_in(
             slug,
             &format!(
-                "WITH h AS (INSERT INTO {{schema}}.chat_heldmessage (room_id, user_id, content, client_id, reason) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING *) {}",
+                "WITH h AS (INSERT INTO {{schema}}.chat_heldmessage \
+                   (room_id, user_id, content, client_id, reason, reply_to_id, mentions, is_hidden) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *) {}",
                 held_sql("h")
             ),
-            &[&room_id, &user_id, &content, &client_id, &reason],
+            &[
+                &m.room_id,
+                &m.user_id,
+                &m.content,
+                &m.client_id,
+                &m.reason,
+                &m.reply_to_id,
+                &m.mentions,
+                &m.hidden,
+            ],
             held_from,
         )
         .await
@@ -96,10 +138,11 @@ impl Store {
         self.query_in(
             slug,
             &format!(
-                "{} WHERE h.room_id = $1 AND h.state = 'held' ORDER BY h.id",
-                held_sql("{schema}.chat_heldmessage h")
+                "{} WHERE h.room_id = $1 AND {} ORDER BY h.id",
+                held_sql("{schema}.chat_heldmessage h"),
+                waiting(2)
             ),
-            &[&room_id],
+            &[&room_id, &HOLD_FOR.whole_seconds()],
             held_from,
         )
         .await
@@ -107,7 +150,8 @@ impl Store {
 
     /// Approves (storing it as a chat message, in the same transaction) or
     /// denies a held message of a room, and logs it. `None` when it is not
-    /// waiting (unknown, another room's, or resolved already).
+    /// waiting (unknown, another room's, resolved already, or held longer
+    /// than [`HOLD_FOR`]).
     pub async fn resolve_held(
         &self,
         slug: &Slug,
@@ -124,13 +168,20 @@ impl Store {
                 &tenant_sql(
                     slug,
                     &format!(
-                        "WITH h AS (UPDATE {{schema}}.chat_heldmessage \
+                        "WITH h AS (UPDATE {{schema}}.chat_heldmessage h \
                            SET state = $3, resolved_by = $4, resolved_at = now() \
-                         WHERE id = $1 AND room_id = $2 AND state = 'held' RETURNING *) {}",
+                         WHERE h.id = $1 AND h.room_id = $2 AND {} RETURNING h.*) {}",
+                        waiting(5),
                         held_sql("h")
                     ),
                 ),
-                &[&held_id, &room_id, &state, &log.moderator_id],
+                &[
+                    &held_id,
+                    &room_id,
+                    &state,
+                    &log.moderator_id,
+                    &HOLD_FOR.whole_seconds(),
+                ],
             )
             .await?
         else {
@@ -148,13 +199,13 @@ impl Store {
                     content: held.content.clone(),
                     message_type: MessageType::Message,
                     client_id: held.client_id.clone(),
-                    hidden: false,
-                    reply_to_id: None,
-                    mentions: Vec::new(),
+                    hidden: held.hidden,
+                    reply_to_id: held.reply_to_id,
+                    mentions: held.mentions.clone(),
                 }],
             )
             .await?;
-            if let Some(InsertOutcome::Stored { id, seq, at }) = out.first().copied() {
+            if let Some(InsertOutcome::Stored { id, .. }) = out.first().copied() {
                 tx.execute(
                     &tenant_sql(
                         slug,
@@ -163,7 +214,11 @@ impl Store {
                     &[&held_id, &id],
                 )
                 .await?;
-                stored = Some((id, seq, at));
+                // Read back as history reads it: the reply's excerpt as it is now.
+                let row = tx
+                    .query_one(&tenant_sql(slug, &message_sql("WHERE m.id = $1")), &[&id])
+                    .await?;
+                stored = Some(message_from(&row));
             }
         }
         log_in(
@@ -171,7 +226,7 @@ impl Store {
             slug,
             &NewLogEntry {
                 target_user_id: Some(held.user_id),
-                message_id: stored.map(|(id, _, _)| id),
+                message_id: stored.as_ref().map(|m| m.id),
                 ..log
             },
         )

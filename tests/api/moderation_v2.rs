@@ -457,6 +457,93 @@ async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
     assert_eq!(viewer_b.expect("message").await["message"], "hello all");
 }
 
+/// A held message is the message its author sent: its `reply_to` is checked
+/// before it is held (`not_found`), and approved on another node it keeps its
+/// reply and mentions, and a hidden author's stays hidden. Past ten minutes a
+/// held message can no longer be approved, even before a room's sweep (or,
+/// with the room gone, no sweep at all) has denied it.
+#[actix_web::test]
+async fn a_held_message_keeps_its_reply_mentions_and_hidden_author() {
+    let (app, stream, (_a, ha, _b, hb)) = bob_and_mod_on_two_nodes().await;
+    let owner = ha.logged_in("owner").await;
+    add_term(&ha, stream, &owner, "cheap", "hold").await;
+    let bob = ha.logged_in("bob").await;
+    let mut sender = bob.ws(stream).await;
+    let (mut watcher, _, _) = ha.ws_ready(stream, None).await;
+    let moderator = hb.logged_in("mod").await;
+    let mut m = moderator.ws(stream).await;
+    let first = sender.say("hello").await;
+    watcher.expect("message").await;
+    m.expect("message").await;
+
+    sender
+        .send(json!({"type":"message","message":"cheap @mod","reply_to":999_999}))
+        .await;
+    assert_eq!(
+        expect_without_messages(&mut sender, "error").await["code"],
+        "not_found"
+    );
+    let reply = json!({"type":"message","message":"cheap deal @MOD","reply_to":first});
+    sender.send(reply).await;
+    let held_id = expect_without_messages(&mut sender, "held").await["held_id"].clone();
+    assert_eq!(m.expect("held").await["held_id"], held_id);
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    let shown = watcher.expect("message").await;
+    assert_eq!(shown["message"], "cheap deal @MOD");
+    assert_eq!(shown["reply_to"]["id"], first);
+    assert_eq!(shown["reply_to"]["excerpt"], "hello");
+    assert_eq!(shown["mentions"], json!(["mod"]));
+    assert_eq!(sender.expect("ack").await["held_id"], held_id);
+    let replay = ha
+        .get(&format!("/api/streams/{stream}/messages"), None)
+        .await;
+    assert_eq!(replay.json()["messages"][0]["reply_to"]["id"], first);
+    assert_eq!(replay.json()["messages"][0]["mentions"], json!(["mod"]));
+
+    // Hidden, bob's held message stays hidden once approved.
+    let mut o = owner.ws(stream).await;
+    o.send(json!({"type":"hide","username":"bob"})).await;
+    o.expect("moderation").await;
+    sender.send(json!({"message":"cheap and quiet"})).await;
+    let held_id = expect_without_messages(&mut sender, "held").await["held_id"].clone();
+    loop {
+        let v = m.recv().await;
+        if v["type"] == "held" && v["held_id"] == held_id {
+            break;
+        }
+    }
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    let own = sender.expect("message").await;
+    assert_eq!(
+        (own["message"].as_str(), own["hidden"].as_bool()),
+        (Some("cheap and quiet"), Some(true))
+    );
+    let seen = o.expect("message").await;
+    assert_eq!(seen["hidden"], true);
+    watcher.assert_silent(Duration::from_millis(700)).await;
+    let rows = app
+        .tenant_sql(
+            "SELECT is_hidden FROM {s}.chat_chatmessage WHERE content = 'cheap and quiet'",
+            &[],
+        )
+        .await;
+    assert!(rows[0].get::<_, bool>(0), "stored flagged hidden");
+
+    // Past ten minutes: not approvable, not queued.
+    o.send(json!({"type":"unhide","username":"bob"})).await;
+    o.expect("moderation").await;
+    sender.send(json!({"message":"cheap, but late"})).await;
+    let held_id = expect_without_messages(&mut sender, "held").await["held_id"].clone();
+    app.tenant_sql(
+        "UPDATE {s}.chat_heldmessage SET created_at = now() - interval '11 minutes' WHERE id = $1",
+        &[&held_id.as_i64().unwrap()],
+    )
+    .await;
+    m.send(json!({"type":"approve","held_id":held_id})).await;
+    assert_eq!(m.expect("error").await["code"], "not_found");
+    watcher.assert_silent(Duration::from_millis(300)).await;
+}
+
 /// Two changes of chat modes made at once may reach a room in either order
 /// (from two nodes, or two requests): a change that arrives after a newer one
 /// neither undoes it nor tells viewers the old state.

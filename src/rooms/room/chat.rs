@@ -2,6 +2,7 @@
 //! its answers (ack, relay, delivery), reaction windows, status notices.
 
 use super::*;
+use crate::store::held::NewHeld;
 
 impl RoomActor {
     /// Hands a message to the batch writer.
@@ -72,32 +73,32 @@ impl RoomActor {
 }
 
 impl RoomActor {
-    /// Holds a message for review: stored in the held table, then the sender
-    /// hears `held`, and every moderator socket on every node sees the item.
-    fn hold(
-        &mut self,
-        ctx: &mut Context<Self>,
-        conn_id: u64,
-        user: &RoomUser,
-        text: String,
-        client_id: Option<String>,
-        reason: &'static str,
-    ) {
-        let user_id = user.id;
+    /// Holds a message for review, with the reply and mentions resolved for
+    /// it and its author's hidden flag: stored in the held table, then the
+    /// sender hears `held`, and every moderator socket on every node sees the
+    /// item.
+    pub(super) fn hold(&mut self, ctx: &mut Context<Self>, pending: Pending, reason: &'static str) {
+        let (Some(conn_id), Some(user_id)) = (pending.conn_id, pending.user.as_ref().map(|u| u.id))
+        else {
+            return;
+        };
         self.with_store(
             ctx,
-            |db| async move {
+            move |db| async move {
+                let m = NewHeld {
+                    room_id: db.room_id,
+                    user_id,
+                    content: &pending.content,
+                    client_id: pending.client_id.as_deref(),
+                    reason,
+                    reply_to_id: pending.reply_to.as_ref().map(|r| r.id),
+                    mentions: &pending.mentions,
+                    hidden: pending.hidden,
+                };
                 db.store
-                    .hold_message(
-                        &db.slug,
-                        db.room_id,
-                        user_id,
-                        &text,
-                        client_id.as_deref(),
-                        reason,
-                    )
+                    .hold_message(&db.slug, &m)
                     .await
-                    .map_err(|e| (e, client_id))
+                    .map_err(|e| (e, pending.client_id))
             },
             move |r, room, _| match r {
                 Ok(held) => {
@@ -182,17 +183,6 @@ impl Handler<Chat> for RoomActor {
             self.recent
                 .add(RecentTexts::key(chat.text.as_str()), Instant::now());
         }
-        if let Admit::Hold(reason) = admit {
-            self.hold(
-                ctx,
-                conn_id,
-                &user,
-                chat.text.into_string(),
-                chat.client_id,
-                reason,
-            );
-            return;
-        }
         let hidden = !self.may_moderate(&user) && self.hidden.is_hidden(user.id);
         let pending = Pending {
             hidden,
@@ -205,8 +195,13 @@ impl Handler<Chat> for RoomActor {
             reply_to: None,
             mentions: Vec::new(),
         };
-        // Mentions and the message replied to are resolved in `replies`.
-        self.submit_chat(ctx, pending, chat.reply_to);
+        let hold = match admit {
+            Admit::Hold(reason) => Some(reason),
+            _ => None,
+        };
+        // Mentions and the message replied to are resolved in `replies`,
+        // then the message is stored or, like any other, held.
+        self.submit_chat(ctx, pending, chat.reply_to, hold);
     }
 }
 

@@ -86,6 +86,7 @@ impl RoomActor {
                 frame,
                 id,
                 seq,
+                hidden,
             } => {
                 self.held.remove(held_id);
                 self.notify_moderators(&event.frame());
@@ -98,7 +99,7 @@ impl RoomActor {
                         frame: ByteString::from(frame.clone()),
                         user_id: Some(*user_id),
                         remote: true,
-                        hidden: false,
+                        hidden: *hidden,
                     }),
                 );
                 let ack = protocol::ack_frame_held(client_id.as_deref(), *id, *held_id);

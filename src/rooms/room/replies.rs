@@ -19,6 +19,8 @@ use crate::store::messages::ReplyRef;
 struct Queued {
     pending: Pending,
     reply_to: Option<i64>,
+    /// Held for review (why) once resolved, rather than stored.
+    hold: Option<&'static str>,
     /// The mention cache was refreshed for it already.
     refreshed: bool,
 }
@@ -64,16 +66,18 @@ impl RoomActor {
     }
 
     /// Sends an accepted chat message on, in order: mentions resolved, reply
-    /// checked, then to the writer.
+    /// checked, then to the writer, or held for review when `hold` says why.
     pub(super) fn submit_chat(
         &mut self,
         ctx: &mut Context<Self>,
         pending: Pending,
         reply_to: Option<i64>,
+        hold: Option<&'static str>,
     ) {
         self.chat_queue.queue.push_back(Queued {
             pending,
             reply_to,
+            hold,
             refreshed: false,
         });
         self.drain_chat(ctx);
@@ -106,17 +110,17 @@ impl RoomActor {
             }
             item.pending.mentions = mentions;
             let Some(target) = item.reply_to else {
-                self.submit_or_refuse(ctx, item.pending);
+                self.forward(ctx, item.pending, item.hold);
                 continue;
             };
             if let Some(r) = self.ring.get(target).and_then(reply_from_frame) {
                 item.pending.reply_to = Some(r);
-                self.submit_or_refuse(ctx, item.pending);
+                self.forward(ctx, item.pending, item.hold);
                 continue;
             }
             // Not among the recent messages: PostgreSQL decides.
             self.chat_queue.busy = true;
-            let mut pending = item.pending;
+            let (mut pending, hold) = (item.pending, item.hold);
             self.with_store(
                 ctx,
                 |db| async move { db.store.reply_target(&db.slug, db.room_id, target).await },
@@ -125,7 +129,7 @@ impl RoomActor {
                     match r {
                         Ok(Some(r)) if !room.early_deletes.contains(&r.id) => {
                             pending.reply_to = Some(r);
-                            room.submit_or_refuse(ctx, pending);
+                            room.forward(ctx, pending, hold);
                         }
                         Ok(_) => room.refuse_pending(
                             &pending,
@@ -143,6 +147,14 @@ impl RoomActor {
             return;
         }
         self.finish_shutdown_if_drained(ctx);
+    }
+
+    /// A resolved message goes to the writer, or is held for review.
+    fn forward(&mut self, ctx: &mut Context<Self>, pending: Pending, hold: Option<&'static str>) {
+        match hold {
+            Some(reason) => self.hold(ctx, pending, reason),
+            None => self.submit_or_refuse(ctx, pending),
+        }
     }
 
     fn submit_or_refuse(&mut self, ctx: &mut Context<Self>, pending: Pending) {
