@@ -263,6 +263,26 @@ pub async fn watchable_stream(
         .ok_or_else(|| ApiError::new(Code::NotFound, "No such stream."))
 }
 
+/// The stream, if this visitor may read its chat: [`watchable_stream`], and
+/// a user banned from it is refused (403 `banned`) as the socket's handshake
+/// refuses them.
+pub async fn readable_stream(
+    visitor: &Visitor,
+    store: &Store,
+    id: i64,
+) -> Result<Stream, ApiError> {
+    let stream = watchable_stream(visitor, store, id).await?;
+    if let Some(u) = visitor.user() {
+        if crate::web::ws::banned_from(store, &visitor.tenant.slug, stream.id, u.id).await? {
+            return Err(ApiError::new(
+                Code::Banned,
+                "You are banned from this stream.",
+            ));
+        }
+    }
+    Ok(stream)
+}
+
 #[derive(Deserialize)]
 struct ReplayQuery {
     before_id: Option<i64>,
@@ -275,7 +295,7 @@ async fn replay(r: ById, query: web::Query<ReplayQuery>) -> Result<HttpResponse,
         return Err(ApiError::new(Code::Invalid, "limit must be at least 1."));
     }
     let limit = limit.min(200);
-    let stream = r.watchable_stream().await?;
+    let stream = r.readable_stream().await?;
     let messages = r
         .store
         .messages_before(&r.tenant.slug, stream.room_id, query.before_id, limit)

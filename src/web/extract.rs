@@ -11,7 +11,7 @@ use crate::{
     error::{ApiError, Code},
     store::{accounts::User, streams::Stream, Store},
     web::{
-        api::watchable_stream,
+        api::{readable_stream, watchable_stream},
         moderation::{moderated_stream, user_and_stream},
     },
 };
@@ -24,7 +24,7 @@ use crate::{
 /// order, so its refusals, and their order against the handler's other
 /// extractors, are those of taking the three one by one. What the visitor may
 /// do with the record is checked by the handler, after extraction (a stream:
-/// [`ById::watchable_stream`], [`ById::moderated_stream`],
+/// [`ById::watchable_stream`], [`ById::readable_stream`], [`ById::moderated_stream`],
 /// [`ById::owned_stream`]). Derefs to `V`.
 pub struct ById<V = Visitor> {
     /// The requester.
@@ -66,6 +66,11 @@ impl<V: AsRef<Visitor>> ById<V> {
     /// The stream `{id}`, if the visitor may watch it (see [`watchable_stream`]).
     pub async fn watchable_stream(&self) -> Result<Stream, ApiError> {
         watchable_stream(self.visitor.as_ref(), &self.store, self.id).await
+    }
+
+    /// The stream `{id}`, if the visitor may read its chat (see [`readable_stream`]).
+    pub async fn readable_stream(&self) -> Result<Stream, ApiError> {
+        readable_stream(self.visitor.as_ref(), &self.store, self.id).await
     }
 
     /// The visitor's user and the stream `{id}`, when the user moderates it

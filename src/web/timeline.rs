@@ -32,7 +32,7 @@ struct TimelineQuery {
 const MAX_OFFSET_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
 
 async fn timeline(r: ById, query: web::Query<TimelineQuery>) -> Result<HttpResponse, ApiError> {
-    let stream = r.watchable_stream().await?;
+    let stream = r.readable_stream().await?;
     // A stream that never went live is timed from its creation.
     let start = stream.started_at.unwrap_or(stream.created_at);
     let end = stream.ended_at.unwrap_or_else(OffsetDateTime::now_utc);

@@ -88,6 +88,20 @@ pub async fn room_user(
     })
 }
 
+/// True when a ban of the user from this stream or the whole tenant is in
+/// force now, as [`Restrictions`] reads the database's rows: such a user may
+/// not watch (the socket's 403, replay's and timeline's `banned`).
+pub async fn banned_from(
+    store: &Store,
+    slug: &crate::domain::Slug,
+    stream_id: i64,
+    user_id: i64,
+) -> Result<bool, ApiError> {
+    let rows = store.restrictions(slug, stream_id, Some(user_id)).await?;
+    let muted = Restrictions::from_rows(rows).muted(user_id, OffsetDateTime::now_utc());
+    Ok(muted == Some(Muted::Banned))
+}
+
 fn plain(status: actix_web::http::StatusCode, body: &'static str) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("text/plain; charset=utf-8")
@@ -139,12 +153,7 @@ async fn connect(
         ));
     }
     if let Some(u) = &user {
-        let restrictions = store
-            .restrictions(&tenant.slug, stream_id, Some(u.id))
-            .await
-            .map_err(ApiError::from)?;
-        let muted = Restrictions::from_rows(restrictions).muted(u.id, OffsetDateTime::now_utc());
-        if muted == Some(Muted::Banned) {
+        if banned_from(store, &tenant.slug, stream_id, u.id).await? {
             return Ok(plain(
                 StatusCode::FORBIDDEN,
                 "You are banned from this stream",

@@ -197,6 +197,25 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     );
     assert_eq!(b.closed().await, Some(4003));
     assert_eq!(app.ws_refusal(stream, Some(&bob.cookie)).await, Some(403));
+    // Who may not watch may not read the chat over HTTP either.
+    let reads = [
+        format!("/api/streams/{stream}/messages"),
+        format!("/api/streams/{stream}/timeline"),
+    ];
+    for path in &reads {
+        let r = bob.get(path).await;
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].clone()),
+            (403, json!("banned")),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        bob.get(&format!("/api/streams/{other_stream}/messages"))
+            .await
+            .status,
+        200
+    );
     // The ban is for this stream only.
     b_other.say("still fine here").await;
     // Only an admin may ban tenant-wide.
@@ -219,6 +238,9 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     let (mut b, hello, _) = app.ws_ready(stream, Some(&bob.cookie)).await;
     assert_eq!(hello["can_chat"], true);
     b.say("thanks").await;
+    for path in &reads {
+        assert_eq!(bob.get(path).await.status, 200, "{path}");
+    }
 
     // An admin's tenant-wide ban closes and refuses every stream.
     a.send(json!({"type":"ban","username":"bob","scope":"tenant"}))
