@@ -46,6 +46,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::QueryConfig::default()
             .error_handler(|err, _| ApiError::new(Code::Invalid, err.to_string()).into()),
     )
+    // A path segment that does not parse (`/api/streams/abc/messages`) is a
+    // path that names nothing: 404, in JSON on the API.
+    .app_data(web::PathConfig::default().error_handler(|_, req| {
+        if is_api(req.path()) {
+            ApiError::new(Code::NotFound, "No such route.").into()
+        } else {
+            actix_web::error::InternalError::from_response("", plain_not_found()).into()
+        }
+    }))
     .app_data(
         web::FormConfig::default()
             .limit(16 * 1024)
@@ -68,8 +77,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(not_found));
 }
 
-/// Any other path: a short plain-text 404 that names nothing.
-async fn not_found() -> actix_web::HttpResponse {
+/// Any other path: a short plain-text 404 that names nothing; under `/api/`
+/// the JSON API's error (`not_found`).
+async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    if is_api(req.path()) {
+        actix_web::ResponseError::error_response(&ApiError::new(Code::NotFound, "No such route."))
+    } else {
+        plain_not_found()
+    }
+}
+
+/// True for a path of the JSON API.
+fn is_api(path: &str) -> bool {
+    path.starts_with("/api/")
+}
+
+fn plain_not_found() -> actix_web::HttpResponse {
     actix_web::HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
         .body("Not found")

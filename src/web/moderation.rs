@@ -90,9 +90,10 @@ async fn moderators(r: ById) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(serde_json::json!({ "moderators": list })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 enum AddRemove {
+    #[default]
     Add,
     Remove,
 }
@@ -149,6 +150,8 @@ fn terms_json(list: &[crate::store::moderation::TermRow]) -> serde_json::Value {
 #[derive(Deserialize)]
 struct TermBody {
     term: String,
+    /// `add` (default: PROTOCOL.md's body is `{"term","mode"}`) or `remove`.
+    #[serde(default)]
     action: AddRemove,
     scope: Option<String>,
     /// `block` (default) or `hold`.

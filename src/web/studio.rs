@@ -61,8 +61,9 @@ pub fn video_url_ok(url: &str) -> bool {
 #[derive(Deserialize)]
 struct NewStreamBody {
     title: String,
+    /// Optional: missing and `null` are an empty description.
     #[serde(default)]
-    description: String,
+    description: Option<String>,
     #[serde(default)]
     video_url: Option<String>,
 }
@@ -90,7 +91,11 @@ fn validate(body: NewStreamBody) -> Result<NewStream, ApiError> {
             "title must not contain control characters.",
         ));
     }
-    let description = body.description.trim().replace("\r\n", "\n");
+    let description = body
+        .description
+        .unwrap_or_default()
+        .trim()
+        .replace("\r\n", "\n");
     if description.chars().count() > MAX_DESCRIPTION_CHARS {
         return Err(ApiError::new(
             Code::Invalid,
@@ -258,7 +263,7 @@ mod tests {
     fn body(title: &str, url: Option<&str>) -> NewStreamBody {
         NewStreamBody {
             title: title.into(),
-            description: String::new(),
+            description: None,
             video_url: url.map(Into::into),
         }
     }
@@ -278,6 +283,13 @@ mod tests {
             "https://a.com/{}",
             "x".repeat(3000)
         )));
+    }
+
+    #[test]
+    fn a_null_description_is_an_empty_one() {
+        let b: NewStreamBody =
+            serde_json::from_str(r#"{"title":"x","description":null,"video_url":null}"#).unwrap();
+        assert_eq!(validate(b).unwrap().description, "");
     }
 
     #[test]

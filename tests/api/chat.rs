@@ -545,10 +545,19 @@ async fn replay_api_pages_back() {
         .await;
     assert_eq!(r.status, 422);
     assert_eq!(r.json()["error"]["code"], "invalid");
-    assert_eq!(
-        app.get("/api/streams/999999/messages", None).await.status,
-        404
-    );
+    // A stream, an id or a route that names nothing: 404 in the API's JSON.
+    for path in [
+        "/api/streams/999999/messages",
+        "/api/streams/abc/messages",
+        "/api/no/such/route",
+    ] {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"]["code"], "not_found", "{path}");
+    }
+    // Pages keep their short plain-text 404.
+    let r = app.get("/no/such/page", None).await;
+    assert_eq!((r.status, r.body.as_str()), (404, "Not found"));
 }
 
 #[actix_web::test]

@@ -173,7 +173,8 @@ async fn disguised_terms_are_blocked() {
         owner
             .post_ok(
                 &format!("/api/streams/{stream}/blocked_terms"),
-                json!({"term":term,"action":"add"}),
+                // PROTOCOL.md's body: `action` and `mode` take their defaults.
+                json!({ "term": term }),
             )
             .await;
     }
@@ -200,7 +201,7 @@ async fn disguised_terms_are_blocked() {
 /// Adds a term to a stream's lists in `mode` (`block` or `hold`).
 async fn add_term(app: &TestApp, stream: i64, owner: &TestUser<'_>, term: &str, mode: &str) {
     let path = format!("/api/streams/{stream}/blocked_terms");
-    let body = json!({"term":term,"action":"add","mode":mode});
+    let body = json!({"term":term,"mode":mode});
     owner.on(app).post_ok(&path, body).await;
 }
 
