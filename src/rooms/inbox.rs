@@ -10,7 +10,8 @@ use crate::{
     sessions::outlet::Outlet, store::streams::StreamStatus,
 };
 
-/// A socket joins the room. The room queues `hello` and `history` itself.
+/// A socket joins the room. The room queues `hello` and `history` itself and
+/// answers once they are queued (after a history read from PostgreSQL, too).
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct Join {

@@ -436,6 +436,45 @@ async fn resume_misses_nothing_under_concurrent_sends() {
 
 /// A client that stops reading is closed with 4008 and stops counting as a
 /// viewer; another client in the same room keeps receiving.
+/// `hello` and `history` come first even when the history is read from
+/// PostgreSQL (a resume older than the ring) and the client speaks at once:
+/// its frames are answered after them, not before.
+#[actix_web::test]
+async fn nothing_comes_before_hello_while_a_history_loads() {
+    let app = AppBuilder::new()
+        .raised_limits()
+        .with(|s| s.chat.ring_size = 5)
+        .spawn()
+        .await;
+    let (stream, owner) = app.stream_with_owner().await;
+    let mut o = owner.ws(stream).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(o.say(&format!("m{i}")).await);
+    }
+    // The history read waits on a lock the test holds.
+    let mut c = app.store.client().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    let schema = app.tenant.slug.schema();
+    tx.batch_execute(&format!(
+        "LOCK TABLE {schema}.chat_chatmessage IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+    let mut late = owner
+        .ws_with(stream, &format!("?last_id={}", ids[0]))
+        .await
+        .expect("socket opens");
+    late.send(json!({"type":"bogus"})).await;
+    late.assert_silent(Duration::from_millis(500)).await;
+    tx.commit().await.unwrap();
+    assert_eq!(late.recv().await["type"], "hello");
+    let history = late.recv().await;
+    assert_eq!(history["type"], "history");
+    assert_eq!(history["messages"].as_array().unwrap().len(), 19);
+    assert_eq!(late.expect("error").await["code"], "unknown_type");
+}
+
 #[actix_web::test]
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
     let app = AppBuilder::new()

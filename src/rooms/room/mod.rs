@@ -196,13 +196,17 @@ impl RoomActor {
         T: 'static,
         F: std::future::Future<Output = T> + 'static,
     {
-        let db = Db {
+        ctx.spawn(call(self.db()).into_actor(self).map(then));
+    }
+
+    /// What a store call of this room needs.
+    fn db(&self) -> Db {
+        Db {
             store: self.store.clone(),
             slug: self.key.slug.clone(),
             room_id: self.stream.room_id,
             stream_id: self.key.stream_id,
-        };
-        ctx.spawn(call(db).into_actor(self).map(then));
+        }
     }
 
     /// A room for `stream` (not started).
@@ -626,14 +630,18 @@ impl Actor for RoomActor {
     }
 }
 
+/// A join is answered once the socket's `hello` and history are queued: the
+/// session reads nothing from its client before (see `sessions`), so no
+/// answer to a client frame can come before them. While a history loads from
+/// PostgreSQL the room goes on with its other work.
 impl Handler<Join> for RoomActor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) {
+    fn handle(&mut self, join: Join, ctx: &mut Context<Self>) -> Self::Result {
         let conn_id = join.conn_id;
         if self.shutdown.is_some() {
             join.outlet.close_after_queue(1012, "server restarting");
-            return;
+            return Box::pin(actix::fut::ready(()));
         }
         if let Some(u) = &join.user {
             self.announce(u, "join");
@@ -643,7 +651,7 @@ impl Handler<Join> for RoomActor {
             Some(after) => self.ring.after(after, RESUME_MAX),
         };
         let resume_point = join.last_id.unwrap_or(0);
-        match from_ring {
+        let loaded: Self::Result = match from_ring {
             Some((frames, truncated)) => {
                 // Everything delivered so far is in that history or before it.
                 let after = resume_point.max(self.newest_id);
@@ -662,14 +670,15 @@ impl Handler<Join> for RoomActor {
                 if !ok {
                     self.members.remove(conn_id);
                 }
+                Box::pin(actix::fut::ready(()))
             }
             None => {
                 self.members
                     .insert(conn_id, join.outlet, join.user, resume_point, true);
                 let last_id = join.last_id;
-                self.with_store(
-                    ctx,
-                    |db| async move {
+                let db = self.db();
+                Box::pin(
+                    async move {
                         match last_id {
                             None => {
                                 db.store
@@ -682,8 +691,9 @@ impl Handler<Join> for RoomActor {
                                     .await
                             }
                         }
-                    },
-                    move |r, room, _| {
+                    }
+                    .into_actor(self)
+                    .map(move |r, room, _| {
                         let (messages, truncated) = r.unwrap_or_else(|e| {
                             tracing::warn!(error = %e, "history unavailable");
                             (Vec::new(), true)
@@ -707,11 +717,12 @@ impl Handler<Join> for RoomActor {
                             newest,
                             queue.as_ref(),
                         );
-                    },
-                );
+                    }),
+                )
             }
-        }
+        };
         self.presence_changed(ctx);
+        loaded
     }
 }
 
