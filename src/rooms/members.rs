@@ -31,10 +31,11 @@ pub struct RoomUser {
     pub username: String,
     /// Tenant-wide role.
     pub role: Role,
-    /// May moderate this stream (admin, moderator, owner, or appointed), as
-    /// last known: it exempts from slow mode. Moderation itself is checked
-    /// against the database when the action arrives.
-    pub can_moderate: bool,
+    /// The socket may use the user's moderation rights: a login session, or
+    /// an API token with the `moderate` scope. Without it the user is a viewer
+    /// here, whatever their rights (no exemption from slow mode and modes, no
+    /// held queue, no hidden messages).
+    pub moderate_scope: bool,
     /// When the account was made (`established_minutes`).
     pub created_at: time::OffsetDateTime,
 }
@@ -388,7 +389,7 @@ mod tests {
             id,
             username: format!("u{id}"),
             role: Role::Viewer,
-            can_moderate: false,
+            moderate_scope: true,
             created_at: time::OffsetDateTime::now_utc(),
         }
     }

@@ -143,7 +143,7 @@ mod tests {
                 id: user,
                 username: format!("u{user}"),
                 role: Role::Viewer,
-                can_moderate: false,
+                moderate_scope: true,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
             }),
             content: "hi".into(),

@@ -116,6 +116,20 @@ impl Store {
         .await
     }
 
+    /// The active users among `ids` ([`User`]s; a deleted or deactivated one
+    /// is absent).
+    pub async fn active_users(&self, slug: &Slug, ids: &[i64]) -> StoreResult<Vec<User>> {
+        self.query_in(
+            slug,
+            &format!(
+                "SELECT {USER_COLUMNS} FROM {{schema}}.accounts_user WHERE id = ANY($1) AND is_active"
+            ),
+            &[&ids],
+            |r| user_from(r, 0),
+        )
+        .await
+    }
+
     /// When a user's account was made.
     pub async fn user_created_at(
         &self,

@@ -81,7 +81,7 @@ async fn post_message(
             "The server is restarting; send again shortly.",
         ));
     }
-    let room_user = room_user(store, &visitor, &user, &stream).await?;
+    let room_user = room_user(store, &visitor, &user).await?;
     let key = room_key(&visitor, stream.id);
     let (outlet, answers) = outlet::detached(4, hub.metrics().clone());
     let post = Post {

@@ -14,7 +14,6 @@ use crate::{
     auth::{Scope, Visitor},
     domain::normalize_host,
     error::ApiError,
-    moderation::can_moderate,
     rooms::{
         restrictions::{Muted, Restrictions},
         Hub, RoomKey, RoomUser,
@@ -22,7 +21,6 @@ use crate::{
     sessions::{self, SessionParams},
     store::{
         accounts::{User, TOKEN_KEY},
-        streams::Stream,
         Store,
     },
     tenants::CurrentTenant,
@@ -64,23 +62,18 @@ pub fn origin_allowed(origin: &str, domains: &[String], allowed: &[String]) -> b
     }
 }
 
-/// A user as the room sees them: rights on the stream (none from a token
-/// without `moderate`) and account age.
-pub async fn room_user(
-    store: &Store,
-    visitor: &Visitor,
-    u: &User,
-    stream: &Stream,
-) -> Result<RoomUser, ApiError> {
+/// A user as the room sees them: whether the socket may use their rights on
+/// the stream (not from a token without `moderate`; the room knows the
+/// rights themselves) and account age.
+pub async fn room_user(store: &Store, visitor: &Visitor, u: &User) -> Result<RoomUser, ApiError> {
     let slug = &visitor.tenant.slug;
     Ok(RoomUser {
         id: u.id,
         username: u.username.clone(),
         role: u.role,
-        can_moderate: visitor
+        moderate_scope: visitor
             .token_scopes()
-            .is_none_or(|s| s.contains(&Scope::Moderate))
-            && can_moderate(store, slug, u, stream).await?,
+            .is_none_or(|s| s.contains(&Scope::Moderate)),
         created_at: store
             .user_created_at(slug, u.id)
             .await?
@@ -143,7 +136,7 @@ async fn connect(
         return Ok(plain(StatusCode::NOT_FOUND, "Not found"));
     };
     let user = match visitor.user() {
-        Some(u) => Some(room_user(store, &visitor, u, &stream).await?),
+        Some(u) => Some(room_user(store, &visitor, u).await?),
         None => None,
     };
     if user.is_none() && !tenant.anonymous_viewers {

@@ -299,6 +299,50 @@ async fn a_bearer_token_opens_a_websocket() {
     assert!(matches!(refused, Err(Refused(401))), "{:?}", refused.err());
 }
 
+/// A moderator's socket opened with a token uses their moderation rights only
+/// when the token has `moderate`: without it, no held queue and no exemption
+/// from slow mode.
+#[actix_web::test]
+async fn a_socket_without_the_moderate_scope_is_a_viewer_there() {
+    let (app, stream) = app_with_stream().await;
+    app.user("boss", Role::Moderator).await;
+    let chat = create_token(&app, "boss", "chat");
+    let full = create_token(&app, "boss", "chat,moderate");
+    let moderation = format!("/api/streams/{stream}/moderation");
+    let slow = json!({"type":"slow_mode","seconds":60});
+    assert_eq!(
+        bearer_post(&app, &moderation, &slow, &full).await.status,
+        200
+    );
+
+    let mut with = connect_bearer(&app, stream, &full).await.expect("socket");
+    for kind in ["hello", "history", "held_queue"] {
+        assert_eq!(with.recv().await["type"], kind);
+    }
+    with.say("one").await;
+    with.say("two").await;
+
+    let mut without = connect_bearer(&app, stream, &chat).await.expect("socket");
+    for kind in ["hello", "history"] {
+        assert_eq!(without.recv().await["type"], kind);
+    }
+    // Boss spoke a moment ago on the other socket: here that is slow mode.
+    without
+        .send(json!({"type":"message","message":"three","client_id":"c3"}))
+        .await;
+    let next = loop {
+        let v = without.recv().await;
+        if v["type"] != "presence" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (&next["type"], &next["code"]),
+        (&json!("error"), &json!("slow_mode")),
+        "no held queue and no exemption: {next}"
+    );
+}
+
 #[actix_web::test]
 async fn http_posts_are_acked_once_per_client_id_and_broadcast() {
     let (app, stream) = app_with_stream().await;

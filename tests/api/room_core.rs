@@ -49,7 +49,7 @@ async fn a_removed_moderator_is_forbidden_on_the_socket_already_open() {
 async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     // The opening of moderation's cross-streamer test, a kit call a step;
     // the rule tested differs.
-    let app = spawn_app().await;
+    let app = AppBuilder::new().raised_limits().spawn().await;
     let stream = app.create_stream("owner").await;
     let [moderator, bob] = app
         .users([("mod", Role::Moderator), ("bob", Role::Viewer)])
@@ -58,6 +58,10 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     let first = b.say("one").await;
     m.send(json!({"type":"pin","message_id":first})).await;
     assert_eq!(b.expect("moderation").await["action"], "pin");
+    m.send(json!({"type":"slow_mode","seconds":60})).await;
+    assert_eq!(b.expect("moderation").await["action"], "slow_mode");
+    m.say("exempt").await;
+    m.say("still exempt").await;
 
     app.tenant_sql(
         "UPDATE {s}.accounts_user SET role = 'viewer' WHERE username = 'mod'",
@@ -68,8 +72,24 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     assert_eq!(error(&mut m).await["code"], "forbidden");
     m.send(json!({"type":"ban","username":"bob"})).await;
     assert_eq!(error(&mut m).await["code"], "forbidden");
-    // Bob was not banned: he still chats.
-    b.say("still here").await;
+    // Bob was not banned: only slow mode holds him.
+    let refused = b.try_say("still here").await.expect_err("slow mode");
+    assert_eq!(refused["code"], "slow_mode");
+    // The room reads the role again by itself: no longer exempt from slow mode.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while m
+        .try_say("and again")
+        .await
+        .err()
+        .map(|e| e["code"].clone())
+        != Some(json!("slow_mode"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the demoted moderator is still exempt from slow mode"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[actix_web::test]

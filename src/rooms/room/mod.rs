@@ -77,6 +77,10 @@ const CATCH_UP_MAX: i64 = 500;
 const EARLY_DELETES: usize = 1024;
 /// How often a room denies held messages older than ten minutes.
 const HELD_SWEEP: Duration = Duration::from_secs(15);
+/// How often a room reads again the roles of members whose rights come from
+/// their role (admins, moderators), so a role taken away in the database
+/// takes its views (held queue, hidden messages, exemptions) with it.
+const ROLES_EVERY: Duration = Duration::from_secs(5);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
@@ -303,10 +307,12 @@ impl RoomActor {
         })
     }
 
-    /// The room's current view of a user's rights (slow mode exemption, held
-    /// queues); moderation actions are checked against the database.
+    /// The room's current view of a member's rights (exemption from slow
+    /// mode and modes, held queues, hidden messages): the user's, when the
+    /// socket may use them; moderation actions are checked against the
+    /// database.
     fn may_moderate(&self, u: &RoomUser) -> bool {
-        moderates(u, self.stream.owner_id, &self.appointed)
+        u.moderate_scope && moderates(u, self.stream.owner_id, &self.appointed)
     }
 
     fn viewers(&self) -> u64 {
@@ -617,6 +623,7 @@ impl Actor for RoomActor {
         });
         // Held messages nobody reviewed within ten minutes are denied.
         ctx.run_interval(HELD_SWEEP, |room, ctx| room.expire_held(ctx));
+        ctx.run_interval(ROLES_EVERY, |room, ctx| room.refresh_roles(ctx));
         // A room started without a socket (a status notice) stops when idle.
         self.maybe_idle(ctx);
     }

@@ -23,15 +23,41 @@ impl RoomActor {
             ctx,
             |db| async move { db.store.stream_moderator_ids(&db.slug, db.stream_id).await },
             |r, room, _| match r {
-                Ok(ids) => {
-                    room.appointed = ids.into_iter().collect();
-                    let owner = room.stream.owner_id;
-                    let appointed = room.appointed.clone();
-                    for u in room.members.users_mut() {
-                        u.can_moderate = moderates(u, owner, &appointed);
+                Ok(ids) => room.appointed = ids.into_iter().collect(),
+                Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
+            },
+        );
+    }
+
+    /// Reads again the tenant roles of the members whose rights come from
+    /// their role (admins, moderators; a handful in any room): one changed
+    /// or taken away in the database is what the room goes by from then on.
+    /// Moderation actions do not wait for this: each is checked against the
+    /// database when it arrives.
+    pub(super) fn refresh_roles(&mut self, ctx: &mut Context<Self>) {
+        let ids: HashSet<i64> = self
+            .members
+            .users_mut()
+            .filter(|u| matches!(u.role, Role::Admin | Role::Moderator))
+            .map(|u| u.id)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let list: Vec<i64> = ids.iter().copied().collect();
+        self.with_store(
+            ctx,
+            move |db| async move { db.store.active_users(&db.slug, &list).await },
+            move |r, room, _| match r {
+                Ok(users) => {
+                    let roles: HashMap<i64, Role> = users.iter().map(|u| (u.id, u.role)).collect();
+                    // Only those asked about: a member who joined meanwhile
+                    // came with a role just read.
+                    for u in room.members.users_mut().filter(|u| ids.contains(&u.id)) {
+                        u.role = roles.get(&u.id).copied().unwrap_or(Role::Viewer);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
+                Err(e) => tracing::warn!(error = %e, "member roles not read again"),
             },
         );
     }
