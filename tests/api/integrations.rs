@@ -341,6 +341,24 @@ async fn a_socket_without_the_moderate_scope_is_a_viewer_there() {
         (&json!("error"), &json!("slow_mode")),
         "no held queue and no exemption: {next}"
     );
+
+    // A message held for review reaches the moderator's socket, not this one.
+    let terms = format!("/api/streams/{stream}/blocked_terms");
+    let hold = json!({"term":"cheap","mode":"hold"});
+    assert_eq!(bearer_post(&app, &terms, &hold, &full).await.status, 200);
+    let bob = app.user("bob", Role::Viewer).await;
+    let mut b = bob.ws(stream).await;
+    b.send(json!({"message":"cheap pills"})).await;
+    b.expect("held").await;
+    assert_eq!(with.expect("held").await["message"], "cheap pills");
+    with.say("marker").await;
+    loop {
+        let v = without.recv().await;
+        assert_ne!(v["type"], "held", "a viewer's socket got a held item");
+        if v["message"] == "marker" {
+            break;
+        }
+    }
 }
 
 #[actix_web::test]

@@ -179,10 +179,14 @@ pub struct RoomActor {
     chat_queue: replies::ChatQueue,
 }
 
-/// The room's rule for who moderates it: staff, the stream's owner and the
-/// moderators appointed on it.
+/// The room's rule for whose socket moderates it: staff, the stream's owner
+/// and the moderators appointed on it, on a socket that may use those rights
+/// ([`RoomUser::moderate_scope`]).
 fn moderates(u: &RoomUser, owner: i64, appointed: &HashSet<i64>) -> bool {
-    matches!(u.role, Role::Admin | Role::Moderator) || u.id == owner || appointed.contains(&u.id)
+    u.moderate_scope
+        && (matches!(u.role, Role::Admin | Role::Moderator)
+            || u.id == owner
+            || appointed.contains(&u.id))
 }
 
 impl RoomActor {
@@ -312,7 +316,7 @@ impl RoomActor {
     /// socket may use them; moderation actions are checked against the
     /// database.
     fn may_moderate(&self, u: &RoomUser) -> bool {
-        u.moderate_scope && moderates(u, self.stream.owner_id, &self.appointed)
+        moderates(u, self.stream.owner_id, &self.appointed)
     }
 
     fn viewers(&self) -> u64 {
