@@ -316,7 +316,14 @@ pub async fn seed(
     }
     // History for the live stream, once.
     let live_stream = store.stream(slug, live).await?.context("the demo stream")?;
-    let (recent, _) = store.recent_messages(slug, live_stream.room_id, 1).await?;
+    let (recent, _) = store
+        .recent_messages(
+            slug,
+            live_stream.room_id,
+            1,
+            crate::store::messages::HiddenShown::None,
+        )
+        .await?;
     if recent.is_empty() {
         let now = OffsetDateTime::now_utc();
         for (ago, who, text) in [

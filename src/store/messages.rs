@@ -414,12 +414,48 @@ pub(crate) async fn insert_in(
     Ok(out)
 }
 
-/// A room's newest visible messages, newest first, `$1` the room and `$2` the
-/// limit: one more than wanted, for [`newest_page`].
+/// Which hidden users' messages a reader sees besides everyone's: none, their
+/// own (a reader who may have been hidden is never shown that), or all (the
+/// stream's moderators).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenShown {
+    /// Hidden messages are left out (anonymous readers, the ring).
+    None,
+    /// The reader's own hidden messages are in.
+    Author(i64),
+    /// Every hidden message is in.
+    All,
+}
+
+impl HiddenShown {
+    /// The condition on `m` for a reader, with the two bind parameters
+    /// numbered `n` and `n + 1` that [`HiddenShown::params`] gives.
+    fn sql(n: usize) -> String {
+        format!(
+            "(NOT m.is_hidden OR ${n}::bool OR m.user_id = ${}::bigint)",
+            n + 1
+        )
+    }
+
+    /// The values of [`HiddenShown::sql`]'s two parameters: every hidden
+    /// message, and the author whose own are shown.
+    fn params(self) -> (bool, Option<i64>) {
+        match self {
+            HiddenShown::None => (false, None),
+            HiddenShown::Author(id) => (false, Some(id)),
+            HiddenShown::All => (true, None),
+        }
+    }
+}
+
+/// A room's newest messages as `shown` reads them, newest first, `$1` the
+/// room, `$2` the limit (one more than wanted, for [`newest_page`]) and `$3`,
+/// `$4` those of [`HiddenShown::sql`].
 fn recent_sql() -> String {
-    message_sql(
-        "WHERE m.room_id = $1 AND NOT m.is_deleted AND NOT m.is_hidden ORDER BY m.id DESC LIMIT $2",
-    )
+    message_sql(&format!(
+        "WHERE m.room_id = $1 AND NOT m.is_deleted AND {} ORDER BY m.id DESC LIMIT $2",
+        HiddenShown::sql(3)
+    ))
 }
 
 /// Messages read newest first with a limit of `limit + 1`: the newest `limit`,
@@ -432,15 +468,24 @@ fn newest_page(mut messages: Vec<StoredMessage>, limit: i64) -> (Vec<StoredMessa
 }
 
 impl Store {
-    /// The newest `limit` visible messages of a room, oldest first, and whether older ones exist.
+    /// The newest `limit` messages of a room that a reader sees (deleted ones
+    /// never; hidden ones as `shown` says), oldest first, and whether older
+    /// ones exist.
     pub async fn recent_messages(
         &self,
         slug: &Slug,
         room_id: i64,
         limit: i64,
+        shown: HiddenShown,
     ) -> StoreResult<(Vec<StoredMessage>, bool)> {
+        let (all, author) = shown.params();
         let messages = self
-            .query_in(slug, &recent_sql(), &[&room_id, &(limit + 1)], message_from)
+            .query_in(
+                slug,
+                &recent_sql(),
+                &[&room_id, &(limit + 1), &all, &author],
+                message_from,
+            )
             .await?;
         Ok(newest_page(messages, limit))
     }
@@ -471,8 +516,12 @@ impl Store {
             )
             .await?
             .map_or(0, |r| r.get(0));
+        let (all, author) = HiddenShown::None.params();
         let rows = tx
-            .query(&tenant_sql(slug, &recent_sql()), &[&room_id, &(limit + 1)])
+            .query(
+                &tenant_sql(slug, &recent_sql()),
+                &[&room_id, &(limit + 1), &all, &author],
+            )
             .await?;
         tx.commit().await?;
         let (out, more) = newest_page(rows.iter().map(message_from).collect(), limit);
@@ -498,23 +547,26 @@ impl Store {
         .await
     }
 
-    /// Visible messages with id > `after`, oldest first; at most `limit` (the newest
-    /// ones) and whether more were missed.
+    /// Messages a reader sees (as [`Store::recent_messages`]) with id >
+    /// `after`, oldest first; at most `limit` (the newest ones) and whether
+    /// more were missed.
     pub async fn messages_after(
         &self,
         slug: &Slug,
         room_id: i64,
         after: i64,
         limit: i64,
+        shown: HiddenShown,
     ) -> StoreResult<(Vec<StoredMessage>, bool)> {
+        let (hidden, (all, author)) = (HiddenShown::sql(4), shown.params());
         let messages = self
             .query_in(
                 slug,
-                &message_sql(
-                    "WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted AND NOT m.is_hidden \
-                     ORDER BY m.id DESC LIMIT $3",
-                ),
-                &[&room_id, &after, &(limit + 1)],
+                &message_sql(&format!(
+                    "WHERE m.room_id = $1 AND m.id > $2 AND NOT m.is_deleted AND {hidden} \
+                     ORDER BY m.id DESC LIMIT $3"
+                )),
+                &[&room_id, &after, &(limit + 1), &all, &author],
                 message_from,
             )
             .await?;
@@ -528,15 +580,17 @@ impl Store {
         room_id: i64,
         before_id: Option<i64>,
         limit: i64,
+        shown: HiddenShown,
     ) -> StoreResult<Vec<StoredMessage>> {
         let before = before_id.unwrap_or(i64::MAX);
+        let (hidden, (all, author)) = (HiddenShown::sql(4), shown.params());
         self.query_in(
             slug,
-            &message_sql(
-                "WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted AND NOT m.is_hidden \
-                 ORDER BY m.id DESC LIMIT $3",
-            ),
-            &[&room_id, &before, &limit],
+            &message_sql(&format!(
+                "WHERE m.room_id = $1 AND m.id < $2 AND NOT m.is_deleted AND {hidden} \
+                 ORDER BY m.id DESC LIMIT $3"
+            )),
+            &[&room_id, &before, &limit, &all, &author],
             message_from,
         )
         .await

@@ -10,11 +10,13 @@ use crate::{
     auth::{Acting, AuthConfig, HashGate, LoginLimiter, Visitor},
     domain::Role,
     error::{ApiError, Code},
+    moderation::can_moderate,
     protocol,
     rooms::Hub,
     sessions::outlet::codes,
     store::{
         accounts::{SessionRecord, User},
+        messages::HiddenShown,
         streams::{Stream, StreamStatus},
         Store,
     },
@@ -283,6 +285,29 @@ pub async fn readable_stream(
     Ok(stream)
 }
 
+/// Which hidden users' messages this visitor reads on `stream`: all for its
+/// moderators (on a session, or a token with `moderate`), their own for
+/// anyone else logged in, none for anonymous visitors.
+pub async fn hidden_shown(
+    visitor: &Visitor,
+    store: &Store,
+    stream: &Stream,
+) -> Result<HiddenShown, ApiError> {
+    let Some(u) = visitor.user() else {
+        return Ok(HiddenShown::None);
+    };
+    let scoped = visitor
+        .token_scopes()
+        .is_none_or(|s| s.contains(&crate::auth::Scope::Moderate));
+    Ok(
+        if scoped && can_moderate(store, &visitor.tenant.slug, u, stream).await? {
+            HiddenShown::All
+        } else {
+            HiddenShown::Author(u.id)
+        },
+    )
+}
+
 #[derive(Deserialize)]
 struct ReplayQuery {
     before_id: Option<i64>,
@@ -298,7 +323,13 @@ async fn replay(r: ById, query: web::Query<ReplayQuery>) -> Result<HttpResponse,
     let stream = r.readable_stream().await?;
     let messages = r
         .store
-        .messages_before(&r.tenant.slug, stream.room_id, query.before_id, limit)
+        .messages_before(
+            &r.tenant.slug,
+            stream.room_id,
+            query.before_id,
+            limit,
+            hidden_shown(&r.visitor, &r.store, &stream).await?,
+        )
         .await?;
     let next = if messages.len() as i64 == limit {
         messages.last().map(|m| m.id)

@@ -21,7 +21,7 @@ use crate::{
     protocol::{timestamp, StampView},
     rooms::Hub,
     store::{
-        messages::{MessageType, StoredMessage},
+        messages::{HiddenShown, MessageType, StoredMessage},
         streams::{Stream, StreamStatus},
         Store,
     },
@@ -438,16 +438,22 @@ async fn watch_response(
         .filter(|u| crate::web::studio::video_url_ok(u));
     // An ended stream with a video replays its chat in step with the video.
     let replay = stream.status == StreamStatus::Ended && video_url.is_some();
-    let (messages, _) = if replay {
-        (Vec::new(), false)
-    } else {
-        store
-            .recent_messages(slug, stream.room_id, RENDERED_MESSAGES)
-            .await?
-    };
     let can_moderate = match visitor.user() {
         Some(u) => can_moderate(store, slug, u, &stream).await?,
         None => false,
+    };
+    let (messages, _) = if replay {
+        (Vec::new(), false)
+    } else {
+        // A hidden user sees their own messages, as on the socket.
+        let shown = match visitor.user() {
+            _ if can_moderate => HiddenShown::All,
+            Some(u) => HiddenShown::Author(u.id),
+            None => HiddenShown::None,
+        };
+        store
+            .recent_messages(slug, stream.room_id, RENDERED_MESSAGES, shown)
+            .await?
     };
     let signed_in = visitor.user().is_some();
     let policy = crate::web::replay::watch_policy(CSP, video_url.as_deref());

@@ -445,6 +445,24 @@ async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
         .await;
     assert_eq!(replay.json()["messages"], json!([]));
     assert_eq!(app.stored_ids(stream).await.len(), 1, "stored, flagged");
+    // Bob still sees his message wherever he looks (he is not told), and so
+    // do moderators; on either node.
+    for node in [&ha, &hb] {
+        let (_, _, history) = node.ws_ready(stream, Some(&bob.cookie)).await;
+        assert_eq!(history["messages"][0]["message"], "psst", "bob's history");
+        assert_eq!(history["messages"][0]["hidden"], true);
+        let (_, _, history) = node.ws_ready(stream, Some(&mod_b.cookie)).await;
+        assert_eq!(history["messages"][0]["message"], "psst", "a moderator's");
+    }
+    let own = bob.get(&format!("/api/streams/{stream}/messages")).await;
+    assert_eq!(own.json()["messages"][0]["message"], "psst");
+    assert!(bob
+        .get(&format!("/streams/{stream}"))
+        .await
+        .body
+        .contains("psst"));
+    let anonymous_page = ha.get(&format!("/streams/{stream}"), None).await;
+    assert!(!anonymous_page.body.contains("psst"));
 
     o.send(json!({"type":"unhide","username":"bob"})).await;
     o.expect("moderation").await;

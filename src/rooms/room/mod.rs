@@ -51,7 +51,7 @@ use crate::{
     relay::RelayEvent,
     sessions::outlet::codes,
     store::{
-        messages::{InsertOutcome, MessageType, NewMessage, StoredMessage},
+        messages::{HiddenShown, InsertOutcome, MessageType, NewMessage, StoredMessage},
         reactions::NewReaction,
         streams::{Stream, StreamStatus},
         writer::{MessageWriter, WriteJob, Written},
@@ -167,6 +167,10 @@ pub struct RoomActor {
     recent: RecentTexts,
     /// Hidden users (shadow ban).
     hidden: Hidden,
+    /// Users whose hidden messages this room has delivered since it started:
+    /// their histories are read from PostgreSQL, which has those messages
+    /// (the ring holds only what everyone sees).
+    hidden_authors: HashSet<i64>,
     /// Messages waiting for review: held id → the item moderators see.
     held: BTreeMap<i64, ByteString>,
     /// Last accepted chat message per user (slow mode).
@@ -273,6 +277,7 @@ impl RoomActor {
             recent: RecentTexts::default(),
             held: BTreeMap::new(),
             hidden: Hidden::default(),
+            hidden_authors: HashSet::new(),
             last_chat: HashMap::new(),
             remote_viewers: 0,
             relay_down: false,
@@ -657,7 +662,23 @@ impl Handler<Join> for RoomActor {
         if let Some(u) = &join.user {
             self.announce(u, "join");
         }
+        // Hidden users' messages a reader is shown: all to moderators, their
+        // own to a user who is (or was) hidden. The ring has none of them, so
+        // such a history is read from PostgreSQL.
+        let shown = match &join.user {
+            Some(u) if self.may_moderate(u) => HiddenShown::All,
+            Some(u) => HiddenShown::Author(u.id),
+            None => HiddenShown::None,
+        };
+        let sees_hidden = match shown {
+            HiddenShown::All => true,
+            HiddenShown::Author(id) => {
+                self.hidden.is_hidden(id) || self.hidden_authors.contains(&id)
+            }
+            HiddenShown::None => false,
+        };
         let from_ring = match join.last_id {
+            _ if sees_hidden => None,
             None => self.ring.recent(HISTORY),
             Some(after) => self.ring.after(after, RESUME_MAX),
         };
@@ -693,12 +714,18 @@ impl Handler<Join> for RoomActor {
                         match last_id {
                             None => {
                                 db.store
-                                    .recent_messages(&db.slug, db.room_id, HISTORY as i64)
+                                    .recent_messages(&db.slug, db.room_id, HISTORY as i64, shown)
                                     .await
                             }
                             Some(after) => {
                                 db.store
-                                    .messages_after(&db.slug, db.room_id, after, RESUME_MAX as i64)
+                                    .messages_after(
+                                        &db.slug,
+                                        db.room_id,
+                                        after,
+                                        RESUME_MAX as i64,
+                                        shown,
+                                    )
                                     .await
                             }
                         }

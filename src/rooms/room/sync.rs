@@ -43,6 +43,7 @@ impl RoomActor {
             }
         }
         if d.hidden {
+            self.hidden_authors.extend(d.user_id);
             self.broadcast_hidden(&d.frame, Some(d.id), d.user_id);
             return;
         }
