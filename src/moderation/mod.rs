@@ -48,6 +48,25 @@ pub async fn can_moderate(
     store.is_stream_moderator(slug, stream.id, user.id).await
 }
 
+/// The `scope` a ban, timeout, unban, hide or unhide names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetScope {
+    /// None named: the stream.
+    #[default]
+    Unnamed,
+    /// `"scope":"stream"`.
+    Stream,
+    /// `"scope":"tenant"`: every stream of the tenant (admins only).
+    Tenant,
+}
+
+impl TargetScope {
+    /// True for the whole tenant.
+    pub fn tenant(self) -> bool {
+        self == TargetScope::Tenant
+    }
+}
+
 /// A moderation command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -61,17 +80,20 @@ pub enum Command {
     Ban {
         username: String,
         reason: Option<String>,
-        tenant: bool,
+        scope: TargetScope,
     },
     /// Stop a user chatting for a while.
     Timeout {
         username: String,
         seconds: i64,
         reason: Option<String>,
-        tenant: bool,
+        scope: TargetScope,
     },
     /// Lift bans and timeouts.
-    Unban { username: String, tenant: bool },
+    Unban {
+        username: String,
+        scope: TargetScope,
+    },
     /// Slow mode seconds (0 = off).
     SlowMode { seconds: i64 },
     /// Hide every message.
@@ -79,9 +101,15 @@ pub enum Command {
     /// Change chat modes.
     Modes(crate::rooms::modes::ModesChange),
     /// Hide a user's new messages from everyone but them and moderators.
-    Hide { username: String, tenant: bool },
+    Hide {
+        username: String,
+        scope: TargetScope,
+    },
     /// Lift a hide.
-    Unhide { username: String, tenant: bool },
+    Unhide {
+        username: String,
+        scope: TargetScope,
+    },
     /// Approve a held message: it is stored and broadcast.
     Approve { held_id: i64 },
     /// Deny a held message.
@@ -197,10 +225,10 @@ impl Command {
             }
         };
         let message_id = || int(v.message_id).ok_or((Code::Invalid, "\"message_id\" is required."));
-        let tenant = match v.scope.map(string) {
-            None => false,
-            Some(Some(s)) if s == "tenant" => true,
-            Some(Some(s)) if s == "stream" => false,
+        let scope = match v.scope.map(string) {
+            None => TargetScope::Unnamed,
+            Some(Some(s)) if s == "tenant" => TargetScope::Tenant,
+            Some(Some(s)) if s == "stream" => TargetScope::Stream,
             _ => return Err((Code::Invalid, "\"scope\" must be \"tenant\" or \"stream\".")),
         };
         let scoped = v.scope.is_some();
@@ -215,7 +243,7 @@ impl Command {
             "ban" => Command::Ban {
                 username: username()?,
                 reason: reason()?,
-                tenant,
+                scope,
             },
             "timeout" => {
                 let seconds = seconds(
@@ -226,12 +254,12 @@ impl Command {
                     username: username()?,
                     seconds,
                     reason: reason()?,
-                    tenant,
+                    scope,
                 }
             }
             "unban" => Command::Unban {
                 username: username()?,
-                tenant,
+                scope,
             },
             "slow_mode" => Command::SlowMode {
                 seconds: seconds(
@@ -246,11 +274,11 @@ impl Command {
             // Commands that name a user in a scope are built alike; each is its own variant.
             "hide" => Command::Hide {
                 username: username()?,
-                tenant,
+                scope,
             },
             "unhide" => Command::Unhide {
                 username: username()?,
-                tenant,
+                scope,
             },
             "approve" => Command::Approve {
                 held_id: int(v.held_id).ok_or((Code::Invalid, "\"held_id\" is required."))?,
@@ -279,15 +307,16 @@ impl Command {
         Ok(cmd)
     }
 
-    fn tenant_scope(&self) -> bool {
-        matches!(
-            self,
-            Command::Ban { tenant: true, .. }
-                | Command::Timeout { tenant: true, .. }
-                | Command::Unban { tenant: true, .. }
-                | Command::Hide { tenant: true, .. }
-                | Command::Unhide { tenant: true, .. }
-        )
+    /// True when the command names a scope (only admins may).
+    fn names_scope(&self) -> bool {
+        match self {
+            Command::Ban { scope, .. }
+            | Command::Timeout { scope, .. }
+            | Command::Unban { scope, .. }
+            | Command::Hide { scope, .. }
+            | Command::Unhide { scope, .. } => *scope != TargetScope::Unnamed,
+            _ => false,
+        }
     }
 }
 
@@ -436,10 +465,11 @@ pub async fn execute(
     moderator: &User,
     cmd: Command,
 ) -> Result<ModEvent, ApiError> {
-    if cmd.tenant_scope() && moderator.role != Role::Admin {
+    // PROTOCOL.md: an admin may name a scope; anyone else who does is refused.
+    if cmd.names_scope() && moderator.role != Role::Admin {
         return Err(ApiError::new(
             Code::Forbidden,
-            "Only an admin can act on the whole tenant.",
+            "Only an admin can choose a scope (\"tenant\" acts on every stream).",
         ));
     }
     let log = |action: &'static str| NewLogEntry {
@@ -495,12 +525,13 @@ pub async fn execute(
         }
         Command::Hide {
             ref username,
-            tenant,
+            scope,
         }
         | Command::Unhide {
             ref username,
-            tenant,
+            scope,
         } => {
+            let tenant = scope.tenant();
             let hide = matches!(cmd, Command::Hide { .. });
             let target = user_named(store, slug, username).await?;
             if hide
@@ -591,14 +622,15 @@ pub async fn execute(
         Command::Ban {
             ref username,
             ref reason,
-            tenant,
+            scope,
         }
         | Command::Timeout {
             ref username,
             ref reason,
-            tenant,
+            scope,
             ..
         } => {
+            let tenant = scope.tenant();
             let target = user_named(store, slug, username).await?;
             if target.id == moderator.id
                 || target.id == stream.owner_id
@@ -662,7 +694,8 @@ pub async fn execute(
                 _ => unreachable!("matched above"),
             }
         }
-        Command::Unban { username, tenant } => {
+        Command::Unban { username, scope } => {
+            let tenant = scope.tenant();
             let target = user_named(store, slug, &username).await?;
             store
                 .unrestrict_user(
@@ -706,7 +739,7 @@ mod tests {
                 username: "bob".into(),
                 seconds: 600,
                 reason: Some("calm down".into()),
-                tenant: false
+                scope: TargetScope::Unnamed
             }
         );
         assert_eq!(
@@ -717,7 +750,17 @@ mod tests {
             Command::Ban {
                 username: "bob".into(),
                 reason: None,
-                tenant: true
+                scope: TargetScope::Tenant
+            }
+        );
+        assert_eq!(
+            Command::parse_json(
+                &json!({"type":"unban","username":"bob","scope":"stream"}).to_string()
+            )
+            .unwrap(),
+            Command::Unban {
+                username: "bob".into(),
+                scope: TargetScope::Stream
             }
         );
         assert_eq!(
@@ -755,7 +798,7 @@ mod tests {
             Command::Ban {
                 username: "bob".into(),
                 reason: None,
-                tenant: false
+                scope: TargetScope::Unnamed
             }
         );
         assert_eq!(

@@ -218,10 +218,12 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
     );
     // The ban is for this stream only.
     b_other.say("still fine here").await;
-    // Only an admin may ban tenant-wide.
-    o.send(json!({"type":"ban","username":"bob","scope":"tenant"}))
-        .await;
-    assert_eq!(o.expect("error").await["code"], "forbidden");
+    // Only an admin may ban tenant-wide, or name a scope at all.
+    for scope in ["tenant", "stream"] {
+        o.send(json!({"type":"ban","username":"bob","scope":scope}))
+            .await;
+        assert_eq!(o.expect("error").await["code"], "forbidden", "{scope}");
+    }
     // The owner may not be banned.
     let admin = app.user("root", Role::Admin).await;
     let mut a = admin.ws(stream).await;
