@@ -137,7 +137,7 @@
         b.className = 'small';
         b.textContent = T.remove;
         b.setAttribute('aria-label', T.remove + ': ' + item);
-        b.addEventListener('click', function () { onRemove(item); });
+        b.addEventListener('click', function () { onRemove(item, entry); });
         li.appendChild(label);
         li.appendChild(b);
         ul.appendChild(li);
@@ -154,10 +154,14 @@
       var terms = (data.terms || []).map(function (t) {
         if (typeof t === 'string') return t;
         var label = t.term + (t.mode === 'hold' ? ' (' + T.term_hold + ')' : '') + (t.scope === 'tenant' ? ' (' + T.term_tenant + ')' : '');
-        return { label: label, value: t.term };
+        return { label: label, value: t.term, scope: t.scope };
       });
-      chips(termList, terms, T.no_terms, function (term) {
-        api('POST', base + '/blocked_terms', { term: term, action: 'remove' }).then(showTerms, fail);
+      // A term is removed from the list it is on: the stream's or, for an
+      // admin, the tenant's.
+      chips(termList, terms, T.no_terms, function (term, entry) {
+        var body = { term: term, action: 'remove' };
+        if (entry && entry.scope) body.scope = entry.scope;
+        api('POST', base + '/blocked_terms', body).then(showTerms, fail);
       });
     }
 

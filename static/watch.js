@@ -139,6 +139,9 @@
 
   function block(why) { chatBlock = why; updateComposer(); }
 
+  // Blocked by a moderator: the composer says why, and so does the alert.
+  function blockAndTell(why) { block(why); showError(why); }
+
   function unblock() { chatBlock = null; clearTimeout(timeoutTimer); updateComposer(); }
 
   // ---------------------------------------------------------------- messages
@@ -680,12 +683,12 @@
         setSlowMode(f.seconds || 0);
         break;
       case 'ban':
-        if (me && f.username === me) block(T.banned);
+        if (me && f.username === me) blockAndTell(T.banned);
         break;
       case 'timeout':
         if (me && f.username === me) {
           var until = f.until ? new Date(f.until) : null;
-          block(until ? fmt(T.timed_out_until, { time: until.toLocaleTimeString(lang) }) : T.err_timed_out);
+          blockAndTell(until ? fmt(T.timed_out_until, { time: until.toLocaleTimeString(lang) }) : T.err_timed_out);
           clearTimeout(timeoutTimer);
           if (until) timeoutTimer = setTimeout(unblock, Math.max(0, until - Date.now()) + 500);
         }

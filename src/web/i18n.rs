@@ -215,7 +215,8 @@ strings! {
         video: "Video", "映像";
         no_video: "No video for this stream yet.", "この配信にはまだ映像がありません。";
         chat: "Chat", "チャット";
-        chat_messages: "Chat messages", "チャットメッセージ";
+        // Not "… messages": the box's label, "Message", must name one element.
+        chat_messages: "Chat", "チャット";
         pinned: "Pinned", "ピン留め";
         unpin: "Unpin", "ピン留め解除";
         message: "Message", "メッセージ";
@@ -237,7 +238,7 @@ strings! {
         chat_modes: "Chat modes", "チャットモード";
         mode_stamps_only: "Stamps only", "スタンプのみ";
         mode_unique_chat: "Unique chat (no repeats within 30 s)", "重複禁止（30秒以内の同じ内容）";
-        mode_hold_links: "Hold messages with links", "リンク付きメッセージを保留";
+        mode_hold_links: "Hold links for review", "リンクを確認待ちにする";
         mode_shield: "Raid shield", "荒らし対策シールド";
         mode_shield_hint: "Slow mode 10 s, accounts older than 10 minutes, links held. Off restores the settings from before.", "スローモード10秒、作成10分以上のアカウントのみ、リンクを保留。オフにすると元の設定に戻ります。";
         mode_established: "Accounts older than (minutes, 0 = off)", "アカウント作成からの経過時間（分、0でオフ）";
@@ -263,6 +264,7 @@ strings! {
         not_found_text: "There is no such page or stream.", "ページまたは配信が見つかりません。";
         forbidden: "Not allowed", "アクセスできません";
         studio_forbidden: "The studio is for streamers and admins.", "スタジオは配信者と管理者専用です。";
+        watch_banned: "You are banned from this stream.", "この配信からBANされました。";
         back_home: "Back to the streams", "配信一覧へ戻る";
         your_streams: "Your streams", "あなたの配信";
         all_streams: "All streams", "すべての配信";

@@ -26,7 +26,7 @@ use crate::{
         Store,
     },
     web::{
-        api::watchable_stream,
+        api::readable_stream,
         i18n::{Lang, PageLang, Strings},
         room_key,
     },
@@ -425,10 +425,12 @@ async fn watch_response(
     let Ok(id) = path.parse::<i64>() else {
         return not_found_page(c, lang);
     };
-    let stream = match watchable_stream(visitor, store, id).await {
+    // Who may not watch gets no page of chat: its socket would be refused.
+    let stream = match readable_stream(visitor, store, id).await {
         Ok(s) => s,
         Err(e) if e.code() == Code::NotAuthenticated => return Ok(see_other(&c.login_href)),
         Err(e) if e.code() == Code::NotFound => return not_found_page(c, lang),
+        Err(e) if e.code() == Code::Banned => return forbidden_page(c, lang, |s| s.watch_banned),
         Err(e) => return Err(e),
     };
     let slug = &visitor.tenant.slug;

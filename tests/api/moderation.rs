@@ -216,6 +216,12 @@ async fn ban_closes_4003_refuses_reconnect_and_unban_lets_back() {
             .status,
         200
     );
+    // The watch page says so instead of a page whose socket is refused.
+    let page = bob.get(&format!("/streams/{stream}")).await;
+    assert_eq!(page.status, 403);
+    assert!(page
+        .body
+        .contains("<p role=\"alert\">You are banned from this stream.</p>"));
     // The ban is for this stream only.
     b_other.say("still fine here").await;
     // Only an admin may ban tenant-wide, or name a scope at all.

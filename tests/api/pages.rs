@@ -309,7 +309,7 @@ async fn login_form_checks_csrf_credentials_and_issues_a_new_session() {
         .await;
     assert_eq!(r.status, 401);
     assert!(r.body.contains(
-        "<p class=\"field-error\" id=\"password-error\">Wrong username or password.</p>"
+        "<p class=\"field-error\" id=\"password-error\" role=\"alert\">Wrong username or password.</p>"
     ));
     assert!(r.body.contains("value=\"carol\""));
 
@@ -398,7 +398,7 @@ async fn signup_creates_a_viewer_and_can_be_turned_off() {
     assert_eq!(r.status, 422);
     assert!(r
         .body
-        .contains("<p class=\"field-error\" id=\"password-error\">Use at least 8 characters.</p>"));
+        .contains("<p class=\"field-error\" id=\"password-error\" role=\"alert\">Use at least 8 characters.</p>"));
     let r = post("taken", "password-123").await;
     assert_eq!(r.status, 409);
     assert!(r.body.contains("That username is taken."));

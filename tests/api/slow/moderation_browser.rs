@@ -245,7 +245,7 @@ async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
             .await;
     }
     moderator
-        .wait_for("field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Raid shield').checked")
+        .wait_for("field('Hold links for review').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Raid shield').checked")
         .await;
     assert_eq!(
         modes_of(&app, stream).await,
@@ -258,7 +258,7 @@ async fn the_shield_checkbox_turns_slow_mode_on_and_restores_it() {
         tab.wait_for("$('#slow').hidden").await;
     }
     moderator
-        .wait_for("!field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && !field('Raid shield').checked")
+        .wait_for("!field('Hold links for review').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && !field('Raid shield').checked")
         .await;
 
     // Stamps only from its checkbox, reflected in the viewer's page.
@@ -280,7 +280,7 @@ async fn the_studio_sets_chat_modes_per_stream() {
     let settled = "!$('[data-form=modes]').hasAttribute('aria-busy')";
 
     tab.click("field('Raid shield')").await;
-    tab.wait_for(&format!("{settled} && field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Seconds between messages (0 = off)').value === '10'"))
+    tab.wait_for(&format!("{settled} && field('Hold links for review').checked && field('Accounts older than (minutes, 0 = off)').value === '10' && field('Seconds between messages (0 = off)').value === '10'"))
         .await;
     assert_eq!(
         modes_of(&app, stream).await,
@@ -288,7 +288,7 @@ async fn the_studio_sets_chat_modes_per_stream() {
     );
 
     tab.click("field('Raid shield')").await;
-    tab.wait_for(&format!("{settled} && !field('Hold messages with links').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && field('Seconds between messages (0 = off)').value === '0'"))
+    tab.wait_for(&format!("{settled} && !field('Hold links for review').checked && field('Accounts older than (minutes, 0 = off)').value === '0' && field('Seconds between messages (0 = off)').value === '0'"))
         .await;
 
     // The note alone would not do: it already says so after the shield.

@@ -416,6 +416,35 @@ async fn the_studio_creates_a_stream_and_starts_it() {
     );
 }
 
+/// An admin removes a site-wide term from the studio's list: the removal
+/// names the list the term is on.
+#[actix_web::test]
+async fn the_studio_removes_a_site_wide_term() {
+    let app = spawn_app().await;
+    app.create_user("root", "password-123", Role::Admin).await;
+    let stream = app.create_stream("root").await;
+    let slug = &app.tenant.slug;
+    app.store
+        .set_blocked_term(slug, None, "spam", true, false)
+        .await
+        .unwrap();
+    let (_browser, [tab]) = Browser::logged_in(&app, ["root"]).await;
+    tab.click_and_wait("link('Studio')").await;
+    tab.click(&format!("$('#stream-{stream} [data-role=manage] summary')"))
+        .await;
+    let chips = format!("$$('#stream-{stream} [data-role=terms] li span').map(e => e.textContent)");
+    tab.wait_for(&format!("{chips}.includes('spam (whole site)')"))
+        .await;
+    tab.click(&format!(
+        "$('#stream-{stream} [aria-label=\"Remove: spam\"]')"
+    ))
+    .await;
+    tab.wait_for(&format!("!{chips}.includes('spam (whole site)')"))
+        .await;
+    let left = app.store.blocked_terms(slug, stream).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[actix_web::test]
 async fn moderators_get_controls_on_each_message() {
     let app = spawn_app().await;
@@ -442,6 +471,16 @@ async fn moderators_get_controls_on_each_message() {
             "{text}"
         );
     }
+    // "Message" names the box alone, even on a moderator's page with its
+    // mode switches: no other label or aria-label holds the word.
+    let named = tab
+        .eval(
+            "[...$$('label'), ...$$('[aria-label]')]\
+             .map(e => e.getAttribute('aria-label') || e.textContent)\
+             .filter(t => /message/i.test(t)).map(t => t.trim())",
+        )
+        .await;
+    assert_eq!(named, json!(["Message"]));
 }
 
 #[actix_web::test]
@@ -467,6 +506,13 @@ async fn a_moderator_deletes_a_message_from_every_page() {
         .goto(&format!("{}/streams/{stream}", site(&app)))
         .await;
     assert_eq!(viewer.eval("texts()").await, json!(["a fine message"]));
+    // Timed out, the viewer is told in the page's alert.
+    moderator
+        .click("button('Timeout', messageWith('a fine message'))")
+        .await;
+    viewer
+        .wait_for("$('[role=alert]').textContent.startsWith('You are timed out until')")
+        .await;
 }
 
 #[actix_web::test]
