@@ -309,12 +309,19 @@ impl Application {
             shutdown_signal().await;
             tracing::info!("shutting down");
             handle.pause().await;
-            if tokio::time::timeout(timeout, hub.shutdown()).await.is_err() {
-                tracing::warn!("rooms did not drain in time");
-            }
+            let drained = tokio::time::timeout(timeout, hub.shutdown()).await.is_ok();
             // Let the close frames go out before connections are dropped.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            handle.stop(true).await;
+            if drained {
+                handle.stop(true).await;
+            } else {
+                // Sockets were never closed (a message is still waiting on
+                // PostgreSQL): a graceful stop would wait for them as long
+                // again, so connections are dropped now and the node exits
+                // within the one timeout.
+                tracing::warn!("rooms did not drain in time; dropping connections");
+                handle.stop(false).await;
+            }
         });
         self.server.await
     }

@@ -1210,6 +1210,16 @@ impl PrivatePg {
         Self::run("pg_ctl start", start);
     }
 
+    /// Freezes (`-STOP`) or thaws (`-CONT`) the server and every backend:
+    /// connections stay open and nothing answers, as with a hung host.
+    pub fn signal_all(&self, sig: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("postmaster.pid")).expect("postmaster.pid");
+        let pid = pid.lines().next().unwrap_or_default().trim().to_string();
+        // Backends first, so none is started unfrozen after its parent stops.
+        let _ = Command::new("pkill").args([sig, "-P", &pid]).status();
+        let _ = Command::new("kill").args([sig, &pid]).status();
+    }
+
     /// Stops the server (fast: connections are cut).
     pub fn stop(&self) {
         let mut stop = self.pg_command("pg_ctl");
@@ -1220,6 +1230,7 @@ impl PrivatePg {
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
+        self.signal_all("-CONT");
         let _ = self
             .pg_command("pg_ctl")
             .args(["stop", "-m", "immediate", "-D"])

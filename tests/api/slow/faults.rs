@@ -52,6 +52,30 @@ async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
     assert_eq!(stored.len(), ids.len(), "history equals what is stored");
 }
 
+/// PostgreSQL hangs (every backend frozen) with a message on its way in: the
+/// rooms cannot drain, and SIGTERM still ends the node within PROTOCOL.md's
+/// 30 s (`server.shutdown_timeout_secs`, 25, and no second wait).
+#[actix_web::test]
+async fn sigterm_with_postgres_hung_still_exits_within_30_s() {
+    let pg = PrivatePg::start().await;
+    migrations::migrate_all(&store_for(&pg.url(), 1))
+        .await
+        .unwrap();
+    let app = spawn_app_with(|s| s.database.url = pg.url()).await;
+    let stream = app.stream_with_viewer_accounts(["alice"]).await;
+    let url = pg.url();
+    let node = Node::start(free_port(), &[("STAMPEDE_DATABASE_URL", &url)]).await;
+    let mut c = app.on_node(&node).logged_in("alice").await.ws(stream).await;
+    c.say("before").await;
+    pg.signal_all("-STOP");
+    c.send(json!({"type":"message","message":"stuck","client_id":"s-1"}))
+        .await;
+    node.signal("-TERM");
+    let status = node.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    pg.signal_all("-CONT");
+}
+
 #[actix_web::test]
 async fn postgres_down_gives_unavailable_and_recovers() {
     let pg = PrivatePg::start().await;
