@@ -115,6 +115,9 @@ pub struct Metrics {
     pub messages_received: Counter,
     /// Chat messages committed to PostgreSQL.
     pub messages_stored: Counter,
+    /// Chat messages sent out: `message` frames queued to sockets (one per
+    /// socket per message).
+    pub messages_sent: Counter,
     /// Room events broadcast (one per event, not per socket).
     pub broadcasts: Counter,
     /// Broadcast frames queued to sockets (one per socket per room event).
@@ -242,7 +245,7 @@ impl Metrics {
                 heap.resident,
             );
         }
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 15] = [
             (
                 "stampede_relay_published_total",
                 "Events published to Redis.",
@@ -287,6 +290,11 @@ impl Metrics {
                 "stampede_messages_stored_total",
                 "Chat messages committed.",
                 &self.messages_stored,
+            ),
+            (
+                "stampede_messages_sent_total",
+                "Chat message frames queued to sockets.",
+                &self.messages_sent,
             ),
             (
                 "stampede_broadcasts_total",

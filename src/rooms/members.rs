@@ -272,6 +272,10 @@ impl Members {
         }
         // One shared counter update per event, not per socket.
         self.metrics.deliveries.add(delivered);
+        if id.is_some() {
+            // Frames with an id are messages.
+            self.metrics.messages_sent.add(delivered);
+        }
         gone
     }
 

@@ -91,14 +91,18 @@ async fn the_binary_reports_its_heap() {
 async fn each_app_has_its_own_metrics() {
     let (one, other) = (spawn_app().await, spawn_app().await);
     let stream = one.create_stream("owner").await;
+    let (mut watcher, _, _) = one.ws_ready(stream, None).await;
     let mut ws = one.user("alice", Role::Viewer).await.ws(stream).await;
     ws.say("counted here only").await;
-    for name in [
-        "stampede_connections",
-        "stampede_messages_received_total",
-        "stampede_messages_stored_total",
+    watcher.expect("message").await;
+    // One message in, stored once, out to two sockets.
+    for (name, n) in [
+        ("stampede_connections", 2),
+        ("stampede_messages_received_total", 1),
+        ("stampede_messages_stored_total", 1),
+        ("stampede_messages_sent_total", 2),
     ] {
-        assert_eq!(one.metric(name).await, 1, "{name} of the app used");
+        assert_eq!(one.metric(name).await, n, "{name} of the app used");
         assert_eq!(other.metric(name).await, 0, "{name} of the other app");
     }
 }
