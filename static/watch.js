@@ -434,6 +434,31 @@
       addMessage(m, true);
     });
     if (f.truncated && resumed) showError(T.older_skipped);
+    if (resumed) reconcile();
+  }
+
+  // A resume brings what came after lastId, not what was deleted or cleared
+  // meanwhile among the messages already shown: the replay API says which
+  // of those are still there, and the others are removed.
+  function reconcile() {
+    var shown = list.querySelectorAll('.msg[data-id]:not(.pending)').length;
+    if (!shown) return;
+    var ceiling = lastId;
+    var limit = Math.min(shown, 200);
+    var url = '/api/streams/' + streamId + '/messages?limit=' + limit + '&before_id=' + (ceiling + 1);
+    fetch(url, { credentials: 'same-origin' })
+      .then(function (r) { if (!r.ok) throw new Error(String(r.status)); return r.json(); })
+      .then(function (body) {
+        var got = body.messages || [];
+        var still = new Set(got.map(function (m) { return m.id; }));
+        // Newest first: a full page leaves what is older than its last unknown.
+        var floor = got.length === limit ? got[got.length - 1].id : 0;
+        Array.prototype.forEach.call(list.querySelectorAll('.msg[data-id]:not(.pending)'), function (el) {
+          var id = Number(el.dataset.id);
+          if (id >= floor && id <= ceiling && !still.has(id)) el.remove();
+        });
+      })
+      .catch(function () {});
   }
 
   function onAck(f) {
