@@ -803,8 +803,11 @@ pub fn message_ids(v: &Value) -> Vec<i64> {
         .collect()
 }
 
-/// How long a test waits for something that should happen at once.
-pub const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a test waits for something that should happen at once: a
+/// deadline for what fails, never a wait for what passes. Generous, as two
+/// cores run four test threads, their nodes, Redis and Chromium (a second
+/// node's subscription was once seen to take more than ten seconds).
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Polls `check` until it gives `Some`, for at most `limit`; panics naming
 /// `what` when it never does. Use instead of sleeping for something to happen.
