@@ -6,3 +6,6 @@ ALTER TABLE chat_heldmessage
     ADD COLUMN reply_to_id bigint REFERENCES chat_chatmessage (id) ON DELETE SET NULL,
     ADD COLUMN mentions    text[] NOT NULL DEFAULT '{}',
     ADD COLUMN is_hidden   boolean NOT NULL DEFAULT false;
+-- A chat message deleted for good (its room's stream removed) sets the
+-- reference to NULL: found by index, not by scanning the held table.
+CREATE INDEX chat_held_reply_to_idx ON chat_heldmessage (reply_to_id) WHERE reply_to_id IS NOT NULL;

@@ -370,25 +370,37 @@ pub enum ModEvent {
         tenant: bool,
         hide: bool,
     },
-    /// A held message was approved and stored: its `message` frame, id and seq.
-    Approve {
-        held_id: i64,
-        user_id: i64,
-        client_id: Option<String>,
-        frame: String,
-        id: i64,
-        seq: i64,
-        /// From a hidden author: shown to them and moderators only. (Absent
-        /// from an older node's event, which never held hidden messages.)
-        #[serde(default)]
-        hidden: bool,
-    },
+    /// A held message was approved and stored.
+    Approve(Approved),
+    /// A hidden user's held message was approved and stored flagged hidden:
+    /// shown to its author and moderators only. A variant of its own, so a
+    /// node of an earlier version, which does not know it, drops the event
+    /// and reads the message from PostgreSQL (flagged) instead of showing it
+    /// to everyone.
+    ApproveHidden(Approved),
     /// A held message was denied (by a moderator, or after ten minutes).
     Deny {
         held_id: i64,
         user_id: i64,
         client_id: Option<String>,
     },
+}
+
+/// A held message approved and stored: its `message` frame, id and seq.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Approved {
+    /// The held message's id.
+    pub held_id: i64,
+    /// Its author.
+    pub user_id: i64,
+    /// The author's idempotency key.
+    pub client_id: Option<String>,
+    /// The stored message's `message` frame.
+    pub frame: String,
+    /// The stored message's id.
+    pub id: i64,
+    /// Its seq in the room.
+    pub seq: i64,
 }
 
 impl ModEvent {
@@ -420,8 +432,8 @@ impl ModEvent {
             ModEvent::Hide { username, hide, .. } => serde_json::json!({
                 "type":"moderation","action":if *hide { "hide" } else { "unhide" },"username":username,
             }),
-            ModEvent::Approve { held_id, .. } => {
-                serde_json::json!({"type":"moderation","action":"approve","held_id":held_id})
+            ModEvent::Approve(a) | ModEvent::ApproveHidden(a) => {
+                serde_json::json!({"type":"moderation","action":"approve","held_id":a.held_id})
             }
             ModEvent::Deny { held_id, .. } => {
                 serde_json::json!({"type":"moderation","action":"deny","held_id":held_id})
@@ -577,15 +589,21 @@ pub async fn execute(
                 .ok_or_else(|| ApiError::new(Code::NotFound, "No such held message waiting."))?;
             let h = r.held;
             match r.stored {
-                Some(m) => Ok(ModEvent::Approve {
-                    held_id,
-                    user_id: h.user_id,
-                    client_id: h.client_id,
-                    frame: crate::protocol::message_frame(&m).to_string(),
-                    id: m.id,
-                    seq: m.seq,
-                    hidden: m.hidden,
-                }),
+                Some(m) => {
+                    let approved = Approved {
+                        held_id,
+                        user_id: h.user_id,
+                        client_id: h.client_id,
+                        frame: crate::protocol::message_frame(&m).to_string(),
+                        id: m.id,
+                        seq: m.seq,
+                    };
+                    Ok(if m.hidden {
+                        ModEvent::ApproveHidden(approved)
+                    } else {
+                        ModEvent::Approve(approved)
+                    })
+                }
                 None => Ok(ModEvent::Deny {
                     held_id,
                     user_id: h.user_id,
@@ -808,6 +826,29 @@ mod tests {
         assert_eq!(
             Command::parse_json(r#"{"message_id":5}"#).unwrap_err().0,
             Code::UnknownType
+        );
+    }
+
+    /// Between nodes of two versions: an approval reads as before, and a
+    /// hidden one has an action an earlier node does not know (it drops the
+    /// event rather than show the message to everyone).
+    #[test]
+    fn approvals_on_the_wire() {
+        let earlier = json!({"action":"approve","held_id":3,"user_id":7,"client_id":null,
+            "frame":"{}","id":40,"seq":12});
+        let a: ModEvent = serde_json::from_value(earlier.clone()).unwrap();
+        assert!(matches!(&a, ModEvent::Approve(x) if x.id == 40 && x.seq == 12));
+        assert_eq!(serde_json::to_value(&a).unwrap(), earlier);
+        let ModEvent::Approve(x) = a else {
+            unreachable!()
+        };
+        let hidden = serde_json::to_value(ModEvent::ApproveHidden(x)).unwrap();
+        assert_eq!(hidden["action"], "approve_hidden");
+        assert_eq!(
+            ModEvent::ApproveHidden(serde_json::from_value(hidden).unwrap()).frame(),
+            bytestring::ByteString::from(
+                json!({"type":"moderation","action":"approve","held_id":3}).to_string()
+            )
         );
     }
 

@@ -133,16 +133,18 @@ impl Store {
         .await
     }
 
-    /// Messages of a room waiting for review, oldest first.
+    /// Messages of a room waiting for review, oldest first, those past
+    /// [`HOLD_FOR`] included: the room that loads them denies them in its
+    /// next sweep, which logs the denial and tells the author (they can no
+    /// longer be approved meanwhile, see [`Store::resolve_held`]).
     pub async fn held_queue(&self, slug: &Slug, room_id: i64) -> StoreResult<Vec<Held>> {
         self.query_in(
             slug,
             &format!(
-                "{} WHERE h.room_id = $1 AND {} ORDER BY h.id",
-                held_sql("{schema}.chat_heldmessage h"),
-                waiting(2)
+                "{} WHERE h.room_id = $1 AND h.state = 'held' ORDER BY h.id",
+                held_sql("{schema}.chat_heldmessage h")
             ),
-            &[&room_id, &HOLD_FOR.whole_seconds()],
+            &[&room_id],
             held_from,
         )
         .await

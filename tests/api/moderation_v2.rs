@@ -398,6 +398,50 @@ async fn held_messages_survive_a_restart_and_expire() {
     drop(node);
 }
 
+/// A message whose ten minutes ran out while no room of its stream ran (its
+/// last socket had gone) is denied, and logged, by the room that starts next.
+#[actix_web::test]
+async fn a_message_held_too_long_while_no_room_ran_is_denied() {
+    use stampede::store::held::NewHeld;
+    let app = spawn_app().await;
+    let stream = app.stream_with_viewer_accounts(["bob"]).await;
+    let bob = app.stored_user("bob").await.unwrap();
+    let room_id = app.stored_stream(stream).await.room_id;
+    let held = NewHeld {
+        room_id,
+        user_id: bob.id,
+        content: "cheap pills",
+        client_id: None,
+        reason: "term",
+        reply_to_id: None,
+        mentions: &[],
+        hidden: false,
+    };
+    let held = app
+        .store
+        .hold_message(&app.tenant.slug, &held)
+        .await
+        .unwrap();
+    app.tenant_sql(
+        "UPDATE {s}.chat_heldmessage SET created_at = now() - interval '11 minutes' WHERE id = $1",
+        &[&held.id],
+    )
+    .await;
+    let owner = app.logged_in("owner").await;
+    let _o = owner.ws(stream).await;
+    eventually("the message held too long is denied", WAIT, || async {
+        let rows = app
+            .tenant_sql(
+                "SELECT state FROM {s}.chat_heldmessage WHERE id = $1",
+                &[&held.id],
+            )
+            .await;
+        (rows[0].get::<_, String>(0) == "denied").then_some(())
+    })
+    .await;
+    assert_eq!(log_actions(&app, stream).await, vec!["deny".to_string()]);
+}
+
 /// Hidden on node A, bob's new messages reach only him and moderators, on
 /// every node, with `"hidden":true`; nobody else sees them live, in history
 /// or in replay; bob is not told. Unhidden, he is seen again.

@@ -630,7 +630,9 @@ impl Actor for RoomActor {
             let gap = Duration::from_secs(room.slow_mode_seconds.max(0) as u64);
             room.last_chat.retain(|_, at| at.elapsed() < gap);
         });
-        // Held messages nobody reviewed within ten minutes are denied.
+        // Held messages nobody reviewed within ten minutes are denied: those
+        // whose time ran out while no room ran at once (after the load).
+        ctx.run_later(Duration::ZERO, |room, ctx| room.expire_held(ctx));
         ctx.run_interval(HELD_SWEEP, |room, ctx| room.expire_held(ctx));
         ctx.run_interval(ROLES_EVERY, |room, ctx| room.refresh_roles(ctx));
         // A room started without a socket (a status notice) stops when idle.

@@ -105,31 +105,24 @@ impl RoomActor {
                 self.slow_mode_seconds = *slow_mode_seconds;
             }
             ModEvent::Ban { .. } | ModEvent::Timeout { .. } | ModEvent::Unban { .. } => {}
-            ModEvent::Approve {
-                held_id,
-                user_id,
-                client_id,
-                frame,
-                id,
-                seq,
-                hidden,
-            } => {
-                self.held.remove(held_id);
+            ModEvent::Approve(a) | ModEvent::ApproveHidden(a) => {
+                let hidden = matches!(event, ModEvent::ApproveHidden(_));
+                self.held.remove(&a.held_id);
                 self.notify_moderators(&event.frame());
                 // Stored by the approving node: every room delivers it in order.
                 self.deliver(
                     ctx,
-                    *seq,
+                    a.seq,
                     Slot::Deliver(Delivery {
-                        id: *id,
-                        frame: ByteString::from(frame.clone()),
-                        user_id: Some(*user_id),
+                        id: a.id,
+                        frame: ByteString::from(a.frame.clone()),
+                        user_id: Some(a.user_id),
                         remote: true,
-                        hidden: *hidden,
+                        hidden,
                     }),
                 );
-                let ack = protocol::ack_frame_held(client_id.as_deref(), *id, *held_id);
-                let author = *user_id;
+                let ack = protocol::ack_frame_held(a.client_id.as_deref(), a.id, a.held_id);
+                let author = a.user_id;
                 self.members.send_where(&ack, |u| u.id == author);
                 return;
             }
