@@ -428,6 +428,16 @@ pub enum HiddenShown {
 }
 
 impl HiddenShown {
+    /// The rule: all to a reader who moderates the stream, their own to any
+    /// other logged-in user (`user`), none to an anonymous one.
+    pub fn for_reader(user: Option<i64>, moderates: bool) -> HiddenShown {
+        match user {
+            Some(_) if moderates => HiddenShown::All,
+            Some(id) => HiddenShown::Author(id),
+            None => HiddenShown::None,
+        }
+    }
+
     /// The condition on `m` for a reader, with the two bind parameters
     /// numbered `n` and `n + 1` that [`HiddenShown::params`] gives.
     fn sql(n: usize) -> String {
@@ -526,6 +536,25 @@ impl Store {
         tx.commit().await?;
         let (out, more) = newest_page(rows.iter().map(message_from).collect(), limit);
         Ok((out, more, last_seq))
+    }
+
+    /// The authors of the hidden messages among a room's newest `window`
+    /// messages: whose histories hold messages the ring does not.
+    pub async fn hidden_authors(
+        &self,
+        slug: &Slug,
+        room_id: i64,
+        window: i64,
+    ) -> StoreResult<Vec<i64>> {
+        self.query_in(
+            slug,
+            "SELECT DISTINCT w.user_id FROM (SELECT m.user_id, m.is_hidden, m.is_deleted \
+               FROM {schema}.chat_chatmessage m WHERE m.room_id = $1 ORDER BY m.id DESC LIMIT $2) w \
+             WHERE w.is_hidden AND NOT w.is_deleted AND w.user_id IS NOT NULL",
+            &[&room_id, &window],
+            |r| r.get(0),
+        )
+        .await
     }
 
     /// Every stored message of a room with seq > `after_seq`, deleted ones

@@ -286,26 +286,21 @@ pub async fn readable_stream(
 }
 
 /// Which hidden users' messages this visitor reads on `stream`: all for its
-/// moderators (on a session, or a token with `moderate`), their own for
-/// anyone else logged in, none for anonymous visitors.
+/// moderators (as search shows them, `read` tokens of such users included),
+/// their own for anyone else logged in, none for anonymous visitors.
 pub async fn hidden_shown(
     visitor: &Visitor,
     store: &Store,
     stream: &Stream,
 ) -> Result<HiddenShown, ApiError> {
-    let Some(u) = visitor.user() else {
-        return Ok(HiddenShown::None);
+    let moderates = match visitor.user() {
+        Some(u) => can_moderate(store, &visitor.tenant.slug, u, stream).await?,
+        None => false,
     };
-    let scoped = visitor
-        .token_scopes()
-        .is_none_or(|s| s.contains(&crate::auth::Scope::Moderate));
-    Ok(
-        if scoped && can_moderate(store, &visitor.tenant.slug, u, stream).await? {
-            HiddenShown::All
-        } else {
-            HiddenShown::Author(u.id)
-        },
-    )
+    Ok(HiddenShown::for_reader(
+        visitor.user().map(|u| u.id),
+        moderates,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -448,11 +448,7 @@ async fn watch_response(
         (Vec::new(), false)
     } else {
         // A hidden user sees their own messages, as on the socket.
-        let shown = match visitor.user() {
-            _ if can_moderate => HiddenShown::All,
-            Some(u) => HiddenShown::Author(u.id),
-            None => HiddenShown::None,
-        };
+        let shown = HiddenShown::for_reader(visitor.user().map(|u| u.id), can_moderate);
         store
             .recent_messages(slug, stream.room_id, RENDERED_MESSAGES, shown)
             .await?

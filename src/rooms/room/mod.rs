@@ -167,9 +167,10 @@ pub struct RoomActor {
     recent: RecentTexts,
     /// Hidden users (shadow ban).
     hidden: Hidden,
-    /// Users whose hidden messages this room has delivered since it started:
-    /// their histories are read from PostgreSQL, which has those messages
-    /// (the ring holds only what everyone sees).
+    /// Authors of hidden messages among the newest [`RESUME_MAX`] when the
+    /// room started, and of those it delivered since: their histories, and
+    /// moderators', are read from PostgreSQL, which has those messages (the
+    /// ring holds only what everyone sees).
     hidden_authors: HashSet<i64>,
     /// Messages waiting for review: held id → the item moderators see.
     held: BTreeMap<i64, ByteString>,
@@ -580,10 +581,19 @@ impl Actor for RoomActor {
                 let elsewhere = relay.presence_total(&key).await;
                 let held = store.held_queue(&slug, room_id).await;
                 let hidden = store.hidden_users(&slug, stream_id).await;
+                let hidden_authors = store
+                    .hidden_authors(&slug, room_id, RESUME_MAX as i64)
+                    .await;
                 // Applied on the room once everything is read.
                 move |room: &mut RoomActor| {
                     if let Ok(rows) = hidden {
                         room.hidden = Hidden::from_rows(rows);
+                    }
+                    match hidden_authors {
+                        Ok(ids) => room.hidden_authors.extend(ids),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "room started without its hidden authors")
+                        }
                     }
                     if let Ok(held) = held {
                         room.load_held(&held);
@@ -667,16 +677,11 @@ impl Handler<Join> for RoomActor {
         // Hidden users' messages a reader is shown: all to moderators, their
         // own to a user who is (or was) hidden. The ring has none of them, so
         // such a history is read from PostgreSQL.
-        let shown = match &join.user {
-            Some(u) if self.may_moderate(u) => HiddenShown::All,
-            Some(u) => HiddenShown::Author(u.id),
-            None => HiddenShown::None,
-        };
+        let moderates = join.user.as_ref().is_some_and(|u| self.may_moderate(u));
+        let shown = HiddenShown::for_reader(join.user.as_ref().map(|u| u.id), moderates);
         let sees_hidden = match shown {
-            HiddenShown::All => true,
-            HiddenShown::Author(id) => {
-                self.hidden.is_hidden(id) || self.hidden_authors.contains(&id)
-            }
+            HiddenShown::All => !self.hidden_authors.is_empty(),
+            HiddenShown::Author(id) => self.hidden_authors.contains(&id),
             HiddenShown::None => false,
         };
         let from_ring = match join.last_id {
