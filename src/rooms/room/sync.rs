@@ -35,10 +35,13 @@ impl RoomActor {
         self.newest_id = self.newest_id.max(d.id);
         if let (Some(u), true) = (d.user_id, d.remote) {
             self.last_chat.insert(u, Instant::now());
-            // Sent through another node: unique chat compares with it too.
+            // Sent through another node: unique chat compares with it too,
+            // unless it is older than the window (a catch-up after an outage).
             if self.modes.modes.unique_chat {
-                if let Some(text) = frame_text(&d.frame) {
-                    self.recent.add(RecentTexts::key(&text), Instant::now());
+                if let Some((text, at)) = frame_text(&d.frame) {
+                    if OffsetDateTime::now_utc() - at < crate::rooms::modes::UNIQUE_WINDOW {
+                        self.recent.add(RecentTexts::key(&text), Instant::now());
+                    }
                 }
             }
         }
@@ -297,13 +300,31 @@ impl Handler<RelayState> for RoomActor {
     }
 }
 
-/// The text of a `message` frame (`None` for a frame that is not one).
-fn frame_text(frame: &str) -> Option<String> {
+/// The text and time of a `message` frame (`None` for a frame that is not one).
+fn frame_text(frame: &str) -> Option<(String, OffsetDateTime)> {
     #[derive(serde::Deserialize)]
     struct Text<'a> {
         #[serde(borrow)]
         message: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        timestamp: &'a str,
     }
     let t: Text<'_> = serde_json::from_str(frame).ok()?;
-    Some(t.message.into_owned())
+    let at =
+        OffsetDateTime::parse(t.timestamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.message.into_owned(), at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_text;
+
+    #[test]
+    fn a_message_frame_gives_its_text_and_time() {
+        let frame = r#"{"type":"message","id":4,"username":"bob","message":"hi \"all\"","message_type":"message","timestamp":"2026-11-22T08:00:00.123Z"}"#;
+        let (text, at) = frame_text(frame).unwrap();
+        assert_eq!(text, "hi \"all\"");
+        assert_eq!(at.unix_timestamp(), 1_795_334_400);
+        assert!(frame_text(r#"{"type":"presence","viewers":3}"#).is_none());
+    }
 }
