@@ -48,6 +48,7 @@
   var pending = new Map();      // client_id -> {text, el, sentOn}
   var ws = null;
   var helloSeen = false;
+  var hellos = 0;               // hello frames so far: above 1, a reconnect
   var attempt = 0;
   var reconnectTimer = null;
   var stopped = false;
@@ -407,6 +408,7 @@
   // ---------------------------------------------------------------- frames
   function onHello(f) {
     helloSeen = true;
+    hellos += 1;
     attempt = 0;
     if (f.user) me = f.user.username;
     canChat = !!f.can_chat;
@@ -434,7 +436,10 @@
       addMessage(m, true);
     });
     if (f.truncated && resumed) showError(T.older_skipped);
-    if (resumed) reconcile();
+    // After a reconnect (not the first connect: the page was just rendered),
+    // at a random moment within 5 s, so that the pages of a restarted node
+    // do not all ask at once.
+    if (resumed && hellos > 1) setTimeout(reconcile, Math.random() * 5000);
   }
 
   // A resume brings what came after lastId, not what was deleted or cleared
