@@ -8,6 +8,8 @@
   var lang = document.documentElement.lang || 'en';
 
   var fmt = Stampede.fmt;
+  var streamsBox = document.getElementById('studio-streams');
+  var isAdmin = !!streamsBox && streamsBox.dataset.admin === 'true';
 
   // Calls the API; resolves with the JSON body, rejects with a user-facing message.
   var api = Stampede.apiCaller(T);
@@ -139,7 +141,7 @@
         b.setAttribute('aria-label', T.remove + ': ' + item);
         b.addEventListener('click', function () { onRemove(item, entry); });
         li.appendChild(label);
-        li.appendChild(b);
+        if (typeof entry === 'string' || !entry.fixed) li.appendChild(b);
         ul.appendChild(li);
       });
     }
@@ -154,7 +156,8 @@
       var terms = (data.terms || []).map(function (t) {
         if (typeof t === 'string') return t;
         var label = t.term + (t.mode === 'hold' ? ' (' + T.term_hold + ')' : '') + (t.scope === 'tenant' ? ' (' + T.term_tenant + ')' : '');
-        return { label: label, value: t.term, scope: t.scope };
+        // Only an admin changes the tenant's list: others see its terms.
+        return { label: label, value: t.term, scope: t.scope, fixed: t.scope === 'tenant' && !isAdmin };
       });
       // A term is removed from the list it is on: the stream's or, for an
       // admin, the tenant's.

@@ -429,18 +429,32 @@ async fn the_studio_creates_a_stream_and_starts_it() {
 }
 
 /// An admin removes a site-wide term from the studio's list: the removal
-/// names the list the term is on.
+/// names the list the term is on. A streamer sees the term, with no button.
 #[actix_web::test]
 async fn the_studio_removes_a_site_wide_term() {
     let app = spawn_app().await;
     app.create_user("root", "password-123", Role::Admin).await;
     let stream = app.create_stream("root").await;
+    let own = app.create_stream("sam").await;
     let slug = &app.tenant.slug;
     app.store
         .set_blocked_term(slug, None, "spam", true, false)
         .await
         .unwrap();
-    let (_browser, [tab]) = Browser::logged_in(&app, ["root"]).await;
+    let (_browser, [tab, sam]) = Browser::logged_in(&app, ["root", "sam"]).await;
+    sam.click_and_wait("link('Studio')").await;
+    sam.click(&format!("$('#stream-{own} [data-role=manage] summary')"))
+        .await;
+    let terms = format!("$$('#stream-{own} [data-role=terms] li')");
+    sam.wait_for(&format!(
+        "{terms}.some(li => li.textContent.includes('spam (whole site)'))"
+    ))
+    .await;
+    assert_eq!(
+        sam.eval(&format!("{terms}[0].querySelector('button') === null"))
+            .await,
+        true
+    );
     tab.click_and_wait("link('Studio')").await;
     tab.click(&format!("$('#stream-{stream} [data-role=manage] summary')"))
         .await;
