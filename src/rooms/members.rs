@@ -314,6 +314,7 @@ impl Members {
         let mut ok = m.outlet.send_text(hello)
             && m.outlet.send_text(history)
             && queue.is_none_or(|q| m.outlet.send_text(q));
+        let mut messages = 0;
         for (id, frame) in buffered {
             match id {
                 Some(id) if id <= m.after => continue,
@@ -322,8 +323,10 @@ impl Members {
             }
             if ok {
                 ok = m.outlet.send_text(&frame);
+                messages += u64::from(ok && id.is_some());
             }
         }
+        self.metrics.messages_sent.add(messages);
         if !ok {
             Self::mark_closed(&mut self.closed, m);
         }

@@ -70,6 +70,12 @@ async fn sigterm_with_postgres_hung_still_exits_within_30_s() {
     pg.signal_all("-STOP");
     c.send(json!({"type":"message","message":"stuck","client_id":"s-1"}))
         .await;
+    // The message is on its way in (the node read it) before the signal.
+    let on_node = app.on_node(&node);
+    eventually("the node read the stuck message", WAIT, || async {
+        (on_node.metric("stampede_messages_received_total").await >= 2).then_some(())
+    })
+    .await;
     node.signal("-TERM");
     let status = node.wait(Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
