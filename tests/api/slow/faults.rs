@@ -52,16 +52,31 @@ async fn sigterm_closes_with_1012_and_every_acked_message_survives() {
     assert_eq!(stored.len(), ids.len(), "history equals what is stored");
 }
 
+/// A private cluster, migrated, and a test app on it (`change` applied to
+/// the app's settings after the database URL): for tests that stop or
+/// freeze PostgreSQL, which the shared one must never be.
+async fn app_on_private_pg(
+    change: impl FnOnce(&mut stampede::config::Settings),
+) -> (PrivatePg, TestApp) {
+    let pg = PrivatePg::start().await;
+    migrations::migrate_all(&store_for(&pg.url(), 1))
+        .await
+        .unwrap();
+    let url = pg.url();
+    let app = spawn_app_with(move |s| {
+        s.database.url = url;
+        change(s);
+    })
+    .await;
+    (pg, app)
+}
+
 /// PostgreSQL hangs (every backend frozen) with a message on its way in: the
 /// rooms cannot drain, and SIGTERM still ends the node within PROTOCOL.md's
 /// 30 s (`server.shutdown_timeout_secs`, 25, and no second wait).
 #[actix_web::test]
 async fn sigterm_with_postgres_hung_still_exits_within_30_s() {
-    let pg = PrivatePg::start().await;
-    migrations::migrate_all(&store_for(&pg.url(), 1))
-        .await
-        .unwrap();
-    let app = spawn_app_with(|s| s.database.url = pg.url()).await;
+    let (pg, app) = app_on_private_pg(|_| {}).await;
     let stream = app.stream_with_viewer_accounts(["alice"]).await;
     let url = pg.url();
     let node = Node::start(free_port(), &[("STAMPEDE_DATABASE_URL", &url)]).await;
@@ -84,15 +99,7 @@ async fn sigterm_with_postgres_hung_still_exits_within_30_s() {
 
 #[actix_web::test]
 async fn postgres_down_gives_unavailable_and_recovers() {
-    let pg = PrivatePg::start().await;
-    migrations::migrate_all(&store_for(&pg.url(), 1))
-        .await
-        .unwrap();
-    let app = spawn_app_with(|s| {
-        s.database.url = pg.url();
-        s.database.connect_timeout_secs = 1;
-    })
-    .await;
+    let (pg, app) = app_on_private_pg(|s| s.database.connect_timeout_secs = 1).await;
     let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
     let (mut watcher, _, _) = app.ws_ready(stream, None).await;
     a.send(json!({"type":"message","message":"before","client_id":"b-1"}))
