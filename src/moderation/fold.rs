@@ -3,11 +3,13 @@
 //! usual disguises. Per character, after Unicode NFKC (full-width and
 //! half-width forms, ligatures, circled and styled letters to plain ones):
 //! - zero-width and bidirectional control characters are removed (U+200B–U+200F,
-//!   U+202A–U+202E, U+2060–U+2064, U+2066–U+2069, U+FEFF, U+00AD);
-//! - case is folded (Unicode lower case);
+//!   U+202A–U+202E, U+2060–U+2064, U+2066–U+2069, U+FEFF, U+00AD, U+061C);
+//! - case is folded (Unicode lower case, then ß/ẞ → ss and final ς → σ, as
+//!   full case folding does);
 //! - katakana become hiragana (ア→あ), so either script matches the other;
-//! - Cyrillic and Greek letters that look like Latin ones become those
-//!   (Unicode's confusables, UTS #39: а→a, ο→o, р→p, Ι→i…);
+//! - Cyrillic (with its supplement) and Greek letters that look like Latin
+//!   ones become those (Unicode's confusables, UTS #39: а→a, ο→o, р→p, Ι→i,
+//!   ԁ→d, ԛ→q, ԝ→w…);
 //! - digits and signs standing for letters become them: 0→o 1→i 3→e 4→a 5→s
 //!   7→t @→a $→s (`h3ll0` → `hello`).
 //!
@@ -19,13 +21,14 @@ use unicode_normalization::UnicodeNormalization;
 /// True for the invisible characters that are removed.
 fn invisible(c: char) -> bool {
     matches!(c as u32,
-        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF | 0x00AD)
+        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF | 0x00AD
+        | 0x061C)
 }
 
 /// A Cyrillic or Greek letter that looks like a Latin one, as that letter.
 fn latin_lookalike(c: char) -> Option<char> {
-    // Greek and Coptic (U+0370..) and Cyrillic (..U+04FF).
-    if !(0x0370..=0x04FF).contains(&(c as u32)) {
+    // Greek and Coptic (U+0370..), Cyrillic and its supplement (..U+052F).
+    if !(0x0370..=0x052F).contains(&(c as u32)) {
         return None;
     }
     let mut buf = [0u8; 4];
@@ -48,6 +51,9 @@ fn fold_into(c: char, out: &mut String) {
     }
     for c in c.to_lowercase() {
         match c {
+            // Where full case folding differs from lower case.
+            'ß' => out.push_str("ss"),
+            'ς' => out.push(latin_lookalike('σ').unwrap_or('σ')),
             // Katakana (ァ..ヶ) to hiragana.
             '\u{30A1}'..='\u{30F6}' => out.push(char::from_u32(c as u32 - 0x60).unwrap_or(c)),
             c if c.is_ascii() => out.push(ascii(c)),
@@ -98,9 +104,19 @@ mod tests {
             ("バカ", "ばか"),         // katakana to hiragana
             ("ﾊﾞｶ", "ばか"),           // half-width katakana
             ("ΒΟΤ", "bot"),           // Greek capitals
+            ("ԁog", "dog"),           // Cyrillic Supplement ԁ
+            ("ԝin", "win"),           // Cyrillic Supplement ԝ
+            ("sp\u{061C}am", "spam"), // Arabic letter mark (bidi)
+            ("STRAẞE", "strasse"),    // capital sharp s
+            ("straße", "strasse"),    // sharp s
         ] {
             assert_eq!(fold_text(disguised), plain, "{disguised}");
         }
+    }
+
+    #[test]
+    fn final_sigma_is_sigma() {
+        assert_eq!(fold_text("λόγος"), fold_text("λόγοσ"));
     }
 
     #[test]
