@@ -414,6 +414,13 @@ async fn every_event_type_arrives_signed_and_in_order() {
     ];
     moderate(&owner, stream, &frames).await;
     let hidden = say(&bob, stream, "nobody sees this").await;
+    // Nor its deletion.
+    moderate(
+        &owner,
+        stream,
+        &[json!({"type":"delete","message_id": hidden})],
+    )
+    .await;
     let third = say(&owner, stream, "after the hidden one").await;
     let frames = [
         json!({"type":"slow_mode","seconds": 5}),
