@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, fmt::Write};
 
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::{
+    format_description::well_known::{Iso8601, Rfc3339},
+    Date, OffsetDateTime, PrimitiveDateTime,
+};
 
 use crate::{
     protocol::timestamp_seconds,
@@ -20,9 +23,30 @@ pub fn colour(stamp_id: i32) -> &'static str {
     COLOURS[(stamp_id.max(1) as usize - 1) % COLOURS.len()]
 }
 
-/// Parses an ISO 8601 / RFC 3339 time (`2026-11-22T08:00:00Z`).
+/// Parses an ISO 8601 time: RFC 3339 (`2026-11-22T08:00:00Z`), ISO 8601's
+/// other forms (`20261122T080000Z`), and without an offset (a date-time, or a
+/// date at midnight) as UTC. A `+` offset that arrived as a space (a query
+/// string written unencoded: `08:00:00 09:00`) reads as `+`.
 pub fn parse_time(raw: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(raw.trim(), &Rfc3339).ok()
+    let raw = raw.trim();
+    let with_plus = raw
+        .rfind(' ')
+        .map(|i| format!("{}+{}", &raw[..i], &raw[i + 1..]));
+    let candidates = std::iter::once(raw).chain(with_plus.as_deref());
+    for text in candidates {
+        if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+            return Some(t);
+        }
+        if let Ok(t) = OffsetDateTime::parse(text, &Iso8601::DEFAULT) {
+            return Some(t);
+        }
+    }
+    if let Ok(t) = PrimitiveDateTime::parse(raw, &Iso8601::DEFAULT) {
+        return Some(t.assume_utc());
+    }
+    Date::parse(raw, &Iso8601::DEFAULT)
+        .ok()
+        .map(|d| d.midnight().assume_utc())
 }
 
 /// The time range of a reaction series.
@@ -334,8 +358,20 @@ mod tests {
 
     #[test]
     fn times_parse() {
-        assert!(parse_time("2026-11-22T08:00:00Z").is_some());
+        let at = |s: &str| parse_time(s).map(|t| t.unix_timestamp());
+        let utc_8 = Some(1_795_334_400);
+        assert_eq!(at("2026-11-22T08:00:00Z"), utc_8);
+        assert_eq!(at("2026-11-22T17:00:00+09:00"), utc_8);
+        assert_eq!(at("2026-11-22T17:00:00 09:00"), utc_8, "a + sent unencoded");
+        assert_eq!(at("20261122T080000Z"), utc_8, "basic format");
+        assert_eq!(at("2026-11-22T08:00:00"), utc_8, "no offset: UTC");
+        assert_eq!(
+            at("2026-11-22"),
+            Some(1_795_305_600),
+            "a date: midnight UTC"
+        );
         assert!(parse_time("2026-11-22T08:00:00.5+09:00").is_some());
         assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("").is_none());
     }
 }
