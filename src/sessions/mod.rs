@@ -225,8 +225,10 @@ impl SessionActor {
                 }
             }
             ClientFrame::Moderation(command) => {
+                // PROTOCOL.md: anyone but the stream's moderators, anonymous
+                // sockets included, gets `forbidden`.
                 if self.params.user.is_none() {
-                    return self.error(ctx, Code::NotAuthenticated, "Log in first.", None);
+                    return self.error(ctx, Code::Forbidden, "Only moderators can do that.", None);
                 }
                 if let Some(room) = &self.room {
                     let _ = room.try_send(Moderate {

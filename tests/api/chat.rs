@@ -191,6 +191,9 @@ async fn anonymous_viewers_read_only_or_refused() {
     assert_eq!(anon.expect("error").await["code"], "not_authenticated");
     anon.send(json!({"type":"reaction","stamp_id":1})).await;
     assert_eq!(anon.expect("error").await["code"], "not_authenticated");
+    // Moderation is for moderators: anyone else, anonymous too, is forbidden.
+    anon.send(json!({"type":"clear"})).await;
+    assert_eq!(anon.expect("error").await["code"], "forbidden");
     let mut a = alice.ws(stream).await;
     a.send(json!({"message":"visible to all"})).await;
     assert_eq!(anon.expect("message").await["message"], "visible to all");

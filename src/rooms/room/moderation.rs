@@ -180,7 +180,7 @@ impl Handler<Moderate> for RoomActor {
     fn handle(&mut self, msg: Moderate, ctx: &mut Context<Self>) {
         let conn_id = msg.conn_id;
         let Some(user) = self.members.user(conn_id).cloned() else {
-            self.error_to(conn_id, Code::NotAuthenticated, "Log in first.");
+            self.error_to(conn_id, Code::Forbidden, "Only moderators can do that.");
             return;
         };
         let stream = self.stream.clone();
