@@ -173,24 +173,26 @@ impl Members {
     }
 
     /// One step of the room's keep-alive round, which takes `steps` steps:
-    /// pings the sockets of step `step` (a connection id's remainder by
-    /// `steps`), and closes (1001) those of them that have not answered a
-    /// ping for more than `timeout_secs`; returns their connection ids, for
-    /// the room to let them leave. Over `steps` consecutive steps every
-    /// socket is pinged once: a round spread over the ping interval keeps a
-    /// room of 10,000 sockets from sending 10,000 pings, and reading 10,000
-    /// pongs, in one burst that would delay the messages around it.
+    /// closes (1001) every socket that has not answered a ping for more
+    /// than `timeout_secs` (checked at each step, so the timeout holds to a
+    /// step, not to a round) and pings the others of step `step` (a
+    /// connection id's remainder by `steps`); returns the closed ones'
+    /// connection ids, for the room to let them leave. Over `steps`
+    /// consecutive steps every socket is pinged once: a round spread over
+    /// the ping interval keeps a room of 10,000 sockets from sending 10,000
+    /// pings, and reading 10,000 pongs, in one burst that would delay the
+    /// messages around it.
     pub fn keep_alive(&self, timeout_secs: u32, step: u64, steps: u64) -> Vec<u64> {
         let steps = steps.max(1);
         let mut silent = Vec::new();
         for (id, m) in &self.map {
-            if !m.counts() || id % steps != step % steps {
+            if !m.counts() {
                 continue;
             }
             if m.outlet.silent_for() > timeout_secs {
                 m.outlet.close_after_queue(1001, "no pong");
                 silent.push(*id);
-            } else {
+            } else if id % steps == step % steps {
                 let _ = m.outlet.push(Outbound::Ping(bytes::Bytes::new()));
             }
         }

@@ -313,6 +313,26 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
     drop(idle);
 }
 
+/// A socket that answers no ping is closed with 1001 after the pong timeout,
+/// not at the end of a later ping round.
+#[actix_web::test]
+async fn silent_sockets_time_out_with_1001_after_the_pong_timeout() {
+    let app = spawn_app_with(|s| {
+        s.server.ping_interval_secs = 60;
+        s.server.pong_timeout_secs = 1;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    let mut mute = RawWs::connect(&app, &format!("/ws/chat/stream_{stream}/"), None, None).await;
+    let opened = std::time::Instant::now();
+    assert_eq!(mute.close_code().await, Some(1001));
+    // Closed a second or so after the timeout. Checked only at the socket's
+    // turn in the 60 s ping round, it closed at that turn: within 6 s of
+    // opening one time in ten at most.
+    let took = opened.elapsed();
+    assert!(took < Duration::from_secs(6), "closed after {took:?}");
+}
+
 /// A socket that answers no ping is closed with 1001 after the pong timeout.
 #[actix_web::test]
 async fn silent_sockets_time_out_with_1001() {
