@@ -1,6 +1,8 @@
 -- A hidden user's message is never sent to webhooks (PROTOCOL.md): deleting
 -- one is not sent either (a `message.deleted` for a message receivers never
--- had would tell them about it). Other actions are as in 0012.
+-- had would tell them about it). Other actions are as in 0012: the function is
+-- restated whole, as PostgreSQL replaces a function whole and 0012 stays as it
+-- was applied.
 CREATE OR REPLACE FUNCTION webhook_on_moderation() RETURNS trigger
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE

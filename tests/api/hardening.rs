@@ -313,17 +313,24 @@ async fn memory_stays_bounded_with_sockets_that_never_read() {
     drop(idle);
 }
 
+/// A node with the keep-alive `(ping_interval_secs, pong_timeout_secs)`, a
+/// stream on it, and a socket to it that answers no ping.
+async fn keep_alive_app(ping: u64, pong: u64) -> (TestApp, i64, RawWs) {
+    let app = spawn_app_with(move |s| {
+        s.server.ping_interval_secs = ping;
+        s.server.pong_timeout_secs = pong;
+    })
+    .await;
+    let stream = app.create_stream("owner").await;
+    let mute = RawWs::connect(&app, &format!("/ws/chat/stream_{stream}/"), None, None).await;
+    (app, stream, mute)
+}
+
 /// A socket that answers no ping is closed with 1001 after the pong timeout,
 /// not at the end of a later ping round.
 #[actix_web::test]
 async fn silent_sockets_time_out_with_1001_after_the_pong_timeout() {
-    let app = spawn_app_with(|s| {
-        s.server.ping_interval_secs = 60;
-        s.server.pong_timeout_secs = 1;
-    })
-    .await;
-    let stream = app.create_stream("owner").await;
-    let mut mute = RawWs::connect(&app, &format!("/ws/chat/stream_{stream}/"), None, None).await;
+    let (_app, _, mut mute) = keep_alive_app(60, 1).await;
     let opened = std::time::Instant::now();
     assert_eq!(mute.close_code().await, Some(1001));
     // Closed a second or so after the timeout. Checked only at the socket's
@@ -333,19 +340,12 @@ async fn silent_sockets_time_out_with_1001_after_the_pong_timeout() {
     assert!(took < Duration::from_secs(6), "closed after {took:?}");
 }
 
-/// A socket that answers no ping is closed with 1001 after the pong timeout.
+/// A socket that answers no ping is closed with 1001 after the pong timeout;
+/// one that answers stays.
 #[actix_web::test]
 async fn silent_sockets_time_out_with_1001() {
-    // Opens by setting the keep-alive it tests, as the limit tests set theirs.
-    let app = spawn_app_with(|s| {
-        s.server.ping_interval_secs = 1;
-        s.server.pong_timeout_secs = 2;
-    })
-    .await;
-    let stream = app.create_stream("owner").await;
-    // A client that answers pings stays.
+    let (app, stream, mut mute) = keep_alive_app(1, 2).await;
     let (mut alive, _, _) = app.ws_ready(stream, None).await;
-    let mut mute = RawWs::connect(&app, &format!("/ws/chat/stream_{stream}/"), None, None).await;
     // Reading `alive` answers its pings meanwhile.
     alive.assert_silent(Duration::from_secs(4)).await;
     assert_eq!(mute.close_code().await, Some(1001));
