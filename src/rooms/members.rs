@@ -185,11 +185,13 @@ impl Members {
     pub fn keep_alive(&self, timeout_secs: u32, step: u64, steps: u64) -> Vec<u64> {
         let steps = steps.max(1);
         let mut silent = Vec::new();
+        // One clock reading a step, not one a socket.
+        let now = crate::sessions::outlet::clock();
         for (id, m) in &self.map {
             if !m.counts() {
                 continue;
             }
-            if m.outlet.silent_for() > timeout_secs {
+            if m.outlet.silent_at(now) > timeout_secs {
                 m.outlet.close_after_queue(1001, "no pong");
                 silent.push(*id);
             } else if id % steps == step % steps {

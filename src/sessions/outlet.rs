@@ -241,9 +241,10 @@ impl Outlet {
         self.shared.heard.store(clock(), Ordering::Relaxed);
     }
 
-    /// Seconds since the client last answered a ping (or connected).
-    pub fn silent_for(&self) -> u32 {
-        clock().saturating_sub(self.shared.heard.load(Ordering::Relaxed))
+    /// Seconds, at `now` (a [`clock`] reading), since the client last
+    /// answered a ping (or connected).
+    pub fn silent_at(&self, now: u32) -> u32 {
+        now.saturating_sub(self.shared.heard.load(Ordering::Relaxed))
     }
 }
 
