@@ -116,13 +116,16 @@ impl Store {
         .await
     }
 
-    /// The active users among `ids` ([`User`]s; a deleted or deactivated one
-    /// is absent).
-    pub async fn active_users(&self, slug: &Slug, ids: &[i64]) -> StoreResult<Vec<User>> {
+    /// The active users among `ids`, and the tenant's active staff (admins
+    /// and moderators, a handful) whoever they are ([`User`]s; a deleted or
+    /// deactivated one is absent). A room asks with its staff members, and
+    /// finds both those who lost the role and those who gained it.
+    pub async fn active_staff_and(&self, slug: &Slug, ids: &[i64]) -> StoreResult<Vec<User>> {
         self.query_in(
             slug,
             &format!(
-                "SELECT {USER_COLUMNS} FROM {{schema}}.accounts_user WHERE id = ANY($1) AND is_active"
+                "SELECT {USER_COLUMNS} FROM {{schema}}.accounts_user \
+                 WHERE is_active AND (id = ANY($1) OR role IN ('admin', 'moderator'))"
             ),
             &[&ids],
             |r| user_from(r, 0),

@@ -76,20 +76,62 @@ async fn a_role_changed_in_the_database_takes_effect_on_open_sockets() {
     let refused = b.try_say("still here").await.expect_err("slow mode");
     assert_eq!(refused["code"], "slow_mode");
     // The room reads the role again by itself: no longer exempt from slow mode.
+    until_slow_mode_holds(&mut m, true, "the demoted moderator is still exempt").await;
+}
+
+/// Sends chat from `ws` until slow mode refuses it (`held`) or lets it through
+/// (not `held`), for at most [`WAIT`]; panics with `what` when it never does.
+async fn until_slow_mode_holds(ws: &mut WsClient, held: bool, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
-    while m
-        .try_say("and again")
-        .await
-        .err()
-        .map(|e| e["code"].clone())
-        != Some(json!("slow_mode"))
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the demoted moderator is still exempt from slow mode"
-        );
+    loop {
+        match ws.try_say("again").await {
+            Err(e) if e["code"] == "slow_mode" && held => return,
+            Ok(_) if !held => return,
+            Err(e) if e["code"] != "slow_mode" => panic!("{what}: {e}"),
+            _ => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_role_given_in_the_database_takes_effect_on_open_sockets() {
+    let app = AppBuilder::new().raised_limits().spawn().await;
+    let (stream, owner) = app.stream_with_owner().await;
+    let [bob, carol, dave] = app.viewers(["bob", "carol", "dave"]).await;
+    let [mut o, mut b, mut c, mut d] = sockets(stream, [&owner, &bob, &carol, &dave]).await;
+    let terms = format!("/api/streams/{stream}/blocked_terms");
+    owner
+        .post_ok(&terms, json!({"term":"cheap","mode":"hold"}))
+        .await;
+    c.send(json!({"type":"message","message":"cheap followers","client_id":"h1"}))
+        .await;
+    let held = c.expect("held").await["held_id"].clone();
+    assert_eq!(o.expect("held").await["held_id"], held);
+    // Appointed on the stream with a socket open: the queue comes at once.
+    set_moderator(&app, stream, &owner, "dave", "add").await;
+    let queue = d.expect("held_queue").await;
+    assert_eq!(queue["items"][0]["held_id"], held, "{queue}");
+    o.send(json!({"type":"slow_mode","seconds":60})).await;
+    assert_eq!(b.expect("moderation").await["action"], "slow_mode");
+    b.say("one").await;
+    let refused = b.try_say("two").await.expect_err("slow mode");
+    assert_eq!(refused["code"], "slow_mode");
+
+    app.tenant_sql(
+        "UPDATE {s}.accounts_user SET role = 'moderator' WHERE username = 'bob'",
+        &[],
+    )
+    .await;
+    // The room reads the tenant's staff by itself: bob, now a moderator, gets
+    // the held queue, as on connect, and is exempt from slow mode without
+    // reconnecting.
+    let queue = b.expect("held_queue").await;
+    assert_eq!(queue["items"][0]["held_id"], held, "{queue}");
+    assert_eq!(queue["items"][0]["username"], "carol");
+    until_slow_mode_holds(&mut b, false, "the promoted viewer is still held").await;
+    b.say("and again").await;
 }
 
 #[actix_web::test]

@@ -1,6 +1,7 @@
 //! Moderation in a room: actions checked against the rights in the database
 //! when they arrive, stored events applied to the room's state, blocked terms
-//! and appointed moderators read again when they change.
+//! and appointed moderators read again when they change, tenant roles every
+//! few seconds (a socket that gains rights then gets the held queue).
 
 use super::*;
 
@@ -23,43 +24,80 @@ impl RoomActor {
             ctx,
             |db| async move { db.store.stream_moderator_ids(&db.slug, db.stream_id).await },
             |r, room, _| match r {
-                Ok(ids) => room.appointed = ids.into_iter().collect(),
+                Ok(ids) => {
+                    let before = room.moderating();
+                    room.appointed = ids.into_iter().collect();
+                    room.queue_to_new_moderators(&before);
+                }
                 Err(e) => tracing::warn!(error = %e, "moderators not loaded"),
             },
         );
     }
 
     /// Reads again the tenant roles of the members whose rights come from
-    /// their role (admins, moderators; a handful in any room): one changed
-    /// or taken away in the database is what the room goes by from then on.
-    /// Moderation actions do not wait for this: each is checked against the
-    /// database when it arrives.
+    /// their role (admins, moderators; a handful in any room), and the
+    /// tenant's staff: a role given, changed or taken away in the database is
+    /// what the room goes by from then on. Moderation actions do not wait for
+    /// this: each is checked against the database when it arrives.
     pub(super) fn refresh_roles(&mut self, ctx: &mut Context<Self>) {
-        let ids: HashSet<i64> = self
+        let mut logged_in = false;
+        let asked: HashSet<i64> = self
             .members
             .users_mut()
+            .inspect(|_| logged_in = true)
             .filter(|u| matches!(u.role, Role::Admin | Role::Moderator))
             .map(|u| u.id)
             .collect();
-        if ids.is_empty() {
+        if !logged_in {
+            // Anonymous viewers only: nobody's rights to read.
             return;
         }
-        let list: Vec<i64> = ids.iter().copied().collect();
+        let list: Vec<i64> = asked.iter().copied().collect();
         self.with_store(
             ctx,
-            move |db| async move { db.store.active_users(&db.slug, &list).await },
+            move |db| async move { db.store.active_staff_and(&db.slug, &list).await },
             move |r, room, _| match r {
                 Ok(users) => {
+                    let before = room.moderating();
                     let roles: HashMap<i64, Role> = users.iter().map(|u| (u.id, u.role)).collect();
-                    // Only those asked about: a member who joined meanwhile
-                    // came with a role just read.
-                    for u in room.members.users_mut().filter(|u| ids.contains(&u.id)) {
-                        u.role = roles.get(&u.id).copied().unwrap_or(Role::Viewer);
+                    for u in room.members.users_mut() {
+                        match roles.get(&u.id) {
+                            Some(role) => u.role = *role,
+                            // Asked about and gone: deactivated or deleted.
+                            None if asked.contains(&u.id) => u.role = Role::Viewer,
+                            // Not staff, and not asked about: a member who
+                            // joined meanwhile came with a role just read.
+                            None => {}
+                        }
                     }
+                    room.queue_to_new_moderators(&before);
                 }
                 Err(e) => tracing::warn!(error = %e, "member roles not read again"),
             },
         );
+    }
+
+    /// The users whose sockets moderate the room now.
+    fn moderating(&mut self) -> HashSet<i64> {
+        let (owner, appointed) = (self.stream.owner_id, &self.appointed);
+        self.members
+            .users_mut()
+            .filter(|u| moderates(u, owner, appointed))
+            .map(|u| u.id)
+            .collect()
+    }
+
+    /// Sends the held queue, as a moderator gets it on connect, to the
+    /// sockets that moderate now and did not when `before` was taken.
+    fn queue_to_new_moderators(&mut self, before: &HashSet<i64>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let queue = self.held_queue_frame();
+        let (owner, appointed) = (self.stream.owner_id, &self.appointed);
+        self.members.send_where(&queue, |u| {
+            !before.contains(&u.id) && moderates(u, owner, appointed)
+        });
     }
 
     /// Applies a stored moderation event to the room's state and broadcasts it
