@@ -325,7 +325,13 @@ impl Command {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ModEvent {
     /// A message is hidden.
-    Delete { message_id: i64 },
+    Delete {
+        message_id: i64,
+        /// Set when the message was a hidden user's: its author, who with the
+        /// moderators is all that saw it, and all that are told.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hidden_author: Option<i64>,
+    },
     /// A message is pinned (its `message` frame as JSON).
     Pin { message: Value },
     /// Nothing is pinned.
@@ -407,7 +413,7 @@ impl ModEvent {
     /// The `moderation` frame clients receive.
     pub fn frame(&self) -> bytestring::ByteString {
         let v = match self {
-            ModEvent::Delete { message_id } => {
+            ModEvent::Delete { message_id, .. } => {
                 serde_json::json!({"type":"moderation","action":"delete","message_id":message_id})
             }
             ModEvent::Pin { message } => {
@@ -496,7 +502,7 @@ pub async fn execute(
     let not_found = || ApiError::new(Code::NotFound, "No such message in this stream.");
     match cmd {
         Command::Delete { message_id } => {
-            store
+            let (author, hidden) = store
                 .delete_message(
                     slug,
                     stream.room_id,
@@ -508,7 +514,10 @@ pub async fn execute(
                 )
                 .await?
                 .ok_or_else(not_found)?;
-            Ok(ModEvent::Delete { message_id })
+            Ok(ModEvent::Delete {
+                message_id,
+                hidden_author: author.filter(|_| hidden),
+            })
         }
         Command::Pin { message_id } => {
             let m = store
@@ -849,6 +858,34 @@ mod tests {
             bytestring::ByteString::from(
                 json!({"type":"moderation","action":"approve","held_id":3}).to_string()
             )
+        );
+    }
+
+    /// A delete reads the same between versions; the author of a hidden
+    /// message travels between nodes and never reaches a client.
+    #[test]
+    fn deletes_on_the_wire() {
+        let earlier = json!({"action":"delete","message_id":5});
+        let d: ModEvent = serde_json::from_value(earlier.clone()).unwrap();
+        assert_eq!(
+            d,
+            ModEvent::Delete {
+                message_id: 5,
+                hidden_author: None
+            }
+        );
+        assert_eq!(serde_json::to_value(&d).unwrap(), earlier);
+        let hidden = ModEvent::Delete {
+            message_id: 5,
+            hidden_author: Some(7),
+        };
+        let relayed = serde_json::to_value(&hidden).unwrap();
+        assert_eq!(relayed["hidden_author"], 7);
+        assert_eq!(serde_json::from_value::<ModEvent>(relayed).unwrap(), hidden);
+        assert_eq!(hidden.frame(), d.frame());
+        assert_eq!(
+            serde_json::from_str::<Value>(&d.frame()).unwrap(),
+            json!({"type":"moderation","action":"delete","message_id":5})
         );
     }
 

@@ -89,22 +89,23 @@ pub(super) async fn log_in(
 }
 
 impl Store {
-    /// Flags a visible message of a room deleted and logs it; returns its author,
-    /// or `None` when no such visible message exists.
+    /// Flags a visible message of a room deleted and logs it; returns its
+    /// author and whether it was a hidden user's (shown to them and moderators
+    /// only), or `None` when no such visible message exists.
     pub async fn delete_message(
         &self,
         slug: &Slug,
         room_id: i64,
         message_id: i64,
         log: NewLogEntry<'_>,
-    ) -> StoreResult<Option<Option<i64>>> {
+    ) -> StoreResult<Option<(Option<i64>, bool)>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
             .query_opt(
                 &format!(
                     "UPDATE {}.chat_chatmessage SET is_deleted = true, is_pinned = false \
-                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted RETURNING user_id",
+                     WHERE id = $1 AND room_id = $2 AND NOT is_deleted RETURNING user_id, is_hidden",
                     slug.schema()
                 ),
                 &[&message_id, &room_id],
@@ -122,7 +123,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(author))
+        Ok(Some((author, row.get(1))))
     }
 
     // Same opening as resolve_held: a pooled client and one transaction.

@@ -444,7 +444,8 @@ async fn a_message_held_too_long_while_no_room_ran_is_denied() {
 
 /// Hidden on node A, bob's new messages reach only him and moderators, on
 /// every node, with `"hidden":true`; nobody else sees them live, in history
-/// or in replay; bob is not told. Unhidden, he is seen again.
+/// or in replay, nor hears of their deletion; bob is not told. Unhidden, he
+/// is seen again.
 #[actix_web::test]
 async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
     let (app, stream, (_a, ha, _b, hb)) = bob_and_mod_on_two_nodes().await;
@@ -507,6 +508,16 @@ async fn hidden_users_are_seen_only_by_themselves_and_moderators() {
         .contains("psst"));
     let anonymous_page = ha.get(&format!("/streams/{stream}"), None).await;
     assert!(!anonymous_page.body.contains("psst"));
+
+    // Deleted on node A: only those who saw it hear of it, on either node.
+    o.send(json!({"type":"delete","message_id":seen["id"]}))
+        .await;
+    let deleted = json!({"type":"moderation","action":"delete","message_id":seen["id"]});
+    assert_eq!(o.expect("moderation").await, deleted);
+    assert_eq!(m_b.expect("moderation").await, deleted);
+    assert_eq!(bob_ws.expect("moderation").await, deleted);
+    viewer_a.assert_silent(Duration::from_millis(700)).await;
+    viewer_b.assert_silent(Duration::from_millis(100)).await;
 
     o.send(json!({"type":"unhide","username":"bob"})).await;
     o.expect("moderation").await;

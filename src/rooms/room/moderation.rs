@@ -107,7 +107,10 @@ impl RoomActor {
             self.restrictions.apply(&change);
         }
         match &event {
-            ModEvent::Delete { message_id } => {
+            ModEvent::Delete {
+                message_id,
+                hidden_author,
+            } => {
                 if self.ring.contains(*message_id) || *message_id <= self.newest_id {
                     self.ring.remove(*message_id);
                 } else {
@@ -116,6 +119,11 @@ impl RoomActor {
                 }
                 if self.pinned.as_ref().is_some_and(|(id, _)| id == message_id) {
                     self.pinned = None;
+                }
+                if hidden_author.is_some() {
+                    // Only those who saw it hear of it, as with its edits.
+                    self.broadcast_hidden(&event.frame(), None, *hidden_author);
+                    return;
                 }
             }
             ModEvent::Pin { message } => {

@@ -224,7 +224,11 @@ impl RoomActor {
             // Without older messages in the database, the snapshot covers everything.
             if id <= covered && !fresh.contains(&id) && (!has_older || id >= oldest) {
                 self.ring.remove(id);
-                self.broadcast(&ModEvent::Delete { message_id: id }.frame(), None);
+                let delete = ModEvent::Delete {
+                    message_id: id,
+                    hidden_author: None,
+                };
+                self.broadcast(&delete.frame(), None);
             }
         }
     }
