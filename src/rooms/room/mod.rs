@@ -136,6 +136,9 @@ pub struct RoomActor {
     newest_id: i64,
     /// A catch-up query is running.
     catching_up: bool,
+    /// A read of members' roles is running (the next waits: an older answer
+    /// never lands after a newer one).
+    reading_roles: bool,
     /// A gap timer is armed.
     gap_timer: bool,
     /// Ids deleted before their message reached this room.
@@ -257,6 +260,7 @@ impl RoomActor {
             order: Sequencer::unknown(),
             newest_id: 0,
             catching_up: false,
+            reading_roles: false,
             gap_timer: false,
             early_deletes: EarlyDeletes::default(),
             chat_limiter,

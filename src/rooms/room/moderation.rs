@@ -48,31 +48,37 @@ impl RoomActor {
             .filter(|u| matches!(u.role, Role::Admin | Role::Moderator))
             .map(|u| u.id)
             .collect();
-        if !logged_in {
-            // Anonymous viewers only: nobody's rights to read.
+        if !logged_in || self.reading_roles {
+            // Anonymous viewers only (nobody's rights to read), or the last
+            // read has not answered yet.
             return;
         }
+        self.reading_roles = true;
         let list: Vec<i64> = asked.iter().copied().collect();
         self.with_store(
             ctx,
             move |db| async move { db.store.active_staff_and(&db.slug, &list).await },
-            move |r, room, _| match r {
-                Ok(users) => {
-                    let before = room.moderating();
-                    let roles: HashMap<i64, Role> = users.iter().map(|u| (u.id, u.role)).collect();
-                    for u in room.members.users_mut() {
-                        match roles.get(&u.id) {
-                            Some(role) => u.role = *role,
-                            // Asked about and gone: deactivated or deleted.
-                            None if asked.contains(&u.id) => u.role = Role::Viewer,
-                            // Not staff, and not asked about: a member who
-                            // joined meanwhile came with a role just read.
-                            None => {}
+            move |r, room, _| {
+                room.reading_roles = false;
+                match r {
+                    Ok(users) => {
+                        let before = room.moderating();
+                        let roles: HashMap<i64, Role> =
+                            users.iter().map(|u| (u.id, u.role)).collect();
+                        for u in room.members.users_mut() {
+                            match roles.get(&u.id) {
+                                Some(role) => u.role = *role,
+                                // Asked about and gone: deactivated or deleted.
+                                None if asked.contains(&u.id) => u.role = Role::Viewer,
+                                // Not staff, and not asked about: a member who
+                                // joined meanwhile came with a role just read.
+                                None => {}
+                            }
                         }
+                        room.queue_to_new_moderators(&before);
                     }
-                    room.queue_to_new_moderators(&before);
+                    Err(e) => tracing::warn!(error = %e, "member roles not read again"),
                 }
-                Err(e) => tracing::warn!(error = %e, "member roles not read again"),
             },
         );
     }
