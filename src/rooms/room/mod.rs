@@ -36,7 +36,7 @@ use super::{
     members::{Members, RoomUser},
     modes::{ModeState, RecentTexts},
     pending::{Inflight, Known, Pending},
-    restrictions::{Change, Restrictions},
+    restrictions::{Change, Muted, Restrictions},
     ring::{Ring, RingEntry},
     sequencer::{Sequencer, Slot},
     Hub, RoomKey,
@@ -78,9 +78,13 @@ const EARLY_DELETES: usize = 1024;
 /// How often a room denies held messages older than ten minutes.
 const HELD_SWEEP: Duration = Duration::from_secs(15);
 /// How often a room reads again the roles of members whose rights come from
-/// their role (admins, moderators), so a role taken away in the database
-/// takes its views (held queue, hidden messages, exemptions) with it.
+/// their role (admins, moderators) and the tenant's staff, so a role given
+/// or taken away in the database gives or takes its views (held queue,
+/// hidden messages, exemptions) with it.
 const ROLES_EVERY: Duration = Duration::from_secs(5);
+/// How long after an incomplete resync (PostgreSQL busy or away) the room
+/// tries again.
+const RESYNC_RETRY: Duration = Duration::from_secs(2);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 

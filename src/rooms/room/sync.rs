@@ -156,8 +156,11 @@ impl RoomActor {
     }
 
     /// After a relay outage: what other nodes did meanwhile comes from
-    /// PostgreSQL — messages (newer than delivered), deletions of messages the
-    /// ring holds, bans, status, slow mode, pin, terms and rights.
+    /// PostgreSQL — messages (newer than delivered), deletions and edits of
+    /// messages the ring holds, bans (a banned member's sockets close, 4003),
+    /// status, slow mode, modes and pin (members are told of what changed),
+    /// the held queue, hidden users, terms and rights. A resync that could not
+    /// read everything runs again [`RESYNC_RETRY`] later.
     pub(super) fn resync(&mut self, ctx: &mut Context<Self>) {
         self.catch_up(ctx);
         self.load_terms(ctx);
@@ -182,7 +185,13 @@ impl RoomActor {
                 let hidden = store.hidden_users(&slug, stream_id).await;
                 (visible, restrictions, stream, (pinned, held, hidden))
             },
-            move |(visible, restrictions, stream, (pinned, held, hidden)), room, _| {
+            move |(visible, restrictions, stream, (pinned, held, hidden)), room, ctx| {
+                let complete = visible.is_ok()
+                    && restrictions.is_ok()
+                    && stream.is_ok()
+                    && pinned.is_ok()
+                    && held.is_ok()
+                    && hidden.is_ok();
                 if let Ok(rows) = hidden {
                     room.hidden = crate::rooms::hidden::Hidden::from_rows(rows);
                 }
@@ -190,29 +199,34 @@ impl RoomActor {
                     room.load_held(&held);
                 }
                 if let Ok((messages, has_older, _)) = visible {
-                    room.drop_deleted(&messages, has_older, covered);
+                    room.reconcile_ring(&messages, has_older, covered);
                 }
                 if let Ok(list) = restrictions {
                     room.restrictions = Restrictions::from_rows(list);
+                    room.close_banned();
                 }
                 if let Ok(Some(s)) = stream {
                     room.status = s.status;
-                    room.slow_mode_seconds = s.slow_mode_seconds;
-                    room.modes = s.modes;
+                    room.settings_changed(s.slow_mode_seconds, s.modes);
                 }
                 if let Ok(p) = pinned {
-                    room.pinned = p.map(|m| (m.id, crate::moderation::pinned_json(&m)));
+                    room.pin_changed(p.map(|m| (m.id, crate::moderation::pinned_json(&m))));
+                }
+                if !complete {
+                    tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, "resync incomplete: trying again");
+                    ctx.run_later(RESYNC_RETRY, |room, ctx| room.resync(ctx));
                 }
             },
         );
     }
 
-    /// Removes from the ring, and tells members to delete, every message the
-    /// ring holds that PostgreSQL no longer shows (deleted on another node
-    /// while the relay was away). `visible` is the newest visible messages,
-    /// read after the room had delivered every id up to `covered`: a message
-    /// delivered later is newer than the snapshot, not deleted.
-    pub(super) fn drop_deleted(
+    /// Brings the ring in line with `visible`, the newest visible messages
+    /// read after the room had delivered every id up to `covered` (a message
+    /// delivered later is newer than the snapshot, not deleted): a message it
+    /// no longer shows was deleted on another node while the relay was away,
+    /// and one edited since is replaced. Members are told of each, as they
+    /// would have been live.
+    pub(super) fn reconcile_ring(
         &mut self,
         visible: &[StoredMessage],
         has_older: bool,
@@ -231,6 +245,79 @@ impl RoomActor {
                 self.broadcast(&delete.frame(), None);
             }
         }
+        for m in visible.iter().filter(|m| m.edited_at.is_some()) {
+            let edited_at = m.edited_at.map(protocol::timestamp);
+            let stale = self
+                .ring
+                .get(m.id)
+                .and_then(|frame| serde_json::from_str::<serde_json::Value>(frame).ok())
+                .is_some_and(|held| held["edited_at"].as_str() != edited_at.as_deref());
+            if stale {
+                self.apply_edit(
+                    m.id,
+                    protocol::edit_frame(m),
+                    protocol::message_frame(m),
+                    None,
+                );
+            }
+        }
+    }
+
+    /// Closes (4003) the sockets of members the room's restrictions now ban.
+    fn close_banned(&mut self) {
+        let now = OffsetDateTime::now_utc();
+        let banned: HashSet<i64> = self
+            .members
+            .users_mut()
+            .map(|u| u.id)
+            .filter(|id| self.restrictions.muted(*id, now) == Some(Muted::Banned))
+            .collect();
+        let mut closed = 0;
+        for id in banned {
+            closed += self.members.close_user(id, codes::BANNED, "banned");
+        }
+        if closed > 0 {
+            self.report_viewers();
+        }
+    }
+
+    /// Takes slow mode and modes as stored, and tells members of a change
+    /// (as the `modes` notice does, which carries slow mode too).
+    fn settings_changed(&mut self, slow_mode_seconds: i32, modes: ModeState) {
+        let event = if modes.modes != self.modes.modes {
+            Some(ModEvent::Modes {
+                modes: modes.modes,
+                slow_mode_seconds,
+                version: self.modes_version,
+            })
+        } else if slow_mode_seconds != self.slow_mode_seconds {
+            Some(ModEvent::SlowMode {
+                seconds: slow_mode_seconds,
+            })
+        } else {
+            None
+        };
+        self.slow_mode_seconds = slow_mode_seconds;
+        self.modes = modes;
+        if let Some(event) = event {
+            self.broadcast(&event.frame(), None);
+        }
+    }
+
+    /// Takes the pinned message as stored, and tells members when it is
+    /// another one, or none.
+    fn pin_changed(&mut self, pinned: Option<(i64, serde_json::Value)>) {
+        let id = |p: &Option<(i64, serde_json::Value)>| p.as_ref().map(|(id, _)| *id);
+        if id(&pinned) != id(&self.pinned) {
+            let event = match &pinned {
+                Some((_, message)) => ModEvent::Pin {
+                    message: message.clone(),
+                },
+                None => ModEvent::Unpin,
+            };
+            self.broadcast(&event.frame(), None);
+        }
+        self.pinned = pinned;
     }
 }
 

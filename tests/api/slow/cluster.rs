@@ -243,6 +243,87 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
     );
 }
 
+/// What an author and a moderator did on node A while Redis was away reaches
+/// node B's clients once it returns, as it would have live: the edit, the
+/// ban (the banned socket on B closes, 4003), the pin, slow mode and modes;
+/// and a socket opened on B afterwards finds them in its hello and history.
+#[actix_web::test]
+async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
+    let mut redis = PrivateRedis::start();
+    let (_app, stream, (_a, ha, _b, hb)) =
+        room_on_two_nodes(&redis.url(), &["alice", "carol"], &[]).await;
+    let alice = ha.logged_in("alice").await;
+    let carol = hb.logged_in("carol").await;
+    let owner = ha.logged_in("owner").await;
+    let mut ca = alice.ws(stream).await;
+    let mut cc = carol.ws(stream).await;
+    let (mut wb, _, _) = hb.ws_ready(stream, None).await;
+    hb.await_subscribers(stream, 2).await;
+    let id = ca.say("first version").await;
+    assert_eq!(wb.expect("message").await["id"], id);
+
+    redis.stop();
+    for node in [&ha, &hb] {
+        eventually("readyz reports Redis down", WAIT, || async {
+            (node.get("/readyz", None).await.status == 503).then_some(())
+        })
+        .await;
+    }
+    ca.send(json!({"type":"edit","message_id":id,"message":"second version"}))
+        .await;
+    assert_eq!(ca.expect("edit").await["message"], "second version");
+    moderate(
+        &owner,
+        stream,
+        &[
+            json!({"type":"ban","username":"carol"}),
+            json!({"type":"pin","message_id":id}),
+            json!({"type":"slow_mode","seconds":30}),
+            json!({"type":"modes","unique_chat":true}),
+        ],
+    )
+    .await;
+
+    redis.start_again();
+    let deadline = Instant::now() + WAIT;
+    let (mut edit, mut pin, mut modes) = (None, None, None);
+    while edit.is_none() || pin.is_none() || modes.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "B's watcher missed the edit ({edit:?}), pin ({pin:?}) or modes ({modes:?})"
+        );
+        let Some(v) = wb.next_text(Duration::from_secs(1)).await else {
+            continue;
+        };
+        match (v["type"].as_str(), v["action"].as_str()) {
+            (Some("edit"), _) => edit = Some(v),
+            (Some("moderation"), Some("pin")) => pin = Some(v),
+            (Some("moderation"), Some("modes")) => modes = Some(v),
+            _ => {}
+        }
+    }
+    let edit = edit.unwrap();
+    assert_eq!(edit["message_id"], id);
+    assert_eq!(edit["message"], "second version");
+    assert_eq!(pin.unwrap()["message"]["id"], id);
+    let modes = modes.unwrap();
+    assert_eq!(modes["modes"]["unique_chat"], true);
+    assert_eq!(modes["slow_mode_seconds"], 30);
+    assert_eq!(
+        cc.closed().await,
+        Some(4003),
+        "carol, banned, is closed on B"
+    );
+
+    let (_, hello, history) = hb.ws_ready(stream, None).await;
+    assert_eq!(hello["pinned"]["id"], id, "{hello}");
+    assert_eq!(hello["slow_mode_seconds"], 30);
+    assert_eq!(hello["modes"]["unique_chat"], true);
+    let shown = &history["messages"][0];
+    assert_eq!(shown["message"], "second version", "{history}");
+    assert!(shown["edited_at"].is_string());
+}
+
 /// A frozen Redis (SIGSTOP) must not stall local rooms either.
 #[actix_web::test]
 async fn frozen_redis_does_not_stall_local_rooms() {
