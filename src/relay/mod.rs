@@ -9,7 +9,9 @@
 //! pool. Presence is each node's count per room in Redis with a TTL; a room's
 //! count is the sum. Redis going away never stops local rooms: publishes are
 //! dropped, the subscriber reconnects with backoff and resubscribes, and rooms
-//! resynchronise from PostgreSQL when it is back.
+//! resynchronise from PostgreSQL when it is back. A node whose control events
+//! could not be published tells the others to resynchronise those rooms
+//! ([`RelayEvent::Resync`]) once it can publish again.
 //!
 //! `rediss://` URLs speak TLS (rustls): the server's certificate is checked
 //! against the system's roots, or those of `redis.ca_file`, and must name the
@@ -95,6 +97,9 @@ pub enum RelayEvent {
     SessionEnded { key_hash: String, code: u16 },
     /// Every session of a user ended (password change): close their sockets.
     UserSessionsEnded { user_id: i64, code: u16 },
+    /// The sender could not publish some of the room's events (stream 0:
+    /// the tenant's): read the room again from PostgreSQL, as after an outage.
+    Resync,
 }
 
 /// What the relay hands to the hub.
@@ -163,6 +168,50 @@ impl Wanted {
     }
 }
 
+/// Rooms (stream 0: tenants) whose events this node could not publish: the
+/// other nodes missed them, and are told to read those rooms again from
+/// PostgreSQL ([`RelayEvent::Resync`]) once a publish gets through.
+#[derive(Default)]
+pub(crate) struct Unsent(std::sync::Mutex<HashSet<(String, i64)>>);
+
+impl Unsent {
+    /// Notes an event (its envelope) that was not published, unless other
+    /// nodes recover it without being told: messages come from PostgreSQL by
+    /// the rooms' sweep; reaction windows and announcements are passing.
+    pub(crate) fn note(&self, payload: &str) {
+        #[derive(Deserialize)]
+        struct Head {
+            slug: String,
+            stream: i64,
+            event: Kind,
+        }
+        #[derive(Deserialize)]
+        struct Kind {
+            kind: String,
+        }
+        let Ok(head) = serde_json::from_str::<Head>(payload) else {
+            return;
+        };
+        if !matches!(
+            head.event.kind.as_str(),
+            "message" | "reactions" | "announce"
+        ) {
+            self.0.lock().unwrap().insert((head.slug, head.stream));
+        }
+    }
+
+    /// [`Self::note`] for every event of a batch.
+    pub(crate) fn note_all(&self, batch: &[(String, String)]) {
+        for (_, payload) in batch {
+            self.note(payload);
+        }
+    }
+
+    fn take(&self) -> Vec<(String, i64)> {
+        self.0.lock().unwrap().drain().collect()
+    }
+}
+
 /// Where events go: one Redis, or a Redis Cluster.
 enum Backend {
     /// One Redis: a pool for publishing and presence.
@@ -178,6 +227,8 @@ struct RedisRelay {
     publish: mpsc::Sender<(String, String)>,
     wanted: Arc<Wanted>,
     up: Arc<AtomicBool>,
+    /// Rooms whose events were not published.
+    unsent: Arc<Unsent>,
     /// The node's metrics.
     metrics: Arc<Metrics>,
 }
@@ -211,6 +262,7 @@ impl Relay {
         let (publish, publish_rx) = mpsc::channel(100_000);
         let wanted = Arc::new(Wanted::default());
         let up = Arc::new(AtomicBool::new(false));
+        let unsent = Arc::new(Unsent::default());
         let backend = if settings.cluster {
             Backend::Cluster(sharded::Cluster::start(
                 client(settings)?.get_connection_info().clone(),
@@ -221,6 +273,7 @@ impl Relay {
                 sink,
                 wanted.clone(),
                 publish_rx,
+                unsent.clone(),
                 metrics.clone(),
             )?)
         } else {
@@ -234,7 +287,12 @@ impl Relay {
                 .recycle_timeout(Some(OP_TIMEOUT))
                 .runtime(deadpool_redis::Runtime::Tokio1)
                 .build()?;
-            actix_rt::spawn(publisher(pool.clone(), publish_rx, metrics.clone()));
+            actix_rt::spawn(publisher(
+                pool.clone(),
+                publish_rx,
+                unsent.clone(),
+                metrics.clone(),
+            ));
             actix_rt::spawn(subscriber(
                 client,
                 format!("{prefix}:tenant:*"),
@@ -253,17 +311,18 @@ impl Relay {
             ));
             Backend::Single { pool }
         };
-        Ok(Self {
-            inner: Some(Arc::new(RedisRelay {
-                node,
-                prefix,
-                backend,
-                publish,
-                wanted,
-                up,
-                metrics,
-            })),
-        })
+        let inner = Arc::new(RedisRelay {
+            node,
+            prefix,
+            backend,
+            publish,
+            wanted,
+            up,
+            unsent,
+            metrics,
+        });
+        actix_rt::spawn(resend_unsent(Arc::downgrade(&inner)));
+        Ok(Self { inner: Some(inner) })
     }
 
     /// True on a Redis Cluster.
@@ -358,11 +417,7 @@ impl Relay {
     /// Publishes an event for every room of a tenant.
     pub fn publish_tenant(&self, slug: &Slug, event: RelayEvent) {
         if let Some(r) = &self.inner {
-            let channel = match r.backend {
-                Backend::Single { .. } => format!("{}:tenant:{slug}", r.prefix),
-                Backend::Cluster(_) => slots::tenant_channel(&r.prefix, slug),
-            };
-            r.send(channel, slug, 0, event);
+            r.send(r.tenant_channel(slug), slug, 0, event);
         }
     }
 }
@@ -379,6 +434,15 @@ impl RedisRelay {
         }
     }
 
+    /// A tenant's channel: `{prefix}:tenant:{tenant}`, or with its hash tag
+    /// on a cluster.
+    fn tenant_channel(&self, slug: &Slug) -> String {
+        match self.backend {
+            Backend::Single { .. } => format!("{}:tenant:{slug}", self.prefix),
+            Backend::Cluster(_) => slots::tenant_channel(&self.prefix, slug),
+        }
+    }
+
     fn send(&self, channel: String, slug: &Slug, stream: i64, event: RelayEvent) {
         let payload = serde_json::to_string(&Envelope {
             sent_ms: now_ms(),
@@ -388,8 +452,36 @@ impl RedisRelay {
             event,
         })
         .expect("envelopes serialise");
-        if self.publish.try_send((channel, payload)).is_err() {
+        if let Err(e) = self.publish.try_send((channel, payload)) {
             self.metrics.relay_dropped.inc();
+            let (mpsc::error::TrySendError::Full((_, payload))
+            | mpsc::error::TrySendError::Closed((_, payload))) = e;
+            self.unsent.note(&payload);
+        }
+    }
+}
+
+/// Every second, tells the other nodes to read again from PostgreSQL the
+/// rooms whose events this node could not publish: one
+/// [`RelayEvent::Resync`] a room, noted again if it is not published either.
+async fn resend_unsent(relay: std::sync::Weak<RedisRelay>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(r) = relay.upgrade() else { return };
+        for (slug, stream_id) in r.unsent.take() {
+            let Ok(slug) = Slug::parse(&slug) else {
+                continue;
+            };
+            let channel = if stream_id == 0 {
+                r.tenant_channel(&slug)
+            } else {
+                r.room_channel(&RoomKey {
+                    slug: slug.clone(),
+                    stream_id,
+                })
+            };
+            r.send(channel, &slug, stream_id, RelayEvent::Resync);
         }
     }
 }
@@ -485,6 +577,7 @@ pub async fn check_tls(settings: &RedisSettings) -> anyhow::Result<()> {
 async fn publisher(
     pool: deadpool_redis::Pool,
     mut rx: mpsc::Receiver<(String, String)>,
+    unsent: Arc<Unsent>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(256);
@@ -498,10 +591,12 @@ async fn publisher(
             Ok(Ok(())) => metrics.relay_published.add(n),
             Ok(Err(e)) => {
                 metrics.relay_dropped.add(n);
+                unsent.note_all(&batch);
                 tracing::debug!(error = %e, "relay publish failed");
             }
             Err(_) => {
                 metrics.relay_dropped.add(n);
+                unsent.note_all(&batch);
                 tracing::debug!("relay publish timed out");
             }
         }
@@ -731,6 +826,42 @@ pub(crate) async fn presence_round<C: redis::aio::ConnectionLike + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unpublished control events mark their room (or tenant) for a resync;
+    /// messages, reaction windows and announcements, which other nodes get
+    /// back or can do without, do not.
+    #[test]
+    fn unsent_control_events_mark_their_room_once() {
+        let envelope = |stream, event| {
+            serde_json::to_string(&Envelope {
+                sent_ms: 0,
+                node: "n".into(),
+                slug: "acme".into(),
+                stream,
+                event,
+            })
+            .unwrap()
+        };
+        let unsent = Unsent::default();
+        let message = RelayEvent::Message {
+            frame: "{}".into(),
+            id: 1,
+            seq: 1,
+            user_id: None,
+            hidden: false,
+        };
+        unsent.note(&envelope(7, message));
+        unsent.note(&envelope(7, RelayEvent::Reactions { counts: vec![] }));
+        unsent.note(&envelope(7, RelayEvent::Announce { frame: "{}".into() }));
+        assert!(unsent.take().is_empty());
+        unsent.note(&envelope(7, RelayEvent::Terms));
+        unsent.note(&envelope(7, RelayEvent::Resync));
+        unsent.note(&envelope(0, RelayEvent::Terms));
+        let mut marked = unsent.take();
+        marked.sort();
+        assert_eq!(marked, [("acme".to_string(), 0), ("acme".to_string(), 7)]);
+        assert!(unsent.take().is_empty(), "taken once");
+    }
 
     fn settings(url: &str, ca_file: &str) -> RedisSettings {
         RedisSettings {

@@ -82,6 +82,8 @@ pub(super) struct Cluster {
     refresh: Notify,
     /// Channels lost (connection broken, slot moved) and not yet subscribed again.
     lost: Mutex<HashSet<String>>,
+    /// Rooms whose events were not published.
+    unsent: Arc<super::Unsent>,
     sink: mpsc::Sender<Incoming>,
     /// The node's metrics, with a series per shard.
     metrics: Arc<Metrics>,
@@ -99,6 +101,7 @@ impl Cluster {
         sink: mpsc::Sender<Incoming>,
         wanted: Arc<Wanted>,
         publish_rx: mpsc::Receiver<(String, String)>,
+        unsent: Arc<super::Unsent>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let seed = cluster::seed_addr(&info).map_err(|e| anyhow::anyhow!(e))?;
@@ -113,6 +116,7 @@ impl Cluster {
             conns: Mutex::default(),
             refresh: Notify::new(),
             lost: Mutex::default(),
+            unsent,
             sink,
             metrics,
         });
@@ -572,6 +576,7 @@ impl Cluster {
             let mut unplaced = 0;
             for item in batch.drain(..) {
                 let Some(addr) = topology.owner(key_slot(&item.0)) else {
+                    self.unsent.note(&item.1);
                     unplaced += 1;
                     continue;
                 };
@@ -580,7 +585,10 @@ impl Cluster {
                     actix_rt::spawn(self.clone().shard_publisher(addr.to_string(), rx));
                     tx
                 });
-                if tx.try_send(item).is_err() {
+                if let Err(e) = tx.try_send(item) {
+                    let (mpsc::error::TrySendError::Full((_, payload))
+                    | mpsc::error::TrySendError::Closed((_, payload))) = e;
+                    self.unsent.note(&payload);
                     self.metrics.relay_dropped.inc();
                     self.metrics
                         .shard(addr)
@@ -612,6 +620,7 @@ impl Cluster {
                 Ok(Ok(())) => self.metrics.relay_published.add(n),
                 other => {
                     self.metrics.relay_dropped.add(n);
+                    self.unsent.note_all(&batch);
                     self.metrics
                         .shard(&addr)
                         .publish_errors

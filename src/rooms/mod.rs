@@ -352,6 +352,13 @@ impl Hub {
                             room.do_send(ReloadTerms);
                         }
                     }
+                    RelayEvent::Resync => {
+                        // As after an outage: each room reads what it missed.
+                        for room in self.rooms_of(&key, true) {
+                            room.do_send(RelayState { up: false });
+                            room.do_send(RelayState { up: true });
+                        }
+                    }
                     _ => {}
                 }
             }

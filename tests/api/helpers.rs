@@ -1343,6 +1343,20 @@ impl PrivateRedis {
         }
     }
 
+    /// Runs `ACL <args>` on the server (users, and what they may do).
+    pub async fn acl(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url()).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the private Redis answers");
+        redis::cmd("ACL")
+            .arg(args)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("ACL {args:?}: {e}"));
+    }
+
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
@@ -1387,17 +1401,31 @@ pub async fn two_nodes_on(
     redis: &str,
     extra: &[(&str, &str)],
 ) -> (Node, TestApp, Node, TestApp) {
+    two_nodes_with(app, redis, redis, extra).await
+}
+
+/// [`two_nodes_on`], node A connecting to Redis with `url_a` and node B with
+/// `url_b` (one Redis, as two of its users, say).
+pub async fn two_nodes_with(
+    app: &TestApp,
+    url_a: &str,
+    url_b: &str,
+    extra: &[(&str, &str)],
+) -> (Node, TestApp, Node, TestApp) {
     let relay = Relay {
-        url: redis.to_string(),
+        url: url_a.to_string(),
         prefix: format!("t{}", random_hex(10)),
     };
-    let mut env: Vec<(&str, &str)> = vec![
-        ("STAMPEDE_REDIS_URL", &relay.url),
-        ("STAMPEDE_REDIS_PREFIX", &relay.prefix),
-    ];
-    env.extend_from_slice(extra);
-    let a = Node::start(free_port(), &env).await;
-    let b = Node::start(free_port(), &env).await;
+    let env_of = |url| {
+        let mut env: Vec<(&str, &str)> = vec![
+            ("STAMPEDE_REDIS_URL", url),
+            ("STAMPEDE_REDIS_PREFIX", &relay.prefix),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let a = Node::start(free_port(), &env_of(url_a)).await;
+    let b = Node::start(free_port(), &env_of(url_b)).await;
     let ha = TestApp {
         address: a.address.clone(),
         relay: Some(relay.clone()),

@@ -367,6 +367,7 @@ impl Handler<Remote> for RoomActor {
             RelayEvent::Status { status } => self.status = status,
             RelayEvent::Terms => self.load_terms(ctx),
             RelayEvent::Rights => self.load_rights(ctx),
+            RelayEvent::Resync => self.resync(ctx),
             RelayEvent::SessionEnded { .. } | RelayEvent::UserSessionsEnded { .. } => {}
         }
     }

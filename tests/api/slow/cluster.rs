@@ -324,6 +324,53 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
     assert!(shown["edited_at"].is_string());
 }
 
+/// Node B cannot publish for a while (its Redis user loses the right to)
+/// while every subscriber stays up: the pin and the ban made through B
+/// meanwhile still reach node A, as B tells the other nodes to read the room
+/// again from PostgreSQL once it can publish.
+#[actix_web::test]
+async fn what_a_node_could_not_publish_reaches_the_others_once_it_can() {
+    let redis = PrivateRedis::start();
+    redis
+        .acl(&["SETUSER", "nodeb", "on", ">secret-b", "~*", "&*", "+@all"])
+        .await;
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user("carol", "password-123", Role::Viewer).await;
+    let url_b = format!("redis://nodeb:secret-b@127.0.0.1:{}", redis.port);
+    let (_a, ha, _b, hb) = two_nodes_with(&app, &redis.url(), &url_b, RAISED_LIMITS_ENV).await;
+    let carol = ha.logged_in("carol").await;
+    let owner = hb.logged_in("owner").await;
+    let mut cc = carol.ws(stream).await;
+    let (mut wa, _, _) = ha.ws_ready(stream, None).await;
+    let mut co = owner.ws(stream).await;
+    hb.await_subscribers(stream, 2).await;
+    let id = cc.say("hello").await;
+    assert_eq!(co.expect("message").await["id"], id);
+    assert_eq!(wa.expect("message").await["id"], id);
+
+    redis.acl(&["SETUSER", "nodeb", "-publish"]).await;
+    moderate(
+        &owner,
+        stream,
+        &[
+            json!({"type":"pin","message_id":id}),
+            json!({"type":"ban","username":"carol"}),
+        ],
+    )
+    .await;
+    wa.assert_silent(Duration::from_secs(1)).await;
+    redis.acl(&["SETUSER", "nodeb", "+publish"]).await;
+    assert_eq!(
+        cc.closed().await,
+        Some(4003),
+        "carol, banned on B, is closed on A"
+    );
+    let pin = wa.expect("moderation").await;
+    assert_eq!(pin["action"], "pin", "{pin}");
+    assert_eq!(pin["message"]["id"], id);
+}
+
 /// A frozen Redis (SIGSTOP) must not stall local rooms either.
 #[actix_web::test]
 async fn frozen_redis_does_not_stall_local_rooms() {
