@@ -52,6 +52,8 @@ pub const PRESENCE_TTL_SECS: u64 = 10;
 pub(crate) const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 /// Longest wait for one Redis operation before it counts as failed.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Channels named by one `SUBSCRIBE` (or `UNSUBSCRIBE`) of the subscriber.
+const SUBSCRIBE_CHUNK: usize = 1000;
 
 /// A room event relayed between nodes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -638,8 +640,11 @@ async fn subscriber(
             let pubsub = client.get_async_pubsub().await?;
             let (mut sink, stream) = pubsub.split();
             sink.psubscribe(&tenant_pattern).await?;
-            for c in &subscribed {
-                sink.subscribe(c).await?;
+            // Many channels a command: one round trip per channel would not
+            // fit thousands of rooms into the timeout on a link of 1 ms.
+            let channels: Vec<&String> = subscribed.iter().collect();
+            for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
+                sink.subscribe(chunk).await?;
             }
             Ok::<_, redis::RedisError>((sink, stream))
         };
@@ -673,11 +678,13 @@ async fn subscriber(
                     // Bring the connection in line with what the rooms want now.
                     let now = wanted.snapshot();
                     let mut ok = true;
-                    for c in now.difference(&subscribed) {
-                        ok &= matches!(tokio::time::timeout(OP_TIMEOUT, sub.subscribe(c)).await, Ok(Ok(())));
+                    let new: Vec<&String> = now.difference(&subscribed).collect();
+                    for chunk in new.chunks(SUBSCRIBE_CHUNK) {
+                        ok &= matches!(tokio::time::timeout(OP_TIMEOUT, sub.subscribe(chunk)).await, Ok(Ok(())));
                     }
-                    for c in subscribed.difference(&now) {
-                        ok &= matches!(tokio::time::timeout(OP_TIMEOUT, sub.unsubscribe(c)).await, Ok(Ok(())));
+                    let gone: Vec<&String> = subscribed.difference(&now).collect();
+                    for chunk in gone.chunks(SUBSCRIBE_CHUNK) {
+                        ok &= matches!(tokio::time::timeout(OP_TIMEOUT, sub.unsubscribe(chunk)).await, Ok(Ok(())));
                     }
                     subscribed = now;
                     if !ok {

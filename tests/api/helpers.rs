@@ -1343,18 +1343,35 @@ impl PrivateRedis {
         }
     }
 
-    /// Runs `ACL <args>` on the server (users, and what they may do).
-    pub async fn acl(&self, args: &[&str]) {
+    /// Runs one command on the server (`["ACL", "SETUSER", ...]`), which
+    /// must succeed.
+    pub async fn run(&self, command: &[&str]) {
         let client = redis::Client::open(self.url()).expect("a Redis URL");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
             .expect("the private Redis answers");
-        redis::cmd("ACL")
-            .arg(args)
-            .query_async::<()>(&mut conn)
+        redis::cmd(command[0])
+            .arg(&command[1..])
+            .query_async::<redis::Value>(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("ACL {args:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    }
+
+    /// How many of `channels` have a subscriber now.
+    pub async fn subscribed(&self, channels: &[String]) -> usize {
+        let client = redis::Client::open(self.url()).expect("a Redis URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the private Redis answers");
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channels)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBSUB NUMSUB");
+        counts.iter().filter(|(_, n)| *n > 0).count()
     }
 
     /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server.
@@ -1372,6 +1389,55 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.signal("-CONT");
         self.stop();
+    }
+}
+
+/// A TCP proxy to a server on 127.0.0.1 that holds each chunk the server
+/// sends back for a while: a slow link, for tests that count round trips.
+pub struct SlowLink {
+    /// The port to connect to instead of the server's.
+    pub port: u16,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl SlowLink {
+    /// Starts one in front of the server on `to`, delaying its replies by `delay`.
+    pub async fn start(to: u16, delay: std::time::Duration) -> SlowLink {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                        return;
+                    };
+                    let (mut client_r, mut client_w) = client.into_split();
+                    let (mut server_r, mut server_w) = server.into_split();
+                    let up = tokio::io::copy(&mut client_r, &mut server_w);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = server_r.read(&mut buf).await {
+                            tokio::time::sleep(delay).await;
+                            if client_w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        SlowLink { port, accept }
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }
 

@@ -332,7 +332,16 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
 async fn what_a_node_could_not_publish_reaches_the_others_once_it_can() {
     let redis = PrivateRedis::start();
     redis
-        .acl(&["SETUSER", "nodeb", "on", ">secret-b", "~*", "&*", "+@all"])
+        .run(&[
+            "ACL",
+            "SETUSER",
+            "nodeb",
+            "on",
+            ">secret-b",
+            "~*",
+            "&*",
+            "+@all",
+        ])
         .await;
     let app = spawn_app().await;
     let stream = app.create_stream("owner").await;
@@ -349,7 +358,7 @@ async fn what_a_node_could_not_publish_reaches_the_others_once_it_can() {
     assert_eq!(co.expect("message").await["id"], id);
     assert_eq!(wa.expect("message").await["id"], id);
 
-    redis.acl(&["SETUSER", "nodeb", "-publish"]).await;
+    redis.run(&["ACL", "SETUSER", "nodeb", "-publish"]).await;
     moderate(
         &owner,
         stream,
@@ -360,7 +369,7 @@ async fn what_a_node_could_not_publish_reaches_the_others_once_it_can() {
     )
     .await;
     wa.assert_silent(Duration::from_secs(1)).await;
-    redis.acl(&["SETUSER", "nodeb", "+publish"]).await;
+    redis.run(&["ACL", "SETUSER", "nodeb", "+publish"]).await;
     assert_eq!(
         cc.closed().await,
         Some(4003),
@@ -369,6 +378,45 @@ async fn what_a_node_could_not_publish_reaches_the_others_once_it_can() {
     let pin = wa.expect("moderation").await;
     assert_eq!(pin["action"], "pin", "{pin}");
     assert_eq!(pin["message"]["id"], id);
+}
+
+/// A node running hundreds of rooms over a slow link to Redis (15 ms a
+/// reply) resubscribes after its pub/sub connection is dropped: its rooms'
+/// channels go in a few commands, not one round trip each (300 of those
+/// would not fit the 2 s a reconnection may take, and it would retry for
+/// ever).
+#[actix_web::test]
+async fn a_node_with_hundreds_of_rooms_resubscribes_over_a_slow_link() {
+    const ROOMS: usize = 300;
+    let redis = PrivateRedis::start();
+    let link = SlowLink::start(redis.port, Duration::from_millis(15)).await;
+    let app = spawn_app().await;
+    let mut streams = Vec::new();
+    for _ in 0..ROOMS {
+        streams.push(app.create_stream("owner").await);
+    }
+    let slow_url = format!("redis://127.0.0.1:{}", link.port);
+    let env = [("STAMPEDE_LIMITS_MAX_CONNECTIONS_PER_IP", "0")];
+    let (_a, ha, _b, _hb) = two_nodes_with(&app, &slow_url, &redis.url(), &env).await;
+    let mut sockets = Vec::new();
+    for stream in &streams {
+        sockets.push(ha.ws_ready(*stream, None).await.0);
+    }
+    let prefix = &ha.relay.as_ref().unwrap().prefix;
+    let channels: Vec<String> = streams
+        .iter()
+        .map(|s| format!("{prefix}:room:{}:{s}", app.tenant.slug))
+        .collect();
+    let every_room = || async { (redis.subscribed(&channels).await == ROOMS).then_some(()) };
+    eventually("node A subscribed to every room", WAIT, every_room).await;
+    let connects = ha.metric("stampede_relay_connects_total").await;
+    redis.run(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    eventually("node A subscribed again", WAIT, || async {
+        (ha.metric("stampede_relay_connects_total").await > connects).then_some(())
+    })
+    .await;
+    eventually("node A subscribed to every room again", WAIT, every_room).await;
+    drop(sockets);
 }
 
 /// A frozen Redis (SIGSTOP) must not stall local rooms either.
