@@ -359,7 +359,12 @@ pub enum ModEvent {
     /// Slow mode changed.
     SlowMode { seconds: i32 },
     /// Every message is hidden.
-    Clear,
+    Clear {
+        /// The highest seq hidden: a message up to it that reaches a room
+        /// later (relayed late, or held behind a gap) is not shown.
+        #[serde(default)]
+        through_seq: i64,
+    },
     /// Chat modes changed (with slow mode, which the shield sets).
     Modes {
         modes: crate::rooms::modes::Modes,
@@ -434,7 +439,7 @@ impl ModEvent {
             ModEvent::SlowMode { seconds } => {
                 serde_json::json!({"type":"moderation","action":"slow_mode","seconds":seconds})
             }
-            ModEvent::Clear => serde_json::json!({"type":"moderation","action":"clear"}),
+            ModEvent::Clear { .. } => serde_json::json!({"type":"moderation","action":"clear"}),
             ModEvent::Hide { username, hide, .. } => serde_json::json!({
                 "type":"moderation","action":if *hide { "hide" } else { "unhide" },"username":username,
             }),
@@ -541,8 +546,8 @@ pub async fn execute(
             Ok(ModEvent::Unpin)
         }
         Command::Clear => {
-            store.clear_chat(slug, stream.room_id, log("clear")).await?;
-            Ok(ModEvent::Clear)
+            let through_seq = store.clear_chat(slug, stream.room_id, log("clear")).await?;
+            Ok(ModEvent::Clear { through_seq })
         }
         Command::Hide {
             ref username,
@@ -886,6 +891,30 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Value>(&d.frame()).unwrap(),
             json!({"type":"moderation","action":"delete","message_id":5})
+        );
+    }
+
+    /// A clear carries its cut-off between new nodes; an earlier node's clear
+    /// (none) reads as no cut-off, and a new one reads on an earlier node.
+    #[test]
+    fn clears_on_the_wire() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(tag = "action", rename_all = "snake_case")]
+        enum Earlier {
+            Clear,
+        }
+        let clear = ModEvent::Clear { through_seq: 41 };
+        let relayed = serde_json::to_value(&clear).unwrap();
+        assert_eq!(relayed, json!({"action":"clear","through_seq":41}));
+        assert!(matches!(
+            serde_json::from_value::<Earlier>(relayed).unwrap(),
+            Earlier::Clear
+        ));
+        let earlier: ModEvent = serde_json::from_value(json!({"action":"clear"})).unwrap();
+        assert_eq!(earlier, ModEvent::Clear { through_seq: 0 });
+        assert_eq!(
+            serde_json::from_str::<Value>(&clear.frame()).unwrap(),
+            json!({"type":"moderation","action":"clear"})
         );
     }
 

@@ -475,7 +475,7 @@ mod tests {
                 },
                 Some(lift(BOB, false)),
             ),
-            (ModEvent::Clear, None),
+            (ModEvent::Clear { through_seq: 0 }, None),
             (ModEvent::SlowMode { seconds: 3 }, None),
         ];
         for (event, change) in cases {

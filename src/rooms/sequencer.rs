@@ -33,6 +33,9 @@ pub struct Sequencer<T> {
     held: BTreeMap<i64, Slot<T>>,
     /// When the current gap was first seen.
     gap_since: Option<Instant>,
+    /// Messages up to this seq were hidden (the chat was cleared): they only
+    /// fill their seqs, whenever they arrive.
+    hidden_through: i64,
 }
 
 impl<T> Sequencer<T> {
@@ -43,6 +46,7 @@ impl<T> Sequencer<T> {
             delivered: Some(delivered),
             held: BTreeMap::new(),
             gap_since: None,
+            hidden_through: 0,
         }
     }
 
@@ -53,6 +57,7 @@ impl<T> Sequencer<T> {
             delivered: None,
             held: BTreeMap::new(),
             gap_since: None,
+            hidden_through: 0,
         }
     }
 
@@ -84,8 +89,22 @@ impl<T> Sequencer<T> {
         if seq <= delivered {
             return Vec::new();
         }
+        let slot = if seq <= self.hidden_through {
+            Slot::Skip
+        } else {
+            slot
+        };
         self.held.entry(seq).or_insert(slot);
         self.release(now)
+    }
+
+    /// Messages up to `seq` were hidden (a clear): those held behind a gap,
+    /// and those offered later, only fill their seqs.
+    pub fn hide_through(&mut self, seq: i64) {
+        self.hidden_through = self.hidden_through.max(seq);
+        for (_, slot) in self.held.range_mut(..=seq) {
+            *slot = Slot::Skip;
+        }
     }
 
     fn release(&mut self, now: Instant) -> Vec<T> {
@@ -139,6 +158,23 @@ mod tests {
 
     fn d(s: &mut Sequencer<i64>, seq: i64) -> Vec<i64> {
         s.offer(seq, Slot::Deliver(seq * 10), Instant::now())
+    }
+
+    /// After a clear through seq 6, a message up to it never goes out,
+    /// whether it waited behind a gap or arrives later; it still fills its
+    /// seq, and later ones go out.
+    #[test]
+    fn messages_a_clear_hid_only_fill_their_seqs() {
+        let mut s = Sequencer::new(2);
+        assert_eq!(d(&mut s, 4), Vec::<i64>::new(), "behind the gap at 3");
+        assert_eq!(d(&mut s, 7), Vec::<i64>::new());
+        s.hide_through(6);
+        assert_eq!(d(&mut s, 3), Vec::<i64>::new(), "3 and 4 were cleared");
+        assert_eq!(s.delivered(), 4);
+        assert_eq!(d(&mut s, 5), Vec::<i64>::new());
+        assert_eq!(d(&mut s, 6), vec![70], "7 was not cleared");
+        s.hide_through(1);
+        assert_eq!(d(&mut s, 8), vec![80], "an older cut-off changes nothing");
     }
 
     #[test]

@@ -174,21 +174,31 @@ impl Store {
         .map(drop)
     }
 
-    /// Hides every visible message of a room and logs it.
+    /// Hides every visible message of a room and logs it; returns the highest
+    /// seq it hid (0: none), the cut-off rooms apply to messages still on
+    /// their way.
     pub async fn clear_chat(
         &self,
         slug: &Slug,
         room_id: i64,
         log: NewLogEntry<'_>,
-    ) -> StoreResult<u64> {
-        self.execute_logged(
-            slug,
-            "UPDATE {schema}.chat_chatmessage SET is_deleted = true, is_pinned = false \
-             WHERE room_id = $1 AND NOT is_deleted",
-            &[&room_id],
-            log,
-        )
-        .await
+    ) -> StoreResult<i64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_one(
+                &tenant_sql(
+                    slug,
+                    "WITH cleared AS (UPDATE {schema}.chat_chatmessage SET is_deleted = true, is_pinned = false \
+                     WHERE room_id = $1 AND NOT is_deleted RETURNING seq) \
+                     SELECT coalesce(max(seq), 0) FROM cleared",
+                ),
+                &[&room_id],
+            )
+            .await?;
+        log_in(&tx, slug, &log).await?;
+        tx.commit().await?;
+        Ok(row.get(0))
     }
 
     /// Sets slow mode and logs it.

@@ -137,9 +137,10 @@ impl RoomActor {
                 self.pinned = Some((id, message.clone()));
             }
             ModEvent::Unpin => self.pinned = None,
-            ModEvent::Clear => {
+            ModEvent::Clear { through_seq } => {
                 self.ring.clear();
                 self.pinned = None;
+                self.order.hide_through(*through_seq);
             }
             ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
             ModEvent::Modes {

@@ -324,6 +324,32 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
     assert!(shown["edited_at"].is_string());
 }
 
+/// A stream of `owner`, a viewer `user`, and two nodes on `redis`, node B
+/// connecting as its own Redis user `nodeb`, whose rights a test can change
+/// (`ACL SETUSER nodeb -publish`).
+async fn b_as_its_own_redis_user(
+    redis: &PrivateRedis,
+    user: &str,
+) -> (TestApp, i64, (Node, TestApp, Node, TestApp)) {
+    let nodeb = [
+        "ACL",
+        "SETUSER",
+        "nodeb",
+        "on",
+        ">secret-b",
+        "~*",
+        "&*",
+        "+@all",
+    ];
+    redis.run(&nodeb).await;
+    let app = spawn_app().await;
+    let stream = app.create_stream("owner").await;
+    app.create_user(user, "password-123", Role::Viewer).await;
+    let url_b = format!("redis://nodeb:secret-b@127.0.0.1:{}", redis.port);
+    let nodes = two_nodes_with(&app, &redis.url(), &url_b, RAISED_LIMITS_ENV).await;
+    (app, stream, nodes)
+}
+
 /// Node B cannot publish for a while (its Redis user loses the right to)
 /// while every subscriber stays up: the pin and the ban made through B
 /// meanwhile still reach node A, as B tells the other nodes to read the room
@@ -331,23 +357,7 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
 #[actix_web::test]
 async fn what_a_node_could_not_publish_reaches_the_others_once_it_can() {
     let redis = PrivateRedis::start();
-    redis
-        .run(&[
-            "ACL",
-            "SETUSER",
-            "nodeb",
-            "on",
-            ">secret-b",
-            "~*",
-            "&*",
-            "+@all",
-        ])
-        .await;
-    let app = spawn_app().await;
-    let stream = app.create_stream("owner").await;
-    app.create_user("carol", "password-123", Role::Viewer).await;
-    let url_b = format!("redis://nodeb:secret-b@127.0.0.1:{}", redis.port);
-    let (_a, ha, _b, hb) = two_nodes_with(&app, &redis.url(), &url_b, RAISED_LIMITS_ENV).await;
+    let (_app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user(&redis, "carol").await;
     let carol = ha.logged_in("carol").await;
     let owner = hb.logged_in("owner").await;
     let mut cc = carol.ws(stream).await;
@@ -417,6 +427,49 @@ async fn a_node_with_hundreds_of_rooms_resubscribes_over_a_slow_link() {
     .await;
     eventually("node A subscribed to every room again", WAIT, every_room).await;
     drop(sockets);
+}
+
+/// A clear hides every message up to the last one stored before it, on
+/// every node, even one that reaches a node after the clear: here bob's
+/// message on node B is not relayed (B cannot publish), so node A holds its
+/// own next message behind that gap, and the owner clears meanwhile. Neither
+/// may show on A afterwards.
+#[actix_web::test]
+async fn a_clear_hides_messages_still_on_their_way() {
+    let redis = PrivateRedis::start();
+    let (_app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user(&redis, "bob").await;
+    let owner = ha.logged_in("owner").await;
+    let bob = hb.logged_in("bob").await;
+    let mut co = owner.ws(stream).await;
+    let mut cb = bob.ws(stream).await;
+    hb.await_subscribers(stream, 2).await;
+    let first = cb.say("before").await;
+    assert_eq!(co.expect("message").await["id"], first);
+
+    redis.run(&["ACL", "SETUSER", "nodeb", "-publish"]).await;
+    cb.say("not relayed").await;
+    co.send(json!({"type":"message","message":"held behind the gap","client_id":"z"}))
+        .await;
+    co.send(json!({"type":"clear"})).await;
+    loop {
+        let v = co.recv().await;
+        if v["type"] == "moderation" && v["action"] == "clear" {
+            break;
+        }
+    }
+    // The next message goes out once the gap before it is filled from
+    // PostgreSQL (the ack does not wait for that).
+    let shown = co
+        .say_frame(json!({"type":"message","message":"after the clear"}))
+        .await;
+    let after = shown["id"].as_i64().unwrap();
+    if shown.get("message").is_none() {
+        while co.expect("message").await["id"] != after {}
+    }
+    let (_, _, history) = ha.ws_ready(stream, None).await;
+    assert_eq!(message_ids(&history), [after], "{history}");
+    let (_, _, history) = hb.ws_ready(stream, None).await;
+    assert_eq!(message_ids(&history), [after], "{history}");
 }
 
 /// A frozen Redis (SIGSTOP) must not stall local rooms either.
