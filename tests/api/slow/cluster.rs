@@ -436,6 +436,8 @@ async fn a_node_with_hundreds_of_rooms_resubscribes_over_a_slow_link() {
 /// may show on A afterwards.
 #[actix_web::test]
 async fn a_clear_hides_messages_still_on_their_way() {
+    // The opening of the unpublished-events test, a kit call a step; the
+    // rule tested differs.
     let redis = PrivateRedis::start();
     let (_app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user(&redis, "bob").await;
     let owner = ha.logged_in("owner").await;
