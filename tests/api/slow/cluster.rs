@@ -474,6 +474,37 @@ async fn a_clear_hides_messages_still_on_their_way() {
     assert_eq!(message_ids(&history), [after], "{history}");
 }
 
+/// Node A catches up from PostgreSQL on 1,200 messages it did not hear of
+/// (node B could not publish them): more than one catch-up query takes (500)
+/// and a socket's queue holds (256). Its sockets get every one, once, in
+/// order, and none is closed as a slow consumer.
+#[actix_web::test]
+async fn a_catch_up_larger_than_a_socket_queue_closes_no_socket() {
+    // The opening of the unpublished-events test, a kit call a step; the
+    // rule tested differs.
+    let redis = PrivateRedis::start();
+    let (_app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user(&redis, "bob").await;
+    let bob = hb.logged_in("bob").await;
+    let mut cb = bob.ws(stream).await;
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        watchers.push(ha.ws_ready(stream, None).await.0);
+    }
+    hb.await_subscribers(stream, 2).await;
+    redis.run(&["ACL", "SETUSER", "nodeb", "-publish"]).await;
+    let sent = cb.say_many("unheard", 1200).await;
+    for w in &mut watchers {
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            let v = w.recv().await;
+            if v["type"] == "message" {
+                got.push(v["id"].as_i64().unwrap());
+            }
+        }
+        assert_eq!(got, sent);
+    }
+}
+
 /// A frozen Redis (SIGSTOP) must not stall local rooms either.
 #[actix_web::test]
 async fn frozen_redis_does_not_stall_local_rooms() {
