@@ -13,6 +13,11 @@ use crate::store::messages::{MessageType, ReplyRef};
 
 /// How long a `client_id` is remembered.
 pub const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
+/// Most `client_id`s a room remembers: past this the older half is
+/// forgotten, and a repeat of one of those is found by the writer in
+/// PostgreSQL instead (a round trip, not a second message). Bounds a busy
+/// room's memory (1,000 messages a second for ten minutes would be 600,000).
+pub const RECENT_MAX: usize = 100_000;
 
 // Shares fields with NewMessage (which tests build as it is): the room's view until the commit.
 /// A message handed to the writer, waiting for its commit.
@@ -112,6 +117,9 @@ impl Inflight {
             let key = (u.id, c.clone());
             self.by_cid.remove(&key);
             if let Some(id) = stored {
+                if self.recent.len() >= RECENT_MAX {
+                    self.forget_older_half();
+                }
                 self.recent.insert(key, (id, Instant::now()));
             }
         }
@@ -127,6 +135,15 @@ impl Inflight {
     pub fn prune(&mut self) {
         self.recent
             .retain(|_, (_, at)| at.elapsed() < CLIENT_ID_TTL);
+    }
+
+    /// Forgets the older half of the remembered `client_id`s (one pass to
+    /// find the middle time, one to drop: once per [`RECENT_MAX`] / 2 stored).
+    fn forget_older_half(&mut self) {
+        let mut times: Vec<Instant> = self.recent.values().map(|(_, at)| *at).collect();
+        let middle = times.len() / 2;
+        let (_, &mut cut, _) = times.select_nth_unstable(middle);
+        self.recent.retain(|_, (_, at)| *at > cut);
     }
 }
 
@@ -177,6 +194,23 @@ mod tests {
         assert!(f.finish(t, None).is_some());
         assert_eq!(f.known(1, "c1"), None);
         assert!(f.finish(t, None).is_none(), "answered once");
+    }
+
+    /// A busy room remembers at most RECENT_MAX client_ids: the newest.
+    #[test]
+    fn the_older_half_is_forgotten_past_the_cap() {
+        let mut f = Inflight::default();
+        for i in 0..=RECENT_MAX as i64 {
+            let t = f.start(msg(1, Some(&format!("c{i}")), 10));
+            f.finish(t, Some(i));
+        }
+        assert!(f.recent.len() <= RECENT_MAX / 2 + 1, "{}", f.recent.len());
+        let newest = RECENT_MAX as i64;
+        assert_eq!(
+            f.known(1, &format!("c{newest}")),
+            Some(Known::Stored(newest))
+        );
+        assert_eq!(f.known(1, "c0"), None, "the oldest is forgotten");
     }
 
     #[test]
