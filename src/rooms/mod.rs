@@ -370,13 +370,14 @@ impl Hub {
                 if let Some(room) = self.existing_room(&RoomKey { slug, stream_id }) {
                     if let Err(SendError::Full(Remote(event))) = room.try_send(Remote(event)) {
                         match event {
-                            // A full room drops relayed messages and reaction
-                            // windows: its sequence sync fetches the messages
-                            // from PostgreSQL, and windows are transient.
-                            RelayEvent::Message { .. } | RelayEvent::Reactions { .. } => {
+                            // A full room drops relayed messages: its sequence
+                            // sync fetches them from PostgreSQL.
+                            RelayEvent::Message { .. } => {
                                 self.inner.metrics.relay_dropped.inc();
                             }
-                            // Control events are few and must not be lost.
+                            // Control events are few and must not be lost;
+                            // nor reaction windows (a few a second from each
+                            // node), whose counts nothing else brings back.
                             other => room.do_send(Remote(other)),
                         }
                     }
