@@ -83,7 +83,7 @@ const HELD_SWEEP: Duration = Duration::from_secs(15);
 /// hidden messages, exemptions) with it.
 const ROLES_EVERY: Duration = Duration::from_secs(5);
 /// How long after an incomplete resync (PostgreSQL busy or away) the room
-/// tries again.
+/// tries again, at the least (at most twice this).
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);

@@ -214,7 +214,10 @@ impl RoomActor {
                 }
                 if !complete {
                     tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, "resync incomplete: trying again");
-                    ctx.run_later(RESYNC_RETRY, |room, ctx| room.resync(ctx));
+                    // Spread out: every room of the node resyncs at once
+                    // after an outage, and they should not retry at once too.
+                    let pause = RESYNC_RETRY.mul_f64(1.0 + rand::random::<f64>());
+                    ctx.run_later(pause, |room, ctx| room.resync(ctx));
                 }
             },
         );
