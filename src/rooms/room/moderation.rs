@@ -40,15 +40,17 @@ impl RoomActor {
     /// what the room goes by from then on. Moderation actions do not wait for
     /// this: each is checked against the database when it arrives.
     pub(super) fn refresh_roles(&mut self, ctx: &mut Context<Self>) {
-        let mut logged_in = false;
+        let mut present = HashSet::new();
         let asked: HashSet<i64> = self
             .members
             .users_mut()
-            .inspect(|_| logged_in = true)
+            .inspect(|u| {
+                present.insert(u.id);
+            })
             .filter(|u| matches!(u.role, Role::Admin | Role::Moderator))
             .map(|u| u.id)
             .collect();
-        if !logged_in || self.reading_roles {
+        if present.is_empty() || self.reading_roles {
             // Anonymous viewers only (nobody's rights to read), or the last
             // read has not answered yet.
             return;
@@ -65,13 +67,15 @@ impl RoomActor {
                         let before = room.moderating();
                         let roles: HashMap<i64, Role> =
                             users.iter().map(|u| (u.id, u.role)).collect();
-                        for u in room.members.users_mut() {
+                        // Only members there when it asked: one who joined
+                        // meanwhile came with a role read after this answer.
+                        let members = room.members.users_mut();
+                        for u in members.filter(|u| present.contains(&u.id)) {
                             match roles.get(&u.id) {
                                 Some(role) => u.role = *role,
                                 // Asked about and gone: deactivated or deleted.
                                 None if asked.contains(&u.id) => u.role = Role::Viewer,
-                                // Not staff, and not asked about: a member who
-                                // joined meanwhile came with a role just read.
+                                // Not staff, and not asked about.
                                 None => {}
                             }
                         }
