@@ -365,6 +365,7 @@ impl Handler<StatusChanged> for RoomActor {
         if self.status == msg.status {
             return;
         }
+        self.state_changes += 1;
         self.status = msg.status;
         match msg.status {
             StreamStatus::Live => self.notice(ctx, "Stream started", MessageType::System),

@@ -40,6 +40,7 @@ impl RoomActor {
         message: ByteString,
         hidden_author: Option<Option<i64>>,
     ) {
+        self.state_changes += 1;
         if let Some(author) = hidden_author {
             self.broadcast_hidden(&frame, None, author);
             return;

@@ -143,6 +143,14 @@ pub struct RoomActor {
     /// A read of members' roles is running (the next waits: an older answer
     /// never lands after a newer one).
     reading_roles: bool,
+    /// A resync is reading PostgreSQL; `resync_again` asks for another once
+    /// it is done (resyncs never overlap).
+    resyncing: bool,
+    resync_again: bool,
+    /// Changes to the room's state applied so far (moderation events, edits,
+    /// held messages, status): a resync whose read overlapped one may have
+    /// read what is already out of date, and reads again instead.
+    state_changes: u64,
     /// A gap timer is armed.
     gap_timer: bool,
     /// Ids deleted before their message reached this room.
@@ -265,6 +273,9 @@ impl RoomActor {
             newest_id: 0,
             catching_up: false,
             reading_roles: false,
+            resyncing: false,
+            resync_again: false,
+            state_changes: 0,
             gap_timer: false,
             early_deletes: EarlyDeletes::default(),
             chat_limiter,
@@ -394,6 +405,7 @@ impl RoomActor {
     /// A message is held for review: moderators here see it at once, and in
     /// the queue when they connect.
     fn add_held(&mut self, held_id: i64, item: ByteString) {
+        self.state_changes += 1;
         self.notify_moderators(&item);
         self.held.insert(held_id, item);
     }

@@ -113,6 +113,7 @@ impl RoomActor {
     /// Applies a stored moderation event to the room's state and broadcasts it
     /// (held-message decisions to moderators and their author only).
     pub(super) fn apply_event(&mut self, ctx: &mut Context<Self>, event: ModEvent) {
+        self.state_changes += 1;
         if let Some(change) = Change::of(&event) {
             self.restrictions.apply(&change);
         }

@@ -159,9 +159,17 @@ impl RoomActor {
     /// PostgreSQL — messages (newer than delivered), deletions and edits of
     /// messages the ring holds, bans (a banned member's sockets close, 4003),
     /// status, slow mode, modes and pin (members are told of what changed),
-    /// the held queue, hidden users, terms and rights. A resync that could not
-    /// read everything runs again [`RESYNC_RETRY`] later.
+    /// the held queue (moderators get it again when it changed), hidden
+    /// users, terms and rights. One runs at a time; one whose read overlapped
+    /// a change to the room's state reads again, and one that could not read
+    /// everything runs again [`RESYNC_RETRY`] later.
     pub(super) fn resync(&mut self, ctx: &mut Context<Self>) {
+        if self.resyncing {
+            self.resync_again = true;
+            return;
+        }
+        self.resyncing = true;
+        let changes = self.state_changes;
         self.catch_up(ctx);
         self.load_terms(ctx);
         self.load_rights(ctx);
@@ -186,6 +194,12 @@ impl RoomActor {
                 (visible, restrictions, stream, (pinned, held, hidden))
             },
             move |(visible, restrictions, stream, (pinned, held, hidden)), room, ctx| {
+                room.resyncing = false;
+                if room.state_changes != changes {
+                    // Changed while it read: what it read may be older.
+                    room.resync(ctx);
+                    return;
+                }
                 let complete = visible.is_ok()
                     && restrictions.is_ok()
                     && stream.is_ok()
@@ -196,7 +210,12 @@ impl RoomActor {
                     room.hidden = crate::rooms::hidden::Hidden::from_rows(rows);
                 }
                 if let Ok(held) = held {
+                    let before: Vec<i64> = room.held.keys().copied().collect();
                     room.load_held(&held);
+                    if !room.held.keys().copied().eq(before) {
+                        let queue = room.held_queue_frame();
+                        room.notify_moderators(&queue);
+                    }
                 }
                 if let Ok((messages, has_older, _)) = visible {
                     room.reconcile_ring(&messages, has_older, covered);
@@ -212,12 +231,15 @@ impl RoomActor {
                 if let Ok(p) = pinned {
                     room.pin_changed(p.map(|m| (m.id, crate::moderation::pinned_json(&m))));
                 }
+                let again = std::mem::take(&mut room.resync_again);
                 if !complete {
                     tracing::warn!(tenant = %room.key.slug, stream = room.key.stream_id, "resync incomplete: trying again");
                     // Spread out: every room of the node resyncs at once
                     // after an outage, and they should not retry at once too.
                     let pause = RESYNC_RETRY.mul_f64(1.0 + rand::random::<f64>());
                     ctx.run_later(pause, |room, ctx| room.resync(ctx));
+                } else if again {
+                    room.resync(ctx);
                 }
             },
         );
@@ -241,6 +263,10 @@ impl RoomActor {
             // Without older messages in the database, the snapshot covers everything.
             if id <= covered && !fresh.contains(&id) && (!has_older || id >= oldest) {
                 self.ring.remove(id);
+                // As a live delete does: the pin goes with it, unannounced.
+                if self.pinned.as_ref().is_some_and(|(p, _)| *p == id) {
+                    self.pinned = None;
+                }
                 let delete = ModEvent::Delete {
                     message_id: id,
                     hidden_author: None,
@@ -250,11 +276,13 @@ impl RoomActor {
         }
         for m in visible.iter().filter(|m| m.edited_at.is_some()) {
             let edited_at = m.edited_at.map(protocol::timestamp);
+            // Older than the snapshot's edit (timestamps of one fixed width
+            // compare as text; null is older than any).
             let stale = self
                 .ring
                 .get(m.id)
                 .and_then(|frame| serde_json::from_str::<serde_json::Value>(frame).ok())
-                .is_some_and(|held| held["edited_at"].as_str() != edited_at.as_deref());
+                .is_some_and(|held| held["edited_at"].as_str() < edited_at.as_deref());
             if stale {
                 self.apply_edit(
                     m.id,
@@ -308,10 +336,9 @@ impl RoomActor {
     }
 
     /// Takes the pinned message as stored, and tells members when it is
-    /// another one, or none.
+    /// another one, none, or the same with other text (edited).
     fn pin_changed(&mut self, pinned: Option<(i64, serde_json::Value)>) {
-        let id = |p: &Option<(i64, serde_json::Value)>| p.as_ref().map(|(id, _)| *id);
-        if id(&pinned) != id(&self.pinned) {
+        if pinned != self.pinned {
             let event = match &pinned {
                 Some((_, message)) => ModEvent::Pin {
                     message: message.clone(),
@@ -367,7 +394,10 @@ impl Handler<Remote> for RoomActor {
             ),
             RelayEvent::Moderation { event } => self.apply_event(ctx, event),
             RelayEvent::Held { held_id, item } => self.add_held(held_id, ByteString::from(item)),
-            RelayEvent::Status { status } => self.status = status,
+            RelayEvent::Status { status } => {
+                self.state_changes += 1;
+                self.status = status;
+            }
             RelayEvent::Terms => self.load_terms(ctx),
             RelayEvent::Rights => self.load_rights(ctx),
             RelayEvent::Resync => self.resync(ctx),

@@ -245,8 +245,9 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
 
 /// What an author and a moderator did on node A while Redis was away reaches
 /// node B's clients once it returns, as it would have live: the edit, the
-/// ban (the banned socket on B closes, 4003), the pin, slow mode and modes;
-/// and a socket opened on B afterwards finds them in its hello and history.
+/// ban (the banned socket on B closes, 4003), the pin, slow mode and modes,
+/// and the held queue to B's moderator; and a socket opened on B afterwards
+/// finds them in its hello and history.
 #[actix_web::test]
 async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
     let mut redis = PrivateRedis::start();
@@ -258,6 +259,9 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
     let mut ca = alice.ws(stream).await;
     let mut cc = carol.ws(stream).await;
     let (mut wb, _, _) = hb.ws_ready(stream, None).await;
+    hold_term(&owner, stream, "cheap").await;
+    let mut ob = owner.on(&hb).ws(stream).await;
+    assert_eq!(ob.expect("held_queue").await["items"], json!([]));
     hb.await_subscribers(stream, 2).await;
     let id = ca.say("first version").await;
     assert_eq!(wb.expect("message").await["id"], id);
@@ -272,6 +276,9 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
     ca.send(json!({"type":"edit","message_id":id,"message":"second version"}))
         .await;
     assert_eq!(ca.expect("edit").await["message"], "second version");
+    ca.send(json!({"type":"message","message":"cheap followers","client_id":"h"}))
+        .await;
+    ca.expect("held").await;
     moderate(
         &owner,
         stream,
@@ -314,6 +321,22 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
         Some(4003),
         "carol, banned, is closed on B"
     );
+
+    // B's moderator gets the held queue again, now with alice's message.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "B's moderator missed the held queue"
+        );
+        let Some(v) = ob.next_text(Duration::from_secs(1)).await else {
+            continue;
+        };
+        if v["type"] == "held_queue" {
+            assert_eq!(v["items"][0]["message"], "cheap followers", "{v}");
+            break;
+        }
+    }
 
     let (_, hello, history) = hb.ws_ready(stream, None).await;
     assert_eq!(hello["pinned"]["id"], id, "{hello}");
