@@ -178,8 +178,9 @@ pub(crate) struct Unsent(std::sync::Mutex<HashSet<(String, i64)>>);
 
 impl Unsent {
     /// Notes an event (its envelope) that was not published, unless other
-    /// nodes recover it without being told: messages come from PostgreSQL by
-    /// the rooms' sweep; reaction windows and announcements are passing.
+    /// nodes recover it without being told (messages come from PostgreSQL by
+    /// the rooms' sweep; reaction windows and announcements are passing;
+    /// every node checks its sockets' sessions every `session.recheck_secs`).
     pub(crate) fn note(&self, payload: &str) {
         #[derive(Deserialize)]
         struct Head {
@@ -196,7 +197,7 @@ impl Unsent {
         };
         if !matches!(
             head.event.kind.as_str(),
-            "message" | "reactions" | "announce"
+            "message" | "reactions" | "announce" | "session_ended" | "user_sessions_ended"
         ) {
             self.0.lock().unwrap().insert((head.slug, head.stream));
         }
@@ -860,6 +861,11 @@ mod tests {
         unsent.note(&envelope(7, message));
         unsent.note(&envelope(7, RelayEvent::Reactions { counts: vec![] }));
         unsent.note(&envelope(7, RelayEvent::Announce { frame: "{}".into() }));
+        let ended = RelayEvent::UserSessionsEnded {
+            user_id: 3,
+            code: 4001,
+        };
+        unsent.note(&envelope(0, ended));
         assert!(unsent.take().is_empty());
         unsent.note(&envelope(7, RelayEvent::Terms));
         unsent.note(&envelope(7, RelayEvent::Resync));
