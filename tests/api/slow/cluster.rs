@@ -475,6 +475,9 @@ async fn a_clear_hides_messages_still_on_their_way() {
     cb.say("not relayed").await;
     co.send(json!({"type":"message","message":"held behind the gap","client_id":"z"}))
         .await;
+    // Acked once stored (its seq is then below the clear's), shown only once
+    // the gap before it is filled, 250 ms on.
+    while co.expect("ack").await["client_id"] != "z" {}
     co.send(json!({"type":"clear"})).await;
     loop {
         let v = co.recv().await;
@@ -516,7 +519,8 @@ async fn a_catch_up_larger_than_a_socket_queue_closes_no_socket() {
     hb.await_subscribers(stream, 2).await;
     redis.run(&["ACL", "SETUSER", "nodeb", "-publish"]).await;
     let sent = cb.say_many("unheard", 1200).await;
-    for w in &mut watchers {
+    // Read side by side, as clients do: none waits on another.
+    let received = watchers.iter_mut().map(|w| async {
         let mut got = Vec::new();
         while got.len() < sent.len() {
             let v = w.recv().await;
@@ -524,6 +528,9 @@ async fn a_catch_up_larger_than_a_socket_queue_closes_no_socket() {
                 got.push(v["id"].as_i64().unwrap());
             }
         }
+        got
+    });
+    for got in futures_util::future::join_all(received).await {
         assert_eq!(got, sent);
     }
 }
