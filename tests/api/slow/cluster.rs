@@ -250,6 +250,8 @@ async fn redis_outage_keeps_local_rooms_and_recovers() {
 /// finds them in its hello and history.
 #[actix_web::test]
 async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
+    // The opening of the outage test above, a kit call a step; what happens
+    // during the outage differs.
     let mut redis = PrivateRedis::start();
     let (_app, stream, (_a, ha, _b, hb)) =
         room_on_two_nodes(&redis.url(), &["alice", "carol"], &[]).await;
