@@ -85,6 +85,9 @@ const ROLES_EVERY: Duration = Duration::from_secs(5);
 /// How long after an incomplete resync (PostgreSQL busy or away) the room
 /// tries again, at the least (at most twice this).
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
+/// How often a room may send another quarter of a socket's queue of
+/// messages (see `send_out`).
+const DRAIN_PAUSE: Duration = Duration::from_millis(20);
 /// Shortest gap between two `presence` frames.
 const PRESENCE_EVERY: Duration = Duration::from_secs(2);
 
@@ -135,7 +138,7 @@ pub struct RoomActor {
     members: Members,
     ring: Ring,
     /// Delivery order of stored messages.
-    order: Sequencer<Delivery>,
+    order: Sequencer<(i64, Delivery)>,
     /// The highest message id delivered.
     newest_id: i64,
     /// A catch-up query is running.
@@ -143,6 +146,13 @@ pub struct RoomActor {
     /// A read of members' roles is running (the next waits: an older answer
     /// never lands after a newer one).
     reading_roles: bool,
+    /// Released messages waiting to go out, in order, with their seqs (a
+    /// backlog is let out a few at a time); `sent_in_pause` counts those
+    /// sent since the last pause, and `draining` is set while the end of the
+    /// pause is scheduled.
+    outbox: VecDeque<(i64, Delivery)>,
+    sent_in_pause: usize,
+    draining: bool,
     /// A resync is reading PostgreSQL; `resync_again` asks for another once
     /// it is done (resyncs never overlap).
     resyncing: bool,
@@ -273,6 +283,9 @@ impl RoomActor {
             newest_id: 0,
             catching_up: false,
             reading_roles: false,
+            outbox: VecDeque::new(),
+            sent_in_pause: 0,
+            draining: false,
             resyncing: false,
             resync_again: false,
             state_changes: 0,

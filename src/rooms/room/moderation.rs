@@ -146,6 +146,7 @@ impl RoomActor {
                 self.ring.clear();
                 self.pinned = None;
                 self.order.hide_through(*through_seq);
+                self.outbox.retain(|(seq, _)| seq > through_seq);
             }
             ModEvent::SlowMode { seconds } => self.slow_mode_seconds = *seconds,
             ModEvent::Modes {

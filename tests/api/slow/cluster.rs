@@ -356,6 +356,15 @@ async fn b_as_its_own_redis_user(
     redis: &PrivateRedis,
     user: &str,
 ) -> (TestApp, i64, (Node, TestApp, Node, TestApp)) {
+    b_as_its_own_redis_user_with(redis, user, &[]).await
+}
+
+/// [`b_as_its_own_redis_user`], the nodes with `extra` environment too.
+async fn b_as_its_own_redis_user_with(
+    redis: &PrivateRedis,
+    user: &str,
+    extra: &[(&str, &str)],
+) -> (TestApp, i64, (Node, TestApp, Node, TestApp)) {
     let nodeb = [
         "ACL",
         "SETUSER",
@@ -371,7 +380,8 @@ async fn b_as_its_own_redis_user(
     let stream = app.create_stream("owner").await;
     app.create_user(user, "password-123", Role::Viewer).await;
     let url_b = format!("redis://nodeb:secret-b@127.0.0.1:{}", redis.port);
-    let nodes = two_nodes_with(&app, &redis.url(), &url_b, RAISED_LIMITS_ENV).await;
+    let env = [RAISED_LIMITS_ENV, extra].concat();
+    let nodes = two_nodes_with(&app, &redis.url(), &url_b, &env).await;
     (app, stream, nodes)
 }
 
@@ -504,14 +514,16 @@ async fn a_clear_hides_messages_still_on_their_way() {
 
 /// Node A catches up from PostgreSQL on 1,200 messages it did not hear of
 /// (node B could not publish them): more than one catch-up query takes (500)
-/// and a socket's queue holds (256). Its sockets get every one, once, in
-/// order, and none is closed as a slow consumer.
+/// and far more than a socket's queue holds (16 here). Its sockets get every
+/// one, once, in order, and none is closed as a slow consumer: the room lets
+/// a backlog out a quarter of a queue at a time.
 #[actix_web::test]
 async fn a_catch_up_larger_than_a_socket_queue_closes_no_socket() {
     // The opening of the unpublished-events test, a kit call a step; the
     // rule tested differs.
     let redis = PrivateRedis::start();
-    let (_app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user(&redis, "bob").await;
+    let env = [("STAMPEDE_LIMITS_SOCKET_QUEUE", "16")];
+    let (_app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user_with(&redis, "bob", &env).await;
     let bob = hb.logged_in("bob").await;
     let mut cb = bob.ws(stream).await;
     let mut watchers = Vec::new();
@@ -520,7 +532,11 @@ async fn a_catch_up_larger_than_a_socket_queue_closes_no_socket() {
     }
     hb.await_subscribers(stream, 2).await;
     redis.run(&["ACL", "SETUSER", "nodeb", "-publish"]).await;
-    let sent = cb.say_many("unheard", 1200).await;
+    // Eight at a time: bob's own socket, with its 16-frame queue, keeps up.
+    let mut sent = Vec::new();
+    for i in 0..150 {
+        sent.extend(cb.say_many(&format!("unheard {i}."), 8).await);
+    }
     // Read side by side, as clients do: none waits on another.
     let received = watchers.iter_mut().map(|w| async {
         let mut got = Vec::new();
