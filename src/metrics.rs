@@ -142,6 +142,11 @@ pub struct Metrics {
     pub relay_connects: Counter,
     /// Time from publish on one node to receipt on another.
     pub relay_lag: Histogram,
+    /// Reads of a room's missed messages from PostgreSQL (a gap, a sweep
+    /// that found the room behind, a resync).
+    pub catch_ups: Counter,
+    /// Reads of the node's sweep (one per tenant with rooms, every 2 s).
+    pub sweeps: Counter,
     /// Messages in storage batches.
     pub batch_rows: Counter,
     /// Storage batch latency.
@@ -245,7 +250,7 @@ impl Metrics {
                 heap.resident,
             );
         }
-        let counters: [(&str, &str, &Counter); 15] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             (
                 "stampede_relay_published_total",
                 "Events published to Redis.",
@@ -315,6 +320,16 @@ impl Metrics {
                 "stampede_rate_limited_total",
                 "Requests refused by rate limits.",
                 &self.rate_limited,
+            ),
+            (
+                "stampede_catch_ups_total",
+                "Reads of a room's missed messages from PostgreSQL.",
+                &self.catch_ups,
+            ),
+            (
+                "stampede_sweeps_total",
+                "Reads of the rooms' latest seqs by the node's sweep.",
+                &self.sweeps,
             ),
             (
                 "stampede_batch_rows_total",

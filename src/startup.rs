@@ -125,6 +125,15 @@ impl Application {
                     deliver.deliver(event);
                 }
             });
+            // The rooms' safety net for relayed messages that never came.
+            let sweep = hub.clone();
+            actix_rt::spawn(async move {
+                let mut tick = tokio::time::interval(crate::rooms::SWEEP_EVERY);
+                loop {
+                    tick.tick().await;
+                    sweep.sweep().await;
+                }
+            });
             tracing::info!(
                 node = %node,
                 prefix = %settings.redis.prefix,

@@ -121,6 +121,16 @@ pub struct RelayState {
     pub up: bool,
 }
 
+/// The room's latest seq as PostgreSQL had it at the node's last sweep
+/// (`Hub::sweep`): a room with members that has delivered less fetches the
+/// rest.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sweep {
+    /// `chat_chatroom.last_seq`.
+    pub last_seq: i64,
+}
+
 /// Blocked terms changed: load them again.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -55,7 +55,7 @@ use tokio::sync::oneshot;
 
 pub use inbox::{
     Apply, Chat, Join, Leave, Moderate, Post, PresenceTotal, React, RelayState, ReloadRights,
-    ReloadTerms, Remote, SetTerms, Shutdown, StatusChanged,
+    ReloadTerms, Remote, SetTerms, Shutdown, StatusChanged, Sweep,
 };
 pub use members::RoomUser;
 pub use room::{Edit, RoomActor};
@@ -73,6 +73,12 @@ use crate::{
         Store,
     },
 };
+
+/// With several nodes, how often the node reads its rooms' latest seqs (one
+/// read per tenant) and rooms behind fetch what they lack: a relayed message
+/// may have been lost (Redis away, a node that could not publish, a full
+/// mailbox). See [`Hub::sweep`].
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A room's identity: tenant and stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -408,6 +414,37 @@ impl Hub {
                     room.do_send(RelayState { up: false });
                     room.do_send(RelayState { up: true });
                 }
+            }
+        }
+    }
+
+    /// One round of the sweep (every [`SWEEP_EVERY`] with several nodes):
+    /// per tenant with rooms on this node, one read of their rooms' latest
+    /// seqs, and each room told its own ([`Sweep`]); a room with members that
+    /// has delivered less fetches the rest. Up-to-date rooms, nearly all of
+    /// them while the relay works, read nothing more, so PostgreSQL sees one
+    /// query per tenant and round, not one per room.
+    pub async fn sweep(&self) {
+        let mut by_tenant: HashMap<Slug, Vec<(i64, Addr<RoomActor>)>> = HashMap::new();
+        for (key, room) in self.inner.rooms.lock().unwrap().iter() {
+            by_tenant
+                .entry(key.slug.clone())
+                .or_default()
+                .push((key.stream_id, room.clone()));
+        }
+        for (slug, rooms) in by_tenant {
+            let ids: Vec<i64> = rooms.iter().map(|(id, _)| *id).collect();
+            self.inner.metrics.sweeps.inc();
+            match self.inner.store.room_heads(&slug, &ids).await {
+                Ok(heads) => {
+                    let heads: HashMap<i64, i64> = heads.into_iter().collect();
+                    for (stream_id, room) in rooms {
+                        if let Some(&last_seq) = heads.get(&stream_id) {
+                            room.do_send(Sweep { last_seq });
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(tenant = %slug, error = %e, "sweep skipped"),
             }
         }
     }

@@ -557,6 +557,23 @@ impl Store {
         .await
     }
 
+    /// The latest seq of each of these streams' rooms (`(stream_id,
+    /// last_seq)`): one read per tenant tells a node's rooms which of them
+    /// lack messages (see `Hub::sweep`).
+    pub async fn room_heads(
+        &self,
+        slug: &Slug,
+        stream_ids: &[i64],
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        self.query_in(
+            slug,
+            "SELECT stream_id, last_seq FROM {schema}.chat_chatroom WHERE stream_id = ANY($1)",
+            &[&stream_ids],
+            |r| (r.get(0), r.get(1)),
+        )
+        .await
+    }
+
     /// Every stored message of a room with seq > `after_seq`, deleted ones
     /// included (flagged `true`), in seq order, at most `limit`: what a room
     /// that has delivered up to `after_seq` still lacks.

@@ -63,9 +63,6 @@ use crate::{
 const HISTORY: usize = 50;
 /// Most messages in a resume.
 const RESUME_MAX: usize = 500;
-/// With several nodes, how often a room asks PostgreSQL for messages newer
-/// than what it has delivered (a relay event may have been lost).
-const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Steps a second of the keep-alive round: each pings a slice of the sockets.
 const KEEP_ALIVE_STEPS_PER_SEC: u64 = 4;
 /// How long a gap in the sequence may wait for the relay before it is
@@ -567,13 +564,6 @@ impl Actor for RoomActor {
         tracing::info!(tenant = %self.key.slug, stream = self.key.stream_id, "room started");
         let relay = self.hub.relay();
         relay.subscribe(&self.key);
-        if relay.is_distributed() {
-            ctx.run_interval(SWEEP_EVERY, |room, ctx| {
-                if !room.members.is_empty() {
-                    room.catch_up(ctx);
-                }
-            });
-        }
         // One keep-alive round for the whole room, not a timer per socket:
         // every socket is pinged, and one silent for too long is closed.
         let settings = self.hub.settings();

@@ -1,7 +1,8 @@
 //! Delivery order and catching up: every stored message goes through the
 //! room's [`Sequencer`] (local commits, relayed events and PostgreSQL alike),
-//! gaps are fetched after a short wait, a periodic sweep asks only for what is
-//! newer than what was delivered, and a relay outage ends with a resync.
+//! gaps are fetched after a short wait, the node's sweep (`Hub::sweep`) has a
+//! room that is behind ask only for what is newer than what it delivered, and
+//! a relay outage ends with a resync.
 
 use super::*;
 
@@ -115,6 +116,7 @@ impl RoomActor {
             return;
         }
         self.catching_up = true;
+        self.hub.metrics().catch_ups.inc();
         if !self.order.is_known() {
             // The room never learnt its position: take it from a snapshot.
             let ring_size = self.hub.settings().chat.ring_size as i64;
@@ -435,6 +437,22 @@ impl Handler<Remote> for RoomActor {
             RelayEvent::Rights => self.load_rights(ctx),
             RelayEvent::Resync => self.resync(ctx),
             RelayEvent::SessionEnded { .. } | RelayEvent::UserSessionsEnded { .. } => {}
+        }
+    }
+}
+
+/// The node's sweep: a room with members that has delivered less than
+/// PostgreSQL holds fetches the rest (a relay event was lost: Redis away, a
+/// node that could not publish, a full mailbox). Rooms that are up to date,
+/// nearly all of them, read nothing.
+impl Handler<Sweep> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, sweep: Sweep, ctx: &mut Context<Self>) {
+        if !self.members.is_empty()
+            && (!self.order.is_known() || sweep.last_seq > self.order.delivered())
+        {
+            self.catch_up(ctx);
         }
     }
 }

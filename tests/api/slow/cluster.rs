@@ -464,6 +464,57 @@ async fn a_node_with_hundreds_of_rooms_resubscribes_over_a_slow_link() {
     drop(sockets);
 }
 
+/// The node's sweep is the safety net for relayed messages that never came,
+/// and costs idle rooms nothing: a message node B stored but could not relay
+/// reaches A's socket with no other traffic in the room to reveal the gap;
+/// meanwhile 20 quiet rooms with sockets on both nodes read none of their
+/// messages from PostgreSQL (the sweep reads their latest seqs once per
+/// tenant and round, not each room once per round).
+#[actix_web::test]
+async fn the_sweep_brings_what_was_not_relayed_and_leaves_quiet_rooms_unread() {
+    const QUIET: usize = 20;
+    let redis = PrivateRedis::start();
+    let (app, stream, (_a, ha, _b, hb)) = b_as_its_own_redis_user(&redis, "carol").await;
+    let mut sockets = Vec::new();
+    for _ in 0..QUIET {
+        let quiet = app.create_stream("owner").await;
+        sockets.push(ha.ws_ready(quiet, None).await.0);
+        sockets.push(hb.ws_ready(quiet, None).await.0);
+    }
+    let carol = hb.logged_in("carol").await;
+    let mut cc = carol.ws(stream).await;
+    let (mut wa, _, _) = ha.ws_ready(stream, None).await;
+    hb.await_subscribers(stream, 2).await;
+
+    const CATCH_UPS: &str = "stampede_catch_ups_total";
+    let before_a = ha.metric(CATCH_UPS).await;
+    const SWEEPS: &str = "stampede_sweeps_total";
+    let sweeps = [ha.metric(SWEEPS).await, hb.metric(SWEEPS).await];
+    redis.run(&["ACL", "SETUSER", "nodeb", "-publish"]).await;
+    let id = cc.say("only in PostgreSQL").await;
+    // Acked: B's room has the message from its own commit.
+    let before_b = hb.metric(CATCH_UPS).await;
+    assert_eq!(wa.expect("message").await["id"], id, "swept to node A");
+    // Three more rounds of both nodes' sweeps with nothing missed.
+    for (node, base) in [(&ha, sweeps[0]), (&hb, sweeps[1])] {
+        eventually("three more sweeps", WAIT, || async {
+            (node.metric(SWEEPS).await >= base + 4).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        ha.metric(CATCH_UPS).await - before_a,
+        1,
+        "node A read missed messages once, for the one room behind"
+    );
+    assert_eq!(
+        hb.metric(CATCH_UPS).await,
+        before_b,
+        "node B, never behind, read none"
+    );
+    drop(sockets);
+}
+
 /// A clear hides every message up to the last one stored before it, on
 /// every node, even one that reaches a node after the clear: here bob's
 /// message on node B is not relayed (B cannot publish), so node A holds its
