@@ -75,6 +75,26 @@ pub fn database_url() -> String {
     .clone()
 }
 
+/// The port of the test database's PostgreSQL.
+pub fn database_port() -> u16 {
+    let config: tokio_postgres::Config = database_url().parse().expect("the test database URL");
+    config.get_ports().first().copied().unwrap_or(5432)
+}
+
+/// The test database's URL reaching it through 127.0.0.1:`port` (a
+/// [`TcpLink`] in front of [`database_port`]) instead of directly.
+pub fn database_url_via(port: u16) -> String {
+    let url = database_url();
+    let config: tokio_postgres::Config = url.parse().expect("the test database URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) if h == "127.0.0.1" || h == "localhost" => h,
+        _ => panic!("a link stands only before a PostgreSQL on 127.0.0.1, not {url}"),
+    };
+    let direct = format!("@{host}:{}/", database_port());
+    assert!(url.contains(&direct), "{url} names no {direct}");
+    url.replacen(&direct, &format!("@127.0.0.1:{port}/"), 1)
+}
+
 /// Drops test databases of earlier runs (older than an hour).
 async fn drop_old_test_databases(url: &str, now: u64) {
     // The node's own way in, so a test database behind TLS works too.
@@ -1392,22 +1412,33 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// A TCP proxy to a server on 127.0.0.1 that holds each chunk the server
-/// sends back for a while: a slow link, for tests that count round trips.
-pub struct SlowLink {
+/// A TCP proxy to a server on 127.0.0.1, for faults of one client's link
+/// alone: it can hold each chunk the server sends back for a while (a slow
+/// link, for tests that count round trips) and be cut (every connection
+/// through it closed, new ones closed at once) and mended.
+pub struct TcpLink {
     /// The port to connect to instead of the server's.
     pub port: u16,
+    /// Open (`true`) or cut; connections watch it.
+    open: tokio::sync::watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
-impl SlowLink {
-    /// Starts one in front of the server on `to`, delaying its replies by `delay`.
-    pub async fn start(to: u16, delay: std::time::Duration) -> SlowLink {
+impl TcpLink {
+    /// Starts one in front of the server on `to`, delaying its replies by
+    /// `delay` (zero: not at all).
+    pub async fn start(to: u16, delay: std::time::Duration) -> TcpLink {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let (open, watch) = tokio::sync::watch::channel(true);
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if !*watch.borrow() {
+                    // Cut: the client sees its connection closed at once.
+                    continue;
+                }
+                let mut cut = watch.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
                         return;
@@ -1418,7 +1449,9 @@ impl SlowLink {
                     let down = async {
                         let mut buf = vec![0u8; 64 * 1024];
                         while let Ok(n @ 1..) = server_r.read(&mut buf).await {
-                            tokio::time::sleep(delay).await;
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             if client_w.write_all(&buf[..n]).await.is_err() {
                                 break;
                             }
@@ -1427,15 +1460,27 @@ impl SlowLink {
                     tokio::select! {
                         _ = up => {}
                         _ = down => {}
+                        _ = cut.wait_for(|open| !open) => {}
                     }
                 });
             }
         });
-        SlowLink { port, accept }
+        TcpLink { port, open, accept }
+    }
+
+    /// Closes every connection through the link, and each new one at once,
+    /// until [`TcpLink::mend`].
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Lets connections through again.
+    pub fn mend(&self) {
+        self.open.send_replace(true);
     }
 }
 
-impl Drop for SlowLink {
+impl Drop for TcpLink {
     fn drop(&mut self) {
         self.accept.abort();
     }
