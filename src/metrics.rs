@@ -147,6 +147,9 @@ pub struct Metrics {
     pub catch_ups: Counter,
     /// Reads of the node's sweep (one per tenant with rooms, every 2 s).
     pub sweeps: Counter,
+    /// Reads of tenant roles for rooms' logged-in members (one per tenant
+    /// with such rooms, every 5 s).
+    pub role_reads: Counter,
     /// Messages in storage batches.
     pub batch_rows: Counter,
     /// Storage batch latency.
@@ -250,7 +253,7 @@ impl Metrics {
                 heap.resident,
             );
         }
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "stampede_relay_published_total",
                 "Events published to Redis.",
@@ -330,6 +333,11 @@ impl Metrics {
                 "stampede_sweeps_total",
                 "Reads of the rooms' latest seqs by the node's sweep.",
                 &self.sweeps,
+            ),
+            (
+                "stampede_role_reads_total",
+                "Reads of tenant roles for rooms' logged-in members.",
+                &self.role_reads,
             ),
             (
                 "stampede_batch_rows_total",

@@ -167,6 +167,15 @@ impl Application {
             }
         });
 
+        // Roles given or taken away in the database reach open sockets.
+        let roles = hub.clone();
+        actix_rt::spawn(async move {
+            let mut tick = tokio::time::interval(crate::rooms::ROLES_EVERY);
+            loop {
+                tick.tick().await;
+                roles.refresh_roles().await;
+            }
+        });
         // Sockets whose session ended elsewhere (logout, password change, expiry)
         // are closed with 4001, on every node, within `session.recheck_secs`.
         let recheck = hub.clone();

@@ -131,6 +131,20 @@ pub struct Sweep {
     pub last_seq: i64,
 }
 
+/// The node's round of role reads ([`crate::rooms::Hub::refresh_roles`])
+/// asks a room whom to read: the ids of its members with a staff role, or
+/// `None` when none of its members is logged in. The room remembers who was
+/// there for the answer, [`Roles`].
+#[derive(Message)]
+#[rtype(result = "Option<Vec<i64>>")]
+pub struct AskRoles;
+
+/// The answer to [`AskRoles`]: the active users asked about and the
+/// tenant's active staff, as PostgreSQL has them now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Roles(pub std::sync::Arc<Vec<crate::store::accounts::User>>);
+
 /// Blocked terms changed: load them again.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -54,8 +54,8 @@ use actix::{dev::ArbiterHandle, prelude::SendError, Addr, Arbiter, MailboxError}
 use tokio::sync::oneshot;
 
 pub use inbox::{
-    Apply, Chat, Join, Leave, Moderate, Post, PresenceTotal, React, RelayState, ReloadRights,
-    ReloadTerms, Remote, SetTerms, Shutdown, StatusChanged, Sweep,
+    Apply, AskRoles, Chat, Join, Leave, Moderate, Post, PresenceTotal, React, RelayState,
+    ReloadRights, ReloadTerms, Remote, Roles, SetTerms, Shutdown, StatusChanged, Sweep,
 };
 pub use members::RoomUser;
 pub use room::{Edit, RoomActor};
@@ -79,6 +79,13 @@ use crate::{
 /// may have been lost (Redis away, a node that could not publish, a full
 /// mailbox). See [`Hub::sweep`].
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How often the node reads again the tenant roles of its rooms' logged-in
+/// members with a staff role, and the tenant's staff (one read per tenant),
+/// so a role given or taken away in the database gives or takes its views
+/// (held queue, hidden messages, exemptions) with it. See
+/// [`Hub::refresh_roles`].
+pub const ROLES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A room's identity: tenant and stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -425,14 +432,7 @@ impl Hub {
     /// them while the relay works, read nothing more, so PostgreSQL sees one
     /// query per tenant and round, not one per room.
     pub async fn sweep(&self) {
-        let mut by_tenant: HashMap<Slug, Vec<(i64, Addr<RoomActor>)>> = HashMap::new();
-        for (key, room) in self.inner.rooms.lock().unwrap().iter() {
-            by_tenant
-                .entry(key.slug.clone())
-                .or_default()
-                .push((key.stream_id, room.clone()));
-        }
-        for (slug, rooms) in by_tenant {
+        for (slug, rooms) in self.rooms_by_tenant() {
             let ids: Vec<i64> = rooms.iter().map(|(id, _)| *id).collect();
             self.inner.metrics.sweeps.inc();
             match self.inner.store.room_heads(&slug, &ids).await {
@@ -447,6 +447,53 @@ impl Hub {
                 Err(e) => tracing::debug!(tenant = %slug, error = %e, "sweep skipped"),
             }
         }
+    }
+
+    /// One round of role reads (every [`ROLES_EVERY`]): per tenant, each
+    /// room names its logged-in members with a staff role ([`AskRoles`]),
+    /// one read finds those still active with their roles and the tenant's
+    /// staff, and every room that asked applies it ([`Roles`]). One query
+    /// per tenant and round, however many rooms.
+    pub async fn refresh_roles(&self) {
+        for (slug, rooms) in self.rooms_by_tenant() {
+            let answers =
+                futures_util::future::join_all(rooms.iter().map(|(_, room)| room.send(AskRoles)))
+                    .await;
+            let mut ids = std::collections::BTreeSet::new();
+            let mut asking = Vec::new();
+            for ((_, room), answer) in rooms.into_iter().zip(answers) {
+                if let Ok(Some(staff)) = answer {
+                    ids.extend(staff);
+                    asking.push(room);
+                }
+            }
+            if asking.is_empty() {
+                continue;
+            }
+            let ids: Vec<i64> = ids.into_iter().collect();
+            self.inner.metrics.role_reads.inc();
+            match self.inner.store.active_staff_and(&slug, &ids).await {
+                Ok(users) => {
+                    let users = Arc::new(users);
+                    for room in asking {
+                        room.do_send(Roles(users.clone()));
+                    }
+                }
+                Err(e) => tracing::warn!(tenant = %slug, error = %e, "member roles not read again"),
+            }
+        }
+    }
+
+    /// The running rooms of each tenant, with their stream ids.
+    fn rooms_by_tenant(&self) -> HashMap<Slug, Vec<(i64, Addr<RoomActor>)>> {
+        let mut by_tenant: HashMap<Slug, Vec<(i64, Addr<RoomActor>)>> = HashMap::new();
+        for (key, room) in self.inner.rooms.lock().unwrap().iter() {
+            by_tenant
+                .entry(key.slug.clone())
+                .or_default()
+                .push((key.stream_id, room.clone()));
+        }
+        by_tenant
     }
 
     fn all_rooms(&self) -> Vec<Addr<RoomActor>> {

@@ -134,6 +134,44 @@ async fn a_role_given_in_the_database_takes_effect_on_open_sockets() {
     b.say("and again").await;
 }
 
+/// The node reads roles once per tenant and round, not once per room: bob,
+/// made a moderator in the database while his sockets are open in six
+/// rooms, gets the held queue in all six after a read or two (a room that
+/// read for itself would need six).
+#[actix_web::test]
+async fn one_role_read_serves_every_room_of_the_tenant() {
+    const ROOMS: usize = 6;
+    let app = AppBuilder::new().raised_limits().spawn().await;
+    app.tenant_sql(
+        "INSERT INTO {s}.moderation_blockedterm (term, mode) VALUES ('cheap', 'hold')",
+        &[],
+    )
+    .await;
+    let [bob, carol] = app.viewers(["bob", "carol"]).await;
+    let mut sockets = Vec::new();
+    for _ in 0..ROOMS {
+        let stream = app.create_stream("owner").await;
+        let mut c = carol.ws(stream).await;
+        c.send(json!({"type":"message","message":"cheap followers","client_id":"h"}))
+            .await;
+        c.expect("held").await;
+        sockets.push(bob.ws(stream).await);
+    }
+    const READS: &str = "stampede_role_reads_total";
+    let before = app.metric(READS).await;
+    app.tenant_sql(
+        "UPDATE {s}.accounts_user SET role = 'moderator' WHERE username = 'bob'",
+        &[],
+    )
+    .await;
+    for b in &mut sockets {
+        let queue = b.expect("held_queue").await;
+        assert_eq!(queue["items"][0]["username"], "carol", "{queue}");
+    }
+    let reads = app.metric(READS).await - before;
+    assert!(reads <= 3, "{reads} role reads for {ROOMS} rooms");
+}
+
 #[actix_web::test]
 async fn muted_users_and_ended_streams_take_no_reactions() {
     // The opening of chat_v2's edit-refusal test, a kit call a step; the

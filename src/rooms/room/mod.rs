@@ -74,11 +74,6 @@ const CATCH_UP_MAX: i64 = 500;
 const EARLY_DELETES: usize = 1024;
 /// How often a room denies held messages older than ten minutes.
 const HELD_SWEEP: Duration = Duration::from_secs(15);
-/// How often a room reads again the roles of members whose rights come from
-/// their role (admins, moderators) and the tenant's staff, so a role given
-/// or taken away in the database gives or takes its views (held queue,
-/// hidden messages, exemptions) with it.
-const ROLES_EVERY: Duration = Duration::from_secs(5);
 /// How long after an incomplete resync (PostgreSQL busy or away) the room
 /// tries again, at the least (at most twice this).
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
@@ -140,9 +135,9 @@ pub struct RoomActor {
     newest_id: i64,
     /// A catch-up query is running.
     catching_up: bool,
-    /// A read of members' roles is running (the next waits: an older answer
-    /// never lands after a newer one).
-    reading_roles: bool,
+    /// What the node's last role read asked about: the logged-in members
+    /// present then, and those of them with a staff role (see [`AskRoles`]).
+    roles_asked: Option<(HashSet<i64>, HashSet<i64>)>,
     /// Released messages waiting to go out, in order, with their seqs (a
     /// backlog is let out a few at a time); `sent_in_pause` counts those
     /// sent since the last pause, and `draining` is set while the end of the
@@ -279,7 +274,7 @@ impl RoomActor {
             order: Sequencer::unknown(),
             newest_id: 0,
             catching_up: false,
-            reading_roles: false,
+            roles_asked: None,
             outbox: VecDeque::new(),
             sent_in_pause: 0,
             draining: false,
@@ -667,7 +662,6 @@ impl Actor for RoomActor {
         // whose time ran out while no room ran at once (after the load).
         ctx.run_later(Duration::ZERO, |room, ctx| room.expire_held(ctx));
         ctx.run_interval(HELD_SWEEP, |room, ctx| room.expire_held(ctx));
-        ctx.run_interval(ROLES_EVERY, |room, ctx| room.refresh_roles(ctx));
         // A room started without a socket (a status notice) stops when idle.
         self.maybe_idle(ctx);
     }

@@ -1,7 +1,8 @@
 //! Moderation in a room: actions checked against the rights in the database
 //! when they arrive, stored events applied to the room's state, blocked terms
-//! and appointed moderators read again when they change, tenant roles every
-//! few seconds (a socket that gains rights then gets the held queue).
+//! and appointed moderators read again when they change, tenant roles as the
+//! node's round of role reads brings them (`Hub::refresh_roles`; a socket
+//! that gains rights then gets the held queue).
 
 use super::*;
 
@@ -34,57 +35,27 @@ impl RoomActor {
         );
     }
 
-    /// Reads again the tenant roles of the members whose rights come from
-    /// their role (admins, moderators; a handful in any room), and the
-    /// tenant's staff: a role given, changed or taken away in the database is
-    /// what the room goes by from then on. Moderation actions do not wait for
-    /// this: each is checked against the database when it arrives.
-    pub(super) fn refresh_roles(&mut self, ctx: &mut Context<Self>) {
-        let mut present = HashSet::new();
-        let asked: HashSet<i64> = self
-            .members
-            .users_mut()
-            .inspect(|u| {
-                present.insert(u.id);
-            })
-            .filter(|u| matches!(u.role, Role::Admin | Role::Moderator))
-            .map(|u| u.id)
-            .collect();
-        if present.is_empty() || self.reading_roles {
-            // Anonymous viewers only (nobody's rights to read), or the last
-            // read has not answered yet.
+    /// Applies a read of tenant roles (see [`AskRoles`]) to the members
+    /// there when the room was asked: a role given, changed or taken away
+    /// in the database is what the room goes by from then on.
+    fn apply_roles(&mut self, users: &[crate::store::accounts::User]) {
+        let Some((present, asked)) = self.roles_asked.take() else {
             return;
+        };
+        let before = self.moderating();
+        let roles: HashMap<i64, Role> = users.iter().map(|u| (u.id, u.role)).collect();
+        // Only members there when it asked: one who joined meanwhile came
+        // with a role read after this answer.
+        for u in self.members.users_mut().filter(|u| present.contains(&u.id)) {
+            match roles.get(&u.id) {
+                Some(role) => u.role = *role,
+                // Asked about and gone: deactivated or deleted.
+                None if asked.contains(&u.id) => u.role = Role::Viewer,
+                // Not staff, and not asked about.
+                None => {}
+            }
         }
-        self.reading_roles = true;
-        let list: Vec<i64> = asked.iter().copied().collect();
-        self.with_store(
-            ctx,
-            move |db| async move { db.store.active_staff_and(&db.slug, &list).await },
-            move |r, room, _| {
-                room.reading_roles = false;
-                match r {
-                    Ok(users) => {
-                        let before = room.moderating();
-                        let roles: HashMap<i64, Role> =
-                            users.iter().map(|u| (u.id, u.role)).collect();
-                        // Only members there when it asked: one who joined
-                        // meanwhile came with a role read after this answer.
-                        let members = room.members.users_mut();
-                        for u in members.filter(|u| present.contains(&u.id)) {
-                            match roles.get(&u.id) {
-                                Some(role) => u.role = *role,
-                                // Asked about and gone: deactivated or deleted.
-                                None if asked.contains(&u.id) => u.role = Role::Viewer,
-                                // Not staff, and not asked about.
-                                None => {}
-                            }
-                        }
-                        room.queue_to_new_moderators(&before);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "member roles not read again"),
-                }
-            },
-        );
+        self.queue_to_new_moderators(&before);
     }
 
     /// The users whose sockets moderate the room now.
@@ -300,5 +271,42 @@ impl Handler<SetTerms> for RoomActor {
 
     fn handle(&mut self, SetTerms(list): SetTerms, _: &mut Context<Self>) {
         (self.terms, self.hold_terms) = compile_terms(&list);
+    }
+}
+
+/// The node's round of role reads asks: the members whose rights come from
+/// their role (admins, moderators; a handful in any room), remembered with
+/// every logged-in member present now, or `None` with nobody logged in.
+/// Moderation actions do not wait for this: each is checked against the
+/// database when it arrives.
+impl Handler<AskRoles> for RoomActor {
+    type Result = MessageResult<AskRoles>;
+
+    fn handle(&mut self, _: AskRoles, _: &mut Context<Self>) -> Self::Result {
+        let mut present = HashSet::new();
+        let asked: HashSet<i64> = self
+            .members
+            .users_mut()
+            .inspect(|u| {
+                present.insert(u.id);
+            })
+            .filter(|u| matches!(u.role, Role::Admin | Role::Moderator))
+            .map(|u| u.id)
+            .collect();
+        if present.is_empty() {
+            self.roles_asked = None;
+            return MessageResult(None);
+        }
+        let list = asked.iter().copied().collect();
+        self.roles_asked = Some((present, asked));
+        MessageResult(Some(list))
+    }
+}
+
+impl Handler<Roles> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, Roles(users): Roles, _: &mut Context<Self>) {
+        self.apply_roles(&users);
     }
 }
