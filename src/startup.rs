@@ -129,6 +129,8 @@ impl Application {
             let sweep = hub.clone();
             actix_rt::spawn(async move {
                 let mut tick = tokio::time::interval(crate::rooms::SWEEP_EVERY);
+                // A slow round (PostgreSQL busy) is not made up for in a burst.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
                     sweep.sweep().await;
@@ -171,6 +173,8 @@ impl Application {
         let roles = hub.clone();
         actix_rt::spawn(async move {
             let mut tick = tokio::time::interval(crate::rooms::ROLES_EVERY);
+            // A slow round (PostgreSQL busy) is not made up for in a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 roles.refresh_roles().await;

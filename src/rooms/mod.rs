@@ -456,9 +456,11 @@ impl Hub {
     /// per tenant and round, however many rooms.
     pub async fn refresh_roles(&self) {
         for (slug, rooms) in self.rooms_by_tenant() {
-            let answers =
-                futures_util::future::join_all(rooms.iter().map(|(_, room)| room.send(AskRoles)))
-                    .await;
+            // A room still loading (or stuck) answers next round.
+            let asks = rooms
+                .iter()
+                .map(|(_, room)| room.send(AskRoles).timeout(ROLES_EVERY));
+            let answers = futures_util::future::join_all(asks).await;
             let mut ids = std::collections::BTreeSet::new();
             let mut asking = Vec::new();
             for ((_, room), answer) in rooms.into_iter().zip(answers) {
