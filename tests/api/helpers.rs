@@ -82,7 +82,8 @@ pub fn database_port() -> u16 {
 }
 
 /// The test database's URL reaching it through 127.0.0.1:`port` (a
-/// [`TcpLink`] in front of [`database_port`]) instead of directly.
+/// [`TcpLink`] in front of [`database_port`]) instead of directly, without
+/// TLS (the link reads the queries that pass).
 pub fn database_url_via(port: u16) -> String {
     let url = database_url();
     let config: tokio_postgres::Config = url.parse().expect("the test database URL");
@@ -92,7 +93,11 @@ pub fn database_url_via(port: u16) -> String {
     };
     let direct = format!("@{host}:{}/", database_port());
     assert!(url.contains(&direct), "{url} names no {direct}");
-    url.replacen(&direct, &format!("@127.0.0.1:{port}/"), 1)
+    assert!(
+        !url.contains('?'),
+        "{url}: a link takes a URL without parameters"
+    );
+    url.replacen(&direct, &format!("@127.0.0.1:{port}/"), 1) + "?sslmode=disable"
 }
 
 /// Drops test databases of earlier runs (older than an hour).
@@ -1414,13 +1419,19 @@ impl Drop for PrivateRedis {
 
 /// A TCP proxy to a server on 127.0.0.1, for faults of one client's link
 /// alone: it can hold each chunk the server sends back for a while (a slow
-/// link, for tests that count round trips) and be cut (every connection
-/// through it closed, new ones closed at once) and mended.
+/// link, for tests that count round trips), be cut (every connection
+/// through it closed, new ones closed at once) and mended, and hold the
+/// answer to one request (the first the client sends with given bytes in
+/// it, a query naming a table, say) until released.
 pub struct TcpLink {
     /// The port to connect to instead of the server's.
     pub port: u16,
     /// Open (`true`) or cut; connections watch it.
     open: tokio::sync::watch::Sender<bool>,
+    /// The bytes of the request to hold the answer of, once.
+    armed: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    /// The connection whose answers are held, if any.
+    holding: tokio::sync::watch::Sender<Option<u64>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -1432,25 +1443,53 @@ impl TcpLink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (open, watch) = tokio::sync::watch::channel(true);
+        let armed = std::sync::Arc::new(std::sync::Mutex::new(None::<Vec<u8>>));
+        let (holding, held) = tokio::sync::watch::channel(None);
+        let (armed_in, holding_in) = (armed.clone(), holding.clone());
         let accept = tokio::spawn(async move {
+            let mut next_id = 0u64;
             while let Ok((client, _)) = listener.accept().await {
                 if !*watch.borrow() {
                     // Cut: the client sees its connection closed at once.
                     continue;
                 }
-                let mut cut = watch.clone();
+                next_id += 1;
+                let id = next_id;
+                let (mut cut, mut held) = (watch.clone(), held.clone());
+                let (armed, holding) = (armed_in.clone(), holding_in.clone());
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
                         return;
                     };
                     let (mut client_r, mut client_w) = client.into_split();
                     let (mut server_r, mut server_w) = server.into_split();
-                    let up = tokio::io::copy(&mut client_r, &mut server_w);
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = client_r.read(&mut buf).await {
+                            let chunk = &buf[..n];
+                            {
+                                let mut armed = armed.lock().unwrap();
+                                let hit = armed
+                                    .as_ref()
+                                    .is_some_and(|p| chunk.windows(p.len()).any(|w| w == &p[..]));
+                                if hit {
+                                    *armed = None;
+                                    holding.send_replace(Some(id));
+                                }
+                            }
+                            if server_w.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
                     let down = async {
                         let mut buf = vec![0u8; 64 * 1024];
                         while let Ok(n @ 1..) = server_r.read(&mut buf).await {
                             if !delay.is_zero() {
                                 tokio::time::sleep(delay).await;
+                            }
+                            if held.wait_for(|h| *h != Some(id)).await.is_err() {
+                                break;
                             }
                             if client_w.write_all(&buf[..n]).await.is_err() {
                                 break;
@@ -1465,7 +1504,13 @@ impl TcpLink {
                 });
             }
         });
-        TcpLink { port, open, accept }
+        TcpLink {
+            port,
+            open,
+            armed,
+            holding,
+            accept,
+        }
     }
 
     /// Closes every connection through the link, and each new one at once,
@@ -1477,6 +1522,23 @@ impl TcpLink {
     /// Lets connections through again.
     pub fn mend(&self) {
         self.open.send_replace(true);
+    }
+
+    /// Holds the answer to the next request whose bytes contain `request`
+    /// (and everything after it on that connection) until
+    /// [`TcpLink::release`].
+    pub fn hold_answer_to(&self, request: &[u8]) {
+        *self.armed.lock().unwrap() = Some(request.to_vec());
+    }
+
+    /// True once a request [`TcpLink::hold_answer_to`] waits for was sent.
+    pub fn is_holding(&self) -> bool {
+        self.holding.borrow().is_some()
+    }
+
+    /// Lets the held answer through.
+    pub fn release(&self) {
+        self.holding.send_replace(None);
     }
 }
 
