@@ -135,21 +135,20 @@ impl Trail {
             .copied()
             .filter(|id| (id - near).abs() <= 3)
             .collect();
-        // A list of this record's fields, as the checker's summary line is
-        // of a client's: other records, nothing to share.
         format!(
-            "#{} node {} last_id {:?}: history {} ids ({:?}..{:?}), live {} ids ({:?}..{:?}), live near {near}: {around:?}",
+            "#{} node {} last_id {:?}: history {}, live {}, live near {near}: {around:?}",
             self.no,
             self.node,
             self.floor,
-            self.history.len(),
-            self.history.first(),
-            self.history.last(),
-            self.live.len(),
-            self.live.first(),
-            self.live.last(),
+            span(&self.history),
+            span(&self.live),
         )
     }
+}
+
+/// `N ids (first..last)` of a list of ids in arrival order.
+fn span(ids: &[i64]) -> String {
+    format!("{} ids ({:?}..{:?})", ids.len(), ids.first(), ids.last())
 }
 
 /// Everything one client saw and did.
