@@ -255,7 +255,8 @@ pub struct SessionSettings {
     /// Hours a session lives without use.
     pub ttl_hours: u64,
     /// Seconds between checks that open sockets' sessions are still valid
-    /// (expired, logged out, password changed: closed with 4001).
+    /// (expired, logged out, password changed: closed with 4001), and that
+    /// their tenant still allows them (anonymous viewers, a deleted tenant).
     pub recheck_secs: u64,
 }
 

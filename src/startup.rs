@@ -180,8 +180,10 @@ impl Application {
                 roles.refresh_roles().await;
             }
         });
-        // Sockets whose session ended elsewhere (logout, password change, expiry)
-        // are closed with 4001, on every node, within `session.recheck_secs`.
+        // Sockets whose session ended elsewhere (logout, password change, expiry),
+        // and those their tenant no longer allows (anonymous viewers of a
+        // tenant made private, every socket of a deleted tenant), are closed
+        // with 4001, on every node, within `session.recheck_secs`.
         let recheck = hub.clone();
         let every = Duration::from_secs(settings.session.recheck_secs.max(1));
         actix_rt::spawn(async move {
@@ -189,6 +191,7 @@ impl Application {
             loop {
                 tick.tick().await;
                 recheck.recheck_sessions().await;
+                recheck.recheck_tenants().await;
             }
         });
         // Expired sessions are deleted every ten minutes, tenant by tenant.

@@ -145,6 +145,16 @@ pub struct AskRoles;
 #[rtype(result = "()")]
 pub struct Roles(pub std::sync::Arc<Vec<crate::store::accounts::User>>);
 
+/// The tenant no longer allows some of the room's sockets: anonymous
+/// viewers once `anonymous_viewers` is off, everyone once the tenant is
+/// deleted (`gone`). They are closed with 4001, as an ended session is.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TenantAccess {
+    /// The tenant was deleted.
+    pub gone: bool,
+}
+
 /// Blocked terms changed: load them again.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -356,9 +356,32 @@ impl Members {
 
     /// Closes every open socket of a user (banned: 4003); returns how many.
     pub fn close_user(&mut self, user_id: i64, code: u16, reason: &'static str) -> usize {
+        self.close_where(|u| u.is_some_and(|u| u.id == user_id), code, reason)
+    }
+
+    /// Closes every open socket without a user (anonymous viewers, when the
+    /// tenant no longer lets them watch); returns how many.
+    pub fn close_anonymous(&mut self, code: u16, reason: &'static str) -> usize {
+        self.close_where(|u| u.is_none(), code, reason)
+    }
+
+    /// Closes every open socket (the tenant is gone); returns how many.
+    /// Unlike [`Members::close_all`], each leaves with its `Leave`.
+    pub fn close_every(&mut self, code: u16, reason: &'static str) -> usize {
+        self.close_where(|_| true, code, reason)
+    }
+
+    /// Closes the open sockets whose user (`None`: anonymous) matches: they
+    /// stop counting at once and leave with their `Leave`, like any other.
+    fn close_where(
+        &mut self,
+        which: impl Fn(Option<&RoomUser>) -> bool,
+        code: u16,
+        reason: &'static str,
+    ) -> usize {
         let mut n = 0;
         for m in self.map.values_mut() {
-            if m.counts() && m.user.as_ref().is_some_and(|u| u.id == user_id) {
+            if m.counts() && which(m.user.as_ref()) {
                 m.outlet.close_after_queue(code, reason);
                 Self::mark_closed(&mut self.closed, m);
                 n += 1;
@@ -492,6 +515,32 @@ mod tests {
         assert_eq!(members.len(), 1);
         members.remove(3);
         assert!(members.is_empty());
+    }
+
+    /// A tenant made private closes its anonymous viewers' sockets (a
+    /// loading one too), and only theirs; posters have a user and stay.
+    #[test]
+    fn anonymous_sockets_close_and_logged_in_ones_stay() {
+        let metrics = Arc::new(Metrics::default());
+        let mut members = Members::new(8, metrics.clone());
+        let (anon, mut anon_rx) = detached(8, metrics.clone());
+        let (loading, _loading_rx) = detached(8, metrics.clone());
+        let (alice, mut alice_rx) = detached(8, metrics.clone());
+        let (poster, _poster_rx) = detached(8, metrics.clone());
+        members.insert(1, anon, None, 0, false);
+        members.insert(2, loading, None, 0, true);
+        members.insert(3, alice, Some(user(3)), 0, false);
+        members.insert_poster(4, poster, user(4));
+
+        assert_eq!(
+            members.close_anonymous(4001, "anonymous viewers are off"),
+            2
+        );
+        assert_eq!(members.len(), 1);
+        assert!(matches!(anon_rx.try_recv(), Some(Outbound::Close(4001, _))));
+        assert!(alice_rx.try_recv().is_none());
+        assert_eq!(members.close_anonymous(4001, "again"), 0, "closed once");
+        assert_eq!(members.sockets_of(3), 1);
     }
 
     #[test]

@@ -56,6 +56,7 @@ use tokio::sync::oneshot;
 pub use inbox::{
     Apply, AskRoles, Chat, Join, Leave, Moderate, Post, PresenceTotal, React, RelayState,
     ReloadRights, ReloadTerms, Remote, Roles, SetTerms, Shutdown, StatusChanged, Sweep,
+    TenantAccess,
 };
 pub use members::RoomUser;
 pub use room::{Edit, RoomActor};
@@ -620,6 +621,28 @@ impl Hub {
                     }
                 }
                 Err(e) => tracing::debug!(error = %e, "session recheck skipped"),
+            }
+        }
+    }
+
+    /// Closes what a tenant no longer allows (4001): its anonymous viewers'
+    /// sockets once `anonymous_viewers` is off, every socket of a tenant that
+    /// was deleted. Runs with [`Hub::recheck_sessions`], reading each tenant
+    /// with rooms on this node once, so `tenant configure` and `tenant
+    /// delete` reach sockets already open.
+    pub async fn recheck_tenants(&self) {
+        for (slug, rooms) in self.rooms_by_tenant() {
+            let gone = match self.inner.store.tenant_by_slug(&slug).await {
+                Ok(Some(t)) if t.anonymous_viewers => continue,
+                Ok(Some(_)) => false,
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::debug!(tenant = %slug, error = %e, "tenant recheck skipped");
+                    continue;
+                }
+            };
+            for (_, room) in rooms {
+                room.do_send(TenantAccess { gone });
             }
         }
     }

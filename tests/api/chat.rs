@@ -181,7 +181,7 @@ async fn chat_rate_limit_per_user() {
 
 #[actix_web::test]
 async fn anonymous_viewers_read_only_or_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
     let stream = app.create_stream("owner").await;
     let alice = app.user("alice", Role::Viewer).await;
     let (mut anon, hello, _) = app.ws_ready(stream, None).await;
@@ -206,6 +206,22 @@ async fn anonymous_viewers_read_only_or_refused() {
     })
     .await;
     assert_eq!(app.ws_refusal(stream, Some(&alice.cookie)).await, None);
+    // The anonymous socket already open is closed too (within
+    // `session.recheck_secs`), alice's stays.
+    assert_eq!(anon.closed().await, Some(4001));
+    a.say("still here").await;
+}
+
+/// A deleted tenant's open sockets, logged in or not, are closed (4001)
+/// rather than left on rooms whose schema is gone.
+#[actix_web::test]
+async fn a_deleted_tenant_s_sockets_are_closed() {
+    let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
+    let (stream, _alice, mut a) = app.stream_with_viewer("alice").await;
+    let (mut anon, _, _) = app.ws_ready(stream, None).await;
+    app.store.delete_tenant(&app.tenant.slug).await.unwrap();
+    assert_eq!(anon.closed().await, Some(4001));
+    assert_eq!(a.closed().await, Some(4001));
 }
 
 #[actix_web::test]

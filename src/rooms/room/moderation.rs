@@ -310,3 +310,20 @@ impl Handler<Roles> for RoomActor {
         self.apply_roles(&users);
     }
 }
+
+impl Handler<TenantAccess> for RoomActor {
+    type Result = ();
+
+    fn handle(&mut self, access: TenantAccess, _: &mut Context<Self>) {
+        let closed = if access.gone {
+            self.members
+                .close_every(codes::SESSION_ENDED, "the tenant was deleted")
+        } else {
+            self.members
+                .close_anonymous(codes::SESSION_ENDED, "anonymous viewers are off")
+        };
+        if closed > 0 {
+            self.report_viewers();
+        }
+    }
+}
