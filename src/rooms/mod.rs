@@ -1,7 +1,9 @@
 //! Rooms: one [`RoomActor`] per (tenant, stream) on this node, found through the
 //! [`Hub`], which is built once per node (outside `HttpServer::new`'s closure):
-//! the registry of rooms, their viewer counts, and the dispatch of relayed
-//! events to them.
+//! the registry of rooms, their viewer counts, the dispatch of relayed
+//! events to them, and the node's rounds over its rooms, each one query per
+//! tenant however many rooms: the sweep for messages the relay lost, role
+//! reads, and the recheck of what each tenant allows.
 //!
 //! Shape: each socket has a `SessionActor` (see `sessions`) that parses frames
 //! and forwards commands to its room. Rooms run on threads of their own (as
