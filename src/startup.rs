@@ -127,14 +127,9 @@ impl Application {
             });
             // The rooms' safety net for relayed messages that never came.
             let sweep = hub.clone();
-            actix_rt::spawn(async move {
-                let mut tick = tokio::time::interval(crate::rooms::SWEEP_EVERY);
-                // A slow round (PostgreSQL busy) is not made up for in a burst.
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    sweep.sweep().await;
-                }
+            every(crate::rooms::SWEEP_EVERY, move || {
+                let hub = sweep.clone();
+                async move { hub.sweep().await }
             });
             tracing::info!(
                 node = %node,
@@ -161,50 +156,40 @@ impl Application {
 
         // Idle limiter keys are pruned so their memory stays bounded.
         let prune = limiter.clone();
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                prune.prune();
-            }
+        every(Duration::from_secs(60), move || {
+            prune.prune();
+            std::future::ready(())
         });
 
         // Roles given or taken away in the database reach open sockets.
         let roles = hub.clone();
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(crate::rooms::ROLES_EVERY);
-            // A slow round (PostgreSQL busy) is not made up for in a burst.
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                roles.refresh_roles().await;
-            }
+        every(crate::rooms::ROLES_EVERY, move || {
+            let hub = roles.clone();
+            async move { hub.refresh_roles().await }
         });
         // Sockets whose session ended elsewhere (logout, password change, expiry),
         // and those their tenant no longer allows (anonymous viewers of a
         // tenant made private, every socket of a deleted tenant), are closed
         // with 4001, on every node, within `session.recheck_secs`.
         let recheck = hub.clone();
-        let every = Duration::from_secs(settings.session.recheck_secs.max(1));
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                recheck.recheck_sessions().await;
-                recheck.recheck_tenants().await;
+        let period = Duration::from_secs(settings.session.recheck_secs.max(1));
+        every(period, move || {
+            let hub = recheck.clone();
+            async move {
+                hub.recheck_sessions().await;
+                hub.recheck_tenants().await;
             }
         });
         // Expired sessions are deleted every ten minutes, tenant by tenant.
         let purge = store.clone();
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(600));
-            loop {
-                tick.tick().await;
-                let Ok(tenants) = purge.list_tenants().await else {
-                    continue;
+        every(Duration::from_secs(600), move || {
+            let store = purge.clone();
+            async move {
+                let Ok(tenants) = store.list_tenants().await else {
+                    return;
                 };
                 for t in tenants {
-                    if let Err(e) = purge.purge_expired_sessions(&t.slug).await {
+                    if let Err(e) = store.purge_expired_sessions(&t.slug).await {
                         tracing::debug!(tenant = %t.slug, error = %e, "session purge skipped");
                     }
                 }
@@ -364,6 +349,24 @@ pub fn session_cookie_name(configured: &str, secure: bool) -> String {
 }
 
 /// Resolves on SIGTERM or SIGINT.
+/// Runs `round` every `period` on the current thread for the node's life,
+/// the first at once. A round that overruns (PostgreSQL busy) delays the
+/// next ones rather than being made up for in a burst.
+fn every<F, Fut>(period: Duration, mut round: F)
+where
+    F: FnMut() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            round().await;
+        }
+    });
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
