@@ -801,7 +801,8 @@
 
   function onClose(code) {
     if (code === 4003) return stop(T.banned_closed);
-    if (code === 4001) return stop(T.session_ended);
+    // 4001 to an anonymous viewer: the tenant no longer shows streams to them.
+    if (code === 4001) return stop(me ? T.session_ended : T.watching_ended);
     // 1006, 1012, 4008 and anything unexpected: come back, resuming at lastId.
     scheduleReconnect();
   }

@@ -352,6 +352,7 @@ strings! {
         queued: "Will send when reconnected", "再接続後に送信します";
         banned_closed: "You are banned from this stream.", "この配信からBANされました。";
         session_ended: "Your session ended. Log in again to chat.", "セッションが終了しました。チャットするには再度ログインしてください。";
+        watching_ended: "This site now shows its streams to logged-in viewers only. Log in to keep watching.", "このサイトの配信はログインした視聴者のみに公開されるようになりました。視聴を続けるにはログインしてください。";
         chat_closed: "Chat is closed: the stream has ended.", "配信が終了したため、チャットは閉じられました。";
         cannot_chat: "You can't chat right now.", "現在チャットできません。";
         timed_out_until: "You are timed out until {time}.", "{time}までタイムアウト中です。";

@@ -339,6 +339,25 @@ async fn a_closed_session_does_not_reconnect() {
     assert_eq!(tab.eval("field('Message').disabled").await, true);
 }
 
+/// An anonymous viewer watching when the site is made private is told why
+/// the chat stopped, and the page does not reconnect.
+#[actix_web::test]
+async fn an_anonymous_viewer_is_told_when_the_site_goes_private() {
+    let app = spawn_app_with(|s| s.session.recheck_secs = 1).await;
+    let stream = app.create_stream("owner").await;
+    let browser = Browser::start().await;
+    let tab = browser.tab().await;
+    tab.goto(&format!("{}/streams/{stream}", site(&app))).await;
+    tab.wait_for("$('#conn').dataset.state === 'live'").await;
+    app.configure_tenant(Some(false), None).await;
+    tab.wait_for("$('#conn').dataset.state === 'stopped'").await;
+    let alert = tab.eval("$('[role=alert]').textContent").await;
+    assert!(
+        alert.as_str().unwrap().contains("Log in to keep watching"),
+        "{alert}"
+    );
+}
+
 #[actix_web::test]
 async fn the_studio_creates_a_stream_and_starts_it() {
     let app = spawn_app().await;
