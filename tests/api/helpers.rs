@@ -1589,27 +1589,33 @@ pub async fn two_nodes_with(
         url: url_a.to_string(),
         prefix: format!("t{}", random_hex(10)),
     };
-    let env_of = |url| {
-        let mut env: Vec<(&str, &str)> = vec![
-            ("STAMPEDE_REDIS_URL", url),
-            ("STAMPEDE_REDIS_PREFIX", &relay.prefix),
-        ];
-        env.extend_from_slice(extra);
-        env
-    };
-    let a = Node::start(free_port(), &env_of(url_a)).await;
-    let b = Node::start(free_port(), &env_of(url_b)).await;
-    let ha = TestApp {
-        address: a.address.clone(),
+    let (a, ha) = node_on(app, &relay, extra, None).await;
+    // B's own URL; its handle reads Redis as A's does.
+    let b_env = [&[("STAMPEDE_REDIS_URL", url_b)], extra].concat();
+    let (b, hb) = node_on(app, &relay, &b_env, None).await;
+    (a, ha, b, hb)
+}
+
+/// A `stampede serve` on `relay` with `extra` environment (later entries
+/// win; its log in `log`, if given), and a handle on it for `app`'s tenant.
+pub async fn node_on(
+    app: &TestApp,
+    relay: &Relay,
+    extra: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> (Node, TestApp) {
+    let mut env = vec![
+        ("STAMPEDE_REDIS_URL", relay.url.as_str()),
+        ("STAMPEDE_REDIS_PREFIX", relay.prefix.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let node = Node::start_with(free_port(), &env, log).await;
+    let handle = TestApp {
+        address: node.address.clone(),
         relay: Some(relay.clone()),
         ..app.clone_handle()
     };
-    let hb = TestApp {
-        address: b.address.clone(),
-        relay: Some(relay),
-        ..app.clone_handle()
-    };
-    (a, ha, b, hb)
+    (node, handle)
 }
 
 /// The Redis and channel prefix nodes started by [`two_nodes`] share.

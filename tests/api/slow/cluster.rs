@@ -349,28 +349,6 @@ async fn changes_made_during_a_redis_outage_reach_the_other_nodes_clients() {
     assert!(shown["edited_at"].is_string());
 }
 
-/// A node on `relay` with `extra` environment (its log in `log`), and a
-/// handle on it for `app`'s tenant.
-async fn node_on(
-    app: &TestApp,
-    relay: &Relay,
-    extra: &[(&str, &str)],
-    log: &std::path::Path,
-) -> (Node, TestApp) {
-    let mut env = vec![
-        ("STAMPEDE_REDIS_URL", relay.url.as_str()),
-        ("STAMPEDE_REDIS_PREFIX", relay.prefix.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    let node = Node::start_with_log(free_port(), &env, log).await;
-    let handle = TestApp {
-        address: node.address.clone(),
-        relay: Some(relay.clone()),
-        ..app.clone_handle()
-    };
-    (node, handle)
-}
-
 /// A tenant with a stream of `owner` and a viewer alice, a private Redis,
 /// and node A on it reaching PostgreSQL through a [`TcpLink`] (its log in
 /// the returned file); with `and_b`, a node B on the same Redis, directly.
@@ -399,10 +377,10 @@ impl LinkedNodes {
         };
         let log = std::env::temp_dir().join(format!("stampede-linked-{}.log", random_hex(8)));
         let via = database_url_via(link.port);
-        let (a, ha) = node_on(&app, &relay, &[("STAMPEDE_DATABASE_URL", &via)], &log).await;
+        let (a, ha) = node_on(&app, &relay, &[("STAMPEDE_DATABASE_URL", &via)], Some(&log)).await;
         let mut nodes = vec![a];
         let hb = if and_b {
-            let (b, hb) = node_on(&app, &relay, &[], &log.with_extension("b.log")).await;
+            let (b, hb) = node_on(&app, &relay, &[], Some(&log.with_extension("b.log"))).await;
             nodes.push(b);
             Some(hb)
         } else {
