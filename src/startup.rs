@@ -167,6 +167,12 @@ impl Application {
             let hub = roles.clone();
             async move { hub.refresh_roles().await }
         });
+        // Held messages nobody reviewed within ten minutes are denied.
+        let held = hub.clone();
+        every(crate::rooms::HELD_EVERY, move || {
+            let hub = held.clone();
+            async move { hub.expire_held().await }
+        });
         // Sockets whose session ended elsewhere (logout, password change, expiry),
         // and those their tenant no longer allows (anonymous viewers of a
         // tenant made private, every socket of a deleted tenant), are closed
@@ -348,7 +354,6 @@ pub fn session_cookie_name(configured: &str, secure: bool) -> String {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
 /// Runs `round` every `period` on the current thread for the node's life,
 /// the first at once. A round that overruns (PostgreSQL busy) delays the
 /// next ones rather than being made up for in a burst.
@@ -367,6 +372,7 @@ where
     });
 }
 
+/// Resolves on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -90,6 +90,10 @@ pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// [`Hub::refresh_roles`].
 pub const ROLES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often a node denies the held messages nobody reviewed within ten
+/// minutes ([`Hub::expire_held`]).
+pub const HELD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A room's identity: tenant and stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RoomKey {
@@ -485,6 +489,35 @@ impl Hub {
                     }
                 }
                 Err(e) => tracing::warn!(tenant = %slug, error = %e, "member roles not read again"),
+            }
+        }
+    }
+
+    /// One round of held-message expiry (every [`HELD_EVERY`]): per tenant
+    /// with rooms on this node, one statement denies and logs every message
+    /// of the tenant held longer than ten minutes, in any stream, whether or
+    /// not a room of it runs anywhere; each denial is applied here and
+    /// relayed, so the author and moderators hear of it on every node.
+    pub async fn expire_held(&self) {
+        for slug in self.rooms_by_tenant().into_keys() {
+            match self.inner.store.expire_held(&slug).await {
+                Ok(expired) => {
+                    for (stream_id, h) in expired {
+                        let key = RoomKey {
+                            slug: slug.clone(),
+                            stream_id,
+                        };
+                        self.apply(
+                            &key,
+                            crate::moderation::ModEvent::Deny {
+                                held_id: h.id,
+                                user_id: h.user_id,
+                                client_id: h.client_id,
+                            },
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(tenant = %slug, error = %e, "held messages not expired"),
             }
         }
     }

@@ -75,11 +75,11 @@ pub struct Resolved {
 
 /// A statement template (see [`super::tenant_sql`]) reading held messages for
 /// [`held_from`]: the rows `h` of `source` (the table, or a `WITH h AS (...)`
-/// that changed them) with their authors.
-fn held_sql(source: &str) -> String {
+/// that changed them) with their authors; `extra` adds columns after them.
+fn held_sql(source: &str, extra: &str) -> String {
     format!(
         "SELECT h.id, h.user_id, u.username, u.role, h.content, h.client_id, h.reason, h.created_at, \
-         h.reply_to_id, h.mentions, h.is_hidden \
+         h.reply_to_id, h.mentions, h.is_hidden{extra} \
          FROM {source} JOIN {{schema}}.accounts_user u ON u.id = h.user_id"
     )
 }
@@ -102,7 +102,7 @@ fn held_from(row: &tokio_postgres::Row) -> Held {
 
 /// The condition of a message still waiting: neither resolved nor older than
 /// [`HOLD_FOR`] (`$n` binds `HOLD_FOR` in seconds). Past it, a message is as
-/// good as denied even before a room's sweep records the denial.
+/// good as denied even before [`Store::expire_held`] records the denial.
 fn waiting(n: usize) -> String {
     format!("h.state = 'held' AND h.created_at >= now() - ${n}::bigint * interval '1 second'")
 }
@@ -116,7 +116,7 @@ impl Store {
                 "WITH h AS (INSERT INTO {{schema}}.chat_heldmessage \
                    (room_id, user_id, content, client_id, reason, reply_to_id, mentions, is_hidden) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *) {}",
-                held_sql("h")
+                held_sql("h", "")
             ),
             &[
                 &m.room_id,
@@ -133,18 +133,18 @@ impl Store {
         .await
     }
 
-    /// Messages of a room waiting for review, oldest first, those past
-    /// [`HOLD_FOR`] included: the room that loads them denies them in its
-    /// next sweep, which logs the denial and tells the author (they can no
-    /// longer be approved meanwhile, see [`Store::resolve_held`]).
+    /// Messages of a room waiting for review, oldest first. Those past
+    /// [`HOLD_FOR`] are left out: they can no longer be approved, and
+    /// [`Store::expire_held`] records their denial.
     pub async fn held_queue(&self, slug: &Slug, room_id: i64) -> StoreResult<Vec<Held>> {
         self.query_in(
             slug,
             &format!(
-                "{} WHERE h.room_id = $1 AND h.state = 'held' ORDER BY h.id",
-                held_sql("{schema}.chat_heldmessage h")
+                "{} WHERE h.room_id = $1 AND {} ORDER BY h.id",
+                held_sql("{schema}.chat_heldmessage h", ""),
+                waiting(2)
             ),
-            &[&room_id],
+            &[&room_id, &HOLD_FOR.whole_seconds()],
             held_from,
         )
         .await
@@ -174,7 +174,7 @@ impl Store {
                            SET state = $3, resolved_by = $4, resolved_at = now() \
                          WHERE h.id = $1 AND h.room_id = $2 AND {} RETURNING h.*) {}",
                         waiting(5),
-                        held_sql("h")
+                        held_sql("h", "")
                     ),
                 ),
                 &[
@@ -237,44 +237,29 @@ impl Store {
         Ok(Some(Resolved { held, stored }))
     }
 
-    /// Denies the messages of a room held longer than [`HOLD_FOR`], logging
-    /// each (no moderator); returns them. Several nodes may run this at once:
-    /// each message is denied by one.
-    pub async fn expire_held(
-        &self,
-        slug: &Slug,
-        stream_id: i64,
-        room_id: i64,
-    ) -> StoreResult<Vec<Held>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let s = slug.schema();
-        let rows = tx
-            .query(
-                &tenant_sql(
-                    slug,
-                    &format!(
-                        "WITH h AS (UPDATE {{schema}}.chat_heldmessage SET state = 'denied', resolved_at = now() \
-                         WHERE room_id = $1 AND state = 'held' \
-                           AND created_at < now() - $2::bigint * interval '1 second' RETURNING *) {}",
-                        held_sql("h")
-                    ),
-                ),
-                &[&room_id, &HOLD_FOR.whole_seconds()],
-            )
-            .await?;
-        let expired: Vec<Held> = rows.iter().map(held_from).collect();
-        for h in &expired {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {s}.moderation_log (stream_id, moderator_id, action, target_user_id, reason) \
-                     VALUES ($1, NULL, 'deny', $2, 'not reviewed within 10 minutes')"
-                ),
-                &[&stream_id, &h.user_id],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(expired)
+    /// Denies the messages of a tenant held longer than [`HOLD_FOR`], in
+    /// every stream, logging each (no moderator), in one statement; returns
+    /// them, oldest first, with their streams' ids. Several nodes may run
+    /// this at once: each message is denied, and logged, by one.
+    pub async fn expire_held(&self, slug: &Slug) -> StoreResult<Vec<(i64, Held)>> {
+        self.query_in(
+            slug,
+            &format!(
+                "WITH h AS (UPDATE {{schema}}.chat_heldmessage h \
+                   SET state = 'denied', resolved_at = now() \
+                 FROM {{schema}}.chat_chatroom r \
+                 WHERE r.id = h.room_id AND h.state = 'held' \
+                   AND h.created_at < now() - $1::bigint * interval '1 second' \
+                 RETURNING h.*, r.stream_id), \
+                 logged AS (INSERT INTO {{schema}}.moderation_log \
+                   (stream_id, moderator_id, action, target_user_id, reason) \
+                 SELECT stream_id, NULL, 'deny', user_id, 'not reviewed within 10 minutes' FROM h) \
+                 {} ORDER BY h.id",
+                held_sql("h", ", h.stream_id")
+            ),
+            &[&HOLD_FOR.whole_seconds()],
+            |row| (row.get(11), held_from(row)),
+        )
+        .await
     }
 }

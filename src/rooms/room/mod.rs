@@ -72,8 +72,6 @@ const GAP_WAIT: Duration = Duration::from_millis(250);
 const CATCH_UP_MAX: i64 = 500;
 /// Deleted ids remembered before their message arrived (bounded).
 const EARLY_DELETES: usize = 1024;
-/// How often a room denies held messages older than ten minutes.
-const HELD_SWEEP: Duration = Duration::from_secs(15);
 /// How long after an incomplete resync (PostgreSQL busy or away) the room
 /// tries again, at the least (at most twice this).
 const RESYNC_RETRY: Duration = Duration::from_secs(2);
@@ -423,37 +421,6 @@ impl RoomActor {
             .collect();
     }
 
-    /// Denies held messages older than ten minutes (one node wins each) and
-    /// tells every room.
-    fn expire_held(&mut self, ctx: &mut Context<Self>) {
-        if self.held.is_empty() {
-            return;
-        }
-        self.with_store(
-            ctx,
-            |db| async move {
-                db.store
-                    .expire_held(&db.slug, db.stream_id, db.room_id)
-                    .await
-            },
-            |r, room, _| match r {
-                Ok(expired) => {
-                    for h in expired {
-                        room.hub.apply(
-                            &room.key,
-                            ModEvent::Deny {
-                                held_id: h.id,
-                                user_id: h.user_id,
-                                client_id: h.client_id,
-                            },
-                        );
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "held messages not expired"),
-            },
-        );
-    }
-
     /// `{"type":"held_queue","items":[...]}`.
     fn held_queue_frame(&self) -> ByteString {
         let mut s = String::from("{\"type\":\"held_queue\",\"items\":[");
@@ -658,10 +625,6 @@ impl Actor for RoomActor {
             let gap = Duration::from_secs(room.slow_mode_seconds.max(0) as u64);
             room.last_chat.retain(|_, at| at.elapsed() < gap);
         });
-        // Held messages nobody reviewed within ten minutes are denied: those
-        // whose time ran out while no room ran at once (after the load).
-        ctx.run_later(Duration::ZERO, |room, ctx| room.expire_held(ctx));
-        ctx.run_interval(HELD_SWEEP, |room, ctx| room.expire_held(ctx));
         // A room started without a socket (a status notice) stops when idle.
         self.maybe_idle(ctx);
     }
