@@ -186,10 +186,15 @@ impl Application {
                 hub.recheck_tenants().await;
             }
         });
-        // Expired sessions are deleted every ten minutes, tenant by tenant.
+        // Every ten minutes, tenant by tenant: expired sessions are deleted,
+        // and held messages expired in tenants no node has had a room of
+        // (those that waited twice the ten minutes: nodes with rooms of the
+        // tenant expire the others, and tell their sockets).
         let purge = store.clone();
+        let housekeeping = hub.clone();
         every(Duration::from_secs(600), move || {
             let store = purge.clone();
+            let hub = housekeeping.clone();
             async move {
                 let Ok(tenants) = store.list_tenants().await else {
                     return;
@@ -198,6 +203,8 @@ impl Application {
                     if let Err(e) = store.purge_expired_sessions(&t.slug).await {
                         tracing::debug!(tenant = %t.slug, error = %e, "session purge skipped");
                     }
+                    hub.expire_held_of(&t.slug, 2 * crate::store::held::HOLD_FOR)
+                        .await;
                 }
             }
         });

@@ -70,6 +70,7 @@ use crate::{
     metrics::Metrics,
     relay::{Incoming, Relay, RelayEvent},
     store::{
+        held::HOLD_FOR,
         reaction_writer::ReactionWriter,
         streams::{Stream, StreamStatus},
         writer::MessageWriter,
@@ -493,32 +494,40 @@ impl Hub {
         }
     }
 
-    /// One round of held-message expiry (every [`HELD_EVERY`]): per tenant
-    /// with rooms on this node, one statement denies and logs every message
-    /// of the tenant held longer than ten minutes, in any stream, whether or
-    /// not a room of it runs anywhere; each denial is applied here and
-    /// relayed, so the author and moderators hear of it on every node.
+    /// One round of held-message expiry (every [`HELD_EVERY`]): for each
+    /// tenant with rooms on this node, [`Hub::expire_held_of`] the messages
+    /// held longer than ten minutes. A tenant with no room on any node has
+    /// its messages expired by a node's housekeeping round, once they have
+    /// waited twice as long.
     pub async fn expire_held(&self) {
         for slug in self.rooms_by_tenant().into_keys() {
-            match self.inner.store.expire_held(&slug).await {
-                Ok(expired) => {
-                    for (stream_id, h) in expired {
-                        let key = RoomKey {
-                            slug: slug.clone(),
-                            stream_id,
-                        };
-                        self.apply(
-                            &key,
-                            crate::moderation::ModEvent::Deny {
-                                held_id: h.id,
-                                user_id: h.user_id,
-                                client_id: h.client_id,
-                            },
-                        );
-                    }
+            self.expire_held_of(&slug, HOLD_FOR).await;
+        }
+    }
+
+    /// Denies and logs, in one statement, every message of tenant `slug`
+    /// held longer than `age` (at least ten minutes), in any stream, whether
+    /// or not a room of it runs anywhere; each denial is applied here and
+    /// relayed, so the author and moderators hear of it on every node.
+    pub async fn expire_held_of(&self, slug: &Slug, age: time::Duration) {
+        match self.inner.store.expire_held(slug, age).await {
+            Ok(expired) => {
+                for (stream_id, h) in expired {
+                    let key = RoomKey {
+                        slug: slug.clone(),
+                        stream_id,
+                    };
+                    self.apply(
+                        &key,
+                        crate::moderation::ModEvent::Deny {
+                            held_id: h.id,
+                            user_id: h.user_id,
+                            client_id: h.client_id,
+                        },
+                    );
                 }
-                Err(e) => tracing::warn!(tenant = %slug, error = %e, "held messages not expired"),
             }
+            Err(e) => tracing::warn!(tenant = %slug, error = %e, "held messages not expired"),
         }
     }
 

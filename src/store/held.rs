@@ -237,11 +237,16 @@ impl Store {
         Ok(Some(Resolved { held, stored }))
     }
 
-    /// Denies the messages of a tenant held longer than [`HOLD_FOR`], in
-    /// every stream, logging each (no moderator), in one statement; returns
-    /// them, oldest first, with their streams' ids. Several nodes may run
-    /// this at once: each message is denied, and logged, by one.
-    pub async fn expire_held(&self, slug: &Slug) -> StoreResult<Vec<(i64, Held)>> {
+    /// Denies the messages of a tenant held longer than `age` (at least
+    /// [`HOLD_FOR`]), in every stream, logging each (no moderator), in one
+    /// statement; returns them, oldest first, with their streams' ids.
+    /// Several nodes may run this at once: each message is denied, and
+    /// logged, by one.
+    pub async fn expire_held(
+        &self,
+        slug: &Slug,
+        age: time::Duration,
+    ) -> StoreResult<Vec<(i64, Held)>> {
         self.query_in(
             slug,
             &format!(
@@ -257,7 +262,7 @@ impl Store {
                  {} ORDER BY h.id",
                 held_sql("h", ", h.stream_id")
             ),
-            &[&HOLD_FOR.whole_seconds()],
+            &[&age.max(HOLD_FOR).whole_seconds()],
             |row| (row.get(11), held_from(row)),
         )
         .await
