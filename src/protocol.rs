@@ -344,7 +344,7 @@ pub fn held_ack_frame(client_id: Option<&str>, held_id: i64) -> ByteString {
 /// A held message as moderators see it (`held` frames and `held_queue` items).
 pub fn held_item(h: &crate::store::held::Held) -> serde_json::Value {
     serde_json::json!({
-        "type":"held","held_id":h.id,"username":h.username,"message":h.content,
+        "type":"held","held_id":h.id,"username":h.username,"message":h.body.content,
         "reason":h.reason,"timestamp":timestamp(h.created_at),
     })
 }

@@ -607,7 +607,7 @@ pub async fn execute(
                     let approved = Approved {
                         held_id,
                         user_id: h.user_id,
-                        client_id: h.client_id,
+                        client_id: h.body.client_id,
                         frame: crate::protocol::message_frame(&m).to_string(),
                         id: m.id,
                         seq: m.seq,
@@ -621,7 +621,7 @@ pub async fn execute(
                 None => Ok(ModEvent::Deny {
                     held_id,
                     user_id: h.user_id,
-                    client_id: h.client_id,
+                    client_id: h.body.client_id,
                 }),
             }
         }

@@ -522,7 +522,7 @@ impl Hub {
                         crate::moderation::ModEvent::Deny {
                             held_id: h.id,
                             user_id: h.user_id,
-                            client_id: h.client_id,
+                            client_id: h.body.client_id,
                         },
                     );
                 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::members::RoomUser;
-use crate::store::messages::{MessageType, ReplyRef};
+use crate::store::messages::{MessageBody, MessageType, ReplyRef};
 
 /// How long a `client_id` is remembered.
 pub const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
@@ -19,7 +19,6 @@ pub const CLIENT_ID_TTL: Duration = Duration::from_secs(600);
 /// room's memory (1,000 messages a second for ten minutes would be 600,000).
 pub const RECENT_MAX: usize = 100_000;
 
-// Shares fields with NewMessage (which tests build as it is): the room's view until the commit.
 /// A message handed to the writer, waiting for its commit.
 #[derive(Debug)]
 pub struct Pending {
@@ -29,18 +28,12 @@ pub struct Pending {
     pub waiters: Vec<u64>,
     /// The author.
     pub user: Option<RoomUser>,
-    /// The text.
-    pub content: String,
     /// Kind.
     pub message_type: MessageType,
-    /// Idempotency key.
-    pub client_id: Option<String>,
     /// The message replied to.
     pub reply_to: Option<ReplyRef>,
-    /// Users mentioned.
-    pub mentions: Vec<String>,
-    /// From a hidden user: stored flagged, shown to them and moderators only.
-    pub hidden: bool,
+    /// What it says.
+    pub body: MessageBody,
 }
 
 impl Pending {
@@ -102,7 +95,7 @@ impl Inflight {
     pub fn start(&mut self, pending: Pending) -> u64 {
         self.next_token += 1;
         let token = self.next_token;
-        if let (Some(u), Some(c)) = (&pending.user, &pending.client_id) {
+        if let (Some(u), Some(c)) = (&pending.user, &pending.body.client_id) {
             self.by_cid.insert((u.id, c.clone()), token);
         }
         self.by_token.insert(token, pending);
@@ -113,7 +106,7 @@ impl Inflight {
     /// (or found stored before). Returns the message.
     pub fn finish(&mut self, token: u64, stored: Option<i64>) -> Option<Pending> {
         let p = self.by_token.remove(&token)?;
-        if let (Some(u), Some(c)) = (&p.user, &p.client_id) {
+        if let (Some(u), Some(c)) = (&p.user, &p.body.client_id) {
             let key = (u.id, c.clone());
             self.by_cid.remove(&key);
             if let Some(id) = stored {
@@ -163,12 +156,13 @@ mod tests {
                 moderate_scope: true,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
             }),
-            content: "hi".into(),
             message_type: MessageType::Message,
-            client_id: cid.map(str::to_string),
             reply_to: None,
-            mentions: Vec::new(),
-            hidden: false,
+            body: MessageBody {
+                content: "hi".into(),
+                client_id: cid.map(str::to_string),
+                ..MessageBody::default()
+            },
         }
     }
 

@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 
 use super::{
     messages::{
-        insert_in, message_from, message_sql, InsertOutcome, MessageType, NewMessage, StoredMessage,
+        insert_in, message_from, message_sql, InsertOutcome, MessageBody, MessageType, NewMessage,
+        StoredMessage,
     },
     moderation::{log_in, NewLogEntry},
     tenant_sql, Slug, Store, StoreResult,
@@ -27,20 +28,15 @@ pub struct Held {
     pub username: String,
     /// Author's role.
     pub role: Role,
-    /// The text.
-    pub content: String,
-    /// The sender's idempotency key.
-    pub client_id: Option<String>,
     /// Why it is held (`term` or `link`).
     pub reason: String,
     /// When it was held.
     pub created_at: OffsetDateTime,
     /// The message it replies to (checked when it was held).
     pub reply_to_id: Option<i64>,
-    /// Users it mentions.
-    pub mentions: Vec<String>,
-    /// Its author was hidden when it was sent: approved, it stays hidden.
-    pub hidden: bool,
+    /// What it says; `hidden` if its author was hidden when it was sent
+    /// (approved, it stays hidden).
+    pub body: MessageBody,
 }
 
 /// A message to hold: what the room resolved of it before holding it.
@@ -50,18 +46,12 @@ pub struct NewHeld<'a> {
     pub room_id: i64,
     /// Author.
     pub user_id: i64,
-    /// The text (already cleaned).
-    pub content: &'a str,
-    /// The sender's idempotency key.
-    pub client_id: Option<&'a str>,
     /// Why it is held (`term` or `link`).
     pub reason: &'a str,
     /// The message it replies to.
     pub reply_to_id: Option<i64>,
-    /// Users it mentions.
-    pub mentions: &'a [String],
-    /// From a hidden user.
-    pub hidden: bool,
+    /// What it says.
+    pub body: &'a MessageBody,
 }
 
 /// A held message that was resolved now.
@@ -90,13 +80,15 @@ fn held_from(row: &tokio_postgres::Row) -> Held {
         user_id: row.get(1),
         username: row.get(2),
         role: Role::parse(row.get(3)).unwrap_or(Role::Viewer),
-        content: row.get(4),
-        client_id: row.get(5),
         reason: row.get(6),
         created_at: row.get(7),
         reply_to_id: row.get(8),
-        mentions: row.get(9),
-        hidden: row.get(10),
+        body: MessageBody {
+            content: row.get(4),
+            client_id: row.get(5),
+            mentions: row.get(9),
+            hidden: row.get(10),
+        },
     }
 }
 
@@ -121,12 +113,12 @@ impl Store {
             &[
                 &m.room_id,
                 &m.user_id,
-                &m.content,
-                &m.client_id,
+                &m.body.content,
+                &m.body.client_id,
                 &m.reason,
                 &m.reply_to_id,
-                &m.mentions,
-                &m.hidden,
+                &m.body.mentions,
+                &m.body.hidden,
             ],
             held_from,
         )
@@ -198,12 +190,9 @@ impl Store {
                 &[NewMessage {
                     room_id,
                     user_id: Some(held.user_id),
-                    content: held.content.clone(),
                     message_type: MessageType::Message,
-                    client_id: held.client_id.clone(),
-                    hidden: held.hidden,
                     reply_to_id: held.reply_to_id,
-                    mentions: held.mentions.clone(),
+                    body: held.body.clone(),
                 }],
             )
             .await?;

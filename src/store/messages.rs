@@ -100,7 +100,20 @@ impl ReplyRef {
     }
 }
 
-// Part of StoredMessage's fields: what is written, not what is read back.
+/// What a user's message says and carries, at every stage before it is read
+/// back: in flight in its room, held for review, written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageBody {
+    /// The text (already cleaned).
+    pub content: String,
+    /// The sender's idempotency key.
+    pub client_id: Option<String>,
+    /// Usernames mentioned, as spelled in their accounts.
+    pub mentions: Vec<String>,
+    /// From a hidden user: stored flagged, shown to them and moderators only.
+    pub hidden: bool,
+}
+
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -108,18 +121,12 @@ pub struct NewMessage {
     pub room_id: i64,
     /// Author (`None` for notices).
     pub user_id: Option<i64>,
-    /// Text (already validated).
-    pub content: String,
     /// Kind.
     pub message_type: MessageType,
-    /// Idempotency key.
-    pub client_id: Option<String>,
     /// The message replied to (checked by the room).
     pub reply_to_id: Option<i64>,
-    /// Usernames mentioned.
-    pub mentions: Vec<String>,
-    /// From a hidden user.
-    pub hidden: bool,
+    /// What it says.
+    pub body: MessageBody,
 }
 
 /// What happened to one message of a batch.
@@ -274,7 +281,7 @@ pub(crate) async fn insert_in(
     rooms.dedup();
     let keyed: Vec<&NewMessage> = batch
         .iter()
-        .filter(|m| m.client_id.is_some() && m.user_id.is_some())
+        .filter(|m| m.body.client_id.is_some() && m.user_id.is_some())
         .collect();
     let (lock, select, nextval, insert) = futures_util::future::try_join4(
         tx.prepare_cached(&room_lock_sql(slug)),
@@ -296,7 +303,7 @@ pub(crate) async fn insert_in(
     let u: Vec<i64> = keyed.iter().filter_map(|m| m.user_id).collect();
     let c: Vec<&str> = keyed
         .iter()
-        .filter_map(|m| m.client_id.as_deref())
+        .filter_map(|m| m.body.client_id.as_deref())
         .collect();
     let n = batch.len() as i32;
     let (_, earlier, ids) = futures_util::future::try_join3(
@@ -325,7 +332,7 @@ pub(crate) async fn insert_in(
     let mut slots = Vec::with_capacity(batch.len());
     let mut fresh: Vec<&NewMessage> = Vec::new();
     for (i, m) in batch.iter().enumerate() {
-        let key = m.client_id.as_deref().zip(m.user_id);
+        let key = m.body.client_id.as_deref().zip(m.user_id);
         let slot = match key {
             Some((cid, uid)) => {
                 if let Some(e) = earlier
@@ -336,7 +343,7 @@ pub(crate) async fn insert_in(
                 } else if let Some(j) = batch[..i].iter().position(|p| {
                     p.room_id == m.room_id
                         && p.user_id == Some(uid)
-                        && p.client_id.as_deref() == Some(cid)
+                        && p.body.client_id.as_deref() == Some(cid)
                 }) {
                     Slot::DupOfBatch(j)
                 } else {
@@ -358,21 +365,21 @@ pub(crate) async fn insert_in(
     if !fresh.is_empty() {
         let ids: Vec<i64> = ids.iter().take(fresh.len()).map(|r| r.get(0)).collect();
         let room_ids: Vec<i64> = fresh.iter().map(|m| m.room_id).collect();
-        let hidden: Vec<bool> = fresh.iter().map(|m| m.hidden).collect();
+        let hidden: Vec<bool> = fresh.iter().map(|m| m.body.hidden).collect();
         let user_ids: Vec<Option<i64>> = fresh.iter().map(|m| m.user_id).collect();
-        let contents: Vec<&str> = fresh.iter().map(|m| m.content.as_str()).collect();
+        let contents: Vec<&str> = fresh.iter().map(|m| m.body.content.as_str()).collect();
         let types: Vec<&str> = fresh.iter().map(|m| m.message_type.as_str()).collect();
-        let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.client_id.as_deref()).collect();
+        let cids: Vec<Option<&str>> = fresh.iter().map(|m| m.body.client_id.as_deref()).collect();
         let replies: Vec<Option<i64>> = fresh.iter().map(|m| m.reply_to_id).collect();
         let folded: Vec<String> = fresh
             .iter()
-            .map(|m| super::search::fold(&m.content))
+            .map(|m| super::search::fold(&m.body.content))
             .collect();
         // text[] of each message's mentions, NULL for none (one array literal each:
         // unnest cannot take a ragged two-dimensional array).
         let mentions: Vec<Option<String>> = fresh
             .iter()
-            .map(|m| (!m.mentions.is_empty()).then(|| pg_text_array(&m.mentions)))
+            .map(|m| (!m.body.mentions.is_empty()).then(|| pg_text_array(&m.body.mentions)))
             .collect();
         let rows = tx
             .query(

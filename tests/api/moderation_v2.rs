@@ -391,19 +391,20 @@ async fn held_messages_survive_a_restart_and_expire() {
 /// Holds a message of bob's in each of `streams` and makes it look `minutes`
 /// old (past the ten minutes a held message waits, with more than ten). Their ids.
 async fn hold_aged_messages(app: &TestApp, streams: &[i64], minutes: i32) -> Vec<i64> {
-    use stampede::store::held::NewHeld;
+    use stampede::store::{held::NewHeld, messages::MessageBody};
     let bob = app.stored_user("bob").await.unwrap();
+    let body = MessageBody {
+        content: "cheap pills".into(),
+        ..MessageBody::default()
+    };
     let mut held = Vec::new();
     for &s in streams {
         let message = NewHeld {
             room_id: app.stored_stream(s).await.room_id,
             user_id: bob.id,
-            content: "cheap pills",
-            client_id: None,
             reason: "term",
             reply_to_id: None,
-            mentions: &[],
-            hidden: false,
+            body: &body,
         };
         let h = app.store.hold_message(&app.tenant.slug, &message).await;
         held.push(h.unwrap().id);

@@ -6,7 +6,7 @@
 
 use stampede::{
     domain::Role,
-    store::messages::{InsertOutcome, MessageType, NewMessage},
+    store::messages::{InsertOutcome, MessageBody, MessageType, NewMessage},
 };
 
 use crate::helpers::*;
@@ -15,12 +15,13 @@ fn message(room_id: i64, user_id: i64, content: &str, client_id: Option<&str>) -
     NewMessage {
         room_id,
         user_id: Some(user_id),
-        content: content.into(),
         message_type: MessageType::Message,
-        client_id: client_id.map(str::to_string),
         reply_to_id: None,
-        mentions: Vec::new(),
-        hidden: false,
+        body: MessageBody {
+            content: content.into(),
+            client_id: client_id.map(str::to_string),
+            ..MessageBody::default()
+        },
     }
 }
 

@@ -12,12 +12,9 @@ impl RoomActor {
             message: NewMessage {
                 room_id: self.stream.room_id,
                 user_id: pending.user.as_ref().map(|u| u.id),
-                content: pending.content.clone(),
                 message_type: pending.message_type,
-                client_id: pending.client_id.clone(),
                 reply_to_id: pending.reply_to.as_ref().map(|r| r.id),
-                mentions: pending.mentions.clone(),
-                hidden: pending.hidden,
+                body: pending.body.clone(),
             },
             token: self.inflight.next_token(),
             reply_to: ctx.address().recipient(),
@@ -35,12 +32,12 @@ impl RoomActor {
                 conn_id: None,
                 waiters: Vec::new(),
                 user: None,
-                content: text.to_string(),
                 message_type: kind,
-                client_id: None,
                 reply_to: None,
-                mentions: Vec::new(),
-                hidden: false,
+                body: MessageBody {
+                    content: text.to_string(),
+                    ..MessageBody::default()
+                },
             },
         );
     }
@@ -88,23 +85,20 @@ impl RoomActor {
                 let m = NewHeld {
                     room_id: db.room_id,
                     user_id,
-                    content: &pending.content,
-                    client_id: pending.client_id.as_deref(),
                     reason,
                     reply_to_id: pending.reply_to.as_ref().map(|r| r.id),
-                    mentions: &pending.mentions,
-                    hidden: pending.hidden,
+                    body: &pending.body,
                 };
                 db.store
                     .hold_message(&db.slug, &m)
                     .await
-                    .map_err(|e| (e, pending.client_id))
+                    .map_err(|e| (e, pending.body.client_id))
             },
             move |r, room, _| match r {
                 Ok(held) => {
                     room.members.send_to(
                         conn_id,
-                        &protocol::held_ack_frame(held.client_id.as_deref(), held.id),
+                        &protocol::held_ack_frame(held.body.client_id.as_deref(), held.id),
                     );
                     let item = protocol::held_item(&held).to_string();
                     room.hub.relay().publish(
@@ -185,15 +179,17 @@ impl Handler<Chat> for RoomActor {
         }
         let hidden = !self.may_moderate(&user) && self.hidden.is_hidden(user.id);
         let pending = Pending {
-            hidden,
             conn_id: Some(conn_id),
             waiters: Vec::new(),
             user: Some(user),
-            content: chat.text.into_string(),
             message_type: MessageType::Message,
-            client_id: chat.client_id.clone(),
             reply_to: None,
-            mentions: Vec::new(),
+            body: MessageBody {
+                content: chat.text.into_string(),
+                client_id: chat.client_id.clone(),
+                mentions: Vec::new(),
+                hidden,
+            },
         };
         let hold = match admit {
             Admit::Hold(reason) => Some(reason),
@@ -246,14 +242,14 @@ impl Handler<Written> for RoomActor {
                         user_id: p.user.as_ref().map(|u| u.id),
                         username: p.user.as_ref().map(|u| u.username.clone()),
                         role: p.user.as_ref().map(|u| u.role),
-                        content: p.content.clone(),
+                        content: p.body.content.clone(),
                         message_type: p.message_type,
-                        client_id: p.client_id.clone(),
+                        client_id: p.body.client_id.clone(),
                         created_at: at,
                         reply_to: p.reply_to.clone(),
-                        mentions: p.mentions.clone(),
+                        mentions: p.body.mentions.clone(),
                         edited_at: None,
-                        hidden: p.hidden,
+                        hidden: p.body.hidden,
                     };
                     let frame = protocol::message_frame(&message);
                     let started = Instant::now();
@@ -282,13 +278,13 @@ impl Handler<Written> for RoomActor {
                         .metrics()
                         .broadcast_latency
                         .observe(started.elapsed() + commit_age(at));
-                    let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                    let ack = protocol::ack_frame(p.body.client_id.as_deref(), id);
                     for c in p.sockets() {
                         self.members.send_to(c, &ack);
                     }
                 }
                 Ok(InsertOutcome::Duplicate { id }) => {
-                    let ack = protocol::ack_frame(p.client_id.as_deref(), id);
+                    let ack = protocol::ack_frame(p.body.client_id.as_deref(), id);
                     for c in p.sockets() {
                         self.members.send_to(c, &ack);
                     }
@@ -298,7 +294,7 @@ impl Handler<Written> for RoomActor {
                         Code::Unavailable,
                         "The message could not be stored; send it again.",
                         None,
-                        p.client_id.as_deref(),
+                        p.body.client_id.as_deref(),
                     );
                     for c in p.sockets() {
                         self.members.send_to(c, &err);

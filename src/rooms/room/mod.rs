@@ -51,7 +51,9 @@ use crate::{
     relay::RelayEvent,
     sessions::outlet::codes,
     store::{
-        messages::{HiddenShown, InsertOutcome, MessageType, NewMessage, StoredMessage},
+        messages::{
+            HiddenShown, InsertOutcome, MessageBody, MessageType, NewMessage, StoredMessage,
+        },
         reactions::NewReaction,
         streams::{Stream, StreamStatus},
         writer::{MessageWriter, WriteJob, Written},

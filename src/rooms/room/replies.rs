@@ -90,7 +90,8 @@ impl RoomActor {
             };
             let now = Instant::now();
             let cache = self.hub.mentions();
-            let (mentions, refresh) = cache.resolve(&self.key.slug, &item.pending.content, now);
+            let (mentions, refresh) =
+                cache.resolve(&self.key.slug, &item.pending.body.content, now);
             if refresh && !item.refreshed {
                 if let Some(after) = cache.begin_refresh(&self.key.slug, now) {
                     item.refreshed = true;
@@ -108,7 +109,7 @@ impl RoomActor {
                     return;
                 }
             }
-            item.pending.mentions = mentions;
+            item.pending.body.mentions = mentions;
             let Some(target) = item.reply_to else {
                 self.forward(ctx, item.pending, item.hold);
                 continue;
@@ -159,7 +160,7 @@ impl RoomActor {
 
     fn submit_or_refuse(&mut self, ctx: &mut Context<Self>, pending: Pending) {
         let conn = pending.conn_id;
-        let cid = pending.client_id.clone();
+        let cid = pending.body.client_id.clone();
         if self.submit(ctx, pending).is_err() {
             if let Some(c) = conn {
                 self.members.send_to(
@@ -174,7 +175,7 @@ impl RoomActor {
         if let Some(c) = pending.conn_id {
             self.members.send_to(
                 c,
-                &protocol::error_frame(code, text, None, pending.client_id.as_deref()),
+                &protocol::error_frame(code, text, None, pending.body.client_id.as_deref()),
             );
         }
     }
