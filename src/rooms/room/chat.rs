@@ -230,24 +230,26 @@ impl Handler<Written> for RoomActor {
                 Ok(InsertOutcome::Stored { id, .. } | InsertOutcome::Duplicate { id }) => Some(*id),
                 Err(()) => None,
             };
-            let Some(p) = self.inflight.finish(token, stored_id) else {
+            let Some(mut p) = self.inflight.finish(token, stored_id) else {
                 continue;
             };
             match outcome {
                 Ok(InsertOutcome::Stored { id, seq, at }) => {
                     self.hub.metrics().messages_stored.inc();
+                    // The text, mentions and reply move into the stored message: the
+                    // in-flight copy is done with them.
                     let message = StoredMessage {
                         id,
                         seq,
                         user_id: p.user.as_ref().map(|u| u.id),
                         username: p.user.as_ref().map(|u| u.username.clone()),
                         role: p.user.as_ref().map(|u| u.role),
-                        content: p.body.content.clone(),
+                        content: std::mem::take(&mut p.body.content),
                         message_type: p.message_type,
                         client_id: p.body.client_id.clone(),
                         created_at: at,
-                        reply_to: p.reply_to.clone(),
-                        mentions: p.body.mentions.clone(),
+                        reply_to: p.reply_to.take(),
+                        mentions: std::mem::take(&mut p.body.mentions),
                         edited_at: None,
                         hidden: p.body.hidden,
                     };
@@ -278,7 +280,7 @@ impl Handler<Written> for RoomActor {
                         .metrics()
                         .broadcast_latency
                         .observe(started.elapsed() + commit_age(at));
-                    let ack = protocol::ack_frame(p.body.client_id.as_deref(), id);
+                    let ack = protocol::ack_frame(message.client_id.as_deref(), id);
                     for c in p.sockets() {
                         self.members.send_to(c, &ack);
                     }
