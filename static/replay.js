@@ -33,7 +33,7 @@
       hls.on(Hls.Events.ERROR, function (_, data) {
         if (!data.fatal) return;
         if (data.type === Hls.ErrorTypes.NETWORK_ERROR) hls.startLoad();
-        else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+        else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) recoverVideo();
         else hls.destroy();
       });
       hls.loadSource(url);
@@ -45,6 +45,37 @@
 
   var hlsUrl = video.dataset.hlsSrc;
   if (hlsUrl) attachHls(hlsUrl);
+
+  // A media error (a segment that cannot be parsed, a decoder that gives up)
+  // need not end the video: it is attached afresh, through hls.js where that
+  // plays it, else by loading its source again, and a replay goes back to
+  // where it was. Only once the video has played or seeked since the last
+  // recovery, and at most RECOVERIES_PER_MINUTE times a minute, so a source
+  // that keeps failing stays failed, and says so.
+  var RECOVERIES_PER_MINUTE = 5;
+  var recoveries = [];          // when the recent ones were (Date.now())
+  var progressed = true;        // played or seeked since the last recovery
+  function progress() { progressed = true; }
+  video.addEventListener('playing', progress);
+  video.addEventListener('seeked', progress);
+  function recoverVideo() {
+    var now = Date.now();
+    recoveries = recoveries.filter(function (t) { return now - t < 60000; });
+    if (!progressed || recoveries.length >= RECOVERIES_PER_MINUTE) return;
+    progressed = false;
+    recoveries.push(now);
+    if (root.hls) { root.hls.recoverMediaError(); return; }
+    var src = video.currentSrc || video.src;
+    if (!src) return;
+    var at = video.currentTime;
+    var playing = !video.paused;
+    video.src = src;
+    // Before its metadata, this is where the video starts once loaded: a
+    // seek the viewer makes meanwhile replaces it.
+    if (root.dataset.replay === 'true') video.currentTime = at;
+    if (playing) video.play().catch(function () {});
+  }
+  video.addEventListener('error', function () { if (video.error) setTimeout(recoverVideo, 0); });
 
   if (root.dataset.replay !== 'true') return;
 
@@ -177,8 +208,9 @@
   video.addEventListener('seeked', function () { lastMs = -1; sync(); });
   video.addEventListener('timeupdate', function () { if (!ticking) sync(); });
   video.addEventListener('loadedmetadata', function () { if (!durationMs) drawStrip(); });
-  // hls.js recovers from a media error by attaching the video afresh: once it
-  // plays or seeks again, the note says again what it said before.
+  // A media error is recovered from by attaching the video afresh (see
+  // recoverVideo): once it plays or seeks again, the note says again what it
+  // said before.
   var noteBefore = '';
   video.addEventListener('error', function () {
     if (note.textContent !== T.video_failed) noteBefore = note.textContent;
