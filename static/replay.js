@@ -60,13 +60,13 @@
   video.addEventListener('seeked', progress);
   function recoverVideo() {
     var now = Date.now();
+    var src = video.currentSrc || video.src;
     recoveries = recoveries.filter(function (t) { return now - t < 60000; });
     if (!progressed || recoveries.length >= RECOVERIES_PER_MINUTE) return;
+    if (!root.hls && !src) return;
     progressed = false;
     recoveries.push(now);
     if (root.hls) { root.hls.recoverMediaError(); return; }
-    var src = video.currentSrc || video.src;
-    if (!src) return;
     var at = video.currentTime;
     var playing = !video.paused;
     video.src = src;
