@@ -365,6 +365,18 @@ impl Members {
         self.close_where(|u| u.is_none(), code, reason)
     }
 
+    /// Closes one open socket (after what is queued); it stops counting at
+    /// once and leaves with its `Leave`. Returns false when it is gone or
+    /// closed already.
+    pub fn close(&mut self, conn_id: u64, code: u16, reason: &'static str) -> bool {
+        let Some(m) = self.map.get_mut(&conn_id).filter(|m| m.counts()) else {
+            return false;
+        };
+        m.outlet.close_after_queue(code, reason);
+        Self::mark_closed(&mut self.closed, m);
+        true
+    }
+
     /// Closes every open socket (the tenant is gone); returns how many.
     /// Unlike [`Members::close_all`], each leaves with its `Leave`.
     pub fn close_every(&mut self, code: u16, reason: &'static str) -> usize {
@@ -580,5 +592,24 @@ mod tests {
         // One step (the old behaviour) pings everyone at once.
         members.keep_alive(45, 0, 1);
         assert!(pings(&mut queues).iter().all(|n| *n == 1));
+    }
+    /// One socket closed by its connection id (a resume whose history could
+    /// not be read) gets the close after what it was queued, stops counting
+    /// at once, and stays a member until its `Leave`; closing it again, or
+    /// one that is gone, does nothing.
+    #[test]
+    fn one_socket_closed_stops_counting_and_leaves_with_its_leave() {
+        let (mut members, _, [_stays_rx, mut closed_rx]) = room([(1, 1, false), (2, 2, true)]);
+        assert!(members.close(2, 1012, "history unavailable"));
+        assert!(matches!(
+            closed_rx.try_recv(),
+            Some(Outbound::Close(1012, _))
+        ));
+        assert_eq!(members.len(), 1);
+        assert_eq!(members.sockets_of(2), 0);
+        assert!(!members.close(2, 1012, "again"), "closed already");
+        assert!(!members.close(9, 1012, "gone"), "never a member");
+        assert!(members.remove(2).is_some(), "a member until its leave");
+        assert!(!members.close(2, 1012, "left"));
     }
 }

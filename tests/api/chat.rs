@@ -396,14 +396,33 @@ async fn resume_misses_nothing_under_concurrent_sends() {
         });
         let mut seen: Vec<i64> = Vec::new();
         let mut last_id: Option<i64> = None;
+        // Resumed after its `hello`. A node that cannot read the history
+        // now (a loaded database) closes with 1012, and the client
+        // reconnects with the same `last_id`, as PROTOCOL.md's clients do.
         let resume = |last_id: Option<i64>| {
             let query = last_id.map(|l| format!("?last_id={l}")).unwrap_or_default();
             let (app, cookie) = (&app, &bob.cookie);
-            async move { app.try_ws(stream, Some(cookie), &query).await.unwrap() }
+            async move {
+                for _ in 0..20 {
+                    let mut c = app.try_ws(stream, Some(cookie), &query).await.unwrap();
+                    match c.next_frame(WAIT).await {
+                        Next::Text(hello) => {
+                            assert_eq!(hello["type"], "hello");
+                            return c;
+                        }
+                        Next::Closed if c.closed_code() == Some(1012) => {
+                            // Pacing the reconnects, as a client backs off.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Next::Closed => panic!("closed with {:?}", c.closed_code()),
+                        Next::Idle => panic!("no hello within {WAIT:?}"),
+                    }
+                }
+                panic!("20 resumes closed with 1012 in a row")
+            }
         };
         for round in 0..6 {
             let mut c = resume(last_id).await;
-            assert_eq!(c.recv().await["type"], "hello");
             let history = c.recv().await;
             assert_eq!(history["type"], "history");
             if round > 0 {
@@ -440,7 +459,6 @@ async fn resume_misses_nothing_under_concurrent_sends() {
         send.await.unwrap();
         // A final resume collects the rest.
         let mut c = resume(last_id).await;
-        c.recv().await;
         for id in message_ids(&c.recv().await) {
             if !seen.contains(&id) {
                 seen.push(id);
@@ -492,6 +510,52 @@ async fn nothing_comes_before_hello_while_a_history_loads() {
     assert_eq!(history["type"], "history");
     assert_eq!(history["messages"].as_array().unwrap().len(), 19);
     assert_eq!(late.expect("error").await["code"], "unknown_type");
+}
+
+/// A resume whose history cannot be read (its table renamed away for the
+/// moment) is not answered short, with an empty `truncated` history that
+/// would skip what was missed: the socket closes with 1012 ("reconnect"),
+/// and the same `last_id` once the table is back gets every message.
+#[actix_web::test]
+async fn a_resume_that_cannot_be_read_closes_to_reconnect_and_then_misses_nothing() {
+    let app = AppBuilder::new()
+        .raised_limits()
+        .with(|s| s.chat.ring_size = 3)
+        .spawn()
+        .await;
+    let (stream, owner) = app.stream_with_owner().await;
+    let mut o = owner.ws(stream).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(o.say(&format!("m{i}")).await);
+    }
+    let resume = format!("?last_id={}", ids[0]);
+    app.tenant_sql(
+        "ALTER TABLE {s}.chat_chatmessage RENAME TO chat_chatmessage_away",
+        &[],
+    )
+    .await;
+    let mut refused = owner.ws_with(stream, &resume).await.expect("socket opens");
+    let code = refused.closed().await;
+    app.tenant_sql(
+        "ALTER TABLE {s}.chat_chatmessage_away RENAME TO chat_chatmessage",
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(1012));
+
+    let mut again = owner.ws_with(stream, &resume).await.expect("socket opens");
+    assert_eq!(again.recv().await["type"], "hello");
+    let history = again.recv().await;
+    assert_eq!(history["type"], "history");
+    assert_eq!(history["truncated"], false);
+    let got: Vec<i64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(got, ids[1..]);
 }
 
 #[actix_web::test]

@@ -720,11 +720,27 @@ impl Handler<Join> for RoomActor {
                         }
                     }
                     .into_actor(self)
-                    .map(move |r, room, _| {
-                        let (messages, truncated) = r.unwrap_or_else(|e| {
-                            tracing::warn!(error = %e, "history unavailable");
-                            (Vec::new(), true)
-                        });
+                    .map(move |r, room, ctx| {
+                        let (messages, truncated) = match r {
+                            Ok(page) => page,
+                            // A resumed history misses nothing (PROTOCOL.md):
+                            // one that cannot be read now is not sent short;
+                            // the socket closes to reconnect (1012) and its
+                            // client resumes from the same id.
+                            Err(e) if last_id.is_some() => {
+                                tracing::warn!(error = %e, "resume unavailable; closing to reconnect");
+                                if room.members.close(conn_id, 1012, "history unavailable") {
+                                    room.presence_changed(ctx);
+                                }
+                                return;
+                            }
+                            // A first history says older messages exist (to
+                            // be paged back through the replay API).
+                            Err(e) => {
+                                tracing::warn!(error = %e, "history unavailable");
+                                (Vec::new(), true)
+                            }
+                        };
                         let Some(user) = room.members.get(conn_id).map(|m| m.user.clone()) else {
                             return;
                         };
