@@ -1319,14 +1319,20 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    /// Starts one and waits until it answers.
+    /// Starts one on a free port and waits until it answers. A port taken
+    /// meanwhile by another process ends the server at once; it starts
+    /// again on another.
     pub fn start() -> PrivateRedis {
-        let mut r = PrivateRedis {
-            child: None,
-            port: free_port(),
-        };
-        r.start_again();
-        r
+        for _ in 0..5 {
+            let mut r = PrivateRedis {
+                child: None,
+                port: free_port(),
+            };
+            if r.try_start() {
+                return r;
+            }
+        }
+        panic!("redis-server exited at start five times (its port taken?)");
     }
 
     /// Its URL.
@@ -1336,7 +1342,17 @@ impl PrivateRedis {
 
     /// Starts the server (again) on the same port.
     pub fn start_again(&mut self) {
-        let child = Command::new(redis_server_bin())
+        assert!(
+            self.try_start(),
+            "redis-server exited at start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on its port and waits until it answers; false when
+    /// it exits first (the port is taken).
+    fn try_start(&mut self) -> bool {
+        let mut child = Command::new(redis_server_bin())
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -1350,13 +1366,18 @@ impl PrivateRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start redis-server");
-        self.child = Some(child);
         for _ in 0..100 {
             if redis_answers(&format!("127.0.0.1:{}", self.port)) {
-                return;
+                self.child = Some(child);
+                return true;
             }
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            // Pacing the polls of a server that is starting.
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
         panic!("redis-server did not come up on port {}", self.port);
     }
 

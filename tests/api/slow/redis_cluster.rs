@@ -115,23 +115,8 @@ impl RedisCluster {
             tls,
         };
         for _ in 0..count {
-            let mut node = ClusterNode {
-                port: free_port(),
-                child: None,
-            };
-            node.child = Some(cluster.spawn(node.port));
+            let node = cluster.start_node();
             cluster.nodes.push(node);
-        }
-        for n in &cluster.nodes {
-            let until = Instant::now() + Duration::from_secs(10);
-            while cluster.cli(n.port, &["PING"]).trim() != "PONG" {
-                assert!(
-                    Instant::now() < until,
-                    "redis-server did not come up on {}",
-                    n.port
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
         }
         let addrs: Vec<String> = cluster
             .nodes
@@ -164,7 +149,40 @@ impl RedisCluster {
         redis_cli(self.tls.as_ref(), port, args)
     }
 
-    fn spawn(&self, port: u16) -> std::process::Child {
+    /// Starts a node and waits until it answers. Its port and its cluster
+    /// bus port (by default the port + 10000, which may be taken or past
+    /// 65535) are free ports; one taken meanwhile by another process ends
+    /// the server at once, and it starts again on others.
+    fn start_node(&self) -> ClusterNode {
+        for _ in 0..5 {
+            let (port, bus) = (free_port(), free_port());
+            if port == bus {
+                continue;
+            }
+            let mut child = self.spawn(port, bus);
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                if self.cli(port, &["PING"]).trim() == "PONG" {
+                    return ClusterNode {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() >= until {
+                    let _ = child.kill();
+                    panic!("redis-server did not come up on {port}");
+                }
+                // Pacing the polls of a server that is starting.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("redis-server exited at start five times (its ports taken?)");
+    }
+
+    fn spawn(&self, port: u16, bus: u16) -> std::process::Child {
         let mut cmd = Command::new(redis_server_bin());
         match &self.tls {
             None => cmd.args(["--port", &port.to_string()]),
@@ -183,6 +201,8 @@ impl RedisCluster {
             "127.0.0.1",
             "--cluster-enabled",
             "yes",
+            "--cluster-port",
+            &bus.to_string(),
             "--cluster-config-file",
         ])
         .arg(self.dir.join(format!("nodes-{port}.conf")))
