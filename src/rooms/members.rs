@@ -593,6 +593,7 @@ mod tests {
         members.keep_alive(45, 0, 1);
         assert!(pings(&mut queues).iter().all(|n| *n == 1));
     }
+
     /// One socket closed by its connection id (a resume whose history could
     /// not be read) gets the close after what it was queued, stops counting
     /// at once, and stays a member until its `Leave`; closing it again, or
