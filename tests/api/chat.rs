@@ -471,24 +471,32 @@ async fn resume_misses_nothing_under_concurrent_sends() {
     }
 }
 
-/// A client that stops reading is closed with 4008 and stops counting as a
-/// viewer; another client in the same room keeps receiving.
-/// `hello` and `history` come first even when the history is read from
-/// PostgreSQL (a resume older than the ring) and the client speaks at once:
-/// its frames are answered after them, not before.
-#[actix_web::test]
-async fn nothing_comes_before_hello_while_a_history_loads() {
+/// An app whose rooms keep `ring_size` messages, with a stream whose owner
+/// said `n` messages (their ids): a resume from the first is older than the
+/// ring, so its history is read from PostgreSQL.
+async fn past_the_ring(ring_size: usize, n: usize) -> (TestApp, i64, Vec<i64>) {
     let app = AppBuilder::new()
         .raised_limits()
-        .with(|s| s.chat.ring_size = 5)
+        .with(move |s| s.chat.ring_size = ring_size)
         .spawn()
         .await;
     let (stream, owner) = app.stream_with_owner().await;
     let mut o = owner.ws(stream).await;
     let mut ids = Vec::new();
-    for i in 0..20 {
+    for i in 0..n {
         ids.push(o.say(&format!("m{i}")).await);
     }
+    drop((o, owner));
+    (app, stream, ids)
+}
+
+/// `hello` and `history` come first even when the history is read from
+/// PostgreSQL (a resume older than the ring) and the client speaks at once:
+/// its frames are answered after them, not before.
+#[actix_web::test]
+async fn nothing_comes_before_hello_while_a_history_loads() {
+    let (app, stream, ids) = past_the_ring(5, 20).await;
+    let owner = app.logged_in("owner").await;
     // The history read waits on a lock the test holds.
     let mut c = app.store.client().await.unwrap();
     let tx = c.transaction().await.unwrap();
@@ -518,17 +526,8 @@ async fn nothing_comes_before_hello_while_a_history_loads() {
 /// and the same `last_id` once the table is back gets every message.
 #[actix_web::test]
 async fn a_resume_that_cannot_be_read_closes_to_reconnect_and_then_misses_nothing() {
-    let app = AppBuilder::new()
-        .raised_limits()
-        .with(|s| s.chat.ring_size = 3)
-        .spawn()
-        .await;
-    let (stream, owner) = app.stream_with_owner().await;
-    let mut o = owner.ws(stream).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        ids.push(o.say(&format!("m{i}")).await);
-    }
+    let (app, stream, ids) = past_the_ring(3, 8).await;
+    let owner = app.logged_in("owner").await;
     let resume = format!("?last_id={}", ids[0]);
     app.tenant_sql(
         "ALTER TABLE {s}.chat_chatmessage RENAME TO chat_chatmessage_away",
@@ -549,15 +548,11 @@ async fn a_resume_that_cannot_be_read_closes_to_reconnect_and_then_misses_nothin
     let history = again.recv().await;
     assert_eq!(history["type"], "history");
     assert_eq!(history["truncated"], false);
-    let got: Vec<i64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(got, ids[1..]);
+    assert_eq!(message_ids(&history), ids[1..]);
 }
 
+/// A client that stops reading is closed with 4008 and stops counting as a
+/// viewer; another client in the same room keeps receiving.
 #[actix_web::test]
 async fn slow_consumer_is_closed_and_others_keep_receiving() {
     let app = AppBuilder::new()
