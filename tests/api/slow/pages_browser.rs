@@ -547,11 +547,11 @@ async fn a_moderator_deletes_a_message_from_every_page() {
         "only the deleted message is gone"
     );
     // A reload does not bring it back.
-    viewer
-        .goto(&format!("{}/streams/{stream}", site(&app)))
-        .await;
+    viewer.watch(&app, stream).await;
     assert_eq!(viewer.eval("texts()").await, json!(["a fine message"]));
-    // Timed out, the viewer is told in the page's alert.
+    // Timed out, the viewer is told in the page's alert (by the live
+    // `timeout` frame: the reloaded page's socket is live by now, where a
+    // socket that joins after the timeout hears only `can_chat: false`).
     moderator
         .click("button('Timeout', messageWith('a fine message'))")
         .await;
