@@ -1268,6 +1268,27 @@ impl Drop for PrivatePg {
     }
 }
 
+/// Waits until a server just spawned as `child` answers (`answers`): true;
+/// false when it exits first (its port was taken meanwhile, so the caller
+/// starts it again on another). Panics, killing it, after 10 s.
+pub fn came_up(child: &mut std::process::Child, what: &str, answers: impl Fn() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if answers() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if std::time::Instant::now() >= until {
+            let _ = child.kill();
+            panic!("{what} did not come up");
+        }
+        // Pacing the polls of a server that is starting.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Answers when a Redis at `addr` replies to PING.
 fn redis_answers(addr: &str) -> bool {
     use std::io::{Read, Write};
@@ -1366,19 +1387,14 @@ impl PrivateRedis {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start redis-server");
-        for _ in 0..100 {
-            if redis_answers(&format!("127.0.0.1:{}", self.port)) {
-                self.child = Some(child);
-                return true;
-            }
-            if child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            // Pacing the polls of a server that is starting.
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let addr = format!("127.0.0.1:{}", self.port);
+        let up = came_up(&mut child, &format!("redis-server on {addr}"), || {
+            redis_answers(&addr)
+        });
+        if up {
+            self.child = Some(child);
         }
-        let _ = child.kill();
-        panic!("redis-server did not come up on port {}", self.port);
+        up
     }
 
     /// Stops the server (SIGKILL).

@@ -160,23 +160,13 @@ impl RedisCluster {
                 continue;
             }
             let mut child = self.spawn(port, bus);
-            let until = Instant::now() + Duration::from_secs(10);
-            loop {
-                if self.cli(port, &["PING"]).trim() == "PONG" {
-                    return ClusterNode {
-                        port,
-                        child: Some(child),
-                    };
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if Instant::now() >= until {
-                    let _ = child.kill();
-                    panic!("redis-server did not come up on {port}");
-                }
-                // Pacing the polls of a server that is starting.
-                std::thread::sleep(Duration::from_millis(50));
+            if came_up(&mut child, &format!("redis-server on {port}"), || {
+                self.cli(port, &["PING"]).trim() == "PONG"
+            }) {
+                return ClusterNode {
+                    port,
+                    child: Some(child),
+                };
             }
         }
         panic!("redis-server exited at start five times (its ports taken?)");
