@@ -45,6 +45,8 @@
   // ---------------------------------------------------------------- state
   var seen = new Set();         // every message id shown (deleted ones too)
   var lastId = 0;               // resume point: the highest id received in order
+  var synced = false;           // a history has come: resume at lastId, even at 0
+  var resuming = false;         // the current socket asked for what came after lastId
   var pending = new Map();      // client_id -> {text, el, sentOn}
   var ws = null;
   var helloSeen = false;
@@ -427,7 +429,8 @@
   }
 
   function onHistory(f) {
-    var resumed = lastId > 0;
+    var resumed = resuming;
+    synced = true;
     (f.messages || []).forEach(function (m) {
       // Elements rendered by the server (or before a reconnect) take the
       // history's fresher view: replies, edits, mentions, tools.
@@ -760,7 +763,10 @@
   function socketUrl() {
     var scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     var url = scheme + '//' + location.host + '/ws/chat/stream_' + encodeURIComponent(streamId) + '/';
-    return lastId > 0 ? url + '?last_id=' + lastId : url;
+    // A page that has seen the room empty resumes too (from 0): a plain
+    // connect would bring only the newest 50 of what it missed.
+    resuming = synced || lastId > 0;
+    return resuming ? url + '?last_id=' + lastId : url;
   }
 
   function connect() {

@@ -316,6 +316,41 @@ async fn the_page_comes_back_by_itself_after_a_server_restart() {
     drop(node);
 }
 
+/// A page that saw its room empty and was away while more than a plain
+/// history's 50 messages were said comes back with every one of them.
+#[actix_web::test]
+async fn a_page_that_saw_an_empty_room_misses_nothing_said_while_away() {
+    let app = AppBuilder::new().raised_limits().spawn().await;
+    let (stream, node, on_node) = app.stream_on_node(["alice", "bob"], &[]).await;
+    let (_browser, [tab]) = Browser::logged_in(&on_node, ["alice"]).await;
+    tab.watch(&on_node, stream).await;
+    assert_eq!(tab.eval("messages().length").await, 0);
+
+    let port = node.shut_down();
+    tab.wait_for("$('#conn').dataset.state === 'reconnecting'")
+        .await;
+    let bob = app.logged_in("bob").await;
+    let said = app
+        .ws(stream, Some(&bob.cookie))
+        .await
+        .say_many("away", 60)
+        .await;
+    let node = Node::start(port, &[]).await;
+
+    tab.wait_for("$('#conn').dataset.state === 'live' && messages().length === 60")
+        .await;
+    let shown = tab
+        .eval("messages().map((m) => Number(m.dataset.id))")
+        .await;
+    assert_eq!(shown, json!(said), "all 60, in order");
+    assert_eq!(
+        tab.eval("$('[role=alert]').textContent").await,
+        "",
+        "nothing said to be skipped"
+    );
+    drop(node);
+}
+
 #[actix_web::test]
 async fn a_closed_session_does_not_reconnect() {
     let app = spawn_app().await;
